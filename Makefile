@@ -1,0 +1,45 @@
+# o16n — the two commands of the README are `make run` and `make test`.
+# Everything else is a step they depend on: a virtualenv, a Docker engine, the runtime image.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: run test check lint typecheck pytest image docker venv bench clean
+
+run: image                     ## serve the API on $$O16N_HOST:$$O16N_PORT (127.0.0.1:12800)
+	$(PY) -m controller serve
+
+test: image check pytest       ## lint, type-check, then every test against the real engine
+
+pytest: image
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+check: lint typecheck
+
+lint: venv
+	$(VENV)/bin/ruff check controller runtime_image/o16n_agent tests bench
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+image: venv docker             ## build o16n-runtime:<hash> unless it is up to date
+	$(PY) -m controller image build
+
+docker:                        ## make sure a Docker engine answers (installs one as root on Debian)
+	bash scripts/ensure-docker.sh
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml runtime_image/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]' -r runtime_image/requirements.txt
+	touch $(STAMP)
+
+bench: image                   ## benchmarks (figures in bench/results/)
+	$(PY) -m bench.run_all
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache runtime_image/wheels

@@ -1,0 +1,139 @@
+"""The ``o16n`` command (also ``python -m controller``).
+
+o16n serve                               run the server (configuration: O16N_* variables)
+o16n users add NAME [--role R]           add a user (password from --password-stdin or prompted)
+o16n users set-role NAME ROLE
+o16n users set-password NAME
+o16n users disable NAME | enable NAME
+o16n users list
+o16n image tag | build                   the runtime image's tag; build it if missing
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import sys
+from collections.abc import Sequence
+
+from controller.auth.passwords import hash_password_async
+from controller.auth.roles import Role
+from controller.errors import O16nError
+from controller.settings import Settings, SettingsError
+from controller.store.db import Database
+from controller.store.users import UsersRepo
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="o16n", description="o16n operationalization server")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="run the HTTP server")
+
+    users = sub.add_parser("users", help="manage local user accounts").add_subparsers(
+        dest="action", required=True
+    )
+    add = users.add_parser("add", help="add a user")
+    add.add_argument("name")
+    add.add_argument("--role", default="Contributor", help="Owner, Contributor or Reader")
+    add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    role = users.add_parser("set-role", help="change a user's role")
+    role.add_argument("name")
+    role.add_argument("role")
+    pw = users.add_parser("set-password", help="change a password (ends the user's logins)")
+    pw.add_argument("name")
+    pw.add_argument("--password-stdin", action="store_true")
+    for action in ("disable", "enable"):
+        users.add_parser(action, help=f"{action} an account").add_argument("name")
+    users.add_parser("list", help="list accounts")
+
+    image = sub.add_parser("image", help="the runtime image").add_subparsers(
+        dest="action", required=True
+    )
+    image.add_parser("tag", help="print the runtime image tag")
+    image.add_parser("build", help="build the runtime image unless it is up to date")
+    return parser
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            raise SystemExit("o16n: the passwords differ")
+    if len(password) < 8:
+        raise SystemExit("o16n: a password needs at least 8 characters")
+    return password
+
+
+async def _users(settings: Settings, args: argparse.Namespace) -> None:
+    db = await Database.open(settings.db_path)
+    try:
+        repo = UsersRepo(db)
+        if args.action == "add":
+            role = Role.parse(args.role)
+            hashed = await hash_password_async(_read_password(args.password_stdin))
+            await repo.add(args.name, hashed, role)
+            print(f"added {args.name} ({role.value})")
+        elif args.action == "set-role":
+            await repo.update(args.name, role=Role.parse(args.role))
+            print(f"{args.name} is now {Role.parse(args.role).value}")
+        elif args.action == "set-password":
+            hashed = await hash_password_async(_read_password(args.password_stdin))
+            await repo.update(args.name, password_hash=hashed, revoke_tokens=True)
+            print(f"password of {args.name} changed; its logins were ended")
+        elif args.action in ("disable", "enable"):
+            disabled = args.action == "disable"
+            await repo.update(args.name, disabled=disabled, revoke_tokens=disabled)
+            print(f"{args.name} {args.action}d")
+        elif args.action == "list":
+            for user in await repo.all():
+                state = "disabled" if user.disabled else "active"
+                print(f"{user.username}\t{user.role.value}\t{state}")
+    finally:
+        await db.close()
+
+
+async def _image(settings: Settings, action: str) -> None:
+    from controller.runtime.docker_gateway import DockerGateway
+    from controller.runtime.image import default_tag, ensure_image
+
+    tag = settings.runtime_image or default_tag()
+    if action == "tag":
+        print(tag)
+        return
+    gateway = await DockerGateway.connect()
+    try:
+        await ensure_image(
+            gateway, tag, progress=lambda line: print(line, file=sys.stderr, flush=True)
+        )
+    finally:
+        await gateway.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        if args.command == "serve":
+            from controller import logs
+            from controller.app import run
+
+            logs.configure(settings.log_level, settings.log_format)
+            run(settings)
+        elif args.command == "users":
+            asyncio.run(_users(settings, args))
+        elif args.command == "image":
+            asyncio.run(_image(settings, args.action))
+    except SettingsError as exc:
+        print(f"o16n: {exc}", file=sys.stderr)
+        return 2
+    except (O16nError, ValueError) as exc:
+        print(f"o16n: {getattr(exc, 'message', exc)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

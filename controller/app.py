@@ -1,0 +1,123 @@
+"""The app factory: the one place that wires o16n together.
+
+``create_app(settings)`` builds the aiohttp application; nothing opens SQLite, makes a
+Docker client or reads the environment at import time. Each shared resource has one
+cleanup context that pairs its start with its teardown, entered in dependency order
+(store → auth → Docker gateway → runtime) and left in reverse; the task supervisor's
+context is registered last so that background tasks are cancelled first.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from aiohttp import web
+
+from controller import docs, status
+from controller.auth import routes as auth_routes
+from controller.auth.bootstrap import ensure_admin, jwt_secret
+from controller.auth.directory import Directory
+from controller.auth.jwt_tokens import AccessTokenCodec
+from controller.auth.middleware import auth_middleware
+from controller.auth.service import AuthService
+from controller.http.middlewares import error_middleware
+from controller.keys import AUTH, DB, DOCKER, PROBE, SANDBOXES, SETTINGS, SWAGGER, TASKS
+from controller.runtime.docker_gateway import DockerGateway
+from controller.runtime.health import EngineProbe
+from controller.runtime.image import default_tag
+from controller.runtime.local_docker import LocalDockerBackend
+from controller.runtime.sandboxes import Sandboxes
+from controller.settings import Settings
+from controller.store.db import Database
+from controller.tasks import TaskSupervisor
+
+log = logging.getLogger(__name__)
+
+CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(
+        middlewares=[error_middleware, auth_middleware],
+        client_max_size=int(settings.max_body_bytes),
+    )
+    app[SETTINGS] = settings
+    app[TASKS] = TaskSupervisor()
+    app[SWAGGER] = docs.load_document()
+
+    app.router.add_routes(auth_routes.routes)
+    app.router.add_routes(status.routes)
+    app.router.add_routes(docs.routes)
+
+    app.cleanup_ctx.extend([store_ctx, auth_ctx, docker_ctx, runtime_ctx, tasks_ctx])
+    return app
+
+
+async def store_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    db = await Database.open(settings.db_path)
+    app[DB] = db
+    log.info("store open", extra={"path": str(settings.db_path)})
+    yield
+    await db.close()
+
+
+async def auth_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    directory = Directory(app[DB], settings.access_token_ttl)
+    await ensure_admin(settings, directory.users_repo)
+    await directory.reload()
+    codec = AccessTokenCodec(jwt_secret(settings), settings.access_token_ttl)
+    app[AUTH] = AuthService(settings, directory, codec)
+    app[TASKS].spawn("auth-directory-watch", directory.watch())
+    yield
+
+
+async def docker_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    gateway = await DockerGateway.connect(settings.docker_workers, settings.docker_slow_workers)
+    app[DOCKER] = gateway
+    info = await gateway.info()
+    log.info("docker engine connected", extra={"version": info.version})
+    yield
+    await gateway.close()
+
+
+async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    gateway = app[DOCKER]
+    image = settings.runtime_image or default_tag()
+    if not await gateway.image_exists(image):
+        log.error("runtime image missing; build it with `make image`", extra={"image": image})
+    backend = LocalDockerBackend(gateway, settings)
+    sandboxes = Sandboxes(backend, settings, image)
+    app[SANDBOXES] = sandboxes
+    app[PROBE] = EngineProbe(gateway, image)
+    await sandboxes.reap(await sandboxes.owned())
+    yield
+    await backend.close()
+
+
+async def tasks_ctx(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await app[TASKS].close()
+
+
+def run(settings: Settings, **kwargs: Any) -> None:
+    """Serve ``settings``' app until interrupted."""
+    from controller.logs import AccessLogger
+
+    app = create_app(settings)
+    log.info("o16n starting", extra={"settings": settings.describe()})
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        access_log_class=AccessLogger,
+        access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
+        print=lambda text: print(text, flush=True),
+        **kwargs,
+    )

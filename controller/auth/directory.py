@@ -1,0 +1,79 @@
+"""In-memory view of users and recent token families, so checking a request costs no I/O.
+
+The controller is the only writer of these tables except for the ``o16n users`` CLI,
+which runs in another process. A background task polls SQLite's ``data_version`` (it
+changes only when *another* connection commits) and reloads when the CLI changed
+something, so a disabled user or a new role takes effect within a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from controller.auth.roles import Identity
+from controller.store.db import Database
+from controller.store.tokens import FamilyState, TokensRepo
+from controller.store.users import UserRecord, UsersRepo
+
+log = logging.getLogger(__name__)
+
+
+class Directory:
+    def __init__(self, db: Database, access_ttl: int) -> None:
+        self._db = db
+        self.users_repo = UsersRepo(db)
+        self.tokens_repo = TokensRepo(db)
+        self._access_ttl = access_ttl
+        self._users: dict[int, UserRecord] = {}
+        self._families: dict[str, FamilyState] = {}
+        self._data_version = -1
+
+    async def reload(self) -> None:
+        """Load every user and every family touched within one access-token lifetime.
+
+        Any unexpired access token was issued (login or refresh) within that window, and
+        issuing touches its family, so the map answers for every token that can be live.
+        """
+        version = await self._db.data_version()
+        users = await self.users_repo.all()
+        families = await self.tokens_repo.touched_since(time.time() - self._access_ttl - 60)
+        self._users = {u.id: u for u in users}
+        self._families = {f.id: f for f in families}
+        self._data_version = version
+
+    async def watch(self, interval: float = 1.0) -> None:
+        """Reload whenever another process (the CLI) committed to the database."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                if await self._db.data_version() != self._data_version:
+                    await self.reload()
+                self._prune()
+            except Exception:  # keep watching; the next round retries
+                log.exception("reloading users and tokens failed")
+
+    def user(self, user_id: int) -> UserRecord | None:
+        return self._users.get(user_id)
+
+    def put_user(self, user: UserRecord) -> None:
+        self._users[user.id] = user
+
+    def put_family(self, family: FamilyState) -> None:
+        self._families[family.id] = family
+
+    def identity(self, user_id: int, family: str, generation: int) -> Identity | None:
+        """The identity behind a verified access token, or ``None`` if it no longer counts."""
+        state = self._families.get(family)
+        if state is None or state.revoked or state.generation != generation:
+            return None
+        user = self._users.get(user_id)
+        if user is None or user.disabled or state.user_id != user_id:
+            return None
+        return Identity(user.id, user.username, user.role)
+
+    def _prune(self) -> None:
+        cutoff = time.time() - self._access_ttl - 60
+        for fid in [f for f, s in self._families.items() if s.touched_at < cutoff]:
+            del self._families[fid]

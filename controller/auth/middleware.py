@@ -1,0 +1,42 @@
+"""The bearer-token check. It only attaches who is calling; handlers decide what they may do."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from controller.auth.roles import Identity
+from controller.errors import UnauthorizedError
+from controller.keys import AUTH, IDENTITY
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+F = TypeVar("F", bound=Callable[..., Any])
+_PUBLIC = "__o16n_public__"
+
+
+def public(handler: F) -> F:
+    """Mark a handler as reachable without a bearer token (only the ``/login`` family)."""
+    setattr(handler, _PUBLIC, True)
+    return handler
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    match_info = request.match_info
+    if match_info.http_exception is not None or getattr(match_info.handler, _PUBLIC, False):
+        return await handler(request)
+    header = request.headers.get("Authorization")
+    if not header:
+        raise UnauthorizedError("missing Authorization header; send 'Bearer <access_token>'")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise UnauthorizedError("the Authorization header must be 'Bearer <access_token>'")
+    request[IDENTITY] = request.app[AUTH].authenticate(token.strip())
+    return await handler(request)
+
+
+def caller(request: web.Request) -> Identity:
+    """The authenticated caller of ``request`` (set by ``auth_middleware``)."""
+    return request[IDENTITY]

@@ -1,0 +1,1 @@
+"""HTTP plumbing shared by every handler: middlewares, body parsing, JSON responses."""

@@ -1,0 +1,31 @@
+"""Typed keys of the shared resources the app factory wires, and of the caller's identity.
+
+Declared once, here. Handlers read what they need from ``request.app[KEY]`` and hand the
+concrete objects down; nothing deeper receives the app.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from controller.auth.roles import Identity
+from controller.auth.service import AuthService
+from controller.runtime.docker_gateway import DockerGateway
+from controller.runtime.health import EngineProbe
+from controller.runtime.sandboxes import Sandboxes
+from controller.settings import Settings
+from controller.store.db import Database
+from controller.tasks import TaskSupervisor
+
+SETTINGS = web.AppKey("settings", Settings)
+DB = web.AppKey("db", Database)
+AUTH = web.AppKey("auth", AuthService)
+DOCKER = web.AppKey("docker", DockerGateway)
+SANDBOXES = web.AppKey("sandboxes", Sandboxes)
+TASKS = web.AppKey("tasks", TaskSupervisor)
+SWAGGER = web.AppKey("swagger", dict[str, Any])
+PROBE = web.AppKey("status_probe", EngineProbe)
+
+IDENTITY = web.RequestKey("identity", Identity)

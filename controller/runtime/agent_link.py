@@ -1,0 +1,237 @@
+"""The controller's end of the agent protocol: a listener per container and the link to its agent.
+
+The controller owns the listening socket, in a per-container host directory that is
+mounted read-only into the container, so code in the container can neither replace the
+socket nor plant a symlink the controller would follow. The agent shares a uid with user
+code, so every reply is treated as hostile: size caps, a deadline, an id and shape check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from o16n_agent import protocol
+
+from controller.errors import (
+    AgentGone,
+    AgentProtocolError,
+    BadRequestError,
+    NotFoundError,
+    PayloadTooLargeError,
+    RuntimeFailure,
+)
+
+log = logging.getLogger(__name__)
+
+SOCKET_NAME = "agent.sock"
+#: longest path a Unix socket may have on Linux (sun_path is 108 bytes, NUL-terminated)
+MAX_SOCKET_PATH = 107
+HELLO_TIMEOUT = 10.0
+
+Reply = tuple[dict[str, Any], bytes | None]
+
+
+class AgentTimeout(RuntimeFailure):
+    """The agent did not answer in time; the link is closed."""
+
+
+class AgentLink:
+    """A connected agent. One request in flight at a time (callers queue on a lock)."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        hello: dict[str, Any],
+        reply_limit: int,
+        blob_limit: int,
+    ) -> None:
+        self._reader = reader
+        self._writer = writer
+        self.hello = hello
+        self._reply_limit = reply_limit
+        self._blob_limit = blob_limit
+        self._lock = asyncio.Lock()
+        self._next_id = 1
+        self._closed = asyncio.Event()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    @property
+    def busy(self) -> bool:
+        return self._lock.locked()
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    def close(self) -> None:
+        if not self._closed.is_set():
+            self._closed.set()
+            self._writer.close()
+
+    async def call(
+        self,
+        op: str,
+        args: dict[str, Any] | None = None,
+        *,
+        blob: bytes | None = None,
+        timeout: float,
+        on_timeout: Callable[[], Awaitable[None]] | None = None,
+        grace: float = 5.0,
+    ) -> Reply:
+        """Send one request and return the agent's reply (fields and blob).
+
+        When ``timeout`` passes, ``on_timeout`` (for example: send SIGINT) runs and the
+        reply gets ``grace`` seconds more. A link whose reply never came is closed: its
+        byte stream is no longer in step.
+        """
+        async with self._lock:
+            if self.closed:
+                raise AgentGone("the agent's connection is closed")
+            request_id = self._next_id
+            self._next_id += 1
+            message = {**(args or {}), "id": request_id, "op": op}
+            try:
+                self._writer.write(protocol.encode(message, blob))
+                await self._writer.drain()
+                reply, reply_blob = await self._receive(timeout, on_timeout, grace)
+            except (ConnectionError, asyncio.IncompleteReadError, EOFError):
+                self.close()
+                raise AgentGone("the agent's connection ended") from None
+            except protocol.ProtocolError as exc:
+                self.close()
+                raise AgentProtocolError(f"the agent broke the protocol: {exc}") from None
+            except BaseException:
+                self.close()
+                raise
+        if reply.get("id") != request_id or not isinstance(reply.get("ok"), bool):
+            self.close()
+            raise AgentProtocolError("the agent's reply does not match its request")
+        if not reply["ok"]:
+            raise _agent_error(reply)
+        return reply, reply_blob
+
+    async def _receive(
+        self,
+        timeout: float,
+        on_timeout: Callable[[], Awaitable[None]] | None,
+        grace: float,
+    ) -> Reply:
+        read = asyncio.ensure_future(
+            protocol.read_message(self._reader, self._reply_limit, self._blob_limit)
+        )
+        try:
+            done, _ = await asyncio.wait({read}, timeout=timeout)
+            if not done and on_timeout is not None:
+                await on_timeout()
+                done, _ = await asyncio.wait({read}, timeout=grace)
+            if not done:
+                raise AgentTimeout(f"the agent did not answer within {timeout:g} s")
+            return read.result()
+        finally:
+            if not read.done():
+                read.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await read
+
+
+def _agent_error(reply: dict[str, Any]) -> Exception:
+    message = str(reply.get("error") or "the agent reported an error")[:10_000]
+    code = reply.get("code")
+    if code == "not_found":
+        return NotFoundError(message)
+    if code == "invalid":
+        return BadRequestError(message)
+    if code == "too_large":
+        return PayloadTooLargeError(message)
+    return RuntimeFailure(message)
+
+
+class AgentListener:
+    """Listens on ``<socket_dir>/agent.sock`` for one container's agent.
+
+    Keeps listening for the container's lifetime, so an agent can dial in again after a
+    controller restart; while a link is open, further connections are refused.
+    """
+
+    def __init__(self, socket_dir: Path, reply_limit: int, blob_limit: int) -> None:
+        self.socket_dir = socket_dir
+        self.socket_path = socket_dir / SOCKET_NAME
+        self._reply_limit = reply_limit
+        self._blob_limit = blob_limit
+        self._server: asyncio.Server | None = None
+        self._link: AgentLink | None = None
+        self._linked = asyncio.Event()
+        self._handshakes: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        if len(str(self.socket_path)) > MAX_SOCKET_PATH:
+            raise RuntimeFailure(
+                f"socket path {self.socket_path} is longer than {MAX_SOCKET_PATH} bytes; "
+                "choose a shorter O16N_DATA_DIR"
+            )
+        self.socket_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+        os.chmod(self.socket_dir, 0o755)  # noqa: PTH101, S103 (the container's uid must reach the socket)
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()  # a stale socket of an earlier controller
+        self._server = await asyncio.start_unix_server(self._accept, path=str(self.socket_path))
+        # connect(2) needs write permission on the socket; the container's uid is not ours.
+        os.chmod(self.socket_path, 0o666)  # noqa: PTH101, S103
+
+    async def wait_link(self, timeout: float) -> AgentLink:
+        """The agent's link, waiting up to ``timeout`` seconds for it to dial in."""
+        while True:
+            link = self._link
+            if link is not None and not link.closed:
+                return link
+            self._linked.clear()
+            try:
+                await asyncio.wait_for(self._linked.wait(), timeout)
+            except TimeoutError:
+                raise AgentGone(f"the agent did not connect within {timeout:g} s") from None
+
+    @property
+    def link(self) -> AgentLink | None:
+        link = self._link
+        return link if link is not None and not link.closed else None
+
+    async def close(self) -> None:
+        if self._link is not None:
+            self._link.close()
+        for task in list(self._handshakes):
+            task.cancel()
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+            self._server = None
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.ensure_future(self._handshake(reader, writer))
+        self._handshakes.add(task)
+        task.add_done_callback(self._handshakes.discard)
+
+    async def _handshake(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            if self.link is not None:
+                raise AgentProtocolError("an agent is already connected")
+            async with asyncio.timeout(HELLO_TIMEOUT):
+                hello, _ = await protocol.read_message(reader, 64 * 1024, 0)
+            if hello.get("op") != "hello" or hello.get("version") != protocol.VERSION:
+                raise AgentProtocolError(f"unexpected hello from agent: {str(hello)[:200]}")
+        except (Exception, asyncio.CancelledError) as exc:
+            log.warning("agent connection refused", extra={"reason": str(exc)[:200]})
+            writer.close()
+            return
+        self._link = AgentLink(reader, writer, hello, self._reply_limit, self._blob_limit)
+        self._linked.set()

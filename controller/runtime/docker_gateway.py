@@ -1,0 +1,260 @@
+"""Every call to the Docker engine, as named async methods.
+
+The Docker SDK for Python is blocking, so each call runs on a bounded thread pool (a
+separate small pool for slow calls: commit, build, image removal) and the event loop
+never waits on the engine. Docker's exceptions are translated here, once, into the
+domain error tree; "not found" while tearing down counts as success.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from controller.errors import EngineUnavailable, NotFoundError, RuntimeFailure
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerInfo:
+    """What ``docker inspect`` says about a container, reduced to what we use."""
+
+    id: str
+    name: str
+    status: str  # created | running | paused | restarting | removing | exited | dead
+    exit_code: int | None
+    oom_killed: bool
+    error: str
+    labels: dict[str, str]
+    image: str
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+
+@dataclass(frozen=True, slots=True)
+class EngineInfo:
+    version: str
+    api_version: str
+    containers_running: int
+    images: int
+    storage_driver: str
+
+
+class DockerGateway:
+    def __init__(self, client: Any, workers: int, slow_workers: int) -> None:
+        self._client = client
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="docker")
+        self._slow = ThreadPoolExecutor(slow_workers, thread_name_prefix="docker-slow")
+
+    @classmethod
+    async def connect(cls, workers: int = 8, slow_workers: int = 2) -> DockerGateway:
+        """Connect to the engine named by DOCKER_HOST (default: the local socket)."""
+        try:
+            client = await asyncio.to_thread(
+                partial(
+                    docker.from_env,
+                    version="auto",
+                    timeout=120,
+                    max_pool_size=workers + slow_workers,
+                )
+            )
+        except docker.errors.DockerException as exc:
+            raise EngineUnavailable(f"the Docker engine does not answer: {exc}") from None
+        return cls(client, workers, slow_workers)
+
+    async def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._slow.shutdown(wait=False, cancel_futures=True)
+        await asyncio.to_thread(self._client.close)
+
+    async def _run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._call(self._pool, fn, *args, **kwargs)
+
+    async def _run_slow(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._call(self._slow, fn, *args, **kwargs)
+
+    async def _call(
+        self, pool: ThreadPoolExecutor, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(pool, partial(fn, *args, **kwargs))
+        except docker.errors.NotFound as exc:
+            raise NotFoundError(_explain(exc)) from None
+        except docker.errors.APIError as exc:
+            raise RuntimeFailure(f"the Docker engine refused: {_explain(exc)}") from None
+        except (requests.exceptions.ConnectionError, docker.errors.DockerException) as exc:
+            raise EngineUnavailable(f"the Docker engine does not answer: {exc}") from None
+
+    # --- engine ---------------------------------------------------------------------------
+
+    async def info(self) -> EngineInfo:
+        data = await self._run(self._client.api.info)
+        version = await self._run(self._client.api.version)
+        return EngineInfo(
+            version=str(version.get("Version", "?")),
+            api_version=str(version.get("ApiVersion", "?")),
+            containers_running=int(data.get("ContainersRunning", 0)),
+            images=int(data.get("Images", 0)),
+            storage_driver=str(data.get("Driver", "?")),
+        )
+
+    # --- images ---------------------------------------------------------------------------
+
+    async def image_exists(self, ref: str) -> bool:
+        try:
+            await self._run(self._client.api.inspect_image, ref)
+        except NotFoundError:
+            return False
+        return True
+
+    async def image_size(self, ref: str) -> int:
+        data = await self._run(self._client.api.inspect_image, ref)
+        return int(data.get("Size", 0))
+
+    async def pull(self, ref: str) -> bool:
+        """Try to pull ``ref``; ``False`` when no registry can serve it."""
+        repository, _, tag = ref.partition(":")
+        try:
+            await self._run_slow(self._client.api.pull, repository, tag or "latest")
+        except (RuntimeFailure, NotFoundError) as exc:
+            log.info("pull failed", extra={"image": ref, "reason": exc.message})
+            return False
+        return True
+
+    async def build(
+        self,
+        context: Path,
+        tag: str,
+        buildargs: dict[str, str],
+        progress: Callable[[str], None],
+    ) -> None:
+        """``docker build`` of ``context``, streaming its output lines to ``progress``."""
+
+        def run() -> None:
+            stream = self._client.api.build(
+                path=str(context), tag=tag, buildargs=buildargs, rm=True, forcerm=True, decode=True
+            )
+            for chunk in stream:
+                if "error" in chunk:
+                    raise RuntimeFailure(f"image build failed: {chunk['error'].strip()}")
+                text = chunk.get("stream") or chunk.get("status")
+                if text and text.strip():
+                    progress(text.rstrip("\n"))
+
+        await self._run_slow(run)
+
+    async def tag_image(self, source: str, repository: str, tag: str) -> None:
+        await self._run(self._client.api.tag, source, repository, tag)
+
+    async def remove_image(self, ref: str) -> None:
+        """Remove an image reference; absent counts as removed."""
+        with contextlib.suppress(NotFoundError):
+            await self._run_slow(self._client.api.remove_image, ref, noprune=False)
+
+    async def commit(
+        self, container_id: str, repository: str, tag: str, labels: dict[str, str]
+    ) -> str:
+        """``docker commit``; returns the new image id."""
+        changes = [f'LABEL {k}="{v}"' for k, v in labels.items()]
+        result = await self._run_slow(
+            self._client.api.commit, container_id, repository=repository, tag=tag, changes=changes
+        )
+        return str(result["Id"])
+
+    # --- containers -----------------------------------------------------------------------
+
+    async def create_container(self, kwargs: dict[str, Any]) -> str:
+        """Create (not start) a container from ``Container.create`` style arguments."""
+        container = await self._run(self._client.containers.create, **kwargs)
+        return str(container.id)
+
+    async def start(self, container_id: str) -> None:
+        await self._run(self._client.api.start, container_id)
+
+    async def inspect(self, container_id: str) -> ContainerInfo:
+        data = await self._run(self._client.api.inspect_container, container_id)
+        return _container_info(data)
+
+    async def kill(self, container_id: str, signal: str = "SIGKILL") -> None:
+        """Send ``signal``; a container that is gone or stopped counts as done."""
+        try:
+            await self._run(self._client.api.kill, container_id, signal=signal)
+        except NotFoundError:
+            pass
+        except RuntimeFailure as exc:
+            if "is not running" not in exc.message:
+                raise
+
+    async def remove_container(self, container_id: str) -> None:
+        """Force-remove; "not found" and "already in progress" count as success."""
+        try:
+            await self._run(self._client.api.remove_container, container_id, force=True, v=True)
+        except NotFoundError:
+            pass
+        except RuntimeFailure as exc:
+            if "already in progress" not in exc.message:
+                raise
+
+    async def list_containers(self, label: str) -> list[ContainerInfo]:
+        """Every container (running or not) carrying ``label`` (``key`` or ``key=value``)."""
+        summaries = await self._run(
+            self._client.api.containers, all=True, filters={"label": [label]}
+        )
+        infos = []
+        for summary in summaries:
+            infos.append(
+                ContainerInfo(
+                    id=summary["Id"],
+                    name=(summary.get("Names") or ["?"])[0].lstrip("/"),
+                    status=summary.get("State", "?"),
+                    exit_code=None,
+                    oom_killed=False,
+                    error="",
+                    labels=summary.get("Labels") or {},
+                    image=summary.get("Image", ""),
+                )
+            )
+        return infos
+
+    async def stats(self, container_id: str) -> dict[str, Any]:
+        """One ``docker stats`` sample (memory usage and limit, pids)."""
+        result: dict[str, Any] = await self._run(self._client.api.stats, container_id, stream=False)
+        return result
+
+
+def _container_info(data: dict[str, Any]) -> ContainerInfo:
+    state = data.get("State") or {}
+    config = data.get("Config") or {}
+    return ContainerInfo(
+        id=data["Id"],
+        name=str(data.get("Name", "")).lstrip("/"),
+        status=str(state.get("Status", "?")),
+        exit_code=state.get("ExitCode"),
+        oom_killed=bool(state.get("OOMKilled")),
+        error=str(state.get("Error") or ""),
+        labels=config.get("Labels") or {},
+        image=str(config.get("Image", "")),
+    )
+
+
+def _explain(exc: docker.errors.APIError) -> str:
+    explanation = getattr(exc, "explanation", None)
+    return str(explanation or exc)

@@ -1,0 +1,157 @@
+"""The first compute backend: containers on the local Docker engine."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+from typing import Any
+
+from docker.types import LogConfig, Mount, Ulimit
+
+from controller.errors import NotFoundError, RuntimeFailure
+from controller.runtime.agent_link import AgentLink, AgentListener
+from controller.runtime.backend import ContainerHandle, ExitReport
+from controller.runtime.docker_gateway import DockerGateway
+from controller.runtime.spec import AGENT_PYTHON, LABEL_PREFIX, SOCKET_MOUNT, WORKDIR, ContainerSpec
+from controller.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class LocalDockerBackend:
+    """Containers on the engine behind ``gateway``; agents dial Unix sockets on this host."""
+
+    def __init__(self, gateway: DockerGateway, settings: Settings) -> None:
+        self._gateway = gateway
+        self._settings = settings
+        self._listeners: dict[str, AgentListener] = {}
+
+    async def create(self, spec: ContainerSpec) -> ContainerHandle:
+        listener = self._listener(spec.key)
+        await listener.start()
+        try:
+            container_id = await self._gateway.create_container(docker_kwargs(spec))
+        except NotFoundError:
+            await self._drop_listener(spec.key)
+            raise RuntimeFailure(
+                f"image {spec.image} is missing (the runtime image is built by `make image`)"
+            ) from None
+        except BaseException:
+            await self._drop_listener(spec.key)
+            raise
+        return ContainerHandle(
+            container_id, spec.key, spec.kind, spec.owner, spec.ident, spec.image
+        )
+
+    async def start(self, handle: ContainerHandle) -> None:
+        await self._gateway.start(handle.container_id)
+
+    async def connect(self, handle: ContainerHandle, timeout: float) -> AgentLink:
+        listener = self._listeners.get(handle.key)
+        if listener is None:
+            raise NotFoundError(f"no listener for container {handle.key}")
+        return await listener.wait_link(timeout)
+
+    async def poll(self, handle: ContainerHandle) -> ExitReport | None:
+        try:
+            info = await self._gateway.inspect(handle.container_id)
+        except NotFoundError:
+            return ExitReport("missing", None, oom_killed=False)
+        if info.status in ("running", "created", "restarting", "paused"):
+            return None
+        return ExitReport(info.status, info.exit_code, info.oom_killed, info.error)
+
+    async def signal(self, handle: ContainerHandle, signal: str) -> None:
+        await self._gateway.kill(handle.container_id, signal)
+
+    async def remove(self, handle: ContainerHandle) -> None:
+        await self._drop_listener(handle.key)
+        await self._gateway.remove_container(handle.container_id)
+        with contextlib.suppress(OSError):
+            await asyncio.to_thread(shutil.rmtree, self._settings.sockets_dir / handle.key)
+
+    async def commit(self, handle: ContainerHandle, image_ref: str, labels: dict[str, str]) -> str:
+        repository, _, tag = image_ref.rpartition(":")
+        return await self._gateway.commit(handle.container_id, repository, tag, labels)
+
+    async def list_owned(self) -> list[ContainerHandle]:
+        infos = await self._gateway.list_containers(
+            f"{LABEL_PREFIX}instance={self._settings.instance}"
+        )
+        handles = []
+        for info in infos:
+            labels = info.labels
+            handles.append(
+                ContainerHandle(
+                    info.id,
+                    labels.get(LABEL_PREFIX + "key", ""),
+                    labels.get(LABEL_PREFIX + "kind", ""),
+                    labels.get(LABEL_PREFIX + "owner", ""),
+                    labels.get(LABEL_PREFIX + "id", ""),
+                    info.image,
+                )
+            )
+        return handles
+
+    async def adopt(self, handle: ContainerHandle) -> None:
+        await self._listener(handle.key).start()
+
+    async def close(self) -> None:
+        for key in list(self._listeners):
+            await self._drop_listener(key)
+
+    def _listener(self, key: str) -> AgentListener:
+        listener = self._listeners.get(key)
+        if listener is None:
+            listener = AgentListener(
+                self._settings.sockets_dir / key,
+                int(self._settings.agent_reply_max_bytes),
+                int(self._settings.agent_blob_max_bytes),
+            )
+            self._listeners[key] = listener
+        return listener
+
+    async def _drop_listener(self, key: str) -> None:
+        listener = self._listeners.pop(key, None)
+        if listener is not None:
+            await listener.close()
+
+
+def docker_kwargs(spec: ContainerSpec) -> dict[str, Any]:
+    """Arguments for ``docker.containers.create``."""
+    uid, gid = spec.user.split(":")
+    return {
+        "image": spec.image,
+        "name": spec.name,
+        "labels": spec.labels,
+        "user": spec.user,
+        "entrypoint": [AGENT_PYTHON, "-I", "-m", "o16n_agent"],
+        "command": ["--socket", f"{SOCKET_MOUNT}/agent.sock", "--workdir", WORKDIR],
+        "working_dir": WORKDIR,
+        "environment": dict(spec.environment),
+        "network_mode": spec.network_mode,
+        "read_only": spec.read_only,
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges"],
+        "init": True,
+        "pids_limit": spec.pids,
+        "mem_limit": spec.memory,
+        "memswap_limit": spec.memory,
+        "nano_cpus": int(spec.cpus * 1e9),
+        "ulimits": [
+            Ulimit(name="nofile", soft=spec.nofile, hard=spec.nofile),
+            Ulimit(name="fsize", soft=spec.fsize, hard=spec.fsize),
+        ],
+        "tmpfs": {
+            WORKDIR: f"rw,nosuid,nodev,size={spec.work_size},uid={uid},gid={gid},mode=0700",
+            "/tmp": f"rw,nosuid,nodev,size={spec.tmp_size},mode=1777",  # noqa: S108
+        },
+        "mounts": [
+            Mount(target=SOCKET_MOUNT, source=str(spec.socket_dir), type="bind", read_only=True)
+        ],
+        "log_config": LogConfig(type="json-file", config={"max-size": "1m", "max-file": "1"}),
+        "ipc_mode": "private",
+        "stop_signal": "SIGTERM",
+    }

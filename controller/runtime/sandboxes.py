@@ -1,0 +1,115 @@
+"""Sandboxes: a container plus the link to its agent. Where containers are launched and ended.
+
+Sessions and services ask for a sandbox of a kind, use its agent, and destroy it; they
+never see the backend. At controller start, ``owned()`` lists what an earlier run left,
+the session manager adopts what it can, and ``reap`` removes the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from controller.errors import AgentGone, RuntimeFailure
+from controller.runtime.agent_link import AgentLink, Reply
+from controller.runtime.backend import ComputeBackend, ContainerHandle, ExitReport
+from controller.runtime.spec import ContainerSpec, Kind
+from controller.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class Sandbox:
+    handle: ContainerHandle
+    link: AgentLink
+    started_at: float = field(default_factory=time.time)
+
+    @property
+    def key(self) -> str:
+        return self.handle.key
+
+    async def call(self, op: str, args: dict[str, Any] | None = None, **kw: Any) -> Reply:
+        return await self.link.call(op, args, **kw)
+
+
+class Sandboxes:
+    def __init__(self, backend: ComputeBackend, settings: Settings, image: str) -> None:
+        self.backend = backend
+        self._settings = settings
+        self.image = image
+
+    async def launch(
+        self, kind: Kind, *, owner: str = "", ident: str = "", image: str | None = None
+    ) -> Sandbox:
+        """Create and start a hardened container and wait until its agent has dialled in."""
+        spec = ContainerSpec.from_settings(
+            self._settings,
+            image=image or self.image,
+            key=secrets.token_hex(6),
+            kind=kind,
+            owner=owner,
+            ident=ident,
+        )
+        handle = await self.backend.create(spec)
+        try:
+            await self.backend.start(handle)
+            link = await self._await_agent(handle, self._settings.agent_connect_timeout)
+        except BaseException:
+            await self.backend.remove(handle)
+            raise
+        log.debug("sandbox launched", extra={"key": handle.key, "kind": kind})
+        return Sandbox(handle, link)
+
+    async def adopt(self, handle: ContainerHandle, timeout: float) -> Sandbox:
+        """Re-link with the agent of a container left by an earlier controller."""
+        await self.backend.adopt(handle)
+        link = await self._await_agent(handle, timeout)
+        return Sandbox(handle, link)
+
+    async def destroy(self, sandbox: Sandbox | ContainerHandle) -> None:
+        handle = sandbox.handle if isinstance(sandbox, Sandbox) else sandbox
+        if isinstance(sandbox, Sandbox):
+            sandbox.link.close()
+        await self.backend.remove(handle)
+
+    async def exit_report(self, sandbox: Sandbox) -> ExitReport | None:
+        return await self.backend.poll(sandbox.handle)
+
+    async def interrupt(self, sandbox: Sandbox) -> None:
+        """SIGINT to the agent: ``KeyboardInterrupt`` inside running user code."""
+        await self.backend.signal(sandbox.handle, "SIGINT")
+
+    async def owned(self) -> list[ContainerHandle]:
+        return await self.backend.list_owned()
+
+    async def reap(self, handles: list[ContainerHandle]) -> None:
+        for handle in handles:
+            log.info(
+                "removing container left by an earlier run",
+                extra={
+                    "key": handle.key,
+                    "kind": handle.kind,
+                    "container": handle.container_id[:12],
+                },
+            )
+            await self.backend.remove(handle)
+
+    async def _await_agent(self, handle: ContainerHandle, timeout: float) -> AgentLink:
+        """Wait for the agent, checking now and then that its container still runs."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                return await self.backend.connect(handle, min(max(remaining, 0.01), 1.0))
+            except AgentGone:
+                report = await self.backend.poll(handle)
+                if report is not None:
+                    raise RuntimeFailure(
+                        f"the container stopped before its agent connected: {report.describe()}"
+                    ) from None
+                if time.monotonic() >= deadline:
+                    raise

@@ -1,0 +1,146 @@
+"""One frozen settings object, read from ``O16N_*`` environment variables.
+
+Nothing reads the environment at import time: ``Settings.from_env()`` is called by the
+CLI and the result handed to ``create_app``. Every field is documented in the README's
+configuration table (a test keeps the two in step). Secrets are ``SecretStr`` so they are
+masked in logs and reprs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, SecretStr, ValidationError
+
+ENV_PREFIX = "O16N_"
+
+
+class SettingsError(ValueError):
+    """A configuration value is invalid; the message names the variable."""
+
+
+class Settings(BaseModel):
+    """Configuration of one controller process. Field ``x`` is set by ``O16N_X``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # --- HTTP -------------------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Address the HTTP server binds.")
+    port: int = Field(12800, ge=0, le=65535, description="HTTP port (ML Server's port).")
+    max_body_bytes: ByteSize = Field(
+        ByteSize(256 * 1024**2), description="Largest request body accepted (413 above)."
+    )
+
+    # --- storage ------------------------------------------------------------------------
+    data_dir: Path = Field(Path("./data"), description="Database, secrets, snapshots.")
+
+    # --- authentication -------------------------------------------------------------------
+    admin_password: SecretStr | None = Field(
+        None,
+        description="Password of `admin` on first start; unset: one is generated and written "
+        "to <data_dir>/admin-password (0600).",
+    )
+    jwt_secret: SecretStr | None = Field(
+        None, description="HS256 signing key; unset: generated once into <data_dir>/jwt-secret."
+    )
+    access_token_ttl: int = Field(3600, ge=60, description="Access-token lifetime, seconds.")
+    refresh_token_idle_ttl: int = Field(
+        14 * 86400, ge=60, description="A refresh token dies after this many seconds unused."
+    )
+    refresh_chain_max_age: int = Field(
+        90 * 86400, ge=60, description="A refresh chain ends this many seconds after its login."
+    )
+    login_max_failures: int = Field(
+        5, ge=1, description="Failed logins per user or address before 429."
+    )
+    login_failure_window: int = Field(
+        300, ge=1, description="Seconds over which failed logins are counted."
+    )
+    login_max_failures_per_address: int = Field(
+        30, ge=1, description="Failed logins from one address (any user) before 429."
+    )
+
+    # --- logging ----------------------------------------------------------------------------
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Log level."
+    )
+    log_format: Literal["json", "text"] = Field("json", description="json lines or plain text.")
+    access_log: bool = Field(True, description="Log one line per HTTP request.")
+
+    # --- runtime containers ---------------------------------------------------------------
+    runtime_image: str | None = Field(
+        None, description="Runtime image; unset: o16n-runtime:<hash of runtime_image/>."
+    )
+    instance: str = Field(
+        "o16n",
+        pattern=r"^[a-z0-9][a-z0-9-]{0,31}$",
+        description="Label value naming this controller's containers (adopt/reap scope).",
+    )
+    docker_workers: int = Field(8, ge=1, description="Threads for ordinary Docker API calls.")
+    docker_slow_workers: int = Field(
+        2, ge=1, description="Threads for slow Docker calls (commit, build)."
+    )
+    container_user: str = Field(
+        "1000:1000", pattern=r"^\d+:\d+$", description="Numeric uid:gid code runs as."
+    )
+    container_network: str = Field("none", description="Docker network mode of containers.")
+    container_read_only: bool = Field(True, description="Read-only root filesystem.")
+    container_memory: ByteSize = Field(ByteSize(2 * 1024**3), description="Memory limit.")
+    container_cpus: float = Field(1.0, gt=0, description="CPU limit (cores).")
+    container_pids: int = Field(256, ge=16, description="Process/thread limit.")
+    container_nofile: int = Field(1024, ge=64, description="Open-file limit.")
+    container_fsize: ByteSize = Field(
+        ByteSize(1024**3), description="Largest file a process may write."
+    )
+    container_work_size: ByteSize = Field(
+        ByteSize(1024**3), description="tmpfs size of the working directory."
+    )
+    container_tmp_size: ByteSize = Field(ByteSize(256 * 1024**2), description="tmpfs size of /tmp.")
+    agent_connect_timeout: float = Field(
+        30.0, gt=0, description="Seconds a new container's agent has to dial in."
+    )
+    agent_reply_max_bytes: ByteSize = Field(
+        ByteSize(64 * 1024**2), description="Largest JSON reply accepted from an agent."
+    )
+    agent_blob_max_bytes: ByteSize = Field(
+        ByteSize(2 * 1024**3), description="Largest binary payload accepted from an agent."
+    )
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "o16n.sqlite3"
+
+    @property
+    def sockets_dir(self) -> Path:
+        return self.data_dir / "sockets"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``O16N_*`` variables; ``overrides`` win (tests use them)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name in cls.model_fields:
+            raw = env.get(ENV_PREFIX + name.upper())
+            if raw is not None and raw != "":
+                values[name] = raw
+        values.update(overrides)
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{ENV_PREFIX}{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+                for err in exc.errors()
+            )
+            raise SettingsError(f"invalid configuration: {problems}") from None
+
+    def describe(self) -> dict[str, Any]:
+        """Settings as plain values with secrets masked, for the start-up log."""
+        return {
+            name: (
+                "***" if isinstance(value, SecretStr) else str(value) if value is not None else None
+            )
+            for name, value in self
+        }

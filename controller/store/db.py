@@ -1,0 +1,122 @@
+"""The SQLite connection, its pragmas, the write lock and schema migrations."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from controller.store.schema import MIGRATIONS
+
+log = logging.getLogger(__name__)
+
+Row = aiosqlite.Row
+Params = Sequence[Any] | dict[str, Any]
+
+
+class Database:
+    """One aiosqlite connection in WAL mode.
+
+    aiosqlite runs every statement on its own thread, so the event loop never waits on
+    the disk. Statements from different coroutines would interleave on the one
+    connection, so every unit of work takes ``self._lock``: ``transaction()`` for writes
+    (``BEGIN IMMEDIATE`` … ``COMMIT``), ``fetch*`` for single reads.
+    """
+
+    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+        self._conn = conn
+        self.path = path
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: Path) -> Database:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = await aiosqlite.connect(path, isolation_level=None)
+        conn.row_factory = aiosqlite.Row
+        await conn.execute("PRAGMA journal_mode=WAL")
+        await conn.execute("PRAGMA synchronous=NORMAL")
+        await conn.execute("PRAGMA foreign_keys=ON")
+        await conn.execute("PRAGMA busy_timeout=5000")
+        db = cls(conn, path)
+        await db.migrate()
+        return db
+
+    async def close(self) -> None:
+        async with self._lock:
+            await self._conn.close()
+
+    async def migrate(self) -> None:
+        """Apply every migration newer than ``PRAGMA user_version``, each in its own transaction."""
+        async with self._lock:
+            cur = await self._conn.execute("PRAGMA user_version")
+            row = await cur.fetchone()
+            current = int(row[0]) if row else 0
+            latest = len(MIGRATIONS)
+            if current > latest:
+                raise RuntimeError(
+                    f"database {self.path} has schema version {current}, newer than this "
+                    f"controller's {latest}; upgrade o16n"
+                )
+            for version in range(current + 1, latest + 1):
+                log.info("applying schema migration", extra={"version": version})
+                await self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for statement in _split_sql(MIGRATIONS[version - 1]):
+                        await self._conn.execute(statement)
+                    await self._conn.execute(f"PRAGMA user_version = {version}")
+                    await self._conn.execute("COMMIT")
+                except BaseException:
+                    await self._conn.execute("ROLLBACK")
+                    raise
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """Exclusive write transaction; rolls back on any exception."""
+        async with self._lock:
+            await self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                await self._conn.execute("ROLLBACK")
+                raise
+            await self._conn.execute("COMMIT")
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        """One write statement in its own transaction; returns the row count."""
+        async with self.transaction() as conn:
+            cur = await conn.execute(sql, params)
+            return cur.rowcount
+
+    async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
+        async with self._lock:
+            cur = await self._conn.execute(sql, params)
+            return await cur.fetchone()
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
+        async with self._lock:
+            cur = await self._conn.execute(sql, params)
+            return list(await cur.fetchall())
+
+    async def data_version(self) -> int:
+        """SQLite's ``data_version``: changes when *another* connection commits."""
+        row = await self.fetchone("PRAGMA data_version")
+        return int(row[0]) if row else 0
+
+    async def ping(self) -> float:
+        """Round-trip a trivial query; returns seconds taken."""
+        start = time.perf_counter()
+        await self.fetchone("SELECT 1")
+        return time.perf_counter() - start
+
+
+def _split_sql(script: str) -> Iterable[str]:
+    """Split a migration script into statements (our scripts hold no ';' inside literals)."""
+    for statement in script.split(";"):
+        if statement.strip():
+            yield statement

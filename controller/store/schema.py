@@ -1,0 +1,41 @@
+"""Versioned schema migrations. Entry N brings the schema from version N-1 to N.
+
+Never edit a migration that has shipped: append a new one. ``PRAGMA user_version``
+records how far a database has come.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[str] = [
+    # 1: users and refresh-token families
+    """
+    CREATE TABLE users (
+        id            INTEGER PRIMARY KEY,
+        username      TEXT NOT NULL UNIQUE,
+        password_hash TEXT NOT NULL,
+        role          TEXT NOT NULL CHECK (role IN ('Owner', 'Contributor', 'Reader')),
+        disabled      INTEGER NOT NULL DEFAULT 0,
+        created_at    REAL NOT NULL,
+        updated_at    REAL NOT NULL
+    );
+    CREATE TABLE token_families (
+        id                 TEXT PRIMARY KEY,
+        user_id            INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        started_at         REAL NOT NULL,
+        touched_at         REAL NOT NULL,
+        generation         INTEGER NOT NULL,
+        revoked_at         REAL,
+        revoke_reason      TEXT
+    );
+    CREATE INDEX token_families_touched ON token_families(touched_at);
+    CREATE INDEX token_families_user ON token_families(user_id);
+    CREATE TABLE refresh_tokens (
+        token_hash  TEXT PRIMARY KEY,
+        family_id   TEXT NOT NULL REFERENCES token_families(id) ON DELETE CASCADE,
+        generation  INTEGER NOT NULL,
+        created_at  REAL NOT NULL,
+        expires_at  REAL NOT NULL
+    );
+    CREATE INDEX refresh_tokens_family ON refresh_tokens(family_id);
+    """,
+]

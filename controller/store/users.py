@@ -1,0 +1,94 @@
+"""Repository of local user accounts."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from controller.auth.roles import Role
+from controller.errors import ConflictError, NotFoundError
+from controller.store.db import Database, Row
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    id: int
+    username: str
+    password_hash: str
+    role: Role
+    disabled: bool
+
+    @classmethod
+    def from_row(cls, row: Row) -> UserRecord:
+        return cls(
+            id=row["id"],
+            username=row["username"],
+            password_hash=row["password_hash"],
+            role=Role(row["role"]),
+            disabled=bool(row["disabled"]),
+        )
+
+
+class UsersRepo:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def all(self) -> list[UserRecord]:
+        rows = await self._db.fetchall("SELECT * FROM users ORDER BY id")
+        return [UserRecord.from_row(r) for r in rows]
+
+    async def by_name(self, username: str) -> UserRecord | None:
+        row = await self._db.fetchone("SELECT * FROM users WHERE username = ?", (username,))
+        return UserRecord.from_row(row) if row else None
+
+    async def add(self, username: str, password_hash: str, role: Role) -> UserRecord:
+        now = time.time()
+        async with self._db.transaction() as conn:
+            cur = await conn.execute("SELECT 1 FROM users WHERE username = ?", (username,))
+            if await cur.fetchone():
+                raise ConflictError(f"user '{username}' already exists")
+            cur = await conn.execute(
+                "INSERT INTO users (username, password_hash, role, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (username, password_hash, role.value, now, now),
+            )
+            user_id = cur.lastrowid
+        assert user_id is not None
+        return UserRecord(user_id, username, password_hash, role, disabled=False)
+
+    async def update(
+        self,
+        username: str,
+        *,
+        password_hash: str | None = None,
+        role: Role | None = None,
+        disabled: bool | None = None,
+        revoke_tokens: bool = False,
+    ) -> None:
+        """Change one account; ``revoke_tokens`` also ends all its refresh-token families."""
+        now = time.time()
+        sets: list[str] = ["updated_at = ?"]
+        params: list[object] = [now]
+        if password_hash is not None:
+            sets.append("password_hash = ?")
+            params.append(password_hash)
+        if role is not None:
+            sets.append("role = ?")
+            params.append(role.value)
+        if disabled is not None:
+            sets.append("disabled = ?")
+            params.append(int(disabled))
+        async with self._db.transaction() as conn:
+            cur = await conn.execute(
+                f"UPDATE users SET {', '.join(sets)} WHERE username = ?",  # noqa: S608 (fixed column names)
+                (*params, username),
+            )
+            if cur.rowcount == 0:
+                raise NotFoundError(f"no user '{username}'")
+            if revoke_tokens:
+                await conn.execute(
+                    "UPDATE token_families SET revoked_at = ?, revoke_reason = ?, touched_at = ?"
+                    " WHERE revoked_at IS NULL"
+                    " AND user_id = (SELECT id FROM users WHERE username = ?)",
+                    (now, "account changed", now, username),
+                )

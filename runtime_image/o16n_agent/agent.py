@@ -1,0 +1,134 @@
+"""The agent's connection loop: dial the controller, say hello, answer requests one by one.
+
+User code runs in this process, so the loop guards against what it may do: ``fork``
+(a child that returns here exits at once instead of answering on the shared socket),
+``SIGINT`` outside an execution (ignored), and exceptions of every kind (reported in the
+reply, never fatal).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from o16n_agent import protocol
+
+Reply = tuple[dict[str, Any], bytes | None]
+Handler = Callable[[dict[str, Any], bytes | None], Reply]
+
+#: largest request the agent accepts from the controller
+REQUEST_LIMIT = 64 << 20
+BLOB_LIMIT = 4 << 30
+
+
+class OpError(Exception):
+    """A request the agent refuses; the message goes back to the controller."""
+
+
+class Agent:
+    def __init__(self, socket_path: str) -> None:
+        self.socket_path = socket_path
+        self.pid = os.getpid()
+        self.executing = False
+        self.handlers: dict[str, Handler] = {"ping": self._ping}
+        self.started = time.time()
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def serve_forever(self) -> None:
+        signal.signal(signal.SIGINT, self._on_sigint)
+        signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+        delay = 0.05
+        while True:
+            try:
+                sock = self._connect()
+            except OSError:
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            delay = 0.05
+            try:
+                self._serve(sock)
+            except (EOFError, OSError, protocol.ProtocolError):
+                pass  # the controller went away: dial again
+            finally:
+                sock.close()
+
+    def _connect(self) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(self.socket_path)
+        except OSError:
+            sock.close()
+            raise
+        protocol.send_message(sock, self._hello())
+        return sock
+
+    def _hello(self) -> dict[str, Any]:
+        return {
+            "op": "hello",
+            "version": protocol.VERSION,
+            "pid": self.pid,
+            "python": sys.version.split()[0],
+        }
+
+    def _serve(self, sock: socket.socket) -> None:
+        while True:
+            message, blob = protocol.recv_message(sock, REQUEST_LIMIT, BLOB_LIMIT)
+            reply, reply_blob = self.handle(message, blob)
+            protocol.send_message(sock, reply, reply_blob)
+
+    # --- dispatch -------------------------------------------------------------------------
+
+    def handle(self, message: dict[str, Any], blob: bytes | None) -> Reply:
+        """Run one request; always returns a reply, whatever the handler did."""
+        request_id = message.get("id")
+        op = message.get("op")
+        handler = self.handlers.get(op) if isinstance(op, str) else None
+        try:
+            if handler is None:
+                raise OpError(f"unknown operation {op!r}")
+            result, out_blob = handler(message, blob)
+            reply: dict[str, Any] = {"id": request_id, "ok": True, **result}
+        except OpError as exc:
+            reply, out_blob = {"id": request_id, "ok": False, "error": str(exc)}, None
+        except BaseException as exc:
+            self.exit_if_forked()
+            if isinstance(exc, SystemExit | KeyboardInterrupt):
+                text = f"{type(exc).__name__} outside user code"
+            else:
+                text = "".join(traceback.format_exception(exc))
+            reply, out_blob = {"id": request_id, "ok": False, "error": text}, None
+        self.exit_if_forked()
+        return reply, out_blob
+
+    def exit_if_forked(self) -> None:
+        """A process forked by user code must never answer on the agent's socket."""
+        if os.getpid() != self.pid:
+            os._exit(0)
+
+    def _on_sigint(self, signum: int, frame: object) -> None:
+        if self.executing:
+            raise KeyboardInterrupt
+
+    # --- operations -----------------------------------------------------------------------
+
+    def _ping(self, message: dict[str, Any], blob: bytes | None) -> Reply:
+        return {"pong": True, "uptime": time.time() - self.started}, None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="o16n_agent")
+    parser.add_argument("--socket", required=True, help="controller's Unix socket to dial")
+    parser.add_argument("--workdir", required=True, help="working directory of user code")
+    args = parser.parse_args(argv)
+    os.chdir(args.workdir)
+    Agent(args.socket).serve_forever()
+    return 0

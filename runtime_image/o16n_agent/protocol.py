@@ -1,0 +1,129 @@
+"""The controller ⇄ agent wire protocol, version 1. Stdlib only: both ends import this module.
+
+Transport: a Unix stream socket. The controller listens on it in a per-container host
+directory mounted read-only into the container; the agent dials in.
+
+Frames: a 4-byte big-endian unsigned length, then that many bytes. A *message* is one
+frame holding a UTF-8 JSON object, optionally followed by one more frame of raw bytes
+(the *blob*) when the object carries ``"blob": <length>``. Blobs carry what JSON should
+not: dill pickles of workspace objects, file contents, workspace tarballs.
+
+Conversation: after connecting, the agent sends ``{"op": "hello", "version": 1, ...}``.
+Then the controller sends requests ``{"id": n, "op": ..., ...}`` and the agent answers
+each with ``{"id": n, "ok": true, ...}`` or ``{"id": n, "ok": false, "error": ...}``, one
+request in flight at a time. Both ends cap frame sizes; the controller also puts a
+deadline on every reply and checks its shape, because the agent shares a uid with user
+code and is untrusted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import struct
+from typing import Any
+
+VERSION = 1
+HEADER = struct.Struct(">I")
+MAX_FRAME = 0xFFFFFFFF
+#: chunk size used when streaming a blob to or from a file
+CHUNK = 1 << 20
+
+
+class ProtocolError(Exception):
+    """The peer broke the protocol (bad frame, oversized message, bad JSON)."""
+
+
+def encode(message: dict[str, Any], blob: bytes | None = None) -> bytes:
+    """Frame ``message`` (and ``blob``) for sending."""
+    if blob is not None:
+        message = {**message, "blob": len(blob)}
+    body = json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    data = body.encode("utf-8")
+    frame = HEADER.pack(len(data)) + data
+    if blob is not None:
+        frame += HEADER.pack(len(blob)) + blob
+    return frame
+
+
+def decode(data: bytes) -> dict[str, Any]:
+    try:
+        message = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProtocolError(f"frame is not JSON: {exc}") from None
+    if not isinstance(message, dict):
+        raise ProtocolError("message is not a JSON object")
+    return message
+
+
+def blob_length(message: dict[str, Any]) -> int | None:
+    """The announced blob length of ``message``, or ``None``."""
+    length = message.get("blob")
+    if length is None:
+        return None
+    if not isinstance(length, int) or isinstance(length, bool) or length < 0:
+        raise ProtocolError("'blob' must be a non-negative integer")
+    return length
+
+
+# --- blocking side (the agent) -----------------------------------------------------------
+
+
+def recv_exactly(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        count = sock.recv_into(view[got:], n - got)
+        if count == 0:
+            raise EOFError("peer closed the connection")
+        got += count
+    return bytes(buf)
+
+
+def recv_frame(sock: socket.socket, limit: int) -> bytes:
+    (length,) = HEADER.unpack(recv_exactly(sock, HEADER.size))
+    if length > limit:
+        raise ProtocolError(f"frame of {length} bytes exceeds the limit of {limit}")
+    return recv_exactly(sock, length)
+
+
+def recv_message(
+    sock: socket.socket, limit: int, blob_limit: int
+) -> tuple[dict[str, Any], bytes | None]:
+    message = decode(recv_frame(sock, limit))
+    length = blob_length(message)
+    if length is None:
+        return message, None
+    blob = recv_frame(sock, blob_limit)
+    if len(blob) != length:
+        raise ProtocolError("blob length does not match its announcement")
+    return message, blob
+
+
+def send_message(sock: socket.socket, message: dict[str, Any], blob: bytes | None = None) -> None:
+    sock.sendall(encode(message, blob))
+
+
+# --- asyncio side (the controller) -------------------------------------------------------
+
+
+async def read_frame(reader: asyncio.StreamReader, limit: int) -> bytes:
+    (length,) = HEADER.unpack(await reader.readexactly(HEADER.size))
+    if length > limit:
+        raise ProtocolError(f"frame of {length} bytes exceeds the limit of {limit}")
+    return await reader.readexactly(length)
+
+
+async def read_message(
+    reader: asyncio.StreamReader, limit: int, blob_limit: int
+) -> tuple[dict[str, Any], bytes | None]:
+    message = decode(await read_frame(reader, limit))
+    length = blob_length(message)
+    if length is None:
+        return message, None
+    blob = await read_frame(reader, blob_limit)
+    if len(blob) != length:
+        raise ProtocolError("blob length does not match its announcement")
+    return message, blob

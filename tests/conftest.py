@@ -1,0 +1,98 @@
+"""Shared fixtures. Tests run against the real Docker engine and the real runtime image.
+
+Every test app gets its own data directory and a per-run ``instance`` label, so the
+containers a test leaves behind are found and swept at the end of the run.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+from aiohttp.test_utils import TestClient
+
+from controller.app import create_app
+from controller.runtime.image import default_tag
+from controller.settings import Settings
+
+RUN_ID = secrets.token_hex(3)
+INSTANCE_PREFIX = "o16n-test-"
+ADMIN_PASSWORD = "admin-" + secrets.token_urlsafe(12)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _runtime_image() -> None:
+    """Stop at once, with the fix, when the runtime image of this tree was not built."""
+    tag = default_tag()
+    client = docker.from_env()
+    try:
+        if not client.images.list(name=tag):
+            pytest.exit(f"runtime image {tag} is missing: run `make image` (or `make test`)", 2)
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _sweep_test_containers() -> Iterator[None]:
+    """Remove every container this run's apps left behind, even after failures."""
+    yield
+    client = docker.from_env()
+    try:
+        for container in client.containers.list(all=True, filters={"label": "o16n.instance"}):
+            if container.labels.get("o16n.instance", "").startswith(INSTANCE_PREFIX + RUN_ID):
+                container.remove(force=True)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    # Short on purpose: Unix socket paths (<data>/sockets/<key>/agent.sock) max out at 107 bytes.
+    path = Path(tempfile.mkdtemp(prefix="o16n-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def make_settings(data_dir: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "data_dir": data_dir,
+        "admin_password": ADMIN_PASSWORD,
+        "instance": f"{INSTANCE_PREFIX}{RUN_ID}-{secrets.token_hex(3)}",
+        "log_format": "text",
+    }
+    values.update(overrides)
+    return Settings.from_env({}, **values)
+
+
+@pytest.fixture
+def settings(data_dir: Path) -> Settings:
+    return make_settings(data_dir)
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any, settings: Settings) -> AsyncIterator[TestClient[Any, Any]]:
+    yield await aiohttp_client(create_app(settings))
+
+
+async def login(
+    client: TestClient[Any, Any], username: str = "admin", password: str = ADMIN_PASSWORD
+) -> dict[str, Any]:
+    resp = await client.post("/login", json={"username": username, "password": password})
+    assert resp.status == 200, await resp.text()
+    body: dict[str, Any] = await resp.json()
+    return body
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+async def admin_headers(client: TestClient[Any, Any]) -> dict[str, str]:
+    return bearer((await login(client))["access_token"])

@@ -1,0 +1,98 @@
+"""The container chain against the real engine: a hardened container, its agent dials in,
+ping round-trips, the container is removed; leftovers of an earlier run are reaped."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import docker
+import pytest
+
+from controller.errors import RuntimeFailure
+from controller.runtime.docker_gateway import DockerGateway
+from controller.runtime.image import default_tag
+from controller.runtime.local_docker import LocalDockerBackend
+from controller.runtime.sandboxes import Sandboxes
+from controller.settings import Settings
+
+
+@pytest.fixture
+async def sandboxes(settings: Settings) -> Any:
+    gateway = await DockerGateway.connect()
+    backend = LocalDockerBackend(gateway, settings)
+    yield Sandboxes(backend, settings, settings.runtime_image or default_tag())
+    await backend.close()
+    await gateway.close()
+
+
+async def test_hardened_container_agent_ping_and_removal(
+    sandboxes: Sandboxes, settings: Settings
+) -> None:
+    sandbox = await sandboxes.launch("probe", owner="admin", ident="chain-test")
+    try:
+        reply, _ = await sandbox.call("ping", timeout=10)
+        assert reply["pong"] is True
+        assert sandbox.link.hello["version"] == 1
+
+        attrs = docker.from_env().api.inspect_container(sandbox.handle.container_id)
+        host = attrs["HostConfig"]
+        assert attrs["Config"]["User"] == "1000:1000"
+        assert host["NetworkMode"] == "none"
+        assert host["CapDrop"] == ["ALL"]
+        assert host["SecurityOpt"] == ["no-new-privileges"]
+        assert host["ReadonlyRootfs"] is True
+        assert host["Init"] is True
+        assert host["PidsLimit"] == settings.container_pids
+        assert host["Memory"] == int(settings.container_memory)
+        assert host["NanoCpus"] == int(settings.container_cpus * 1e9)
+        assert set(host["Tmpfs"]) == {"/work", "/tmp"}
+        assert all("size=" in opts for opts in host["Tmpfs"].values())
+        assert {u["Name"] for u in host["Ulimits"]} == {"nofile", "fsize"}
+        mounts = attrs["Mounts"]
+        assert (
+            len(mounts) == 1
+            and mounts[0]["Destination"] == "/run/o16n"
+            and mounts[0]["RW"] is False
+        )
+        assert not any("docker.sock" in m["Source"] for m in mounts)
+        labels = attrs["Config"]["Labels"]
+        assert labels["o16n.instance"] == settings.instance
+        assert labels["o16n.kind"] == "probe"
+        assert labels["o16n.owner"] == "admin"
+        assert labels["o16n.id"] == "chain-test"
+        assert labels["o16n.key"] == sandbox.key
+        assert attrs["Config"]["Entrypoint"][:2] == ["/opt/o16n/bin/python", "-I"]
+    finally:
+        await sandboxes.destroy(sandbox)
+    assert not docker.from_env().containers.list(
+        all=True, filters={"id": sandbox.handle.container_id}
+    )
+    assert not (settings.sockets_dir / sandbox.key).exists()
+
+
+async def test_leftovers_of_an_earlier_run_are_reaped(sandboxes: Sandboxes) -> None:
+    first = await sandboxes.launch("warm")
+    second = await sandboxes.launch("warm")
+    first.link.close()
+    second.link.close()
+    owned = await sandboxes.owned()
+    assert {h.key for h in owned} >= {first.key, second.key}
+    await sandboxes.reap(owned)
+    assert await sandboxes.owned() == []
+    await sandboxes.reap(owned)  # idempotent: already gone is fine
+
+
+async def test_a_container_that_cannot_start_its_agent_fails_fast(
+    settings: Settings, sandboxes: Sandboxes
+) -> None:
+    client = docker.from_env()
+    bases = [b for b in ("o16n-base:bookworm", "python:3.11-slim") if client.images.list(name=b)]
+    assert bases, "no base image to test with"
+    started = time.monotonic()
+    with pytest.raises(RuntimeFailure) as info:
+        # a base image has no /opt/o16n, so no agent can start in it
+        await sandboxes.launch("probe", image=bases[0])
+    assert time.monotonic() - started < settings.agent_connect_timeout
+    assert "container" in info.value.message
+    assert await sandboxes.owned() == []

@@ -1,0 +1,47 @@
+"""Configuration: environment parsing and the README's table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from controller.settings import Settings, SettingsError
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_defaults_and_environment() -> None:
+    settings = Settings.from_env({})
+    assert (settings.host, settings.port) == ("127.0.0.1", 12800)
+    assert settings.data_dir == Path("data")
+    assert settings.admin_password is None
+    settings = Settings.from_env(
+        {
+            "O16N_PORT": "8080",
+            "O16N_CONTAINER_MEMORY": "512MiB",
+            "O16N_CONTAINER_READ_ONLY": "false",
+            "O16N_ADMIN_PASSWORD": "s3cret-s3cret",
+        }
+    )
+    assert settings.port == 8080
+    assert int(settings.container_memory) == 512 * 1024**2
+    assert settings.container_read_only is False
+    assert "s3cret" not in repr(settings) and settings.describe()["admin_password"] == "***"
+
+
+def test_invalid_values_name_the_variable() -> None:
+    with pytest.raises(SettingsError, match="O16N_PORT"):
+        Settings.from_env({"O16N_PORT": "http"})
+    with pytest.raises(SettingsError, match="O16N_CONTAINER_USER"):
+        Settings.from_env({"O16N_CONTAINER_USER": "root"})
+
+
+def test_every_setting_is_in_the_readme_table() -> None:
+    text = README.read_text()
+    missing = [
+        f"O16N_{name.upper()}"
+        for name in Settings.model_fields
+        if f"`O16N_{name.upper()}`" not in text
+    ]
+    assert missing == []

@@ -1,0 +1,45 @@
+"""GET /status: the 9.3 StatusResponse tree."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+
+async def test_status_reports_each_component(
+    client: TestClient[Any, Any], admin_headers: dict[str, str]
+) -> None:
+    resp = await client.get("/status", headers=admin_headers)
+    assert resp.status == 200
+    body = await resp.json()
+    assert body["statusCode"] in ("pass", "warn")
+    components = body["components"]
+    assert set(components) == {"database", "dockerEngine", "runtimeImage", "disk"}
+    assert components["database"]["statusCode"] == "pass"
+    assert components["database"]["details"]["type"] == "sqlite"
+    assert components["dockerEngine"]["statusCode"] == "pass"
+    assert components["dockerEngine"]["details"]["version"]
+    assert components["runtimeImage"]["statusCode"] == "pass"
+    assert components["disk"]["details"]["freeBytes"] > 0
+    for component in components.values():
+        assert set(component) == {"statusCode", "components", "details"}
+
+
+async def test_status_needs_a_token(client: TestClient[Any, Any]) -> None:
+    resp = await client.get("/status")
+    assert resp.status == 401
+
+
+async def test_a_missing_runtime_image_fails_the_status(aiohttp_client: Any, data_dir: Any) -> None:
+    from controller.app import create_app
+    from tests.conftest import bearer, login, make_settings
+
+    client = await aiohttp_client(
+        create_app(make_settings(data_dir, runtime_image="o16n-runtime:missing"))
+    )
+    headers = bearer((await login(client))["access_token"])
+    body = await (await client.get("/status", headers=headers)).json()
+    assert body["statusCode"] == "fail"
+    assert body["components"]["runtimeImage"]["statusCode"] == "fail"
+    assert "make image" in body["components"]["runtimeImage"]["details"]["error"]
