@@ -20,6 +20,7 @@ check: lint typecheck
 
 lint: venv
 	$(VENV)/bin/ruff check controller runtime_image/o16n_agent tests bench
+	$(VENV)/bin/ruff format --check controller runtime_image/o16n_agent tests bench
 
 typecheck: venv
 	$(VENV)/bin/mypy

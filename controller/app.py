@@ -23,14 +23,28 @@ from controller.auth.jwt_tokens import AccessTokenCodec
 from controller.auth.middleware import auth_middleware
 from controller.auth.service import AuthService
 from controller.http.middlewares import error_middleware
-from controller.keys import AUTH, DB, DOCKER, PROBE, SANDBOXES, SETTINGS, SWAGGER, TASKS
+from controller.keys import (
+    AUTH,
+    DB,
+    DOCKER,
+    PROBE,
+    SANDBOXES,
+    SESSIONS,
+    SETTINGS,
+    SWAGGER,
+    TASKS,
+)
 from controller.runtime.docker_gateway import DockerGateway
 from controller.runtime.health import EngineProbe
 from controller.runtime.image import default_tag
 from controller.runtime.local_docker import LocalDockerBackend
 from controller.runtime.sandboxes import Sandboxes
+from controller.sessions import routes as session_routes
+from controller.sessions.manager import SessionManager
+from controller.sessions.warm_pool import WarmPool
 from controller.settings import Settings
 from controller.store.db import Database
+from controller.store.sessions import SessionsRepo
 from controller.tasks import TaskSupervisor
 
 log = logging.getLogger(__name__)
@@ -51,7 +65,9 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_routes(status.routes)
     app.router.add_routes(docs.routes)
 
-    app.cleanup_ctx.extend([store_ctx, auth_ctx, docker_ctx, runtime_ctx, tasks_ctx])
+    app.router.add_routes(session_routes.routes)
+
+    app.cleanup_ctx.extend([store_ctx, auth_ctx, docker_ctx, runtime_ctx, sessions_ctx, tasks_ctx])
     return app
 
 
@@ -96,9 +112,26 @@ async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     sandboxes = Sandboxes(backend, settings, image)
     app[SANDBOXES] = sandboxes
     app[PROBE] = EngineProbe(gateway, image)
-    await sandboxes.reap(await sandboxes.owned())
     yield
     await backend.close()
+
+
+async def sessions_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Adopt the sessions an earlier run left running, reap every other leftover container,
+    then keep the warm pool full and close idle sessions."""
+    settings = app[SETTINGS]
+    sandboxes = app[SANDBOXES]
+    pool = WarmPool(sandboxes, settings.warm_pool_size)
+    manager = SessionManager(settings, SessionsRepo(app[DB]), sandboxes, pool)
+    app[SESSIONS] = manager
+    owned = await sandboxes.owned()
+    kept = await manager.adopt(owned)
+    await sandboxes.reap([h for h in owned if h.key not in kept])
+    app[TASKS].spawn("warm-pool", pool.keep_full())
+    app[TASKS].spawn("session-idle-reaper", manager.run_idle_reaper())
+    yield
+    await pool.close()
+    await manager.detach()
 
 
 async def tasks_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -15,6 +15,7 @@ from controller.auth.service import AuthService
 from controller.runtime.docker_gateway import DockerGateway
 from controller.runtime.health import EngineProbe
 from controller.runtime.sandboxes import Sandboxes
+from controller.sessions.manager import SessionManager
 from controller.settings import Settings
 from controller.store.db import Database
 from controller.tasks import TaskSupervisor
@@ -27,5 +28,6 @@ SANDBOXES = web.AppKey("sandboxes", Sandboxes)
 TASKS = web.AppKey("tasks", TaskSupervisor)
 SWAGGER = web.AppKey("swagger", dict[str, Any])
 PROBE = web.AppKey("status_probe", EngineProbe)
+SESSIONS = web.AppKey("sessions", SessionManager)
 
 IDENTITY = web.RequestKey("identity", Identity)

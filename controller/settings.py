@@ -109,6 +109,33 @@ class Settings(BaseModel):
         ByteSize(2 * 1024**3), description="Largest binary payload accepted from an agent."
     )
 
+    # --- sessions -----------------------------------------------------------------------
+    sessions_per_user: int = Field(
+        10, ge=1, description="Live sessions one user may hold (429 above)."
+    )
+    session_idle_timeout: int = Field(
+        3600, ge=10, description="Seconds without a call after which a session is closed."
+    )
+    execute_timeout: int = Field(
+        600, ge=1, description="Seconds one execution may run before it is interrupted."
+    )
+    session_busy_wait: float = Field(
+        30.0,
+        ge=0,
+        description="Seconds a call waits for a running execution (then 409).",
+    )
+    warm_pool_size: int = Field(
+        2, ge=0, description="Pre-started runtime containers waiting for new sessions."
+    )
+    console_output_max: int = Field(
+        1 << 20, ge=1024, description="Characters of console output kept per execution."
+    )
+    adopt_timeout: float = Field(
+        15.0,
+        gt=0,
+        description="Seconds a session's agent has to reconnect after a restart.",
+    )
+
     @property
     def db_path(self) -> Path:
         return self.data_dir / "o16n.sqlite3"

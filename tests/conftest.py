@@ -96,3 +96,19 @@ def bearer(token: str) -> dict[str, str]:
 @pytest.fixture
 async def admin_headers(client: TestClient[Any, Any]) -> dict[str, str]:
     return bearer((await login(client))["access_token"])
+
+
+async def user_headers(
+    client: TestClient[Any, Any],
+    name: str,
+    role: str = "Contributor",
+    password: str = "password-123",
+) -> dict[str, str]:
+    """Add a user through the running app's own store, log in, return bearer headers."""
+    from controller.auth.passwords import hash_password_async
+    from controller.auth.roles import Role
+    from controller.keys import DB
+    from controller.store.users import UsersRepo
+
+    await UsersRepo(client.app[DB]).add(name, await hash_password_async(password), Role.parse(role))
+    return bearer((await login(client, name, password))["access_token"])

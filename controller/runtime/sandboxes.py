@@ -7,6 +7,7 @@ the session manager adopts what it can, and ``reap`` removes the rest.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -76,8 +77,15 @@ class Sandboxes:
             sandbox.link.close()
         await self.backend.remove(handle)
 
-    async def exit_report(self, sandbox: Sandbox) -> ExitReport | None:
-        return await self.backend.poll(sandbox.handle)
+    async def exit_report(self, sandbox: Sandbox, wait: float = 0.0) -> ExitReport | None:
+        """How the container ended, waiting up to ``wait`` seconds for it to end;
+        ``None`` if it still runs."""
+        deadline = time.monotonic() + wait
+        while True:
+            report = await self.backend.poll(sandbox.handle)
+            if report is not None or time.monotonic() >= deadline:
+                return report
+            await asyncio.sleep(0.1)
 
     async def interrupt(self, sandbox: Sandbox) -> None:
         """SIGINT to the agent: ``KeyboardInterrupt`` inside running user code."""

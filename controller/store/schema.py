@@ -38,4 +38,28 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX refresh_tokens_family ON refresh_tokens(family_id);
     """,
+    # 2: sessions and their execution history
+    """
+    CREATE TABLE sessions (
+        id             TEXT PRIMARY KEY,
+        name           TEXT NOT NULL,
+        owner_id       INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        runtime        TEXT NOT NULL,
+        container_key  TEXT NOT NULL,
+        container_id   TEXT NOT NULL,
+        state          TEXT NOT NULL CHECK (state IN ('alive', 'dead')),
+        dead_reason    TEXT,
+        created_at     REAL NOT NULL,
+        last_used_at   REAL NOT NULL,
+        console_output TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX sessions_owner ON sessions(owner_id, state);
+    CREATE TABLE session_history (
+        session_id  TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+        seq         INTEGER NOT NULL,
+        code        TEXT NOT NULL,
+        executed_at REAL NOT NULL,
+        PRIMARY KEY (session_id, seq)
+    );
+    """,
 ]

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from typing import Any
 
 from o16n_agent import protocol
+from o16n_agent.errors import OpError
+from o16n_agent.session import SessionOps
 
 Reply = tuple[dict[str, Any], bytes | None]
 Handler = Callable[[dict[str, Any], bytes | None], Reply]
@@ -28,17 +30,18 @@ REQUEST_LIMIT = 64 << 20
 BLOB_LIMIT = 4 << 30
 
 
-class OpError(Exception):
-    """A request the agent refuses; the message goes back to the controller."""
-
-
 class Agent:
-    def __init__(self, socket_path: str) -> None:
+    def __init__(self, socket_path: str, workdir: str) -> None:
         self.socket_path = socket_path
         self.pid = os.getpid()
         self.executing = False
-        self.handlers: dict[str, Handler] = {"ping": self._ping}
         self.started = time.time()
+        self.handlers: dict[str, Handler] = {"ping": self._ping}
+        self.session = SessionOps(workdir, self._set_executing)
+        self.handlers.update(self.session.handlers())
+
+    def _set_executing(self, running: bool) -> None:
+        self.executing = running
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -98,7 +101,8 @@ class Agent:
             result, out_blob = handler(message, blob)
             reply: dict[str, Any] = {"id": request_id, "ok": True, **result}
         except OpError as exc:
-            reply, out_blob = {"id": request_id, "ok": False, "error": str(exc)}, None
+            reply = {"id": request_id, "ok": False, "error": str(exc), "code": exc.code}
+            out_blob = None
         except BaseException as exc:
             self.exit_if_forked()
             if isinstance(exc, SystemExit | KeyboardInterrupt):
@@ -130,5 +134,5 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", required=True, help="working directory of user code")
     args = parser.parse_args(argv)
     os.chdir(args.workdir)
-    Agent(args.socket).serve_forever()
+    Agent(args.socket, args.workdir).serve_forever()
     return 0

@@ -1,0 +1,422 @@
+"""Where sessions start, run code, die, come back after a restart and are reaped.
+
+Every session owns one sandbox (container + agent link) and a lock: one agent call at a
+time, and a caller waits at most ``session_busy_wait`` seconds for a running execution
+before getting 409. A session whose container dies (OOM, crash, ``os._exit``) is marked
+dead with the reason; later calls get 410. Sessions are private: another user's id is 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import string
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from controller.auth.roles import Identity
+from controller.errors import (
+    AgentGone,
+    AgentProtocolError,
+    ConflictError,
+    GoneError,
+    NotFoundError,
+    O16nError,
+    TooManyRequestsError,
+)
+from controller.runtime.agent_link import AgentTimeout, Reply
+from controller.runtime.backend import ContainerHandle
+from controller.runtime.sandboxes import Sandbox, Sandboxes
+from controller.sessions.models import ExecuteReply, ExecuteRequest, check_session_id
+from controller.sessions.warm_pool import WarmPool
+from controller.settings import Settings
+from controller.store.sessions import SessionRecord, SessionsRepo
+
+log = logging.getLogger(__name__)
+
+RUNTIME = "Python"
+AGENT_TIMEOUT = 120.0  # seconds for workspace, file and snapshot operations
+DEAD_RECORDS_KEPT = 86400.0
+
+
+@dataclass(eq=False)
+class Session:
+    id: str
+    name: str
+    owner_id: int
+    owner_name: str
+    sandbox: Sandbox | None
+    created_at: float
+    last_used: float = field(default_factory=time.time)
+    console: str = ""
+    history_length: int = 0
+    dead_reason: str | None = None
+    executing: bool = False
+    cancel_requested: bool = False
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def alive(self) -> bool:
+        return self.dead_reason is None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "owner": self.owner_name, "runtimeType": RUNTIME}
+
+
+def execute_failure(message: str, console: str = "") -> dict[str, Any]:
+    return {
+        "success": False,
+        "errorMessage": message,
+        "consoleOutput": console,
+        "changedFiles": [],
+        "outputParameters": [],
+    }
+
+
+class SessionManager:
+    def __init__(
+        self, settings: Settings, repo: SessionsRepo, sandboxes: Sandboxes, pool: WarmPool
+    ) -> None:
+        self._settings = settings
+        self._repo = repo
+        self._sandboxes = sandboxes
+        self._pool = pool
+        self._sessions: dict[str, Session] = {}
+        self._creating: dict[int, int] = {}
+
+    # --- lookup ---------------------------------------------------------------------------
+
+    def get(self, caller: Identity, session_id: str) -> Session:
+        """The caller's session: 404 when it is not theirs or not there, 410 when it died."""
+        session = self._sessions.get(check_session_id(session_id))
+        if session is None or session.owner_id != caller.user_id:
+            raise NotFoundError(f"no session '{session_id}'")
+        if not session.alive:
+            raise GoneError(f"session '{session_id}' is no longer available: {session.dead_reason}")
+        session.last_used = time.time()
+        return session
+
+    def owned_by(self, caller: Identity) -> list[Session]:
+        return sorted(
+            (s for s in self._sessions.values() if s.owner_id == caller.user_id and s.alive),
+            key=lambda s: s.created_at,
+        )
+
+    def count_alive(self) -> int:
+        return sum(1 for s in self._sessions.values() if s.alive)
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def create(
+        self, caller: Identity, name: str | None, snapshot_id: str | None = None
+    ) -> Session:
+        """A new session on a warm container (or a freshly started one)."""
+        if snapshot_id is not None:
+            raise NotFoundError(f"no snapshot '{snapshot_id}'")
+        self._reserve(caller)
+        try:
+            session_id = str(uuid.uuid4())
+            sandbox = await self._pool.take() or await self._sandboxes.launch(
+                "session", owner=caller.username, ident=session_id
+            )
+            now = time.time()
+            session = Session(
+                id=session_id,
+                name=name or _random_name(),
+                owner_id=caller.user_id,
+                owner_name=caller.username,
+                sandbox=sandbox,
+                created_at=now,
+                last_used=now,
+            )
+            try:
+                await self._repo.insert(self._record(session))
+            except BaseException:
+                await self._sandboxes.destroy(sandbox)
+                raise
+            self._sessions[session.id] = session
+            log.info("session created", extra={"session": session.id, "user": caller.username})
+            return session
+        finally:
+            self._creating[caller.user_id] -= 1
+
+    def _reserve(self, caller: Identity) -> None:
+        open_now = sum(
+            1 for s in self._sessions.values() if s.owner_id == caller.user_id and s.alive
+        )
+        pending = self._creating.get(caller.user_id, 0)
+        limit = self._settings.sessions_per_user
+        if open_now + pending >= limit:
+            raise TooManyRequestsError(
+                f"'{caller.username}' already has {open_now} open sessions, the limit is {limit}; "
+                "close one (DELETE /sessions/{id}) first"
+            )
+        self._creating[caller.user_id] = pending + 1
+
+    async def close(self, caller: Identity, session_id: str) -> None:
+        """Close a session now, interrupting whatever runs; its container is removed."""
+        session = self._sessions.get(check_session_id(session_id))
+        if session is None or session.owner_id != caller.user_id:
+            raise NotFoundError(f"no session '{session_id}'")
+        await self._end(session, reason="closed")
+        await self._repo.delete(session.id)
+        self._sessions.pop(session.id, None)
+
+    async def cancel(self, caller: Identity, session_id: str) -> bool:
+        """Interrupt the running execution (KeyboardInterrupt in user code); False if idle."""
+        session = self.get(caller, session_id)
+        if not session.executing or session.sandbox is None:
+            return False
+        session.cancel_requested = True
+        await self._sandboxes.interrupt(session.sandbox)
+        return True
+
+    # --- execution ------------------------------------------------------------------------
+
+    async def execute(
+        self, caller: Identity, session_id: str, request: ExecuteRequest
+    ) -> dict[str, Any]:
+        session = self.get(caller, session_id)
+        async with self._exclusive(session) as sandbox:
+            session.executing, session.cancel_requested = True, False
+            try:
+                result = await self._run(session, sandbox, request)
+            finally:
+                session.executing = False
+            session.console = result["consoleOutput"]
+            session.history_length += 1
+            await self._repo.record_execution(
+                session.id, session.history_length, request.code, session.console
+            )
+        return result
+
+    async def _run(
+        self, session: Session, sandbox: Sandbox, request: ExecuteRequest
+    ) -> dict[str, Any]:
+        limit = self._settings.execute_timeout
+        timed_out = False
+
+        async def interrupt() -> None:
+            nonlocal timed_out
+            timed_out = True
+            await self._sandboxes.interrupt(sandbox)
+
+        args = {
+            "code": request.code,
+            "inputs": [p.model_dump() for p in request.inputParameters or []],
+            "outputs": request.outputParameters or [],
+            "console_limit": self._settings.console_output_max,
+        }
+        try:
+            raw, _ = await sandbox.call(
+                "execute", args, timeout=limit, on_timeout=interrupt, grace=10.0
+            )
+        except AgentTimeout:
+            reason = (
+                f"the execution exceeded the time limit of {limit} s and did not stop when "
+                "interrupted; the session was closed"
+            )
+            await self._end(session, reason)
+            return execute_failure(reason)
+        except (AgentGone, AgentProtocolError) as exc:
+            reason = await self._died(session, exc)
+            return execute_failure(f"the session ended during the execution: {reason}")
+        try:
+            reply = ExecuteReply.model_validate(raw)
+        except ValidationError:
+            reason = "its agent sent a malformed reply"
+            await self._end(session, reason)
+            return execute_failure(f"the session was closed: {reason}")
+        error = reply.error
+        if reply.cancelled and timed_out:
+            error = f"the execution exceeded the time limit of {limit} s and was interrupted"
+        elif reply.cancelled and session.cancel_requested:
+            error = "the execution was cancelled (POST /sessions/{id}/cancel)"
+        return {
+            "success": reply.success,
+            "errorMessage": error,
+            "consoleOutput": reply.console[: self._settings.console_output_max + 200],
+            "changedFiles": reply.changed_files,
+            "outputParameters": [{"name": o.name, "value": o.value} for o in reply.outputs],
+        }
+
+    async def call(
+        self,
+        caller: Identity,
+        session_id: str,
+        op: str,
+        args: dict[str, Any] | None = None,
+        blob: bytes | None = None,
+    ) -> Reply:
+        """One agent operation on the caller's session (workspace, files, snapshots)."""
+        session = self.get(caller, session_id)
+        async with self._exclusive(session) as sandbox:
+            try:
+                return await sandbox.call(op, args, blob=blob, timeout=AGENT_TIMEOUT)
+            except (AgentGone, AgentProtocolError, AgentTimeout) as exc:
+                reason = await self._died(session, exc)
+                raise GoneError(f"session '{session.id}' ended: {reason}") from None
+
+    async def history(self, caller: Identity, session_id: str) -> list[str]:
+        return await self._repo.history(self.get(caller, session_id).id)
+
+    def console(self, caller: Identity, session_id: str) -> str:
+        return self.get(caller, session_id).console
+
+    @asynccontextmanager
+    async def _exclusive(self, session: Session) -> AsyncIterator[Sandbox]:
+        """Hold the session's lock, waiting a bounded time for a running execution."""
+        wait = self._settings.session_busy_wait
+        if session.lock.locked() and wait <= 0:
+            raise _busy(session)
+        try:
+            await asyncio.wait_for(session.lock.acquire(), wait if wait > 0 else None)
+        except TimeoutError:
+            raise _busy(session) from None
+        try:
+            if not session.alive or session.sandbox is None:
+                raise GoneError(
+                    f"session '{session.id}' is no longer available: {session.dead_reason}"
+                )
+            session.last_used = time.time()
+            yield session.sandbox
+        finally:
+            session.lock.release()
+
+    # --- death and teardown ---------------------------------------------------------------
+
+    async def _died(self, session: Session, exc: O16nError) -> str:
+        """Find out why a session's agent went away, record it, remove the container."""
+        reason = exc.message
+        if session.sandbox is not None:
+            try:
+                # The agent's link breaks a moment before Docker reports the container gone.
+                report = await self._sandboxes.exit_report(session.sandbox, wait=5.0)
+            except O16nError:
+                report = None
+            if report is not None:
+                reason = report.describe()
+            elif isinstance(exc, AgentTimeout):
+                reason = "its agent stopped answering"
+        await self._end(session, reason)
+        return reason
+
+    async def _end(self, session: Session, reason: str) -> None:
+        """Mark a session dead (unless it is being closed) and remove its container."""
+        sandbox, session.sandbox = session.sandbox, None
+        if session.dead_reason is None:
+            session.dead_reason = reason
+            if reason != "closed":
+                log.warning("session ended", extra={"session": session.id, "reason": reason})
+                await self._repo.mark_dead(session.id, reason)
+        if sandbox is not None:
+            await self._sandboxes.destroy(sandbox)
+
+    async def reap_idle(self) -> None:
+        """Close sessions idle for longer than the timeout; forget old dead ones."""
+        limit = self._settings.session_idle_timeout
+        now = time.time()
+        for session in list(self._sessions.values()):
+            if session.alive and not session.executing and now - session.last_used > limit:
+                await self._end(session, f"closed after {limit} s without use")
+            elif not session.alive and now - session.last_used > DEAD_RECORDS_KEPT:
+                self._sessions.pop(session.id, None)
+        await self._repo.purge_dead(now - DEAD_RECORDS_KEPT)
+
+    async def run_idle_reaper(self) -> None:
+        interval = min(30.0, self._settings.session_idle_timeout / 4)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.reap_idle()
+            except O16nError as exc:
+                log.warning("idle reaper failed", extra={"error": exc.message})
+
+    async def detach(self) -> None:
+        """At shutdown: drop the links, keep the containers for the next controller."""
+        for session in self._sessions.values():
+            if session.sandbox is not None:
+                session.sandbox.link.close()
+
+    # --- restart --------------------------------------------------------------------------
+
+    async def adopt(self, owned: list[ContainerHandle]) -> set[str]:
+        """Re-link the sessions an earlier controller left running; returns the keys kept."""
+        by_key = {h.key: h for h in owned}
+        records = await self._repo.alive()
+        results = await asyncio.gather(*(self._adopt_one(r, by_key) for r in records))
+        for record in await self._repo.dead():
+            self._sessions[record.id] = self._session(record, None, record.dead_reason)
+        return {key for key in results if key is not None}
+
+    async def _adopt_one(
+        self, record: SessionRecord, by_key: dict[str, ContainerHandle]
+    ) -> str | None:
+        handle = by_key.get(record.container_key)
+        reason = "its container was gone after a controller restart"
+        if handle is not None:
+            try:
+                sandbox = await self._sandboxes.adopt(handle, self._settings.adopt_timeout)
+            except O16nError as exc:
+                reason = f"it could not be reconnected after a controller restart ({exc.message})"
+                await self._sandboxes.destroy(handle)
+            else:
+                session = self._session(record, sandbox, None)
+                session.history_length = await self._repo.history_length(record.id)
+                self._sessions[record.id] = session
+                log.info("session adopted", extra={"session": record.id})
+                return handle.key
+        log.warning("session lost at restart", extra={"session": record.id, "reason": reason})
+        await self._repo.mark_dead(record.id, reason)
+        self._sessions[record.id] = self._session(record, None, reason)
+        return None
+
+    def _session(self, record: SessionRecord, sandbox: Sandbox | None, dead: str | None) -> Session:
+        return Session(
+            id=record.id,
+            name=record.name,
+            owner_id=record.owner_id,
+            owner_name=record.owner_name,
+            sandbox=sandbox,
+            created_at=record.created_at,
+            last_used=max(record.last_used_at, time.time() if dead is None else 0),
+            console=record.console_output,
+            dead_reason=dead,
+        )
+
+    def _record(self, session: Session) -> SessionRecord:
+        assert session.sandbox is not None
+        handle = session.sandbox.handle
+        return SessionRecord(
+            id=session.id,
+            name=session.name,
+            owner_id=session.owner_id,
+            owner_name=session.owner_name,
+            runtime=RUNTIME,
+            container_key=handle.key,
+            container_id=handle.container_id,
+            state="alive",
+            dead_reason=None,
+            created_at=session.created_at,
+            last_used_at=session.last_used,
+            console_output="",
+        )
+
+
+def _busy(session: Session) -> ConflictError:
+    return ConflictError(
+        f"session '{session.id}' is busy with another execution; try again later or cancel it "
+        "(POST /sessions/{id}/cancel)"
+    )
+
+
+def _random_name() -> str:
+    alphabet = string.ascii_letters + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(15))

@@ -1,0 +1,101 @@
+"""Request and response bodies of the sessions API (wire names as in the 9.3 swagger)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from controller.errors import BadRequestError, NotFoundError
+
+SESSION_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+class CreateSessionRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str | None = Field(None, max_length=256)
+    snapshotId: str | None = Field(None, max_length=64)
+    runtimeType: str | None = Field(None, max_length=32)
+
+    @field_validator("runtimeType")
+    @classmethod
+    def _python_only(cls, value: str | None) -> str | None:
+        if value is not None and value.lower() != "python":
+            raise ValueError(
+                f"runtimeType {value!r} is not available: this server runs Python sessions only"
+            )
+        return value
+
+
+class WorkspaceObject(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = Field(min_length=1, max_length=256)
+    value: Any = None
+
+    @field_validator("name")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        if not value.isidentifier():
+            raise ValueError(f"{value!r} is not a valid Python name")
+        return value
+
+
+class ExecuteRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    code: str = Field(max_length=8 * 1024 * 1024)
+    inputParameters: list[WorkspaceObject] | None = None
+    outputParameters: list[str] | None = None
+
+    @field_validator("outputParameters")
+    @classmethod
+    def _identifiers(cls, value: list[str] | None) -> list[str] | None:
+        for name in value or []:
+            if not name.isidentifier():
+                raise ValueError(f"{name!r} is not a valid Python name")
+        return value
+
+
+class ExecuteReply(BaseModel):
+    """What an agent answers to ``execute``; checked, because the agent is untrusted."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    success: bool
+    error: str = Field(max_length=1 << 20)
+    cancelled: bool = False
+    console: str
+    changed_files: list[str] = Field(max_length=10_000)
+    outputs: list[WorkspaceObject]
+
+
+def check_session_id(session_id: str) -> str:
+    """Session ids are GUIDs; anything else cannot name a session."""
+    if not SESSION_ID.match(session_id):
+        raise NotFoundError(f"no session '{session_id[:100]}'")
+    return session_id
+
+
+def check_object_name(name: str) -> str:
+    if not name.isidentifier() or len(name) > 256:
+        raise BadRequestError(f"{name[:100]!r} is not a valid workspace object name")
+    return name
+
+
+def check_file_name(name: str) -> str:
+    """Plain file names only: no path separators, no '..', no NUL, at most 255 bytes."""
+    if (
+        not name
+        or name in (".", "..")
+        or "/" in name
+        or "\\" in name
+        or "\0" in name
+        or len(name.encode("utf-8", "surrogatepass")) > 255
+    ):
+        raise BadRequestError(
+            f"{name[:100]!r} is not a valid file name (no paths, '..' or NUL; at most 255 bytes)"
+        )
+    return name

@@ -1,0 +1,61 @@
+"""Pre-started generic runtime containers, so ``POST /sessions`` does not wait for one.
+
+A warm container serves one session only and is removed when that session ends; the
+pool refills in the background, one container at a time, backing off when the engine
+fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+
+from controller.errors import O16nError
+from controller.runtime.sandboxes import Sandbox, Sandboxes
+
+log = logging.getLogger(__name__)
+
+
+class WarmPool:
+    def __init__(self, sandboxes: Sandboxes, size: int) -> None:
+        self._sandboxes = sandboxes
+        self.size = size
+        self._ready: deque[Sandbox] = deque()
+        self._wanted = asyncio.Event()
+        self._wanted.set()
+
+    @property
+    def ready(self) -> int:
+        return len(self._ready)
+
+    async def take(self) -> Sandbox | None:
+        """A warm sandbox whose agent is still connected, or ``None``; asks for a refill."""
+        self._wanted.set()
+        while self._ready:
+            sandbox = self._ready.popleft()
+            if not sandbox.link.closed:
+                return sandbox
+            await self._sandboxes.destroy(sandbox)
+        return None
+
+    async def keep_full(self) -> None:
+        """Run forever (owned by the task supervisor): top the pool up whenever asked."""
+        backoff = 1.0
+        while True:
+            await self._wanted.wait()
+            self._wanted.clear()
+            while len(self._ready) < self.size:
+                try:
+                    self._ready.append(await self._sandboxes.launch("warm"))
+                    backoff = 1.0
+                except O16nError as exc:
+                    log.warning(
+                        "warm pool could not start a container", extra={"error": exc.message}
+                    )
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 60.0)
+
+    async def close(self) -> None:
+        while self._ready:
+            await self._sandboxes.destroy(self._ready.popleft())

@@ -1,0 +1,140 @@
+"""Values in and out of JSON (API.md §6.4).
+
+Outputs: numpy arrays and scalars, pandas frames (column-oriented) and series, tuples and
+sets, dates, are turned into plain JSON; NaN and ±Inf become ``null``. Inputs of a web
+service are decoded by their declared ``ParameterDefinition`` type. numpy and pandas are
+imported only when a value needs them, so a bare ``ping`` costs nothing.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import math
+import sys
+from typing import Any
+
+TYPES = ("numeric", "integer", "logical", "character", "vector", "matrix", "data.frame")
+
+
+class EncodeError(Exception):
+    """A value that has no JSON form; the message names its type."""
+
+
+def _type_name(value: Any) -> str:
+    cls = type(value)
+    module = cls.__module__
+    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+
+
+def to_json(value: Any, _depth: int = 0) -> Any:
+    """A JSON-ready copy of ``value``; raises :class:`EncodeError` when there is none."""
+    if _depth > 100:
+        raise EncodeError("value is nested too deeply")
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {_key(k): to_json(v, _depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [to_json(v, _depth + 1) for v in value]
+    if isinstance(value, datetime.datetime | datetime.date | datetime.time):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return to_json(float(value))
+    if isinstance(value, complex):
+        raise EncodeError("complex numbers have no JSON form")
+    pandas = sys.modules.get("pandas")
+    if pandas is not None:
+        if isinstance(value, pandas.DataFrame):
+            return {_key(col): to_json(value[col].tolist(), _depth + 1) for col in value.columns}
+        if isinstance(value, pandas.Series | pandas.Index):
+            return to_json(value.tolist(), _depth + 1)
+        if isinstance(value, pandas.Timestamp):
+            return value.isoformat()
+        if value is pandas.NaT or value is getattr(pandas, "NA", object()):
+            return None
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        if isinstance(value, numpy.ndarray):
+            return to_json(value.tolist(), _depth + 1)
+        if isinstance(value, numpy.generic):
+            return to_json(value.item(), _depth + 1)
+    raise EncodeError(f"a value of type {_type_name(value)} has no JSON form")
+
+
+def _key(key: Any) -> str:
+    if isinstance(key, str):
+        return key
+    if key is None or isinstance(key, bool | int | float):
+        return str(key)
+    numpy = sys.modules.get("numpy")
+    if numpy is not None and isinstance(key, numpy.generic):
+        return str(key.item())
+    raise EncodeError(f"a mapping key of type {_type_name(key)} has no JSON form")
+
+
+class DecodeError(Exception):
+    """An input value that does not fit its declared type; the message says how."""
+
+
+def from_json(value: Any, kind: str) -> Any:
+    """Decode a consumed web-service input by its ``ParameterDefinition`` type."""
+    if kind == "numeric":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise DecodeError("expected a number")
+        return float(value)
+    if kind == "integer":
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise DecodeError("expected an integer")
+        return value
+    if kind == "logical":
+        if not isinstance(value, bool):
+            raise DecodeError("expected true or false")
+        return value
+    if kind == "character":
+        if not isinstance(value, str):
+            raise DecodeError("expected a string")
+        return value
+    if kind == "vector":
+        if not isinstance(value, list):
+            raise DecodeError("expected an array")
+        import numpy
+
+        try:
+            return numpy.array(value)
+        except ValueError as exc:
+            raise DecodeError(f"not a vector: {exc}") from None
+    if kind == "matrix":
+        if not isinstance(value, list) or not all(isinstance(row, list) for row in value):
+            raise DecodeError("expected an array of row arrays")
+        if len({len(row) for row in value}) > 1:
+            raise DecodeError("matrix rows differ in length")
+        import numpy
+
+        try:
+            return numpy.asmatrix(numpy.array(value))
+        except ValueError as exc:
+            raise DecodeError(f"not a matrix: {exc}") from None
+    if kind == "data.frame":
+        import pandas
+
+        if isinstance(value, dict):
+            columns = [v for v in value.values() if isinstance(v, list)]
+            if len(columns) != len(value):
+                raise DecodeError("expected an object of columns, each an array of values")
+            if len({len(c) for c in columns}) > 1:
+                raise DecodeError(
+                    "data.frame columns differ in length: "
+                    + ", ".join(f"{k}={len(v)}" for k, v in value.items())
+                )
+            return pandas.DataFrame(value)
+        if isinstance(value, list) and all(isinstance(r, dict) for r in value):
+            return pandas.DataFrame(value)
+        raise DecodeError("expected an object of columns ({column: [values]})")
+    raise DecodeError(f"unknown parameter type {kind!r}")

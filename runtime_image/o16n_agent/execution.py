@@ -1,0 +1,161 @@
+"""Running user code: captured console output, clean tracebacks, changed files.
+
+Each execution compiles the code under its own pseudo file name and registers the source
+with ``linecache``, so tracebacks show the user's lines, also for functions defined by an
+earlier execution. When the last statement is an expression its value is shown, as in a
+notebook (``1+1`` prints ``2``).
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import linecache
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+TRUNCATED = "\n[... console output truncated: {} more characters ...]\n"
+
+
+class CappedWriter(io.TextIOBase):
+    """A text stream that keeps the first ``limit`` characters and counts the rest."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self._parts: list[str] = []
+        self._size = 0
+        self._limit = limit
+        self.dropped = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return "utf-8"
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        room = self._limit - self._size
+        if room > 0:
+            kept = text[:room]
+            self._parts.append(kept)
+            self._size += len(kept)
+        self.dropped += max(0, len(text) - max(room, 0))
+        return len(text)
+
+    def getvalue(self) -> str:
+        text = "".join(self._parts)
+        return text + TRUNCATED.format(self.dropped) if self.dropped else text
+
+
+@dataclass
+class Outcome:
+    success: bool = True
+    error: str = ""
+    console: str = ""
+    cancelled: bool = False
+    changed_files: list[str] = field(default_factory=list)
+
+
+class Runner:
+    """Runs code in a namespace; ``on_state`` tells the agent when user code is running."""
+
+    def __init__(self, workdir: str, on_state: Callable[[bool], None]) -> None:
+        self.workdir = workdir
+        self._on_state = on_state
+        self._count = 0
+
+    def run(self, code: str, namespace: dict[str, Any], console_limit: int) -> Outcome:
+        self._count += 1
+        filename = f"<execution-{self._count}>"
+        outcome = Outcome()
+        before = file_states(self.workdir)
+        console = CappedWriter(console_limit)
+        saved = sys.stdout, sys.stderr
+        sys.stdout = sys.stderr = console
+        try:
+            body, last = _compile(code, filename)
+            self._on_state(True)
+            try:
+                exec(body, namespace)  # noqa: S102 - running user code is the point
+                if last is not None:
+                    value = eval(last, namespace)  # noqa: S307
+                    if value is not None:
+                        print(repr(value))
+            finally:
+                self._on_state(False)
+        except KeyboardInterrupt:
+            outcome.success, outcome.cancelled = False, True
+            outcome.error = "KeyboardInterrupt: the execution was cancelled"
+        except SyntaxError as exc:
+            outcome.success = False
+            outcome.error = "".join(traceback.format_exception_only(type(exc), exc)).rstrip()
+        except BaseException as exc:
+            outcome.success = False
+            outcome.error = format_user_traceback(exc)
+        finally:
+            sys.stdout, sys.stderr = saved
+        outcome.console = console.getvalue()
+        outcome.changed_files = changed_files(before, file_states(self.workdir))
+        return outcome
+
+
+def _compile(code: str, filename: str) -> tuple[Any, Any]:
+    """Compile ``code``; split off a trailing expression so its value can be shown."""
+    linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+    tree = ast.parse(code, filename, "exec")
+    last = None
+    if tree.body and isinstance(tree.body[-1], ast.Expr):
+        statement = tree.body.pop()
+        assert isinstance(statement, ast.Expr)
+        expr = ast.Expression(statement.value)
+        last = compile(expr, filename, "eval")
+    return compile(tree, filename, "exec"), last
+
+
+def format_user_traceback(exc: BaseException) -> str:
+    """The traceback from the first frame of user code on, without the agent's frames."""
+    tb = exc.__traceback__
+    while tb is not None and not tb.tb_frame.f_code.co_filename.startswith("<execution-"):
+        tb = tb.tb_next
+    if tb is None:
+        tb = exc.__traceback__
+    lines = traceback.format_exception(type(exc), exc, tb)
+    return "".join(lines).rstrip()
+
+
+def file_states(root: str, limit: int = 10_000) -> dict[str, tuple[int, int]]:
+    """``relative path → (mtime_ns, size)`` of regular files under ``root``; links not followed."""
+    states: dict[str, tuple[int, int]] = {}
+    stack = [root]
+    while stack and len(states) < limit:
+        directory = stack.pop()
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                elif entry.is_file(follow_symlinks=False):
+                    st = entry.stat(follow_symlinks=False)
+                    states[os.path.relpath(entry.path, root)] = (st.st_mtime_ns, st.st_size)
+            except OSError:
+                continue
+    return states
+
+
+def changed_files(
+    before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]
+) -> list[str]:
+    return sorted(name for name, state in after.items() if before.get(name) != state)

@@ -1,0 +1,69 @@
+"""Files of the working directory, addressed by plain names (no paths)."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+from o16n_agent.errors import OpError
+
+
+def check_name(name: object) -> str:
+    """A file name with no path in it; anything else is refused."""
+    if (
+        not isinstance(name, str)
+        or not name
+        or len(name) > 255
+        or name in (".", "..")
+        or "/" in name
+        or "\\" in name
+        or "\0" in name
+    ):
+        raise OpError(f"invalid file name {name!r}", "invalid")
+    return name
+
+
+def list_files(workdir: str) -> list[str]:
+    names = []
+    for entry in os.scandir(workdir):
+        if entry.is_file(follow_symlinks=False):
+            names.append(entry.name)
+    return sorted(names)
+
+
+def read_file(workdir: str, name: str) -> bytes:
+    path = os.path.join(workdir, check_name(name))
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        raise OpError(f"no file named {name!r}", "not_found") from None
+    except OSError as exc:
+        raise OpError(f"cannot read {name!r}: {exc.strerror}", "invalid") from None
+    with os.fdopen(fd, "rb") as f:
+        return f.read()
+
+
+def write_file(workdir: str, name: str, data: bytes) -> None:
+    """Create or overwrite ``name``; a symlink in its place is replaced, never followed."""
+    path = os.path.join(workdir, check_name(name))
+    if os.path.isdir(path) and not os.path.islink(path):
+        raise OpError(f"{name!r} is a directory", "invalid")
+    if os.path.islink(path):
+        os.unlink(path)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+    except OSError as exc:
+        code = "too_large" if exc.errno in (errno.EFBIG, errno.ENOSPC, errno.EDQUOT) else "invalid"
+        raise OpError(f"cannot write {name!r}: {exc.strerror}", code) from None
+
+
+def delete_file(workdir: str, name: str) -> None:
+    path = os.path.join(workdir, check_name(name))
+    try:
+        if os.path.isdir(path) and not os.path.islink(path):
+            raise OpError(f"{name!r} is a directory", "invalid")
+        os.unlink(path)
+    except FileNotFoundError:
+        raise OpError(f"no file named {name!r}", "not_found") from None

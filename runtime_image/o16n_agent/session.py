@@ -1,0 +1,134 @@
+"""The operations of an interactive session: execute, workspace objects, files, snapshots.
+
+One persistent namespace lives as long as the container; it is ``__main__`` to the code
+that runs in it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from o16n_agent import codec, files, workspace
+from o16n_agent.errors import OpError
+from o16n_agent.execution import Runner
+
+Reply = tuple[dict[str, Any], bytes | None]
+DEFAULT_CONSOLE_LIMIT = 1 << 20
+
+
+def new_namespace() -> dict[str, Any]:
+    return {"__name__": "__main__", "__builtins__": __builtins__}
+
+
+class SessionOps:
+    def __init__(self, workdir: str, on_state: Callable[[bool], None]) -> None:
+        self.workdir = workdir
+        self.namespace = new_namespace()
+        self.runner = Runner(workdir, on_state)
+
+    def handlers(self) -> dict[str, Callable[[dict[str, Any], bytes | None], Reply]]:
+        return {
+            "execute": self.execute,
+            "workspace_list": self.workspace_list,
+            "workspace_get": self.workspace_get,
+            "workspace_set": self.workspace_set,
+            "workspace_delete": self.workspace_delete,
+            "files_list": self.files_list,
+            "file_get": self.file_get,
+            "file_put": self.file_put,
+            "file_delete": self.file_delete,
+            "snapshot_save": self.snapshot_save,
+            "snapshot_load": self.snapshot_load,
+        }
+
+    def execute(self, message: dict[str, Any], blob: bytes | None) -> Reply:
+        code = message.get("code")
+        if not isinstance(code, str):
+            raise OpError("'code' must be a string", "invalid")
+        inputs = message.get("inputs") or []
+        outputs = message.get("outputs") or []
+        limit = message.get("console_limit") or DEFAULT_CONSOLE_LIMIT
+        for item in inputs:
+            name = item.get("name") if isinstance(item, dict) else None
+            if not isinstance(name, str) or not name.isidentifier():
+                raise OpError(f"invalid input parameter name {name!r}", "invalid")
+        if not all(isinstance(n, str) and n.isidentifier() for n in outputs):
+            raise OpError("output parameter names must be identifiers", "invalid")
+        for item in inputs:
+            self.namespace[item["name"]] = item.get("value")
+        outcome = self.runner.run(code, self.namespace, int(limit))
+        values: list[dict[str, Any]] = [{"name": n, "value": None} for n in outputs]
+        if outcome.success:
+            for entry in values:
+                value = self.namespace.get(entry["name"])
+                try:
+                    entry["value"] = codec.to_json(value)
+                except codec.EncodeError as exc:
+                    outcome.success = False
+                    outcome.error = (
+                        f"output parameter '{entry['name']}' cannot be returned as JSON: {exc}"
+                    )
+                    values = [{"name": n, "value": None} for n in outputs]
+                    break
+        reap_children()
+        return {
+            "success": outcome.success,
+            "error": outcome.error,
+            "cancelled": outcome.cancelled,
+            "console": outcome.console,
+            "changed_files": outcome.changed_files,
+            "outputs": values,
+        }, None
+
+    def workspace_list(self, message: dict[str, Any], blob: bytes | None) -> Reply:
+        return {"names": workspace.visible_names(self.namespace)}, None
+
+    def workspace_get(self, message: dict[str, Any], blob: bytes | None) -> Reply:
+        return {}, workspace.dump_object(self.namespace, message.get("name", ""))
+
+    def workspace_set(self, message: dict[str, Any], blob: bytes | None) -> Reply:
+        if blob is None:
+            raise OpError("no serialized object was sent", "invalid")
+        workspace.load_object(self.namespace, message.get("name", ""), blob)
+        return {}, None
+
+    def workspace_delete(self, message: dict[str, Any], blob: bytes | None) -> Reply:
+        workspace.delete_object(self.namespace, message.get("name", ""))
+        return {}, None
+
+    def files_list(self, message: dict[str, Any], blob: bytes | None) -> Reply:
+        return {"names": files.list_files(self.workdir)}, None
+
+    def file_get(self, message: dict[str, Any], blob: bytes | None) -> Reply:
+        return {}, files.read_file(self.workdir, message.get("name", ""))
+
+    def file_put(self, message: dict[str, Any], blob: bytes | None) -> Reply:
+        files.write_file(self.workdir, message.get("name", ""), blob or b"")
+        return {}, None
+
+    def file_delete(self, message: dict[str, Any], blob: bytes | None) -> Reply:
+        files.delete_file(self.workdir, message.get("name", ""))
+        return {}, None
+
+    def snapshot_save(self, message: dict[str, Any], blob: bytes | None) -> Reply:
+        data, saved, skipped = workspace.save(self.namespace, self.workdir)
+        return {"saved": saved, "skipped": skipped}, data
+
+    def snapshot_load(self, message: dict[str, Any], blob: bytes | None) -> Reply:
+        if blob is None:
+            raise OpError("no workspace tarball was sent", "invalid")
+        names, count = workspace.restore(self.namespace, self.workdir, blob)
+        return {"objects": names, "files": count}, None
+
+
+def reap_children() -> None:
+    """Collect exited children of the agent (user code's forks), so no zombie holds a pid."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return

@@ -1,0 +1,140 @@
+"""The agent's session operations, run in-process on the host (no container needed)."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import dill
+import pytest
+from o16n_agent import workspace
+from o16n_agent.errors import OpError
+from o16n_agent.session import SessionOps
+
+
+@pytest.fixture
+def ops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SessionOps:
+    monkeypatch.chdir(tmp_path)  # the agent runs in its working directory
+    return SessionOps(str(tmp_path), lambda running: None)
+
+
+def run(ops: SessionOps, code: str, **args: Any) -> dict[str, Any]:
+    reply, _ = ops.execute({"code": code, **args}, None)
+    return reply
+
+
+def test_execute_keeps_state_and_shows_the_last_expression(ops: SessionOps) -> None:
+    assert run(ops, "x = 2")["console"] == ""
+    reply = run(ops, "print('p')\nx * 21")
+    assert reply["success"] and reply["console"] == "p\n42\n"
+    assert run(ops, "None")["console"] == ""
+
+
+def test_keyboard_interrupt_is_a_cancellation(ops: SessionOps) -> None:
+    reply = run(ops, "raise KeyboardInterrupt")
+    assert reply["success"] is False and reply["cancelled"] is True
+
+
+def test_workspace_objects(ops: SessionOps) -> None:
+    ops.workspace_set({"name": "m"}, dill.dumps({"a": 1}))
+    run(ops, "import json\ndef helper():\n    return m['a'] + 1\nb = helper()")
+    names, _ = ops.workspace_list({}, None)
+    assert names["names"] == ["b", "helper", "m"]  # the module 'json' is not listed
+    _, blob = ops.workspace_get({"name": "b"}, None)
+    assert dill.loads(blob) == 2
+    with pytest.raises(OpError) as info:
+        ops.workspace_get({"name": "nope"}, None)
+    assert info.value.code == "not_found"
+    with pytest.raises(OpError) as info:
+        ops.workspace_set({"name": "x"}, b"garbage")
+    assert info.value.code == "invalid"
+    with pytest.raises(OpError):
+        ops.workspace_set({"name": "not valid"}, dill.dumps(1))
+
+
+def test_snapshot_round_trip(
+    tmp_path: Path, ops: SessionOps, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run(
+        ops,
+        "import threading\nmodel = {'w': [1, 2]}\nlock = threading.Lock()\n"
+        "def f(v):\n    return v * 2\nfrom pathlib import Path\nPath('data.txt').write_text('d')\n"
+        "import os\nos.mkdir('sub')\nPath('sub/n.txt').write_text('n')",
+    )
+    reply, blob = ops.snapshot_save({}, None)
+    assert "model" in reply["saved"] and "f" in reply["saved"]
+    assert blob is not None
+    target = tmp_path / "restored"
+    target.mkdir()
+    monkeypatch.chdir(target)
+    fresh = SessionOps(str(target), lambda running: None)
+    result, _ = fresh.snapshot_load({}, blob)
+    assert "model" in result["objects"] and result["files"] == 2
+    assert (target / "data.txt").read_text() == "d" and (
+        target / "sub" / "n.txt"
+    ).read_text() == "n"
+    assert run(fresh, "f(model['w'][1])")["console"] == "4\n"
+
+
+def _tar(*members: tuple[tarfile.TarInfo, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if data else None)
+    return buffer.getvalue()
+
+
+def _member(
+    name: str, kind: bytes = tarfile.REGTYPE, link: str = "", data: bytes = b"x"
+) -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.linkname = link
+    info.size = len(data) if kind == tarfile.REGTYPE else 0
+    return info, data if kind == tarfile.REGTYPE else b""
+
+
+@pytest.mark.parametrize(
+    "member",
+    [
+        _member("../escape.txt"),
+        _member("link", tarfile.SYMTYPE, "/etc/passwd"),
+        _member("link", tarfile.SYMTYPE, "../../outside"),
+        _member("hard", tarfile.LNKTYPE, "/etc/passwd"),
+        _member("dev", tarfile.CHRTYPE),
+    ],
+)
+def test_hostile_tarballs_are_refused(
+    tmp_path: Path, member: tuple[tarfile.TarInfo, bytes]
+) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    with pytest.raises(OpError) as info:
+        workspace.restore({}, str(work), _tar(member))
+    assert info.value.code == "invalid"
+    assert not (tmp_path / "escape.txt").exists()
+
+
+@pytest.mark.parametrize("native_filter", [True, False])
+def test_absolute_names_land_inside_the_workspace(
+    tmp_path: Path, native_filter: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not native_filter:
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    work = tmp_path / "w"
+    work.mkdir()
+    workspace.restore({}, str(work), _tar(_member("/etc/absolute.txt")))
+    assert (work / "etc" / "absolute.txt").read_bytes() == b"x"
+
+
+def test_fallback_data_filter_matches(tmp_path: Path) -> None:
+    work = tmp_path / "w"
+    work.mkdir()
+    setuid = tarfile.TarInfo("tool")
+    setuid.mode = 0o4777
+    setuid.size = 1
+    with tarfile.open(fileobj=io.BytesIO(_tar((setuid, b"x")))) as tar:
+        cleaned = workspace._data_filter(tar.getmembers()[0], str(work))
+    assert cleaned.mode == 0o755
