@@ -29,8 +29,10 @@ from controller.keys import (
     DOCKER,
     PROBE,
     SANDBOXES,
+    SERVICES,
     SESSIONS,
     SETTINGS,
+    SNAPSHOTS,
     SWAGGER,
     TASKS,
 )
@@ -39,12 +41,18 @@ from controller.runtime.health import EngineProbe
 from controller.runtime.image import default_tag
 from controller.runtime.local_docker import LocalDockerBackend
 from controller.runtime.sandboxes import Sandboxes
+from controller.services import routes as service_routes
+from controller.services.registry import ServiceRegistry
 from controller.sessions import routes as session_routes
 from controller.sessions.manager import SessionManager
 from controller.sessions.warm_pool import WarmPool
 from controller.settings import Settings
+from controller.snapshots import routes as snapshot_routes
+from controller.snapshots.manager import SnapshotManager
 from controller.store.db import Database
+from controller.store.services import ServicesRepo
 from controller.store.sessions import SessionsRepo
+from controller.store.snapshots import SnapshotsRepo
 from controller.tasks import TaskSupervisor
 
 log = logging.getLogger(__name__)
@@ -66,8 +74,12 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_routes(docs.routes)
 
     app.router.add_routes(session_routes.routes)
+    app.router.add_routes(snapshot_routes.routes)
+    app.router.add_routes(service_routes.routes)
 
-    app.cleanup_ctx.extend([store_ctx, auth_ctx, docker_ctx, runtime_ctx, sessions_ctx, tasks_ctx])
+    app.cleanup_ctx.extend(
+        [store_ctx, auth_ctx, docker_ctx, runtime_ctx, sessions_ctx, services_ctx, tasks_ctx]
+    )
     return app
 
 
@@ -127,11 +139,26 @@ async def sessions_ctx(app: web.Application) -> AsyncIterator[None]:
     owned = await sandboxes.owned()
     kept = await manager.adopt(owned)
     await sandboxes.reap([h for h in owned if h.key not in kept])
+    app[SNAPSHOTS] = SnapshotManager(settings, SnapshotsRepo(app[DB]), manager, sandboxes)
     app[TASKS].spawn("warm-pool", pool.keep_full())
     app[TASKS].spawn("session-idle-reaper", manager.run_idle_reaper())
     yield
     await pool.close()
     await manager.detach()
+
+
+async def services_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Load the published services and warm their pools; remove their containers at exit
+    (a restarted controller warms fresh ones)."""
+    tasks = app[TASKS]
+    registry = ServiceRegistry(
+        app[SETTINGS], ServicesRepo(app[DB]), app[SNAPSHOTS], app[SANDBOXES], tasks.spawn
+    )
+    app[SERVICES] = registry
+    await registry.load()
+    tasks.spawn("service-pool-trim", registry.keep_pools_trim())
+    yield
+    await registry.close()
 
 
 async def tasks_ctx(app: web.Application) -> AsyncIterator[None]:

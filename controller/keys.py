@@ -15,8 +15,10 @@ from controller.auth.service import AuthService
 from controller.runtime.docker_gateway import DockerGateway
 from controller.runtime.health import EngineProbe
 from controller.runtime.sandboxes import Sandboxes
+from controller.services.registry import ServiceRegistry
 from controller.sessions.manager import SessionManager
 from controller.settings import Settings
+from controller.snapshots.manager import SnapshotManager
 from controller.store.db import Database
 from controller.tasks import TaskSupervisor
 
@@ -29,5 +31,7 @@ TASKS = web.AppKey("tasks", TaskSupervisor)
 SWAGGER = web.AppKey("swagger", dict[str, Any])
 PROBE = web.AppKey("status_probe", EngineProbe)
 SESSIONS = web.AppKey("sessions", SessionManager)
+SNAPSHOTS = web.AppKey("snapshots", SnapshotManager)
+SERVICES = web.AppKey("services", ServiceRegistry)
 
 IDENTITY = web.RequestKey("identity", Identity)

@@ -136,6 +136,32 @@ class Settings(BaseModel):
         description="Seconds a session's agent has to reconnect after a restart.",
     )
 
+    # --- web services -------------------------------------------------------------------
+    service_pool_initial: int = Field(
+        1, ge=0, description="Warm containers per service version (InitialPoolSize default)."
+    )
+    service_pool_max: int = Field(
+        4, ge=1, description="Containers per service version at most (MaxPoolSize default)."
+    )
+    service_pool_limit: int = Field(
+        32, ge=1, description="Largest MaxPoolSize a pool request may ask for."
+    )
+    service_pool_idle: int = Field(
+        300, ge=1, description="Seconds an extra idle service container lives before removal."
+    )
+    service_queue_max: int = Field(
+        256, ge=0, description="Requests that may wait for a busy service (503 above)."
+    )
+    service_queue_wait: float = Field(
+        30.0, gt=0, description="Seconds a request waits for a free container (then 503)."
+    )
+    consume_timeout: int = Field(
+        120, ge=1, description="Seconds one consume request may run before it is interrupted."
+    )
+    service_init_timeout: int = Field(
+        600, ge=1, description="Seconds a service container has to restore and run initCode."
+    )
+
     @property
     def db_path(self) -> Path:
         return self.data_dir / "o16n.sqlite3"

@@ -42,7 +42,12 @@ class AgentTimeout(RuntimeFailure):
 
 
 class AgentLink:
-    """A connected agent. One request in flight at a time (callers queue on a lock)."""
+    """A connected agent. One request in flight at a time (callers queue on a lock).
+
+    A reader task owned by the link takes every reply off the socket as it arrives and
+    hands it to the waiting call, so an agent that dies is noticed at once, and a call
+    costs no task of its own.
+    """
 
     def __init__(
         self,
@@ -60,6 +65,10 @@ class AgentLink:
         self._lock = asyncio.Lock()
         self._next_id = 1
         self._closed = asyncio.Event()
+        self._waiter: asyncio.Future[Reply] | None = None
+        self._reader_task = asyncio.get_running_loop().create_task(
+            self._read_replies(), name="agent-link-reader"
+        )
 
     @property
     def closed(self) -> bool:
@@ -73,9 +82,45 @@ class AgentLink:
         await self._closed.wait()
 
     def close(self) -> None:
-        if not self._closed.is_set():
-            self._closed.set()
-            self._writer.close()
+        """Close the connection; a call waiting for a reply gets ``AgentGone``."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self._writer.close()
+        self._fail_waiter(AgentGone("the agent's connection is closed"))
+        if self._reader_task is not asyncio.current_task():
+            self._reader_task.cancel()
+
+    async def aclose(self) -> None:
+        """Close, and wait for the reader task to finish."""
+        self.close()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader_task
+
+    def _fail_waiter(self, error: Exception) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(error)
+            waiter.exception()  # mark retrieved: the caller may already have given up
+
+    async def _read_replies(self) -> None:
+        error: Exception
+        try:
+            while True:
+                reply = await protocol.read_message(
+                    self._reader, self._reply_limit, self._blob_limit
+                )
+                waiter = self._waiter
+                if waiter is None or waiter.done():
+                    error = AgentProtocolError("the agent sent a reply nobody asked for")
+                    break
+                waiter.set_result(reply)
+        except (ConnectionError, asyncio.IncompleteReadError, EOFError):
+            error = AgentGone("the agent's connection ended")
+        except protocol.ProtocolError as exc:
+            error = AgentProtocolError(f"the agent broke the protocol: {exc}")
+        self._fail_waiter(error)
+        self.close()
 
     async def call(
         self,
@@ -98,49 +143,34 @@ class AgentLink:
                 raise AgentGone("the agent's connection is closed")
             request_id = self._next_id
             self._next_id += 1
-            message = {**(args or {}), "id": request_id, "op": op}
+            waiter: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+            self._waiter = waiter
             try:
-                self._writer.write(protocol.encode(message, blob))
+                self._writer.write(
+                    protocol.encode({**(args or {}), "id": request_id, "op": op}, blob)
+                )
                 await self._writer.drain()
-                reply, reply_blob = await self._receive(timeout, on_timeout, grace)
-            except (ConnectionError, asyncio.IncompleteReadError, EOFError):
+                done, _ = await asyncio.wait({waiter}, timeout=timeout)
+                if not done and on_timeout is not None:
+                    await on_timeout()
+                    done, _ = await asyncio.wait({waiter}, timeout=grace)
+                if not done:
+                    raise AgentTimeout(f"the agent did not answer within {timeout:g} s")
+            except ConnectionError:
                 self.close()
                 raise AgentGone("the agent's connection ended") from None
-            except protocol.ProtocolError as exc:
-                self.close()
-                raise AgentProtocolError(f"the agent broke the protocol: {exc}") from None
             except BaseException:
                 self.close()
                 raise
+            finally:
+                self._waiter = None
+            reply, reply_blob = waiter.result()
         if reply.get("id") != request_id or not isinstance(reply.get("ok"), bool):
             self.close()
             raise AgentProtocolError("the agent's reply does not match its request")
         if not reply["ok"]:
             raise _agent_error(reply)
         return reply, reply_blob
-
-    async def _receive(
-        self,
-        timeout: float,
-        on_timeout: Callable[[], Awaitable[None]] | None,
-        grace: float,
-    ) -> Reply:
-        read = asyncio.ensure_future(
-            protocol.read_message(self._reader, self._reply_limit, self._blob_limit)
-        )
-        try:
-            done, _ = await asyncio.wait({read}, timeout=timeout)
-            if not done and on_timeout is not None:
-                await on_timeout()
-                done, _ = await asyncio.wait({read}, timeout=grace)
-            if not done:
-                raise AgentTimeout(f"the agent did not answer within {timeout:g} s")
-            return read.result()
-        finally:
-            if not read.done():
-                read.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await read
 
 
 def _agent_error(reply: dict[str, Any]) -> Exception:
@@ -171,6 +201,7 @@ class AgentListener:
         self._link: AgentLink | None = None
         self._linked = asyncio.Event()
         self._handshakes: set[asyncio.Task[None]] = set()
+        self._unlinked: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> None:
         if len(str(self.socket_path)) > MAX_SOCKET_PATH:
@@ -205,9 +236,12 @@ class AgentListener:
 
     async def close(self) -> None:
         if self._link is not None:
-            self._link.close()
+            await self._link.aclose()
         for task in list(self._handshakes):
             task.cancel()
+        for writer in list(self._unlinked):  # accepted, but never handed to a link
+            writer.close()
+        self._unlinked.clear()
         if self._server is not None:
             self._server.close()
             with contextlib.suppress(Exception):
@@ -217,6 +251,7 @@ class AgentListener:
             self.socket_path.unlink()
 
     def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._unlinked.add(writer)
         task = asyncio.ensure_future(self._handshake(reader, writer))
         self._handshakes.add(task)
         task.add_done_callback(self._handshakes.discard)
@@ -231,7 +266,9 @@ class AgentListener:
                 raise AgentProtocolError(f"unexpected hello from agent: {str(hello)[:200]}")
         except (Exception, asyncio.CancelledError) as exc:
             log.warning("agent connection refused", extra={"reason": str(exc)[:200]})
+            self._unlinked.discard(writer)
             writer.close()
             return
+        self._unlinked.discard(writer)
         self._link = AgentLink(reader, writer, hello, self._reply_limit, self._blob_limit)
         self._linked.set()

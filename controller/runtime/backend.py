@@ -66,6 +66,12 @@ class ComputeBackend(Protocol):
     async def commit(self, handle: ContainerHandle, image_ref: str, labels: dict[str, str]) -> str:
         """Save the container's filesystem as image ``image_ref``; returns the image id."""
 
+    async def tag_image(self, source: str, target: str) -> None:
+        """Give image ``source`` a second name ``target`` (a service's own reference)."""
+
+    async def remove_image(self, ref: str) -> None:
+        """Remove an image name; absent counts as removed."""
+
     async def list_owned(self) -> list[ContainerHandle]:
         """Every container of this controller instance, running or not."""
 

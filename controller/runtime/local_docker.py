@@ -76,6 +76,13 @@ class LocalDockerBackend:
         repository, _, tag = image_ref.rpartition(":")
         return await self._gateway.commit(handle.container_id, repository, tag, labels)
 
+    async def tag_image(self, source: str, target: str) -> None:
+        repository, _, tag = target.rpartition(":")
+        await self._gateway.tag_image(source, repository, tag)
+
+    async def remove_image(self, ref: str) -> None:
+        await self._gateway.remove_image(ref)
+
     async def list_owned(self) -> list[ContainerHandle]:
         infos = await self._gateway.list_containers(
             f"{LABEL_PREFIX}instance={self._settings.instance}"

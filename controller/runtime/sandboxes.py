@@ -74,7 +74,7 @@ class Sandboxes:
     async def destroy(self, sandbox: Sandbox | ContainerHandle) -> None:
         handle = sandbox.handle if isinstance(sandbox, Sandbox) else sandbox
         if isinstance(sandbox, Sandbox):
-            sandbox.link.close()
+            await sandbox.link.aclose()
         await self.backend.remove(handle)
 
     async def exit_report(self, sandbox: Sandbox, wait: float = 0.0) -> ExitReport | None:
@@ -90,6 +90,12 @@ class Sandboxes:
     async def interrupt(self, sandbox: Sandbox) -> None:
         """SIGINT to the agent: ``KeyboardInterrupt`` inside running user code."""
         await self.backend.signal(sandbox.handle, "SIGINT")
+
+    async def tag_image(self, source: str, target: str) -> None:
+        await self.backend.tag_image(source, target)
+
+    async def remove_image(self, ref: str) -> None:
+        await self.backend.remove_image(ref)
 
     async def owned(self) -> list[ContainerHandle]:
         return await self.backend.list_owned()

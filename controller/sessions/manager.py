@@ -115,17 +115,15 @@ class SessionManager:
     # --- lifecycle ------------------------------------------------------------------------
 
     async def create(
-        self, caller: Identity, name: str | None, snapshot_id: str | None = None
+        self, caller: Identity, name: str | None, snapshot: tuple[str, bytes] | None = None
     ) -> Session:
-        """A new session on a warm container (or a freshly started one)."""
-        if snapshot_id is not None:
-            raise NotFoundError(f"no snapshot '{snapshot_id}'")
+        """A new session on a warm container (or a freshly started one). With ``snapshot``
+        (its image and workspace tarball) the container starts from the snapshot's image
+        and the agent restores the workspace."""
         self._reserve(caller)
         try:
             session_id = str(uuid.uuid4())
-            sandbox = await self._pool.take() or await self._sandboxes.launch(
-                "session", owner=caller.username, ident=session_id
-            )
+            sandbox = await self._sandbox_for(caller, session_id, snapshot)
             now = time.time()
             session = Session(
                 id=session_id,
@@ -146,6 +144,25 @@ class SessionManager:
             return session
         finally:
             self._creating[caller.user_id] -= 1
+
+    async def _sandbox_for(
+        self, caller: Identity, session_id: str, snapshot: tuple[str, bytes] | None
+    ) -> Sandbox:
+        if snapshot is None:
+            warm = await self._pool.take()
+            if warm is not None:
+                return warm
+        image, archive = snapshot if snapshot is not None else (None, b"")
+        sandbox = await self._sandboxes.launch(
+            "session", owner=caller.username, ident=session_id, image=image
+        )
+        if snapshot is not None:
+            try:
+                await sandbox.call("snapshot_load", blob=archive, timeout=AGENT_TIMEOUT)
+            except BaseException:
+                await self._sandboxes.destroy(sandbox)
+                raise
+        return sandbox
 
     def _reserve(self, caller: Identity) -> None:
         open_now = sum(
@@ -247,6 +264,17 @@ class SessionManager:
             "outputParameters": [{"name": o.name, "value": o.value} for o in reply.outputs],
         }
 
+    @asynccontextmanager
+    async def using(self, caller: Identity, session_id: str) -> AsyncIterator[Sandbox]:
+        """The caller's session's sandbox, held exclusively; a dead agent ends the session."""
+        session = self.get(caller, session_id)
+        async with self._exclusive(session) as sandbox:
+            try:
+                yield sandbox
+            except (AgentGone, AgentProtocolError, AgentTimeout) as exc:
+                reason = await self._died(session, exc)
+                raise GoneError(f"session '{session.id}' ended: {reason}") from None
+
     async def call(
         self,
         caller: Identity,
@@ -256,13 +284,8 @@ class SessionManager:
         blob: bytes | None = None,
     ) -> Reply:
         """One agent operation on the caller's session (workspace, files, snapshots)."""
-        session = self.get(caller, session_id)
-        async with self._exclusive(session) as sandbox:
-            try:
-                return await sandbox.call(op, args, blob=blob, timeout=AGENT_TIMEOUT)
-            except (AgentGone, AgentProtocolError, AgentTimeout) as exc:
-                reason = await self._died(session, exc)
-                raise GoneError(f"session '{session.id}' ended: {reason}") from None
+        async with self.using(caller, session_id) as sandbox:
+            return await sandbox.call(op, args, blob=blob, timeout=AGENT_TIMEOUT)
 
     async def history(self, caller: Identity, session_id: str) -> list[str]:
         return await self._repo.history(self.get(caller, session_id).id)
@@ -343,7 +366,7 @@ class SessionManager:
         """At shutdown: drop the links, keep the containers for the next controller."""
         for session in self._sessions.values():
             if session.sandbox is not None:
-                session.sandbox.link.close()
+                await session.sandbox.link.aclose()
 
     # --- restart --------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from controller.auth.middleware import caller
 from controller.errors import AgentProtocolError, BadRequestError, PayloadTooLargeError
 from controller.http.bodies import read_model
 from controller.http.responses import json_response
-from controller.keys import SESSIONS, SETTINGS
+from controller.keys import SESSIONS, SETTINGS, SNAPSHOTS
 from controller.sessions.models import (
     CreateSessionRequest,
     ExecuteRequest,
@@ -35,7 +35,11 @@ def _quote(name: str) -> str:
 @routes.post("/sessions")
 async def create_session(request: web.Request) -> web.Response:
     body = await read_model(request, CreateSessionRequest, allow_empty=True)
-    session = await request.app[SESSIONS].create(caller(request), body.name, body.snapshotId)
+    identity = caller(request)
+    snapshot = None
+    if body.snapshotId is not None:
+        snapshot = await request.app[SNAPSHOTS].source(identity, body.snapshotId)
+    session = await request.app[SESSIONS].create(identity, body.name, snapshot)
     return json_response({"sessionId": session.id}, status=201)
 
 

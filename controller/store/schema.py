@@ -62,4 +62,44 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (session_id, seq)
     );
     """,
+    # 3: snapshots and web services
+    """
+    CREATE TABLE snapshots (
+        id            TEXT PRIMARY KEY,
+        name          TEXT,
+        owner_id      INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        runtime       TEXT NOT NULL,
+        image         TEXT NOT NULL,
+        archive       TEXT NOT NULL,
+        size          INTEGER NOT NULL,
+        sha256        TEXT NOT NULL,
+        skipped       TEXT NOT NULL DEFAULT '{}',
+        created_at    REAL NOT NULL,
+        creation_time TEXT NOT NULL
+    );
+    CREATE INDEX snapshots_owner ON snapshots(owner_id);
+    CREATE TABLE services (
+        name          TEXT NOT NULL,
+        version       TEXT NOT NULL,
+        key           TEXT NOT NULL UNIQUE,
+        publisher_id  INTEGER NOT NULL REFERENCES users(id),
+        created_at    REAL NOT NULL,
+        creation_time TEXT NOT NULL,
+        runtime       TEXT NOT NULL,
+        description   TEXT,
+        code          TEXT NOT NULL,
+        init_code     TEXT,
+        operation_id  TEXT,
+        inputs        TEXT NOT NULL,
+        outputs       TEXT NOT NULL,
+        output_files  TEXT NOT NULL,
+        snapshot_id   TEXT,
+        image         TEXT NOT NULL,
+        archive       TEXT,
+        pool_initial  INTEGER,
+        pool_max      INTEGER,
+        isolation     TEXT NOT NULL DEFAULT 'shared',
+        PRIMARY KEY (name, version)
+    );
+    """,
 ]

@@ -20,6 +20,7 @@ from typing import Any
 
 from o16n_agent import protocol
 from o16n_agent.errors import OpError
+from o16n_agent.service import ServiceOps
 from o16n_agent.session import SessionOps
 
 Reply = tuple[dict[str, Any], bytes | None]
@@ -38,7 +39,9 @@ class Agent:
         self.started = time.time()
         self.handlers: dict[str, Handler] = {"ping": self._ping}
         self.session = SessionOps(workdir, self._set_executing)
+        self.service = ServiceOps(workdir, self._set_executing)
         self.handlers.update(self.session.handlers())
+        self.handlers.update(self.service.handlers())
 
     def _set_executing(self, running: bool) -> None:
         self.executing = running

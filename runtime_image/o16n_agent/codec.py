@@ -81,29 +81,72 @@ class DecodeError(Exception):
     """An input value that does not fit its declared type; the message says how."""
 
 
-def from_json(value: Any, kind: str) -> Any:
-    """Decode a consumed web-service input by its ``ParameterDefinition`` type."""
+#: ML types of API.md §5.2, plus the spellings clients use for them (the seed says "string").
+ALIASES = {
+    "numeric": "numeric", "number": "numeric", "float": "numeric", "double": "numeric",
+    "integer": "integer", "int": "integer",
+    "logical": "logical", "bool": "logical", "boolean": "logical",
+    "character": "character", "string": "character", "str": "character",
+    "vector": "vector", "list": "vector", "array": "vector",
+    "matrix": "matrix",
+    "data.frame": "data.frame", "dataframe": "data.frame",
+}  # fmt: skip
+
+
+def canonical_type(kind: str) -> str | None:
+    """The ML type a ``ParameterDefinition.type`` names, or ``None`` if it names none."""
+    return ALIASES.get(kind.strip().lower())
+
+
+def check_input(value: Any, kind: str) -> None:
+    """Check the JSON shape of an input against its ML type (stdlib only: the controller
+    runs this before a request reaches a container)."""
+    kind = canonical_type(kind) or kind
     if kind == "numeric":
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise DecodeError("expected a number")
-        return float(value)
-    if kind == "integer":
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
+    elif kind == "integer":
+        integral = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+        if isinstance(value, bool) or not integral:
             raise DecodeError("expected an integer")
-        return value
-    if kind == "logical":
+    elif kind == "logical":
         if not isinstance(value, bool):
             raise DecodeError("expected true or false")
-        return value
-    if kind == "character":
+    elif kind == "character":
         if not isinstance(value, str):
             raise DecodeError("expected a string")
-        return value
-    if kind == "vector":
+    elif kind == "vector":
         if not isinstance(value, list):
             raise DecodeError("expected an array")
+    elif kind == "matrix":
+        if not isinstance(value, list) or not all(isinstance(row, list) for row in value):
+            raise DecodeError("expected an array of row arrays")
+        if len({len(row) for row in value}) > 1:
+            raise DecodeError("the matrix rows differ in length")
+    elif kind == "data.frame":
+        if isinstance(value, dict):
+            if not all(isinstance(v, list) for v in value.values()):
+                raise DecodeError("expected an object of columns, each an array of values")
+            if len({len(v) for v in value.values()}) > 1:
+                lengths = ", ".join(f"{k}={len(v)}" for k, v in value.items())
+                raise DecodeError(f"the data.frame columns differ in length ({lengths})")
+        elif not (isinstance(value, list) and all(isinstance(r, dict) for r in value)):
+            raise DecodeError("expected an object of columns ({column: [values]})")
+    else:
+        raise DecodeError(f"unknown parameter type {kind!r}")
+
+
+def from_json(value: Any, kind: str) -> Any:
+    """Decode a consumed web-service input by its ``ParameterDefinition`` type."""
+    check_input(value, kind)
+    kind = canonical_type(kind) or kind
+    if kind == "numeric":
+        return float(value)
+    if kind == "integer":
+        return int(value)
+    if kind in ("logical", "character"):
+        return value
+    if kind == "vector":
         import numpy
 
         try:
@@ -111,30 +154,12 @@ def from_json(value: Any, kind: str) -> Any:
         except ValueError as exc:
             raise DecodeError(f"not a vector: {exc}") from None
     if kind == "matrix":
-        if not isinstance(value, list) or not all(isinstance(row, list) for row in value):
-            raise DecodeError("expected an array of row arrays")
-        if len({len(row) for row in value}) > 1:
-            raise DecodeError("matrix rows differ in length")
         import numpy
 
         try:
             return numpy.asmatrix(numpy.array(value))
         except ValueError as exc:
             raise DecodeError(f"not a matrix: {exc}") from None
-    if kind == "data.frame":
-        import pandas
+    import pandas
 
-        if isinstance(value, dict):
-            columns = [v for v in value.values() if isinstance(v, list)]
-            if len(columns) != len(value):
-                raise DecodeError("expected an object of columns, each an array of values")
-            if len({len(c) for c in columns}) > 1:
-                raise DecodeError(
-                    "data.frame columns differ in length: "
-                    + ", ".join(f"{k}={len(v)}" for k, v in value.items())
-                )
-            return pandas.DataFrame(value)
-        if isinstance(value, list) and all(isinstance(r, dict) for r in value):
-            return pandas.DataFrame(value)
-        raise DecodeError("expected an object of columns ({column: [values]})")
-    raise DecodeError(f"unknown parameter type {kind!r}")
+    return pandas.DataFrame(value)

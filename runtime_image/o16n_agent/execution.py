@@ -109,6 +109,12 @@ class Runner:
         return outcome
 
 
+def compile_code(code: str, filename: str) -> Any:
+    """Compile ``code`` under a pseudo file name whose source tracebacks can show."""
+    linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+    return compile(code, filename, "exec")
+
+
 def _compile(code: str, filename: str) -> tuple[Any, Any]:
     """Compile ``code``; split off a trailing expression so its value can be shown."""
     linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
@@ -123,9 +129,12 @@ def _compile(code: str, filename: str) -> tuple[Any, Any]:
 
 
 def format_user_traceback(exc: BaseException) -> str:
-    """The traceback from the first frame of user code on, without the agent's frames."""
+    """The traceback from the first frame of user code on, without the agent's frames.
+
+    User code is compiled under pseudo file names (``<execution-N>``, ``<code>``,
+    ``<initCode>``); the agent's own frames come from real files and are dropped."""
     tb = exc.__traceback__
-    while tb is not None and not tb.tb_frame.f_code.co_filename.startswith("<execution-"):
+    while tb is not None and not tb.tb_frame.f_code.co_filename.startswith("<"):
         tb = tb.tb_next
     if tb is None:
         tb = exc.__traceback__

@@ -95,9 +95,12 @@ def save(namespace: dict[str, Any], workdir: str) -> tuple[bytes, list[str], dic
     return buffer.getvalue(), saved, skipped
 
 
-def restore(namespace: dict[str, Any], workdir: str, data: bytes) -> tuple[list[str], int]:
-    """Extract a workspace tarball into ``workdir`` and load its objects: ``(names, files)``."""
-    objects: dict[str, bytes] = {}
+def restore(
+    namespace: dict[str, Any], workdir: str, data: bytes, *, objects: bool = True
+) -> tuple[list[str], int]:
+    """Extract a workspace tarball into ``workdir`` and (unless ``objects`` is false) load
+    its objects into ``namespace``: ``(names, files)``."""
+    blobs: dict[str, bytes] = {}
     files = 0
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
@@ -106,8 +109,8 @@ def restore(namespace: dict[str, Any], workdir: str, data: bytes) -> tuple[list[
                 if member.name.startswith(OBJECTS_DIR + "/") and member.isfile():
                     name = member.name[len(OBJECTS_DIR) + 1 : -len(".dill")]
                     handle = tar.extractfile(member)
-                    if handle is not None and name.isidentifier():
-                        objects[name] = handle.read()
+                    if objects and handle is not None and name.isidentifier():
+                        blobs[name] = handle.read()
                 else:
                     members.append(member)
                     files += member.isfile()
@@ -115,7 +118,7 @@ def restore(namespace: dict[str, Any], workdir: str, data: bytes) -> tuple[list[
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise OpError(f"the workspace tarball cannot be restored: {exc}", "invalid") from None
     loaded = []
-    for name, blob in objects.items():
+    for name, blob in blobs.items():
         load_object(namespace, name, blob)
         loaded.append(name)
     return sorted(loaded), files

@@ -1,0 +1,115 @@
+"""Where a consume request goes (API.md §6.2-6.4): check the inputs, borrow a warm container
+from the service's pool, run the code there, shape the answer.
+
+An error in the service's code is the caller's result (200, ``success: false``); a
+container that dies or hangs is replaced, and the request answered with why. Inputs are
+checked here, before any container is touched, so a bad request is a 400 naming the input.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from o16n_agent.codec import DecodeError, check_input
+
+from controller.errors import AgentGone, AgentProtocolError, BadRequestError, O16nError
+from controller.runtime.agent_link import AgentTimeout
+from controller.runtime.sandboxes import Sandboxes
+from controller.services.registry import Service
+
+
+def check_inputs(service: Service, body: Any) -> dict[str, Any]:
+    """The declared inputs of ``body``, each checked against its type; extra keys ignored."""
+    if not isinstance(body, dict):
+        raise BadRequestError(
+            "the request body must be a JSON object mapping input names to values"
+        )
+    inputs: dict[str, Any] = {}
+    for name, kind, declared in service.inputs:
+        if name not in body:
+            raise BadRequestError(f"missing input '{name}' ({declared})")
+        value = body[name]
+        try:
+            check_input(value, kind)
+        except DecodeError as exc:
+            raise BadRequestError(f"input '{name}' ({declared}): {exc}") from None
+        inputs[name] = value
+    return inputs
+
+
+def failure(service: Service, message: str, console: str = "") -> dict[str, Any]:
+    return {
+        "success": False,
+        "errorMessage": message,
+        "consoleOutput": console,
+        "changedFiles": [],
+        "outputParameters": {p["name"]: None for p in service.record.outputs},
+        "outputFiles": {name: None for name in service.record.output_files},
+    }
+
+
+async def run(
+    service: Service, inputs: dict[str, Any], sandboxes: Sandboxes, timeout: float
+) -> dict[str, Any]:
+    """One request in one of the service's warm containers."""
+    pool = service.pool
+    sandbox = await pool.acquire()
+    healthy = True
+    interrupted = False
+
+    async def interrupt() -> None:
+        nonlocal interrupted
+        interrupted = True
+        await sandboxes.interrupt(sandbox)
+
+    try:
+        raw, _ = await sandbox.call(
+            "run", {"inputs": inputs}, timeout=timeout, on_timeout=interrupt, grace=5.0
+        )
+    except AgentTimeout:
+        healthy = False
+        return failure(service, f"the request exceeded the time limit of {timeout:g} s")
+    except (AgentGone, AgentProtocolError) as exc:
+        healthy = False
+        reason = exc.message
+        try:
+            report = await sandboxes.exit_report(sandbox, wait=2.0)
+        except O16nError:
+            report = None
+        if report is not None:
+            reason = report.describe()
+        return failure(service, f"the service's container ended during the request: {reason}")
+    finally:
+        pool.release(sandbox, healthy)
+    result = shape(service, raw)
+    if interrupted and not result["success"]:
+        result["errorMessage"] = f"the request exceeded the time limit of {timeout:g} s"
+    return result
+
+
+def shape(service: Service, raw: dict[str, Any]) -> dict[str, Any]:
+    """The agent's reply as a ``WebServiceResult``, checked (the agent is untrusted)."""
+    success = raw.get("success")
+    error = raw.get("error")
+    console = raw.get("console")
+    changed = raw.get("changed_files")
+    outputs = raw.get("outputs")
+    files = raw.get("files")
+    if not (
+        isinstance(success, bool)
+        and isinstance(error, str)
+        and isinstance(console, str)
+        and isinstance(changed, list)
+        and isinstance(outputs, dict)
+        and isinstance(files, dict)
+        and all(isinstance(v, str | None) for v in files.values())
+    ):
+        raise AgentProtocolError("the service's agent sent a malformed reply")
+    return {
+        "success": success,
+        "errorMessage": error,
+        "consoleOutput": console,
+        "changedFiles": changed,
+        "outputParameters": {p["name"]: outputs.get(p["name"]) for p in service.record.outputs},
+        "outputFiles": {name: files.get(name) for name in service.record.output_files},
+    }

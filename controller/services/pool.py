@@ -1,0 +1,228 @@
+"""Warm containers of one service version: where a consume request gets one.
+
+Containers are restored from the service's image and workspace once, then reused for
+request after request (each request runs in a fresh namespace inside). The pool keeps
+``initial`` containers warm, grows on demand up to ``maximum``, and removes extra
+containers that stayed idle. When every container is busy, requests wait in a bounded
+queue; when the queue is full, or the wait too long, the answer is 503 with Retry-After.
+Nothing here touches SQLite or the Docker API unless the pool must grow or shrink.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from controller.errors import O16nError, ServiceUnavailableError
+from controller.runtime.sandboxes import Sandbox
+
+log = logging.getLogger(__name__)
+
+Launch = Callable[[], Awaitable[Sandbox]]
+Destroy = Callable[[Sandbox], Coroutine[Any, Any, None]]
+Spawn = Callable[[str, Coroutine[Any, Any, Any]], Any]
+
+
+class ServicePool:
+    def __init__(
+        self,
+        label: str,
+        launch: Launch,
+        destroy: Destroy,
+        spawn: Spawn,
+        *,
+        initial: int,
+        maximum: int,
+        queue_max: int,
+        queue_wait: float,
+        idle_timeout: float,
+    ) -> None:
+        self.label = label
+        self._launch = launch
+        self._destroy = destroy
+        self._spawn = spawn
+        self.initial = initial
+        self.maximum = maximum
+        self._queue_max = queue_max
+        self._queue_wait = queue_wait
+        self._idle_timeout = idle_timeout
+        self._idle: list[Sandbox] = []
+        self._last_used: dict[Sandbox, float] = {}
+        self._busy: set[Sandbox] = set()
+        self._starting = 0
+        self._waiters: deque[asyncio.Future[Sandbox]] = deque()
+        self._closed = False
+        self.last_error = ""
+
+    # --- numbers for status ---------------------------------------------------------------
+
+    @property
+    def ready(self) -> int:
+        return len(self._idle)
+
+    @property
+    def busy(self) -> int:
+        return len(self._busy)
+
+    @property
+    def size(self) -> int:
+        return len(self._idle) + len(self._busy)
+
+    @property
+    def queued(self) -> int:
+        return len(self._waiters)
+
+    @property
+    def status(self) -> str:
+        """ML Server's pool status: ``Success`` (ready), ``Pending`` (starting), ``NotFound``."""
+        if self.size:
+            return "Success"
+        return "Pending" if self._starting else "NotFound"
+
+    # --- the consume path -----------------------------------------------------------------
+
+    async def acquire(self) -> Sandbox:
+        """An idle warm container, waiting in the bounded queue when all are busy."""
+        if self._closed:
+            raise ServiceUnavailableError("the service is being changed or removed", retry_after=1)
+        while self._idle:
+            sandbox = self._idle.pop()
+            if not sandbox.link.closed:
+                self._busy.add(sandbox)
+                return sandbox
+            self._retire(sandbox)
+        self._grow(demand=1)
+        if len(self._waiters) >= self._queue_max:
+            raise ServiceUnavailableError(
+                f"all {self.size} containers of {self.label} are busy and "
+                f"{len(self._waiters)} requests are waiting; try again shortly",
+                retry_after=1,
+            )
+        waiter: asyncio.Future[Sandbox] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await asyncio.wait({waiter}, timeout=self._queue_wait)
+        finally:
+            if not waiter.done():
+                waiter.cancel()
+                self._waiters.remove(waiter)
+        if waiter.cancelled():
+            raise ServiceUnavailableError(
+                f"no container of {self.label} became free within {self._queue_wait:g} s"
+                + (f" (last start failure: {self.last_error})" if self.last_error else ""),
+                retry_after=1,
+            )
+        exc = waiter.exception()
+        if exc is not None:
+            raise exc
+        return waiter.result()
+
+    def release(self, sandbox: Sandbox, healthy: bool = True) -> None:
+        """Give a container back after a request; an unhealthy one is replaced."""
+        self._busy.discard(sandbox)
+        if self._closed or not healthy or sandbox.link.closed:
+            self._retire(sandbox)
+            self._grow()
+            return
+        if self.size >= self.maximum and not self._waiters:  # the pool was made smaller
+            self._retire(sandbox)
+            return
+        self._hand_over(sandbox)
+
+    def _hand_over(self, sandbox: Sandbox) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self._busy.add(sandbox)
+                waiter.set_result(sandbox)
+                return
+        self._last_used[sandbox] = time.monotonic()
+        self._idle.append(sandbox)
+
+    # --- growing and shrinking ------------------------------------------------------------
+
+    def _grow(self, demand: int = 0) -> None:
+        """Start as many containers as waiting requests (plus ``demand``) need and
+        ``initial`` asks for, never more than ``maximum`` in all."""
+        total = self.size + self._starting
+        need = max(self.initial - total, demand + len(self._waiters) - self._starting, 0)
+        for _ in range(min(need, self.maximum - total)):
+            self._starting += 1
+            self._spawn(f"pool-start:{self.label}", self._start_one())
+
+    async def _start_one(self) -> None:
+        try:
+            sandbox = await self._launch()
+        except O16nError as exc:
+            self.last_error = exc.message
+            log.warning(
+                "service container failed to start",
+                extra={"service": self.label, "error": exc.message},
+            )
+            self._starting -= 1
+            if not self.size and not self._starting:
+                self._fail_waiters(exc)
+            return
+        except BaseException:
+            self._starting -= 1
+            raise
+        self._starting -= 1
+        self.last_error = ""
+        if self._closed or (self.size >= self.maximum and not self._waiters):
+            await self._destroy(sandbox)
+        else:
+            self._hand_over(sandbox)
+
+    def _fail_waiters(self, exc: O16nError) -> None:
+        error = ServiceUnavailableError(
+            f"{self.label} has no container: {exc.message}", retry_after=5
+        )
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(error)
+
+    def warm(self) -> None:
+        """Start containers until ``initial`` are running or starting."""
+        if not self._closed:
+            self._grow()
+
+    async def shrink(self) -> None:
+        """Remove idle containers above ``initial`` that nobody used for a while."""
+        now = time.monotonic()
+        while len(self._idle) + len(self._busy) > self.initial and self._idle:
+            oldest = min(self._idle, key=lambda s: self._last_used.get(s, 0.0))
+            if now - self._last_used.get(oldest, 0.0) < self._idle_timeout:
+                break
+            self._idle.remove(oldest)
+            await self._retire_now(oldest)
+
+    async def resize(self, initial: int, maximum: int) -> None:
+        self.initial, self.maximum = initial, maximum
+        while self.size > maximum and self._idle:
+            await self._retire_now(self._idle.pop(0))
+        self.warm()
+
+    async def drain(self) -> None:
+        """Remove every idle container now; the pool stays usable and starts anew on demand."""
+        while self._idle:
+            await self._retire_now(self._idle.pop())
+
+    async def close(self) -> None:
+        """Remove every container; busy ones go when their request ends."""
+        self._closed = True
+        self._fail_waiters(O16nError("the service was changed or removed"))
+        while self._idle:
+            await self._retire_now(self._idle.pop())
+
+    def _retire(self, sandbox: Sandbox) -> None:
+        self._last_used.pop(sandbox, None)
+        self._spawn(f"pool-retire:{self.label}", self._destroy(sandbox))
+
+    async def _retire_now(self, sandbox: Sandbox) -> None:
+        self._last_used.pop(sandbox, None)
+        await self._destroy(sandbox)

@@ -1,0 +1,372 @@
+"""The published services, in memory and in the store: publish, patch, delete, pools.
+
+Publishing copies what a service needs — its own image tag and its own hard link of the
+snapshot's tarball — so deleting the snapshot afterwards (Microsoft's SDK does it at once)
+never breaks the service. Each version gets a warm pool as soon as it is published, and
+again when the controller restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import secrets
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from o16n_agent.codec import canonical_type
+
+from controller.auth.roles import Identity
+from controller.clock import dotnet_timestamp
+from controller.errors import BadRequestError, ConflictError, NotFoundError, O16nError
+from controller.runtime.sandboxes import Sandbox, Sandboxes
+from controller.services import access, swagger
+from controller.services.models import PublishWebServiceRequest, check_name, check_version
+from controller.services.pool import ServicePool, Spawn
+from controller.settings import Settings
+from controller.snapshots import archives
+from controller.snapshots.manager import SnapshotManager
+from controller.store.services import ServiceRecord, ServicesRepo
+
+log = logging.getLogger(__name__)
+
+IMAGE_REPOSITORY = "o16n-service"
+RUNTIME = "Python"
+
+
+@dataclass(eq=False)
+class Service:
+    record: ServiceRecord
+    pool: ServicePool
+    inputs: list[tuple[str, str, str]] = field(default_factory=list)  # name, kind, declared
+    document: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"{self.record.name}/{self.record.version}"
+
+
+class ServiceRegistry:
+    def __init__(
+        self,
+        settings: Settings,
+        repo: ServicesRepo,
+        snapshots: SnapshotManager,
+        sandboxes: Sandboxes,
+        spawn: Spawn,
+    ) -> None:
+        self._settings = settings
+        self._repo = repo
+        self._snapshots = snapshots
+        self._sandboxes = sandboxes
+        self._spawn = spawn
+        self._services: dict[tuple[str, str], Service] = {}
+        self._lock = asyncio.Lock()
+        #: extra paths and definitions in every per-service document (batch, issue 5)
+        self.batch_document: Any = None
+
+    # --- lookup ---------------------------------------------------------------------------
+
+    def get(self, name: str, version: str) -> Service:
+        service = self._services.get((name, version))
+        if service is None:
+            raise NotFoundError(f"no web service '{name[:128]}' with version '{version[:64]}'")
+        return service
+
+    def versions(self, name: str) -> list[Service]:
+        """Every version of ``name``, oldest first (the SDK takes the last as the latest)."""
+        return [s for (n, _), s in self._services.items() if n == name]
+
+    def all(self) -> list[Service]:
+        return list(self._services.values())
+
+    def to_json(self, service: Service, caller: Identity) -> dict[str, Any]:
+        r = service.record
+        see_code = access.can_see_code(caller, r)
+        return {
+            "name": r.name,
+            "version": r.version,
+            "versionPublishedBy": r.publisher_name,
+            "creationTime": r.creation_time,
+            "snapshotId": r.snapshot_id,
+            "runtimeType": r.runtime,
+            "initCode": r.init_code if see_code else None,
+            "code": r.code if see_code else None,
+            "description": r.description,
+            "operationId": r.operation_id,
+            "inputParameterDefinitions": r.inputs,
+            "outputParameterDefinitions": r.outputs,
+            "outputFileNames": r.output_files,
+            "myPermissionOnService": "read/write" if access.can_manage(caller, r) else "read only",
+        }
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def load(self) -> None:
+        """At start: every stored service, its pool warming in the background."""
+        for record in await self._repo.all():
+            service = self._make(record)
+            self._services[(record.name, record.version)] = service
+            service.pool.warm()
+        log.info("services loaded", extra={"count": len(self._services)})
+
+    async def publish(
+        self,
+        caller: Identity,
+        name: str,
+        version: str | None,
+        request: PublishWebServiceRequest,
+    ) -> Service:
+        check_name(name)
+        version = check_version(version) if version is not None else str(uuid.uuid4())
+        async with self._lock:
+            existing = self.versions(name)
+            access.check_publish(caller, name, existing[0].record if existing else None)
+            if (name, version) in self._services:
+                raise ConflictError(
+                    f"web service '{name}' version '{version}' already exists; "
+                    f"PATCH /services/{name}/{version} to change it, or publish another version"
+                )
+            if not request.code:
+                raise BadRequestError("'code' is required to publish a web service")
+            key = secrets.token_hex(8)
+            image, archive = await self._environment(caller, request.snapshotId, key)
+            now = time.time()
+            record = ServiceRecord(
+                name=name,
+                version=version,
+                key=key,
+                publisher_id=caller.user_id,
+                publisher_name=caller.username,
+                created_at=now,
+                creation_time=dotnet_timestamp(now),
+                runtime=RUNTIME,
+                code=request.code,
+                image=image,
+                description=request.description,
+                init_code=request.initCode,
+                operation_id=request.operationId,
+                inputs=_definitions(request.inputParameterDefinitions),
+                outputs=_definitions(request.outputParameterDefinitions),
+                output_files=list(request.outputFileNames or []),
+                snapshot_id=request.snapshotId,
+                archive=archive,
+                isolation=request.isolation or "shared",
+            )
+            try:
+                await self._repo.insert(record)
+            except BaseException:
+                await self._drop_environment(image, archive)
+                raise
+            service = self._make(record)
+            self._services[(name, version)] = service
+        service.pool.warm()
+        log.info("service published", extra={"service": service.label, "user": caller.username})
+        return service
+
+    async def patch(
+        self, caller: Identity, name: str, version: str, request: PublishWebServiceRequest
+    ) -> Service:
+        """Change only the fields present; a present ``snapshotId`` replaces the environment."""
+        fields = request.model_fields_set
+        async with self._lock:
+            old = self.get(name, version)
+            access.check_manage(caller, old.record, "update")
+            record = dataclasses.replace(old.record)
+            if "code" in fields:
+                if not request.code:
+                    raise BadRequestError("'code' cannot be empty")
+                record.code = request.code
+            if "description" in fields:
+                record.description = request.description
+            if "initCode" in fields:
+                record.init_code = request.initCode
+            if "operationId" in fields:
+                record.operation_id = request.operationId
+            if "inputParameterDefinitions" in fields:
+                record.inputs = _definitions(request.inputParameterDefinitions)
+            if "outputParameterDefinitions" in fields:
+                record.outputs = _definitions(request.outputParameterDefinitions)
+            if "outputFileNames" in fields:
+                record.output_files = list(request.outputFileNames or [])
+            if "isolation" in fields and request.isolation is not None:
+                record.isolation = request.isolation
+            new_environment = "snapshotId" in fields
+            if new_environment:
+                record.key = secrets.token_hex(8)
+                record.image, record.archive = await self._environment(
+                    caller, request.snapshotId, record.key
+                )
+                record.snapshot_id = request.snapshotId
+            try:
+                await self._repo.update(record)
+            except BaseException:
+                if new_environment:
+                    await self._drop_environment(record.image, record.archive)
+                raise
+            only_metadata = fields <= {"description", "runtimeType"}
+            if only_metadata:
+                old.record = record
+                old.document = swagger.build(record, self.batch_document)
+                return old
+            service = self._make(record)
+            self._services[(name, version)] = service
+        await old.pool.close()
+        if new_environment:
+            await self._drop_environment(old.record.image, old.record.archive)
+        service.pool.warm()
+        log.info("service updated", extra={"service": service.label, "user": caller.username})
+        return service
+
+    async def delete(self, caller: Identity, name: str, version: str) -> Service:
+        async with self._lock:
+            service = self.get(name, version)
+            access.check_manage(caller, service.record, "delete")
+            await self._repo.delete(name, version)
+            del self._services[(name, version)]
+        await service.pool.close()
+        await self._drop_environment(service.record.image, service.record.archive)
+        log.info("service deleted", extra={"service": service.label, "user": caller.username})
+        return service
+
+    async def set_pool(
+        self, caller: Identity, name: str, version: str, initial: int | None, maximum: int | None
+    ) -> Service:
+        service = self.get(name, version)
+        access.check_manage(caller, service.record, "create or update the pool of")
+        initial = self._settings.service_pool_initial if initial is None else initial
+        maximum = max(initial, 1) if maximum is None else maximum
+        if initial > maximum:
+            raise BadRequestError(
+                f"InitialPoolSize ({initial}) must not exceed MaxPoolSize ({maximum})"
+            )
+        limit = self._settings.service_pool_limit
+        if maximum > limit:
+            raise BadRequestError(f"MaxPoolSize may be at most {limit} on this server")
+        service.record.pool_initial, service.record.pool_max = initial, maximum
+        await self._repo.update(service.record)
+        await service.pool.resize(initial, maximum)
+        return service
+
+    async def delete_pool(self, caller: Identity, name: str, version: str) -> Service:
+        """Remove the dedicated pool: no container stays warm; requests start one on demand."""
+        service = self.get(name, version)
+        access.check_manage(caller, service.record, "delete the pool of")
+        service.record.pool_initial, service.record.pool_max = 0, self._settings.service_pool_max
+        await self._repo.update(service.record)
+        await service.pool.resize(0, self._settings.service_pool_max)
+        await service.pool.drain()
+        return service
+
+    async def keep_pools_trim(self) -> None:
+        """Run forever: remove extra service containers that stayed idle."""
+        while True:
+            await asyncio.sleep(min(30.0, self._settings.service_pool_idle / 2))
+            for service in self.all():
+                try:
+                    await service.pool.shrink()
+                except O16nError as exc:
+                    log.warning(
+                        "pool trim failed", extra={"service": service.label, "error": exc.message}
+                    )
+
+    async def close(self) -> None:
+        for service in self.all():
+            await service.pool.close()
+
+    # --- internals ------------------------------------------------------------------------
+
+    def _make(self, record: ServiceRecord) -> Service:
+        settings = self._settings
+        initial = (
+            settings.service_pool_initial if record.pool_initial is None else record.pool_initial
+        )
+        maximum = settings.service_pool_max if record.pool_max is None else record.pool_max
+        label = f"{record.name}/{record.version}"
+        pool = ServicePool(
+            label,
+            lambda: self._launch(record),
+            self._sandboxes.destroy,
+            self._spawn,
+            initial=initial,
+            maximum=max(maximum, initial, 1),
+            queue_max=settings.service_queue_max,
+            queue_wait=settings.service_queue_wait,
+            idle_timeout=settings.service_pool_idle,
+        )
+        inputs = [(p["name"], _kind(p["type"]), p["type"]) for p in record.inputs]
+        return Service(record, pool, inputs, swagger.build(record, self.batch_document))
+
+    async def _launch(self, record: ServiceRecord) -> Sandbox:
+        """A container for ``record``: started from its image, restored, initCode run once."""
+        sandbox = await self._sandboxes.launch(
+            "service",
+            owner=record.publisher_name,
+            ident=f"{record.name}:{record.version}"[:200],
+            image=record.image,
+        )
+        try:
+            blob = None
+            if record.archive:
+                blob = await asyncio.to_thread(
+                    (self._settings.data_dir / record.archive).read_bytes
+                )
+            reply, _ = await sandbox.call(
+                "service_init",
+                {
+                    "code": record.code,
+                    "init_code": record.init_code,
+                    "inputs": record.inputs,
+                    "outputs": record.outputs,
+                    "output_files": record.output_files,
+                    "isolation": record.isolation,
+                },
+                blob=blob,
+                timeout=self._settings.service_init_timeout,
+            )
+        except BaseException:
+            await self._sandboxes.destroy(sandbox)
+            raise
+        if reply.get("init_error"):
+            log.warning(
+                "service initCode failed; requests will report it",
+                extra={"service": f"{record.name}/{record.version}"},
+            )
+        return sandbox
+
+    async def _environment(
+        self, caller: Identity, snapshot_id: str | None, key: str
+    ) -> tuple[str, str | None]:
+        """The service's own image tag and tarball copy (from a snapshot, or a fresh runtime)."""
+        image = f"{IMAGE_REPOSITORY}:{key}"
+        if snapshot_id is None:
+            await self._sandboxes.tag_image(self._sandboxes.image, image)
+            return image, None
+        snapshot = await self._snapshots.get(caller, snapshot_id)
+        relative = f"services/{key}.tar.gz"
+        await asyncio.to_thread(
+            archives.copy,
+            self._snapshots.archive_path(snapshot),
+            self._settings.data_dir / relative,
+        )
+        await self._sandboxes.tag_image(snapshot.image, image)
+        return image, relative
+
+    async def _drop_environment(self, image: str, archive: str | None) -> None:
+        if archive:
+            await asyncio.to_thread(archives.remove, self._settings.data_dir / archive)
+        try:
+            await self._sandboxes.remove_image(image)
+        except O16nError as exc:  # still used by a container that is going away
+            log.info("image kept", extra={"image": image, "reason": exc.message})
+
+
+def _definitions(params: Any) -> list[dict[str, str]]:
+    return [{"name": p.name, "type": p.type} for p in params or []]
+
+
+def _kind(declared: str) -> str:
+    return canonical_type(declared) or "character"

@@ -1,0 +1,161 @@
+"""Handlers of ``/services`` (management), ``/api/{name}/{version}`` (consumption), service
+pools, and ``/realtime-services`` (501)."""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+from controller.auth.middleware import caller
+from controller.errors import NotImplementedFeature
+from controller.http.bodies import read_json, read_model
+from controller.http.responses import json_response
+from controller.keys import SANDBOXES, SERVICES, SETTINGS
+from controller.services import consume
+from controller.services.models import PoolRequest, PublishWebServiceRequest
+
+routes = web.RouteTableDef()
+
+COMPUTE_NODE = "local-docker"
+
+
+# --- management -----------------------------------------------------------------------------
+
+
+@routes.get("/services")
+async def list_services(request: web.Request) -> web.Response:
+    registry, who = request.app[SERVICES], caller(request)
+    return json_response([registry.to_json(s, who) for s in registry.all()])
+
+
+@routes.get("/services/{name}")
+async def list_service_versions(request: web.Request) -> web.Response:
+    registry, who = request.app[SERVICES], caller(request)
+    versions = registry.versions(request.match_info["name"])
+    return json_response([registry.to_json(s, who) for s in versions])
+
+
+@routes.get("/services/{name}/{version}")
+async def get_service_version(request: web.Request) -> web.Response:
+    registry = request.app[SERVICES]
+    service = registry.get(request.match_info["name"], request.match_info["version"])
+    return json_response([registry.to_json(service, caller(request))])
+
+
+@routes.post("/services/{name}")
+async def publish_service(request: web.Request) -> web.Response:
+    body = await read_model(request, PublishWebServiceRequest)
+    service = await request.app[SERVICES].publish(
+        caller(request), request.match_info["name"], None, body
+    )
+    return json_response(f"/api/{service.record.name}/{service.record.version}", status=201)
+
+
+@routes.post("/services/{name}/{version}")
+async def publish_service_version(request: web.Request) -> web.Response:
+    body = await read_model(request, PublishWebServiceRequest)
+    service = await request.app[SERVICES].publish(
+        caller(request), request.match_info["name"], request.match_info["version"], body
+    )
+    return json_response(f"/api/{service.record.name}/{service.record.version}", status=201)
+
+
+@routes.patch("/services/{name}/{version}")
+async def patch_service_version(request: web.Request) -> web.Response:
+    body = await read_model(request, PublishWebServiceRequest)
+    service = await request.app[SERVICES].patch(
+        caller(request), request.match_info["name"], request.match_info["version"], body
+    )
+    return json_response(f"/api/{service.record.name}/{service.record.version}")
+
+
+@routes.delete("/services/{name}/{version}")
+async def delete_service_version(request: web.Request) -> web.Response:
+    name, version = request.match_info["name"], request.match_info["version"]
+    await request.app[SERVICES].delete(caller(request), name, version)
+    return json_response(f"Web service '{name}' version '{version}' deleted.")
+
+
+# --- pools ------------------------------------------------------------------------------------
+
+
+@routes.post("/services/{name}/{version}/pool")
+async def create_or_update_pool(request: web.Request) -> web.Response:
+    body = await read_model(request, PoolRequest, allow_empty=True)
+    await request.app[SERVICES].set_pool(
+        caller(request),
+        request.match_info["name"],
+        request.match_info["version"],
+        body.InitialPoolSize,
+        body.MaxPoolSize,
+    )
+    return json_response("Created.")
+
+
+@routes.get("/services/{name}/{version}/pool")
+async def get_pool_status(request: web.Request) -> web.Response:
+    service = request.app[SERVICES].get(request.match_info["name"], request.match_info["version"])
+    pool = service.pool
+    return json_response(
+        [
+            {
+                "computeNodeEndpoint": COMPUTE_NODE,
+                "status": pool.status,
+                "initialPoolSize": pool.initial,
+                "maxPoolSize": pool.maximum,
+                "ready": pool.ready,
+                "busy": pool.busy,
+                "queued": pool.queued,
+            }
+        ]
+    )
+
+
+@routes.delete("/services/{name}/{version}/pool")
+async def delete_pool(request: web.Request) -> web.Response:
+    await request.app[SERVICES].delete_pool(
+        caller(request), request.match_info["name"], request.match_info["version"]
+    )
+    return json_response("Deleted.")
+
+
+# --- consumption ------------------------------------------------------------------------------
+
+
+@routes.post("/api/{name}/{version}")
+async def consume_service(request: web.Request) -> web.Response:
+    app = request.app
+    service = app[SERVICES].get(request.match_info["name"], request.match_info["version"])
+    inputs = consume.check_inputs(service, await read_json(request))
+    result = await consume.run(service, inputs, app[SANDBOXES], app[SETTINGS].consume_timeout)
+    return json_response(result)
+
+
+@routes.get("/api/{name}/{version}/swagger.json")
+async def service_swagger(request: web.Request) -> web.Response:
+    service = request.app[SERVICES].get(request.match_info["name"], request.match_info["version"])
+    return web.Response(text=json.dumps(service.document), content_type="application/json")
+
+
+# --- realtime ---------------------------------------------------------------------------------
+
+_REALTIME = (
+    "realtime web services (models made by revoscalepy's rx_serialize_model) are not "
+    "supported by o16n; publish Python code and models with POST /services/{name}/{version}"
+)
+
+
+@routes.post("/realtime-services/{name}")
+async def publish_realtime(request: web.Request) -> web.Response:
+    raise NotImplementedFeature(_REALTIME)
+
+
+@routes.post("/realtime-services/{name}/{version}")
+async def publish_realtime_version(request: web.Request) -> web.Response:
+    raise NotImplementedFeature(_REALTIME)
+
+
+@routes.patch("/realtime-services/{name}/{version}")
+async def patch_realtime_version(request: web.Request) -> web.Response:
+    raise NotImplementedFeature(_REALTIME)

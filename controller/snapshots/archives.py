@@ -1,0 +1,72 @@
+"""Workspace tarballs on disk: written atomically with their hash, hard-linked (or copied)
+for services, converted to zip for download. The controller never unpickles what is
+inside; it only moves bytes and reads tar headers."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tarfile
+import zipfile
+from pathlib import Path
+from typing import IO
+
+
+def write(path: Path, data: bytes) -> str:
+    """Write ``data`` to ``path`` atomically (mode 0600); returns its SHA-256."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+    return hashlib.sha256(data).hexdigest()
+
+
+def copy(source: Path, target: Path) -> None:
+    """A service's own copy of a snapshot's tarball: a hard link where possible."""
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        target.unlink()
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def remove(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+def tar_to_zip(source: Path, out: IO[bytes]) -> None:
+    """Re-pack a workspace tarball as a zip (the download format of ``GET /snapshots/{id}``).
+
+    Regular files only; member names come from tar headers and are only written into the
+    zip's directory, never used as paths here.
+    """
+    with (
+        tarfile.open(source, mode="r:*") as tar,
+        zipfile.ZipFile(out, mode="w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf,
+    ):
+        for member in tar:
+            if not member.isfile():
+                continue
+            handle = tar.extractfile(member)
+            if handle is None:
+                continue
+            info = zipfile.ZipInfo(member.name.lstrip("/"), date_time=_zip_time(member.mtime))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with zf.open(info, "w", force_zip64=True) as target:
+                shutil.copyfileobj(handle, target, 1 << 20)
+
+
+def _zip_time(mtime: float) -> tuple[int, int, int, int, int, int]:
+    import time
+
+    t = time.gmtime(max(mtime, 315532800))  # zip cannot hold times before 1980
+    return (t.tm_year, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec)

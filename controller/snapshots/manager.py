@@ -1,0 +1,133 @@
+"""Take, list, download, delete and load snapshots. Snapshots are private to their creator.
+
+Taking one asks the session's agent for a workspace tarball (working-directory files plus a
+dill dump of each global it can serialize; the rest are reported, not fatal) and commits
+the session's container as an image, under the session's lock so nothing runs meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from pathlib import Path
+
+from controller.auth.roles import Identity
+from controller.clock import dotnet_timestamp
+from controller.errors import BadRequestError, NotFoundError
+from controller.runtime.sandboxes import Sandboxes
+from controller.sessions.manager import AGENT_TIMEOUT, RUNTIME, SessionManager
+from controller.settings import Settings
+from controller.snapshots import archives
+from controller.store.snapshots import SnapshotRecord, SnapshotsRepo
+
+log = logging.getLogger(__name__)
+
+IMAGE_REPOSITORY = "o16n-snapshot"
+
+
+class SnapshotManager:
+    def __init__(
+        self,
+        settings: Settings,
+        repo: SnapshotsRepo,
+        sessions: SessionManager,
+        sandboxes: Sandboxes,
+    ) -> None:
+        self._settings = settings
+        self._repo = repo
+        self._sessions = sessions
+        self._sandboxes = sandboxes
+        self.directory = settings.data_dir / "snapshots"
+
+    def archive_path(self, record: SnapshotRecord) -> Path:
+        return self._settings.data_dir / record.archive
+
+    async def create(self, caller: Identity, session_id: str, name: str | None) -> SnapshotRecord:
+        snapshot_id = str(uuid.uuid4())
+        image = f"{IMAGE_REPOSITORY}:{snapshot_id.replace('-', '')}"
+        relative = f"snapshots/{snapshot_id}.tar.gz"
+        async with self._sessions.using(caller, session_id) as sandbox:
+            reply, blob = await sandbox.call("snapshot_save", timeout=AGENT_TIMEOUT)
+            labels = {
+                "o16n.instance": self._settings.instance,
+                "o16n.snapshot": snapshot_id,
+                "o16n.owner": caller.username,
+            }
+            await self._sandboxes.backend.commit(sandbox.handle, image, labels)
+        data = blob or b""
+        try:
+            digest = await asyncio.to_thread(
+                archives.write, self._settings.data_dir / relative, data
+            )
+            skipped = reply.get("skipped")
+            now = time.time()
+            record = SnapshotRecord(
+                id=snapshot_id,
+                name=name,
+                owner_id=caller.user_id,
+                owner_name=caller.username,
+                runtime=RUNTIME,
+                image=image,
+                archive=relative,
+                size=len(data),
+                sha256=digest,
+                skipped={str(k): str(v)[:300] for k, v in skipped.items()}
+                if isinstance(skipped, dict)
+                else {},
+                created_at=now,
+                creation_time=dotnet_timestamp(now),
+            )
+            await self._repo.insert(record)
+        except BaseException:
+            await self._discard(image, self._settings.data_dir / relative)
+            raise
+        log.info(
+            "snapshot taken",
+            extra={"snapshot": snapshot_id, "bytes": len(data), "skipped": list(record.skipped)},
+        )
+        return record
+
+    async def get(self, caller: Identity, snapshot_id: str) -> SnapshotRecord:
+        record = await self._repo.get(snapshot_id) if len(snapshot_id) <= 64 else None
+        if record is None or record.owner_id != caller.user_id:
+            raise NotFoundError(f"no snapshot '{snapshot_id[:100]}'")
+        return record
+
+    async def owned_by(self, caller: Identity) -> list[SnapshotRecord]:
+        return await self._repo.owned_by(caller.user_id)
+
+    async def delete(self, caller: Identity, snapshot_id: str) -> None:
+        """Delete a snapshot; services published from it keep their own copies."""
+        record = await self.get(caller, snapshot_id)
+        await self._repo.delete(record.id)
+        await self._discard(record.image, self.archive_path(record))
+
+    async def read(self, record: SnapshotRecord) -> bytes:
+        try:
+            return await asyncio.to_thread(self.archive_path(record).read_bytes)
+        except FileNotFoundError:
+            raise NotFoundError(f"the content of snapshot '{record.id}' is missing") from None
+
+    async def source(self, caller: Identity, snapshot_id: str) -> tuple[str, bytes]:
+        """A snapshot's image and tarball, for a session to start from."""
+        record = await self.get(caller, snapshot_id)
+        self._check_runtime(record)
+        return record.image, await self.read(record)
+
+    async def load(self, caller: Identity, session_id: str, snapshot_id: str) -> None:
+        """Merge a snapshot into a running session: its objects win, its files overwrite."""
+        record = await self.get(caller, snapshot_id)
+        self._check_runtime(record)
+        data = await self.read(record)
+        await self._sessions.call(caller, session_id, "snapshot_load", blob=data)
+
+    @staticmethod
+    def _check_runtime(record: SnapshotRecord) -> None:
+        if record.runtime != RUNTIME:
+            raise BadRequestError(f"snapshot '{record.id}' is an {record.runtime} snapshot")
+
+    async def _discard(self, image: str, archive: Path) -> None:
+        await asyncio.to_thread(archives.remove, archive)
+        await self._sandboxes.remove_image(image)

@@ -1,0 +1,98 @@
+"""Repository of published web services, one row per name and version."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from controller.store.db import Database, Row
+
+
+@dataclass(slots=True)
+class ServiceRecord:
+    name: str
+    version: str
+    key: str
+    publisher_id: int
+    publisher_name: str
+    created_at: float
+    creation_time: str
+    runtime: str
+    code: str
+    image: str
+    description: str | None = None
+    init_code: str | None = None
+    operation_id: str | None = None
+    inputs: list[dict[str, str]] = field(default_factory=list)
+    outputs: list[dict[str, str]] = field(default_factory=list)
+    output_files: list[str] = field(default_factory=list)
+    snapshot_id: str | None = None
+    archive: str | None = None
+    pool_initial: int | None = None
+    pool_max: int | None = None
+    isolation: str = "shared"
+
+    @classmethod
+    def from_row(cls, row: Row) -> ServiceRecord:
+        return cls(
+            name=row["name"],
+            version=row["version"],
+            key=row["key"],
+            publisher_id=row["publisher_id"],
+            publisher_name=row["username"],
+            created_at=row["created_at"],
+            creation_time=row["creation_time"],
+            runtime=row["runtime"],
+            code=row["code"],
+            image=row["image"],
+            description=row["description"],
+            init_code=row["init_code"],
+            operation_id=row["operation_id"],
+            inputs=json.loads(row["inputs"]),
+            outputs=json.loads(row["outputs"]),
+            output_files=json.loads(row["output_files"]),
+            snapshot_id=row["snapshot_id"],
+            archive=row["archive"],
+            pool_initial=row["pool_initial"],
+            pool_max=row["pool_max"],
+            isolation=row["isolation"],
+        )
+
+    def columns(self) -> dict[str, Any]:
+        values = asdict(self)
+        del values["publisher_name"]
+        for key in ("inputs", "outputs", "output_files"):
+            values[key] = json.dumps(values[key])
+        return values
+
+
+_SELECT = "SELECT s.*, u.username FROM services s JOIN users u ON u.id = s.publisher_id"
+
+
+class ServicesRepo:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def insert(self, record: ServiceRecord) -> None:
+        values = record.columns()
+        names = ", ".join(values)
+        marks = ", ".join(f":{k}" for k in values)
+        await self._db.execute(f"INSERT INTO services ({names}) VALUES ({marks})", values)  # noqa: S608
+
+    async def update(self, record: ServiceRecord) -> None:
+        values = record.columns()
+        sets = ", ".join(f"{k} = :{k}" for k in values if k not in ("name", "version"))
+        await self._db.execute(
+            f"UPDATE services SET {sets} WHERE name = :name AND version = :version",  # noqa: S608
+            values,
+        )
+
+    async def delete(self, name: str, version: str) -> None:
+        await self._db.execute(
+            "DELETE FROM services WHERE name = ? AND version = ?", (name, version)
+        )
+
+    async def all(self) -> list[ServiceRecord]:
+        rows = await self._db.fetchall(_SELECT + " ORDER BY s.created_at, s.rowid")
+        return [ServiceRecord.from_row(r) for r in rows]

@@ -1,0 +1,95 @@
+"""The 9.3 pool endpoints and pools across a controller restart."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import docker
+from aiohttp.test_utils import TestClient
+
+from controller.app import create_app
+from tests.conftest import bearer, login, make_settings
+from tests.services.conftest import consume, publish
+
+
+def _containers(settings: Any) -> list[Any]:
+    label = [f"o16n.instance={settings.instance}", "o16n.kind=service"]
+    return docker.from_env().containers.list(filters={"label": label})
+
+
+async def _until(predicate: Any, timeout: float = 30) -> None:
+    for _ in range(int(timeout * 10)):
+        if predicate():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("condition not reached")
+
+
+async def test_pool_endpoints(
+    client: TestClient[Any, Any], admin_headers: dict[str, str], settings: Any
+) -> None:
+    await publish(client, admin_headers, "Pooled", "1", code="y = 1")
+    for _ in range(300):
+        status = await (await client.get("/services/Pooled/1/pool", headers=admin_headers)).json()
+        if status[0]["status"] == "Success":
+            break
+        assert status[0]["status"] == "Pending"
+        await asyncio.sleep(0.1)
+    assert status[0]["ready"] == 1 and status[0]["computeNodeEndpoint"]
+    assert len(_containers(settings)) == 1
+    resp = await client.post(
+        "/services/Pooled/1/pool",
+        json={"InitialPoolSize": 3, "MaxPoolSize": 4},
+        headers=admin_headers,
+    )
+    assert resp.status == 200 and await resp.json() == "Created."
+    await _until(lambda: len(_containers(settings)) == 3)
+    for bad in (
+        {"InitialPoolSize": 5, "MaxPoolSize": 2},
+        {"MaxPoolSize": 0},
+        {"MaxPoolSize": 10_000},
+        {"InitialPoolSize": -1},
+    ):
+        resp = await client.post("/services/Pooled/1/pool", json=bad, headers=admin_headers)
+        assert resp.status == 400, bad
+    resp = await client.post(
+        "/services/Pooled/1/pool",
+        json={"initialPoolSize": 1, "maxPoolSize": 1},
+        headers=admin_headers,
+    )  # any casing
+    assert resp.status == 200
+    await _until(lambda: len(_containers(settings)) == 1)
+    resp = await client.delete("/services/Pooled/1/pool", headers=admin_headers)
+    assert await resp.json() == "Deleted."
+    await _until(lambda: len(_containers(settings)) == 0)
+    status = await (await client.get("/services/Pooled/1/pool", headers=admin_headers)).json()
+    assert status[0]["status"] == "NotFound"
+    assert (await consume(client, admin_headers, "Pooled", "1", {}))["success"]  # starts on demand
+    assert (await client.get("/services/Nope/1/pool", headers=admin_headers)).status == 404
+
+
+async def test_services_survive_a_restart_and_pools_rewarm(
+    aiohttp_client: Any, data_dir: Any
+) -> None:
+    settings = make_settings(data_dir)
+    first = await aiohttp_client(create_app(settings))
+    headers = bearer((await login(first))["access_token"])
+    await publish(
+        first,
+        headers,
+        "Durable",
+        "1",
+        code="y = x + 1",
+        inputParameterDefinitions=[{"name": "x", "type": "integer"}],
+        outputParameterDefinitions=[{"name": "y", "type": "integer"}],
+    )
+    await consume(first, headers, "Durable", "1", {"x": 1})
+    await first.close()
+    assert _containers(settings) == []  # service containers go with their controller
+    second = await aiohttp_client(create_app(settings))
+    await _until(lambda: len(_containers(settings)) == 1)
+    headers = bearer((await login(second))["access_token"])
+    assert (await consume(second, headers, "Durable", "1", {"x": 41}))["outputParameters"] == {
+        "y": 42
+    }
