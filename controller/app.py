@@ -22,9 +22,13 @@ from controller.auth.directory import Directory
 from controller.auth.jwt_tokens import AccessTokenCodec
 from controller.auth.middleware import auth_middleware
 from controller.auth.service import AuthService
+from controller.batch import routes as batch_routes
+from controller.batch import swagger as batch_swagger
+from controller.batch.runner import BatchRunner
 from controller.http.middlewares import error_middleware
 from controller.keys import (
     AUTH,
+    BATCHES,
     DB,
     DOCKER,
     PROBE,
@@ -49,6 +53,7 @@ from controller.sessions.warm_pool import WarmPool
 from controller.settings import Settings
 from controller.snapshots import routes as snapshot_routes
 from controller.snapshots.manager import SnapshotManager
+from controller.store.batches import BatchesRepo
 from controller.store.db import Database
 from controller.store.services import ServicesRepo
 from controller.store.sessions import SessionsRepo
@@ -76,6 +81,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_routes(session_routes.routes)
     app.router.add_routes(snapshot_routes.routes)
     app.router.add_routes(service_routes.routes)
+    app.router.add_routes(batch_routes.routes)
 
     app.cleanup_ctx.extend(
         [store_ctx, auth_ctx, docker_ctx, runtime_ctx, sessions_ctx, services_ctx, tasks_ctx]
@@ -148,14 +154,18 @@ async def sessions_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def services_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Load the published services and warm their pools; remove their containers at exit
-    (a restarted controller warms fresh ones)."""
+    """Load the published services and warm their pools, resume unfinished batches; remove
+    the service containers at exit (a restarted controller warms fresh ones)."""
     tasks = app[TASKS]
     registry = ServiceRegistry(
         app[SETTINGS], ServicesRepo(app[DB]), app[SNAPSHOTS], app[SANDBOXES], tasks.spawn
     )
+    registry.batch_document = batch_swagger.document
     app[SERVICES] = registry
     await registry.load()
+    runner = BatchRunner(app[SETTINGS], BatchesRepo(app[DB]), registry, app[SANDBOXES], tasks)
+    app[BATCHES] = runner
+    await runner.resume()
     tasks.spawn("service-pool-trim", registry.keep_pools_trim())
     yield
     await registry.close()

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from controller.auth.roles import Identity
 from controller.auth.service import AuthService
+from controller.batch.runner import BatchRunner
 from controller.runtime.docker_gateway import DockerGateway
 from controller.runtime.health import EngineProbe
 from controller.runtime.sandboxes import Sandboxes
@@ -33,5 +34,6 @@ PROBE = web.AppKey("status_probe", EngineProbe)
 SESSIONS = web.AppKey("sessions", SessionManager)
 SNAPSHOTS = web.AppKey("snapshots", SnapshotManager)
 SERVICES = web.AppKey("services", ServiceRegistry)
+BATCHES = web.AppKey("batches", BatchRunner)
 
 IDENTITY = web.RequestKey("identity", Identity)

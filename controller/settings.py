@@ -162,6 +162,12 @@ class Settings(BaseModel):
         600, ge=1, description="Seconds a service container has to restore and run initCode."
     )
 
+    # --- batch consumption --------------------------------------------------------------
+    batch_max_parallel: int = Field(
+        16, ge=1, description="Largest parallelCount of a batch (MaxNumberOfThreadsPerBatch)."
+    )
+    batch_max_items: int = Field(100_000, ge=1, description="Records one batch may hold.")
+
     @property
     def db_path(self) -> Path:
         return self.data_dir / "o16n.sqlite3"

@@ -36,10 +36,21 @@ class TaskSupervisor:
             )
 
     async def close(self) -> None:
+        """Cancel every task and wait for it. A task that swallowed its cancellation (on
+        Python 3.11 ``asyncio.wait_for`` can) is cancelled again until it ends."""
         self._closing = True
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        while tasks:
+            done, pending = await asyncio.wait(tasks, timeout=1.0)
+            for task in done:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    task.result()
+            for task in pending:
+                log.warning(
+                    "task ignored its cancellation; cancelling again",
+                    extra={"task": task.get_name()},
+                )
+                task.cancel()
+            tasks = list(pending)

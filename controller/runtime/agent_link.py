@@ -86,16 +86,19 @@ class AgentLink:
         if self._closed.is_set():
             return
         self._closed.set()
-        self._writer.close()
+        self._writer.transport.abort()  # never wait on an agent to drain what we sent
         self._fail_waiter(AgentGone("the agent's connection is closed"))
         if self._reader_task is not asyncio.current_task():
             self._reader_task.cancel()
 
     async def aclose(self) -> None:
-        """Close, and wait for the reader task to finish."""
+        """Close, and wait until the reader task and the socket are done."""
         self.close()
         with contextlib.suppress(asyncio.CancelledError):
             await self._reader_task
+        with contextlib.suppress(ConnectionError, OSError, TimeoutError):
+            async with asyncio.timeout(5.0):
+                await self._writer.wait_closed()
 
     def _fail_waiter(self, error: Exception) -> None:
         waiter = self._waiter
@@ -225,7 +228,9 @@ class AgentListener:
                 return link
             self._linked.clear()
             try:
-                await asyncio.wait_for(self._linked.wait(), timeout)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                async with asyncio.timeout(timeout):
+                    await self._linked.wait()
             except TimeoutError:
                 raise AgentGone(f"the agent did not connect within {timeout:g} s") from None
 
@@ -239,9 +244,13 @@ class AgentListener:
             await self._link.aclose()
         for task in list(self._handshakes):
             task.cancel()
-        for writer in list(self._unlinked):  # accepted, but never handed to a link
-            writer.close()
-        self._unlinked.clear()
+        unlinked, self._unlinked = list(self._unlinked), set()
+        for writer in unlinked:  # accepted, but never handed to a link
+            writer.transport.abort()
+        for writer in unlinked:
+            with contextlib.suppress(ConnectionError, OSError, TimeoutError):
+                async with asyncio.timeout(5.0):
+                    await writer.wait_closed()
         if self._server is not None:
             self._server.close()
             with contextlib.suppress(Exception):

@@ -14,6 +14,7 @@ import logging
 import secrets
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +22,13 @@ from o16n_agent.codec import canonical_type
 
 from controller.auth.roles import Identity
 from controller.clock import dotnet_timestamp
-from controller.errors import BadRequestError, ConflictError, NotFoundError, O16nError
+from controller.errors import (
+    BadRequestError,
+    ConflictError,
+    NotFoundError,
+    O16nError,
+    RuntimeFailure,
+)
 from controller.runtime.sandboxes import Sandbox, Sandboxes
 from controller.services import access, swagger
 from controller.services.models import PublishWebServiceRequest, check_name, check_version
@@ -65,8 +72,8 @@ class ServiceRegistry:
         self._spawn = spawn
         self._services: dict[tuple[str, str], Service] = {}
         self._lock = asyncio.Lock()
-        #: extra paths and definitions in every per-service document (batch, issue 5)
-        self.batch_document: Any = None
+        #: the batch paths and definitions of a per-service document, when batch is served
+        self.batch_document: Callable[[ServiceRecord], dict[str, Any]] | None = None
 
     # --- lookup ---------------------------------------------------------------------------
 
@@ -210,7 +217,7 @@ class ServiceRegistry:
             only_metadata = fields <= {"description", "runtimeType"}
             if only_metadata:
                 old.record = record
-                old.document = swagger.build(record, self.batch_document)
+                old.document = self._document(record)
                 return old
             service = self._make(record)
             self._services[(name, version)] = service
@@ -279,6 +286,10 @@ class ServiceRegistry:
 
     # --- internals ------------------------------------------------------------------------
 
+    def _document(self, record: ServiceRecord) -> dict[str, Any]:
+        batch = self.batch_document(record) if self.batch_document is not None else None
+        return swagger.build(record, batch)
+
     def _make(self, record: ServiceRecord) -> Service:
         settings = self._settings
         initial = (
@@ -298,7 +309,7 @@ class ServiceRegistry:
             idle_timeout=settings.service_pool_idle,
         )
         inputs = [(p["name"], _kind(p["type"]), p["type"]) for p in record.inputs]
-        return Service(record, pool, inputs, swagger.build(record, self.batch_document))
+        return Service(record, pool, inputs, self._document(record))
 
     async def _launch(self, record: ServiceRecord) -> Sandbox:
         """A container for ``record``: started from its image, restored, initCode run once."""
@@ -311,9 +322,13 @@ class ServiceRegistry:
         try:
             blob = None
             if record.archive:
-                blob = await asyncio.to_thread(
-                    (self._settings.data_dir / record.archive).read_bytes
-                )
+                path = self._settings.data_dir / record.archive
+                try:
+                    blob = await asyncio.to_thread(path.read_bytes)
+                except FileNotFoundError:  # this version's environment was replaced
+                    raise RuntimeFailure(
+                        f"the workspace of {record.name}/{record.version} was replaced"
+                    ) from None
             reply, _ = await sandbox.call(
                 "service_init",
                 {

@@ -300,7 +300,8 @@ class SessionManager:
         if session.lock.locked() and wait <= 0:
             raise _busy(session)
         try:
-            await asyncio.wait_for(session.lock.acquire(), wait if wait > 0 else None)
+            async with asyncio.timeout(wait if wait > 0 else None):
+                await session.lock.acquire()
         except TimeoutError:
             raise _busy(session) from None
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
+import aiohttp
 from aiohttp import BodyPartReader, web
 
 from controller.auth.middleware import caller
@@ -93,28 +94,37 @@ async def session_history(request: web.Request) -> web.Response:
 
 @routes.post("/sessions/{id}/files")
 async def upload_file(request: web.Request) -> web.Response:
-    limit = int(request.app[SETTINGS].max_body_bytes)
+    manager, identity = request.app[SESSIONS], caller(request)
+    session_id = request.match_info["id"]
+    manager.get(identity, session_id)  # 404/410 before reading any of the body
+    name, data = await _read_upload(request, int(request.app[SETTINGS].max_body_bytes))
+    await manager.call(identity, session_id, "file_put", {"name": name}, data)
+    return web.Response(status=201, text=name, content_type="text/plain")
+
+
+async def _read_upload(request: web.Request, limit: int) -> tuple[str, bytes]:
+    """The ``file`` part of a multipart form: its (checked) file name and content."""
     if not request.content_type.startswith("multipart/"):
         raise BadRequestError("upload the file as multipart/form-data with a part named 'file'")
-    reader = await request.multipart()
-    while True:
-        part = await reader.next()
-        if part is None:
-            raise BadRequestError("the form has no part named 'file'")
-        if isinstance(part, BodyPartReader) and part.name == "file":
-            break
-    if not part.filename:
-        raise BadRequestError("the 'file' part has no filename")
-    name = check_file_name(part.filename)
-    data = bytearray()
-    while chunk := await part.read_chunk(1 << 20):
-        data += chunk
-        if len(data) > limit:
-            raise PayloadTooLargeError(f"the file is larger than the limit of {limit} bytes")
-    await request.app[SESSIONS].call(
-        caller(request), request.match_info["id"], "file_put", {"name": name}, bytes(data)
-    )
-    return web.Response(status=201, text=name, content_type="text/plain")
+    try:
+        reader = await request.multipart()
+        while True:
+            part = await reader.next()
+            if part is None:
+                raise BadRequestError("the form has no part named 'file'")
+            if isinstance(part, BodyPartReader) and part.name == "file":
+                break
+        if not part.filename:
+            raise BadRequestError("the 'file' part has no filename")
+        name = check_file_name(part.filename)
+        data = bytearray()
+        while chunk := await part.read_chunk(1 << 20):
+            data += chunk
+            if len(data) > limit:
+                raise PayloadTooLargeError(f"the file is larger than the limit of {limit} bytes")
+    except (ValueError, AssertionError, aiohttp.ClientError) as exc:  # malformed multipart
+        raise BadRequestError(f"the multipart/form-data body is malformed: {exc}") from None
+    return name, bytes(data)
 
 
 @routes.get("/sessions/{id}/files")

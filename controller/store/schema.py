@@ -102,4 +102,31 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (name, version)
     );
     """,
+    # 4: asynchronous batch executions of a service
+    """
+    CREATE TABLE batches (
+        id              TEXT PRIMARY KEY,
+        service_name    TEXT NOT NULL,
+        service_version TEXT NOT NULL,
+        owner_id        INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        parallel_count  INTEGER NOT NULL,
+        state           TEXT NOT NULL,
+        total           INTEGER NOT NULL,
+        completed       INTEGER NOT NULL DEFAULT 0,
+        deleted         INTEGER NOT NULL DEFAULT 0,
+        error           TEXT,
+        created_at      REAL NOT NULL,
+        finished_at     REAL,
+        FOREIGN KEY (service_name, service_version)
+            REFERENCES services(name, version) ON DELETE CASCADE
+    );
+    CREATE INDEX batches_service ON batches(service_name, service_version, owner_id);
+    CREATE TABLE batch_items (
+        batch_id TEXT NOT NULL REFERENCES batches(id) ON DELETE CASCADE,
+        idx      INTEGER NOT NULL,
+        input    TEXT NOT NULL,
+        result   TEXT,
+        PRIMARY KEY (batch_id, idx)
+    );
+    """,
 ]

@@ -1,0 +1,252 @@
+"""Where a batch runs. Every record and result lives in SQLite, so a restarted controller
+resumes the records that had not finished; there is no wall-clock limit.
+
+Records are checked before anything is stored (400 naming the record and its columns).
+``parallelCount`` workers take records in order and run each like a consume request in
+the service's warm pool (waiting, not failing, when the pool is busy). Results are written
+in small groups to keep SQLite off the per-record path. A record whose code fails is a
+``success: false`` result, not a failed batch; ``Failed`` is for infrastructure trouble.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from controller.auth.roles import Identity
+from controller.errors import (
+    BadRequestError,
+    NotFoundError,
+    O16nError,
+    ServiceUnavailableError,
+)
+from controller.runtime.sandboxes import Sandboxes
+from controller.services import consume
+from controller.services.registry import Service, ServiceRegistry
+from controller.settings import Settings
+from controller.store.batches import BatchesRepo, BatchRecord
+from controller.tasks import TaskSupervisor
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PARALLEL = 10
+FLUSH_EVERY = 64
+FLUSH_SECONDS = 0.5
+
+
+@dataclass(eq=False)
+class Job:
+    record: BatchRecord
+    cancelled: bool = False
+    task: asyncio.Task[None] | None = None
+    buffer: list[tuple[int, Any]] = field(default_factory=list)
+    flushed_at: float = field(default_factory=time.monotonic)
+
+
+class BatchRunner:
+    def __init__(
+        self,
+        settings: Settings,
+        repo: BatchesRepo,
+        registry: ServiceRegistry,
+        sandboxes: Sandboxes,
+        tasks: TaskSupervisor,
+    ) -> None:
+        self._settings = settings
+        self._repo = repo
+        self._registry = registry
+        self._sandboxes = sandboxes
+        self._tasks = tasks
+        self._jobs: dict[str, Job] = {}
+
+    # --- API ------------------------------------------------------------------------------
+
+    def parallel_count(self, raw: str | None) -> int:
+        cap = self._settings.batch_max_parallel
+        if raw is None or raw == "":
+            return min(DEFAULT_PARALLEL, cap)
+        try:
+            value = int(raw)
+        except ValueError:
+            raise BadRequestError(f"parallelCount must be an integer, not {raw[:20]!r}") from None
+        if value <= 0 or value > cap:
+            raise BadRequestError(f"parallelCount must be between 1 and {cap}, not {value}")
+        return value
+
+    async def start(
+        self, caller: Identity, service: Service, records: Any, parallel: int
+    ) -> BatchRecord:
+        inputs = self._check(service, records)
+        record = BatchRecord(
+            id=str(uuid.uuid4()),
+            service_name=service.record.name,
+            service_version=service.record.version,
+            owner_id=caller.user_id,
+            parallel_count=parallel,
+            state="Pending",
+            total=len(inputs),
+            completed=0,
+            deleted=False,
+            error=None,
+            created_at=time.time(),
+        )
+        await self._repo.create(record, inputs)
+        self._launch(Job(record))
+        log.info("batch started", extra={"batch": record.id, "items": record.total})
+        return record
+
+    async def get(self, caller: Identity, service: Service, batch_id: str) -> BatchRecord:
+        record = await self._repo.get(batch_id) if len(batch_id) <= 64 else None
+        if (
+            record is None
+            or record.deleted
+            or record.owner_id != caller.user_id
+            or (record.service_name, record.service_version)
+            != (service.record.name, service.record.version)
+        ):
+            raise NotFoundError(f"no batch execution '{batch_id[:64]}' of {service.label}")
+        return record
+
+    async def results(self, record: BatchRecord) -> list[Any]:
+        return await self._repo.results(record.id)
+
+    async def result(self, record: BatchRecord, index: int) -> Any:
+        try:
+            return await self._repo.result(record.id, index)
+        except KeyError:
+            raise NotFoundError(
+                f"batch execution '{record.id}' has no record {index} "
+                f"(records are numbered 0 to {record.total - 1})"
+            ) from None
+
+    async def ids(self, caller: Identity, service: Service) -> list[str]:
+        return await self._repo.ids(service.record.name, service.record.version, caller.user_id)
+
+    async def cancel(self, caller: Identity, service: Service, batch_id: str) -> None:
+        """Stop and forget a batch. Cancelling one that ended, or was cancelled, is fine."""
+        record = await self._repo.get(batch_id) if len(batch_id) <= 64 else None
+        if record is None or record.owner_id != caller.user_id:
+            raise NotFoundError(f"no batch execution '{batch_id[:64]}' of {service.label}")
+        if record.deleted:
+            return
+        job = self._jobs.pop(record.id, None)
+        if job is not None:
+            job.cancelled = True
+            if job.task is not None:
+                job.task.cancel()
+        finished = record.state in ("Complete", "Failed")
+        await self._repo.delete(record.id, record.state if finished else "Canceled")
+
+    async def resume(self) -> None:
+        """At start: run the records of every batch a stopped controller left unfinished."""
+        for record in await self._repo.unfinished():
+            log.info("batch resumed", extra={"batch": record.id})
+            self._launch(Job(record))
+
+    # --- the work ---------------------------------------------------------------------------
+
+    def _launch(self, job: Job) -> None:
+        self._jobs[job.record.id] = job
+        job.task = self._tasks.spawn(f"batch:{job.record.id}", self._run(job))
+
+    async def _run(self, job: Job) -> None:
+        record = job.record
+        try:
+            await self._repo.set_state(record.id, "InProgress")
+            pending = await self._repo.pending_items(record.id)
+            record.completed = record.total - len(pending)
+            queue = iter(pending)
+            workers = [self._worker(job, queue) for _ in range(record.parallel_count)]
+            await asyncio.gather(*workers)
+            await self._flush(job)
+            await self._repo.set_state(record.id, "Complete")
+            log.info("batch complete", extra={"batch": record.id})
+        except asyncio.CancelledError:
+            if not job.cancelled:  # the controller is stopping: keep what is done
+                await asyncio.shield(self._flush(job))
+            raise
+        except O16nError as exc:
+            await self._flush(job)
+            await self._repo.set_state(record.id, "Failed", exc.message)
+            log.warning("batch failed", extra={"batch": record.id, "error": exc.message})
+        finally:
+            if self._jobs.get(record.id) is job:
+                del self._jobs[record.id]
+
+    async def _worker(self, job: Job, queue: Any) -> None:
+        timeout = self._settings.consume_timeout
+        for index, inputs in queue:
+            if job.cancelled:
+                return
+            service = self._registry.get(job.record.service_name, job.record.service_version)
+            while True:
+                try:
+                    result = await consume.run(service, inputs, self._sandboxes, timeout)
+                    break
+                except ServiceUnavailableError:
+                    await asyncio.sleep(0.5)  # the pool is busy or restarting; batches wait
+                    service = self._registry.get(
+                        job.record.service_name, job.record.service_version
+                    )
+                except BadRequestError as exc:
+                    result = consume.failure(service, exc.message)
+                    break
+            job.buffer.append((index, result))
+            job.record.completed += 1
+            if len(job.buffer) >= FLUSH_EVERY or time.monotonic() - job.flushed_at > FLUSH_SECONDS:
+                await self._flush(job)
+
+    async def _flush(self, job: Job) -> None:
+        if not job.buffer:
+            return
+        items, job.buffer = job.buffer, []
+        job.flushed_at = time.monotonic()
+        await self._repo.save_results(job.record.id, items)
+
+    # --- validation -----------------------------------------------------------------------
+
+    def _check(self, service: Service, records: Any) -> list[dict[str, Any]]:
+        if not isinstance(records, list):
+            raise BadRequestError("the batch body must be a JSON array of input records")
+        if not records:
+            raise BadRequestError("the batch has no records")
+        limit = self._settings.batch_max_items
+        if len(records) > limit:
+            raise BadRequestError(f"a batch may hold at most {limit} records, not {len(records)}")
+        if not service.inputs:
+            raise BadRequestError(f"{service.label} takes no inputs; there is nothing to batch")
+        declared = {name for name, _, _ in service.inputs}
+        checked = []
+        for i, item in enumerate(records):
+            if not isinstance(item, dict):
+                raise BadRequestError(f"record {i} is not a JSON object")
+            missing = sorted(declared - item.keys())
+            unknown = sorted(item.keys() - declared)
+            if missing or unknown:
+                parts = []
+                if missing:
+                    parts.append(f"missing columns {missing}")
+                if unknown:
+                    parts.append(f"unknown columns {unknown}")
+                raise BadRequestError(
+                    f"record {i} does not match the inputs of {service.label}: " + "; ".join(parts)
+                )
+            try:
+                checked.append(consume.check_inputs(service, item))
+            except BadRequestError as exc:
+                raise BadRequestError(f"record {i}: {exc.message}") from None
+        return checked
+
+
+def status_json(record: BatchRecord, results: list[Any] | None) -> dict[str, Any]:
+    return {
+        "state": record.state,
+        "completedItemCount": record.completed,
+        "totalItemCount": record.total,
+        "parallelCount": record.parallel_count,
+        "batchExecutionResults": results if results is not None else [],
+    }
