@@ -161,7 +161,8 @@ def batch(base: str, download_to: Path) -> dict[str, Any]:
     outputs = [results.execution(i).output("answer").to_dict("list") for i in range(3)]
     artifacts = job.list_artifacts(1)
     content = job.artifact(1, "answer.csv")
-    paths = job.download(1, "answer.csv", destination=str(download_to))
+    # positional: the SDK's @execution decorator drops keyword arguments
+    paths = job.download(1, "answer.csv", str(download_to))
     ids = svc.list_batch_executions()
     job.cancel()
     job.cancel()  # idempotent
