@@ -148,6 +148,7 @@ async def sessions_ctx(app: web.Application) -> AsyncIterator[None]:
     app[SNAPSHOTS] = SnapshotManager(settings, SnapshotsRepo(app[DB]), manager, sandboxes)
     app[TASKS].spawn("warm-pool", pool.keep_full())
     app[TASKS].spawn("session-idle-reaper", manager.run_idle_reaper())
+    app[TASKS].spawn("session-execution-log", manager.log.run())
     yield
     await pool.close()
     await manager.detach()

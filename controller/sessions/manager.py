@@ -34,6 +34,7 @@ from controller.errors import (
 from controller.runtime.agent_link import AgentTimeout, Reply
 from controller.runtime.backend import ContainerHandle
 from controller.runtime.sandboxes import Sandbox, Sandboxes
+from controller.sessions.history import ExecutionLog
 from controller.sessions.models import ExecuteReply, ExecuteRequest, check_session_id
 from controller.sessions.warm_pool import WarmPool
 from controller.settings import Settings
@@ -90,6 +91,7 @@ class SessionManager:
         self._pool = pool
         self._sessions: dict[str, Session] = {}
         self._creating: dict[int, int] = {}
+        self.log = ExecutionLog(repo)
 
     # --- lookup ---------------------------------------------------------------------------
 
@@ -209,9 +211,7 @@ class SessionManager:
                 session.executing = False
             session.console = result["consoleOutput"]
             session.history_length += 1
-            await self._repo.record_execution(
-                session.id, session.history_length, request.code, session.console
-            )
+            self.log.record(session.id, session.history_length, request.code, session.console)
         return result
 
     async def _run(
@@ -288,7 +288,9 @@ class SessionManager:
             return await sandbox.call(op, args, blob=blob, timeout=AGENT_TIMEOUT)
 
     async def history(self, caller: Identity, session_id: str) -> list[str]:
-        return await self._repo.history(self.get(caller, session_id).id)
+        session = self.get(caller, session_id)
+        await self.log.flush()
+        return await self._repo.history(session.id)
 
     def console(self, caller: Identity, session_id: str) -> str:
         return self.get(caller, session_id).console
@@ -364,7 +366,9 @@ class SessionManager:
                 log.warning("idle reaper failed", extra={"error": exc.message})
 
     async def detach(self) -> None:
-        """At shutdown: drop the links, keep the containers for the next controller."""
+        """At shutdown: write what is pending, drop the links, keep the containers for the
+        next controller."""
+        await self.log.flush()
         for session in self._sessions.values():
             if session.sandbox is not None:
                 await session.sandbox.link.aclose()

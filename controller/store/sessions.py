@@ -86,18 +86,20 @@ class SessionsRepo:
             "DELETE FROM sessions WHERE state = 'dead' AND last_used_at < ?", (older_than,)
         )
 
-    async def record_execution(self, session_id: str, seq: int, code: str, console: str) -> None:
-        """Append to the history and keep the console output, in one transaction."""
+    async def record_executions(self, entries: list[tuple[str, int, str, str]]) -> None:
+        """Append executions to the history and keep each session's latest console output,
+        in one transaction."""
         now = time.time()
+        latest = {session_id: console for session_id, _, _, console in entries}
         async with self._db.transaction() as conn:
-            await conn.execute(
-                "INSERT INTO session_history (session_id, seq, code, executed_at)"
-                " VALUES (?, ?, ?, ?)",
-                (session_id, seq, code, now),
+            await conn.executemany(
+                "INSERT OR IGNORE INTO session_history (session_id, seq, code, executed_at)"
+                " SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM sessions WHERE id = ?)",
+                [(sid, seq, code, now, sid) for sid, seq, code, _ in entries],
             )
-            await conn.execute(
+            await conn.executemany(
                 "UPDATE sessions SET console_output = ?, last_used_at = ? WHERE id = ?",
-                (console, now, session_id),
+                [(console, now, sid) for sid, console in latest.items()],
             )
 
     async def touch(self, session_id: str, at: float) -> None:

@@ -1,0 +1,39 @@
+"""Execution history and last console output, written behind the request.
+
+``execute`` appends here and answers at once; a background task writes what accumulated
+in one SQLite transaction. Reading the history flushes first, and shutdown flushes what
+is left, so nothing a client could have seen is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from controller.store.sessions import SessionsRepo
+
+Entry = tuple[str, int, str, str]  # session id, sequence number, code, console output
+
+
+class ExecutionLog:
+    def __init__(self, repo: SessionsRepo) -> None:
+        self._repo = repo
+        self._pending: list[Entry] = []
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+
+    def record(self, session_id: str, seq: int, code: str, console: str) -> None:
+        self._pending.append((session_id, seq, code, console))
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Run forever (owned by the task supervisor), writing whenever entries arrive."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await self.flush()
+
+    async def flush(self) -> None:
+        async with self._lock:
+            while self._pending:
+                entries, self._pending = self._pending, []
+                await self._repo.record_executions(entries)
