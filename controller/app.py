@@ -13,6 +13,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import uvloop
 from aiohttp import web
 
 from controller import docs, status
@@ -44,7 +45,7 @@ from controller.runtime.docker_gateway import DockerGateway
 from controller.runtime.health import EngineProbe
 from controller.runtime.image import default_tag
 from controller.runtime.local_docker import LocalDockerBackend
-from controller.runtime.sandboxes import Sandboxes
+from controller.runtime.sandboxes import Sandbox, Sandboxes
 from controller.services import routes as service_routes
 from controller.services.registry import ServiceRegistry
 from controller.sessions import routes as session_routes
@@ -139,7 +140,7 @@ async def sessions_ctx(app: web.Application) -> AsyncIterator[None]:
     then keep the warm pool full and close idle sessions."""
     settings = app[SETTINGS]
     sandboxes = app[SANDBOXES]
-    pool = WarmPool(sandboxes, settings.warm_pool_size)
+    pool = WarmPool(sandboxes, settings.warm_pool_size, "sessions")
     manager = SessionManager(settings, SessionsRepo(app[DB]), sandboxes, pool)
     app[SESSIONS] = manager
     owned = await sandboxes.owned()
@@ -158,18 +159,27 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     """Load the published services and warm their pools, resume unfinished batches; remove
     the service containers at exit (a restarted controller warms fresh ones)."""
     tasks = app[TASKS]
+    settings = app[SETTINGS]
+    modules = [m.strip() for m in settings.service_preload.split(",") if m.strip()]
+
+    async def preload(sandbox: Sandbox) -> None:
+        await sandbox.call("preload", {"modules": modules}, timeout=settings.service_init_timeout)
+
+    warm = WarmPool(app[SANDBOXES], settings.service_warm_pool_size, "services", preload)
     registry = ServiceRegistry(
-        app[SETTINGS], ServicesRepo(app[DB]), app[SNAPSHOTS], app[SANDBOXES], tasks.spawn
+        settings, ServicesRepo(app[DB]), app[SNAPSHOTS], app[SANDBOXES], tasks.spawn, warm
     )
     registry.batch_document = batch_swagger.document
     app[SERVICES] = registry
     await registry.load()
-    runner = BatchRunner(app[SETTINGS], BatchesRepo(app[DB]), registry, app[SANDBOXES], tasks)
+    runner = BatchRunner(settings, BatchesRepo(app[DB]), registry, app[SANDBOXES], tasks)
     app[BATCHES] = runner
     await runner.resume()
     tasks.spawn("service-pool-trim", registry.keep_pools_trim())
+    tasks.spawn("service-warm-pool", warm.keep_full())
     yield
     await registry.close()
+    await warm.close()
 
 
 async def tasks_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -185,6 +195,7 @@ def run(settings: Settings, **kwargs: Any) -> None:
     log.info("o16n starting", extra={"settings": settings.describe()})
     web.run_app(
         app,
+        loop=uvloop.new_event_loop(),
         host=settings.host,
         port=settings.port,
         access_log_class=AccessLogger,

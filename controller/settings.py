@@ -137,6 +137,17 @@ class Settings(BaseModel):
     )
 
     # --- web services -------------------------------------------------------------------
+    service_warm_pool_size: int = Field(
+        1,
+        ge=0,
+        description="Pre-started containers, modules preloaded, for new service containers.",
+    )
+    service_preload: str = Field(
+        "numpy,pandas,scipy.stats,sklearn.base,sklearn.utils,sklearn.svm,sklearn.linear_model,"
+        "sklearn.ensemble,sklearn.tree,sklearn.neighbors,sklearn.pipeline,sklearn.preprocessing,"
+        "dill",
+        description="Modules those containers import while they wait (comma-separated).",
+    )
     service_pool_initial: int = Field(
         1, ge=0, description="Warm containers per service version (InitialPoolSize default)."
     )

@@ -8,10 +8,10 @@ underscores are ignored (``InitialPoolSize``, ``initialPoolSize``, ``initial_poo
 
 from __future__ import annotations
 
-import json
 from typing import Any, TypeVar
 
 from aiohttp import web
+from o16n_agent.protocol import loads
 from pydantic import BaseModel, ValidationError
 
 from controller.errors import BadRequestError, ValidationFailed
@@ -29,10 +29,10 @@ async def read_json(request: web.Request) -> Any:
     if not raw.strip():
         raise BadRequestError("the request body is empty; a JSON document was expected")
     try:
-        return json.loads(raw)
+        return loads(raw)
     except UnicodeDecodeError:
         raise BadRequestError("the request body is not UTF-8 text") from None
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:
         raise BadRequestError(f"the request body is not valid JSON: {exc}") from None
 
 

@@ -1,22 +1,22 @@
-"""JSON responses."""
+"""JSON responses (the same fast, strict JSON as the agent protocol)."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
-
-
-def dumps(data: Any) -> str:
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+from o16n_agent.protocol import dumps
 
 
 def json_response(
     data: Any, status: int = 200, headers: dict[str, str] | None = None
 ) -> web.Response:
     return web.Response(
-        text=dumps(data), status=status, content_type="application/json", headers=headers
+        body=dumps(data),
+        status=status,
+        content_type="application/json",
+        charset="utf-8",
+        headers=headers,
     )
 
 

@@ -65,7 +65,8 @@ class AgentLink:
         self._lock = asyncio.Lock()
         self._next_id = 1
         self._closed = asyncio.Event()
-        self._waiter: asyncio.Future[Reply] | None = None
+        self._waiter: asyncio.Future[Any] | None = None
+        self._late: Reply | None = None
         self._reader_task = asyncio.get_running_loop().create_task(
             self._read_replies(), name="agent-link-reader"
         )
@@ -114,10 +115,13 @@ class AgentLink:
                     self._reader, self._reply_limit, self._blob_limit
                 )
                 waiter = self._waiter
-                if waiter is None or waiter.done():
+                if waiter is None:
                     error = AgentProtocolError("the agent sent a reply nobody asked for")
                     break
-                waiter.set_result(reply)
+                if waiter.done():  # its deadline passed a moment ago: keep it for the caller
+                    self._late = reply
+                else:
+                    waiter.set_result(reply)
         except (ConnectionError, asyncio.IncompleteReadError, EOFError):
             error = AgentGone("the agent's connection ended")
         except protocol.ProtocolError as exc:
@@ -139,25 +143,30 @@ class AgentLink:
 
         When ``timeout`` passes, ``on_timeout`` (for example: send SIGINT) runs and the
         reply gets ``grace`` seconds more. A link whose reply never came is closed: its
-        byte stream is no longer in step.
+        byte stream is no longer in step. The deadline is a plain timer on the reply's
+        future: this is the consume path, and it costs no task and no extra future.
         """
         async with self._lock:
             if self.closed:
                 raise AgentGone("the agent's connection is closed")
             request_id = self._next_id
             self._next_id += 1
-            waiter: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-            self._waiter = waiter
+            self._late = None
             try:
                 self._writer.write(
                     protocol.encode({**(args or {}), "id": request_id, "op": op}, blob)
                 )
                 await self._writer.drain()
-                done, _ = await asyncio.wait({waiter}, timeout=timeout)
-                if not done and on_timeout is not None:
+                result = await self._await_reply(timeout)
+                if result is _EXPIRED and self._late is None and on_timeout is not None:
+                    waiter = self._new_waiter()
                     await on_timeout()
-                    done, _ = await asyncio.wait({waiter}, timeout=grace)
-                if not done:
+                    result = (
+                        waiter.result() if waiter.done() else await self._await_reply(grace, waiter)
+                    )
+                if result is _EXPIRED:
+                    result = self._late
+                if result is None or result is _EXPIRED:
                     raise AgentTimeout(f"the agent did not answer within {timeout:g} s")
             except ConnectionError:
                 self.close()
@@ -167,13 +176,35 @@ class AgentLink:
                 raise
             finally:
                 self._waiter = None
-            reply, reply_blob = waiter.result()
+            reply, reply_blob = result
         if reply.get("id") != request_id or not isinstance(reply.get("ok"), bool):
             self.close()
             raise AgentProtocolError("the agent's reply does not match its request")
         if not reply["ok"]:
             raise _agent_error(reply)
         return reply, reply_blob
+
+    def _new_waiter(self) -> asyncio.Future[Any]:
+        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiter = waiter
+        return waiter
+
+    async def _await_reply(self, timeout: float, waiter: asyncio.Future[Any] | None = None) -> Any:
+        """The reply, or ``_EXPIRED`` once ``timeout`` seconds have passed."""
+        waiter = waiter or self._new_waiter()
+        timer = asyncio.get_running_loop().call_later(timeout, _expire, waiter)
+        try:
+            return await waiter
+        finally:
+            timer.cancel()
+
+
+_EXPIRED = object()
+
+
+def _expire(waiter: asyncio.Future[Any]) -> None:
+    if not waiter.done():
+        waiter.set_result(_EXPIRED)
 
 
 def _agent_error(reply: dict[str, Any]) -> Exception:

@@ -66,6 +66,12 @@ class ComputeBackend(Protocol):
     async def commit(self, handle: ContainerHandle, image_ref: str, labels: dict[str, str]) -> str:
         """Save the container's filesystem as image ``image_ref``; returns the image id."""
 
+    async def changed_paths(self, handle: ContainerHandle) -> list[str]:
+        """Paths of the container's root filesystem that differ from its image."""
+
+    async def image_id(self, ref: str) -> str:
+        """The content id of an image name (404 when there is none)."""
+
     async def tag_image(self, source: str, target: str) -> None:
         """Give image ``source`` a second name ``target`` (a service's own reference)."""
 

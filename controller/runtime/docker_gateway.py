@@ -234,6 +234,15 @@ class DockerGateway:
             )
         return infos
 
+    async def changed_paths(self, container_id: str) -> list[str]:
+        """``docker diff``: paths the container added, changed or deleted in its image."""
+        changes = await self._run(self._client.api.diff, container_id)
+        return [str(change["Path"]) for change in changes or []]
+
+    async def image_id(self, ref: str) -> str:
+        data = await self._run(self._client.api.inspect_image, ref)
+        return str(data["Id"])
+
     async def stats(self, container_id: str) -> dict[str, Any]:
         """One ``docker stats`` sample (memory usage and limit, pids)."""
         result: dict[str, Any] = await self._run(self._client.api.stats, container_id, stream=False)

@@ -76,6 +76,12 @@ class LocalDockerBackend:
         repository, _, tag = image_ref.rpartition(":")
         return await self._gateway.commit(handle.container_id, repository, tag, labels)
 
+    async def changed_paths(self, handle: ContainerHandle) -> list[str]:
+        return await self._gateway.changed_paths(handle.container_id)
+
+    async def image_id(self, ref: str) -> str:
+        return await self._gateway.image_id(ref)
+
     async def tag_image(self, source: str, target: str) -> None:
         repository, _, tag = target.rpartition(":")
         await self._gateway.tag_image(source, repository, tag)

@@ -17,7 +17,7 @@ from typing import Any
 from controller.errors import AgentGone, RuntimeFailure
 from controller.runtime.agent_link import AgentLink, Reply
 from controller.runtime.backend import ComputeBackend, ContainerHandle, ExitReport
-from controller.runtime.spec import ContainerSpec, Kind
+from controller.runtime.spec import ENGINE_PATHS, ContainerSpec, Kind
 from controller.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -90,6 +90,14 @@ class Sandboxes:
     async def interrupt(self, sandbox: Sandbox) -> None:
         """SIGINT to the agent: ``KeyboardInterrupt`` inside running user code."""
         await self.backend.signal(sandbox.handle, "SIGINT")
+
+    async def pristine(self, sandbox: Sandbox) -> bool:
+        """Whether the container's root filesystem is still exactly its image."""
+        changed = await self.backend.changed_paths(sandbox.handle)
+        return set(changed) <= ENGINE_PATHS
+
+    async def image_id(self, ref: str) -> str:
+        return await self.backend.image_id(ref)
 
     async def tag_image(self, source: str, target: str) -> None:
         await self.backend.tag_image(source, target)

@@ -23,6 +23,17 @@ LABEL_PREFIX = "o16n."
 
 Kind = Literal["session", "service", "warm", "probe"]
 
+#: What the engine itself adds to every container's root (``init``'s binary, mount points,
+#: name resolution files): a container whose ``docker diff`` lists only these changed
+#: nothing of its image.
+ENGINE_PATHS = frozenset(
+    {
+        "/usr", "/usr/sbin", "/usr/sbin/docker-init", "/etc", "/etc/hosts", "/etc/hostname",
+        "/etc/resolv.conf", "/dev", "/proc", "/sys", "/run", SOCKET_MOUNT, WORKDIR,
+        "/tmp",  # noqa: S108 (a mount point, not a file we use)
+    }
+)  # fmt: skip
+
 ALLOWED_ENV = frozenset(
     {
         "HOME",

@@ -33,6 +33,7 @@ from controller.runtime.sandboxes import Sandbox, Sandboxes
 from controller.services import access, swagger
 from controller.services.models import PublishWebServiceRequest, check_name, check_version
 from controller.services.pool import ServicePool, Spawn
+from controller.sessions.warm_pool import WarmPool
 from controller.settings import Settings
 from controller.snapshots import archives
 from controller.snapshots.manager import SnapshotManager
@@ -64,8 +65,11 @@ class ServiceRegistry:
         snapshots: SnapshotManager,
         sandboxes: Sandboxes,
         spawn: Spawn,
+        warm: WarmPool | None = None,
     ) -> None:
         self._settings = settings
+        self._warm = warm
+        self._runtime_id: str | None = None
         self._repo = repo
         self._snapshots = snapshots
         self._sandboxes = sandboxes
@@ -140,7 +144,7 @@ class ServiceRegistry:
             if not request.code:
                 raise BadRequestError("'code' is required to publish a web service")
             key = secrets.token_hex(8)
-            image, archive = await self._environment(caller, request.snapshotId, key)
+            image, archive, generic = await self._environment(caller, request.snapshotId, key)
             now = time.time()
             record = ServiceRecord(
                 name=name,
@@ -162,6 +166,7 @@ class ServiceRegistry:
                 snapshot_id=request.snapshotId,
                 archive=archive,
                 isolation=request.isolation or "shared",
+                generic=generic,
             )
             try:
                 await self._repo.insert(record)
@@ -204,7 +209,7 @@ class ServiceRegistry:
             new_environment = "snapshotId" in fields
             if new_environment:
                 record.key = secrets.token_hex(8)
-                record.image, record.archive = await self._environment(
+                record.image, record.archive, record.generic = await self._environment(
                     caller, request.snapshotId, record.key
                 )
                 record.snapshot_id = request.snapshotId
@@ -312,13 +317,19 @@ class ServiceRegistry:
         return Service(record, pool, inputs, self._document(record))
 
     async def _launch(self, record: ServiceRecord) -> Sandbox:
-        """A container for ``record``: started from its image, restored, initCode run once."""
-        sandbox = await self._sandboxes.launch(
-            "service",
-            owner=record.publisher_name,
-            ident=f"{record.name}:{record.version}"[:200],
-            image=record.image,
-        )
+        """A container for ``record``, restored and with initCode run once: from the warm
+        pool (modules preloaded) when the service runs on the current runtime image
+        unchanged, otherwise started from the service's own image."""
+        sandbox = None
+        if self._warm is not None and await self._runs_on_runtime_image(record):
+            sandbox = await self._warm.take()
+        if sandbox is None:
+            sandbox = await self._sandboxes.launch(
+                "service",
+                owner=record.publisher_name,
+                ident=f"{record.name}:{record.version}"[:200],
+                image=record.image,
+            )
         try:
             blob = None
             if record.archive:
@@ -352,14 +363,25 @@ class ServiceRegistry:
             )
         return sandbox
 
+    async def _runs_on_runtime_image(self, record: ServiceRecord) -> bool:
+        if not record.generic:
+            return False
+        if self._runtime_id is None:
+            self._runtime_id = await self._sandboxes.image_id(self._sandboxes.image)
+        try:
+            return await self._sandboxes.image_id(record.image) == self._runtime_id
+        except NotFoundError:
+            return False
+
     async def _environment(
         self, caller: Identity, snapshot_id: str | None, key: str
-    ) -> tuple[str, str | None]:
-        """The service's own image tag and tarball copy (from a snapshot, or a fresh runtime)."""
+    ) -> tuple[str, str | None, bool]:
+        """The service's own image tag and tarball copy (from a snapshot, or a fresh
+        runtime), and whether that image is the runtime image unchanged."""
         image = f"{IMAGE_REPOSITORY}:{key}"
         if snapshot_id is None:
             await self._sandboxes.tag_image(self._sandboxes.image, image)
-            return image, None
+            return image, None, True
         snapshot = await self._snapshots.get(caller, snapshot_id)
         relative = f"services/{key}.tar.gz"
         await asyncio.to_thread(
@@ -367,8 +389,10 @@ class ServiceRegistry:
             self._snapshots.archive_path(snapshot),
             self._settings.data_dir / relative,
         )
-        await self._sandboxes.tag_image(snapshot.image, image)
-        return image, relative
+        # A snapshot whose container changed nothing of its image runs on the runtime image.
+        base = self._sandboxes.image if snapshot.pristine else snapshot.image
+        await self._sandboxes.tag_image(base, image)
+        return image, relative, snapshot.pristine
 
     async def _drop_environment(self, image: str, archive: str | None) -> None:
         if archive:

@@ -3,8 +3,6 @@ pools, and ``/realtime-services`` (501)."""
 
 from __future__ import annotations
 
-import json
-
 from aiohttp import web
 
 from controller.auth.middleware import caller
@@ -135,7 +133,7 @@ async def consume_service(request: web.Request) -> web.Response:
 @routes.get("/api/{name}/{version}/swagger.json")
 async def service_swagger(request: web.Request) -> web.Response:
     service = request.app[SERVICES].get(request.match_info["name"], request.match_info["version"])
-    return web.Response(text=json.dumps(service.document), content_type="application/json")
+    return json_response(service.document)
 
 
 # --- realtime ---------------------------------------------------------------------------------

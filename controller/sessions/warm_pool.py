@@ -1,4 +1,5 @@
-"""Pre-started generic runtime containers, so ``POST /sessions`` does not wait for one.
+"""Pre-started generic runtime containers, so ``POST /sessions`` (and publishing) need not
+wait for one.
 
 A warm container serves one session only and is removed when that session ends; the
 pool refills in the background, one container at a time, backing off when the engine
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Awaitable, Callable
 
 from controller.errors import O16nError
 from controller.runtime.sandboxes import Sandbox, Sandboxes
@@ -17,10 +19,20 @@ from controller.runtime.sandboxes import Sandbox, Sandboxes
 log = logging.getLogger(__name__)
 
 
+Prepare = Callable[[Sandbox], Awaitable[None]]
+
+
 class WarmPool:
-    def __init__(self, sandboxes: Sandboxes, size: int) -> None:
+    """Ready containers of the runtime image. ``prepare`` runs on each before it is ready
+    (the services' pool preloads heavy modules there)."""
+
+    def __init__(
+        self, sandboxes: Sandboxes, size: int, purpose: str, prepare: Prepare | None = None
+    ) -> None:
         self._sandboxes = sandboxes
         self.size = size
+        self.purpose = purpose  # the containers' o16n.id label: "sessions" or "services"
+        self._prepare = prepare
         self._ready: deque[Sandbox] = deque()
         self._wanted = asyncio.Event()
         self._wanted.set()
@@ -47,7 +59,7 @@ class WarmPool:
             self._wanted.clear()
             while len(self._ready) < self.size:
                 try:
-                    self._ready.append(await self._sandboxes.launch("warm"))
+                    self._ready.append(await self._launch())
                     backoff = 1.0
                 except O16nError as exc:
                     log.warning(
@@ -55,6 +67,16 @@ class WarmPool:
                     )
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 60.0)
+
+    async def _launch(self) -> Sandbox:
+        sandbox = await self._sandboxes.launch("warm", ident=self.purpose)
+        if self._prepare is not None:
+            try:
+                await self._prepare(sandbox)
+            except BaseException:
+                await self._sandboxes.destroy(sandbox)
+                raise
+        return sandbox
 
     async def close(self) -> None:
         while self._ready:

@@ -50,6 +50,7 @@ class SnapshotManager:
         relative = f"snapshots/{snapshot_id}.tar.gz"
         async with self._sessions.using(caller, session_id) as sandbox:
             reply, blob = await sandbox.call("snapshot_save", timeout=AGENT_TIMEOUT)
+            pristine = await self._sandboxes.pristine(sandbox)
             labels = {
                 "o16n.instance": self._settings.instance,
                 "o16n.snapshot": snapshot_id,
@@ -78,6 +79,7 @@ class SnapshotManager:
                 else {},
                 created_at=now,
                 creation_time=dotnet_timestamp(now),
+                pristine=pristine,
             )
             await self._repo.insert(record)
         except BaseException:

@@ -129,4 +129,10 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (batch_id, idx)
     );
     """,
+    # 5: snapshots whose container changed nothing of its image; services that can run on
+    #    the runtime image itself (and so start from preloaded warm containers)
+    """
+    ALTER TABLE snapshots ADD COLUMN pristine INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE services ADD COLUMN generic INTEGER NOT NULL DEFAULT 0;
+    """,
 ]

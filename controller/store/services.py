@@ -32,6 +32,8 @@ class ServiceRecord:
     pool_initial: int | None = None
     pool_max: int | None = None
     isolation: str = "shared"
+    #: runs on the runtime image unchanged (no rootfs changes of its own)
+    generic: bool = False
 
     @classmethod
     def from_row(cls, row: Row) -> ServiceRecord:
@@ -57,6 +59,7 @@ class ServiceRecord:
             pool_initial=row["pool_initial"],
             pool_max=row["pool_max"],
             isolation=row["isolation"],
+            generic=bool(row["generic"]),
         )
 
     def columns(self) -> dict[str, Any]:
@@ -64,6 +67,7 @@ class ServiceRecord:
         del values["publisher_name"]
         for key in ("inputs", "outputs", "output_files"):
             values[key] = json.dumps(values[key])
+        values["generic"] = int(values["generic"])
         return values
 
 

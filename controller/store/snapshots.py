@@ -22,6 +22,7 @@ class SnapshotRecord:
     skipped: dict[str, str]
     created_at: float
     creation_time: str
+    pristine: bool = False
 
     @classmethod
     def from_row(cls, row: Row) -> SnapshotRecord:
@@ -38,6 +39,7 @@ class SnapshotRecord:
             skipped=json.loads(row["skipped"]),
             created_at=row["created_at"],
             creation_time=row["creation_time"],
+            pristine=bool(row["pristine"]),
         )
 
     def to_json(self) -> dict[str, object]:
@@ -60,7 +62,8 @@ class SnapshotsRepo:
     async def insert(self, r: SnapshotRecord) -> None:
         await self._db.execute(
             "INSERT INTO snapshots (id, name, owner_id, runtime, image, archive, size, sha256,"
-            " skipped, created_at, creation_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " skipped, created_at, creation_time, pristine)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 r.id,
                 r.name,
@@ -73,6 +76,7 @@ class SnapshotsRepo:
                 json.dumps(r.skipped),
                 r.created_at,
                 r.creation_time,
+                int(r.pristine),
             ),
         )
 

@@ -24,6 +24,12 @@ import socket
 import struct
 from typing import Any
 
+orjson: Any
+try:  # the same JSON, faster, where orjson is installed (the controller, the runtime image)
+    import orjson
+except ImportError:  # pragma: no cover - plain stdlib works too
+    orjson = None
+
 VERSION = 1
 HEADER = struct.Struct(">I")
 MAX_FRAME = 0xFFFFFFFF
@@ -39,18 +45,40 @@ def encode(message: dict[str, Any], blob: bytes | None = None) -> bytes:
     """Frame ``message`` (and ``blob``) for sending."""
     if blob is not None:
         message = {**message, "blob": len(blob)}
-    body = json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    data = body.encode("utf-8")
+    data = dumps(message)
     frame = HEADER.pack(len(data)) + data
     if blob is not None:
         frame += HEADER.pack(len(blob)) + blob
     return frame
 
 
+def dumps(value: Any) -> bytes:
+    """Compact UTF-8 JSON; NaN and infinities are refused, never written."""
+    if orjson is not None:
+        try:
+            data: bytes = orjson.dumps(value)
+        except TypeError:  # integers beyond 64 bits: the stdlib handles them
+            pass
+        else:
+            return data
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return text.encode("utf-8")
+
+
+def loads(data: bytes) -> Any:
+    """Parse JSON; raises ``ValueError`` (``json.JSONDecodeError``) when it is not."""
+    if orjson is not None:
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass  # let the stdlib parse (big integers) or explain the error
+    return json.loads(data)
+
+
 def decode(data: bytes) -> dict[str, Any]:
     try:
-        message = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        message = loads(data)
+    except (UnicodeDecodeError, ValueError) as exc:
         raise ProtocolError(f"frame is not JSON: {exc}") from None
     if not isinstance(message, dict):
         raise ProtocolError("message is not a JSON object")

@@ -77,7 +77,9 @@ async def test_warm_containers_serve_one_session_each(aiohttp_client: Any, data_
     engine = docker.from_env()
     label = f"o16n.instance={settings.instance}"
     for _ in range(100):
-        warm = engine.containers.list(filters={"label": [label, "o16n.kind=warm"]})
+        warm = engine.containers.list(
+            filters={"label": [label, "o16n.kind=warm", "o16n.id=sessions"]}
+        )
         if len(warm) == 2:
             break
         await asyncio.sleep(0.2)
