@@ -47,12 +47,14 @@ from controller.runtime.image import default_tag
 from controller.runtime.local_docker import LocalDockerBackend
 from controller.runtime.sandboxes import Sandbox, Sandboxes
 from controller.services import routes as service_routes
+from controller.services.registry import IMAGE_REPOSITORY as SERVICE_IMAGES
 from controller.services.registry import ServiceRegistry
 from controller.sessions import routes as session_routes
 from controller.sessions.manager import SessionManager
 from controller.sessions.warm_pool import WarmPool
 from controller.settings import Settings
 from controller.snapshots import routes as snapshot_routes
+from controller.snapshots.manager import IMAGE_REPOSITORY as SNAPSHOT_IMAGES
 from controller.snapshots.manager import SnapshotManager
 from controller.store.batches import BatchesRepo
 from controller.store.db import Database
@@ -175,6 +177,9 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     runner = BatchRunner(settings, BatchesRepo(app[DB]), registry, app[SANDBOXES], tasks)
     app[BATCHES] = runner
     await runner.resume()
+    await app[SANDBOXES].reap_images(
+        [SERVICE_IMAGES, SNAPSHOT_IMAGES], registry.images() | await app[SNAPSHOTS].images()
+    )
     tasks.spawn("service-pool-trim", registry.keep_pools_trim())
     tasks.spawn("service-warm-pool", warm.keep_full())
     yield

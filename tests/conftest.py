@@ -47,6 +47,11 @@ def _sweep_test_containers() -> Iterator[None]:
         for container in client.containers.list(all=True, filters={"label": "o16n.instance"}):
             if container.labels.get("o16n.instance", "").startswith(INSTANCE_PREFIX + RUN_ID):
                 container.remove(force=True)
+        for repository in ("o16n-service", "o16n-snapshot"):
+            for image in client.images.list(name=repository):
+                for tag in image.tags:
+                    if tag.startswith(f"{repository}:{INSTANCE_PREFIX}{RUN_ID}"):
+                        client.images.remove(tag, noprune=False)
     finally:
         client.close()
 

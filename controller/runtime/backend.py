@@ -78,6 +78,9 @@ class ComputeBackend(Protocol):
     async def remove_image(self, ref: str) -> None:
         """Remove an image name; absent counts as removed."""
 
+    async def image_names(self, repository: str) -> list[str]:
+        """Every ``repository:tag`` name held for ``repository``."""
+
     async def list_owned(self) -> list[ContainerHandle]:
         """Every container of this controller instance, running or not."""
 

@@ -161,6 +161,14 @@ class DockerGateway:
 
         await self._run_slow(run)
 
+    async def image_tags(self, repository: str) -> list[str]:
+        """Every ``repository:tag`` name the engine holds for ``repository``."""
+        images = await self._run(self._client.api.images, name=repository)
+        return sorted(
+            tag for image in images for tag in image.get("RepoTags") or []
+            if tag.startswith(repository + ":")
+        )  # fmt: skip
+
     async def tag_image(self, source: str, repository: str, tag: str) -> None:
         await self._run(self._client.api.tag, source, repository, tag)
 

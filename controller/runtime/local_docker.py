@@ -89,6 +89,9 @@ class LocalDockerBackend:
     async def remove_image(self, ref: str) -> None:
         await self._gateway.remove_image(ref)
 
+    async def image_names(self, repository: str) -> list[str]:
+        return await self._gateway.image_tags(repository)
+
     async def list_owned(self) -> list[ContainerHandle]:
         infos = await self._gateway.list_containers(
             f"{LABEL_PREFIX}instance={self._settings.instance}"

@@ -105,6 +105,19 @@ class Sandboxes:
     async def remove_image(self, ref: str) -> None:
         await self.backend.remove_image(ref)
 
+    async def reap_images(self, repositories: list[str], keep: set[str]) -> int:
+        """Remove this instance's images in ``repositories`` that nothing uses any more
+        (left by a crash between taking and recording a snapshot, say)."""
+        removed = 0
+        for repository in repositories:
+            for name in await self.backend.image_names(repository):
+                mine = name.startswith(f"{repository}:{self._settings.instance}-")
+                if mine and name not in keep:
+                    log.info("removing unused image", extra={"image": name})
+                    await self.backend.remove_image(name)
+                    removed += 1
+        return removed
+
     async def owned(self) -> list[ContainerHandle]:
         return await self.backend.list_owned()
 

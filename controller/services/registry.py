@@ -285,6 +285,10 @@ class ServiceRegistry:
                         "pool trim failed", extra={"service": service.label, "error": exc.message}
                     )
 
+    def images(self) -> set[str]:
+        """The image names the published services use."""
+        return {s.record.image for s in self.all()}
+
     async def close(self) -> None:
         for service in self.all():
             await service.pool.close()
@@ -378,7 +382,7 @@ class ServiceRegistry:
     ) -> tuple[str, str | None, bool]:
         """The service's own image tag and tarball copy (from a snapshot, or a fresh
         runtime), and whether that image is the runtime image unchanged."""
-        image = f"{IMAGE_REPOSITORY}:{key}"
+        image = f"{IMAGE_REPOSITORY}:{self._settings.instance}-{key}"
         if snapshot_id is None:
             await self._sandboxes.tag_image(self._sandboxes.image, image)
             return image, None, True

@@ -46,7 +46,7 @@ class SnapshotManager:
 
     async def create(self, caller: Identity, session_id: str, name: str | None) -> SnapshotRecord:
         snapshot_id = str(uuid.uuid4())
-        image = f"{IMAGE_REPOSITORY}:{snapshot_id.replace('-', '')}"
+        image = f"{IMAGE_REPOSITORY}:{self._settings.instance}-{snapshot_id.replace('-', '')}"
         relative = f"snapshots/{snapshot_id}.tar.gz"
         async with self._sessions.using(caller, session_id) as sandbox:
             reply, blob = await sandbox.call("snapshot_save", timeout=AGENT_TIMEOUT)
@@ -90,6 +90,10 @@ class SnapshotManager:
             extra={"snapshot": snapshot_id, "bytes": len(data), "skipped": list(record.skipped)},
         )
         return record
+
+    async def images(self) -> set[str]:
+        """The image names the stored snapshots use."""
+        return {record.image for record in await self._repo.all()}
 
     async def get(self, caller: Identity, snapshot_id: str) -> SnapshotRecord:
         record = await self._repo.get(snapshot_id) if len(snapshot_id) <= 64 else None

@@ -87,7 +87,18 @@ async def test_services_survive_a_restart_and_pools_rewarm(
     await consume(first, headers, "Durable", "1", {"x": 1})
     await first.close()
     assert _containers(settings) == []  # service containers go with their controller
+    engine = docker.from_env()
+    [service_image] = [
+        t
+        for i in engine.images.list(name="o16n-service")
+        for t in i.tags
+        if t.startswith(f"o16n-service:{settings.instance}-")
+    ]
+    orphan = f"o16n-service:{settings.instance}-0123456789abcdef"  # as if a crash left it
+    engine.images.get(service_image).tag(orphan)
     second = await aiohttp_client(create_app(settings))
+    names = {t for i in engine.images.list(name="o16n-service") for t in i.tags}
+    assert service_image in names and orphan not in names
     await _until(lambda: len(_containers(settings)) == 1)
     headers = bearer((await login(second))["access_token"])
     assert (await consume(second, headers, "Durable", "1", {"x": 41}))["outputParameters"] == {

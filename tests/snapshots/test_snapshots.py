@@ -24,7 +24,7 @@ async def snapshot(
 
 
 async def test_take_list_download_and_delete(
-    client: TestClient[Any, Any], admin_headers: dict[str, str]
+    client: TestClient[Any, Any], admin_headers: dict[str, str], settings: Any
 ) -> None:
     session_id = await new_session(client, admin_headers)
     await execute(
@@ -49,7 +49,7 @@ async def test_take_list_download_and_delete(
     assert ".o16n-workspace/gen.dill" not in names  # a generator cannot be serialized: skipped
     assert dill.loads(archive.read(".o16n-workspace/model.dill")) == {"w": [1, 2]}
 
-    image = f"o16n-snapshot:{snapshot_id.replace('-', '')}"
+    image = f"o16n-snapshot:{settings.instance}-{snapshot_id.replace('-', '')}"
     assert docker.from_env().images.list(name=image)
     resp = await client.delete(f"/snapshots/{snapshot_id}", headers=admin_headers)
     assert resp.status == 200
