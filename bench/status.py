@@ -1,0 +1,255 @@
+"""Benchmark of authenticated ``GET /status`` against a bare aiohttp baseline, same run.
+
+Starts its own o16n server (``python -m controller serve``, fresh data dir, free port,
+random admin password), logs in, and drives ``GET /status`` with ``wrk``: p50 latency at
+concurrency 1 and requests/s at concurrency 16. The same loads are run against a minimal
+aiohttp app (a subprocess answering ``GET /status`` with a small JSON body) and figures are
+reported as ratios o16n / baseline. /status caches its Docker checks for 2 s (intended), so
+the load measures the HTTP stack, token check, SQLite ping and disk check.
+
+    .venv/bin/python -m bench.status [--duration 10] [--threads 1]
+
+Needs ``wrk`` (``apt-get install -y wrk``). Writes bench/results/status-<timestamp>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench._server import (
+    PROJECT_ROOT,
+    BenchError,
+    Server,
+    git_commit,
+    http_json,
+    login,
+    start_app,
+    start_o16n,
+    write_results,
+)
+
+INSTANCE = "o16n-bench"
+
+#: The baseline: the smallest aiohttp app answering GET /status with a small JSON body.
+BASELINE_APP = """
+import sys
+from aiohttp import web
+
+BODY = b'{"statusCode":"pass","components":{},"details":{"version":"baseline"}}'
+
+
+async def status(request):
+    return web.Response(body=BODY, content_type="application/json")
+
+
+app = web.Application()
+app.router.add_get("/status", status)
+web.run_app(app, host=sys.argv[1], port=int(sys.argv[2]), access_log=None, print=None)
+"""
+
+#: wrk script: the bearer token header, and a machine-readable summary at the end.
+WRK_SCRIPT = """
+wrk.method = "GET"
+wrk.headers["Authorization"] = "Bearer %(token)s"
+
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRK_JSON {"requests":%%d,"duration_us":%%d,"bytes":%%d,'
+    .. '"p50_us":%%d,"p90_us":%%d,"p99_us":%%d,"mean_us":%%.1f,"max_us":%%d,'
+    .. '"errors":{"connect":%%d,"read":%%d,"write":%%d,"status":%%d,"timeout":%%d}}\\n',
+    summary.requests, summary.duration, summary.bytes,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99),
+    latency.mean, latency.max,
+    e.connect, e.read, e.write, e.status, e.timeout))
+end
+"""
+
+
+# --- load ---------------------------------------------------------------------------------
+
+
+def wrk(url: str, script: Path, connections: int, threads: int, duration: int) -> dict[str, Any]:
+    cmd = [
+        "wrk",
+        f"-t{min(threads, connections)}",
+        f"-c{connections}",
+        f"-d{duration}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(script),
+        url,
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise BenchError(f"wrk failed ({done.returncode}): {done.stderr.strip()}")
+    for line in done.stdout.splitlines():
+        if line.startswith("WRK_JSON "):
+            result: dict[str, Any] = json.loads(line.removeprefix("WRK_JSON "))
+            break
+    else:
+        raise BenchError(f"no summary in wrk's output:\n{done.stdout}")
+    errors = result["errors"]
+    if errors["status"] or errors["connect"] or errors["timeout"]:
+        raise BenchError(f"wrk saw errors against {url}: {errors} (output: {done.stdout})")
+    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    result["connections"] = connections
+    return result
+
+
+def wrk_version() -> str:
+    done = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False)
+    return (
+        (done.stdout or done.stderr).splitlines()[0].strip() if done.stdout or done.stderr else ""
+    )
+
+
+# --- report -------------------------------------------------------------------------------
+
+
+def report(figures: dict[str, Any], args: argparse.Namespace) -> str:
+    o16n, base = figures["o16n"], figures["baseline"]
+    rows = [
+        ("p50 latency, c=1 (ms)", o16n["c1"]["p50_us"] / 1000, base["c1"]["p50_us"] / 1000),
+        ("p90 latency, c=1 (ms)", o16n["c1"]["p90_us"] / 1000, base["c1"]["p90_us"] / 1000),
+        (f"requests/s, c={args.connections}", o16n["cN"]["rps"], base["cN"]["rps"]),
+        (
+            f"p50 latency, c={args.connections} (ms)",
+            o16n["cN"]["p50_us"] / 1000,
+            base["cN"]["p50_us"] / 1000,
+        ),
+    ]
+    lines = [
+        f"GET /status (authenticated) vs bare aiohttp baseline — wrk, {args.duration} s per "
+        f"run, {args.threads} wrk thread(s), {os.cpu_count()} cores",
+        f"{'':28}{'o16n':>12}{'baseline':>12}{'o16n/base':>12}",
+    ]
+    for label, mine, theirs in rows:
+        lines.append(f"{label:28}{mine:12.3f}{theirs:12.3f}{mine / theirs:12.2f}")
+    components = ", ".join(f"{k}={v}" for k, v in figures["status_components"].items())
+    lines.append(f"o16n /status answered {figures['status_code']!r} ({components})")
+    lines.append("ratio o16n/base: > 1 is slower for latency, < 1 is slower for requests/s")
+    return "\n".join(lines)
+
+
+# --- main ---------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(prefix="o16n-b-", dir="/tmp"))  # short: socket paths
+    password = "bench-" + secrets.token_urlsafe(18)
+    servers: list[Server] = []
+    try:
+        o16n = start_o16n(tmp, password, args.image, instance=INSTANCE)
+        servers.append(o16n)
+        baseline = start_app(tmp, "baseline", BASELINE_APP)
+        servers.append(baseline)
+        for server in servers:
+            server.wait_ready()
+        token = login(o16n, password)
+        tree = http_json(f"{o16n.url}/status", token=token)
+
+        script = tmp / "auth.lua"
+        fd = os.open(script, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(WRK_SCRIPT % {"token": token})
+
+        figures: dict[str, Any] = {"o16n": {}, "baseline": {}}
+        targets = {"o16n": o16n, "baseline": baseline}
+        for server in targets.values() if args.warmup else ():  # warm-up, not recorded
+            wrk(f"{server.url}/status", script, args.connections, args.threads, args.warmup)
+        # interleaved, so that drift on the machine hits both alike
+        for key, connections in (("c1", 1), ("cN", args.connections)):
+            for name, server in targets.items():
+                print(
+                    f"  {name}: c={connections}, {args.duration} s ...",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                figures[name][key] = wrk(
+                    f"{server.url}/status", script, connections, args.threads, args.duration
+                )
+        for server in servers:
+            if server.process.poll() is not None:
+                raise BenchError(f"{server.name} died during the run:\n{server.log_tail()}")
+        figures["status_code"] = tree.get("statusCode")
+        figures["status_components"] = {
+            name: node.get("statusCode") for name, node in tree.get("components", {}).items()
+        }
+        return figures
+    finally:
+        for server in servers:
+            server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run (10)")
+    parser.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per server (2)")
+    parser.add_argument("--connections", type=int, default=16, help="concurrency of the rps run")
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads (this box: 2 cores)")
+    parser.add_argument(
+        "--image", help="O16N_RUNTIME_IMAGE for the server (default: the tag of runtime_image/)"
+    )
+    args = parser.parse_args(argv)
+    if args.duration < 1 or args.warmup < 0 or args.connections < 1 or args.threads < 1:
+        parser.error("--duration, --connections and --threads must be at least 1")
+
+    if shutil.which("wrk") is None:
+        print(
+            "bench.status: `wrk` is not installed; install it with `apt-get install -y wrk`",
+            file=sys.stderr,
+        )
+        return 2
+    signal.signal(signal.SIGTERM, _interrupt)  # stop the servers on SIGTERM too
+    try:
+        figures = run(args)
+    except BenchError as exc:
+        print(f"bench.status: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bench.status: interrupted", file=sys.stderr)
+        return 130
+    o16n, base = figures["o16n"], figures["baseline"]
+    figures["ratios"] = {
+        "p50_latency_c1": o16n["c1"]["p50_us"] / base["c1"]["p50_us"],
+        "rps_cN": o16n["cN"]["rps"] / base["cN"]["rps"],
+    }
+    figures["meta"] = {
+        "benchmark": "status",
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "connections": args.connections,
+        "wrk_threads": args.threads,
+        "runtime_image": args.image,
+        "wrk": wrk_version(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "git": git_commit(),
+    }
+    print(report(figures, args))
+    print(f"results: {write_results('status', figures).relative_to(PROJECT_ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
