@@ -1,7 +1,7 @@
 """Run every benchmark, one after another, stopping at the first that fails (``make bench``).
 
 Each runs as its own ``python -m bench.<name>`` subprocess with its default options:
-status, containers, sessions, and consume when bench/consume.py exists. They must not
+status, containers, sessions, then consume and batch when their scripts exist. They must not
 overlap: status and containers share the container label ``o16n.instance=o16n-bench``.
 
     .venv/bin/python -m bench.run_all
@@ -17,8 +17,8 @@ from typing import Any
 
 from bench._server import PROJECT_ROOT
 
-BENCHMARKS = ["status", "containers", "sessions", "consume"]
-OPTIONAL = {"consume"}
+BENCHMARKS = ["status", "containers", "sessions", "consume", "batch"]
+OPTIONAL = {"consume", "batch"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+import aiosqlite
+
 from controller.store.db import Database, Row
 
 
@@ -78,13 +80,7 @@ class TokensRepo:
     ) -> RotateResult:
         """Exchange a refresh token for the next one of its family, atomically."""
         async with self._db.transaction() as conn:
-            cur = await conn.execute(
-                "SELECT t.generation AS token_gen, t.expires_at, f.*"
-                " FROM refresh_tokens t JOIN token_families f ON f.id = t.family_id"
-                " WHERE t.token_hash = ?",
-                (token_hash,),
-            )
-            row = await cur.fetchone()
+            row = await _token_and_family(conn, token_hash)
             if row is None:
                 return RotateResult(RotateOutcome.UNKNOWN)
             family = FamilyState.from_row(row)
@@ -123,13 +119,7 @@ class TokensRepo:
     async def revoke(self, token_hash: str, now: float) -> FamilyState | None:
         """Revoke the family of a live refresh token; ``None`` if the token is not live."""
         async with self._db.transaction() as conn:
-            cur = await conn.execute(
-                "SELECT t.generation AS token_gen, t.expires_at, f.*"
-                " FROM refresh_tokens t JOIN token_families f ON f.id = t.family_id"
-                " WHERE t.token_hash = ?",
-                (token_hash,),
-            )
-            row = await cur.fetchone()
+            row = await _token_and_family(conn, token_hash)
             if row is None or row["revoked_at"] is not None or row["expires_at"] <= now:
                 return None
             if row["token_gen"] != row["generation"]:
@@ -158,3 +148,14 @@ class TokensRepo:
                 (now - keep_revoked_for,),
             )
             return deleted
+
+
+async def _token_and_family(conn: aiosqlite.Connection, token_hash: str) -> Row | None:
+    """A refresh token's row joined with its family's (``token_gen`` is the token's)."""
+    cur = await conn.execute(
+        "SELECT t.generation AS token_gen, t.expires_at, f.*"
+        " FROM refresh_tokens t JOIN token_families f ON f.id = t.family_id"
+        " WHERE t.token_hash = ?",
+        (token_hash,),
+    )
+    return await cur.fetchone()
