@@ -28,7 +28,8 @@ async def create_snapshot(request: web.Request) -> web.Response:
     record = await request.app[SNAPSHOTS].create(
         caller(request), request.match_info["id"], body.name
     )
-    return json_response({"snapshotId": record.id}, status=201)
+    # skipped: globals dill could not serialize (an o16n addition; clients ignore it)
+    return json_response({"snapshotId": record.id, "skipped": record.skipped}, status=201)
 
 
 @routes.post("/sessions/{id}/loadsnapshot/{snapshotId}")

@@ -294,3 +294,27 @@ async def test_sessions_per_user_limit(aiohttp_client: Any, data_dir: Any) -> No
     assert "limit is 2" in (await resp.json())["message"]
     await client.delete(f"/sessions/{first}/force", headers=headers)
     await new_session(client, headers)
+
+
+async def test_idle_sessions_are_closed(
+    client: TestClient[Any, Any], admin_headers: dict[str, str], settings: Any
+) -> None:
+    import time
+
+    import docker
+
+    from controller.keys import SESSIONS
+
+    session_id = await new_session(client, admin_headers)
+    manager = client.app[SESSIONS]
+    session = manager._sessions[session_id]
+    assert session.sandbox is not None
+    container_id = session.sandbox.handle.container_id
+    session.last_used = time.time() - settings.session_idle_timeout - 1
+    await manager.reap_idle()
+    resp = await client.post(
+        f"/sessions/{session_id}/execute", json={"code": "1"}, headers=admin_headers
+    )
+    assert resp.status == 410
+    assert "without use" in (await resp.json())["message"]
+    assert not docker.from_env().containers.list(all=True, filters={"id": container_id})

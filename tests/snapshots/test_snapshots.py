@@ -34,7 +34,13 @@ async def test_take_list_download_and_delete(
         "import threading\nmodel = {'w': [1, 2]}\nlock = threading.Lock()\n"
         "gen = (i for i in range(3))\nopen('notes.txt', 'w').write('n')",
     )
-    snapshot_id = await snapshot(client, admin_headers, session_id, name=None)  # the SDK sends null
+    resp = await client.post(  # the SDK sends {"name": null}
+        f"/sessions/{session_id}/snapshot", json={"name": None}, headers=admin_headers
+    )
+    assert resp.status == 201
+    body = await resp.json()
+    snapshot_id = body["snapshotId"]
+    assert set(body["skipped"]) == {"gen"}  # a generator cannot be serialized: reported
     listed = await (await client.get("/snapshots", headers=admin_headers)).json()
     assert len(listed) == 1
     entry = listed[0]
