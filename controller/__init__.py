@@ -7,7 +7,7 @@ The package layout is the architecture:
 * ``runtime``    the one place that talks to Docker and to in-container agents
 * ``store``      SQLite, the one place SQL lives
 * ``http``       middlewares, body parsing, JSON responses
-* ``status``     ``GET /status``
+* ``status``     ``GET /status`` (``health`` holds its cached slow checks)
 * ``docs``       the Swagger document at ``GET /swagger.json``
 """
 

@@ -26,6 +26,7 @@ from controller.auth.service import AuthService
 from controller.batch import routes as batch_routes
 from controller.batch import swagger as batch_swagger
 from controller.batch.runner import BatchRunner
+from controller.health import HealthProbe
 from controller.http.middlewares import error_middleware
 from controller.keys import (
     AUTH,
@@ -42,7 +43,6 @@ from controller.keys import (
     TASKS,
 )
 from controller.runtime.docker_gateway import DockerGateway
-from controller.runtime.health import EngineProbe
 from controller.runtime.image import default_tag
 from controller.runtime.local_docker import LocalDockerBackend
 from controller.runtime.sandboxes import Sandbox, Sandboxes
@@ -132,7 +132,7 @@ async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     backend = LocalDockerBackend(gateway, settings)
     sandboxes = Sandboxes(backend, settings, image)
     app[SANDBOXES] = sandboxes
-    app[PROBE] = EngineProbe(gateway, image)
+    app[PROBE] = HealthProbe(gateway, image, settings.data_dir)
     yield
     await backend.close()
 

@@ -13,8 +13,8 @@ from aiohttp import web
 from controller.auth.roles import Identity
 from controller.auth.service import AuthService
 from controller.batch.runner import BatchRunner
+from controller.health import HealthProbe
 from controller.runtime.docker_gateway import DockerGateway
-from controller.runtime.health import EngineProbe
 from controller.runtime.sandboxes import Sandboxes
 from controller.services.registry import ServiceRegistry
 from controller.sessions.manager import SessionManager
@@ -30,7 +30,7 @@ DOCKER = web.AppKey("docker", DockerGateway)
 SANDBOXES = web.AppKey("sandboxes", Sandboxes)
 TASKS = web.AppKey("tasks", TaskSupervisor)
 SWAGGER = web.AppKey("swagger", dict[str, Any])
-PROBE = web.AppKey("status_probe", EngineProbe)
+PROBE = web.AppKey("health_probe", HealthProbe)
 SESSIONS = web.AppKey("sessions", SessionManager)
 SNAPSHOTS = web.AppKey("snapshots", SnapshotManager)
 SERVICES = web.AppKey("services", ServiceRegistry)

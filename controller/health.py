@@ -1,19 +1,22 @@
-"""Health of the runtime: does the Docker engine answer, is the runtime image there.
-
-Checks are cached for a couple of seconds, so a load balancer polling ``/status`` does not
-turn into a stream of Docker API calls.
-"""
+"""Slow health checks behind ``GET /status``: the Docker engine, the runtime image, free
+disk. They are cached for a couple of seconds, so a load balancer polling ``/status`` does
+not turn into a stream of Docker API calls and disk probes. (The database is pinged on
+every request: that check is cheap and its answer should be now.)"""
 
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
+from pathlib import Path
 from typing import Any
 
 from controller.errors import O16nError
 from controller.runtime.docker_gateway import DockerGateway
 
 CACHE_SECONDS = 2.0
+DISK_WARN = 2 * 1024**3
+DISK_FAIL = 256 * 1024**2
 
 
 def node(
@@ -23,24 +26,38 @@ def node(
     return {"statusCode": status, "components": components or {}, "details": details or {}}
 
 
-class EngineProbe:
-    """Cached checks of the Docker engine and the runtime image."""
+def disk(path: Path) -> dict[str, Any]:
+    usage = shutil.disk_usage(path)
+    status = "fail" if usage.free < DISK_FAIL else "warn" if usage.free < DISK_WARN else "pass"
+    details = {"path": str(path.resolve()), "freeBytes": usage.free, "totalBytes": usage.total}
+    return node(status, details)
 
-    def __init__(self, gateway: DockerGateway, image: str) -> None:
+
+class HealthProbe:
+    """Cached checks of the Docker engine, the runtime image and the data directory's disk."""
+
+    def __init__(self, gateway: DockerGateway, image: str, data_dir: Path) -> None:
         self._gateway = gateway
         self._image = image
+        self._data_dir = data_dir
         self._at = 0.0
-        self._result: tuple[dict[str, Any], dict[str, Any]] | None = None
+        self._result: dict[str, dict[str, Any]] | None = None
         self._lock = asyncio.Lock()
 
-    async def check(self) -> tuple[dict[str, Any], dict[str, Any]]:
+    async def check(self) -> dict[str, dict[str, Any]]:
+        """``{"dockerEngine", "runtimeImage", "disk"}`` status nodes, at most a few seconds old."""
         async with self._lock:
             if self._result is None or time.monotonic() - self._at > CACHE_SECONDS:
-                self._result = await self._check()
+                engine, image = await self._engine_and_image()
+                self._result = {
+                    "dockerEngine": engine,
+                    "runtimeImage": image,
+                    "disk": await asyncio.to_thread(disk, self._data_dir),
+                }
                 self._at = time.monotonic()
             return self._result
 
-    async def _check(self) -> tuple[dict[str, Any], dict[str, Any]]:
+    async def _engine_and_image(self) -> tuple[dict[str, Any], dict[str, Any]]:
         try:
             info = await self._gateway.info()
             engine = node(
