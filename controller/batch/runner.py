@@ -22,6 +22,7 @@ from controller.errors import (
     BadRequestError,
     NotFoundError,
     O16nError,
+    RuntimeFailure,
     ServiceUnavailableError,
 )
 from controller.runtime.sandboxes import Sandboxes
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 DEFAULT_PARALLEL = 10
 FLUSH_EVERY = 64
 FLUSH_SECONDS = 0.5
+START_FAILURES = 20  # consecutive failed container starts before a batch is Failed
 
 
 @dataclass(eq=False)
@@ -183,12 +185,20 @@ class BatchRunner:
             if job.cancelled:
                 return
             service = self._registry.get(job.record.service_name, job.record.service_version)
+            failures = 0
             while True:
                 try:
                     result = await consume.run(service, inputs, self._sandboxes, timeout)
                     break
-                except ServiceUnavailableError:
-                    await asyncio.sleep(0.5)  # the pool is busy or restarting; batches wait
+                except ServiceUnavailableError as exc:
+                    # A busy pool is waited for, however long; a pool whose containers keep
+                    # failing to start is infrastructure trouble: the batch fails.
+                    failures = failures + 1 if service.pool.last_error else 0
+                    if failures >= START_FAILURES:
+                        raise RuntimeFailure(
+                            f"the containers of {service.label} cannot start: {exc.message}"
+                        ) from None
+                    await asyncio.sleep(0.5)
                     service = self._registry.get(
                         job.record.service_name, job.record.service_version
                     )
