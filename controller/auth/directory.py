@@ -43,14 +43,19 @@ class Directory:
         self._families = {f.id: f for f in families}
         self._data_version = version
 
-    async def watch(self, interval: float = 1.0) -> None:
-        """Reload whenever another process (the CLI) committed to the database."""
+    async def watch(self, interval: float = 1.0, purge_every: float = 3600.0) -> None:
+        """Reload whenever another process (the CLI) committed to the database; now and
+        then, delete refresh tokens and families nobody can use any more."""
+        purged = time.monotonic()
         while True:
             await asyncio.sleep(interval)
             try:
                 if await self._db.data_version() != self._data_version:
                     await self.reload()
                 self._prune()
+                if time.monotonic() - purged > purge_every:
+                    purged = time.monotonic()
+                    await self.tokens_repo.purge(time.time(), keep_revoked_for=self._access_ttl)
             except Exception:  # keep watching; the next round retries
                 log.exception("reloading users and tokens failed")
 

@@ -111,9 +111,6 @@ class SessionManager:
             key=lambda s: s.created_at,
         )
 
-    def count_alive(self) -> int:
-        return sum(1 for s in self._sessions.values() if s.alive)
-
     # --- lifecycle ------------------------------------------------------------------------
 
     async def create(

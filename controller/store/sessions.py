@@ -102,11 +102,6 @@ class SessionsRepo:
                 [(console, now, sid) for sid, console in latest.items()],
             )
 
-    async def touch(self, session_id: str, at: float) -> None:
-        await self._db.execute(
-            "UPDATE sessions SET last_used_at = ? WHERE id = ?", (at, session_id)
-        )
-
     async def history(self, session_id: str) -> list[str]:
         rows = await self._db.fetchall(
             "SELECT code FROM session_history WHERE session_id = ? ORDER BY seq", (session_id,)
