@@ -333,11 +333,9 @@ def container_ids() -> list[str]:
             "-q",
             "--no-trunc",
             "--filter",
+            # every container of the instance: a service container taken from the warm
+            # pool keeps its warm labels, and idle spares add next to nothing
             f"label={LABEL}",
-            "--filter",
-            "label=o16n.kind=service",
-            "--filter",
-            f"label=o16n.id={SERVICE}:{WRK_VERSION}",
         ],
         capture_output=True,
         text=True,

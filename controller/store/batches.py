@@ -113,15 +113,16 @@ class BatchesRepo:
         """Store finished items and advance the batch's count, in one transaction."""
         items = [(json.dumps(result), batch_id, idx) for idx, result in results]
         async with self._db.transaction() as conn:
-            await conn.executemany(
+            cur = await conn.executemany(
                 "UPDATE batch_items SET result = ? WHERE batch_id = ? AND idx = ?"
                 " AND result IS NULL",
                 items,
             )
+            # rowcount after executemany is the total: count only what was new (not a
+            # recount of the whole batch, which grew with the square of its size)
             await conn.execute(
-                "UPDATE batches SET completed = (SELECT COUNT(*) FROM batch_items"
-                " WHERE batch_id = ? AND result IS NOT NULL) WHERE id = ?",
-                (batch_id, batch_id),
+                "UPDATE batches SET completed = completed + ? WHERE id = ?",
+                (cur.rowcount, batch_id),
             )
 
     async def set_state(self, batch_id: str, state: str, error: str | None = None) -> None:
