@@ -42,6 +42,7 @@ from controller.store.services import ServiceRecord, ServicesRepo
 log = logging.getLogger(__name__)
 
 IMAGE_REPOSITORY = "o16n-service"
+WARM_WAIT = 10.0  # seconds a new service container waits for a warm one on its way
 RUNTIME = "Python"
 
 
@@ -326,7 +327,8 @@ class ServiceRegistry:
         unchanged, otherwise started from the service's own image."""
         sandbox = None
         if self._warm is not None and await self._runs_on_runtime_image(record):
-            sandbox = await self._warm.take()
+            # a warm container still preloading beats a fresh one that has not started
+            sandbox = await self._warm.take(wait=WARM_WAIT)
         if sandbox is None:
             sandbox = await self._sandboxes.launch(
                 "service",
