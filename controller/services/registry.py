@@ -42,7 +42,6 @@ from controller.store.services import ServiceRecord, ServicesRepo
 log = logging.getLogger(__name__)
 
 IMAGE_REPOSITORY = "o16n-service"
-WARM_WAIT = 10.0  # seconds a new service container waits for a warm one on its way
 RUNTIME = "Python"
 
 
@@ -327,8 +326,7 @@ class ServiceRegistry:
         unchanged, otherwise started from the service's own image."""
         sandbox = None
         if self._warm is not None and await self._runs_on_runtime_image(record):
-            # a warm container still preloading beats a fresh one that has not started
-            sandbox = await self._warm.take(wait=WARM_WAIT)
+            sandbox = await self._warm.take()
         if sandbox is None:
             sandbox = await self._sandboxes.launch(
                 "service",

@@ -36,36 +36,20 @@ class WarmPool:
         self._ready: deque[Sandbox] = deque()
         self._wanted = asyncio.Event()
         self._wanted.set()
-        self._added = asyncio.Event()
-        self._filling = False
 
     @property
     def ready(self) -> int:
         return len(self._ready)
 
-    async def take(self, wait: float = 0.0) -> Sandbox | None:
-        """A warm sandbox whose agent is still connected, or ``None``; asks for a refill.
-
-        With ``wait``, and a container on its way (started, still preparing), wait up to
-        that long for it: it is ready sooner than one started now would be.
-        """
+    async def take(self) -> Sandbox | None:
+        """A warm sandbox whose agent is still connected, or ``None``; asks for a refill."""
         self._wanted.set()
-        deadline = asyncio.get_running_loop().time() + wait
-        while True:
-            while self._ready:
-                sandbox = self._ready.popleft()
-                if not sandbox.link.closed:
-                    return sandbox
-                await self._sandboxes.destroy(sandbox)
-            remaining = deadline - asyncio.get_running_loop().time()
-            if remaining <= 0 or not self._filling:
-                return None
-            self._added.clear()
-            try:
-                async with asyncio.timeout(remaining):
-                    await self._added.wait()
-            except TimeoutError:
-                return None
+        while self._ready:
+            sandbox = self._ready.popleft()
+            if not sandbox.link.closed:
+                return sandbox
+            await self._sandboxes.destroy(sandbox)
+        return None
 
     async def keep_full(self) -> None:
         """Run forever (owned by the task supervisor): top the pool up whenever asked."""
@@ -75,18 +59,14 @@ class WarmPool:
             self._wanted.clear()
             while len(self._ready) < self.size:
                 try:
-                    self._filling = True
                     self._ready.append(await self._launch())
-                    self._added.set()
                     backoff = 1.0
                 except O16nError as exc:
-                    self._filling = False
                     log.warning(
                         "warm pool could not start a container", extra={"error": exc.message}
                     )
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 60.0)
-            self._filling = False
 
     async def _launch(self) -> Sandbox:
         sandbox = await self._sandboxes.launch("warm", ident=self.purpose)
