@@ -138,7 +138,7 @@ class Settings(BaseModel):
 
     # --- web services -------------------------------------------------------------------
     service_warm_pool_size: int = Field(
-        1,
+        2,
         ge=0,
         description="Pre-started containers, modules preloaded, for new service containers.",
     )
