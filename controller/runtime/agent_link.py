@@ -271,6 +271,11 @@ class AgentListener:
         return link if link is not None and not link.closed else None
 
     async def close(self) -> None:
+        # Stop accepting first: an agent whose link we are about to cut dials in again at
+        # once, and a connection accepted after the sweep below would never be closed.
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
         if self._link is not None:
             await self._link.aclose()
         for task in list(self._handshakes):
@@ -282,11 +287,9 @@ class AgentListener:
             with contextlib.suppress(ConnectionError, OSError, TimeoutError):
                 async with asyncio.timeout(5.0):
                     await writer.wait_closed()
-        if self._server is not None:
-            self._server.close()
+        if server is not None:
             with contextlib.suppress(Exception):
-                await self._server.wait_closed()
-            self._server = None
+                await server.wait_closed()
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
 
