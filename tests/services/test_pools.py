@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import docker
+import pytest
 from aiohttp.test_utils import TestClient
 
 from controller.app import create_app
+from controller.settings import Settings
 from tests.conftest import bearer, login, make_settings
 from tests.services.conftest import consume, publish
+
+
+@pytest.fixture
+def settings(data_dir: Path) -> Settings:
+    """Container counts here go by labels, and a container taken from the services' warm
+    pool keeps its warm labels: keep that pool out of these tests (tests/clients and
+    test_consume.py run with it)."""
+    return make_settings(data_dir, service_warm_pool_size=0)
 
 
 def _containers(settings: Any) -> list[Any]:
@@ -72,7 +83,7 @@ async def test_pool_endpoints(
 async def test_services_survive_a_restart_and_pools_rewarm(
     aiohttp_client: Any, data_dir: Any
 ) -> None:
-    settings = make_settings(data_dir)
+    settings = make_settings(data_dir, service_warm_pool_size=0)
     first = await aiohttp_client(create_app(settings))
     headers = bearer((await login(first))["access_token"])
     await publish(

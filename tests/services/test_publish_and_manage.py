@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import docker
+import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.conftest import user_headers
+from controller.settings import Settings
+from tests.conftest import make_settings, user_headers
 from tests.services.conftest import consume, publish
 from tests.sessions.conftest import execute, new_session
 from tests.snapshots.test_snapshots import snapshot
 
 GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+@pytest.fixture
+def settings(data_dir: Path) -> Settings:
+    """Container counts here go by labels, and a container taken from the services' warm
+    pool keeps its warm labels: keep that pool out of these tests (tests/clients and
+    test_consume.py run with it)."""
+    return make_settings(data_dir, service_warm_pool_size=0)
 
 
 async def test_publish_get_list_and_the_web_service_json(
