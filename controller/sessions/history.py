@@ -33,7 +33,11 @@ class ExecutionLog:
             await self.flush()
 
     async def flush(self) -> None:
+        """Write what is pending. Entries leave the queue only once written, so a flush
+        cancelled mid-write (the writer task at shutdown) loses nothing; rewriting is
+        harmless because each (session, seq) is inserted at most once."""
         async with self._lock:
             while self._pending:
-                entries, self._pending = self._pending, []
+                entries = self._pending[:]
                 await self._repo.record_executions(entries)
+                del self._pending[: len(entries)]
