@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -77,13 +79,16 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """Exclusive write transaction; rolls back on any exception."""
+        """Exclusive write transaction; rolls back on any exception, cancellation included
+        (even one that lands while BEGIN is on its way, which would otherwise leave the
+        connection inside a transaction)."""
         async with self._lock:
-            await self._conn.execute("BEGIN IMMEDIATE")
             try:
+                await self._conn.execute("BEGIN IMMEDIATE")
                 yield self._conn
             except BaseException:
-                await self._conn.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):  # BEGIN itself may have failed
+                    await self._conn.execute("ROLLBACK")
                 raise
             await self._conn.execute("COMMIT")
 
