@@ -22,7 +22,7 @@ from controller.runtime.sandboxes import Sandbox
 
 log = logging.getLogger(__name__)
 
-Launch = Callable[[], Awaitable[Sandbox]]
+Launch = Callable[[bool], Awaitable[Sandbox]]  # urgent: a request is waiting for it
 Destroy = Callable[[Sandbox], Coroutine[Any, Any, None]]
 Spawn = Callable[[str, Coroutine[Any, Any, Any]], Any]
 
@@ -147,16 +147,23 @@ class ServicePool:
 
     def _grow(self, demand: int = 0) -> None:
         """Start as many containers as waiting requests (plus ``demand``) need and
-        ``initial`` asks for, never more than ``maximum`` in all."""
-        total = self.size + self._starting
-        need = max(self.initial - total, demand + len(self._waiters) - self._starting, 0)
-        for _ in range(min(need, self.maximum - total)):
-            self._starting += 1
-            self._spawn(f"pool-start:{self.label}", self._start_one())
+        ``initial`` asks for, never more than ``maximum`` in all.
 
-    async def _start_one(self) -> None:
+        Only the containers a request waits for (or, in an empty pool, the first one, which
+        the next request will wait for) are urgent; the rest of the initial fill is not, so
+        it need not take the pre-started containers that the next publish wants."""
+        total = self.size + self._starting
+        urgent = max(demand + len(self._waiters) - self._starting, 0)
+        need = max(self.initial - total, urgent)
+        if total == 0:
+            urgent = max(urgent, 1)
+        for i in range(min(need, self.maximum - total)):
+            self._starting += 1
+            self._spawn(f"pool-start:{self.label}", self._start_one(urgent=i < urgent))
+
+    async def _start_one(self, urgent: bool) -> None:
         try:
-            sandbox = await self._launch()
+            sandbox = await self._launch(urgent)
         except O16nError as exc:
             self.last_error = exc.message
             log.warning(

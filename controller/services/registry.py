@@ -308,7 +308,7 @@ class ServiceRegistry:
         label = f"{record.name}/{record.version}"
         pool = ServicePool(
             label,
-            lambda: self._launch(record),
+            lambda urgent: self._launch(record, urgent),
             self._sandboxes.destroy,
             self._spawn,
             initial=initial,
@@ -320,12 +320,12 @@ class ServiceRegistry:
         inputs = [(p["name"], _kind(p["type"]), p["type"]) for p in record.inputs]
         return Service(record, pool, inputs, self._document(record))
 
-    async def _launch(self, record: ServiceRecord) -> Sandbox:
+    async def _launch(self, record: ServiceRecord, urgent: bool) -> Sandbox:
         """A container for ``record``, restored and with initCode run once: from the warm
-        pool (modules preloaded) when the service runs on the current runtime image
-        unchanged, otherwise started from the service's own image."""
+        pool (modules preloaded) when a request waits for it and the service runs on the
+        current runtime image unchanged, otherwise started from the service's own image."""
         sandbox = None
-        if self._warm is not None and await self._runs_on_runtime_image(record):
+        if urgent and self._warm is not None and await self._runs_on_runtime_image(record):
             sandbox = await self._warm.take()
         if sandbox is None:
             sandbox = await self._sandboxes.launch(
