@@ -1,0 +1,69 @@
+"""Which of a pool's new containers may take a pre-started one: only those a request waits
+for, so one publish leaves the services' warm pool to the next (pool logic alone; the
+real containers are in test_pools.py and test_consume.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+from controller.services.pool import ServicePool
+
+
+class FakeSandbox:
+    """What the pool looks at: whether the agent link is closed."""
+
+    def __init__(self) -> None:
+        self.link = SimpleNamespace(closed=False)
+
+
+class Launches:
+    def __init__(self) -> None:
+        self.urgent: list[bool] = []
+
+    async def __call__(self, urgent: bool) -> Any:
+        self.urgent.append(urgent)
+        return FakeSandbox()
+
+
+def _pool(launch: Launches, tasks: set[asyncio.Task[Any]], **sizes: int) -> ServicePool:
+    async def destroy(sandbox: Any) -> None:
+        pass
+
+    def spawn(name: str, coro: Any) -> None:
+        tasks.add(asyncio.create_task(coro, name=name))
+
+    return ServicePool(
+        "S/1", launch, destroy, spawn, queue_max=10, queue_wait=5, idle_timeout=60, **sizes
+    )
+
+
+async def test_only_the_first_of_the_initial_fill_is_urgent() -> None:
+    launch, tasks = Launches(), set[asyncio.Task[Any]]()
+    pool = _pool(launch, tasks, initial=3, maximum=4)
+    pool.warm()
+    await asyncio.gather(*tasks)
+    assert launch.urgent == [True, False, False]
+    assert pool.ready == 3
+
+
+async def test_growth_for_waiting_requests_is_urgent() -> None:
+    launch, tasks = Launches(), set[asyncio.Task[Any]]()
+    pool = _pool(launch, tasks, initial=1, maximum=3)
+    pool.warm()
+    await asyncio.gather(*tasks)
+    held = [await pool.acquire()]
+    held += await asyncio.gather(pool.acquire(), pool.acquire())  # both wait for a new one
+    assert launch.urgent == [True, True, True]
+    for sandbox in held:
+        pool.release(sandbox)
+    assert pool.ready == 3
+
+
+async def test_an_empty_pool_without_initial_containers_starts_nothing() -> None:
+    launch, tasks = Launches(), set[asyncio.Task[Any]]()
+    pool = _pool(launch, tasks, initial=0, maximum=2)
+    pool.warm()
+    await asyncio.gather(*tasks)
+    assert launch.urgent == []
