@@ -1,8 +1,9 @@
-"""Helpers the benchmark scripts share: server subprocesses, HTTP, statistics, results.
+"""Helpers the benchmark scripts share: processes, HTTP, statistics, results.
 
 A benchmark starts ``python -m controller serve`` (and, for its baseline, a small app) as
 subprocesses on free ports with their output in log files, waits until they answer, logs
 in as admin, and at the end writes its figures to bench/results/<name>-<timestamp>.json.
+Docker CLI calls are in bench/_docker.py, running wrk in bench/_wrk.py.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
 import signal
 import socket
 import subprocess
@@ -18,6 +20,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -109,6 +112,42 @@ class Server:
             return "(no log)"
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (0 if it is gone, as an agent in a
+    container may be). A server subprocess that died stays in /proc until
+    ``Server.check_alive`` or ``Server.stop`` reaps it, so for a server it is never the 0."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def interrupt_on_sigterm(*, asyncio_run: bool = False) -> None:
+    """SIGTERM ends the run like Ctrl-C does, so that the script's cleanup happens.
+
+    With ``asyncio_run`` it is turned into a SIGINT, which ``asyncio.run`` answers by
+    cancelling the run; otherwise KeyboardInterrupt is raised where the script is."""
+    if asyncio_run:
+        signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+    else:
+        signal.signal(signal.SIGTERM, _keyboard_interrupt)
+
+
+def failed(script: str, exc: BenchError | KeyboardInterrupt) -> int:
+    """Say on stderr why the run stopped; its exit code: 130 after Ctrl-C (or SIGTERM, see
+    ``interrupt_on_sigterm``), 1 after a ``BenchError``."""
+    if isinstance(exc, KeyboardInterrupt):
+        print(f"bench.{script}: interrupted", file=sys.stderr)
+        return 130
+    print(f"bench.{script}: {exc}", file=sys.stderr)
+    return 1
+
+
 def start_o16n(
     tmp: Path,
     password: str,
@@ -182,6 +221,18 @@ def percentile(values: list[float], pct: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
+def summary(seconds: list[float]) -> dict[str, Any]:
+    """p50, p90, min and max in milliseconds of samples given in seconds, and the samples."""
+    ms = [s * 1000 for s in seconds]
+    return {
+        "p50_ms": percentile(ms, 50),
+        "p90_ms": percentile(ms, 90),
+        "min_ms": min(ms),
+        "max_ms": max(ms),
+        "samples_ms": [round(v, 3) for v in ms],
+    }
+
+
 def git_commit() -> str:
     done = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"],
@@ -194,6 +245,26 @@ def git_commit() -> str:
         ["git", "status", "--porcelain"], cwd=PROJECT_ROOT, capture_output=True, check=False
     )
     return done.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def run_meta(benchmark: str, **fields: Any) -> dict[str, Any]:
+    """A run's ``meta`` figures: which benchmark, when, ``fields`` (its settings), and on
+    what: cores, Python, commit."""
+    return {
+        "benchmark": benchmark,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **fields,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "git": git_commit(),
+    }
+
+
+def finish(name: str, figures: dict[str, Any], report: str) -> int:
+    """Print the report, write the figures, say where; the exit code (0)."""
+    print(report)
+    print(f"results: {write_results(name, figures).relative_to(PROJECT_ROOT)}")
+    return 0
 
 
 def write_results(name: str, figures: dict[str, Any]) -> Path:

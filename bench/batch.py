@@ -31,7 +31,6 @@ import argparse
 import http.client
 import json
 import os
-import platform
 import secrets
 import shutil
 import signal
@@ -44,23 +43,24 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench._docker import machine_load, preflight, sweep
 from bench._server import (
     HOST,
-    PROJECT_ROOT,
     BenchError,
     Server,
-    git_commit,
+    cpu_seconds,
+    failed,
+    finish,
+    interrupt_on_sigterm,
     login,
     percentile,
+    run_meta,
     start_o16n,
-    write_results,
 )
 from bench.consume import (
     SERVICE,
     call,
     containers_cpu,
-    cpu_seconds,
-    image_missing,
     iris_snapshot,
     ok,
     publish_to_first_consume,
@@ -385,29 +385,7 @@ def delete_batch(url: str, token: str, batch_id: str) -> None:
         raise BenchError(f"DELETE batch {batch_id}: HTTP {status}: {str(answer)[:300]}")
 
 
-# --- cleanup ------------------------------------------------------------------------------
-
-
-def docker_ids(*args: str) -> list[str]:
-    listed = subprocess.run(["docker", *args], capture_output=True, text=True, check=False)
-    return listed.stdout.split()
-
-
-def sweep(passes: int = 1) -> tuple[list[str], list[str]]:
-    """Force-remove every container and image labelled ours (after the server stopped); a
-    second pass a moment later catches a create that was still finishing."""
-    containers: list[str] = []
-    for attempt in range(passes):
-        if attempt:
-            time.sleep(2)
-        ids = docker_ids("ps", "-aq", "--filter", f"label={LABEL}")
-        if ids:
-            subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, check=False)
-            containers += ids
-    images = sorted(set(docker_ids("images", "-q", "--filter", f"label={LABEL}")))
-    if images:
-        subprocess.run(["docker", "rmi", "-f", *images], capture_output=True, check=False)
-    return containers, images
+# --- the instance's containers ------------------------------------------------------------
 
 
 def instance_containers() -> dict[str, str]:
@@ -448,13 +426,6 @@ def wait_quiet(ids: list[str], timeout: float = 120, busy: float = 0.02) -> floa
     return None
 
 
-def machine_load() -> dict[str, Any]:
-    """The 1-minute load average and how many containers others are running (context)."""
-    ours = set(docker_ids("ps", "-q", "--filter", f"label={LABEL}"))
-    others = [c for c in docker_ids("ps", "-q", "--filter", "status=running") if c not in ours]
-    return {"load_1min": os.getloadavg()[0], "other_containers": len(others)}
-
-
 # --- run ----------------------------------------------------------------------------------
 
 
@@ -463,7 +434,7 @@ def say(text: str) -> None:
 
 
 def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    figures: dict[str, Any] = {"machine_at_start": machine_load()}
+    figures: dict[str, Any] = {"machine_at_start": machine_load(LABEL)}
     password = "bench-" + secrets.token_urlsafe(18)
     env = {
         "O16N_SERVICE_POOL_INITIAL": str(args.pool_initial),
@@ -515,7 +486,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         figures["pool_after"] = ok(
             "GET", f"{o16n.url}/services/{SERVICE}/{VERSION}/pool", token=token
         )[0]
-        figures["machine_at_end"] = machine_load()
+        figures["machine_at_end"] = machine_load(LABEL)
         return figures
     finally:
         # through the API first (the server runs in its own session, so it survived a
@@ -632,10 +603,6 @@ def report(figures: dict[str, Any], args: argparse.Namespace) -> str:
 # --- main ---------------------------------------------------------------------------------
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=10000, help="records in the batch (10000)")
@@ -672,64 +639,37 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("need 1 <= --pool-initial <= --pool-max")
     if args.poll_interval <= 0 or args.stall_timeout <= 0:
         parser.error("--poll-interval and --stall-timeout must be > 0")
-    if shutil.which("docker") is None:
-        print(
-            "bench.batch: `docker` is not installed (make run sets up an engine)", file=sys.stderr
-        )
-        return 2
-    missing = image_missing(args.image)
-    if missing:
-        print(
-            f"bench.batch: runtime image {missing} is missing: build it with "
-            "`.venv/bin/python -m controller image build`, or name one with --image",
-            file=sys.stderr,
-        )
-        return 2
+    if (unable := preflight("batch", ["docker"], args.image)) is not None:
+        return unable
 
-    signal.signal(signal.SIGTERM, _interrupt)  # clean up on SIGTERM too
+    interrupt_on_sigterm()  # clean up on SIGTERM too
     tmp = Path(tempfile.mkdtemp(prefix="o16n-bb-", dir="/tmp"))  # short: socket paths
     completed = False
     try:
         figures = run(args, tmp)
         completed = True
-    except BenchError as exc:
-        print(f"bench.batch: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("bench.batch: interrupted", file=sys.stderr)
-        return 130
+    except (BenchError, KeyboardInterrupt) as exc:
+        return failed("batch", exc)
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not stop cleanup
-        containers, images = sweep(1 if completed else 2)
-        if containers or images:
-            print(
-                f"bench.batch: removed {len(containers)} container(s) and {len(images)} "
-                "image(s) left behind",
-                file=sys.stderr,
-            )
+        sweep("batch", [LABEL], 1 if completed else 2, images=True)
         shutil.rmtree(tmp, ignore_errors=True)
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
     figures["ratio"] = figures["batch"]["rows_per_s"] / figures["sequential"]["rows_per_s"]
-    figures["meta"] = {
-        "benchmark": "batch",
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "rows": args.rows,
-        "parallel_count": args.parallel,
-        "sequential_calls": args.sequential,
-        "warmup_calls": args.warmup,
-        "warmup_rows": args.warmup_rows,
-        "pool_initial": args.pool_initial,
-        "pool_max": args.pool_max,
-        "poll_interval_s": args.poll_interval,
-        "runtime_image": args.image,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "git": git_commit(),
-    }
-    print(report(figures, args))
-    print(f"results: {write_results('batch', figures).relative_to(PROJECT_ROOT)}")
-    return 0
+    figures["meta"] = run_meta(
+        "batch",
+        rows=args.rows,
+        parallel_count=args.parallel,
+        sequential_calls=args.sequential,
+        warmup_calls=args.warmup,
+        warmup_rows=args.warmup_rows,
+        pool_initial=args.pool_initial,
+        pool_max=args.pool_max,
+        poll_interval_s=args.poll_interval,
+        runtime_image=args.image,
+    )
+    return finish("batch", figures, report(figures, args))
 
 
 if __name__ == "__main__":

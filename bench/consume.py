@@ -29,10 +29,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -42,17 +40,21 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from bench._docker import machine_load, preflight, sweep
 from bench._server import (
-    PROJECT_ROOT,
     BenchError,
     Server,
-    git_commit,
+    cpu_seconds,
+    failed,
+    finish,
+    interrupt_on_sigterm,
     login,
     percentile,
+    run_meta,
     start_app,
     start_o16n,
-    write_results,
 )
+from bench._wrk import write_script, wrk, wrk_version
 
 INSTANCE = "o16n-bench-consume"
 LABEL = f"o16n.instance={INSTANCE}"
@@ -319,12 +321,6 @@ def publish_to_first_consume(
 # --- load ---------------------------------------------------------------------------------
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def container_ids() -> list[str]:
     listed = subprocess.run(
         [
@@ -367,39 +363,6 @@ def containers_cpu(ids: list[str]) -> float | None:
     return total
 
 
-def wrk(url: str, script: Path, connections: int, threads: int, duration: int) -> dict[str, Any]:
-    cmd = [
-        "wrk",
-        f"-t{min(threads, connections)}",
-        f"-c{connections}",
-        f"-d{duration}s",
-        "--timeout",
-        "10s",
-        "-s",
-        str(script),
-        url,
-    ]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise BenchError(f"wrk failed ({done.returncode}): {done.stderr.strip()}")
-    for line in done.stdout.splitlines():
-        if line.startswith("WRK_JSON "):
-            result: dict[str, Any] = json.loads(line.removeprefix("WRK_JSON "))
-            break
-    else:
-        raise BenchError(f"no summary in wrk's output:\n{done.stdout}")
-    errors = result["errors"]
-    if result["non200"] or result["bad_body"] or any(errors.values()):
-        raise BenchError(
-            f"wrk against {url}: {result['non200']} answers not 200, {result['bad_body']} "
-            f"bodies without the expected answer, errors {errors}"
-        )
-    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
-    result["connections"] = connections
-    result["threads"] = min(threads, connections)
-    return result
-
-
 def measured(
     server: Server,
     url: str,
@@ -411,7 +374,8 @@ def measured(
     """A wrk run, plus the CPU the server process (and o16n's containers) used per request."""
     cpu_before = cpu_seconds(server.pid)
     in_containers = containers_cpu(containers)
-    result = wrk(url, script, connections, args.threads, args.duration)
+    result = wrk(url, script, connections, args.threads, args.duration, check_answers=True)
+    result["threads"] = min(args.threads, connections)
     server.check_alive()
     requests = max(result["requests"], 1)
     result["server_cpu_us_per_request"] = (cpu_seconds(server.pid) - cpu_before) / requests * 1e6
@@ -419,12 +383,6 @@ def measured(
     if containers and in_containers is not None and after is not None:
         result["containers_cpu_us_per_request"] = (after - in_containers) / requests * 1e6
     return result
-
-
-def wrk_version() -> str:
-    done = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False)
-    text = done.stdout or done.stderr
-    return text.splitlines()[0].strip() if text else ""
 
 
 def predict_timing(calls: int) -> dict[str, Any]:
@@ -442,67 +400,11 @@ def predict_timing(calls: int) -> dict[str, Any]:
     return timing
 
 
-# --- cleanup ------------------------------------------------------------------------------
-
-
-def sweep(passes: int = 1) -> tuple[list[str], list[str]]:
-    """Force-remove every container and image labelled ours (after the server stopped).
-
-    A container create may still be finishing in the engine after an interruption, so the
-    caller asks for a second pass a moment later. Service images are tags of the snapshot's
-    committed image, which carries the label, so removing it by id removes them too.
-    """
-    containers: list[str] = []
-    for attempt in range(passes):
-        if attempt:
-            time.sleep(2)
-        listed = subprocess.run(
-            ["docker", "ps", "-aq", "--filter", f"label={LABEL}"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        ids = listed.stdout.split()
-        if ids:
-            subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, check=False)
-            containers += ids
-    listed = subprocess.run(
-        ["docker", "images", "-q", "--filter", f"label={LABEL}"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    images = sorted(set(listed.stdout.split()))
-    if images:
-        subprocess.run(["docker", "rmi", "-f", *images], capture_output=True, check=False)
-    return containers, images
-
-
 # --- run ----------------------------------------------------------------------------------
 
 
-def machine_load() -> dict[str, Any]:
-    """The 1-minute load average and how many containers others are running (context)."""
-    listed = subprocess.run(
-        ["docker", "ps", "-q", "--filter", "status=running"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    ours = set(
-        subprocess.run(
-            ["docker", "ps", "-q", "--filter", f"label={LABEL}"],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.split()
-    )
-    others = [cid for cid in listed.stdout.split() if cid not in ours]
-    return {"load_1min": os.getloadavg()[0], "other_containers": len(others)}
-
-
 def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    figures: dict[str, Any] = {"machine_at_start": machine_load()}
+    figures: dict[str, Any] = {"machine_at_start": machine_load(LABEL)}
     print("  timing clf.predict in-process ...", file=sys.stderr, flush=True)
     figures["predict_in_process"] = predict_timing(args.predict_calls)
 
@@ -561,17 +463,19 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         figures["o16n_answer"] = ok("POST", urls["o16n"], INPUT, token)
 
         script = tmp / "consume.lua"
-        fd = os.open(script, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(
-                WRK_SCRIPT.replace("@BODY@", json.dumps(INPUT, separators=(",", ":"))).replace(
-                    "@TOKEN@", token
-                )
-            )
+        body = json.dumps(INPUT, separators=(",", ":"))
+        write_script(script, WRK_SCRIPT.replace("@BODY@", body).replace("@TOKEN@", token))
         if args.warmup:
             for name in targets:  # not recorded
                 print(f"  {name}: warm-up, {args.warmup} s ...", file=sys.stderr, flush=True)
-                wrk(urls[name], script, args.connections, args.threads, args.warmup)
+                wrk(
+                    urls[name],
+                    script,
+                    args.connections,
+                    args.threads,
+                    args.warmup,
+                    check_answers=True,
+                )
         # a pool that may grow has grown during the warm-up: let its new containers finish
         # starting (restoring the workspace imports scikit-learn, seconds of CPU) first
         grown = min(args.pool_max, args.connections) if args.warmup else args.pool_initial
@@ -600,7 +504,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         figures["pool_after"] = ok(
             "GET", f"{o16n.url}/services/{SERVICE}/{WRK_VERSION}/pool", token=token
         )[0]
-        figures["machine_at_end"] = machine_load()
+        figures["machine_at_end"] = machine_load(LABEL)
         # the server removes the version's containers and image tag itself
         ok("DELETE", f"{o16n.url}/services/{SERVICE}/{WRK_VERSION}", token=token)
         return figures
@@ -700,27 +604,6 @@ def report(figures: dict[str, Any], args: argparse.Namespace) -> str:
 # --- main ---------------------------------------------------------------------------------
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
-def image_missing(image: str | None) -> str | None:
-    """The runtime image the server will use, if it has not been built; None if present."""
-    if image is None:
-        done = subprocess.run(
-            [sys.executable, "-m", "controller", "image", "tag"],
-            cwd=PROJECT_ROOT,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        image = done.stdout.strip()
-    inspect = subprocess.run(
-        ["docker", "image", "inspect", image], capture_output=True, check=False
-    )
-    return image if inspect.returncode != 0 else None
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run (10)")
@@ -741,40 +624,21 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--duration, --connections, --threads, --n, --predict-calls must be >= 1")
     if args.warmup < 0 or args.pool_initial < 1 or args.pool_max < args.pool_initial:
         parser.error("need --warmup >= 0 and 1 <= --pool-initial <= --pool-max")
-    for tool in ("wrk", "docker"):
-        if shutil.which(tool) is None:
-            hint = "apt-get install -y wrk" if tool == "wrk" else "make run sets up an engine"
-            print(f"bench.consume: `{tool}` is not installed ({hint})", file=sys.stderr)
-            return 2
-    missing = image_missing(args.image)
-    if missing:
-        print(
-            f"bench.consume: runtime image {missing} is missing: build it with "
-            "`.venv/bin/python -m controller image build`, or name one with --image",
-            file=sys.stderr,
-        )
-        return 2
+    if (unable := preflight("consume", ["wrk", "docker"], args.image)) is not None:
+        return unable
 
-    signal.signal(signal.SIGTERM, _interrupt)  # clean up on SIGTERM too
+    interrupt_on_sigterm()  # clean up on SIGTERM too
     tmp = Path(tempfile.mkdtemp(prefix="o16n-bc-", dir="/tmp"))  # short: socket paths
     completed = False
     try:
         figures = run(args, tmp)
         completed = True
-    except BenchError as exc:
-        print(f"bench.consume: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("bench.consume: interrupted", file=sys.stderr)
-        return 130
+    except (BenchError, KeyboardInterrupt) as exc:
+        return failed("consume", exc)
     finally:
-        containers, images = sweep(1 if completed else 2)
-        if containers or images:
-            print(
-                f"bench.consume: removed {len(containers)} container(s) and {len(images)} "
-                "image(s) left behind",
-                file=sys.stderr,
-            )
+        # service images are tags of the snapshot's committed image, which carries the
+        # label, so removing it by id removes them too
+        sweep("consume", [LABEL], 1 if completed else 2, images=True)
         shutil.rmtree(tmp, ignore_errors=True)
 
     o16n, base = figures["o16n"], figures["baseline"]
@@ -786,25 +650,19 @@ def main(argv: list[str] | None = None) -> int:
     figures["ratios"]["rps_c1"] = o16n["c1"]["rps"] / base["c1"]["rps"]
     figures["ratios"]["rps_cN"] = o16n["cN"]["rps"] / base["cN"]["rps"]
     figures["targets"] = verdicts(figures, args)
-    figures["meta"] = {
-        "benchmark": "consume",
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "duration_s": args.duration,
-        "warmup_s": args.warmup,
-        "connections": args.connections,
-        "wrk_threads": args.threads,
-        "n": args.n,
-        "pool_initial": args.pool_initial,
-        "pool_max": args.pool_max,
-        "runtime_image": args.image,
-        "wrk": wrk_version(),
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "git": git_commit(),
-    }
-    print(report(figures, args))
-    print(f"results: {write_results('consume', figures).relative_to(PROJECT_ROOT)}")
-    return 0
+    figures["meta"] = run_meta(
+        "consume",
+        duration_s=args.duration,
+        warmup_s=args.warmup,
+        connections=args.connections,
+        wrk_threads=args.threads,
+        n=args.n,
+        pool_initial=args.pool_initial,
+        pool_max=args.pool_max,
+        runtime_image=args.image,
+        wrk=wrk_version(),
+    )
+    return finish("consume", figures, report(figures, args))
 
 
 if __name__ == "__main__":

@@ -21,17 +21,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench._server import PROJECT_ROOT, BenchError, git_commit, percentile, write_results
+from bench._docker import docker_run_sample, preflight, sweep
+from bench._server import (
+    BenchError,
+    failed,
+    finish,
+    interrupt_on_sigterm,
+    run_meta,
+    summary,
+)
 from controller.runtime.docker_gateway import DockerGateway
 from controller.runtime.image import default_tag
 from controller.runtime.local_docker import LocalDockerBackend
@@ -61,37 +66,6 @@ async def o16n_sample(sandboxes: Sandboxes) -> tuple[float, float]:
     return elapsed, destroy
 
 
-async def docker_run_sample(image: str) -> float:
-    cmd = ["docker", "run", "--rm", "--label", LABEL, "--entrypoint", "true", image]
-    started = time.perf_counter()
-    process = await asyncio.create_subprocess_exec(
-        *cmd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
-    )
-    try:
-        _, stderr = await process.communicate()
-    except asyncio.CancelledError:
-        await process.wait()  # let the CLI finish: with --rm its container is then removed
-        raise
-    elapsed = time.perf_counter() - started
-    if process.returncode != 0:
-        raise BenchError(f"`{' '.join(cmd)}` failed ({process.returncode}): {stderr.decode()}")
-    return elapsed
-
-
-# --- statistics ---------------------------------------------------------------------------
-
-
-def summary(seconds: list[float]) -> dict[str, Any]:
-    ms = [s * 1000 for s in seconds]
-    return {
-        "p50_ms": percentile(ms, 50),
-        "p90_ms": percentile(ms, 90),
-        "min_ms": min(ms),
-        "max_ms": max(ms),
-        "samples_ms": [round(v, 3) for v in ms],
-    }
-
-
 # --- run ----------------------------------------------------------------------------------
 
 
@@ -99,18 +73,13 @@ async def measure(args: argparse.Namespace, data_dir: Path, image: str) -> dict[
     settings = Settings.from_env({}, data_dir=data_dir, instance=INSTANCE, admin_password="x" * 12)
     gateway = await DockerGateway.connect()
     try:
-        if not await gateway.image_exists(image):
-            raise BenchError(
-                f"runtime image {image} is missing: build it with `make image`, "
-                "or name an existing one with --image"
-            )
         backend = LocalDockerBackend(gateway, settings)
         sandboxes = Sandboxes(backend, settings, image)
         try:
             await sandboxes.reap(await sandboxes.owned())  # leftovers of an interrupted run
             for _ in range(args.warmup):  # page cache, image layers: not recorded
                 await o16n_sample(sandboxes)
-                await docker_run_sample(image)
+                await docker_run_sample(image, LABEL)
             launch: list[float] = []
             destroy: list[float] = []
             baseline: list[float] = []
@@ -118,9 +87,9 @@ async def measure(args: argparse.Namespace, data_dir: Path, image: str) -> dict[
                 # alternate which goes first, so that drift hits both alike
                 if i % 2 == 0:
                     elapsed, removed = await o16n_sample(sandboxes)
-                    baseline.append(await docker_run_sample(image))
+                    baseline.append(await docker_run_sample(image, LABEL))
                 else:
-                    baseline.append(await docker_run_sample(image))
+                    baseline.append(await docker_run_sample(image, LABEL))
                     elapsed, removed = await o16n_sample(sandboxes)
                 launch.append(elapsed)
                 destroy.append(removed)
@@ -140,29 +109,6 @@ async def measure(args: argparse.Namespace, data_dir: Path, image: str) -> dict[
         "docker_run_true": summary(baseline),
         "o16n_destroy": summary(destroy),
     }
-
-
-def sweep(passes: int = 1) -> list[str]:
-    """Last resort, outside the event loop: force-remove anything still labelled ours.
-
-    After an interruption a create call may still be running on a Docker thread, so the
-    caller asks for a second pass a moment later.
-    """
-    removed: list[str] = []
-    for attempt in range(passes):
-        if attempt:
-            time.sleep(2)
-        listed = subprocess.run(
-            ["docker", "ps", "-aq", "--filter", f"label={LABEL}"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        ids = listed.stdout.split()
-        if ids:
-            subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, check=False)
-            removed += ids
-    return removed
 
 
 # --- report -------------------------------------------------------------------------------
@@ -205,45 +151,31 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.n < 1:
         parser.error("--n must be at least 1")
-    if shutil.which("docker") is None:
-        print("bench.containers: the docker CLI is not installed", file=sys.stderr)
-        return 2
     image = args.image or default_tag()
-    # SIGTERM ends the run like Ctrl-C does (asyncio cancels the run, cleanup happens)
-    signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+    if (unable := preflight("containers", ["docker"], image)) is not None:
+        return unable
+    interrupt_on_sigterm(asyncio_run=True)
     # short on purpose: <data>/sockets/<key>/agent.sock must stay under 108 bytes
     data_dir = Path(tempfile.mkdtemp(prefix="o16n-b-", dir="/tmp"))
     completed = False
     try:
         figures = asyncio.run(measure(args, data_dir, image))
         completed = True
-    except BenchError as exc:
-        print(f"bench.containers: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("bench.containers: interrupted", file=sys.stderr)
-        return 130
+    except (BenchError, KeyboardInterrupt) as exc:
+        return failed("containers", exc)
     finally:
-        left = sweep(1 if completed else 2)
-        if left:
-            print(f"bench.containers: removed {len(left)} leftover container(s)", file=sys.stderr)
+        sweep("containers", [LABEL], 1 if completed else 2)
         shutil.rmtree(data_dir, ignore_errors=True)
 
     mine, base = figures["o16n_launch_ping"], figures["docker_run_true"]
     figures["ratios"] = {k: mine[f"{k}_ms"] / base[f"{k}_ms"] for k in ("p50", "p90", "min")}
-    figures["meta"] = {
-        "benchmark": "containers",
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "n": args.n,
-        "warmup": args.warmup,
-        "image": image,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "git": git_commit(),
-    }
-    print(report(figures, args.n, image))
-    print(f"results: {write_results('containers', figures).relative_to(PROJECT_ROOT)}")
-    return 0
+    figures["meta"] = run_meta(
+        "containers",
+        n=args.n,
+        warmup=args.warmup,
+        image=image,
+    )
+    return finish("containers", figures, report(figures, args.n, image))
 
 
 if __name__ == "__main__":

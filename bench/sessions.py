@@ -29,13 +29,10 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import re
 import secrets
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,24 +43,28 @@ from typing import Any
 
 import aiohttp
 import docker
-import docker.errors
 
+from bench._docker import docker_run_sample, preflight, sweep
 from bench._server import (
-    PROJECT_ROOT,
     BenchError,
     Server,
-    git_commit,
+    cpu_seconds,
+    failed,
+    finish,
+    interrupt_on_sigterm,
     login,
     percentile,
+    run_meta,
     start_app,
     start_o16n,
-    write_results,
+    summary,
 )
 from controller.runtime.image import default_tag
 
 WARM = "o16n-bench-sessions"
 COLD = "o16n-bench-sessions-cold"
 INSTANCES = (WARM, COLD)
+LABELS = tuple(f"o16n.instance={instance}" for instance in INSTANCES)
 CODE = "1+1"
 #: Run after ``1+1`` in each session whose container we need to find (``os`` is loaded).
 KEY_CODE = "import os as _bench_os\n_bench_key = _bench_os.environ['O16N_CONTAINER_KEY']"
@@ -137,13 +138,6 @@ class Docker:
                 count += 1
         return count
 
-    def image_exists(self, image: str) -> bool:
-        try:
-            self.client.images.get(image)
-        except docker.errors.ImageNotFound:
-            return False
-        return True
-
     def close(self) -> None:
         self.client.close()
 
@@ -187,24 +181,6 @@ async def wait_quiet(
         f"the warm pool did not settle within {timeout:.0f} s "
         f"(want {pool_size} warm containers and nothing else)"
     )
-
-
-async def docker_run_sample(image: str) -> float:
-    cmd = ["docker", "run", "--rm", "--label", f"o16n.instance={WARM}"]
-    cmd += ["--entrypoint", "true", image]
-    started = time.perf_counter()
-    process = await asyncio.create_subprocess_exec(
-        *cmd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
-    )
-    try:
-        _, stderr = await process.communicate()
-    except asyncio.CancelledError:
-        await process.wait()  # let the CLI finish: with --rm its container is then removed
-        raise
-    elapsed = time.perf_counter() - started
-    if process.returncode != 0:
-        raise BenchError(f"`{' '.join(cmd)}` failed ({process.returncode}): {stderr.decode()}")
-    return elapsed
 
 
 async def docker_stats(names: list[str]) -> dict[str, float]:
@@ -257,15 +233,6 @@ def proc_field(pid: int, name: str, file: str = "status") -> int | None:
             value = int(line.split()[1])
             return value if name == "PPid" else value * 1024
     return None
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (0 if it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def agent_pid(init_pid: int) -> int | None:
@@ -452,7 +419,7 @@ class Bench:
 
     async def docker_sample(self) -> float:
         await self.quiet()
-        return await docker_run_sample(self.image)
+        return await docker_run_sample(self.image, f"o16n.instance={WARM}")
 
     async def creation(self) -> dict[str, Any]:
         n = self.args.n
@@ -634,17 +601,6 @@ def cpu_per_request(spent: dict[str, float], requests: int) -> dict[str, float]:
     return per
 
 
-def summary(seconds: list[float]) -> dict[str, Any]:
-    ms = [s * 1000 for s in seconds]
-    return {
-        "p50_ms": percentile(ms, 50),
-        "p90_ms": percentile(ms, 90),
-        "min_ms": min(ms),
-        "max_ms": max(ms),
-        "samples_ms": [round(v, 3) for v in ms],
-    }
-
-
 async def measure(
     args: argparse.Namespace, image: str, servers: dict[str, Server], tokens: dict[str, str]
 ) -> dict[str, Any]:
@@ -673,29 +629,6 @@ async def measure(
                 await cold.close_all()
     finally:
         dock.close()
-
-
-def sweep(passes: int = 1) -> list[str]:
-    """Last resort, after the servers stopped: force-remove anything labelled ours.
-
-    After an interruption a create call may still be running on a Docker thread, so the
-    caller asks for a second pass a moment later."""
-    removed: list[str] = []
-    for attempt in range(passes):
-        if attempt:
-            time.sleep(2)
-        for instance in INSTANCES:
-            listed = subprocess.run(
-                ["docker", "ps", "-aq", "--filter", f"label=o16n.instance={instance}"],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            ids = listed.stdout.split()
-            if ids:
-                subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, check=False)
-                removed += ids
-    return removed
 
 
 def run(args: argparse.Namespace, image: str) -> dict[str, Any]:
@@ -739,9 +672,7 @@ def run(args: argparse.Namespace, image: str) -> dict[str, Any]:
     finally:
         for server in servers.values():
             server.stop()
-        left = sweep(1 if completed else 2)
-        if left:
-            print(f"bench.sessions: removed {len(left)} leftover container(s)", file=sys.stderr)
+        sweep("sessions", LABELS, 1 if completed else 2)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -934,55 +865,32 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--n, --requests, --concurrency, --idle and --pool-size must be at least 1")
     if args.duration <= 0 or args.settle < 0 or args.warmup_requests < 0:
         parser.error("--duration must be positive, --settle and --warmup-requests not negative")
-    if shutil.which("docker") is None:
-        print("bench.sessions: the docker CLI is not installed", file=sys.stderr)
-        return 2
     image = args.image or default_tag()
-    dock = Docker()
-    try:
-        if not dock.image_exists(image):
-            print(
-                f"bench.sessions: runtime image {image} is missing: build it with `make image`, "
-                "or name an existing one with --image",
-                file=sys.stderr,
-            )
-            return 2
-    finally:
-        dock.close()
-    # SIGTERM ends the run like Ctrl-C does (asyncio cancels the run, cleanup happens)
-    signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+    if (unable := preflight("sessions", ["docker"], image)) is not None:
+        return unable
+    interrupt_on_sigterm(asyncio_run=True)
     try:
         figures = run(args, image)
-    except BenchError as exc:
-        print(f"bench.sessions: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("bench.sessions: interrupted", file=sys.stderr)
-        return 130
+    except (BenchError, KeyboardInterrupt) as exc:
+        return failed("sessions", exc)
     figures["ratios"] = ratios(figures)
     figures["targets"] = targets(figures)
-    figures["meta"] = {
-        "benchmark": "sessions",
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "argv": sys.argv[1:] if argv is None else argv,
-        "n": args.n,
-        "requests": args.requests,
-        "warmup_requests": args.warmup_requests,
-        "duration_s": args.duration,
-        "concurrency": args.concurrency,
-        "idle": args.idle,
-        "pool_size": args.pool_size,
-        "settle_s": args.settle,
-        "image": image,
-        "cores": os.cpu_count(),
-        "ram_mib": meminfo()["MemTotal"] / MIB,
-        "python": platform.python_version(),
-        "aiohttp": aiohttp.__version__,
-        "git": git_commit(),
-    }
-    print(report(figures, args, image))
-    print(f"results: {write_results('sessions', figures).relative_to(PROJECT_ROOT)}")
-    return 0
+    figures["meta"] = run_meta(
+        "sessions",
+        argv=sys.argv[1:] if argv is None else argv,
+        n=args.n,
+        requests=args.requests,
+        warmup_requests=args.warmup_requests,
+        duration_s=args.duration,
+        concurrency=args.concurrency,
+        idle=args.idle,
+        pool_size=args.pool_size,
+        settle_s=args.settle,
+        image=image,
+        ram_mib=meminfo()["MemTotal"] / MIB,
+        aiohttp=aiohttp.__version__,
+    )
+    return finish("sessions", figures, report(figures, args, image))
 
 
 if __name__ == "__main__":

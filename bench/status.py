@@ -15,30 +15,28 @@ Needs ``wrk`` (``apt-get install -y wrk``). Writes bench/results/status-<timesta
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import secrets
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
+from bench._docker import preflight
 from bench._server import (
-    PROJECT_ROOT,
     BenchError,
     Server,
-    git_commit,
+    failed,
+    finish,
     http_json,
+    interrupt_on_sigterm,
     login,
+    run_meta,
     start_app,
     start_o16n,
-    write_results,
 )
+from bench._wrk import write_script, wrk, wrk_version
 
 INSTANCE = "o16n-bench"
 
@@ -76,45 +74,6 @@ done = function(summary, latency, requests)
     e.connect, e.read, e.write, e.status, e.timeout))
 end
 """
-
-
-# --- load ---------------------------------------------------------------------------------
-
-
-def wrk(url: str, script: Path, connections: int, threads: int, duration: int) -> dict[str, Any]:
-    cmd = [
-        "wrk",
-        f"-t{min(threads, connections)}",
-        f"-c{connections}",
-        f"-d{duration}s",
-        "--timeout",
-        "10s",
-        "-s",
-        str(script),
-        url,
-    ]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise BenchError(f"wrk failed ({done.returncode}): {done.stderr.strip()}")
-    for line in done.stdout.splitlines():
-        if line.startswith("WRK_JSON "):
-            result: dict[str, Any] = json.loads(line.removeprefix("WRK_JSON "))
-            break
-    else:
-        raise BenchError(f"no summary in wrk's output:\n{done.stdout}")
-    errors = result["errors"]
-    if errors["status"] or errors["connect"] or errors["timeout"]:
-        raise BenchError(f"wrk saw errors against {url}: {errors} (output: {done.stdout})")
-    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
-    result["connections"] = connections
-    return result
-
-
-def wrk_version() -> str:
-    done = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False)
-    return (
-        (done.stdout or done.stderr).splitlines()[0].strip() if done.stdout or done.stderr else ""
-    )
 
 
 # --- report -------------------------------------------------------------------------------
@@ -163,9 +122,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         tree = http_json(f"{o16n.url}/status", token=token)
 
         script = tmp / "auth.lua"
-        fd = os.open(script, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(WRK_SCRIPT % {"token": token})
+        write_script(script, WRK_SCRIPT % {"token": token})
 
         figures: dict[str, Any] = {"o16n": {}, "baseline": {}}
         targets = {"o16n": o16n, "baseline": baseline}
@@ -196,10 +153,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run (10)")
@@ -213,42 +166,28 @@ def main(argv: list[str] | None = None) -> int:
     if args.duration < 1 or args.warmup < 0 or args.connections < 1 or args.threads < 1:
         parser.error("--duration, --connections and --threads must be at least 1")
 
-    if shutil.which("wrk") is None:
-        print(
-            "bench.status: `wrk` is not installed; install it with `apt-get install -y wrk`",
-            file=sys.stderr,
-        )
-        return 2
-    signal.signal(signal.SIGTERM, _interrupt)  # stop the servers on SIGTERM too
+    if (unable := preflight("status", ["wrk"], needs_image=False)) is not None:
+        return unable
+    interrupt_on_sigterm()  # stop the servers on SIGTERM too
     try:
         figures = run(args)
-    except BenchError as exc:
-        print(f"bench.status: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("bench.status: interrupted", file=sys.stderr)
-        return 130
+    except (BenchError, KeyboardInterrupt) as exc:
+        return failed("status", exc)
     o16n, base = figures["o16n"], figures["baseline"]
     figures["ratios"] = {
         "p50_latency_c1": o16n["c1"]["p50_us"] / base["c1"]["p50_us"],
         "rps_cN": o16n["cN"]["rps"] / base["cN"]["rps"],
     }
-    figures["meta"] = {
-        "benchmark": "status",
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "duration_s": args.duration,
-        "warmup_s": args.warmup,
-        "connections": args.connections,
-        "wrk_threads": args.threads,
-        "runtime_image": args.image,
-        "wrk": wrk_version(),
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "git": git_commit(),
-    }
-    print(report(figures, args))
-    print(f"results: {write_results('status', figures).relative_to(PROJECT_ROOT)}")
-    return 0
+    figures["meta"] = run_meta(
+        "status",
+        duration_s=args.duration,
+        warmup_s=args.warmup,
+        connections=args.connections,
+        wrk_threads=args.threads,
+        runtime_image=args.image,
+        wrk=wrk_version(),
+    )
+    return finish("status", figures, report(figures, args))
 
 
 if __name__ == "__main__":
