@@ -4,7 +4,7 @@
 objects into a base namespace), runs ``initCode`` once in that base namespace and compiles
 the service code. Each ``run`` executes the code in a fresh namespace built from the base
 globals plus the decoded inputs, so variables never leak from one request to the next;
-files a request creates or changes are put back afterwards. In ``fork`` isolation every
+files a request creates or changes are put back as initCode left them. In ``fork`` isolation every
 request runs in a child forked from the warmed process, so not even in-place changes to
 shared objects survive it.
 """
@@ -47,7 +47,7 @@ class ServiceOps:
         self.init_error = ""
         self.isolation = "shared"
         self.pristine: dict[str, tuple[int, int]] = {}
-        self.archive: bytes | None = None
+        self.files = b""  # the working directory as initCode left it: what requests return to
 
     def handlers(self) -> dict[str, Callable[[dict[str, Any], bytes | None], Reply]]:
         return {"service_init": self.init, "run": self.run}
@@ -62,7 +62,6 @@ class ServiceOps:
         namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
         objects: list[str] = []
         if blob:
-            self.archive = blob
             objects, _ = workspace.restore(namespace, self.workdir, blob)
         started = time.perf_counter()
         init_code = message.get("init_code") or ""
@@ -76,6 +75,7 @@ class ServiceOps:
         except SyntaxError as exc:
             self.init_error = self.init_error or f"the service code does not compile: {exc}"
         self.base = namespace
+        self.files, _, _ = workspace.save({}, self.workdir)
         self.pristine = file_states(self.workdir)
         return {
             "objects": objects,
@@ -93,10 +93,16 @@ class ServiceOps:
         if not isinstance(values, dict):
             raise OpError("'inputs' must be an object", "invalid")
         if self.isolation == "fork":
-            return self._run_forked(values), None
-        return self._run(values), None
+            result = self._run_forked(values)
+            after = file_states(self.workdir)
+        else:
+            result, after = self._run(values)
+        if after != self.pristine:  # here, not in a forked child: the parent keeps the state
+            self._restore_files(after)
+        return result, None
 
-    def _run(self, values: dict[str, Any]) -> dict[str, Any]:
+    def _run(self, values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, tuple[int, int]]]:
+        """The request's result, and the working directory's file states after it."""
         namespace = dict(self.base)
         for name, kind in self.inputs:
             try:
@@ -118,9 +124,7 @@ class ServiceOps:
         after = file_states(self.workdir)
         files = {name: _read_b64(os.path.join(self.workdir, name)) for name in self.output_files}
         changed = changed_files(self.pristine, after)
-        if changed or len(after) != len(self.pristine):
-            self._restore_files(after)
-        return _result(success, error, console.getvalue(), changed, outputs, files)
+        return _result(success, error, console.getvalue(), changed, outputs, files), after
 
     def _run_forked(self, values: dict[str, Any]) -> dict[str, Any]:
         """Run one request in a child of the warmed process; the child's changes die with it."""
@@ -129,7 +133,7 @@ class ServiceOps:
         if pid == 0:  # child: compute, write the reply, leave without unwinding the agent
             os.close(read_fd)
             try:
-                outcome = self._run(values)
+                outcome, _ = self._run(values)
             except OpError as exc:
                 outcome = {"op_error": str(exc), "code": exc.code}
             except BaseException as exc:
@@ -187,12 +191,12 @@ class ServiceOps:
         return ""
 
     def _restore_files(self, after: dict[str, tuple[int, int]]) -> None:
-        """Put the working directory back as the service's snapshot left it."""
+        """Put the working directory back as initCode left it."""
         for name in after:
             if name not in self.pristine:
                 _remove(os.path.join(self.workdir, name))
-        if any(after.get(n) != s for n, s in self.pristine.items()) and self.archive:
-            workspace.restore({}, self.workdir, self.archive, objects=False)
+        if any(after.get(n) != s for n, s in self.pristine.items()):
+            workspace.restore({}, self.workdir, self.files, objects=False)
         self.pristine = file_states(self.workdir)
 
 

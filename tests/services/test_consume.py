@@ -297,3 +297,32 @@ async def test_per_service_swagger(
     assert "/login" in document["paths"]
     assert (await client.get("/api/Doc/9/swagger.json", headers=admin_headers)).status == 404
     assert (await client.get("/api/Doc/2.0/swagger.json")).status == 401
+
+
+async def test_files_go_back_to_how_init_code_left_them(
+    client: TestClient[Any, Any], admin_headers: dict[str, str]
+) -> None:
+    """A request's file changes are undone, back to the files initCode wrote (not to the
+    published workspace), in both isolations, and each request reports only its own."""
+    init = "open('model.txt', 'w').write('trained')"
+    code = (
+        "seen = open('model.txt').read()\n"
+        "open('model.txt', 'a').write(' and changed')\n"
+        "open('scratch.txt', 'w').write('x')"
+    )
+    for isolation in ("shared", "fork"):
+        name = f"Files{isolation}"
+        await publish(
+            client,
+            admin_headers,
+            name,
+            "1",
+            initCode=init,
+            code=code,
+            isolation=isolation,
+            outputParameterDefinitions=[{"name": "seen", "type": "character"}],
+        )
+        for _ in range(3):
+            result = await consume(client, admin_headers, name, "1", {})
+            assert result["outputParameters"] == {"seen": "trained"}, isolation
+            assert sorted(result["changedFiles"]) == ["model.txt", "scratch.txt"], isolation
