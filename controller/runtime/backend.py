@@ -75,8 +75,9 @@ class ComputeBackend(Protocol):
     async def tag_image(self, source: str, target: str) -> None:
         """Give image ``source`` a second name ``target`` (a service's own reference)."""
 
-    async def remove_image(self, ref: str) -> None:
-        """Remove an image name; absent counts as removed."""
+    async def remove_image(self, ref: str) -> bool:
+        """Remove an image name; absent counts as removed. One a container still uses is
+        kept, and ``False`` returned."""
 
     async def image_names(self, repository: str) -> list[str]:
         """Every ``repository:tag`` name held for ``repository``."""

@@ -172,10 +172,24 @@ class DockerGateway:
     async def tag_image(self, source: str, repository: str, tag: str) -> None:
         await self._run(self._client.api.tag, source, repository, tag)
 
-    async def remove_image(self, ref: str) -> None:
-        """Remove an image reference; absent counts as removed."""
+    async def remove_image(self, ref: str) -> bool:
+        """Remove an image reference; absent counts as removed. One that a container still
+        uses (a session started from a snapshot being deleted, say) is kept and ``False``
+        returned: the start-up reap removes it once nothing uses it."""
+
+        def remove() -> bool:
+            try:
+                self._client.api.remove_image(ref, noprune=False)
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:  # 409: in use by a container
+                    raise
+                log.info("image kept: a container uses it", extra={"image": ref})
+                return False
+            return True
+
         with contextlib.suppress(NotFoundError):
-            await self._run_slow(self._client.api.remove_image, ref, noprune=False)
+            return await self._run_slow(remove)
+        return True
 
     async def commit(
         self, container_id: str, repository: str, tag: str, labels: dict[str, str]

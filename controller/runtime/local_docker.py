@@ -86,8 +86,8 @@ class LocalDockerBackend:
         repository, _, tag = target.rpartition(":")
         await self._gateway.tag_image(source, repository, tag)
 
-    async def remove_image(self, ref: str) -> None:
-        await self._gateway.remove_image(ref)
+    async def remove_image(self, ref: str) -> bool:
+        return await self._gateway.remove_image(ref)
 
     async def image_names(self, repository: str) -> list[str]:
         return await self._gateway.image_tags(repository)

@@ -102,8 +102,8 @@ class Sandboxes:
     async def tag_image(self, source: str, target: str) -> None:
         await self.backend.tag_image(source, target)
 
-    async def remove_image(self, ref: str) -> None:
-        await self.backend.remove_image(ref)
+    async def remove_image(self, ref: str) -> bool:
+        return await self.backend.remove_image(ref)
 
     async def reap_images(self, repositories: list[str], keep: set[str]) -> int:
         """Remove this instance's images in ``repositories`` that nothing uses any more
@@ -114,8 +114,7 @@ class Sandboxes:
                 mine = name.startswith(f"{repository}:{self._settings.instance}-")
                 if mine and name not in keep:
                     log.info("removing unused image", extra={"image": name})
-                    await self.backend.remove_image(name)
-                    removed += 1
+                    removed += await self.backend.remove_image(name)
         return removed
 
     async def owned(self) -> list[ContainerHandle]:

@@ -401,10 +401,7 @@ class ServiceRegistry:
     async def _drop_environment(self, image: str, archive: str | None) -> None:
         if archive:
             await asyncio.to_thread(archives.remove, self._settings.data_dir / archive)
-        try:
-            await self._sandboxes.remove_image(image)
-        except O16nError as exc:  # still used by a container that is going away
-            log.info("image kept", extra={"image": image, "reason": exc.message})
+        await self._sandboxes.remove_image(image)  # kept while a container still uses it
 
 
 def _definitions(params: Any) -> list[dict[str, str]]:

@@ -96,7 +96,15 @@ async def test_load_into_a_session_and_start_a_session_from_one(
     fresh = (await resp.json())["sessionId"]
     result = await execute(client, admin_headers, fresh, "y + ' ' + open('f.txt').read()")
     assert result["consoleOutput"] == "'from snapshot snap'\n"
+    # deleting the snapshot while that session runs on its image keeps the image for it
+    resp = await client.delete(f"/snapshots/{snapshot_id}", headers=admin_headers)
+    assert resp.status == 200, await resp.text()
+    assert (await client.get(f"/snapshots/{snapshot_id}", headers=admin_headers)).status == 404
+    result = await execute(client, admin_headers, fresh, "y")
+    assert result["consoleOutput"] == "'from snapshot'\n"
 
+    resp = await client.post("/sessions", json={"snapshotId": snapshot_id}, headers=admin_headers)
+    assert resp.status == 404
     resp = await client.post("/sessions", json={"snapshotId": "nope"}, headers=admin_headers)
     assert resp.status == 404
     resp = await client.post(f"/sessions/{target}/loadsnapshot/nope", headers=admin_headers)
