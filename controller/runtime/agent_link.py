@@ -126,6 +126,8 @@ class AgentLink:
             error = AgentGone("the agent's connection ended")
         except protocol.ProtocolError as exc:
             error = AgentProtocolError(f"the agent broke the protocol: {exc}")
+        except Exception as exc:  # the agent is untrusted: whatever it sends, tell the caller
+            error = AgentProtocolError(f"the agent's reply could not be read: {exc!r}")
         self._fail_waiter(error)
         self.close()
 

@@ -73,9 +73,11 @@ class Sandboxes:
 
     async def destroy(self, sandbox: Sandbox | ContainerHandle) -> None:
         handle = sandbox.handle if isinstance(sandbox, Sandbox) else sandbox
-        if isinstance(sandbox, Sandbox):
-            await sandbox.link.aclose()
-        await self.backend.remove(handle)
+        try:
+            if isinstance(sandbox, Sandbox):
+                await sandbox.link.aclose()
+        finally:
+            await self.backend.remove(handle)
 
     async def exit_report(self, sandbox: Sandbox, wait: float = 0.0) -> ExitReport | None:
         """How the container ended, waiting up to ``wait`` seconds for it to end;

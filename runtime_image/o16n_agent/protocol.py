@@ -32,9 +32,6 @@ except ImportError:  # pragma: no cover - plain stdlib works too
 
 VERSION = 1
 HEADER = struct.Struct(">I")
-MAX_FRAME = 0xFFFFFFFF
-#: chunk size used when streaming a blob to or from a file
-CHUNK = 1 << 20
 
 
 class ProtocolError(Exception):
@@ -66,13 +63,18 @@ def dumps(value: Any) -> bytes:
 
 
 def loads(data: bytes) -> Any:
-    """Parse JSON; raises ``ValueError`` (``json.JSONDecodeError``) when it is not."""
+    """Parse strict JSON; raises ``ValueError`` when it is not,
+    NaN and infinities included. (orjson reads integers beyond 64 bits as floats.)"""
     if orjson is not None:
-        try:
-            return orjson.loads(data)
-        except orjson.JSONDecodeError:
-            pass  # let the stdlib parse (big integers) or explain the error
-    return json.loads(data)
+        return orjson.loads(data)
+    try:
+        return json.loads(data, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ValueError("the JSON is nested too deeply") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def decode(data: bytes) -> dict[str, Any]:

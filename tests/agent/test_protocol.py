@@ -26,7 +26,18 @@ def test_frames_over_the_limit_are_refused() -> None:
             protocol.recv_message(b, 100, 100)
 
 
-@pytest.mark.parametrize("payload", [b"not json", b"[1, 2]", b'{"blob": -1}', b'{"blob": "3"}'])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"not json",
+        b"[1, 2]",
+        b'{"blob": -1}',
+        b'{"blob": "3"}',
+        b'{"x": NaN}',
+        b'{"x": 1e400}',
+        b'{"x": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+    ],
+)
 def test_malformed_messages_are_protocol_errors(payload: bytes) -> None:
     a, b = socket.socketpair()
     with a, b:
