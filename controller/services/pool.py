@@ -106,6 +106,10 @@ class ServicePool:
         self._waiters.append(waiter)
         try:
             await asyncio.wait({waiter}, timeout=self._queue_wait)
+        except BaseException:  # cancelled: a container handed over meanwhile goes back
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self.release(waiter.result())
+            raise
         finally:
             if not waiter.done():
                 waiter.cancel()

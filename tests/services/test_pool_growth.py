@@ -67,3 +67,18 @@ async def test_an_empty_pool_without_initial_containers_starts_nothing() -> None
     pool.warm()
     await asyncio.gather(*tasks)
     assert launch.urgent == []
+
+
+async def test_a_container_handed_to_a_cancelled_waiter_goes_back() -> None:
+    launch, tasks = Launches(), set[asyncio.Task[Any]]()
+    pool = _pool(launch, tasks, initial=1, maximum=1)
+    pool.warm()
+    await asyncio.gather(*tasks)
+    held = await pool.acquire()
+    waiting = asyncio.create_task(pool.acquire())
+    await asyncio.sleep(0)  # it waits in the queue
+    pool.release(held)  # handed to the waiter...
+    waiting.cancel()  # ...which is cancelled before it runs again
+    await asyncio.gather(waiting, return_exceptions=True)
+    assert (pool.ready, pool.busy) == (1, 0)
+    assert await pool.acquire() is held
