@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.errors import AgentGone, RuntimeFailure
-from controller.runtime.agent_link import AgentLink, Reply
+from controller.errors import AgentGone, O16nError, RuntimeFailure
+from controller.runtime.agent_link import AgentLink, AgentTimeout, Reply
 from controller.runtime.backend import ComputeBackend, ContainerHandle, ExitReport
 from controller.runtime.spec import ENGINE_PATHS, ContainerSpec, Kind
 from controller.settings import Settings
@@ -88,6 +88,20 @@ class Sandboxes:
             if report is not None or time.monotonic() >= deadline:
                 return report
             await asyncio.sleep(0.1)
+
+    async def end_reason(self, sandbox: Sandbox, exc: O16nError, wait: float) -> str:
+        """Why ``sandbox``'s agent failed with ``exc``: how its container ended where Docker
+        says so, else the failure itself. The link breaks a moment before Docker reports the
+        exit, so for a broken link this waits up to ``wait`` seconds for the report."""
+        try:
+            report = await self.exit_report(sandbox, wait if isinstance(exc, AgentGone) else 0.0)
+        except O16nError:
+            report = None
+        if report is not None:
+            return report.describe()
+        if isinstance(exc, AgentTimeout):
+            return "its agent stopped answering"
+        return exc.message
 
     async def interrupt(self, sandbox: Sandbox) -> None:
         """SIGINT to the agent: ``KeyboardInterrupt`` inside running user code."""

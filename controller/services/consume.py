@@ -12,7 +12,7 @@ from typing import Any
 
 from o16n_agent.codec import DecodeError, check_input
 
-from controller.errors import AgentGone, AgentProtocolError, BadRequestError, O16nError
+from controller.errors import AgentGone, AgentProtocolError, BadRequestError
 from controller.runtime.agent_link import AgentTimeout
 from controller.runtime.sandboxes import Sandboxes
 from controller.services.registry import Service
@@ -71,17 +71,16 @@ async def run(
         return failure(service, f"the request exceeded the time limit of {timeout:g} s")
     except (AgentGone, AgentProtocolError) as exc:
         healthy = False
-        reason = exc.message
-        try:
-            report = await sandboxes.exit_report(sandbox, wait=2.0)
-        except O16nError:
-            report = None
-        if report is not None:
-            reason = report.describe()
+        reason = await sandboxes.end_reason(sandbox, exc, wait=2.0)
         return failure(service, f"the service's container ended during the request: {reason}")
+    else:
+        try:
+            result = shape(service, raw)
+        except AgentProtocolError:
+            healthy = False  # a container that answers nonsense serves nobody else
+            raise
     finally:
         pool.release(sandbox, healthy)
-    result = shape(service, raw)
     if interrupted and not result["success"]:
         result["errorMessage"] = f"the request exceeded the time limit of {timeout:g} s"
     return result

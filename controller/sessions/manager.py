@@ -319,15 +319,7 @@ class SessionManager:
         """Find out why a session's agent went away, record it, remove the container."""
         reason = exc.message
         if session.sandbox is not None:
-            try:
-                # The agent's link breaks a moment before Docker reports the container gone.
-                report = await self._sandboxes.exit_report(session.sandbox, wait=5.0)
-            except O16nError:
-                report = None
-            if report is not None:
-                reason = report.describe()
-            elif isinstance(exc, AgentTimeout):
-                reason = "its agent stopped answering"
+            reason = await self._sandboxes.end_reason(session.sandbox, exc, wait=5.0)
         await self._end(session, reason)
         return reason
 
