@@ -102,10 +102,16 @@ class BatchRunner:
         return record
 
     async def get(self, caller: Identity, service: Service, batch_id: str) -> BatchRecord:
+        record = await self._find(caller, service, batch_id)
+        if record.deleted:
+            raise NotFoundError(f"no batch execution '{batch_id[:64]}' of {service.label}")
+        return record
+
+    async def _find(self, caller: Identity, service: Service, batch_id: str) -> BatchRecord:
+        """The caller's batch of ``service``, deleted or not; 404 for anything else."""
         record = await self._repo.get(batch_id) if len(batch_id) <= 64 else None
         if (
             record is None
-            or record.deleted
             or record.owner_id != caller.user_id
             or (record.service_name, record.service_version)
             != (service.record.name, service.record.version)
@@ -130,9 +136,7 @@ class BatchRunner:
 
     async def cancel(self, caller: Identity, service: Service, batch_id: str) -> None:
         """Stop and forget a batch. Cancelling one that ended, or was cancelled, is fine."""
-        record = await self._repo.get(batch_id) if len(batch_id) <= 64 else None
-        if record is None or record.owner_id != caller.user_id:
-            raise NotFoundError(f"no batch execution '{batch_id[:64]}' of {service.label}")
+        record = await self._find(caller, service, batch_id)
         if record.deleted:
             return
         job = self._jobs.pop(record.id, None)
@@ -159,11 +163,18 @@ class BatchRunner:
         record = job.record
         try:
             await self._repo.set_state(record.id, "InProgress")
-            pending = await self._repo.pending_items(record.id)
-            record.completed = record.total - len(pending)
-            queue = iter(pending)
-            workers = [self._worker(job, queue) for _ in range(record.parallel_count)]
-            await asyncio.gather(*workers)
+            queue = iter(await self._repo.pending_items(record.id))
+            workers = [
+                asyncio.create_task(self._worker(job, queue))
+                for _ in range(record.parallel_count)
+            ]
+            try:
+                await asyncio.gather(*workers)
+            except BaseException:  # one failed, or the batch stops: so do the others
+                for worker in workers:
+                    worker.cancel()
+                await asyncio.gather(*workers, return_exceptions=True)
+                raise
             await self._flush(job)
             await self._repo.set_state(record.id, "Complete")
             log.info("batch complete", extra={"batch": record.id})
@@ -206,7 +217,6 @@ class BatchRunner:
                     result = consume.failure(service, exc.message)
                     break
             job.buffer.append((index, result))
-            job.record.completed += 1
             if len(job.buffer) >= FLUSH_EVERY or time.monotonic() - job.flushed_at > FLUSH_SECONDS:
                 await self._flush(job)
 

@@ -126,6 +126,9 @@ async def test_partial_results_and_cancel(
         )
     ).json()
     assert hidden["batchExecutionResults"] == []
+    await publish(client, admin_headers, "Other", "1", code="y = 1")
+    resp = await client.delete(f"/api/Other/1/batch/{batch_id}", headers=admin_headers)
+    assert resp.status == 404  # a batch is cancelled under its own service's path
     assert (
         await client.delete(f"/api/Batchy/1/batch/{batch_id}", headers=admin_headers)
     ).status == 200
@@ -188,3 +191,36 @@ async def test_a_restart_resumes_unfinished_records(aiohttp_client: Any, data_di
     assert [r["outputParameters"]["y"] for r in status["batchExecutionResults"]] == [
         i * 2 for i in range(12)
     ]
+
+
+async def test_a_failing_batch_stops_all_its_workers(
+    client: TestClient[Any, Any], admin_headers: dict[str, str]
+) -> None:
+    """A record whose process ends without a result (fork isolation) fails the batch; the
+    other workers stop with it instead of running on unseen."""
+    await publish(
+        client,
+        admin_headers,
+        "Dies",
+        "1",
+        code="import os, time\ntime.sleep(0.2)\nif x == 3:\n    os._exit(1)\ny = x",
+        isolation="fork",
+        inputParameterDefinitions=[{"name": "x", "type": "integer"}],
+        outputParameterDefinitions=[{"name": "y", "type": "integer"}],
+    )
+    records = [{"x": i} for i in range(40)]
+    resp = await client.post(
+        "/api/Dies/1/batch?parallelCount=2", json=records, headers=admin_headers
+    )
+    assert resp.status == 202, await resp.text()
+    batch_id = (await resp.json())["batchExecutionId"]
+    path = f"/api/Dies/1/batch/{batch_id}"
+    for _ in range(600):
+        failed = await (await client.get(path, headers=admin_headers)).json()
+        if failed["state"] == "Failed":
+            break
+        await asyncio.sleep(0.1)
+    assert failed["state"] == "Failed"
+    await asyncio.sleep(1.5)  # more than a flush interval: a worker left running would show
+    later = await (await client.get(path, headers=admin_headers)).json()
+    assert later["completedItemCount"] == failed["completedItemCount"] < 40
