@@ -165,8 +165,7 @@ class BatchRunner:
             await self._repo.set_state(record.id, "InProgress")
             queue = iter(await self._repo.pending_items(record.id))
             workers = [
-                asyncio.create_task(self._worker(job, queue))
-                for _ in range(record.parallel_count)
+                asyncio.create_task(self._worker(job, queue)) for _ in range(record.parallel_count)
             ]
             try:
                 await asyncio.gather(*workers)

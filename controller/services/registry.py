@@ -70,6 +70,7 @@ class ServiceRegistry:
         self._settings = settings
         self._warm = warm
         self._runtime_id: str | None = None
+        self._on_runtime_image: dict[str, bool] = {}
         self._repo = repo
         self._snapshots = snapshots
         self._sandboxes = sandboxes
@@ -219,7 +220,8 @@ class ServiceRegistry:
                 if new_environment:
                     await self._drop_environment(record.image, record.archive)
                 raise
-            only_metadata = fields <= {"description", "runtimeType"}
+            # what the containers do not use: their pool stays
+            only_metadata = fields <= {"description", "runtimeType", "operationId"}
             if only_metadata:
                 old.record = record
                 old.document = self._document(record)
@@ -247,31 +249,49 @@ class ServiceRegistry:
     async def set_pool(
         self, caller: Identity, name: str, version: str, initial: int | None, maximum: int | None
     ) -> Service:
-        service = self.get(name, version)
-        access.check_manage(caller, service.record, "create or update the pool of")
-        initial = self._settings.service_pool_initial if initial is None else initial
-        maximum = max(initial, 1) if maximum is None else maximum
-        if initial > maximum:
-            raise BadRequestError(
-                f"InitialPoolSize ({initial}) must not exceed MaxPoolSize ({maximum})"
-            )
-        limit = self._settings.service_pool_limit
-        if maximum > limit:
-            raise BadRequestError(f"MaxPoolSize may be at most {limit} on this server")
-        service.record.pool_initial, service.record.pool_max = initial, maximum
-        await self._repo.update(service.record)
-        await service.pool.resize(initial, maximum)
+        def sizes() -> tuple[int, int]:
+            first = self._settings.service_pool_initial if initial is None else initial
+            most = max(first, 1) if maximum is None else maximum
+            if first > most:
+                raise BadRequestError(
+                    f"InitialPoolSize ({first}) must not exceed MaxPoolSize ({most})"
+                )
+            limit = self._settings.service_pool_limit
+            if most > limit:
+                raise BadRequestError(f"MaxPoolSize may be at most {limit} on this server")
+            return first, most
+
+        action = "create or update the pool of"
+        service, first, most = await self._store_pool(caller, name, version, action, sizes)
+        await service.pool.resize(first, most)
         return service
 
     async def delete_pool(self, caller: Identity, name: str, version: str) -> Service:
         """Remove the dedicated pool: no container stays warm; requests start one on demand."""
-        service = self.get(name, version)
-        access.check_manage(caller, service.record, "delete the pool of")
-        service.record.pool_initial, service.record.pool_max = 0, self._settings.service_pool_max
-        await self._repo.update(service.record)
-        await service.pool.resize(0, self._settings.service_pool_max)
+        action = "delete the pool of"
+        most = self._settings.service_pool_max
+        service, _, _ = await self._store_pool(caller, name, version, action, lambda: (0, most))
+        await service.pool.resize(0, most)
         await service.pool.drain()
         return service
+
+    async def _store_pool(
+        self,
+        caller: Identity,
+        name: str,
+        version: str,
+        action: str,
+        sizes: Callable[[], tuple[int, int]],
+    ) -> tuple[Service, int, int]:
+        """Record a version's new pool sizes; under the lock, so that a concurrent patch
+        neither loses them nor is overwritten by the record as it was before."""
+        async with self._lock:
+            service = self.get(name, version)
+            access.check_manage(caller, service.record, action)
+            initial, maximum = sizes()
+            await self._repo.set_pool(name, version, initial, maximum)
+            service.record.pool_initial, service.record.pool_max = initial, maximum
+        return service, initial, maximum
 
     async def keep_pools_trim(self) -> None:
         """Run forever: remove extra service containers that stayed idle."""
@@ -368,14 +388,20 @@ class ServiceRegistry:
         return sandbox
 
     async def _runs_on_runtime_image(self, record: ServiceRecord) -> bool:
+        """Whether the service's image is the runtime image, asked of Docker once per image
+        (a service's image name is unique to its environment, so the answer stays)."""
         if not record.generic:
             return False
-        if self._runtime_id is None:
-            self._runtime_id = await self._sandboxes.image_id(self._sandboxes.image)
-        try:
-            return await self._sandboxes.image_id(record.image) == self._runtime_id
-        except NotFoundError:
-            return False
+        known = self._on_runtime_image.get(record.image)
+        if known is None:
+            if self._runtime_id is None:
+                self._runtime_id = await self._sandboxes.image_id(self._sandboxes.image)
+            try:
+                known = await self._sandboxes.image_id(record.image) == self._runtime_id
+            except NotFoundError:
+                known = False
+            self._on_runtime_image[record.image] = known
+        return known
 
     async def _environment(
         self, caller: Identity, snapshot_id: str | None, key: str

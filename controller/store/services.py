@@ -92,6 +92,12 @@ class ServicesRepo:
             values,
         )
 
+    async def set_pool(self, name: str, version: str, initial: int, maximum: int) -> None:
+        await self._db.execute(
+            "UPDATE services SET pool_initial = ?, pool_max = ? WHERE name = ? AND version = ?",
+            (initial, maximum, name, version),
+        )
+
     async def delete(self, name: str, version: str) -> None:
         await self._db.execute(
             "DELETE FROM services WHERE name = ? AND version = ?", (name, version)

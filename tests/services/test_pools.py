@@ -96,6 +96,10 @@ async def test_services_survive_a_restart_and_pools_rewarm(
         outputParameterDefinitions=[{"name": "y", "type": "integer"}],
     )
     await consume(first, headers, "Durable", "1", {"x": 1})
+    resp = await first.post(
+        "/services/Durable/1/pool", json={"InitialPoolSize": 2, "MaxPoolSize": 3}, headers=headers
+    )
+    assert resp.status == 200
     await first.close()
     assert _containers(settings) == []  # service containers go with their controller
     engine = docker.from_env()
@@ -110,7 +114,7 @@ async def test_services_survive_a_restart_and_pools_rewarm(
     second = await aiohttp_client(create_app(settings))
     names = {t for i in engine.images.list(name="o16n-service") for t in i.tags}
     assert service_image in names and orphan not in names
-    await _until(lambda: len(_containers(settings)) == 1)
+    await _until(lambda: len(_containers(settings)) == 2)  # the pool size it was given
     headers = bearer((await login(second))["access_token"])
     assert (await consume(second, headers, "Durable", "1", {"x": 41}))["outputParameters"] == {
         "y": 42

@@ -191,6 +191,13 @@ async def test_patch_changes_only_what_is_present(
     }
 
     resp = await client.patch(
+        "/services/Doubler/1", json={"operationId": "twice"}, headers=admin_headers
+    )
+    assert resp.status == 200
+    document = await (await client.get("/api/Doubler/1/swagger.json", headers=admin_headers)).json()
+    assert document["paths"]["/api/Doubler/1"]["post"]["operationId"] == "twice"
+
+    resp = await client.patch(
         "/services/Doubler/1", json={"code": "y = x * 3"}, headers=admin_headers
     )
     assert resp.status == 200
