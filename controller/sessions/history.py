@@ -8,8 +8,11 @@ is left, so nothing a client could have seen is lost.
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from controller.store.sessions import SessionsRepo
+
+log = logging.getLogger(__name__)
 
 Entry = tuple[str, int, str, str]  # session id, sequence number, code, console output
 
@@ -26,11 +29,20 @@ class ExecutionLog:
         self._wake.set()
 
     async def run(self) -> None:
-        """Run forever (owned by the task supervisor), writing whenever entries arrive."""
+        """Run forever (owned by the task supervisor), writing whenever entries arrive. A
+        failed write (the database locked or full) is retried; the entries wait for it."""
+        backoff = 1.0
         while True:
             await self._wake.wait()
             self._wake.clear()
-            await self.flush()
+            try:
+                await self.flush()
+                backoff = 1.0
+            except Exception:
+                log.exception("execution history not written; retrying")
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 60.0)
+                self._wake.set()
 
     async def flush(self) -> None:
         """Write what is pending. Entries leave the queue only once written, so a flush

@@ -353,6 +353,8 @@ class SessionManager:
                 await self.reap_idle()
             except O16nError as exc:
                 log.warning("idle reaper failed", extra={"error": exc.message})
+            except Exception:  # the database, say: try again at the next round
+                log.exception("idle reaper failed")
 
     async def detach(self) -> None:
         """At shutdown: write what is pending, drop the links, keep the containers for the

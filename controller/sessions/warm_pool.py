@@ -61,10 +61,9 @@ class WarmPool:
                 try:
                     self._ready.append(await self._launch())
                     backoff = 1.0
-                except O16nError as exc:
-                    log.warning(
-                        "warm pool could not start a container", extra={"error": exc.message}
-                    )
+                except Exception as exc:  # the engine refused, the listener could not start, ...
+                    error = exc.message if isinstance(exc, O16nError) else repr(exc)
+                    log.warning("warm pool could not start a container", extra={"error": error})
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 60.0)
 
