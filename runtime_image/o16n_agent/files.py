@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 
 from o16n_agent.errors import OpError
 
@@ -32,13 +33,18 @@ def list_files(workdir: str) -> list[str]:
 
 
 def read_file(workdir: str, name: str) -> bytes:
+    """The content of regular file ``name``. A symlink is not followed, and a directory or
+    a FIFO (whose open or read would fail or block) is refused."""
     path = os.path.join(workdir, check_name(name))
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
         raise OpError(f"no file named {name!r}", "not_found") from None
     except OSError as exc:
         raise OpError(f"cannot read {name!r}: {exc.strerror}", "invalid") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OpError(f"{name!r} is not a regular file", "invalid")
     with os.fdopen(fd, "rb") as f:
         return f.read()
 

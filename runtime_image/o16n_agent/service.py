@@ -4,9 +4,9 @@
 objects into a base namespace), runs ``initCode`` once in that base namespace and compiles
 the service code. Each ``run`` executes the code in a fresh namespace built from the base
 globals plus the decoded inputs, so variables never leak from one request to the next;
-files a request creates or changes are put back as initCode left them. In ``fork`` isolation every
-request runs in a child forked from the warmed process, so not even in-place changes to
-shared objects survive it.
+files a request creates or changes are put back as initCode left them. In ``fork``
+isolation every request runs in a child forked from the warmed process, so not even
+in-place changes to shared objects survive it.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from o16n_agent import codec, workspace
+from o16n_agent import codec, files, workspace
 from o16n_agent.errors import OpError
 from o16n_agent.execution import (
     CappedWriter,
@@ -47,7 +47,7 @@ class ServiceOps:
         self.init_error = ""
         self.isolation = "shared"
         self.pristine: dict[str, tuple[int, int]] = {}
-        self.files = b""  # the working directory as initCode left it: what requests return to
+        self.init_files = b""  # the working directory as initCode left it: requests return to it
 
     def handlers(self) -> dict[str, Callable[[dict[str, Any], bytes | None], Reply]]:
         return {"service_init": self.init, "run": self.run}
@@ -75,7 +75,7 @@ class ServiceOps:
         except SyntaxError as exc:
             self.init_error = self.init_error or f"the service code does not compile: {exc}"
         self.base = namespace
-        self.files, _, _ = workspace.save({}, self.workdir)
+        self.init_files, _, _ = workspace.save({}, self.workdir)
         self.pristine = file_states(self.workdir)
         return {
             "objects": objects,
@@ -122,9 +122,9 @@ class ServiceOps:
                     outputs = {n: None for n, _ in self.outputs}
                     break
         after = file_states(self.workdir)
-        files = {name: _read_b64(os.path.join(self.workdir, name)) for name in self.output_files}
+        file_values = {name: _read_b64(self.workdir, name) for name in self.output_files}
         changed = changed_files(self.pristine, after)
-        return _result(success, error, console.getvalue(), changed, outputs, files), after
+        return _result(success, error, console.getvalue(), changed, outputs, file_values), after
 
     def _run_forked(self, values: dict[str, Any]) -> dict[str, Any]:
         """Run one request in a child of the warmed process; the child's changes die with it."""
@@ -196,7 +196,7 @@ class ServiceOps:
             if name not in self.pristine:
                 _remove(os.path.join(self.workdir, name))
         if any(after.get(n) != s for n, s in self.pristine.items()):
-            workspace.restore({}, self.workdir, self.files, objects=False)
+            workspace.restore({}, self.workdir, self.init_files, objects=False)
         self.pristine = file_states(self.workdir)
 
 
@@ -218,13 +218,12 @@ def _result(
     }
 
 
-def _read_b64(path: str) -> str | None:
+def _read_b64(workdir: str, name: str) -> str | None:
+    """An output file as base64; ``None`` when the request left no regular file by that name."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
+        return base64.b64encode(files.read_file(workdir, name)).decode("ascii")
+    except OpError:
         return None
-    with os.fdopen(fd, "rb") as f:
-        return base64.b64encode(f.read()).decode("ascii")
 
 
 def _remove(path: str) -> None:

@@ -206,6 +206,11 @@ async def test_files(client: TestClient[Any, Any], admin_headers: dict[str, str]
     assert resp.status == 404
     files = await (await client.get(f"/sessions/{session_id}/files", headers=admin_headers)).json()
     assert files == ["r.txt"]
+    await execute(client, admin_headers, session_id, "import os\nos.mkdir('d')\nos.mkfifo('p')")
+    for special in ("d", "p"):  # a directory fails to read, a FIFO would block: both refused
+        resp = await client.get(f"/sessions/{session_id}/files/{special}", headers=admin_headers)
+        assert resp.status == 400, special
+        assert "not a regular file" in (await resp.json())["message"], special
 
 
 async def test_workspace_objects_travel_as_dill(
