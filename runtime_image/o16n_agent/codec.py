@@ -50,7 +50,10 @@ def to_json(value: Any, _depth: int = 0) -> Any:
     pandas = sys.modules.get("pandas")
     if pandas is not None:
         if isinstance(value, pandas.DataFrame):
-            return {_key(col): to_json(value[col].tolist(), _depth + 1) for col in value.columns}
+            if not value.columns.is_unique:  # one JSON key per column: a duplicate would be lost
+                duplicated = sorted({str(c) for c in value.columns[value.columns.duplicated()]})
+                raise EncodeError(f"a DataFrame with duplicate column names {duplicated}")
+            return {_key(col): to_json(data.tolist(), _depth + 1) for col, data in value.items()}
         if isinstance(value, pandas.Series | pandas.Index):
             return to_json(value.tolist(), _depth + 1)
         if isinstance(value, pandas.Timestamp):

@@ -37,6 +37,17 @@ def test_keyboard_interrupt_is_a_cancellation(ops: SessionOps) -> None:
     assert reply["success"] is False and reply["cancelled"] is True
 
 
+def test_an_output_that_cannot_be_json_is_a_result_naming_it(ops: SessionOps) -> None:
+    code = "import pandas as pd\ndf = pd.DataFrame([[1, 2, 3]], columns=['a', 'b', 'a'])"
+    reply = run(ops, code, outputs=["df"])
+    assert reply["success"] is False
+    assert "df" in reply["error"] and "duplicate column names ['a']" in reply["error"]
+    reply = run(ops, "df.columns = ['a', 'b', 'c']", outputs=["df"])
+    assert reply["success"] and reply["outputs"] == [
+        {"name": "df", "value": {"a": [1], "b": [2], "c": [3]}}
+    ]
+
+
 def test_workspace_objects(ops: SessionOps) -> None:
     ops.workspace_set({"name": "m"}, dill.dumps({"a": 1}))
     run(ops, "import json\ndef helper():\n    return m['a'] + 1\nb = helper()")
