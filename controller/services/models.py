@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from o16n_agent.codec import ALIASES, canonical_type
+from o16n_agent.codec import TYPES, canonical_type
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from controller.errors import BadRequestError
@@ -50,14 +50,8 @@ class ParameterDefinition(BaseModel):
     @classmethod
     def _known_type(cls, value: str) -> str:
         if canonical_type(value) is None:
-            known = "numeric, integer, logical, character, vector, matrix, data.frame"
-            raise ValueError(f"unknown type {value!r} (use one of: {known})")
+            raise ValueError(f"unknown type {value!r} (use one of: {', '.join(TYPES)})")
         return value
-
-    @property
-    def kind(self) -> str:
-        """The canonical ML type (``string`` → ``character``)."""
-        return ALIASES[self.type.strip().lower()]
 
 
 class PublishWebServiceRequest(BaseModel):
