@@ -94,7 +94,6 @@ def create_app(settings: Settings) -> web.Application:
 
 async def store_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     db = await Database.open(settings.db_path)
     app[DB] = db
     log.info("store open", extra={"path": str(settings.db_path)})

@@ -38,7 +38,7 @@ class Database:
 
     @classmethod
     async def open(cls, path: Path) -> Database:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # hashes and tokens live here
         conn = await aiosqlite.connect(path, isolation_level=None)
         conn.row_factory = aiosqlite.Row
         await conn.execute("PRAGMA journal_mode=WAL")
@@ -55,27 +55,20 @@ class Database:
 
     async def migrate(self) -> None:
         """Apply every migration newer than ``PRAGMA user_version``, each in its own transaction."""
-        async with self._lock:
-            cur = await self._conn.execute("PRAGMA user_version")
-            row = await cur.fetchone()
-            current = int(row[0]) if row else 0
-            latest = len(MIGRATIONS)
-            if current > latest:
-                raise RuntimeError(
-                    f"database {self.path} has schema version {current}, newer than this "
-                    f"controller's {latest}; upgrade o16n"
-                )
-            for version in range(current + 1, latest + 1):
-                log.info("applying schema migration", extra={"version": version})
-                await self._conn.execute("BEGIN IMMEDIATE")
-                try:
-                    for statement in _split_sql(MIGRATIONS[version - 1]):
-                        await self._conn.execute(statement)
-                    await self._conn.execute(f"PRAGMA user_version = {version}")
-                    await self._conn.execute("COMMIT")
-                except BaseException:
-                    await self._conn.execute("ROLLBACK")
-                    raise
+        row = await self.fetchone("PRAGMA user_version")
+        current = int(row[0]) if row else 0
+        latest = len(MIGRATIONS)
+        if current > latest:
+            raise RuntimeError(
+                f"database {self.path} has schema version {current}, newer than this "
+                f"controller's {latest}; upgrade o16n"
+            )
+        for version in range(current + 1, latest + 1):
+            log.info("applying schema migration", extra={"version": version})
+            async with self.transaction() as conn:
+                for statement in _split_sql(MIGRATIONS[version - 1]):
+                    await conn.execute(statement)
+                await conn.execute(f"PRAGMA user_version = {version}")
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -86,11 +79,11 @@ class Database:
             try:
                 await self._conn.execute("BEGIN IMMEDIATE")
                 yield self._conn
+                await self._conn.execute("COMMIT")  # a failed COMMIT rolls back too
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):  # BEGIN itself may have failed
                     await self._conn.execute("ROLLBACK")
                 raise
-            await self._conn.execute("COMMIT")
 
     async def execute(self, sql: str, params: Params = ()) -> int:
         """One write statement in its own transaction; returns the row count."""
