@@ -54,7 +54,9 @@ class Settings(BaseModel):
         90 * 86400, ge=60, description="A refresh chain ends this many seconds after its login."
     )
     login_max_failures: int = Field(
-        5, ge=1, description="Failed logins per user or address before 429."
+        5,
+        ge=1,
+        description="Failed logins per user name before 429 (those being checked count too).",
     )
     login_failure_window: int = Field(
         300, ge=1, description="Seconds over which failed logins are counted."

@@ -53,10 +53,14 @@ class AuthService:
         self._dummy_hash = dummy_hash()
 
     async def login(self, username: str, password: str, address: str) -> TokenPair:
-        self._throttle.check(username, address)
-        user = await self._directory.users_repo.by_name(username)
-        # Unknown users are checked against a dummy hash: same answer, same time.
-        ok = await verify_password_async(user.password_hash if user else self._dummy_hash, password)
+        self._throttle.begin(username, address)
+        try:
+            user = await self._directory.users_repo.by_name(username)
+            # Unknown users are checked against a dummy hash: same answer, same time.
+            hashed = user.password_hash if user else self._dummy_hash
+            ok = await verify_password_async(hashed, password)
+        finally:
+            self._throttle.end(username, address)
         if user is None or not ok or user.disabled:
             self._throttle.failed(username, address)
             raise UnauthorizedError(_BAD_CREDENTIALS)

@@ -153,3 +153,12 @@ async def test_repeated_failures_get_429_with_retry_after(client: TestClient[Any
 async def test_concurrent_logins_do_not_block_each_other(client: TestClient[Any, Any]) -> None:
     results = await asyncio.gather(*(login(client) for _ in range(4)))
     assert len({r["refresh_token"] for r in results}) == 4
+
+
+async def test_concurrent_guesses_are_throttled_too(client: TestClient[Any, Any]) -> None:
+    guesses = [
+        client.post("/login", json={"username": "admin", "password": f"guess-{i}"})
+        for i in range(20)
+    ]
+    statuses = [resp.status for resp in await asyncio.gather(*guesses)]
+    assert statuses.count(401) <= 5 and statuses.count(429) >= 15, statuses

@@ -29,3 +29,19 @@ def test_address_limit_and_success_reset() -> None:
     throttle.succeeded("a")
     throttle.failed("a", "x", now=1)
     throttle.check("a", "x", now=2)
+
+
+def test_attempts_in_progress_count() -> None:
+    """Concurrent guesses cannot all pass before the first failure is recorded."""
+    throttle = LoginThrottle(max_failures=2, max_per_address=100, window=60)
+    throttle.begin("a", "x")
+    throttle.begin("a", "y")
+    with pytest.raises(TooManyRequestsError) as info:
+        throttle.begin("a", "z")
+    assert info.value.retry_after == 1  # the two in progress may still succeed
+    throttle.end("a", "x")
+    throttle.succeeded("a")
+    throttle.begin("a", "z")  # one in progress, no failure: room again
+    throttle.end("a", "y")
+    throttle.end("a", "z")
+    throttle.check("a", "x")
