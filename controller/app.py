@@ -10,7 +10,7 @@ context is registered last so that background tasks are cancelled first.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import uvloop
@@ -64,8 +64,6 @@ from controller.store.snapshots import SnapshotsRepo
 from controller.tasks import TaskSupervisor
 
 log = logging.getLogger(__name__)
-
-CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
 
 
 def create_app(settings: Settings) -> web.Application:

@@ -75,13 +75,6 @@ class AgentLink:
     def closed(self) -> bool:
         return self._closed.is_set()
 
-    @property
-    def busy(self) -> bool:
-        return self._lock.locked()
-
-    async def wait_closed(self) -> None:
-        await self._closed.wait()
-
     def close(self) -> None:
         """Close the connection; a call waiting for a reply gets ``AgentGone``."""
         if self._closed.is_set():

@@ -35,7 +35,6 @@ class ContainerInfo:
     """What ``docker inspect`` says about a container, reduced to what we use."""
 
     id: str
-    name: str
     status: str  # created | running | paused | restarting | removing | exited | dead
     exit_code: int | None
     oom_killed: bool
@@ -43,17 +42,12 @@ class ContainerInfo:
     labels: dict[str, str]
     image: str
 
-    @property
-    def running(self) -> bool:
-        return self.status == "running"
-
 
 @dataclass(frozen=True, slots=True)
 class EngineInfo:
     version: str
     api_version: str
     containers_running: int
-    images: int
     storage_driver: str
 
 
@@ -112,7 +106,6 @@ class DockerGateway:
             version=str(version.get("Version", "?")),
             api_version=str(version.get("ApiVersion", "?")),
             containers_running=int(data.get("ContainersRunning", 0)),
-            images=int(data.get("Images", 0)),
             storage_driver=str(data.get("Driver", "?")),
         )
 
@@ -245,7 +238,6 @@ class DockerGateway:
             infos.append(
                 ContainerInfo(
                     id=summary["Id"],
-                    name=(summary.get("Names") or ["?"])[0].lstrip("/"),
                     status=summary.get("State", "?"),
                     exit_code=None,
                     oom_killed=False,
@@ -265,18 +257,12 @@ class DockerGateway:
         data = await self._run(self._client.api.inspect_image, ref)
         return str(data["Id"])
 
-    async def stats(self, container_id: str) -> dict[str, Any]:
-        """One ``docker stats`` sample (memory usage and limit, pids)."""
-        result: dict[str, Any] = await self._run(self._client.api.stats, container_id, stream=False)
-        return result
-
 
 def _container_info(data: dict[str, Any]) -> ContainerInfo:
     state = data.get("State") or {}
     config = data.get("Config") or {}
     return ContainerInfo(
         id=data["Id"],
-        name=str(data.get("Name", "")).lstrip("/"),
         status=str(state.get("Status", "?")),
         exit_code=state.get("ExitCode"),
         oom_killed=bool(state.get("OOMKilled")),

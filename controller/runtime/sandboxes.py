@@ -11,7 +11,7 @@ import asyncio
 import logging
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from controller.errors import AgentGone, O16nError, RuntimeFailure
@@ -27,7 +27,6 @@ log = logging.getLogger(__name__)
 class Sandbox:
     handle: ContainerHandle
     link: AgentLink
-    started_at: float = field(default_factory=time.time)
 
     @property
     def key(self) -> str:

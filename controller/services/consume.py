@@ -37,11 +37,11 @@ def check_inputs(service: Service, body: Any) -> dict[str, Any]:
     return inputs
 
 
-def failure(service: Service, message: str, console: str = "") -> dict[str, Any]:
+def failure(service: Service, message: str) -> dict[str, Any]:
     return {
         "success": False,
         "errorMessage": message,
-        "consoleOutput": console,
+        "consoleOutput": "",
         "changedFiles": [],
         "outputParameters": {p["name"]: None for p in service.record.outputs},
         "outputFiles": {name: None for name in service.record.output_files},

@@ -23,7 +23,6 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
 }
 
 _ERROR = {"$ref": "#/definitions/Error"}
-_TOKENS = "#/definitions/AccessTokenResponse"
 _RESULT = "#/definitions/WebServiceResult"
 
 

@@ -71,11 +71,11 @@ class Session:
         return {"id": self.id, "name": self.name, "owner": self.owner_name, "runtimeType": RUNTIME}
 
 
-def execute_failure(message: str, console: str = "") -> dict[str, Any]:
+def execute_failure(message: str) -> dict[str, Any]:
     return {
         "success": False,
         "errorMessage": message,
-        "consoleOutput": console,
+        "consoleOutput": "",
         "changedFiles": [],
         "outputParameters": [],
     }

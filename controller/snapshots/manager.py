@@ -39,7 +39,6 @@ class SnapshotManager:
         self._repo = repo
         self._sessions = sessions
         self._sandboxes = sandboxes
-        self.directory = settings.data_dir / "snapshots"
 
     def archive_path(self, record: SnapshotRecord) -> Path:
         return self._settings.data_dir / record.archive
