@@ -80,44 +80,68 @@ class Runner:
         outcome = Outcome()
         before = file_states(self.workdir)
         console = CappedWriter(console_limit)
-        saved = sys.stdout, sys.stderr
-        sys.stdout = sys.stderr = console
         try:
             body, last = _compile(code, filename)
-            self._on_state(True)
-            try:
+        except SyntaxError as exc:
+            outcome.success = False
+            outcome.error = "".join(traceback.format_exception_only(type(exc), exc)).rstrip()
+        else:
+
+            def execute() -> None:
                 exec(body, namespace)  # noqa: S102 - running user code is the point
                 if last is not None:
                     value = eval(last, namespace)  # noqa: S307
                     if value is not None:
                         print(repr(value))
-            finally:
-                self._on_state(False)
-        except KeyboardInterrupt:
-            outcome.success, outcome.cancelled = False, True
-            outcome.error = "KeyboardInterrupt: the execution was cancelled"
-        except SyntaxError as exc:
-            outcome.success = False
-            outcome.error = "".join(traceback.format_exception_only(type(exc), exc)).rstrip()
-        except BaseException as exc:
-            outcome.success = False
-            outcome.error = format_user_traceback(exc)
-        finally:
-            sys.stdout, sys.stderr = saved
+
+            outcome.error, outcome.cancelled = run_captured(
+                execute, console, self._on_state, "KeyboardInterrupt: the execution was cancelled"
+            )
+            outcome.success = not outcome.error
         outcome.console = console.getvalue()
         outcome.changed_files = changed_files(before, file_states(self.workdir))
         return outcome
 
 
+def run_captured(
+    run: Callable[[], None],
+    console: CappedWriter,
+    on_state: Callable[[bool], None],
+    interrupted: str,
+) -> tuple[str, bool]:
+    """Run user code (``run``) with stdout and stderr going to ``console`` and ``on_state``
+    telling the agent that user code runs. Returns ``("", False)``, or the error text (the
+    user's traceback; ``interrupted`` for a ``KeyboardInterrupt``) and whether it was one."""
+    saved = sys.stdout, sys.stderr
+    sys.stdout = sys.stderr = console
+    try:
+        on_state(True)
+        try:
+            run()
+        finally:
+            on_state(False)
+    except KeyboardInterrupt:  # also one that lands just after the code ended
+        return interrupted, True
+    except BaseException as exc:
+        return format_user_traceback(exc), False
+    finally:
+        sys.stdout, sys.stderr = saved
+    return "", False
+
+
 def compile_code(code: str, filename: str) -> Any:
     """Compile ``code`` under a pseudo file name whose source tracebacks can show."""
-    linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+    _remember_source(code, filename)
     return compile(code, filename, "exec")
+
+
+def _remember_source(code: str, filename: str) -> None:
+    linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
 
 
 def _compile(code: str, filename: str) -> tuple[Any, Any]:
     """Compile ``code``; split off a trailing expression so its value can be shown."""
-    linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+    _remember_source(code, filename)
     tree = ast.parse(code, filename, "exec")
     last = None
     if tree.body and isinstance(tree.body[-1], ast.Expr):

@@ -12,23 +12,21 @@ in-place changes to shared objects survive it.
 from __future__ import annotations
 
 import base64
-import json
 import os
 import shutil
 import signal
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
-from o16n_agent import codec, files, workspace
+from o16n_agent import codec, files, protocol, workspace
 from o16n_agent.errors import OpError
 from o16n_agent.execution import (
     CappedWriter,
     changed_files,
     compile_code,
     file_states,
-    format_user_traceback,
+    run_captured,
 )
 
 Reply = tuple[dict[str, Any], bytes | None]
@@ -138,7 +136,7 @@ class ServiceOps:
                 outcome = {"op_error": str(exc), "code": exc.code}
             except BaseException as exc:
                 outcome = _result(False, f"{type(exc).__name__}: {exc}", "", [], {}, {})
-            data = json.dumps(outcome, allow_nan=False).encode()
+            data = protocol.dumps(outcome)
             with os.fdopen(write_fd, "wb") as pipe:
                 pipe.write(data)
             os._exit(0)
@@ -156,7 +154,7 @@ class ServiceOps:
         _, status = os.waitpid(pid, 0)
         if not data:
             raise OpError(f"the request's process ended without a result (status {status})")
-        reply: dict[str, Any] = json.loads(data)
+        reply: dict[str, Any] = protocol.loads(data)
         if "op_error" in reply:
             raise OpError(reply["op_error"], reply.get("code", "error"))
         return reply
@@ -176,19 +174,14 @@ class ServiceOps:
         self, compiled: Any, namespace: dict[str, Any], console: CappedWriter
     ) -> str:
         """Run compiled code with console capture; returns the error text, or ''."""
-        saved = sys.stdout, sys.stderr
-        sys.stdout = sys.stderr = console
-        self._on_state(True)
-        try:
+
+        def execute() -> None:
             exec(compiled, namespace)  # noqa: S102 - running the published code is the point
-        except KeyboardInterrupt:
-            return "KeyboardInterrupt: the request was interrupted"
-        except BaseException as exc:
-            return format_user_traceback(exc)
-        finally:
-            self._on_state(False)
-            sys.stdout, sys.stderr = saved
-        return ""
+
+        error, _ = run_captured(
+            execute, console, self._on_state, "KeyboardInterrupt: the request was interrupted"
+        )
+        return error
 
     def _restore_files(self, after: dict[str, tuple[int, int]]) -> None:
         """Put the working directory back as initCode left it."""
