@@ -8,6 +8,7 @@ underscores are ignored (``InitialPoolSize``, ``initialPoolSize``, ``initial_poo
 
 from __future__ import annotations
 
+import functools
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -56,15 +57,22 @@ def validate(model: type[M], data: Any) -> M:
 
 def normalize_keys(model: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:
     """Rename keys of ``data`` to ``model``'s field names, ignoring case and underscores."""
+    index = _field_index(model)
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        out[index.get(_fold(key), key)] = value
+    return out
+
+
+@functools.cache
+def _field_index(model: type[BaseModel]) -> dict[str, str]:
+    """Folded field names and aliases of ``model`` → field names (built once per model)."""
     index: dict[str, str] = {}
     for name, field in model.model_fields.items():
         index[_fold(name)] = name
         if field.alias:
             index[_fold(field.alias)] = name
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        out[index.get(_fold(key), key)] = value
-    return out
+    return index
 
 
 def describe_validation_error(exc: ValidationError) -> str:
