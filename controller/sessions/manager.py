@@ -14,7 +14,7 @@ import secrets
 import string
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +43,8 @@ from controller.store.sessions import SessionRecord, SessionsRepo
 log = logging.getLogger(__name__)
 
 RUNTIME = "Python"
+#: Reads a snapshot's image name and workspace tarball, for a session to start from.
+SnapshotSource = Callable[[], Awaitable[tuple[str, bytes]]]
 AGENT_TIMEOUT = 120.0  # seconds for workspace, file and snapshot operations
 DEAD_RECORDS_KEPT = 86400.0
 
@@ -114,15 +116,17 @@ class SessionManager:
     # --- lifecycle ------------------------------------------------------------------------
 
     async def create(
-        self, caller: Identity, name: str | None, snapshot: tuple[str, bytes] | None = None
+        self, caller: Identity, name: str | None, snapshot: SnapshotSource | None = None
     ) -> Session:
         """A new session on a warm container (or a freshly started one). With ``snapshot``
-        (its image and workspace tarball) the container starts from the snapshot's image
-        and the agent restores the workspace."""
+        (which reads its image and workspace tarball, once the caller may have one more
+        session) the container starts from the snapshot's image and the agent restores the
+        workspace."""
         self._reserve(caller)
         try:
             session_id = str(uuid.uuid4())
-            sandbox = await self._sandbox_for(caller, session_id, snapshot)
+            source = await snapshot() if snapshot is not None else None
+            sandbox = await self._sandbox_for(caller, session_id, source)
             now = time.time()
             session = Session(
                 id=session_id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from urllib.parse import quote
 
 import aiohttp
@@ -38,8 +39,8 @@ async def create_session(request: web.Request) -> web.Response:
     body = await read_model(request, CreateSessionRequest, allow_empty=True)
     identity = caller(request)
     snapshot = None
-    if body.snapshotId is not None:
-        snapshot = await request.app[SNAPSHOTS].source(identity, body.snapshotId)
+    if body.snapshotId is not None:  # read once the session quota allows a new session
+        snapshot = functools.partial(request.app[SNAPSHOTS].source, identity, body.snapshotId)
     session = await request.app[SESSIONS].create(identity, body.name, snapshot)
     return json_response({"sessionId": session.id}, status=201)
 
