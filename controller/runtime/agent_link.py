@@ -271,10 +271,10 @@ class AgentListener:
         server, self._server = self._server, None
         if server is not None:
             server.close()
+        for task in list(self._handshakes):  # before the wait below, so none links meanwhile
+            task.cancel()
         if self._link is not None:
             await self._link.aclose()
-        for task in list(self._handshakes):
-            task.cancel()
         unlinked, self._unlinked = list(self._unlinked), set()
         for writer in unlinked:  # accepted, but never handed to a link
             writer.transport.abort()

@@ -361,12 +361,9 @@ class SessionManager:
                 log.exception("idle reaper failed")
 
     async def detach(self) -> None:
-        """At shutdown: write what is pending, drop the links, keep the containers for the
-        next controller."""
+        """At shutdown: write what is pending. The containers stay for the next controller;
+        their links close with the backend's listeners, after this."""
         await self.log.flush()
-        for session in self._sessions.values():
-            if session.sandbox is not None:
-                await session.sandbox.link.aclose()
 
     # --- restart --------------------------------------------------------------------------
 
@@ -389,7 +386,7 @@ class SessionManager:
                 sandbox = await self._sandboxes.adopt(handle, self._settings.adopt_timeout)
             except O16nError as exc:
                 reason = f"it could not be reconnected after a controller restart ({exc.message})"
-                await self._sandboxes.destroy(handle)
+                # not kept: the caller reaps its container with the other leftovers
             else:
                 session = self._session(record, sandbox, None)
                 session.history_length = await self._repo.history_length(record.id)
