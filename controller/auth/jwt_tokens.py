@@ -90,11 +90,6 @@ class AccessTokenCodec:
             self._cache.popitem(last=False)
         return claims
 
-    def forget(self, family: str) -> None:
-        """Drop cached tokens of a family (after a revocation or rotation)."""
-        for token in [t for t, c in self._cache.items() if c.family == family]:
-            del self._cache[token]
-
 
 def _int(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):

@@ -88,8 +88,7 @@ class AuthService:
             self._settings.refresh_chain_max_age,
         )
         if result.family is not None:
-            self._directory.put_family(result.family)
-            self._codec.forget(result.family.id)
+            self._directory.put_family(result.family)  # older tokens of it stop counting
         if result.outcome is not RotateOutcome.ROTATED or result.family is None:
             raise UnauthorizedError(_BAD_REFRESH)
         user = self._directory.user(result.family.user_id)
@@ -104,7 +103,6 @@ class AuthService:
         if family is None:
             raise UnauthorizedError(_BAD_REFRESH)
         self._directory.put_family(family)
-        self._codec.forget(family.id)
 
     def authenticate(self, token: str) -> Identity:
         """The caller behind a bearer token, or 401. Pure memory: no I/O."""
