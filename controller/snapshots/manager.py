@@ -12,6 +12,7 @@ import logging
 import time
 import uuid
 from pathlib import Path
+from typing import IO
 
 from controller.auth.roles import Identity
 from controller.clock import dotnet_timestamp
@@ -113,7 +114,14 @@ class SnapshotManager:
         try:
             return await asyncio.to_thread(self.archive_path(record).read_bytes)
         except FileNotFoundError:
-            raise NotFoundError(f"the content of snapshot '{record.id}' is missing") from None
+            raise _missing(record) from None
+
+    async def write_zip(self, record: SnapshotRecord, out: IO[bytes]) -> None:
+        """The snapshot as a zip (files plus ``.o16n-workspace/<name>.dill``) into ``out``."""
+        try:
+            await asyncio.to_thread(archives.tar_to_zip, self.archive_path(record), out)
+        except FileNotFoundError:
+            raise _missing(record) from None
 
     async def source(self, caller: Identity, snapshot_id: str) -> tuple[str, bytes]:
         """A snapshot's image and tarball, for a session to start from."""
@@ -136,3 +144,7 @@ class SnapshotManager:
     async def _discard(self, image: str, archive: Path) -> None:
         await asyncio.to_thread(archives.remove, archive)
         await self._sandboxes.remove_image(image)
+
+
+def _missing(record: SnapshotRecord) -> NotFoundError:
+    return NotFoundError(f"the content of snapshot '{record.id}' is missing")

@@ -12,7 +12,6 @@ from controller.auth.middleware import caller
 from controller.http.bodies import read_model
 from controller.http.responses import json_response
 from controller.keys import SNAPSHOTS
-from controller.snapshots import archives
 
 routes = web.RouteTableDef()
 
@@ -51,7 +50,7 @@ async def get_snapshot_content(request: web.Request) -> web.StreamResponse:
     manager = request.app[SNAPSHOTS]
     record = await manager.get(caller(request), request.match_info["id"])
     with tempfile.TemporaryFile() as spool:
-        await asyncio.to_thread(archives.tar_to_zip, manager.archive_path(record), spool)
+        await manager.write_zip(record, spool)
         size = spool.tell()
         spool.seek(0)
         response = web.StreamResponse(

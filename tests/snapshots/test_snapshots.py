@@ -129,3 +129,14 @@ async def test_snapshots_are_private(
     assert resp.status == 404
     resp = await client.post(f"/sessions/{session_id}/snapshot", json={}, headers=other)
     assert resp.status == 404
+
+
+async def test_a_snapshot_whose_content_is_missing_is_a_404(
+    client: TestClient[Any, Any], admin_headers: dict[str, str], settings: Any
+) -> None:
+    session_id = await new_session(client, admin_headers)
+    snapshot_id = await snapshot(client, admin_headers, session_id)
+    (settings.data_dir / "snapshots" / f"{snapshot_id}.tar.gz").unlink()
+    resp = await client.get(f"/snapshots/{snapshot_id}", headers=admin_headers)
+    assert resp.status == 404
+    assert "is missing" in (await resp.json())["message"]
