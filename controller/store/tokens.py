@@ -87,11 +87,7 @@ class TokensRepo:
             if family.revoked:
                 return RotateResult(RotateOutcome.REVOKED, family)
             if row["token_gen"] != family.generation:
-                await conn.execute(
-                    "UPDATE token_families SET revoked_at = ?, revoke_reason = ?, touched_at = ?"
-                    " WHERE id = ?",
-                    (now, "refresh token reused", now, family.id),
-                )
+                await revoke_families(conn, now, "refresh token reused", "id = ?", family.id)
                 return RotateResult(
                     RotateOutcome.REUSED,
                     FamilyState(family.id, family.user_id, family.generation, True, now),
@@ -124,11 +120,7 @@ class TokensRepo:
                 return None
             if row["token_gen"] != row["generation"]:
                 return None
-            await conn.execute(
-                "UPDATE token_families SET revoked_at = ?, revoke_reason = ?, touched_at = ?"
-                " WHERE id = ?",
-                (now, "revoked by client", now, row["id"]),
-            )
+            await revoke_families(conn, now, "revoked by client", "id = ?", row["id"])
             return FamilyState(row["id"], row["user_id"], row["generation"], True, now)
 
     async def touched_since(self, since: float) -> list[FamilyState]:
@@ -148,6 +140,18 @@ class TokensRepo:
                 (now - keep_revoked_for,),
             )
             return deleted
+
+
+async def revoke_families(
+    conn: aiosqlite.Connection, now: float, reason: str, where: str, *params: object
+) -> None:
+    """Revoke the token families matching ``where`` (a fixed SQL condition), inside the
+    caller's transaction."""
+    await conn.execute(
+        "UPDATE token_families SET revoked_at = ?, revoke_reason = ?, touched_at = ?"  # noqa: S608 (fixed conditions)
+        f" WHERE {where}",
+        (now, reason, now, *params),
+    )
 
 
 async def _token_and_family(conn: aiosqlite.Connection, token_hash: str) -> Row | None:

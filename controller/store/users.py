@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from controller.auth.roles import Role
 from controller.errors import ConflictError, NotFoundError
 from controller.store.db import Database, Row
+from controller.store.tokens import revoke_families
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,9 +87,10 @@ class UsersRepo:
             if cur.rowcount == 0:
                 raise NotFoundError(f"no user '{username}'")
             if revoke_tokens:
-                await conn.execute(
-                    "UPDATE token_families SET revoked_at = ?, revoke_reason = ?, touched_at = ?"
-                    " WHERE revoked_at IS NULL"
-                    " AND user_id = (SELECT id FROM users WHERE username = ?)",
-                    (now, "account changed", now, username),
+                await revoke_families(
+                    conn,
+                    now,
+                    "account changed",
+                    "revoked_at IS NULL AND user_id = (SELECT id FROM users WHERE username = ?)",
+                    username,
                 )
