@@ -149,8 +149,10 @@ class AgentLink:
             self._late = None
             try:
                 self._writer.write(
-                    protocol.encode({**(args or {}), "id": request_id, "op": op}, blob)
+                    protocol.encode_head({**(args or {}), "id": request_id, "op": op}, blob)
                 )
+                if blob:
+                    self._writer.write(blob)
                 await self._writer.drain()
                 result = await self._await_reply(timeout)
                 if result is _EXPIRED and self._late is None and on_timeout is not None:

@@ -38,15 +38,17 @@ class ProtocolError(Exception):
     """The peer broke the protocol (bad frame, oversized message, bad JSON)."""
 
 
-def encode(message: dict[str, Any], blob: bytes | None = None) -> bytes:
-    """Frame ``message`` (and ``blob``) for sending."""
+def encode_head(message: dict[str, Any], blob: bytes | None = None) -> bytes:
+    """``message`` framed for sending, followed (when a ``blob`` goes with it) by the blob's
+    length header: the sender writes the blob itself after this, so that a large blob (a
+    snapshot's tarball) is never copied into one buffer with its headers."""
     if blob is not None:
         message = {**message, "blob": len(blob)}
     data = dumps(message)
-    frame = HEADER.pack(len(data)) + data
+    head = HEADER.pack(len(data)) + data
     if blob is not None:
-        frame += HEADER.pack(len(blob)) + blob
-    return frame
+        head += HEADER.pack(len(blob))
+    return head
 
 
 def dumps(value: Any) -> bytes:
@@ -133,7 +135,9 @@ def recv_message(
 
 
 def send_message(sock: socket.socket, message: dict[str, Any], blob: bytes | None = None) -> None:
-    sock.sendall(encode(message, blob))
+    sock.sendall(encode_head(message, blob))
+    if blob:
+        sock.sendall(blob)
 
 
 # --- asyncio side (the controller) -------------------------------------------------------
