@@ -30,8 +30,8 @@ class LocalDockerBackend:
 
     async def create(self, spec: ContainerSpec) -> ContainerHandle:
         listener = self._listener(spec.key)
-        await listener.start()
         try:
+            await listener.start()
             container_id = await self._gateway.create_container(docker_kwargs(spec))
         except NotFoundError:
             await self._drop_listener(spec.key)
