@@ -33,6 +33,7 @@ from controller.runtime.sandboxes import Sandbox, Sandboxes
 from controller.services import access, swagger
 from controller.services.models import PublishWebServiceRequest, check_name, check_version
 from controller.services.pool import ServicePool, Spawn
+from controller.sessions.manager import RUNTIME
 from controller.sessions.warm_pool import WarmPool
 from controller.settings import Settings
 from controller.snapshots import archives
@@ -42,7 +43,6 @@ from controller.store.services import ServiceRecord, ServicesRepo
 log = logging.getLogger(__name__)
 
 IMAGE_REPOSITORY = "o16n-service"
-RUNTIME = "Python"
 
 
 @dataclass(eq=False)
