@@ -77,8 +77,9 @@ async def _users(settings: Settings, args: argparse.Namespace) -> None:
             await repo.add(args.name, hashed, role)
             print(f"added {args.name} ({role.value})")
         elif args.action == "set-role":
-            await repo.update(args.name, role=Role.parse(args.role))
-            print(f"{args.name} is now {Role.parse(args.role).value}")
+            role = Role.parse(args.role)
+            await repo.update(args.name, role=role)
+            print(f"{args.name} is now {role.value}")
         elif args.action == "set-password":
             hashed = await hash_password_async(_read_password(args.password_stdin))
             await repo.update(args.name, password_hash=hashed, revoke_tokens=True)
@@ -97,9 +98,9 @@ async def _users(settings: Settings, args: argparse.Namespace) -> None:
 
 async def _image(settings: Settings, action: str) -> None:
     from controller.runtime.docker_gateway import DockerGateway
-    from controller.runtime.image import default_tag, ensure_image
+    from controller.runtime.image import ensure_image, runtime_tag
 
-    tag = settings.runtime_image or default_tag()
+    tag = runtime_tag(settings)
     if action == "tag":
         print(tag)
         return

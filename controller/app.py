@@ -43,7 +43,7 @@ from controller.keys import (
     TASKS,
 )
 from controller.runtime.docker_gateway import DockerGateway
-from controller.runtime.image import default_tag
+from controller.runtime.image import runtime_tag
 from controller.runtime.local_docker import LocalDockerBackend
 from controller.runtime.sandboxes import Sandbox, Sandboxes
 from controller.services import routes as service_routes
@@ -123,7 +123,7 @@ async def docker_ctx(app: web.Application) -> AsyncIterator[None]:
 async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     gateway = app[DOCKER]
-    image = settings.runtime_image or default_tag()
+    image = runtime_tag(settings)
     if not await gateway.image_exists(image):
         log.error("runtime image missing; build it with `make image`", extra={"image": image})
     backend = LocalDockerBackend(gateway, settings)

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from controller.auth.roles import Identity
 from controller.errors import UnauthorizedError
 from controller.keys import AUTH, IDENTITY
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 F = TypeVar("F", bound=Callable[..., Any])
 _PUBLIC = "__o16n_public__"
 

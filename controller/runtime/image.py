@@ -17,6 +17,7 @@ from pathlib import Path
 
 from controller.errors import RuntimeFailure
 from controller.runtime.docker_gateway import DockerGateway
+from controller.settings import Settings
 
 REPOSITORY = "o16n-runtime"
 SLIM_BASE = "python:3.11-slim"
@@ -48,6 +49,11 @@ def content_hash(root: Path = IMAGE_DIR) -> str:
 
 def default_tag() -> str:
     return f"{REPOSITORY}:{content_hash()}"
+
+
+def runtime_tag(settings: Settings) -> str:
+    """The image containers run: the configured one, else the tag of ``runtime_image/``."""
+    return settings.runtime_image or default_tag()
 
 
 async def download_wheels(dest: Path, progress: Callable[[str], None]) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from controller.errors import RuntimeFailure
 from controller.runtime.docker_gateway import DockerGateway
-from controller.runtime.image import default_tag
+from controller.runtime.image import runtime_tag
 from controller.runtime.local_docker import LocalDockerBackend
 from controller.runtime.sandboxes import Sandboxes
 from controller.settings import Settings
@@ -21,7 +21,7 @@ from controller.settings import Settings
 async def sandboxes(settings: Settings) -> Any:
     gateway = await DockerGateway.connect()
     backend = LocalDockerBackend(gateway, settings)
-    yield Sandboxes(backend, settings, settings.runtime_image or default_tag())
+    yield Sandboxes(backend, settings, runtime_tag(settings))
     await backend.close()
     await gateway.close()
 
