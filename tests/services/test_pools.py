@@ -26,7 +26,8 @@ def settings(data_dir: Path) -> Settings:
 
 def _containers(settings: Any) -> list[Any]:
     label = [f"o16n.instance={settings.instance}", "o16n.kind=service"]
-    return docker.from_env().containers.list(filters={"label": label})
+    # sparse: no inspect of each listed container, which may be removed in between
+    return docker.from_env().containers.list(sparse=True, filters={"label": label})
 
 
 async def _until(predicate: Any, timeout: float = 30) -> None:
