@@ -17,7 +17,7 @@ from typing import Any
 from controller.errors import AgentGone, O16nError, RuntimeFailure
 from controller.runtime.agent_link import AgentLink, AgentTimeout, Reply
 from controller.runtime.backend import ComputeBackend, ContainerHandle, ExitReport
-from controller.runtime.spec import ENGINE_PATHS, ContainerSpec, Kind
+from controller.runtime.spec import ENGINE_PATHS, LABEL_PREFIX, ContainerSpec, Kind
 from controller.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -120,13 +120,23 @@ class Sandboxes:
     async def remove_image(self, ref: str) -> bool:
         return await self.backend.remove_image(ref)
 
+    def image_name(self, repository: str, key: str) -> str:
+        """This instance's name for an image it makes (a snapshot's, a service's): the
+        start-up reap knows its own images by it."""
+        return f"{repository}:{self._settings.instance}-{key}"
+
+    async def commit(self, sandbox: Sandbox, image: str, labels: dict[str, str]) -> str:
+        """Save ``sandbox``'s filesystem as ``image``, labelled as this instance's."""
+        labels = {LABEL_PREFIX + "instance": self._settings.instance, **labels}
+        return await self.backend.commit(sandbox.handle, image, labels)
+
     async def reap_images(self, repositories: list[str], keep: set[str]) -> int:
         """Remove this instance's images in ``repositories`` that nothing uses any more
         (left by a crash between taking and recording a snapshot, say)."""
         removed = 0
         for repository in repositories:
             for name in await self.backend.image_names(repository):
-                mine = name.startswith(f"{repository}:{self._settings.instance}-")
+                mine = name.startswith(self.image_name(repository, ""))
                 if mine and name not in keep:
                     log.info("removing unused image", extra={"image": name})
                     removed += await self.backend.remove_image(name)

@@ -408,7 +408,7 @@ class ServiceRegistry:
     ) -> tuple[str, str | None, bool]:
         """The service's own image tag and tarball copy (from a snapshot, or a fresh
         runtime), and whether that image is the runtime image unchanged."""
-        image = f"{IMAGE_REPOSITORY}:{self._settings.instance}-{key}"
+        image = self._sandboxes.image_name(IMAGE_REPOSITORY, key)
         if snapshot_id is None:
             await self._sandboxes.tag_image(self._sandboxes.image, image)
             return image, None, True

@@ -18,6 +18,7 @@ from controller.auth.roles import Identity
 from controller.clock import dotnet_timestamp
 from controller.errors import BadRequestError, NotFoundError
 from controller.runtime.sandboxes import Sandboxes
+from controller.runtime.spec import LABEL_PREFIX
 from controller.sessions.manager import AGENT_TIMEOUT, RUNTIME, SessionManager
 from controller.settings import Settings
 from controller.snapshots import archives
@@ -46,17 +47,16 @@ class SnapshotManager:
 
     async def create(self, caller: Identity, session_id: str, name: str | None) -> SnapshotRecord:
         snapshot_id = str(uuid.uuid4())
-        image = f"{IMAGE_REPOSITORY}:{self._settings.instance}-{snapshot_id.replace('-', '')}"
+        image = self._sandboxes.image_name(IMAGE_REPOSITORY, snapshot_id.replace("-", ""))
         relative = f"snapshots/{snapshot_id}.tar.gz"
         async with self._sessions.using(caller, session_id) as sandbox:
             reply, blob = await sandbox.call("snapshot_save", timeout=AGENT_TIMEOUT)
             pristine = await self._sandboxes.pristine(sandbox)
             labels = {
-                "o16n.instance": self._settings.instance,
-                "o16n.snapshot": snapshot_id,
-                "o16n.owner": caller.username,
+                LABEL_PREFIX + "snapshot": snapshot_id,
+                LABEL_PREFIX + "owner": caller.username,
             }
-            await self._sandboxes.backend.commit(sandbox.handle, image, labels)
+            await self._sandboxes.commit(sandbox, image, labels)
         data = blob or b""
         try:
             digest = await asyncio.to_thread(
