@@ -127,9 +127,7 @@ class ContainerSpec(BaseModel):
             user=settings.container_user,
             environment={
                 "HOME": WORKDIR,
-                "LANG": "C.UTF-8",
-                "PYTHONUNBUFFERED": "1",
-                "PYTHONHASHSEED": "0",
+                "LANG": "C.UTF-8",  # the agent runs with -I: PYTHON* variables would not apply
                 "OMP_NUM_THREADS": "1",
                 "OPENBLAS_NUM_THREADS": "1",
                 "MKL_NUM_THREADS": "1",
