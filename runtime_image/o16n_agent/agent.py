@@ -115,6 +115,7 @@ class Agent:
                 text = "".join(traceback.format_exception(exc))
             reply, out_blob = {"id": request_id, "ok": False, "error": text}, None
         self.exit_if_forked()
+        reap_children()
         return reply, out_blob
 
     def exit_if_forked(self) -> None:
@@ -155,3 +156,15 @@ def main(argv: list[str] | None = None) -> int:
     os.chdir(args.workdir)
     Agent(args.socket, args.workdir).serve_forever()
     return 0
+
+
+def reap_children() -> None:
+    """Collect exited children of the agent (forks of user code, in a session or a service),
+    so that no zombie holds a pid."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return

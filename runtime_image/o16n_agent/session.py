@@ -6,7 +6,6 @@ that runs in it.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -72,7 +71,6 @@ class SessionOps:
                     )
                     values = [{"name": n, "value": None} for n in outputs]
                     break
-        reap_children()
         return {
             "success": outcome.success,
             "error": outcome.error,
@@ -121,14 +119,3 @@ class SessionOps:
             raise OpError("no workspace tarball was sent", "invalid")
         names, count = workspace.restore(self.namespace, self.workdir, blob)
         return {"objects": names, "files": count}, None
-
-
-def reap_children() -> None:
-    """Collect exited children of the agent (user code's forks), so no zombie holds a pid."""
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
