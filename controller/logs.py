@@ -25,21 +25,20 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        for key, value in vars(record).items():
-            if key not in _STANDARD and not key.startswith("_"):
-                entry[key] = value
+        entry.update(_extras(record))
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
+def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    """What the call added with ``extra={...}``."""
+    return {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
+
+
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        extras = " ".join(
-            f"{k}={v}"
-            for k, v in vars(record).items()
-            if k not in _STANDARD and not k.startswith("_")
-        )
+        extras = " ".join(f"{k}={v}" for k, v in _extras(record).items())
         base = (
             f"{self.formatTime(record)} {record.levelname:<7} {record.name}: {record.getMessage()}"
         )
@@ -64,7 +63,7 @@ class AccessLogger(AbstractAccessLogger):
     """One structured line per request: method, path, status, time, caller."""
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
-        identity = request.get(IDENTITY) if hasattr(request, "get") else None
+        identity = request.get(IDENTITY)
         self.logger.info(
             "request",
             extra={
