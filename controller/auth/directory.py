@@ -52,9 +52,9 @@ class Directory:
             try:
                 if await self._db.data_version() != self._data_version:
                     await self.reload()
-                self._prune()
                 if time.monotonic() - purged > purge_every:
                     purged = time.monotonic()
+                    self._prune()  # only memory: a pruned family's tokens have all expired
                     await self.tokens_repo.purge(time.time(), keep_revoked_for=self._access_ttl)
             except Exception:  # keep watching; the next round retries
                 log.exception("reloading users and tokens failed")
