@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,9 @@ SOCKET_NAME = "agent.sock"
 #: longest path a Unix socket may have on Linux (sun_path is 108 bytes, NUL-terminated)
 MAX_SOCKET_PATH = 107
 HELLO_TIMEOUT = 10.0
+LISTEN_BACKLOG = 8
+#: seconds to wait before accepting again after accept(2) failed (out of descriptors)
+ACCEPT_RETRY_DELAY = 1.0
 
 Reply = tuple[dict[str, Any], bytes | None]
 
@@ -221,6 +225,12 @@ class AgentListener:
 
     Keeps listening for the container's lifetime, so an agent can dial in again after a
     controller restart; while a link is open, further connections are refused.
+
+    The listener owns its socket and accepts in a reader callback rather than through
+    ``asyncio.start_unix_server``: on Python 3.11 a connection that server accepted just
+    before ``Server.close()`` fails an assertion half-way through building its transport,
+    and that transport is never closed. Here a connection is ours the moment it is
+    accepted, so ``close()`` can always close it.
     """
 
     def __init__(self, socket_dir: Path, reply_limit: int, blob_limit: int) -> None:
@@ -228,11 +238,13 @@ class AgentListener:
         self.socket_path = socket_dir / SOCKET_NAME
         self._reply_limit = reply_limit
         self._blob_limit = blob_limit
-        self._server: asyncio.Server | None = None
+        self._sock: socket.socket | None = None
+        self._closed = False
         self._link: AgentLink | None = None
         self._linked = asyncio.Event()
         self._handshakes: set[asyncio.Task[None]] = set()
-        self._unlinked: set[asyncio.StreamWriter] = set()
+        #: accepted connections whose handshake has not finished
+        self._pending: set[socket.socket] = set()
 
     async def start(self) -> None:
         if len(str(self.socket_path)) > MAX_SOCKET_PATH:
@@ -244,9 +256,18 @@ class AgentListener:
         os.chmod(self.socket_dir, 0o755)  # noqa: PTH101, S103 (the container's uid must reach the socket)
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()  # a stale socket of an earlier controller
-        self._server = await asyncio.start_unix_server(self._accept, path=str(self.socket_path))
-        # connect(2) needs write permission on the socket; the container's uid is not ours.
-        os.chmod(self.socket_path, 0o666)  # noqa: PTH101, S103
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(str(self.socket_path))
+            # connect(2) needs write permission on the socket; the container's uid is not ours.
+            os.chmod(self.socket_path, 0o666)  # noqa: PTH101, S103
+            sock.listen(LISTEN_BACKLOG)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        self._sock = sock
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._accept)
 
     async def wait_link(self, timeout: float) -> AgentLink:
         """The agent's link, waiting up to ``timeout`` seconds for it to dial in."""
@@ -270,34 +291,64 @@ class AgentListener:
     async def close(self) -> None:
         # Stop accepting first: an agent whose link we are about to cut dials in again at
         # once, and a connection accepted after the sweep below would never be closed.
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
-        for task in list(self._handshakes):  # before the wait below, so none links meanwhile
+        self._closed = True
+        self._stop_accepting()
+        handshakes = list(self._handshakes)
+        for task in handshakes:  # each closes its own connection as it ends
             task.cancel()
+        await asyncio.gather(*handshakes, return_exceptions=True)
+        pending, self._pending = list(self._pending), set()
+        for conn in pending:  # a handshake cancelled before it ever ran
+            conn.close()
         if self._link is not None:
             await self._link.aclose()
-        unlinked, self._unlinked = list(self._unlinked), set()
-        for writer in unlinked:  # accepted, but never handed to a link
-            writer.transport.abort()
-        for writer in unlinked:
-            with contextlib.suppress(ConnectionError, OSError, TimeoutError):
-                async with asyncio.timeout(5.0):
-                    await writer.wait_closed()
-        if server is not None:
-            with contextlib.suppress(Exception):
-                await server.wait_closed()
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
 
-    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._unlinked.add(writer)
-        task = asyncio.ensure_future(self._handshake(reader, writer))
-        self._handshakes.add(task)
-        task.add_done_callback(self._handshakes.discard)
+    def _stop_accepting(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            asyncio.get_running_loop().remove_reader(sock.fileno())
+            sock.close()
 
-    async def _handshake(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _accept(self) -> None:
+        """Take every waiting connection off the socket. A reader callback runs to its end
+        before anything else does, so a connection is never half-way between the kernel
+        and ``_pending`` when ``close()`` looks."""
+        while self._sock is not None:
+            try:
+                conn, _ = self._sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue
+            except OSError as exc:  # out of descriptors, say: try again in a moment
+                log.warning("agent socket accept failed", extra={"reason": str(exc)})
+                self._pause_accepting()
+                return
+            conn.setblocking(False)
+            self._pending.add(conn)
+            task = asyncio.get_running_loop().create_task(self._handshake(conn))
+            self._handshakes.add(task)
+            task.add_done_callback(self._handshakes.discard)
+
+    def _pause_accepting(self) -> None:
+        if self._sock is None:
+            return
+        loop = asyncio.get_running_loop()
+        fd = self._sock.fileno()
+        loop.remove_reader(fd)
+
+        def resume() -> None:
+            if self._sock is not None and self._sock.fileno() == fd:
+                loop.add_reader(fd, self._accept)
+
+        loop.call_later(ACCEPT_RETRY_DELAY, resume)
+
+    async def _handshake(self, conn: socket.socket) -> None:
+        writer: asyncio.StreamWriter | None = None
         try:
+            reader, writer = await asyncio.open_unix_connection(sock=conn)
             if self.link is not None:
                 raise AgentProtocolError("an agent is already connected")
             async with asyncio.timeout(HELLO_TIMEOUT):
@@ -305,10 +356,16 @@ class AgentListener:
             if hello.get("op") != "hello" or hello.get("version") != protocol.VERSION:
                 raise AgentProtocolError(f"unexpected hello from agent: {str(hello)[:200]}")
         except (Exception, asyncio.CancelledError) as exc:
-            log.warning("agent connection refused", extra={"reason": str(exc)[:200]})
-            self._unlinked.discard(writer)
-            writer.close()
+            if not self._closed:
+                log.warning("agent connection refused", extra={"reason": str(exc)[:200]})
+            if writer is None:
+                conn.close()
+            else:
+                writer.transport.abort()
+                with contextlib.suppress(ConnectionError, OSError):
+                    await writer.wait_closed()  # closed before close() moves on
             return
-        self._unlinked.discard(writer)
+        finally:
+            self._pending.discard(conn)
         self._link = AgentLink(reader, writer, hello, self._reply_limit, self._blob_limit)
         self._linked.set()
