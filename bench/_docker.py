@@ -7,12 +7,16 @@ the sweep at the end must work outside any event loop, after an interruption.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from bench._server import PROJECT_ROOT, BenchError
@@ -72,6 +76,27 @@ def sweep(script: str, labels: Sequence[str], passes: int = 1, *, images: bool =
         )
     elif containers:
         print(f"bench.{script}: removed {len(containers)} leftover container(s)", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def scratch_dir(script: str, labels: Sequence[str], *, images: bool = False) -> Iterator[Path]:
+    """A temporary directory for the run's servers, and the cleanup after it, however the run
+    ends: ``sweep`` (a second pass if the run failed) and the directory removed.
+
+    The path is short on purpose: ``<data>/sockets/<key>/agent.sock`` must stay under 108
+    bytes. Ctrl-C is ignored while cleaning up, so a second one cannot leave containers."""
+    tmp = Path(tempfile.mkdtemp(prefix="o16n-b-", dir="/tmp"))
+    completed = False
+    try:
+        yield tmp
+        completed = True
+    finally:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            sweep(script, labels, 1 if completed else 2, images=images)
+            shutil.rmtree(tmp, ignore_errors=True)
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
 
 def machine_load(label: str) -> dict[str, Any]:

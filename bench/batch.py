@@ -32,18 +32,15 @@ import http.client
 import json
 import os
 import secrets
-import shutil
-import signal
 import socket
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench._docker import machine_load, preflight, sweep
+from bench._docker import machine_load, preflight, scratch_dir
 from bench._server import (
     HOST,
     BenchError,
@@ -643,18 +640,11 @@ def main(argv: list[str] | None = None) -> int:
         return unable
 
     interrupt_on_sigterm()  # clean up on SIGTERM too
-    tmp = Path(tempfile.mkdtemp(prefix="o16n-bb-", dir="/tmp"))  # short: socket paths
-    completed = False
     try:
-        figures = run(args, tmp)
-        completed = True
+        with scratch_dir("batch", [LABEL], images=True) as tmp:
+            figures = run(args, tmp)
     except (BenchError, KeyboardInterrupt) as exc:
         return failed("batch", exc)
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not stop cleanup
-        sweep("batch", [LABEL], 1 if completed else 2, images=True)
-        shutil.rmtree(tmp, ignore_errors=True)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
 
     figures["ratio"] = figures["batch"]["rows_per_s"] / figures["sequential"]["rows_per_s"]
     figures["meta"] = run_meta(

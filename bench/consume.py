@@ -30,17 +30,15 @@ import argparse
 import json
 import os
 import secrets
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench._docker import machine_load, preflight, sweep
+from bench._docker import machine_load, preflight, scratch_dir
 from bench._server import (
     BenchError,
     Server,
@@ -628,18 +626,13 @@ def main(argv: list[str] | None = None) -> int:
         return unable
 
     interrupt_on_sigterm()  # clean up on SIGTERM too
-    tmp = Path(tempfile.mkdtemp(prefix="o16n-bc-", dir="/tmp"))  # short: socket paths
-    completed = False
     try:
-        figures = run(args, tmp)
-        completed = True
-    except (BenchError, KeyboardInterrupt) as exc:
-        return failed("consume", exc)
-    finally:
         # service images are tags of the snapshot's committed image, which carries the
         # label, so removing it by id removes them too
-        sweep("consume", [LABEL], 1 if completed else 2, images=True)
-        shutil.rmtree(tmp, ignore_errors=True)
+        with scratch_dir("consume", [LABEL], images=True) as tmp:
+            figures = run(args, tmp)
+    except (BenchError, KeyboardInterrupt) as exc:
+        return failed("consume", exc)
 
     o16n, base = figures["o16n"], figures["baseline"]
     figures["ratios"] = {

@@ -21,14 +21,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench._docker import docker_run_sample, preflight, sweep
+from bench._docker import docker_run_sample, preflight, scratch_dir
 from bench._server import (
     BenchError,
     failed,
@@ -155,17 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     if (unable := preflight("containers", ["docker"], image)) is not None:
         return unable
     interrupt_on_sigterm(asyncio_run=True)
-    # short on purpose: <data>/sockets/<key>/agent.sock must stay under 108 bytes
-    data_dir = Path(tempfile.mkdtemp(prefix="o16n-b-", dir="/tmp"))
-    completed = False
     try:
-        figures = asyncio.run(measure(args, data_dir, image))
-        completed = True
+        with scratch_dir("containers", [LABEL]) as data_dir:
+            figures = asyncio.run(measure(args, data_dir, image))
     except (BenchError, KeyboardInterrupt) as exc:
         return failed("containers", exc)
-    finally:
-        sweep("containers", [LABEL], 1 if completed else 2)
-        shutil.rmtree(data_dir, ignore_errors=True)
 
     mine, base = figures["o16n_launch_ping"], figures["docker_run_true"]
     figures["ratios"] = {k: mine[f"{k}_ms"] / base[f"{k}_ms"] for k in ("p50", "p90", "min")}

@@ -31,10 +31,8 @@ import json
 import os
 import re
 import secrets
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -44,7 +42,7 @@ from typing import Any
 import aiohttp
 import docker
 
-from bench._docker import docker_run_sample, preflight, sweep
+from bench._docker import docker_run_sample, preflight, scratch_dir
 from bench._server import (
     BenchError,
     Server,
@@ -632,48 +630,43 @@ async def measure(
 
 
 def run(args: argparse.Namespace, image: str) -> dict[str, Any]:
-    tmp = Path(tempfile.mkdtemp(prefix="o16n-b-", dir="/tmp"))  # short: socket paths
     password = "bench-" + secrets.token_urlsafe(18)
     # no service warm pool: only the sessions' warm containers run on these servers
     common = {"O16N_SESSIONS_PER_USER": "1000", "O16N_SERVICE_WARM_POOL_SIZE": "0"}
     servers: dict[str, Server] = {}
-    completed = False
-    try:
-        servers["warm"] = start_o16n(
-            tmp,
-            password,
-            image,
-            instance=WARM,
-            name="warm",
-            env={**common, "O16N_WARM_POOL_SIZE": str(args.pool_size)},
-            detach=True,
-        )
-        servers["cold"] = start_o16n(
-            tmp,
-            password,
-            image,
-            instance=COLD,
-            name="cold",
-            env={**common, "O16N_WARM_POOL_SIZE": "0"},
-            detach=True,
-        )
-        servers["baseline"] = start_app(tmp, "baseline", BASELINE_APP, detach=True)
-        for server in servers.values():
-            server.wait_ready()
-        tokens = {name: login(servers[name], password) for name in ("warm", "cold")}
+    with scratch_dir("sessions", LABELS) as tmp:
         try:
-            figures = asyncio.run(measure(args, image, servers, tokens))
-        except (aiohttp.ClientError, OSError) as exc:
-            dead = [s for s in servers.values() if s.process.poll() is not None]
-            detail = "".join(f"\n{s.name} exited:\n{s.log_tail()}" for s in dead)
-            raise BenchError(f"{type(exc).__name__}: {exc}{detail}") from None
-        completed = True
-        return figures
-    finally:
-        for server in servers.values():
-            server.stop()
-        sweep("sessions", LABELS, 1 if completed else 2)
-        shutil.rmtree(tmp, ignore_errors=True)
+            servers["warm"] = start_o16n(
+                tmp,
+                password,
+                image,
+                instance=WARM,
+                name="warm",
+                env={**common, "O16N_WARM_POOL_SIZE": str(args.pool_size)},
+                detach=True,
+            )
+            servers["cold"] = start_o16n(
+                tmp,
+                password,
+                image,
+                instance=COLD,
+                name="cold",
+                env={**common, "O16N_WARM_POOL_SIZE": "0"},
+                detach=True,
+            )
+            servers["baseline"] = start_app(tmp, "baseline", BASELINE_APP, detach=True)
+            for server in servers.values():
+                server.wait_ready()
+            tokens = {name: login(servers[name], password) for name in ("warm", "cold")}
+            try:
+                return asyncio.run(measure(args, image, servers, tokens))
+            except (aiohttp.ClientError, OSError) as exc:
+                dead = [s for s in servers.values() if s.process.poll() is not None]
+                detail = "".join(f"\n{s.name} exited:\n{s.log_tail()}" for s in dead)
+                raise BenchError(f"{type(exc).__name__}: {exc}{detail}") from None
+        finally:
+            for server in servers.values():
+                server.stop()
 
 
 # --- report ---------------------------------------------------------------------------------
