@@ -4,13 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
+
+import pytest
 
 from controller.auth.roles import Role
 from controller.sessions.history import ExecutionLog
 from controller.store.db import Database
 from controller.store.sessions import SessionRecord, SessionsRepo
 from controller.store.users import UsersRepo
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    db = await Database.open(tmp_path / "o16n.db")
+    yield db
+    await db.close()
+
+
+async def add_session(db: Database, repo: SessionsRepo) -> None:
+    """Session "s" of a new user, for the log to write entries of."""
+    user = await UsersRepo(db).add("ada", "not-a-hash", Role.CONTRIBUTOR)
+    await repo.insert(
+        SessionRecord("s", "n", user.id, user.username, "python", "k", "c", "alive", None, 0, 0, "")
+    )
 
 
 class SlowRepo(SessionsRepo):
@@ -29,27 +47,18 @@ class SlowRepo(SessionsRepo):
         await super().record_executions(entries)
 
 
-async def test_a_cancelled_write_is_written_by_the_next_flush(tmp_path: Path) -> None:
-    db = await Database.open(tmp_path / "o16n.db")
-    try:
-        user = await UsersRepo(db).add("ada", "not-a-hash", Role.CONTRIBUTOR)
-        repo = SlowRepo(db)
-        await repo.insert(
-            SessionRecord(
-                "s", "n", user.id, user.username, "python", "k", "c", "alive", None, 0, 0, ""
-            )
-        )
-        log = ExecutionLog(repo)
-        writer = asyncio.create_task(log.run())
-        log.record("s", 1, "x = 1", "")
-        await repo.started.wait()
-        writer.cancel()
-        await asyncio.gather(writer, return_exceptions=True)
+async def test_a_cancelled_write_is_written_by_the_next_flush(db: Database) -> None:
+    repo = SlowRepo(db)
+    await add_session(db, repo)
+    log = ExecutionLog(repo)
+    writer = asyncio.create_task(log.run())
+    log.record("s", 1, "x = 1", "")
+    await repo.started.wait()
+    writer.cancel()
+    await asyncio.gather(writer, return_exceptions=True)
 
-        await log.flush()  # what shutdown does
-        assert await repo.history("s") == ["x = 1"]
-    finally:
-        await db.close()
+    await log.flush()  # what shutdown does
+    assert await repo.history("s") == ["x = 1"]
 
 
 class LockedOnceRepo(SessionsRepo):
@@ -66,19 +75,12 @@ class LockedOnceRepo(SessionsRepo):
         await super().record_executions(entries)
 
 
-async def test_a_failed_write_is_retried(tmp_path: Path) -> None:
-    db = await Database.open(tmp_path / "o16n.db")
-    writer = None
+async def test_a_failed_write_is_retried(db: Database) -> None:
+    repo = LockedOnceRepo(db)
+    await add_session(db, repo)
+    log = ExecutionLog(repo)
+    writer = asyncio.create_task(log.run())
     try:
-        user = await UsersRepo(db).add("ada", "not-a-hash", Role.CONTRIBUTOR)
-        repo = LockedOnceRepo(db)
-        await repo.insert(
-            SessionRecord(
-                "s", "n", user.id, user.username, "python", "k", "c", "alive", None, 0, 0, ""
-            )
-        )
-        log = ExecutionLog(repo)
-        writer = asyncio.create_task(log.run())
         log.record("s", 1, "x = 1", "")
         for _ in range(50):  # the retry comes a second after the failure
             await asyncio.sleep(0.1)
@@ -86,7 +88,5 @@ async def test_a_failed_write_is_retried(tmp_path: Path) -> None:
                 break
         assert repo.failed and await repo.history("s") == ["x = 1"]
     finally:
-        if writer is not None:
-            writer.cancel()
-            await asyncio.gather(writer, return_exceptions=True)
-        await db.close()
+        writer.cancel()
+        await asyncio.gather(writer, return_exceptions=True)
