@@ -6,6 +6,7 @@ containers a test leaves behind are found and swept at the end of the run.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import shutil
 import tempfile
@@ -44,14 +45,19 @@ def _sweep_test_containers() -> Iterator[None]:
     yield
     client = docker.from_env()
     try:
-        for container in client.containers.list(all=True, filters={"label": "o16n.instance"}):
-            if container.labels.get("o16n.instance", "").startswith(INSTANCE_PREFIX + RUN_ID):
-                container.remove(force=True)
+        # sparse: no inspect per container, which fails on one another run removes meanwhile
+        owned = client.containers.list(all=True, sparse=True, filters={"label": "o16n.instance"})
+        for container in owned:
+            labels = container.attrs.get("Labels") or {}
+            if labels.get("o16n.instance", "").startswith(INSTANCE_PREFIX + RUN_ID):
+                with contextlib.suppress(docker.errors.NotFound):
+                    container.remove(force=True)
         for repository in ("o16n-service", "o16n-snapshot"):
-            for image in client.images.list(name=repository):
-                for tag in image.tags:
+            for image in client.api.images(name=repository):  # plain list, no inspect
+                for tag in image.get("RepoTags") or ():
                     if tag.startswith(f"{repository}:{INSTANCE_PREFIX}{RUN_ID}"):
-                        client.images.remove(tag, noprune=False)
+                        with contextlib.suppress(docker.errors.NotFound):
+                            client.images.remove(tag, noprune=False)
     finally:
         client.close()
 
