@@ -4,7 +4,9 @@ Every error a handler or a lower layer raises on purpose is an :class:`O16nError
 One middleware (``controller.http.middlewares``) turns them into the JSON body
 ``{"message", "exceptionType"}`` with the status each class names. Lower layers
 (the store, the runtime backends) never raise HTTP errors; Docker's own
-exceptions are translated into this tree in one place (``controller.runtime.docker_gateway``).
+exceptions are translated into this tree in one place (``controller.runtime.docker_gateway``),
+SQLite's in ``controller.store.db``; :func:`translate` names the few low-level failures a
+client should hear about (a full disk, a locked database) wherever they surface.
 
     O16nError                        500  something of ours failed
     ├── BadRequestError              400  the client sent something we cannot accept
@@ -18,6 +20,8 @@ exceptions are translated into this tree in one place (``controller.runtime.dock
     ├── TooManyRequestsError         429  carries Retry-After
     ├── NotImplementedFeature        501
     ├── ServiceUnavailableError      503  carries Retry-After
+    │   └── StoreBusy                503  another connection holds the database's write lock
+    ├── InsufficientStorage          507  the data directory's disk is full
     └── RuntimeFailure               500  a container, the engine or an agent failed
         ├── EngineUnavailable        503  the Docker engine does not answer
         ├── AgentProtocolError       500  an agent broke the protocol
@@ -25,6 +29,9 @@ exceptions are translated into this tree in one place (``controller.runtime.dock
 """
 
 from __future__ import annotations
+
+import errno
+import sqlite3
 
 
 class O16nError(Exception):
@@ -86,6 +93,16 @@ class ServiceUnavailableError(O16nError):
     status = 503
 
 
+class StoreBusy(ServiceUnavailableError):
+    """The database's write lock stayed with another connection (the CLI, a backup) too long."""
+
+
+class InsufficientStorage(O16nError):
+    """The data directory's disk (or quota) is full: writes fail until space is freed."""
+
+    status = 507
+
+
 class RuntimeFailure(O16nError):
     status = 500
 
@@ -100,3 +117,43 @@ class AgentProtocolError(RuntimeFailure):
 
 class AgentGone(RuntimeFailure):
     pass
+
+
+#: Seconds a client is told to wait before retrying against a busy database.
+STORE_RETRY_AFTER = 2.0
+_SQLITE_FULL = 13
+_SQLITE_BUSY = 5
+_SQLITE_LOCKED = 6
+
+
+def translate(exc: BaseException) -> O16nError | None:
+    """The domain error for a low-level failure that is the server's state, not a bug:
+    a full disk (``ENOSPC``, ``EDQUOT``, ``SQLITE_FULL``) or a database locked by another
+    connection (``SQLITE_BUSY``, ``SQLITE_LOCKED``). Follows ``raise … from`` and implicit
+    chains a few links deep, so a wrapped ENOSPC is still named. ``None``: not one of those."""
+    seen: BaseException | None = exc
+    for _ in range(4):
+        if seen is None:
+            return None
+        if isinstance(seen, O16nError):
+            return seen if isinstance(seen, StoreBusy | InsufficientStorage) else None
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return out_of_space()
+        if isinstance(seen, sqlite3.Error):
+            code = getattr(seen, "sqlite_errorcode", 0) & 0xFF
+            if code == _SQLITE_FULL:
+                return out_of_space()
+            if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
+                return StoreBusy(
+                    "the database is locked by another connection; try again shortly",
+                    retry_after=STORE_RETRY_AFTER,
+                )
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def out_of_space() -> InsufficientStorage:
+    return InsufficientStorage(
+        "the server is out of storage space: its data directory's disk is full; "
+        "reads and web service calls go on, writes fail until space is freed"
+    )

@@ -12,7 +12,7 @@ import logging
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from controller.errors import O16nError
+from controller.errors import O16nError, translate
 from controller.http.responses import error_body, json_response
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return _http_error(request, exc)
     except asyncio.CancelledError:
         raise
-    except Exception:
+    except Exception as exc:
+        known = translate(exc)  # a full disk (507) or a locked database (503), wherever raised
+        if known is not None:
+            log.warning("request failed", extra={"path": request.path, "error": repr(exc)})
+            headers = {"Retry-After": str(int(known.retry_after))} if known.retry_after else None
+            return _error(known.status, known.message, known.exception_type, headers)
         log.exception("unhandled error", extra={"method": request.method, "path": request.path})
         return _error(
             500, "internal server error; the controller logged the details", "InternalError"

@@ -14,12 +14,17 @@ from typing import Any
 
 import aiosqlite
 
+from controller.errors import STORE_RETRY_AFTER, StoreBusy, translate
 from controller.store.schema import MIGRATIONS
 
 log = logging.getLogger(__name__)
 
 Row = aiosqlite.Row
 Params = Sequence[Any] | dict[str, Any]
+
+#: Seconds a statement waits for another connection's write lock, and a unit of work for
+#: this connection (behind other coroutines' statements), before the database counts as busy.
+BUSY_TIMEOUT = 5.0
 
 
 class Database:
@@ -29,6 +34,10 @@ class Database:
     the disk. Statements from different coroutines would interleave on the one
     connection, so every unit of work takes ``self._lock``: ``transaction()`` for writes
     (``BEGIN IMMEDIATE`` … ``COMMIT``), ``fetch*`` for single reads.
+
+    Waiting is bounded: for the lock, and (``busy_timeout``) for another process's write
+    lock, each at most ``BUSY_TIMEOUT``; beyond it a caller gets :class:`StoreBusy` (503),
+    and a full disk :class:`InsufficientStorage` (507), never a bare ``sqlite3`` error.
     """
 
     def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
@@ -44,7 +53,7 @@ class Database:
         await conn.execute("PRAGMA journal_mode=WAL")
         await conn.execute("PRAGMA synchronous=NORMAL")
         await conn.execute("PRAGMA foreign_keys=ON")
-        await conn.execute("PRAGMA busy_timeout=5000")
+        await conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
         db = cls(conn, path)
         await db.migrate()
         return db
@@ -52,6 +61,27 @@ class Database:
     async def close(self) -> None:
         async with self._lock:
             await self._conn.close()
+
+    @asynccontextmanager
+    async def _locked(self) -> AsyncIterator[None]:
+        """This connection, waited for at most ``BUSY_TIMEOUT`` (a unit of work stuck on
+        another process's lock holds it that long); SQLite's errors translated."""
+        try:
+            async with asyncio.timeout(BUSY_TIMEOUT):
+                await self._lock.acquire()
+        except TimeoutError:
+            raise StoreBusy(
+                "the database is busy; try again shortly", retry_after=STORE_RETRY_AFTER
+            ) from None
+        try:
+            yield
+        except sqlite3.Error as exc:
+            known = translate(exc)
+            if known is None:
+                raise
+            raise known from exc
+        finally:
+            self._lock.release()
 
     async def migrate(self) -> None:
         """Apply every migration newer than ``PRAGMA user_version``, each in its own transaction."""
@@ -75,7 +105,7 @@ class Database:
         """Exclusive write transaction; rolls back on any exception, cancellation included
         (even one that lands while BEGIN is on its way, which would otherwise leave the
         connection inside a transaction)."""
-        async with self._lock:
+        async with self._locked():
             try:
                 await self._conn.execute("BEGIN IMMEDIATE")
                 yield self._conn
@@ -92,12 +122,12 @@ class Database:
             return cur.rowcount
 
     async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
-        async with self._lock:
+        async with self._locked():
             cur = await self._conn.execute(sql, params)
             return await cur.fetchone()
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
-        async with self._lock:
+        async with self._locked():
             cur = await self._conn.execute(sql, params)
             return list(await cur.fetchall())
 
