@@ -19,11 +19,15 @@ def write(path: Path, data: bytes) -> str:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    except BaseException:  # a full disk, say: no partial file stays behind
+        remove(tmp)
+        raise
     return hashlib.sha256(data).hexdigest()
 
 
@@ -35,7 +39,11 @@ def copy(source: Path, target: Path) -> None:
     try:
         os.link(source, target)
     except OSError:
-        shutil.copyfile(source, target)
+        try:
+            shutil.copyfile(source, target)
+        except BaseException:  # a full disk, say: no partial copy stays behind
+            remove(target)
+            raise
 
 
 def remove(path: Path) -> None:
