@@ -129,7 +129,13 @@ async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     backend = LocalDockerBackend(gateway, settings)
     sandboxes = Sandboxes(backend, settings, image)
     app[SANDBOXES] = sandboxes
-    app[PROBE] = HealthProbe(gateway, image, settings.data_dir)
+    app[PROBE] = HealthProbe(
+        gateway,
+        image,
+        settings.data_dir,
+        int(settings.disk_fail_bytes),
+        int(settings.disk_warn_bytes),
+    )
     yield
     await backend.close()
 

@@ -1,7 +1,7 @@
-"""Slow health checks behind ``GET /status``: the Docker engine, the runtime image, free
-disk. They are cached for a couple of seconds, so a load balancer polling ``/status`` does
-not turn into a stream of Docker API calls and disk probes. (The database is pinged on
-every request: that check is cheap and its answer should be now.)"""
+"""Health checks behind ``GET /status``: the Docker engine and the runtime image (slow:
+cached for a couple of seconds, so a load balancer polling ``/status`` does not turn into a
+stream of Docker API calls) and free disk (one ``statvfs``: checked on every request, so a
+disk that just filled up shows at once). (The database is pinged on every request too.)"""
 
 from __future__ import annotations
 
@@ -15,8 +15,6 @@ from controller.errors import O16nError
 from controller.runtime.docker_gateway import DockerGateway
 
 CACHE_SECONDS = 2.0
-DISK_WARN = 2 * 1024**3
-DISK_FAIL = 256 * 1024**2
 
 
 def node(
@@ -26,36 +24,46 @@ def node(
     return {"statusCode": status, "components": components or {}, "details": details or {}}
 
 
-def disk(path: Path) -> dict[str, Any]:
+def disk(path: Path, fail_below: int, warn_below: int) -> dict[str, Any]:
     usage = shutil.disk_usage(path)
-    status = "fail" if usage.free < DISK_FAIL else "warn" if usage.free < DISK_WARN else "pass"
+    status = "fail" if usage.free < fail_below else "warn" if usage.free < warn_below else "pass"
     details = {"path": str(path.resolve()), "freeBytes": usage.free, "totalBytes": usage.total}
     return node(status, details)
 
 
 class HealthProbe:
-    """Cached checks of the Docker engine, the runtime image and the data directory's disk."""
+    """Checks of the Docker engine and the runtime image (cached) and of the data
+    directory's disk (fresh): ``fail`` below ``disk_fail`` free bytes, ``warn`` below
+    ``disk_warn``."""
 
-    def __init__(self, gateway: DockerGateway, image: str, data_dir: Path) -> None:
+    def __init__(
+        self,
+        gateway: DockerGateway,
+        image: str,
+        data_dir: Path,
+        disk_fail: int = 256 * 1024**2,
+        disk_warn: int = 2 * 1024**3,
+    ) -> None:
         self._gateway = gateway
         self._image = image
         self._data_dir = data_dir
+        self._disk_fail = disk_fail
+        self._disk_warn = disk_warn
         self._at = 0.0
         self._result: dict[str, dict[str, Any]] | None = None
         self._lock = asyncio.Lock()
 
     async def check(self) -> dict[str, dict[str, Any]]:
-        """``{"dockerEngine", "runtimeImage", "disk"}`` status nodes, at most a few seconds old."""
+        """``{"dockerEngine", "runtimeImage", "disk"}`` status nodes; the first two at most a
+        few seconds old."""
         async with self._lock:
             if self._result is None or time.monotonic() - self._at > CACHE_SECONDS:
                 engine, image = await self._engine_and_image()
-                self._result = {
-                    "dockerEngine": engine,
-                    "runtimeImage": image,
-                    "disk": await asyncio.to_thread(disk, self._data_dir),
-                }
+                self._result = {"dockerEngine": engine, "runtimeImage": image}
                 self._at = time.monotonic()
-            return self._result
+            cached = self._result
+        space = await asyncio.to_thread(disk, self._data_dir, self._disk_fail, self._disk_warn)
+        return {**cached, "disk": space}
 
     async def _engine_and_image(self) -> tuple[dict[str, Any], dict[str, Any]]:
         try:

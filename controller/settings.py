@@ -36,6 +36,13 @@ class Settings(BaseModel):
 
     # --- storage ------------------------------------------------------------------------
     data_dir: Path = Field(Path("./data"), description="Database, secrets, snapshots.")
+    disk_fail_bytes: ByteSize = Field(
+        ByteSize(256 * 1024**2),
+        description="Free space under data_dir below which /status reports the disk `fail`.",
+    )
+    disk_warn_bytes: ByteSize = Field(
+        ByteSize(2 * 1024**3), description="… below which it reports the disk `warn`."
+    )
 
     # --- authentication -------------------------------------------------------------------
     admin_password: SecretStr | None = Field(
