@@ -25,6 +25,8 @@ Params = Sequence[Any] | dict[str, Any]
 #: Seconds a statement waits for another connection's write lock, and a unit of work for
 #: this connection (behind other coroutines' statements), before the database counts as busy.
 BUSY_TIMEOUT = 5.0
+#: Seconds ``ping`` may take: ``GET /status`` must answer within a second whatever holds the lock.
+PING_TIMEOUT = 0.5
 
 
 class Database:
@@ -44,6 +46,8 @@ class Database:
         self._conn = conn
         self.path = path
         self._lock = asyncio.Lock()
+        self._probe: aiosqlite.Connection | None = None
+        self._ping: asyncio.Task[float] | None = None
 
     @classmethod
     async def open(cls, path: Path) -> Database:
@@ -59,6 +63,10 @@ class Database:
         return db
 
     async def close(self) -> None:
+        if self._ping is not None:
+            await asyncio.wait([self._ping])  # bounded by its busy timeout
+        if self._probe is not None:
+            await self._probe.close()
         async with self._lock:
             await self._conn.close()
 
@@ -137,9 +145,34 @@ class Database:
         return int(row[0]) if row else 0
 
     async def ping(self) -> float:
-        """Round-trip a trivial query; returns seconds taken."""
+        """Seconds to take and give back the write lock, on a connection of its own so it
+        never queues behind this one. Answers within about ``PING_TIMEOUT`` whatever holds
+        the lock (:class:`StoreBusy` then); concurrent pings share one probe."""
+        if self._ping is None or self._ping.done():
+            self._ping = asyncio.create_task(self._write_probe(), name="db-ping")
+            self._ping.add_done_callback(lambda t: t.cancelled() or t.exception())
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._ping), PING_TIMEOUT + 0.25)
+        except TimeoutError:
+            raise StoreBusy(
+                f"the database did not answer within {PING_TIMEOUT + 0.25:.2f} s",
+                retry_after=STORE_RETRY_AFTER,
+            ) from None
+
+    async def _write_probe(self) -> float:
         start = time.perf_counter()
-        await self.fetchone("SELECT 1")
+        try:
+            if self._probe is None:
+                self._probe = await aiosqlite.connect(
+                    self.path, isolation_level=None, timeout=PING_TIMEOUT
+                )
+            await self._probe.execute("BEGIN IMMEDIATE")  # a read would pass a held write lock
+            await self._probe.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            known = translate(exc)
+            if known is None:
+                raise
+            raise known from exc
         return time.perf_counter() - start
 
 
