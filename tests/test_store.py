@@ -32,3 +32,15 @@ async def test_the_data_directory_is_created_private(tmp_path: Path) -> None:
     db = await Database.open(tmp_path / "data" / "o16n.db")
     await db.close()
     assert stat.S_IMODE((tmp_path / "data").stat().st_mode) == 0o700
+
+
+async def test_an_acknowledged_commit_is_on_disk(tmp_path: Path) -> None:
+    """synchronous=FULL: with WAL, NORMAL acknowledges commits a power loss can roll back."""
+    db = await Database.open(tmp_path / "o16n.db")
+    try:
+        row = await db.fetchone("PRAGMA synchronous")
+        assert row is not None and row[0] == 2  # FULL
+        row = await db.fetchone("PRAGMA journal_mode")
+        assert row is not None and row[0] == "wal"
+    finally:
+        await db.close()

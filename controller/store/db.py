@@ -55,7 +55,10 @@ class Database:
         conn = await aiosqlite.connect(path, isolation_level=None)
         conn.row_factory = aiosqlite.Row
         await conn.execute("PRAGMA journal_mode=WAL")
-        await conn.execute("PRAGMA synchronous=NORMAL")
+        # FULL: a commit is on disk before it is acknowledged (NORMAL could lose the last
+        # publishes and snapshots to a power loss). About 0.1 ms a commit here; no request
+        # path commits more than a few times, and consume commits nothing.
+        await conn.execute("PRAGMA synchronous=FULL")
         await conn.execute("PRAGMA foreign_keys=ON")
         await conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
         db = cls(conn, path)
