@@ -28,6 +28,7 @@ def write(path: Path, data: bytes) -> str:
     except BaseException:  # a full disk, say: no partial file stays behind
         remove(tmp)
         raise
+    sync_directory(path.parent)
     return hashlib.sha256(data).hexdigest()
 
 
@@ -41,9 +42,21 @@ def copy(source: Path, target: Path) -> None:
     except OSError:
         try:
             shutil.copyfile(source, target)
+            with open(target, "rb") as f:
+                os.fsync(f.fileno())
         except BaseException:  # a full disk, say: no partial copy stays behind
             remove(target)
             raise
+    sync_directory(target.parent)
+
+
+def sync_directory(path: Path) -> None:
+    """Make a new name in ``path`` durable: the database row naming it commits next."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def remove(path: Path) -> None:
