@@ -44,6 +44,10 @@ class ExecutionLog:
                 backoff = min(backoff * 2, 60.0)
                 self._wake.set()
 
+    def pending(self, session_id: str, after: int) -> list[str]:
+        """The code of ``session_id``'s executions numbered above ``after`` not yet written."""
+        return [code for sid, seq, code, _ in self._pending if sid == session_id and seq > after]
+
     async def flush(self) -> None:
         """Write what is pending. Entries leave the queue only once written, so a flush
         cancelled mid-write (the writer task at shutdown) loses nothing; rewriting is

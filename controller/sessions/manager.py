@@ -27,8 +27,10 @@ from controller.errors import (
     AgentProtocolError,
     ConflictError,
     GoneError,
+    InsufficientStorage,
     NotFoundError,
     O16nError,
+    StoreBusy,
     TooManyRequestsError,
 )
 from controller.runtime.agent_link import AgentTimeout, Reply
@@ -290,7 +292,11 @@ class SessionManager:
 
     async def history(self, caller: Identity, session_id: str) -> list[str]:
         session = self.get(caller, session_id)
-        await self.log.flush()
+        try:
+            await self.log.flush()
+        except (InsufficientStorage, StoreBusy):  # a read goes on: stored plus still pending
+            stored = await self._repo.history(session.id)
+            return stored + self.log.pending(session.id, after=len(stored))
         return await self._repo.history(session.id)
 
     def console(self, caller: Identity, session_id: str) -> str:

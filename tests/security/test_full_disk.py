@@ -149,6 +149,9 @@ async def test_a_full_disk_is_507_reads_and_consume_go_on_and_it_recovers(
         assert (await client.get(f"/snapshots/{snapshot_id}", headers=headers)).status == 200
         assert (await client.get("/services", headers=headers)).status == 200
         await execute(client, headers, session_id, "x += 1")
+        resp = await client.get(f"/sessions/{session_id}/history", headers=headers)
+        assert resp.status == 200, await resp.text()
+        assert "x += 1" in str(await resp.json())  # stored plus what waits to be written
     finally:
         filler.unlink()
 
