@@ -152,8 +152,8 @@ def translate(exc: BaseException) -> O16nError | None:
     return None
 
 
-def out_of_space() -> InsufficientStorage:
+def out_of_space(where: str = "its data directory's disk") -> InsufficientStorage:
     return InsufficientStorage(
-        "the server is out of storage space: its data directory's disk is full; "
+        f"the server is out of storage space: {where} is full; "
         "reads and web service calls go on, writes fail until space is freed"
     )

@@ -22,7 +22,7 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from controller.errors import EngineUnavailable, NotFoundError, RuntimeFailure
+from controller.errors import EngineUnavailable, NotFoundError, RuntimeFailure, out_of_space
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,8 @@ class DockerGateway:
         except docker.errors.NotFound as exc:
             raise NotFoundError(_explain(exc)) from None
         except docker.errors.APIError as exc:
+            if "no space left on device" in _explain(exc):  # often the data dir's disk too
+                raise out_of_space("the Docker engine's disk") from None
             raise RuntimeFailure(f"the Docker engine refused: {_explain(exc)}") from None
         except (requests.exceptions.ConnectionError, docker.errors.DockerException) as exc:
             raise EngineUnavailable(f"the Docker engine does not answer: {exc}") from None

@@ -164,3 +164,25 @@ async def test_a_full_disk_is_507_reads_and_consume_go_on_and_it_recovers(
     await publish(client, headers, "Other", "1", code="z = 1")
     second = await new_session(client, headers)
     assert (await execute(client, headers, second, "w = 1"))["success"]
+
+
+async def test_an_engine_out_of_space_is_507_too() -> None:
+    """Docker's root often shares the data directory's disk: a commit or a container start
+    the engine refuses with ENOSPC is the same 507, not a 500 "the engine refused"."""
+    import docker.errors
+
+    from controller.errors import InsufficientStorage
+    from controller.runtime.docker_gateway import DockerGateway
+
+    def refused() -> None:  # what docker-py raises for the engine's 500 on a full disk
+        raise docker.errors.APIError(
+            "500 Server Error",
+            explanation="write /var/lib/docker/overlay2/x/diff/f: no space left on device",
+        )
+
+    gateway = await DockerGateway.connect(1, 1)
+    try:
+        with pytest.raises(InsufficientStorage):
+            await gateway._run(refused)
+    finally:
+        await gateway.close()
