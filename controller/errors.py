@@ -21,7 +21,7 @@ client should hear about (a full disk, a locked database) wherever they surface.
     ├── NotImplementedFeature        501
     ├── ServiceUnavailableError      503  carries Retry-After
     │   └── StoreBusy                503  another connection holds the database's write lock
-    ├── InsufficientStorage          507  the data directory's disk is full
+    ├── InsufficientStorage          507  a disk the server writes to is full
     └── RuntimeFailure               500  a container, the engine or an agent failed
         ├── EngineUnavailable        503  the Docker engine does not answer
         ├── AgentProtocolError       500  an agent broke the protocol

@@ -41,7 +41,8 @@ class Settings(BaseModel):
         description="Free space under data_dir below which /status reports the disk `fail`.",
     )
     disk_warn_bytes: ByteSize = Field(
-        ByteSize(2 * 1024**3), description="… below which it reports the disk `warn`."
+        ByteSize(2 * 1024**3),
+        description="Free space under data_dir below which /status reports the disk `warn`.",
     )
 
     # --- authentication -------------------------------------------------------------------
