@@ -3,9 +3,10 @@
 cleaning up) leaves the engine answering.
 
 The machine's engine is shared and never touched: the script starts a *second* dockerd on
-a socket, data root, exec root and pidfile of its own, without bridge or iptables, and the
-test stops that engine (by the pid in its pidfile) and removes its directories whatever
-happens."""
+a socket, data root, exec root and pidfile of its own, without bridge or iptables, in a
+network namespace of its own (a dockerd started with ``--bridge=none`` deletes the
+``docker0`` bridge of the namespace it runs in), and the test stops that engine (by the pid
+in its pidfile) and removes its directories whatever happens."""
 
 from __future__ import annotations
 
@@ -76,8 +77,8 @@ def _stop(pid: int, timeout: float = 30.0) -> None:
 
 @pytest.fixture
 def separate_engine() -> Iterator[SeparateEngine]:
-    if os.geteuid() != 0 or shutil.which("dockerd") is None or shutil.which("setsid") is None:
-        pytest.skip("starting a second Docker engine needs root, dockerd and setsid")
+    if os.geteuid() != 0 or not all(shutil.which(c) for c in ("dockerd", "setsid", "unshare")):
+        pytest.skip("a second Docker engine needs root, dockerd, setsid and unshare")
     root = Path(tempfile.mkdtemp(prefix="o16n-dk-", dir="/tmp"))  # short: socket paths
     (root / "daemon.json").write_text("{}")  # not the machine's /etc/docker/daemon.json
     namespace = f"o16n-test-{secrets.token_hex(3)}"
@@ -127,7 +128,8 @@ def test_the_engine_outlives_the_process_group_of_make_run(
     # `make run`: the script, then the server in the foreground, in a process group (and
     # session) of its own, as a terminal or a supervisor would start it.
     make_run = subprocess.Popen(
-        ["bash", "-c", f"bash {SCRIPT} && echo ready && exec sleep 600"],
+        # unshare execs bash in a new network namespace: the group leader is still this pid
+        ["unshare", "--net", "--", "bash", "-c", f"bash {SCRIPT} && echo ready && exec sleep 600"],
         env=engine.env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
