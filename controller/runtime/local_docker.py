@@ -14,7 +14,14 @@ from controller.errors import NotFoundError, RuntimeFailure
 from controller.runtime.agent_link import AgentLink, AgentListener
 from controller.runtime.backend import ContainerHandle, ExitReport
 from controller.runtime.docker_gateway import DockerGateway
-from controller.runtime.spec import AGENT_PYTHON, LABEL_PREFIX, SOCKET_MOUNT, WORKDIR, ContainerSpec
+from controller.runtime.spec import (
+    AGENT_PYTHON,
+    LABEL_PREFIX,
+    SOCKET_MOUNT,
+    WORKDIR,
+    ContainerSpec,
+    seccomp_profile,
+)
 from controller.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -27,6 +34,7 @@ class LocalDockerBackend:
         self._gateway = gateway
         self._settings = settings
         self._listeners: dict[str, AgentListener] = {}
+        seccomp_profile()  # read at start: a missing or broken profile stops the controller
 
     async def create(self, spec: ContainerSpec) -> ContainerHandle:
         listener = self._listener(spec.key)
@@ -150,7 +158,7 @@ def docker_kwargs(spec: ContainerSpec) -> dict[str, Any]:
         "network_mode": spec.network_mode,
         "read_only": spec.read_only,
         "cap_drop": ["ALL"],
-        "security_opt": ["no-new-privileges"],
+        "security_opt": ["no-new-privileges", f"seccomp={seccomp_profile()}"],
         "init": True,
         "pids_limit": spec.pids,
         "mem_limit": spec.memory,

@@ -40,7 +40,8 @@ async def test_hardened_container_agent_ping_and_removal(
         assert attrs["Config"]["User"] == "1000:1000"
         assert host["NetworkMode"] == "none"
         assert host["CapDrop"] == ["ALL"]
-        assert host["SecurityOpt"] == ["no-new-privileges"]
+        assert host["SecurityOpt"][0] == "no-new-privileges"
+        assert host["SecurityOpt"][1].startswith("seccomp={")
         assert host["ReadonlyRootfs"] is True
         assert host["Init"] is True
         assert host["PidsLimit"] == settings.container_pids
