@@ -151,6 +151,7 @@ async def sessions_ctx(app: web.Application) -> AsyncIterator[None]:
     owned = await sandboxes.owned()
     kept = await manager.adopt(owned)
     await sandboxes.reap([h for h in owned if h.key not in kept])
+    manager.collect_unfinished(app[TASKS].spawn)
     app[SNAPSHOTS] = SnapshotManager(settings, SnapshotsRepo(app[DB]), manager, sandboxes)
     app[TASKS].spawn("warm-pool", pool.keep_full())
     app[TASKS].spawn("session-idle-reaper", manager.run_idle_reaper())

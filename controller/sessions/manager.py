@@ -14,7 +14,7 @@ import secrets
 import string
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,7 +37,12 @@ from controller.runtime.agent_link import AgentTimeout, Reply
 from controller.runtime.backend import ContainerHandle
 from controller.runtime.sandboxes import Sandbox, Sandboxes
 from controller.sessions.history import ExecutionLog
-from controller.sessions.models import ExecuteReply, ExecuteRequest, check_session_id
+from controller.sessions.models import (
+    CollectedReply,
+    ExecuteReply,
+    ExecuteRequest,
+    check_session_id,
+)
 from controller.sessions.warm_pool import WarmPool
 from controller.settings import Settings
 from controller.store.sessions import SessionRecord, SessionsRepo
@@ -47,6 +52,7 @@ log = logging.getLogger(__name__)
 RUNTIME = "Python"
 #: Reads a snapshot's image name and workspace tarball, for a session to start from.
 SnapshotSource = Callable[[], Awaitable[tuple[str, bytes]]]
+Spawn = Callable[[str, Coroutine[Any, Any, Any]], Any]
 AGENT_TIMEOUT = 120.0  # seconds for workspace, file and snapshot operations
 DEAD_RECORDS_KEPT = 86400.0
 
@@ -95,6 +101,8 @@ class SessionManager:
         self._pool = pool
         self._sessions: dict[str, Session] = {}
         self._creating: dict[int, int] = {}
+        #: adopted sessions whose agent runs (or ran) an execution no history entry records
+        self._unfinished: list[tuple[Session, int]] = []
         self.log = ExecutionLog(repo)
 
     # --- lookup ---------------------------------------------------------------------------
@@ -208,18 +216,36 @@ class SessionManager:
         session = self.get(caller, session_id)
         async with self._exclusive(session) as sandbox:
             session.executing, session.cancel_requested = True, False
+            seq = session.history_length + 1
+            args = {
+                "code": request.code,
+                "inputs": [p.model_dump() for p in request.inputParameters or []],
+                "outputs": request.outputParameters or [],
+                "console_limit": self._settings.console_output_max,
+                "seq": seq,  # the agent keeps the result under it, for a restarted controller
+            }
             try:
-                result = await self._run(session, sandbox, request)
+                result, _ = await self._run(session, sandbox, "execute", args, ExecuteReply)
             finally:
                 session.executing = False
-            session.console = result["consoleOutput"]
-            session.history_length += 1
-            self.log.record(session.id, session.history_length, request.code, session.console)
+            self._remember(session, seq, request.code, result)
         return result
 
+    def _remember(self, session: Session, seq: int, code: str, result: dict[str, Any]) -> None:
+        session.console = result["consoleOutput"]
+        session.history_length = seq
+        self.log.record(session.id, seq, code, session.console)
+
     async def _run(
-        self, session: Session, sandbox: Sandbox, request: ExecuteRequest
-    ) -> dict[str, Any]:
+        self,
+        session: Session,
+        sandbox: Sandbox,
+        op: str,
+        args: dict[str, Any],
+        model: type[ExecuteReply],
+    ) -> tuple[dict[str, Any], ExecuteReply | None]:
+        """Run ``op`` (``execute``, or ``execution_result`` after a restart) under the time
+        limit; the client's result, and the agent's reply when it sent a valid one."""
         limit = self._settings.execute_timeout
         timed_out = False
 
@@ -228,32 +254,24 @@ class SessionManager:
             timed_out = True
             await self._sandboxes.interrupt(sandbox)
 
-        args = {
-            "code": request.code,
-            "inputs": [p.model_dump() for p in request.inputParameters or []],
-            "outputs": request.outputParameters or [],
-            "console_limit": self._settings.console_output_max,
-        }
         try:
-            raw, _ = await sandbox.call(
-                "execute", args, timeout=limit, on_timeout=interrupt, grace=10.0
-            )
+            raw, _ = await sandbox.call(op, args, timeout=limit, on_timeout=interrupt, grace=10.0)
         except AgentTimeout:
             reason = (
                 f"the execution exceeded the time limit of {limit} s and did not stop when "
                 "interrupted; the session was closed"
             )
             await self._end(session, reason)
-            return execute_failure(reason)
+            return execute_failure(reason), None
         except (AgentGone, AgentProtocolError) as exc:
             reason = await self._died(session, exc)
-            return execute_failure(f"the session ended during the execution: {reason}")
+            return execute_failure(f"the session ended during the execution: {reason}"), None
         try:
-            reply = ExecuteReply.model_validate(raw)
+            reply = model.model_validate(raw)
         except ValidationError:
             reason = "its agent sent a malformed reply"
             await self._end(session, reason)
-            return execute_failure(f"the session was closed: {reason}")
+            return execute_failure(f"the session was closed: {reason}"), None
         error = reply.error
         if reply.cancelled and timed_out:
             error = f"the execution exceeded the time limit of {limit} s and was interrupted"
@@ -265,7 +283,7 @@ class SessionManager:
             "consoleOutput": reply.console[: self._settings.console_output_max + 200],
             "changedFiles": reply.changed_files,
             "outputParameters": [{"name": o.name, "value": o.value} for o in reply.outputs],
-        }
+        }, reply
 
     @asynccontextmanager
     async def using(self, caller: Identity, session_id: str) -> AsyncIterator[Sandbox]:
@@ -397,12 +415,50 @@ class SessionManager:
                 session = self._session(record, sandbox, None)
                 session.history_length = await self._repo.history_length(record.id)
                 self._sessions[record.id] = session
-                log.info("session adopted", extra={"session": record.id})
+                seq = _unrecorded_execution(sandbox.link.hello, session.history_length)
+                if seq is not None:  # busy until its result is in: callers get the usual 409
+                    await session.lock.acquire()
+                    session.executing = True
+                    self._unfinished.append((session, seq))
+                log.info("session adopted", extra={"session": record.id, "execution": seq})
                 return handle.key
         log.warning("session lost at restart", extra={"session": record.id, "reason": reason})
         await self._repo.mark_dead(record.id, reason)
         self._sessions[record.id] = self._session(record, None, reason)
         return None
+
+    def collect_unfinished(self, spawn: Spawn) -> None:
+        """After ``adopt``: one background task per execution an earlier controller started
+        and did not record, which waits for its result and records it."""
+        unfinished, self._unfinished = self._unfinished, []
+        for session, seq in unfinished:
+            spawn(f"session-collect-{session.id}", self._collect(session, seq))
+
+    async def _collect(self, session: Session, seq: int) -> None:
+        """Ask the agent for the result of execution ``seq`` (answered when it ends, under
+        the usual time limit, counted from now) and record it as ``execute`` would have.
+        The session's lock, taken at adoption, is held until then."""
+        try:
+            sandbox = session.sandbox
+            if sandbox is None or not session.alive:
+                return
+            session.cancel_requested = False
+            try:
+                result, reply = await self._run(
+                    session, sandbox, "execution_result", {"seq": seq}, CollectedReply
+                )
+            except O16nError as exc:  # the agent kept no such result (404): nothing to record
+                log.warning(
+                    "execution result not collected",
+                    extra={"session": session.id, "execution": seq, "reason": exc.message},
+                )
+                return
+            if isinstance(reply, CollectedReply):
+                self._remember(session, seq, reply.code, result)
+                log.info("execution collected", extra={"session": session.id, "execution": seq})
+        finally:
+            session.executing = False
+            session.lock.release()
 
     def _session(self, record: SessionRecord, sandbox: Sandbox | None, dead: str | None) -> Session:
         return Session(
@@ -434,6 +490,17 @@ class SessionManager:
             last_used_at=session.last_used,
             console_output="",
         )
+
+
+def _unrecorded_execution(hello: dict[str, Any], recorded: int) -> int | None:
+    """The number of the execution an agent's hello names (running, or ended while no
+    controller was there) when the history does not record it yet. The hello is untrusted:
+    anything but the next number is ignored."""
+    execution = hello.get("execution")
+    if not isinstance(execution, dict):
+        return None
+    seq = execution.get("seq")
+    return seq if type(seq) is int and seq == recorded + 1 else None
 
 
 def _busy(session: Session) -> ConflictError:

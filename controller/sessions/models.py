@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from controller.errors import BadRequestError, NotFoundError
 
+MAX_CODE = 8 * 1024 * 1024
 SESSION_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
@@ -46,7 +47,7 @@ class WorkspaceObject(BaseModel):
 class ExecuteRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    code: str = Field(max_length=8 * 1024 * 1024)
+    code: str = Field(max_length=MAX_CODE)
     inputParameters: list[WorkspaceObject] | None = None
     outputParameters: list[str] | None = None
 
@@ -70,6 +71,12 @@ class ExecuteReply(BaseModel):
     console: str
     changed_files: list[str] = Field(max_length=10_000)
     outputs: list[WorkspaceObject]
+
+
+class CollectedReply(ExecuteReply):
+    """What an agent answers to ``execution_result``: an ``execute`` reply plus its code."""
+
+    code: str = Field(max_length=MAX_CODE)
 
 
 def check_session_id(session_id: str) -> str:

@@ -4,6 +4,10 @@ User code runs in this process, so the loop guards against what it may do: ``for
 (a child that returns here exits at once instead of answering on the shared socket),
 ``SIGINT`` outside an execution (ignored), and exceptions of every kind (reported in the
 reply, never fatal).
+
+While an execution runs, a helper thread (``redial``) watches the connection: if the
+controller goes away (a restart), it dials again at once and says which execution runs, so
+the restarted controller adopts the session as busy and asks for the result later.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 
 from o16n_agent import protocol
 from o16n_agent.errors import OpError
+from o16n_agent.redial import Redialer
 from o16n_agent.service import ServiceOps
 from o16n_agent.session import SessionOps
 
@@ -30,6 +35,10 @@ Handler = Callable[[dict[str, Any], bytes | None], Reply]
 #: largest request the agent accepts from the controller
 REQUEST_LIMIT = 64 << 20
 BLOB_LIMIT = 4 << 30
+#: requests whose connection is watched and dialled again if it drops while they run: their
+#: result is kept for a controller that restarted meanwhile (``execution_result``)
+WATCHED_OPS = frozenset({"execute"})
+DIAL_TIMEOUT = 5.0
 
 
 class Agent:
@@ -43,6 +52,7 @@ class Agent:
         self.service = ServiceOps(workdir, self._set_executing)
         self.handlers.update(self.session.handlers())
         self.handlers.update(self.service.handlers())
+        self.redialer = Redialer(self._connect)
 
     def _set_executing(self, running: bool) -> None:
         self.executing = running
@@ -61,36 +71,59 @@ class Agent:
                 delay = min(delay * 2, 1.0)
                 continue
             delay = 0.05
-            try:
-                self._serve(sock)
-            except (EOFError, OSError, protocol.ProtocolError):
-                pass  # the controller went away: dial again
-            finally:
-                sock.close()
+            self._serve(sock)
 
     def _connect(self) -> socket.socket:
+        """Dial the controller and say hello (from the main thread or the redialer's)."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
+            sock.settimeout(DIAL_TIMEOUT)  # a listener whose backlog is full never blocks us
             sock.connect(self.socket_path)
+            protocol.send_message(sock, self._hello())
+            sock.settimeout(None)
         except OSError:
             sock.close()
             raise
-        protocol.send_message(sock, self._hello())
         return sock
 
     def _hello(self) -> dict[str, Any]:
-        return {
+        hello = {
             "op": "hello",
             "version": protocol.VERSION,
             "pid": self.pid,
             "python": sys.version.split()[0],
         }
+        execution = self.session.execution_state()
+        if execution is not None:
+            hello["execution"] = execution
+        return hello
 
     def _serve(self, sock: socket.socket) -> None:
-        while True:
-            message, blob = protocol.recv_message(sock, REQUEST_LIMIT, BLOB_LIMIT)
-            reply, reply_blob = self.handle(message, blob)
-            protocol.send_message(sock, reply, reply_blob)
+        """Answer requests until the controller goes away. When it went away during an
+        execution and the redialer reached a controller again, go on there: the reply is
+        not sent, the new controller asks for the kept result (``execution_result``)."""
+        try:
+            while True:
+                message, blob = protocol.recv_message(sock, REQUEST_LIMIT, BLOB_LIMIT)
+                if message.get("op") not in WATCHED_OPS:
+                    reply, reply_blob = self.handle(message, blob)
+                else:
+                    self.redialer.watch(sock)
+                    try:
+                        reply, reply_blob = self.handle(message, blob)
+                    finally:
+                        lost, replacement = self.redialer.unwatch()
+                    if replacement is not None:
+                        sock.close()
+                        sock = replacement
+                        continue
+                    if lost:
+                        return
+                protocol.send_message(sock, reply, reply_blob)
+        except (EOFError, OSError, protocol.ProtocolError):
+            pass  # the controller went away: dial again
+        finally:
+            sock.close()
 
     # --- dispatch -------------------------------------------------------------------------
 

@@ -14,6 +14,14 @@ each with ``{"id": n, "ok": true, ...}`` or ``{"id": n, "ok": false, "error": ..
 request in flight at a time. Both ends cap frame sizes; the controller also puts a
 deadline on every reply and checks its shape, because the agent shares a uid with user
 code and is untrusted.
+
+Hello fields: ``version``, ``pid``, ``python`` and, once a session has run a numbered
+``execute`` (the controller sends ``"seq": n``, its history number), ``"execution":
+{"seq": n, "running": bool}``: the one running now, else the last one, whose result the
+agent keeps until the next ``execute``. The agent dials again at once when the controller
+goes away during an execution, so a restarted controller learns that the session is busy;
+it then asks ``{"op": "execution_result", "seq": n}``, answered (when the execution ends)
+with the ``execute`` reply's fields plus ``"code"``.
 """
 
 from __future__ import annotations

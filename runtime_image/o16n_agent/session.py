@@ -26,10 +26,16 @@ class SessionOps:
         self.workdir = workdir
         self.namespace = new_namespace()
         self.runner = Runner(workdir, on_state)
+        #: the controller's number of the execution running now, and the last one's number,
+        #: code and result, kept until the next one starts: a controller that restarted
+        #: while it ran asks for it (``execution_result``)
+        self.running: int | None = None
+        self.last: tuple[int, str, dict[str, Any]] | None = None
 
     def handlers(self) -> dict[str, Callable[[dict[str, Any], bytes | None], Reply]]:
         return {
-            "execute": self.execute,
+            "execute": self.numbered_execute,
+            "execution_result": self.execution_result,
             "workspace_list": self.workspace_list,
             "workspace_get": self.workspace_get,
             "workspace_set": self.workspace_set,
@@ -79,6 +85,38 @@ class SessionOps:
             "changed_files": outcome.changed_files,
             "outputs": values,
         }, None
+
+    def numbered_execute(self, message: dict[str, Any], blob: bytes | None) -> Reply:
+        """``execute``, keeping the result under the controller's number ``seq``."""
+        seq = message.get("seq")
+        if not isinstance(seq, int) or isinstance(seq, bool):
+            seq = None
+        self.running = seq
+        try:
+            result, out_blob = self.execute(message, blob)
+            if seq is not None:  # kept before ``running`` clears: a hello in between
+                self.last = (seq, message["code"], result)  # still names this execution
+        finally:
+            self.running = None
+        return result, out_blob
+
+    def execution_state(self) -> dict[str, Any] | None:
+        """For the hello: the execution running now, else the last one (its result kept)."""
+        running, last = self.running, self.last
+        if running is not None:
+            return {"seq": running, "running": True}
+        if last is not None:
+            return {"seq": last[0], "running": False}
+        return None
+
+    def execution_result(self, message: dict[str, Any], blob: bytes | None) -> Reply:
+        """The kept result of execution ``seq``, with its code, as ``execute`` answered it.
+        Requests are answered one at a time, so the execution has ended when this is read."""
+        seq = message.get("seq")
+        last = self.last
+        if last is None or isinstance(seq, bool) or last[0] != seq:
+            raise OpError(f"no result of execution {seq!r} is kept", "not_found")
+        return {**last[2], "code": last[1]}, None
 
     def workspace_list(self, message: dict[str, Any], blob: bytes | None) -> Reply:
         return {"names": workspace.visible_names(self.namespace)}, None

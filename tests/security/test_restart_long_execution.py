@@ -1,0 +1,145 @@
+"""Issue 8 item 11: a controller restart never destroys a session, not even one whose code
+runs longer than the adopt timeout.
+
+The first controller is a real ``o16n serve`` process, killed with SIGKILL while the
+session's code runs; the second is an app on the same data directory and instance. The
+agent keeps running the code, dials in again at once and says which execution runs; the
+second controller adopts the session as busy, collects the result and records it in the
+history and console output, as the first would have.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from controller.app import create_app
+from controller.settings import Settings
+from tests.conftest import ADMIN_PASSWORD, bearer, login, make_settings
+from tests.live_server import _free_port
+from tests.sessions.conftest import execute
+
+ROOT = Path(__file__).resolve().parents[2]
+ADOPT_TIMEOUT = 2.0
+
+
+def serve(settings: Settings, port: int) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "O16N_DATA_DIR": str(settings.data_dir),
+        "O16N_INSTANCE": settings.instance,
+        "O16N_PORT": str(port),
+        "O16N_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        "O16N_WARM_POOL_SIZE": "0",
+        "O16N_SERVICE_WARM_POOL_SIZE": "0",
+        "O16N_LOG_LEVEL": "WARNING",
+        "O16N_LOG_FORMAT": "text",
+        "O16N_ACCESS_LOG": "false",
+    }
+    return subprocess.Popen([sys.executable, "-m", "controller", "serve"], env=env, cwd=ROOT)
+
+
+async def first_controller(
+    http: aiohttp.ClientSession, process: subprocess.Popen[bytes], url: str
+) -> dict[str, str]:
+    """Wait until the controller answers; its admin's bearer headers."""
+    for _ in range(600):
+        assert process.poll() is None, "the controller exited"
+        try:
+            async with http.post(
+                f"{url}/login", json={"username": "admin", "password": ADMIN_PASSWORD}
+            ) as resp:
+                return bearer((await resp.json())["access_token"])
+        except aiohttp.ClientConnectionError:
+            await asyncio.sleep(0.1)
+    raise AssertionError("the controller did not start")
+
+
+@pytest.mark.parametrize("ends_before_restart", [False, True], ids=["running", "ended"])
+async def test_an_execution_outlives_a_controller_crash(
+    aiohttp_client: Any, data_dir: Path, ends_before_restart: bool
+) -> None:
+    settings = make_settings(
+        data_dir,
+        warm_pool_size=0,
+        service_warm_pool_size=0,
+        adopt_timeout=ADOPT_TIMEOUT,
+        session_busy_wait=0,
+    )
+    sleep = 4 if ends_before_restart else 10 + ADOPT_TIMEOUT
+    code = f"import time\nprint('started')\ntime.sleep({sleep})\nprint('finished')\nanswer = 42"
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = serve(settings, port)
+    try:
+        async with aiohttp.ClientSession() as http:
+            headers = await first_controller(http, process, url)
+            async with http.post(
+                f"{url}/sessions", json={"runtimeType": "Python"}, headers=headers
+            ) as resp:
+                assert resp.status == 201, await resp.text()
+                session_id = (await resp.json())["sessionId"]
+            async with http.post(
+                f"{url}/sessions/{session_id}/execute", json={"code": "x = 1"}, headers=headers
+            ) as resp:
+                assert (await resp.json())["success"]
+            async with http.get(f"{url}/sessions/{session_id}/history", headers=headers) as resp:
+                assert await resp.json() == ["x = 1"]  # written before the crash
+
+            running = asyncio.create_task(
+                http.post(
+                    f"{url}/sessions/{session_id}/execute", json={"code": code}, headers=headers
+                )
+            )
+            await asyncio.sleep(1.5)  # the code runs now
+            killed_at = time.monotonic()
+            process.send_signal(signal.SIGKILL)
+            process.wait(10)
+            with pytest.raises(aiohttp.ClientError):
+                await running
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+    if ends_before_restart:
+        await asyncio.sleep(max(0.0, sleep + 1.0 - (time.monotonic() - killed_at)))
+
+    second = await aiohttp_client(create_app(settings))
+    headers = bearer((await login(second))["access_token"])
+    listed = {s["id"] for s in await (await second.get("/sessions", headers=headers)).json()}
+    assert session_id in listed, "the session was adopted"
+    if not ends_before_restart:
+        assert time.monotonic() - killed_at < sleep, "the code still runs"
+        busy = await second.post(
+            f"/sessions/{session_id}/execute", json={"code": "1"}, headers=headers
+        )
+        assert busy.status == 409, await busy.text()
+
+    history: list[str] = []
+    for _ in range(300):
+        history = await (
+            await second.get(f"/sessions/{session_id}/history", headers=headers)
+        ).json()
+        if len(history) == 2:
+            break
+        await asyncio.sleep(0.1)
+    assert history == ["x = 1", code]
+    console = await (
+        await second.get(f"/sessions/{session_id}/console-output", headers=headers)
+    ).json()
+    assert console["consoleOutput"] == "started\nfinished\n"
+
+    result = await execute(second, headers, session_id, "answer += x", outputParameters=["answer"])
+    assert result["success"] and result["outputParameters"] == [{"name": "answer", "value": 43}]
+    history = await (await second.get(f"/sessions/{session_id}/history", headers=headers)).json()
+    assert len(history) == 3
+    await second.close()
