@@ -35,9 +35,6 @@ Handler = Callable[[dict[str, Any], bytes | None], Reply]
 #: largest request the agent accepts from the controller
 REQUEST_LIMIT = 64 << 20
 BLOB_LIMIT = 4 << 30
-#: requests whose connection is watched and dialled again if it drops while they run: their
-#: result is kept for a controller that restarted meanwhile (``execution_result``)
-WATCHED_OPS = frozenset({"execute"})
 DIAL_TIMEOUT = 5.0
 
 
@@ -53,6 +50,10 @@ class Agent:
         self.handlers.update(self.session.handlers())
         self.handlers.update(self.service.handlers())
         self.redialer = Redialer(self._connect)
+        #: a session's requests: the connection is watched while they run and dialled again
+        #: if it drops, so that a long one never makes a restarted controller give up on the
+        #: session (an execution's result is kept for it: ``execution_result``)
+        self.watched = frozenset(self.session.handlers())
 
     def _set_executing(self, running: bool) -> None:
         self.executing = running
@@ -105,7 +106,7 @@ class Agent:
         try:
             while True:
                 message, blob = protocol.recv_message(sock, REQUEST_LIMIT, BLOB_LIMIT)
-                if message.get("op") not in WATCHED_OPS:
+                if message.get("op") not in self.watched:
                     reply, reply_blob = self.handle(message, blob)
                 else:
                     self.redialer.watch(sock)
