@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -143,3 +145,67 @@ async def test_an_execution_outlives_a_controller_crash(
     history = await (await second.get(f"/sessions/{session_id}/history", headers=headers)).json()
     assert len(history) == 3
     await second.close()
+
+
+def test_the_agent_redials_until_a_controller_collects_the_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In-process agent, the test plays the controllers: the first and the second hang up
+    while the code runs; the third gets a hello naming the execution and its result."""
+    from o16n_agent import protocol
+    from o16n_agent.agent import Agent
+
+    monkeypatch.chdir(tmp_path)
+    path = str(tmp_path / "agent.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(4)
+    listener.settimeout(10)
+    agent = Agent(path, str(tmp_path))
+    stop = threading.Event()
+
+    def serve() -> None:  # serve_forever without its signal handlers (not the main thread)
+        while not stop.is_set():
+            try:
+                agent._serve(agent._connect())
+            except OSError:
+                time.sleep(0.05)
+
+    def controller() -> tuple[socket.socket, dict[str, Any]]:
+        conn, _ = listener.accept()
+        conn.settimeout(10)
+        hello, _ = protocol.recv_message(conn, 1 << 16, 0)
+        assert hello["op"] == "hello"
+        return conn, hello
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        first, hello = controller()
+        assert "execution" not in hello
+        code = "import time\ntime.sleep(2.5)\nprint('done')\nanswer = 42"
+        protocol.send_message(first, {"id": 1, "op": "execute", "code": code, "seq": 7})
+        time.sleep(0.3)
+        first.close()  # a controller crash
+        second, hello = controller()
+        assert hello["execution"] == {"seq": 7, "running": True}
+        second.close()  # the restarted controller goes away too
+        third, hello = controller()
+        assert hello["execution"] == {"seq": 7, "running": True}
+        protocol.send_message(third, {"id": 1, "op": "execution_result", "seq": 7})
+        reply, _ = protocol.recv_message(third, 1 << 20, 0)
+        assert reply["id"] == 1 and reply["ok"] and reply["success"]
+        assert reply["console"] == "done\n" and reply["code"] == code
+        protocol.send_message(third, {"id": 2, "op": "execute", "code": "answer + 1", "seq": 8})
+        reply, _ = protocol.recv_message(third, 1 << 20, 0)
+        assert reply["id"] == 2 and reply["console"] == "43\n"
+        protocol.send_message(third, {"id": 3, "op": "execution_result", "seq": 7})
+        reply, _ = protocol.recv_message(third, 1 << 20, 0)
+        assert reply["ok"] is False and reply["code"] == "not_found"  # only the last is kept
+        stop.set()
+        third.close()
+    finally:
+        stop.set()
+        listener.close()
+        os.unlink(path)
+        thread.join(10)
