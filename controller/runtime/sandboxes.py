@@ -70,6 +70,10 @@ class Sandboxes:
         link = await self._await_agent(handle, timeout)
         return Sandbox(handle, link)
 
+    async def reconnect(self, handle: ContainerHandle, timeout: float) -> Sandbox:
+        """Wait longer for the agent of a container ``adopt`` listens for already."""
+        return Sandbox(handle, await self._await_agent(handle, timeout))
+
     async def destroy(self, sandbox: Sandbox | ContainerHandle) -> None:
         handle = sandbox.handle if isinstance(sandbox, Sandbox) else sandbox
         try:

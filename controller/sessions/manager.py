@@ -72,6 +72,8 @@ class Session:
     executing: bool = False
     cancel_requested: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: the container of an adopted session whose agent has not dialled in yet
+    reconnecting: ContainerHandle | None = None
 
     @property
     def alive(self) -> bool:
@@ -101,8 +103,9 @@ class SessionManager:
         self._pool = pool
         self._sessions: dict[str, Session] = {}
         self._creating: dict[int, int] = {}
-        #: adopted sessions whose agent runs (or ran) an execution no history entry records
-        self._unfinished: list[tuple[Session, int]] = []
+        #: adopted sessions whose agent runs (or ran) an execution no history entry records,
+        #: or has not dialled in yet (``None``: busy in code that holds the GIL, say)
+        self._unfinished: list[tuple[Session, int | None]] = []
         self.log = ExecutionLog(repo)
 
     # --- lookup ---------------------------------------------------------------------------
@@ -354,6 +357,7 @@ class SessionManager:
     async def _end(self, session: Session, reason: str) -> None:
         """Mark a session dead (unless it is being closed) and remove its container."""
         sandbox, session.sandbox = session.sandbox, None
+        handle, session.reconnecting = session.reconnecting, None
         if session.dead_reason is None:
             session.dead_reason = reason
             if reason != "closed":
@@ -361,6 +365,8 @@ class SessionManager:
                 await self._repo.mark_dead(session.id, reason)
         if sandbox is not None:
             await self._sandboxes.destroy(sandbox)
+        elif handle is not None:
+            await self._sandboxes.destroy(handle)
 
     async def reap_idle(self) -> None:
         """Close sessions idle for longer than the timeout; forget old dead ones."""
@@ -408,6 +414,19 @@ class SessionManager:
         if handle is not None:
             try:
                 sandbox = await self._sandboxes.adopt(handle, self._settings.adopt_timeout)
+            except AgentGone:
+                # Its container runs but its agent is silent: user code that holds the GIL
+                # keeps even the agent's redialling thread away. Wait for it in the
+                # background (``collect_unfinished``), the session busy meanwhile.
+                session = self._session(record, None, None)
+                session.history_length = await self._repo.history_length(record.id)
+                session.reconnecting = handle
+                await session.lock.acquire()
+                session.executing = True
+                self._sessions[record.id] = session
+                self._unfinished.append((session, None))
+                log.info("session adopted, its agent not yet back", extra={"session": record.id})
+                return handle.key
             except O16nError as exc:
                 reason = f"it could not be reconnected after a controller restart ({exc.message})"
                 # not kept: the caller reaps its container with the other leftovers
@@ -429,18 +448,21 @@ class SessionManager:
 
     def collect_unfinished(self, spawn: Spawn) -> None:
         """After ``adopt``: one background task per execution an earlier controller started
-        and did not record, which waits for its result and records it."""
+        and did not record, which waits for its result and records it (and first, for an
+        agent that has not dialled in yet, waits for it)."""
         unfinished, self._unfinished = self._unfinished, []
         for session, seq in unfinished:
             spawn(f"session-collect-{session.id}", self._collect(session, seq))
 
-    async def _collect(self, session: Session, seq: int) -> None:
+    async def _collect(self, session: Session, seq: int | None) -> None:
         """Ask the agent for the result of execution ``seq`` (answered when it ends, under
         the usual time limit, counted from now) and record it as ``execute`` would have.
         The session's lock, taken at adoption, is held until then."""
         try:
+            if session.reconnecting is not None:
+                seq = await self._reconnect(session, session.reconnecting)
             sandbox = session.sandbox
-            if sandbox is None or not session.alive:
+            if sandbox is None or not session.alive or seq is None:
                 return
             session.cancel_requested = False
             try:
@@ -459,6 +481,27 @@ class SessionManager:
         finally:
             session.executing = False
             session.lock.release()
+
+    async def _reconnect(self, session: Session, handle: ContainerHandle) -> int | None:
+        """Wait, up to the execution time limit, for an adopted session's silent agent; the
+        number of the execution to collect then, if any. One that never comes ends the
+        session."""
+        limit = self._settings.execute_timeout
+        try:
+            sandbox = await self._sandboxes.reconnect(handle, limit)
+        except O16nError as exc:
+            if session.alive:
+                await self._end(
+                    session,
+                    f"its agent did not reconnect after a controller restart ({exc.message})",
+                )
+            return None
+        if not session.alive:  # closed meanwhile
+            await self._sandboxes.destroy(sandbox)
+            return None
+        session.sandbox, session.reconnecting = sandbox, None
+        log.info("session reconnected", extra={"session": session.id})
+        return _unrecorded_execution(sandbox.link.hello, session.history_length)
 
     def _session(self, record: SessionRecord, sandbox: Sandbox | None, dead: str | None) -> Session:
         return Session(

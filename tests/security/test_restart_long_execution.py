@@ -31,7 +31,7 @@ from tests.live_server import _free_port
 from tests.sessions.conftest import execute
 
 ROOT = Path(__file__).resolve().parents[2]
-ADOPT_TIMEOUT = 2.0
+ADOPT_TIMEOUT = 2
 
 
 def serve(settings: Settings, port: int) -> subprocess.Popen[bytes]:
@@ -66,9 +66,18 @@ async def first_controller(
     raise AssertionError("the controller did not start")
 
 
-@pytest.mark.parametrize("ends_before_restart", [False, True], ids=["running", "ended"])
+#: how the code waits: in Python (the agent's redialling thread runs meanwhile), or in a C
+#: call that holds the GIL (the agent is silent until it returns)
+WAITS = {"python": "time.sleep({})", "gil": "ctypes.PyDLL(None).sleep({})"}
+
+
+@pytest.mark.parametrize(
+    ("ends_before_restart", "wait"),
+    [(False, "python"), (True, "python"), (False, "gil")],
+    ids=["running", "ended", "holding-the-gil"],
+)
 async def test_an_execution_outlives_a_controller_crash(
-    aiohttp_client: Any, data_dir: Path, ends_before_restart: bool
+    aiohttp_client: Any, data_dir: Path, ends_before_restart: bool, wait: str
 ) -> None:
     settings = make_settings(
         data_dir,
@@ -78,7 +87,10 @@ async def test_an_execution_outlives_a_controller_crash(
         session_busy_wait=0,
     )
     sleep = 4 if ends_before_restart else 10 + ADOPT_TIMEOUT
-    code = f"import time\nprint('started')\ntime.sleep({sleep})\nprint('finished')\nanswer = 42"
+    code = (
+        f"import ctypes, time\nprint('started')\n{WAITS[wait].format(sleep)}\n"
+        "print('finished')\nanswer = 42"
+    )
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     process = serve(settings, port)
