@@ -5,9 +5,10 @@ User code runs in this process, so the loop guards against what it may do: ``for
 ``SIGINT`` outside an execution (ignored), and exceptions of every kind (reported in the
 reply, never fatal).
 
-While an execution runs, a helper thread (``redial``) watches the connection: if the
-controller goes away (a restart), it dials again at once and says which execution runs, so
-the restarted controller adopts the session as busy and asks for the result later.
+While a session's request (an execution, say) runs, a helper thread (``redial``) watches
+the connection: if the controller goes away (a restart), it dials again at once and says
+which execution runs, so the restarted controller adopts the session as busy and asks for
+the result later.
 """
 
 from __future__ import annotations
@@ -100,13 +101,14 @@ class Agent:
         return hello
 
     def _serve(self, sock: socket.socket) -> None:
-        """Answer requests until the controller goes away. When it went away during an
-        execution and the redialer reached a controller again, go on there: the reply is
-        not sent, the new controller asks for the kept result (``execution_result``)."""
+        """Answer requests until the controller goes away. When it went away during a
+        session's request and the redialer reached a controller again, go on there: the
+        reply is dropped (an execution's is kept: the new controller asks for it)."""
         try:
             while True:
                 message, blob = protocol.recv_message(sock, REQUEST_LIMIT, BLOB_LIMIT)
-                if message.get("op") not in self.watched:
+                op = message.get("op")
+                if not isinstance(op, str) or op not in self.watched:
                     reply, reply_blob = self.handle(message, blob)
                 else:
                     self.redialer.watch(sock)
