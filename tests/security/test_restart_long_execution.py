@@ -27,11 +27,17 @@ import pytest
 from controller.app import create_app
 from controller.settings import Settings
 from tests.conftest import ADMIN_PASSWORD, bearer, login, make_settings
-from tests.live_server import _free_port
 from tests.sessions.conftest import execute
 
 ROOT = Path(__file__).resolve().parents[2]
 ADOPT_TIMEOUT = 2
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def serve(settings: Settings, port: int) -> subprocess.Popen[bytes]:
@@ -91,7 +97,7 @@ async def test_an_execution_outlives_a_controller_crash(
         f"import ctypes, time\nprint('started')\n{WAITS[wait].format(sleep)}\n"
         "print('finished')\nanswer = 42"
     )
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     process = serve(settings, port)
     try:
