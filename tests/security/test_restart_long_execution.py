@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import docker
 import pytest
 
 from controller.app import create_app
@@ -72,33 +73,12 @@ async def first_controller(
     raise AssertionError("the controller did not start")
 
 
-#: how the code waits: in Python (the agent's redialling thread runs meanwhile), or in a C
-#: call that holds the GIL (the agent is silent until it returns)
-WAITS = {"python": "time.sleep({})", "gil": "ctypes.PyDLL(None).sleep({})"}
-
-
-@pytest.mark.parametrize(
-    ("ends_before_restart", "wait"),
-    [(False, "python"), (True, "python"), (False, "gil")],
-    ids=["running", "ended", "holding-the-gil"],
-)
-async def test_an_execution_outlives_a_controller_crash(
-    aiohttp_client: Any, data_dir: Path, ends_before_restart: bool, wait: str
-) -> None:
-    settings = make_settings(
-        data_dir,
-        warm_pool_size=0,
-        service_warm_pool_size=0,
-        adopt_timeout=ADOPT_TIMEOUT,
-        session_busy_wait=0,
-    )
-    sleep = 4 if ends_before_restart else 10 + ADOPT_TIMEOUT
-    code = (
-        f"import ctypes, time\nprint('started')\n{WAITS[wait].format(sleep)}\n"
-        "print('finished')\nanswer = 42"
-    )
+async def crash_during(settings: Settings, code: str) -> tuple[str, float]:
+    """Run ``o16n serve``, make a session (one execution recorded), start ``code`` in it and
+    SIGKILL the controller while it runs; the session's id and when it was killed."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    session_id, killed_at = "", 0.0
     process = serve(settings, port)
     try:
         async with aiohttp.ClientSession() as http:
@@ -130,6 +110,39 @@ async def test_an_execution_outlives_a_controller_crash(
         if process.poll() is None:
             process.kill()
             process.wait(10)
+    return session_id, killed_at
+
+
+def restart_settings(data_dir: Path) -> Settings:
+    return make_settings(
+        data_dir,
+        warm_pool_size=0,
+        service_warm_pool_size=0,
+        adopt_timeout=ADOPT_TIMEOUT,
+        session_busy_wait=0,
+    )
+
+
+#: how the code waits: in Python (the agent's redialling thread runs meanwhile), or in a C
+#: call that holds the GIL (the agent is silent until it returns)
+WAITS = {"python": "time.sleep({})", "gil": "ctypes.PyDLL(None).sleep({})"}
+
+
+@pytest.mark.parametrize(
+    ("ends_before_restart", "wait"),
+    [(False, "python"), (True, "python"), (False, "gil")],
+    ids=["running", "ended", "holding-the-gil"],
+)
+async def test_an_execution_outlives_a_controller_crash(
+    aiohttp_client: Any, data_dir: Path, ends_before_restart: bool, wait: str
+) -> None:
+    settings = restart_settings(data_dir)
+    sleep = 4 if ends_before_restart else 10 + ADOPT_TIMEOUT
+    code = (
+        f"import ctypes, time\nprint('started')\n{WAITS[wait].format(sleep)}\n"
+        "print('finished')\nanswer = 42"
+    )
+    session_id, killed_at = await crash_during(settings, code)
     if ends_before_restart:
         await asyncio.sleep(max(0.0, sleep + 1.0 - (time.monotonic() - killed_at)))
 
@@ -163,6 +176,27 @@ async def test_an_execution_outlives_a_controller_crash(
     history = await (await second.get(f"/sessions/{session_id}/history", headers=headers)).json()
     assert len(history) == 3
     await second.close()
+
+
+async def test_a_session_whose_agent_is_silent_can_be_closed(
+    aiohttp_client: Any, data_dir: Path
+) -> None:
+    """Closed while the restarted controller waits for its agent: the container goes."""
+    settings = restart_settings(data_dir)
+    session_id, _ = await crash_during(settings, "import ctypes\nctypes.PyDLL(None).sleep(60)")
+    second = await aiohttp_client(create_app(settings))
+    headers = bearer((await login(second))["access_token"])
+    assert (await second.post(f"/sessions/{session_id}/cancel", headers=headers)).status < 500
+    resp = await second.delete(f"/sessions/{session_id}", headers=headers)
+    assert resp.status in (200, 204), await resp.text()
+    listed = {s["id"] for s in await (await second.get("/sessions", headers=headers)).json()}
+    assert session_id not in listed
+    await second.close()
+    engine = docker.from_env()
+    assert (
+        engine.containers.list(all=True, filters={"label": f"o16n.instance={settings.instance}"})
+        == []
+    )
 
 
 def test_the_agent_redials_until_a_controller_collects_the_result(
