@@ -111,8 +111,6 @@ def _member(
     "member",
     [
         _member("../escape.txt"),
-        _member("link", tarfile.SYMTYPE, "/etc/passwd"),
-        _member("link", tarfile.SYMTYPE, "../../outside"),
         _member("hard", tarfile.LNKTYPE, "/etc/passwd"),
         _member("dev", tarfile.CHRTYPE),
     ],
@@ -128,24 +126,18 @@ def test_hostile_tarballs_are_refused(
     assert not (tmp_path / "escape.txt").exists()
 
 
-@pytest.mark.parametrize("native_filter", [True, False])
-def test_absolute_names_land_inside_the_workspace(
-    tmp_path: Path, native_filter: bool, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    if not native_filter:
-        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+def test_absolute_names_land_inside_the_workspace(tmp_path: Path) -> None:
     work = tmp_path / "w"
     work.mkdir()
     workspace.restore({}, str(work), _tar(_member("/etc/absolute.txt")))
     assert (work / "etc" / "absolute.txt").read_bytes() == b"x"
 
 
-def test_fallback_data_filter_matches(tmp_path: Path) -> None:
+def test_extraction_drops_setuid_and_group_write(tmp_path: Path) -> None:
     work = tmp_path / "w"
     work.mkdir()
     setuid = tarfile.TarInfo("tool")
     setuid.mode = 0o4777
     setuid.size = 1
-    with tarfile.open(fileobj=io.BytesIO(_tar((setuid, b"x")))) as tar:
-        cleaned = workspace._data_filter(tar.getmembers()[0], str(work))
-    assert cleaned.mode == 0o755
+    workspace.restore({}, str(work), _tar((setuid, b"x")))
+    assert (work / "tool").stat().st_mode & 0o7777 == 0o755
