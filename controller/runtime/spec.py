@@ -51,6 +51,7 @@ ALLOWED_ENV = frozenset(
         "NUMEXPR_NUM_THREADS",
         "MPLCONFIGDIR",
         "O16N_CONTAINER_KEY",
+        "O16N_AGENT_REPLY_MAX",
     }
 )
 _LABEL_VALUE = re.compile(r"^[A-Za-z0-9._:@-]{0,200}$")
@@ -155,6 +156,8 @@ class ContainerSpec(BaseModel):
                 "NUMEXPR_NUM_THREADS": "1",
                 "MPLCONFIGDIR": f"/tmp/mpl-{uid}",  # noqa: S108 (container's private tmpfs)
                 "O16N_CONTAINER_KEY": key,
+                # the agent turns a larger reply into an error rather than break the link
+                "O16N_AGENT_REPLY_MAX": str(int(settings.agent_reply_max_bytes)),
             },
             network_mode=settings.container_network,
             read_only=settings.container_read_only,

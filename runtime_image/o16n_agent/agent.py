@@ -24,8 +24,9 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from o16n_agent import protocol
+from o16n_agent import codec, protocol
 from o16n_agent.errors import OpError
+from o16n_agent.execution import REPLY_MAX
 from o16n_agent.redial import Redialer
 from o16n_agent.service import ServiceOps
 from o16n_agent.session import SessionOps
@@ -148,11 +149,14 @@ class Agent:
             if isinstance(exc, SystemExit | KeyboardInterrupt):
                 text = f"{type(exc).__name__} outside user code"
             else:
-                text = "".join(traceback.format_exception(exc))
+                try:
+                    text = "".join(traceback.format_exception(exc))
+                except BaseException:  # an exception of user code's, whose methods raise
+                    text = codec.describe(exc)
             reply, out_blob = {"id": request_id, "ok": False, "error": text}, None
         self.exit_if_forked()
         reap_children()
-        return reply, out_blob
+        return sendable(reply, out_blob)
 
     def exit_if_forked(self) -> None:
         """A process forked by user code must never answer on the agent's socket."""
@@ -192,6 +196,36 @@ def main(argv: list[str] | None = None) -> int:
     os.chdir(args.workdir)
     Agent(args.socket, args.workdir).serve_forever()
     return 0
+
+
+def sendable(reply: dict[str, Any], blob: bytes | None) -> Reply:
+    """``reply`` as it can go on the wire. The operations make replies the controller can
+    read; this is the last guard, because an error while writing one would end the agent:
+    strings that are not valid UTF-8 (a file name, a message) are escaped, and a reply that
+    still cannot be written, or is larger than the controller reads, becomes an error."""
+    try:
+        size = len(protocol.dumps(reply))
+    except Exception:
+        try:
+            reply = _clean(reply)
+            size = len(protocol.dumps(reply))
+        except Exception as exc:
+            why = f"the agent's reply cannot be written as JSON: {codec.describe(exc)}"
+            return {"id": reply.get("id"), "ok": False, "error": why}, None
+    if size > REPLY_MAX:
+        why = f"the agent's reply takes {size:,} bytes, more than the {REPLY_MAX:,} allowed"
+        return {"id": reply.get("id"), "ok": False, "error": why}, None
+    return reply, blob
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, str):
+        return codec.clean_text(value)
+    if isinstance(value, dict):
+        return {_clean(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
 
 
 def reap_children() -> None:

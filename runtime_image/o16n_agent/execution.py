@@ -18,7 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from o16n_agent.codec import clean_text, describe
+
 TRUNCATED = "\n[... console output truncated: {} more characters ...]\n"
+#: Characters of an error text a reply carries (a user's exception message can be huge).
+ERROR_MAX = 100_000
+#: Bytes of JSON one reply may take: the controller's limit, given to the container.
+REPLY_MAX = int(os.environ.get("O16N_AGENT_REPLY_MAX", "") or 64 << 20)
 
 
 class CappedWriter(io.TextIOBase):
@@ -44,6 +50,7 @@ class CappedWriter(io.TextIOBase):
     def write(self, text: str) -> int:
         if not isinstance(text, str):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        text = str.__str__(text)  # a str subclass's own methods do not run here
         room = self._limit - self._size
         if room > 0:
             kept = text[:room]
@@ -53,7 +60,7 @@ class CappedWriter(io.TextIOBase):
         return len(text)
 
     def getvalue(self) -> str:
-        text = "".join(self._parts)
+        text = clean_text("".join(self._parts))
         return text + TRUNCATED.format(self.dropped) if self.dropped else text
 
 
@@ -156,14 +163,30 @@ def format_user_traceback(exc: BaseException) -> str:
     """The traceback from the first frame of user code on, without the agent's frames.
 
     User code is compiled under pseudo file names (``<execution-N>``, ``<code>``,
-    ``<initCode>``); the agent's own frames come from real files and are dropped."""
+    ``<initCode>``); the agent's own frames come from real files and are dropped. Formatting
+    runs the exception's own code (``__str__``, ``__notes__``...), so whatever that raises
+    leaves just the exception's type and message; a huge text is clipped."""
     tb = exc.__traceback__
     while tb is not None and not tb.tb_frame.f_code.co_filename.startswith("<"):
         tb = tb.tb_next
     if tb is None:
         tb = exc.__traceback__
-    lines = traceback.format_exception(type(exc), exc, tb)
-    return "".join(lines).rstrip()
+    try:
+        text = "".join(traceback.format_exception(type(exc), exc, tb)).rstrip()
+    except BaseException:  # user code: SystemExit and all
+        text = describe(exc)
+    return clip(text)
+
+
+def clip(text: str, limit: int = ERROR_MAX) -> str:
+    """An error text of at most about ``limit`` characters, valid UTF-8."""
+    if len(text) > limit:
+        text = (
+            text[: limit // 2]
+            + f"\n[... {len(text) - limit} characters ...]\n"
+            + text[-limit // 2 :]
+        )
+    return clean_text(text)
 
 
 def file_states(root: str, limit: int = 10_000) -> dict[str, tuple[int, int]]:

@@ -22,6 +22,7 @@ from typing import Any
 from o16n_agent import codec, files, protocol, workspace
 from o16n_agent.errors import OpError
 from o16n_agent.execution import (
+    REPLY_MAX,
     CappedWriter,
     changed_files,
     compile_code,
@@ -110,19 +111,21 @@ class ServiceOps:
         console = CappedWriter(CONSOLE_LIMIT)
         error = self._exec_compiled(self.code, namespace, console)
         outputs: dict[str, Any] = {name: None for name, _ in self.outputs}
-        success = not error
-        if success:
-            for name, _kind in self.outputs:
-                try:
-                    outputs[name] = codec.to_json(namespace.get(name))
-                except codec.EncodeError as exc:
-                    success, error = False, f"output '{name}' cannot be returned as JSON: {exc}"
-                    outputs = {n: None for n, _ in self.outputs}
-                    break
         after = file_states(self.workdir)
         file_values = {name: _read_b64(self.workdir, name) for name in self.output_files}
         changed = changed_files(self.pristine, after)
-        return _result(success, error, console.getvalue(), changed, outputs, file_values), after
+        result = _result(not error, error, console.getvalue(), changed, outputs, file_values)
+        if not error and self.outputs:
+            budget = REPLY_MAX - codec.encoded_size(result) - 4096
+            pairs = [(name, namespace.get(name)) for name, _ in self.outputs]
+            encoded, error = codec.encode_outputs(pairs, budget)
+            if error:
+                result["success"], result["error"] = False, error
+            else:
+                result["outputs"] = {
+                    name: v for (name, _), v in zip(self.outputs, encoded, strict=True)
+                }
+        return result, after
 
     def _run_forked(self, values: dict[str, Any]) -> dict[str, Any]:
         """Run one request in a child of the warmed process; the child's changes die with it."""
@@ -131,15 +134,29 @@ class ServiceOps:
         if pid == 0:  # child: compute, write the reply, leave without unwinding the agent
             os.close(read_fd)
             try:
-                outcome, _ = self._run(values)
-            except OpError as exc:
-                outcome = {"op_error": str(exc), "code": exc.code}
-            except BaseException as exc:
-                outcome = _result(False, f"{type(exc).__name__}: {exc}", "", [], {}, {})
-            data = protocol.dumps(outcome)
-            with os.fdopen(write_fd, "wb") as pipe:
-                pipe.write(data)
-            os._exit(0)
+                try:
+                    outcome, _ = self._run(values)
+                except OpError as exc:
+                    outcome = {"op_error": str(exc), "code": exc.code}
+                except BaseException as exc:  # user code the request ran, whatever it raised
+                    outcome = _result(False, codec.describe(exc), "", [], {}, {})
+                try:
+                    data = protocol.dumps(outcome)
+                except BaseException as exc:
+                    data = protocol.dumps(
+                        _result(
+                            False,
+                            f"the result cannot be sent: {codec.describe(exc)}",
+                            "",
+                            [],
+                            {},
+                            {},
+                        )
+                    )
+                with os.fdopen(write_fd, "wb") as pipe:
+                    pipe.write(data)
+            finally:
+                os._exit(0)
         os.close(write_fd)
         self._on_state(True)  # SIGINT now means: stop the child
         try:
@@ -152,8 +169,9 @@ class ServiceOps:
         finally:
             self._on_state(False)
         _, status = os.waitpid(pid, 0)
-        if not data:
-            raise OpError(f"the request's process ended without a result (status {status})")
+        if not data:  # user code ended its process (os._exit, a signal): the user's result
+            why = f"the request's process ended without a result ({_status_text(status)})"
+            return _result(False, why, "", [], {}, {})
         reply: dict[str, Any] = protocol.loads(data)
         if "op_error" in reply:
             raise OpError(reply["op_error"], reply.get("code", "error"))
@@ -209,6 +227,12 @@ def _result(
         "outputs": outputs,
         "files": files,
     }
+
+
+def _status_text(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"killed by signal {os.WTERMSIG(status)}"
+    return f"exit status {os.waitstatus_to_exitcode(status)}"
 
 
 def _read_b64(workdir: str, name: str) -> str | None:

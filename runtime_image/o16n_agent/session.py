@@ -11,7 +11,7 @@ from typing import Any
 
 from o16n_agent import codec, files, workspace
 from o16n_agent.errors import OpError
-from o16n_agent.execution import Runner
+from o16n_agent.execution import REPLY_MAX, Runner
 
 Reply = tuple[dict[str, Any], bytes | None]
 DEFAULT_CONSOLE_LIMIT = 1 << 20
@@ -64,27 +64,25 @@ class SessionOps:
         for item in inputs:
             self.namespace[item["name"]] = item.get("value")
         outcome = self.runner.run(code, self.namespace, int(limit))
-        values: list[dict[str, Any]] = [{"name": n, "value": None} for n in outputs]
-        if outcome.success:
-            for entry in values:
-                value = self.namespace.get(entry["name"])
-                try:
-                    entry["value"] = codec.to_json(value)
-                except codec.EncodeError as exc:
-                    outcome.success = False
-                    outcome.error = (
-                        f"output parameter '{entry['name']}' cannot be returned as JSON: {exc}"
-                    )
-                    values = [{"name": n, "value": None} for n in outputs]
-                    break
-        return {
+        reply: dict[str, Any] = {
             "success": outcome.success,
             "error": outcome.error,
             "cancelled": outcome.cancelled,
             "console": outcome.console,
             "changed_files": outcome.changed_files,
-            "outputs": values,
-        }, None
+            "outputs": [{"name": n, "value": None} for n in outputs],
+        }
+        if outcome.success and outputs:
+            budget = REPLY_MAX - codec.encoded_size(reply) - 4096
+            pairs = [(n, self.namespace.get(n)) for n in outputs]
+            encoded, error = codec.encode_outputs(pairs, budget, "output parameter")
+            if error:
+                reply["success"], reply["error"] = False, error
+            else:
+                reply["outputs"] = [
+                    {"name": n, "value": v} for n, v in zip(outputs, encoded, strict=True)
+                ]
+        return reply, None
 
     def numbered_execute(self, message: dict[str, Any], blob: bytes | None) -> Reply:
         """``execute``, keeping the result under the controller's number ``seq``."""
