@@ -89,9 +89,9 @@ class Runner:
         console = CappedWriter(console_limit)
         try:
             body, last = _compile(code, filename)
-        except SyntaxError as exc:
+        except Exception as exc:  # SyntaxError, ValueError (NUL), RecursionError...
             outcome.success = False
-            outcome.error = "".join(traceback.format_exception_only(type(exc), exc)).rstrip()
+            outcome.error = compile_error(exc)
         else:
 
             def execute() -> None:
@@ -137,9 +137,32 @@ def run_captured(
 
 
 def compile_code(code: str, filename: str) -> Any:
-    """Compile ``code`` under a pseudo file name whose source tracebacks can show."""
+    """Compile ``code`` under a pseudo file name whose source tracebacks can show. Raises
+    :class:`CompileError` with the user's message when it does not compile."""
     _remember_source(code, filename)
-    return compile(code, filename, "exec")
+    try:
+        return compile(code, filename, "exec")
+    except Exception as exc:  # SyntaxError, ValueError (NUL), RecursionError...
+        raise CompileError(compile_error(exc)) from None
+
+
+class CompileError(Exception):
+    """User code that does not compile; the message is the user's, without agent frames."""
+
+
+def compile_error(exc: Exception) -> str:
+    """What the user sees for code that does not compile: ``SyntaxError: ...`` with the line,
+    or, for what ``compile`` refuses otherwise (a NUL byte, nesting too deep for the parser),
+    ``ValueError: ...``: never the agent's traceback."""
+    text = ""
+    if isinstance(exc, SyntaxError):
+        try:
+            text = "".join(traceback.format_exception_only(type(exc), exc)).rstrip()
+        except Exception:  # a SyntaxError with odd attributes: its type and message
+            text = ""
+    if text:
+        return clip(text)
+    return clip(describe(exc))
 
 
 def _remember_source(code: str, filename: str) -> None:

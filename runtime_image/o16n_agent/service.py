@@ -24,6 +24,7 @@ from o16n_agent.errors import OpError
 from o16n_agent.execution import (
     REPLY_MAX,
     CappedWriter,
+    CompileError,
     changed_files,
     compile_code,
     file_states,
@@ -71,7 +72,7 @@ class ServiceOps:
                 self.init_error = f"initCode failed:\n{error}"
         try:
             self.code = compile_code(message.get("code") or "", "<code>")
-        except SyntaxError as exc:
+        except CompileError as exc:
             self.init_error = self.init_error or f"the service code does not compile: {exc}"
         self.base = namespace
         self.init_files, _, _ = workspace.save({}, self.workdir)
@@ -184,8 +185,8 @@ class ServiceOps:
     ) -> str:
         try:
             compiled = compile_code(code, filename)
-        except SyntaxError as exc:
-            return f"SyntaxError: {exc}"
+        except CompileError as exc:
+            return str(exc)
         return self._exec_compiled(compiled, namespace, console)
 
     def _exec_compiled(
