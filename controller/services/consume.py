@@ -16,6 +16,7 @@ from controller.errors import AgentGone, AgentProtocolError, BadRequestError
 from controller.runtime.agent_link import AgentTimeout
 from controller.runtime.sandboxes import Sandboxes
 from controller.services.registry import Service
+from controller.sessions.models import changed_files
 
 
 def check_inputs(service: Service, body: Any) -> dict[str, Any]:
@@ -92,6 +93,7 @@ def shape(service: Service, raw: dict[str, Any]) -> dict[str, Any]:
     error = raw.get("error")
     console = raw.get("console")
     changed = raw.get("changed_files")
+    total = raw.get("changed_total", 0)
     outputs = raw.get("outputs")
     files = raw.get("files")
     if not (
@@ -99,6 +101,9 @@ def shape(service: Service, raw: dict[str, Any]) -> dict[str, Any]:
         and isinstance(error, str)
         and isinstance(console, str)
         and isinstance(changed, list)
+        and all(isinstance(name, str) for name in changed)
+        and isinstance(total, int)
+        and not isinstance(total, bool)
         and isinstance(outputs, dict)
         and isinstance(files, dict)
         and all(isinstance(v, str | None) for v in files.values())
@@ -108,7 +113,7 @@ def shape(service: Service, raw: dict[str, Any]) -> dict[str, Any]:
         "success": success,
         "errorMessage": error,
         "consoleOutput": console,
-        "changedFiles": changed,
+        **changed_files(changed, total),
         "outputParameters": {p["name"]: outputs.get(p["name"]) for p in service.record.outputs},
         "outputFiles": {name: files.get(name) for name in service.record.output_files},
     }

@@ -10,6 +10,7 @@ from typing import Any
 
 from o16n_agent.codec import canonical_type
 
+from controller.sessions.models import CHANGED_TOTAL_DOC
 from controller.store.services import ServiceRecord
 
 _SCHEMAS: dict[str, dict[str, Any]] = {
@@ -57,6 +58,10 @@ def result_definition(record: ServiceRecord) -> dict[str, Any]:
             "errorMessage": {"type": "string", "description": "The error, when it failed."},
             "consoleOutput": {"type": "string", "description": "What the code printed."},
             "changedFiles": {"type": "array", "items": {"type": "string"}},
+            "changedFilesTotal": {
+                "type": "integer",
+                "description": CHANGED_TOTAL_DOC,
+            },
             "outputParameters": {"$ref": "#/definitions/OutputParameters"},
         },
     }

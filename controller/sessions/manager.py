@@ -41,6 +41,7 @@ from controller.sessions.models import (
     CollectedReply,
     ExecuteReply,
     ExecuteRequest,
+    changed_files,
     check_session_id,
 )
 from controller.sessions.warm_pool import WarmPool
@@ -284,7 +285,7 @@ class SessionManager:
             "success": reply.success,
             "errorMessage": error,
             "consoleOutput": reply.console[: self._settings.console_output_max + 200],
-            "changedFiles": reply.changed_files,
+            **changed_files(reply.changed_files, reply.changed_total),
             "outputParameters": [{"name": o.name, "value": o.value} for o in reply.outputs],
         }, reply
 

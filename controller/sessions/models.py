@@ -69,7 +69,10 @@ class ExecuteReply(BaseModel):
     error: str = Field(max_length=1 << 20)
     cancelled: bool = False
     console: str
-    changed_files: list[str] = Field(max_length=10_000)
+    #: not bounded here: a reply's size is (``O16N_AGENT_REPLY_MAX_BYTES``), and
+    #: :func:`changed_files` cuts the list; an agent of an older image sends it whole
+    changed_files: list[str]
+    changed_total: int | None = Field(None, ge=0)
     outputs: list[WorkspaceObject]
 
 
@@ -77,6 +80,25 @@ class CollectedReply(ExecuteReply):
     """What an agent answers to ``execution_result``: an ``execute`` reply plus its code."""
 
     code: str = Field(max_length=MAX_CODE)
+
+
+#: Names of changed files a response lists; ``changedFilesTotal`` counts the rest.
+CHANGED_FILES_MAX = 1000
+CHANGED_TOTAL_DOC = (
+    "Present only when more files changed than changedFiles lists (at most 1,000 names): "
+    "how many changed in all."
+)
+
+
+def changed_files(names: list[str], total: int | None) -> dict[str, Any]:
+    """``changedFiles`` (the first :data:`CHANGED_FILES_MAX` names) and, when some were
+    left out, ``changedFilesTotal``: unzipping a data set changes tens of thousands of files,
+    and a response listing them all helps no one."""
+    count = max(len(names), total or 0)
+    shown: dict[str, Any] = {"changedFiles": names[:CHANGED_FILES_MAX]}
+    if count > len(shown["changedFiles"]):
+        shown["changedFilesTotal"] = count
+    return shown
 
 
 def check_session_id(session_id: str) -> str:

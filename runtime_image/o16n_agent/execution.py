@@ -21,6 +21,10 @@ from typing import Any
 from o16n_agent.codec import clean_text, describe
 
 TRUNCATED = "\n[... console output truncated: {} more characters ...]\n"
+#: Names of changed files a reply carries; the total is reported beside them.
+CHANGED_FILES_MAX = 1000
+#: Files of the working directory whose changes are tracked (a directory walk's bound).
+TRACKED_FILES_MAX = 100_000
 #: Characters of an error text a reply carries (a user's exception message can be huge).
 ERROR_MAX = 100_000
 #: Bytes of JSON one reply may take: the controller's limit, given to the container.
@@ -71,6 +75,7 @@ class Outcome:
     console: str = ""
     cancelled: bool = False
     changed_files: list[str] = field(default_factory=list)
+    changed_total: int = 0
 
 
 class Runner:
@@ -106,7 +111,9 @@ class Runner:
             )
             outcome.success = not outcome.error
         outcome.console = console.getvalue()
-        outcome.changed_files = changed_files(before, file_states(self.workdir))
+        outcome.changed_files, outcome.changed_total = cap_changed(
+            changed_files(before, file_states(self.workdir))
+        )
         return outcome
 
 
@@ -212,26 +219,49 @@ def clip(text: str, limit: int = ERROR_MAX) -> str:
     return clean_text(text)
 
 
-def file_states(root: str, limit: int = 10_000) -> dict[str, tuple[int, int]]:
-    """``relative path → (mtime_ns, size)`` of regular files under ``root``; links not followed."""
+def cap_changed(names: list[str], total: int | None = None) -> tuple[list[str], int]:
+    """At most :data:`CHANGED_FILES_MAX` of the changed ``names`` (the first in order), and
+    how many changed in all (``total`` when the list was already cut)."""
+    count = max(len(names), total or 0)
+    return [clean_text(n) for n in names[:CHANGED_FILES_MAX]], count
+
+
+def file_states(root: str, limit: int = TRACKED_FILES_MAX) -> dict[str, tuple[int, int]]:
+    """``relative path → (mtime_ns, size)`` of regular files under ``root``, at most ``limit``
+    of them; links not followed."""
     states: dict[str, tuple[int, int]] = {}
     stack = [root]
     while stack and len(states) < limit:
         directory = stack.pop()
         try:
-            entries = list(os.scandir(directory))
+            entries = os.scandir(directory)
         except OSError:
             continue
-        for entry in entries:
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(entry.path)
-                elif entry.is_file(follow_symlinks=False):
-                    st = entry.stat(follow_symlinks=False)
-                    states[os.path.relpath(entry.path, root)] = (st.st_mtime_ns, st.st_size)
-            except OSError:
-                continue
+        with entries:
+            _scan(root, entries, states, stack, limit)
     return states
+
+
+def _scan(
+    root: str,
+    entries: Any,
+    states: dict[str, tuple[int, int]],
+    stack: list[str],
+    limit: int,
+) -> None:
+    """Add one directory's files to ``states`` and its subdirectories to ``stack``, entry by
+    entry (a directory of a million files is never listed whole)."""
+    for entry in entries:
+        if len(states) >= limit:
+            return
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(entry.path)
+            elif entry.is_file(follow_symlinks=False):
+                st = entry.stat(follow_symlinks=False)
+                states[os.path.relpath(entry.path, root)] = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            continue
 
 
 def changed_files(

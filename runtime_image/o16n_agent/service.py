@@ -25,6 +25,7 @@ from o16n_agent.execution import (
     REPLY_MAX,
     CappedWriter,
     CompileError,
+    cap_changed,
     changed_files,
     compile_code,
     file_states,
@@ -114,8 +115,9 @@ class ServiceOps:
         outputs: dict[str, Any] = {name: None for name, _ in self.outputs}
         after = file_states(self.workdir)
         file_values = {name: _read_b64(self.workdir, name) for name in self.output_files}
-        changed = changed_files(self.pristine, after)
+        changed, total = cap_changed(changed_files(self.pristine, after))
         result = _result(not error, error, console.getvalue(), changed, outputs, file_values)
+        result["changed_total"] = total
         if not error and self.outputs:
             budget = REPLY_MAX - codec.encoded_size(result) - 4096
             pairs = [(name, namespace.get(name)) for name, _ in self.outputs]

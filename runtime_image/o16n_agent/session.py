@@ -70,6 +70,7 @@ class SessionOps:
             "cancelled": outcome.cancelled,
             "console": outcome.console,
             "changed_files": outcome.changed_files,
+            "changed_total": outcome.changed_total,
             "outputs": [{"name": n, "value": None} for n in outputs],
         }
         if outcome.success and outputs:
