@@ -172,9 +172,8 @@ class ServiceOps:
         finally:
             self._on_state(False)
         _, status = os.waitpid(pid, 0)
-        if not data:  # user code ended its process (os._exit, a signal): the user's result
-            why = f"the request's process ended without a result ({_status_text(status)})"
-            return _result(False, why, "", [], {}, {})
+        if not data:
+            raise OpError(f"the request's process ended without a result (status {status})")
         reply: dict[str, Any] = protocol.loads(data)
         if "op_error" in reply:
             raise OpError(reply["op_error"], reply.get("code", "error"))
@@ -230,12 +229,6 @@ def _result(
         "outputs": outputs,
         "files": files,
     }
-
-
-def _status_text(status: int) -> str:
-    if os.WIFSIGNALED(status):
-        return f"killed by signal {os.WTERMSIG(status)}"
-    return f"exit status {os.waitstatus_to_exitcode(status)}"
 
 
 def _read_b64(workdir: str, name: str) -> str | None:
