@@ -23,6 +23,7 @@ from typing import Any
 
 import dill
 
+from o16n_agent import codec
 from o16n_agent.errors import OpError
 
 OBJECTS_DIR = ".o16n-workspace"
@@ -50,8 +51,8 @@ def dump_object(namespace: dict[str, Any], name: str) -> bytes:
         raise OpError(f"no workspace object named {name!r}", "not_found")
     try:
         data: bytes = dill.dumps(namespace[name])
-    except Exception as exc:  # whatever the object's __reduce__ raises
-        message = f"cannot serialize {name!r}: {type(exc).__name__}: {exc}"
+    except BaseException as exc:  # whatever the object's __reduce__ raises, SystemExit too
+        message = f"cannot serialize {name!r}: {codec.describe(exc)}"
         raise OpError(message, "invalid") from None
     return data
 
@@ -60,10 +61,10 @@ def load_object(namespace: dict[str, Any], name: str, data: bytes) -> None:
     check_object_name(name)
     try:
         namespace[name] = dill.loads(data)  # noqa: S301 - inside the sandbox, by design
-    except Exception as exc:
+    except BaseException as exc:  # a pickle runs code: it may raise SystemExit
         raise OpError(
             f"cannot deserialize the value for {name!r} (a dill pickle is expected): "
-            f"{type(exc).__name__}: {exc}",
+            f"{codec.describe(exc)}",
             "invalid",
         ) from None
 
@@ -88,8 +89,8 @@ def save(namespace: dict[str, Any], workdir: str) -> tuple[bytes, list[str], dic
                 continue
             try:
                 data = dill.dumps(namespace[name])
-            except Exception as exc:
-                skipped[name] = f"{type(exc).__name__}: {exc}"[:300]
+            except BaseException as exc:  # whatever __reduce__ raises, SystemExit too
+                skipped[name] = codec.describe(exc, 300)
                 continue
             info = tarfile.TarInfo(f"{OBJECTS_DIR}/{name}.dill")
             info.size = len(data)

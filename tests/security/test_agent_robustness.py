@@ -450,3 +450,32 @@ async def test_a_service_survives_every_hostile_value(
         assert check["outputParameters"]["container"] == same, label
     result = await consume(client, headers, "Power", "1", {"x": 1})
     assert result["outputParameters"]["container"] == first
+
+
+class _ExitsWhenPickled:
+    def __reduce__(self) -> Any:
+        raise SystemExit("no pickling me")
+
+
+class _ExitsWhenUnpickled:
+    def __reduce__(self) -> Any:
+        import sys
+
+        return (sys.exit, ("bye",))
+
+
+def test_workspace_objects_that_raise_system_exit_are_refused_not_500s(agent: Agent) -> None:
+    """Serializing runs the object's ``__reduce__``; unpickling a client's value runs code."""
+    import dill
+
+    agent.session.namespace["stubborn"] = _ExitsWhenPickled()
+    reply, blob = agent.handle({"id": 1, "op": "workspace_get", "name": "stubborn"}, None)
+    assert reply["ok"] is False and reply["code"] == "invalid" and blob is None
+    assert "SystemExit: no pickling me" in reply["error"]
+    reply, _ = agent.handle({"id": 2, "op": "snapshot_save"}, None)
+    assert reply["ok"] and "stubborn" in reply["skipped"]
+    del agent.session.namespace["stubborn"]
+    data = dill.dumps(_ExitsWhenUnpickled())
+    reply, _ = agent.handle({"id": 3, "op": "workspace_set", "name": "x"}, data)
+    assert reply["ok"] is False and reply["code"] == "invalid", reply
+    assert (agent.handle({"id": 4, "op": "ping"}, None))[0]["ok"]
