@@ -212,7 +212,7 @@ def sendable(reply: dict[str, Any], blob: bytes | None) -> Reply:
         except Exception as exc:
             why = f"the agent's reply cannot be written as JSON: {codec.describe(exc)}"
             return {"id": reply.get("id"), "ok": False, "error": why}, None
-    if size > REPLY_MAX:
+    if size > REPLY_MAX - 64:  # the frame also carries the blob's length, when any
         why = f"the agent's reply takes {size:,} bytes, more than the {REPLY_MAX:,} allowed"
         return {"id": reply.get("id"), "ok": False, "error": why}, None
     return reply, blob

@@ -1,9 +1,12 @@
 """Values in and out of JSON (API.md §6.4).
 
 Outputs: numpy arrays and scalars, pandas frames (column-oriented) and series, tuples and
-sets, dates, are turned into plain JSON; NaN and ±Inf become ``null``. Inputs of a web
-service are decoded by their declared ``ParameterDefinition`` type. numpy and pandas are
-imported only when a value needs them, so a bare ``ping`` costs nothing.
+sets, dates, are turned into plain JSON; NaN and ±Inf become ``null``, integers beyond 64
+bits floats. Whatever else an output is, or whatever its own methods raise, is an
+:class:`EncodeError` naming why, never an error of the agent's (user code hands over
+anything; ``test_agent_robustness`` fuzzes this). Inputs of a web service are decoded by
+their declared ``ParameterDefinition`` type. numpy and pandas are imported only when a value
+needs them, so a bare ``ping`` costs nothing.
 """
 
 from __future__ import annotations
