@@ -27,7 +27,11 @@ from controller.batch import routes as batch_routes
 from controller.batch import swagger as batch_swagger
 from controller.batch.runner import BatchRunner
 from controller.health import HealthProbe
-from controller.http.middlewares import error_middleware
+from controller.http.middlewares import (
+    add_response_headers,
+    error_middleware,
+    request_id_middleware,
+)
 from controller.keys import (
     AUTH,
     BATCHES,
@@ -68,9 +72,10 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware],
+        middlewares=[request_id_middleware, error_middleware, auth_middleware],
         client_max_size=int(settings.max_body_bytes),
     )
+    app.on_response_prepare.append(add_response_headers)
     app[SETTINGS] = settings
     app[TASKS] = TaskSupervisor()
     app[SWAGGER] = docs.load_document()

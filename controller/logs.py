@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import time
+from contextvars import ContextVar
 from typing import Any
 
 from aiohttp.abc import AbstractAccessLogger
@@ -14,6 +15,11 @@ from aiohttp.web import BaseRequest, StreamResponse
 from controller.keys import IDENTITY
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+#: The id of the HTTP request being handled (set by ``request_id_middleware``). Each request
+#: runs in its own task, so every line logged while handling it, and by the tasks it starts,
+#: carries the id a client sees in ``X-Request-Id`` and in a 500's message.
+REQUEST_ID: ContextVar[str | None] = ContextVar("o16n_request_id", default=None)
 
 
 class JsonFormatter(logging.Formatter):
@@ -32,8 +38,12 @@ class JsonFormatter(logging.Formatter):
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
-    """What the call added with ``extra={...}``."""
-    return {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
+    """What the call added with ``extra={...}``, and the id of the request being handled."""
+    extras = {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
+    request_id = REQUEST_ID.get()
+    if request_id is not None:
+        extras.setdefault("requestId", request_id)
+    return extras
 
 
 class TextFormatter(logging.Formatter):

@@ -1,21 +1,48 @@
-"""The outermost middleware: every error becomes ``{"message", "exceptionType"}``.
+"""The outer middlewares: a request id for every request, and every error as
+``{"message", "exceptionType"}``.
 
-Whatever happens below becomes JSON with the status its error class names, and no
-reply carries a controller traceback (the log does).
+Whatever happens below becomes JSON with the status its error class names. No reply
+carries a controller traceback or an agent's internal detail: a 500 says only
+"internal error" and the request id, and the log line with the detail carries that id.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
+import secrets
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from controller.errors import O16nError, translate
 from controller.http.responses import error_body, json_response
+from controller.logs import REQUEST_ID
 
 log = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = "X-Request-Id"
+REQUEST_ID_KEY = web.RequestKey("request_id", str)
+_WELL_FORMED_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Name the request: a well-formed ``X-Request-Id`` from the client (a proxy's), else a
+    new one. Every log line of the request carries it (``controller.logs.REQUEST_ID``)."""
+    given = request.headers.get(REQUEST_ID_HEADER, "")
+    request_id = given if _WELL_FORMED_ID.fullmatch(given) else secrets.token_hex(8)
+    request[REQUEST_ID_KEY] = request_id
+    REQUEST_ID.set(request_id)  # each request runs in a task of its own: no reset needed
+    return await handler(request)
+
+
+async def add_response_headers(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: the request id on every response."""
+    request_id = request.get(REQUEST_ID_KEY)
+    if request_id is not None:
+        response.headers[REQUEST_ID_HEADER] = request_id
 
 
 def _error(
@@ -32,9 +59,18 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except O16nError as exc:
         headers = {"Retry-After": str(int(exc.retry_after))} if exc.retry_after else None
-        if exc.status >= 500:
+        if exc.status == 500:  # its message may hold an agent's text: the log keeps it
+            log.error(
+                "request failed",
+                extra={"path": request.path, "error": exc.message, **_request_id(request)},
+            )
+            return _internal_error(request, exc.exception_type)
+        if exc.status > 500:
             log.warning("request failed", extra={"path": request.path, "error": exc.message})
-        return _error(exc.status, exc.message, exc.exception_type, headers)
+        response = _error(exc.status, exc.message, exc.exception_type, headers)
+        if exc.status in (408, 413):
+            response.force_close()  # the rest of that body is not worth waiting for
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -44,13 +80,28 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception as exc:
         known = translate(exc)  # a full disk (507) or a locked database (503), wherever raised
         if known is not None:
-            log.warning("request failed", extra={"path": request.path, "error": repr(exc)})
+            log.warning(
+                "request failed",
+                extra={"path": request.path, "error": repr(exc), **_request_id(request)},
+            )
             headers = {"Retry-After": str(int(known.retry_after))} if known.retry_after else None
             return _error(known.status, known.message, known.exception_type, headers)
-        log.exception("unhandled error", extra={"method": request.method, "path": request.path})
-        return _error(
-            500, "internal server error; the controller logged the details", "InternalError"
+        log.exception(
+            "unhandled error",
+            extra={"method": request.method, "path": request.path, **_request_id(request)},
         )
+        return _internal_error(request, "InternalError")
+
+
+def _request_id(request: web.Request) -> dict[str, str]:
+    request_id = request.get(REQUEST_ID_KEY)
+    return {"requestId": request_id} if request_id is not None else {}
+
+
+def _internal_error(request: web.Request, exception_type: str) -> web.Response:
+    """A 500 that says nothing of what failed: the log line with that id does."""
+    request_id = request.get(REQUEST_ID_KEY, "-")
+    return _error(500, f"internal error (request id {request_id})", exception_type)
 
 
 def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
