@@ -26,6 +26,12 @@ REQUEST_ID_HEADER = "X-Request-Id"
 REQUEST_ID_KEY = web.RequestKey("request_id", str)
 _WELL_FORMED_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
+#: Sent with every response: nothing we answer is a page to render or a script to run.
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+}
+
 
 @web.middleware
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -39,7 +45,9 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
 
 
 async def add_response_headers(request: web.BaseRequest, response: web.StreamResponse) -> None:
-    """``on_response_prepare``: the request id on every response."""
+    """``on_response_prepare``: the security headers and the request id on every response."""
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
     request_id = request.get(REQUEST_ID_KEY)
     if request_id is not None:
         response.headers[REQUEST_ID_HEADER] = request_id
