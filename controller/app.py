@@ -27,6 +27,7 @@ from controller.batch import routes as batch_routes
 from controller.batch import swagger as batch_swagger
 from controller.batch.runner import BatchRunner
 from controller.health import HealthProbe
+from controller.http.body_limits import body_limit_middleware
 from controller.http.middlewares import (
     add_response_headers,
     error_middleware,
@@ -72,7 +73,12 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[request_id_middleware, error_middleware, auth_middleware],
+        middlewares=[
+            request_id_middleware,
+            error_middleware,
+            auth_middleware,
+            body_limit_middleware,
+        ],
         client_max_size=int(settings.max_body_bytes),
     )
     app.on_response_prepare.append(add_response_headers)

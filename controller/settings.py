@@ -33,6 +33,10 @@ class Settings(BaseModel):
     max_body_bytes: ByteSize = Field(
         ByteSize(256 * 1024**2), description="Largest request body accepted (413 above)."
     )
+    max_anonymous_body_bytes: ByteSize = Field(
+        ByteSize(32 * 1024),
+        description="Largest body of a request that needs no token (`/login`; 413 above).",
+    )
 
     # --- storage ------------------------------------------------------------------------
     data_dir: Path = Field(Path("./data"), description="Database, secrets, snapshots.")

@@ -22,10 +22,16 @@ def public(handler: F) -> F:
     return handler
 
 
+def is_public(request: web.Request) -> bool:
+    """Whether ``request`` is served without a bearer token (a ``/login`` route, or no route:
+    a 404 or 405 that needs no token to be told)."""
+    match_info = request.match_info
+    return match_info.http_exception is not None or getattr(match_info.handler, _PUBLIC, False)
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    match_info = request.match_info
-    if match_info.http_exception is not None or getattr(match_info.handler, _PUBLIC, False):
+    if is_public(request):
         return await handler(request)
     header = request.headers.get("Authorization")
     if not header:
