@@ -80,6 +80,9 @@ def create_app(settings: Settings) -> web.Application:
             body_limit_middleware,
         ],
         client_max_size=int(settings.max_body_bytes),
+        # An idle connection, or one still sending its request's headers, is closed after
+        # this long (aiohttp arms the same timer for both).
+        handler_args={"keepalive_timeout": settings.http_idle_timeout},
     )
     app.on_response_prepare.append(add_response_headers)
     app[SETTINGS] = settings

@@ -14,6 +14,7 @@ client should hear about (a full disk, a locked database) wherever they surface.
     ├── UnauthorizedError            401  no, or no valid, credentials
     ├── ForbiddenError               403  authenticated, but not allowed
     ├── NotFoundError                404  no such thing (or not yours)
+    ├── RequestTimeoutError          408  the client stopped sending its request body
     ├── ConflictError                409  it exists already / it is busy
     ├── GoneError                    410  it existed and died (a dead session)
     ├── PayloadTooLargeError         413
@@ -67,6 +68,13 @@ class ForbiddenError(O16nError):
 
 class NotFoundError(O16nError):
     status = 404
+
+
+class RequestTimeoutError(O16nError, TimeoutError):
+    """Also a ``TimeoutError``: set on a request's body stream, it tells aiohttp not to wait
+    for the rest of that body (its lingering read treats a timeout as the end)."""
+
+    status = 408
 
 
 class ConflictError(O16nError):

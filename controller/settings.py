@@ -37,6 +37,18 @@ class Settings(BaseModel):
         ByteSize(32 * 1024),
         description="Largest body of a request that needs no token (`/login`; 413 above).",
     )
+    http_idle_timeout: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds a connection may sit idle, or take to send a request's headers, "
+        "before it is closed.",
+    )
+    http_body_timeout: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds a request body may send nothing while the controller waits for it "
+        "(408, and the connection is closed).",
+    )
 
     # --- storage ------------------------------------------------------------------------
     data_dir: Path = Field(Path("./data"), description="Database, secrets, snapshots.")

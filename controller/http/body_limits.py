@@ -1,4 +1,4 @@
-"""What a request body may cost before and while it is read.
+"""What a request body may cost before and while it is read: its size and its pace.
 
 * A request that needs no token (``/login``, ``/login/refreshToken``, or no route at all)
   may send at most ``max_anonymous_body_bytes``; any other at most ``max_body_bytes``, and
@@ -7,11 +7,18 @@
   while it is read (a chunked body has no length): ``request.read()`` stops at the
   request's ``client_max_size``, and for an anonymous request that is the small limit.
   Either way the answer is a 413 with the JSON error body, and the connection is closed.
+* A body that sends nothing for ``http_body_timeout`` seconds while the controller waits
+  for it (the socket is being read: not a pause of ours) is a 408 and the connection
+  closes; so is an anonymous body not complete within that time (it is small: only a
+  slow-loris client drips one for longer). Idle connections and slow request headers are
+  closed by aiohttp's keep-alive timer (``http_idle_timeout``, armed in ``create_app``).
 * Errors of aiohttp's body parsers (a malformed multipart part: a NUL in a header,
   ``LineTooLong``; a broken chunked encoding) are a 400 naming what was wrong.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -19,7 +26,7 @@ from aiohttp.typedefs import Handler
 from aiohttp.web_protocol import RequestPayloadError
 
 from controller.auth.middleware import is_public
-from controller.errors import BadRequestError, PayloadTooLargeError
+from controller.errors import BadRequestError, PayloadTooLargeError, RequestTimeoutError
 from controller.keys import SETTINGS
 
 
@@ -40,12 +47,18 @@ async def body_limit_middleware(request: web.Request, handler: Handler) -> web.S
         raise _too_large(limit, anonymous)
     if request.client_max_size != limit and request.body_exists:
         request = request.clone(client_max_size=limit)
+    watchdog = None
+    if request.body_exists and not request.content.is_eof():
+        watchdog = _BodyWatchdog(request, settings.http_body_timeout, whole=anonymous)
     try:
         return await handler(request)
     except web.HTTPRequestEntityTooLarge:
         raise _too_large(limit, anonymous) from None
     except (HttpProcessingError, RequestPayloadError) as exc:
         raise BadRequestError(f"the request body is malformed: {_describe(exc)}") from None
+    finally:
+        if watchdog is not None:
+            watchdog.cancel()
 
 
 def _describe(exc: Exception) -> str:
@@ -53,3 +66,42 @@ def _describe(exc: Exception) -> str:
     message = exc.message if isinstance(exc, HttpProcessingError) else str(exc)
     text = f"{type(exc).__name__}: {message}"
     return text if len(text) <= 200 else text[:200] + "…"
+
+
+class _BodyWatchdog:
+    """Ends a request whose body stalls: no byte for ``timeout`` seconds while the socket
+    is being read. (When the handler does not keep up, aiohttp pauses reading the socket;
+    that wait is ours, not the client's, and does not count.) With ``whole``, the body must
+    also be complete within ``timeout`` seconds."""
+
+    def __init__(self, request: web.Request, timeout: float, *, whole: bool) -> None:
+        self._request = request
+        self._timeout = timeout
+        self._loop = asyncio.get_running_loop()
+        self._seen = request.content.total_raw_bytes
+        self._since = self._loop.time()
+        self._deadline = self._since + timeout if whole else None
+        self._handle = self._loop.call_later(min(timeout, 1.0), self._check)
+
+    def cancel(self) -> None:
+        self._handle.cancel()
+
+    def _check(self) -> None:
+        content = self._request.content
+        if content.is_eof() or content.exception() is not None:
+            return
+        now = self._loop.time()
+        transport = self._request.transport
+        seen = content.total_raw_bytes
+        if seen != self._seen or transport is None or not transport.is_reading():
+            self._seen, self._since = seen, now
+        if now - self._since >= self._timeout or (
+            self._deadline is not None and now >= self._deadline
+        ):
+            content.set_exception(
+                RequestTimeoutError(
+                    f"the request body did not arrive in time ({self._timeout:g} s); send it faster"
+                )
+            )
+            return
+        self._handle = self._loop.call_later(min(self._timeout, 1.0), self._check)

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
+
+from controller.app import create_app
+from tests.conftest import login, make_settings
+from tests.security.rawhttp import closed_within, connect, head, read_response
 
 CSP = "default-src 'none'; frame-ancestors 'none'"
 
@@ -22,3 +30,86 @@ async def test_every_response_carries_nosniff_and_a_csp(
         resp = await client.request(method, path, headers=headers)
         assert resp.headers["X-Content-Type-Options"] == "nosniff", path
         assert resp.headers["Content-Security-Policy"] == CSP, path
+
+
+@pytest.fixture
+async def quick_client(aiohttp_client: Any, data_dir: Any) -> TestClient[Any, Any]:
+    settings = make_settings(data_dir, http_idle_timeout=2, http_body_timeout=2)
+    client: TestClient[Any, Any] = await aiohttp_client(create_app(settings))
+    return client
+
+
+async def test_an_idle_connection_is_closed(quick_client: TestClient[Any, Any]) -> None:
+    reader, writer = await connect(quick_client)
+    try:
+        started = time.monotonic()
+        assert await closed_within(reader, 10)
+        assert 1.5 < time.monotonic() - started < 5
+    finally:
+        writer.close()
+
+
+async def test_slow_headers_are_cut_off(quick_client: TestClient[Any, Any]) -> None:
+    """Slow loris: request headers sent one byte a second never finish."""
+    reader, writer = await connect(quick_client)
+    try:
+        started = time.monotonic()
+        closed = asyncio.ensure_future(closed_within(reader, 15))
+        for byte in b"GET /status HTTP/1.1\r\nHost: test\r\nX-Padding: " + b"a" * 100:
+            if closed.done():
+                break
+            writer.write(bytes([byte]))
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+            await asyncio.sleep(1)
+        assert await closed
+        assert time.monotonic() - started < 5
+    finally:
+        writer.close()
+
+
+async def test_a_stalled_body_is_a_408_and_closes(quick_client: TestClient[Any, Any]) -> None:
+    token = (await login(quick_client))["access_token"]
+    reader, writer = await connect(quick_client)
+    try:
+        started = time.monotonic()
+        writer.write(
+            head(
+                "POST",
+                "/sessions",
+                {"Authorization": f"Bearer {token}", "Content-Length": 100},
+            )
+        )
+        writer.write(b'{"name": ')  # and then nothing
+        await writer.drain()
+        resp = await read_response(reader, timeout=10)
+        assert resp.status == 408 and resp.json()["exceptionType"] == "RequestTimeoutError"
+        assert time.monotonic() - started < 5
+        assert await closed_within(reader, 15)
+    finally:
+        writer.close()
+
+
+async def test_a_dripped_anonymous_body_is_a_408(quick_client: TestClient[Any, Any]) -> None:
+    """A login body sent a byte every half second never completes: cut at the deadline."""
+    reader, writer = await connect(quick_client)
+    try:
+        started = time.monotonic()
+        writer.write(head("POST", "/login", {"Content-Length": 1000}))
+        answer = asyncio.ensure_future(read_response(reader, timeout=15))
+        while not answer.done() and time.monotonic() - started < 12:
+            writer.write(b" ")
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+            await asyncio.sleep(0.5)
+        resp = await answer
+        assert resp.status == 408, resp.body
+        assert time.monotonic() - started < 5
+    finally:
+        writer.close()
+
+
+async def test_a_quick_client_is_not_cut_off(quick_client: TestClient[Any, Any]) -> None:
+    await login(quick_client)
+    await asyncio.sleep(1)
+    await login(quick_client)  # the same keep-alive connection, still within the idle limit
