@@ -13,7 +13,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ByteSize, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ByteSize,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+
+from controller.http.client_address import Network, parse_networks
 
 ENV_PREFIX = "O16N_"
 
@@ -80,13 +90,28 @@ class Settings(BaseModel):
     login_max_failures: int = Field(
         5,
         ge=1,
-        description="Failed logins per user name before 429 (those being checked count too).",
+        description="Failed logins of one user name from one address (or one device) before "
+        "429 (those being checked count too).",
     )
     login_failure_window: int = Field(
         300, ge=1, description="Seconds over which failed logins are counted."
     )
     login_max_failures_per_address: int = Field(
-        30, ge=1, description="Failed logins from one address (any user) before 429."
+        30,
+        ge=1,
+        description="Failed logins from one address (any user) after which the names that "
+        "failed there get 429 from it.",
+    )
+    login_max_failures_per_user: int = Field(
+        20,
+        ge=1,
+        description="Failed logins of one user name (any address) after which the addresses "
+        "it failed from get 429 for it.",
+    )
+    trusted_proxies: str = Field(
+        "",
+        description="Comma-separated CIDRs of reverse proxies whose X-Forwarded-For is "
+        "believed (the rightmost untrusted hop); from anyone else it is ignored.",
     )
 
     # --- logging ----------------------------------------------------------------------------
@@ -204,6 +229,16 @@ class Settings(BaseModel):
         16, ge=1, description="Largest parallelCount of a batch (MaxNumberOfThreadsPerBatch)."
     )
     batch_max_items: int = Field(100_000, ge=1, description="Records one batch may hold.")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_networks(cls, value: str) -> str:
+        parse_networks(value)
+        return value
+
+    @property
+    def trusted_networks(self) -> tuple[Network, ...]:
+        return parse_networks(self.trusted_proxies)
 
     @property
     def db_path(self) -> Path:

@@ -10,6 +10,7 @@ signature checking once per token, not once per request.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 import time
 from collections import OrderedDict
@@ -41,6 +42,10 @@ class AccessTokenCodec:
         self._secret = secret
         self.ttl = ttl
         self._cache: OrderedDict[str, AccessClaims] = OrderedDict()
+
+    def sub_key(self, purpose: str) -> bytes:
+        """A key for another signature of ours, derived from the signing key."""
+        return hmac.new(self._secret.encode(), purpose.encode(), hashlib.sha256).digest()
 
     def issue(
         self, user_id: int, username: str, family: str, generation: int, now: float

@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from controller.auth.middleware import public
 from controller.errors import BadRequestError
 from controller.http.bodies import read_model
+from controller.http.client_address import client_address
 from controller.http.responses import json_response
-from controller.keys import AUTH
+from controller.keys import AUTH, SETTINGS
 
 routes = web.RouteTableDef()
+
+#: OWASP's device cookie: proof that this client logged in as the user before, which spares
+#: it the lockouts others' failures cause (see ``controller.auth.throttle``).
+#: One cookie per user name, so that the users of one client do not replace each other's.
+DEVICE_COOKIE_MAX_AGE = 180 * 86400
+
+
+def _device_cookie_name(username: str) -> str:
+    digest = hashlib.sha256(username.lower().encode("utf-8", "surrogatepass")).hexdigest()
+    return f"o16n_device_{digest[:16]}"
 
 
 class LoginRequest(BaseModel):
@@ -29,8 +42,26 @@ class RenewTokenRequest(BaseModel):
 @public
 async def login(request: web.Request) -> web.Response:
     body = await read_model(request, LoginRequest)
-    pair = await request.app[AUTH].login(body.username, body.password, request.remote or "?")
-    return json_response(pair.to_json())
+    settings = request.app[SETTINGS]
+    address = client_address(
+        request.remote, request.headers.get("X-Forwarded-For"), settings.trusted_networks
+    )
+    cookie = _device_cookie_name(body.username)
+    pair = await request.app[AUTH].login(
+        body.username, body.password, address, request.cookies.get(cookie)
+    )
+    response = json_response(pair.to_json())
+    if pair.device_cookie is not None:
+        response.set_cookie(
+            cookie,
+            pair.device_cookie,
+            max_age=DEVICE_COOKIE_MAX_AGE,
+            path="/login",
+            httponly=True,
+            samesite="Strict",
+            secure=request.secure,
+        )
+    return response
 
 
 @routes.post("/login/refreshToken")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import hmac
+import secrets
 import time
 from dataclasses import dataclass
 
@@ -29,6 +33,7 @@ class TokenPair:
     expires_in: int
     expires_on: int
     refresh_token: str
+    device_cookie: str | None = None  # OWASP device cookie, set by a successful login
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -49,22 +54,29 @@ class AuthService:
             settings.login_max_failures,
             settings.login_max_failures_per_address,
             settings.login_failure_window,
+            settings.login_max_failures_per_user,
         )
+        self._device_key = codec.sub_key("o16n device cookie")
         self._dummy_hash = dummy_hash()
 
-    async def login(self, username: str, password: str, address: str) -> TokenPair:
-        self._throttle.begin(username, address)
+    async def login(
+        self, username: str, password: str, address: str, device_cookie: str | None = None
+    ) -> TokenPair:
+        """Check the password, throttled (``throttle``); ``device_cookie`` is the cookie an
+        earlier successful login of this user set (``TokenPair.device_cookie``)."""
+        device = self._device(username, device_cookie)
+        self._throttle.begin(username, address, device)
         try:
             user = await self._directory.users_repo.by_name(username)
             # Unknown users are checked against a dummy hash: same answer, same time.
             hashed = user.password_hash if user else self._dummy_hash
             ok = await verify_password_async(hashed, password)
         finally:
-            self._throttle.end(username, address)
+            self._throttle.end(username, address, device)
         if user is None or not ok or user.disabled:
-            self._throttle.failed(username, address)
+            self._throttle.failed(username, address, device=device)
             raise UnauthorizedError(_BAD_CREDENTIALS)
-        self._throttle.succeeded(username)
+        self._throttle.succeeded(username, address, device)
         self._directory.put_user(user)
         now = time.time()
         refresh = new_refresh_token()
@@ -75,7 +87,25 @@ class AuthService:
             now,
             now + min(self._settings.refresh_token_idle_ttl, self._settings.refresh_chain_max_age),
         )
-        return self._pair(family, user.username, refresh, now)
+        pair = self._pair(family, user.username, refresh, now)
+        return dataclasses.replace(pair, device_cookie=self._new_device_cookie(username))
+
+    def _new_device_cookie(self, username: str) -> str:
+        nonce = secrets.token_urlsafe(16)
+        return f"{nonce}.{self._device_signature(username, nonce)}"
+
+    def _device(self, username: str, cookie: str | None) -> str | None:
+        """The device id of a valid device cookie of ``username``, else ``None``."""
+        if not cookie or len(cookie) > 200:
+            return None
+        nonce, _, signature = cookie.partition(".")
+        if not nonce or not hmac.compare_digest(signature, self._device_signature(username, nonce)):
+            return None
+        return nonce
+
+    def _device_signature(self, username: str, nonce: str) -> str:
+        message = f"{username.lower()}|{nonce}".encode("utf-8", "surrogatepass")
+        return hmac.new(self._device_key, message, hashlib.sha256).hexdigest()
 
     async def refresh(self, refresh_token: str) -> TokenPair:
         now = time.time()

@@ -1,0 +1,54 @@
+"""Which address a request came from, believing ``X-Forwarded-For`` only from trusted proxies.
+
+``O16N_TRUSTED_PROXIES`` lists the networks of the reverse proxies in front of the
+controller. When the peer is one of them, the client is the rightmost address of
+``X-Forwarded-For`` that is not itself a trusted proxy (each proxy appends the address it
+saw, so everything left of the first untrusted hop may be forged). From any other peer the
+header is ignored: anyone can send it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(text: str) -> tuple[Network, ...]:
+    """``"10.0.0.0/8, ::1"`` → networks; ``ValueError`` naming a bad entry."""
+    networks = []
+    for item in text.replace(";", ",").split(","):
+        item = item.strip()
+        if item:
+            try:
+                networks.append(ipaddress.ip_network(item, strict=False))
+            except ValueError:
+                raise ValueError(f"'{item}' is not an IP address or CIDR network") from None
+    return tuple(networks)
+
+
+def _trusted(address: str, trusted: Sequence[Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in trusted)
+
+
+def client_address(peer: str | None, forwarded_for: str | None, trusted: Sequence[Network]) -> str:
+    """The client's address: ``peer``, or the rightmost untrusted hop of ``forwarded_for``
+    when ``peer`` is a trusted proxy."""
+    address = peer or "?"
+    if not forwarded_for or not trusted or not _trusted(address, trusted):
+        return address
+    hops = [hop.strip() for hop in forwarded_for.split(",")]
+    for hop in reversed(hops):
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            return address  # a malformed list: believe only the peer
+        address = hop
+        if not _trusted(hop, trusted):
+            break
+    return address
