@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import keyword
 import re
 from typing import Any
 
@@ -39,8 +40,8 @@ class WorkspaceObject(BaseModel):
     @field_validator("name")
     @classmethod
     def _identifier(cls, value: str) -> str:
-        if not value.isidentifier():
-            raise ValueError(f"{value!r} is not a valid Python name")
+        if not is_object_name(value):
+            raise ValueError(f"{value!r} is not a valid Python name {_RULE}")
         return value
 
 
@@ -55,8 +56,8 @@ class ExecuteRequest(BaseModel):
     @classmethod
     def _identifiers(cls, value: list[str] | None) -> list[str] | None:
         for name in value or []:
-            if not name.isidentifier():
-                raise ValueError(f"{name!r} is not a valid Python name")
+            if not is_object_name(name):
+                raise ValueError(f"{name!r} is not a valid Python name {_RULE}")
         return value
 
 
@@ -108,9 +109,24 @@ def check_session_id(session_id: str) -> str:
     return session_id
 
 
+_RULE = "(an identifier that is not a keyword nor a __dunder__ name)"
+
+
+def is_object_name(name: str) -> bool:
+    """A name a workspace object may have: an identifier, not a keyword (``None``, ``class``)
+    and not a ``__dunder__`` name, which belongs to Python itself (``__builtins__``:
+    replacing it would change what every later statement of the session means)."""
+    return (
+        name.isidentifier()
+        and not keyword.iskeyword(name)
+        and not (name.startswith("__") and name.endswith("__"))
+        and len(name) <= 256
+    )
+
+
 def check_object_name(name: str) -> str:
-    if not name.isidentifier() or len(name) > 256:
-        raise BadRequestError(f"{name[:100]!r} is not a valid workspace object name")
+    if not is_object_name(name):
+        raise BadRequestError(f"{name[:100]!r} is not a valid workspace object name {_RULE}")
     return name
 
 

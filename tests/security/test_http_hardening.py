@@ -113,3 +113,31 @@ async def test_a_quick_client_is_not_cut_off(quick_client: TestClient[Any, Any])
     await login(quick_client)
     await asyncio.sleep(1)
     await login(quick_client)  # the same keep-alive connection, still within the idle limit
+
+
+@pytest.mark.parametrize("name", ["__builtins__", "__class__", "None", "class", "1x", "a-b"])
+async def test_reserved_workspace_object_names_are_refused(
+    client: TestClient[Any, Any], admin_headers: dict[str, str], name: str
+) -> None:
+    session_id = "00000000-0000-0000-0000-000000000000"  # the name is checked first
+    base = f"/sessions/{session_id}/workspace/{name}"
+    for method in ("GET", "POST", "DELETE"):
+        resp = await client.request(method, base, data=b"x", headers=admin_headers)
+        assert resp.status == 400, (method, name, await resp.text())
+        assert (await resp.json())["exceptionType"] == "BadRequestError"
+    execute = f"/sessions/{session_id}/execute"
+    for body in (
+        {"code": "1", "inputParameters": [{"name": name, "value": 1}]},
+        {"code": "1", "outputParameters": [name]},
+    ):
+        resp = await client.post(execute, json=body, headers=admin_headers)
+        assert resp.status == 400, (body, await resp.text())
+
+
+async def test_ordinary_workspace_object_names_pass(
+    client: TestClient[Any, Any], admin_headers: dict[str, str]
+) -> None:
+    session_id = "00000000-0000-0000-0000-000000000000"
+    for name in ("x", "_private", "__mangled", "match", "df_2"):
+        resp = await client.get(f"/sessions/{session_id}/workspace/{name}", headers=admin_headers)
+        assert resp.status == 404, name  # the name passed; the session does not exist
