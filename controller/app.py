@@ -47,6 +47,7 @@ from controller.keys import (
     SWAGGER,
     TASKS,
 )
+from controller.limits import limits_ctx
 from controller.runtime.docker_gateway import DockerGateway
 from controller.runtime.image import runtime_tag
 from controller.runtime.local_docker import LocalDockerBackend
@@ -99,7 +100,16 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_routes(batch_routes.routes)
 
     app.cleanup_ctx.extend(
-        [store_ctx, auth_ctx, docker_ctx, runtime_ctx, sessions_ctx, services_ctx, tasks_ctx]
+        [
+            limits_ctx,
+            store_ctx,
+            auth_ctx,
+            docker_ctx,
+            runtime_ctx,
+            sessions_ctx,
+            services_ctx,
+            tasks_ctx,
+        ]
     )
     return app
 

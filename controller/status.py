@@ -12,6 +12,7 @@ from controller import __version__
 from controller.health import node
 from controller.http.responses import json_response
 from controller.keys import DB, PROBE, SETTINGS
+from controller.limits import open_files_node
 
 routes = web.RouteTableDef()
 
@@ -29,7 +30,7 @@ async def status(request: web.Request) -> web.Response:
     app = request.app
     # side by side: the ping is bounded (under a second), so the answer is too
     database, checks = await asyncio.gather(_database(app), app[PROBE].check())
-    components = {"database": database, **checks}
+    components = {"database": database, **checks, "openFiles": open_files_node()}
     return json_response(node(worst(components), {"version": __version__}, components))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import resource
 import time
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from controller.app import create_app
-from tests.conftest import login, make_settings
+from tests.conftest import bearer, login, make_settings
 from tests.security.rawhttp import closed_within, connect, head, read_response
 
 CSP = "default-src 'none'; frame-ancestors 'none'"
@@ -141,3 +142,22 @@ async def test_ordinary_workspace_object_names_pass(
     for name in ("x", "_private", "__mangled", "match", "df_2"):
         resp = await client.get(f"/sessions/{session_id}/workspace/{name}", headers=admin_headers)
         assert resp.status == 404, name  # the name passed; the session does not exist
+
+
+async def test_the_open_file_limit_is_raised_at_start_and_reported(
+    aiohttp_client: Any, settings: Any
+) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    low = min(hard, 1024) - 1
+    resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))
+    try:
+        client = await aiohttp_client(create_app(settings))
+        assert resource.getrlimit(resource.RLIMIT_NOFILE) == (hard, hard)
+        admin = bearer((await login(client))["access_token"])
+        node = (await (await client.get("/status", headers=admin)).json())["components"]
+        details = node["openFiles"]["details"]
+        assert details["softLimit"] == details["hardLimit"] == hard
+        assert 0 < details["open"] < hard
+        assert node["openFiles"]["statusCode"] == ("pass" if hard >= 4096 else "warn")
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, low), hard))
