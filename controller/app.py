@@ -39,6 +39,7 @@ from controller.keys import (
     DB,
     DOCKER,
     PROBE,
+    RUNC,
     SANDBOXES,
     SERVICES,
     SESSIONS,
@@ -48,6 +49,7 @@ from controller.keys import (
     TASKS,
 )
 from controller.limits import limits_ctx
+from controller.runtime import runc
 from controller.runtime.docker_gateway import DockerGateway
 from controller.runtime.image import runtime_tag
 from controller.runtime.local_docker import LocalDockerBackend
@@ -140,6 +142,7 @@ async def docker_ctx(app: web.Application) -> AsyncIterator[None]:
     app[DOCKER] = gateway
     info = await gateway.info()
     log.info("docker engine connected", extra={"version": info.version})
+    app[RUNC] = await runc.check(gateway)
     yield
     await gateway.close()
 

@@ -15,6 +15,7 @@ from controller.auth.service import AuthService
 from controller.batch.runner import BatchRunner
 from controller.health import HealthProbe
 from controller.runtime.docker_gateway import DockerGateway
+from controller.runtime.runc import RuncVerdict
 from controller.runtime.sandboxes import Sandboxes
 from controller.services.registry import ServiceRegistry
 from controller.sessions.manager import SessionManager
@@ -35,5 +36,6 @@ SESSIONS = web.AppKey("sessions", SessionManager)
 SNAPSHOTS = web.AppKey("snapshots", SnapshotManager)
 SERVICES = web.AppKey("services", ServiceRegistry)
 BATCHES = web.AppKey("batches", BatchRunner)
+RUNC = web.AppKey("runc", RuncVerdict)
 
 IDENTITY = web.RequestKey("identity", Identity)

@@ -11,7 +11,7 @@ from aiohttp import web
 from controller import __version__
 from controller.health import node
 from controller.http.responses import json_response
-from controller.keys import DB, PROBE, SETTINGS
+from controller.keys import DB, PROBE, RUNC, SETTINGS
 from controller.limits import open_files_node
 
 routes = web.RouteTableDef()
@@ -30,7 +30,12 @@ async def status(request: web.Request) -> web.Response:
     app = request.app
     # side by side: the ping is bounded (under a second), so the answer is too
     database, checks = await asyncio.gather(_database(app), app[PROBE].check())
-    components = {"database": database, **checks, "openFiles": open_files_node()}
+    components = {
+        "database": database,
+        **checks,
+        "openFiles": open_files_node(),
+        "runc": app[RUNC].node(),
+    }
     return json_response(node(worst(components), {"version": __version__}, components))
 
 

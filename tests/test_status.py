@@ -15,7 +15,8 @@ async def test_status_reports_each_component(
     body = await resp.json()
     assert body["statusCode"] in ("pass", "warn")
     components = body["components"]
-    assert set(components) == {"database", "dockerEngine", "runtimeImage", "disk", "openFiles"}
+    expected = {"database", "dockerEngine", "runtimeImage", "disk", "openFiles", "runc"}
+    assert set(components) == expected
     assert components["database"]["statusCode"] == "pass"
     assert components["database"]["details"]["type"] == "sqlite"
     assert components["dockerEngine"]["statusCode"] == "pass"

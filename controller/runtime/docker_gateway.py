@@ -111,6 +111,18 @@ class DockerGateway:
             storage_driver=str(data.get("Driver", "?")),
         )
 
+    async def runc_version(self) -> tuple[str | None, str | None]:
+        """The engine's runc: its version and commit (a distribution's package version)."""
+        version = await self._run(self._client.api.version)
+        for component in version.get("Components") or []:
+            if isinstance(component, dict) and component.get("Name") == "runc":
+                details = component.get("Details") or {}
+                commit = details.get("GitCommit") if isinstance(details, dict) else None
+                return _text(component.get("Version")), _text(commit)
+        info = await self._run(self._client.api.info)
+        commit = (info.get("RuncCommit") or {}).get("ID")
+        return None, _text(commit)
+
     # --- images ---------------------------------------------------------------------------
 
     async def image_exists(self, ref: str) -> bool:
@@ -277,3 +289,7 @@ def _container_info(data: dict[str, Any]) -> ContainerInfo:
 def _explain(exc: docker.errors.APIError) -> str:
     explanation = getattr(exc, "explanation", None)
     return str(explanation or exc)
+
+
+def _text(value: object) -> str | None:
+    return str(value)[:200] if isinstance(value, str) and value else None
