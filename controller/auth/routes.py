@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from controller.auth.middleware import public
 from controller.errors import BadRequestError
 from controller.http.bodies import read_model
+from controller.http.body_limits import expect_small_body
 from controller.http.client_address import client_address
 from controller.http.responses import json_response
 from controller.keys import AUTH, SETTINGS
@@ -38,7 +39,7 @@ class RenewTokenRequest(BaseModel):
     refreshToken: str = Field(min_length=1, max_length=512)
 
 
-@routes.post("/login")
+@routes.post("/login", expect_handler=expect_small_body)
 @public
 async def login(request: web.Request) -> web.Response:
     body = await read_model(request, LoginRequest)
@@ -64,7 +65,7 @@ async def login(request: web.Request) -> web.Response:
     return response
 
 
-@routes.post("/login/refreshToken")
+@routes.post("/login/refreshToken", expect_handler=expect_small_body)
 @public
 async def renew_token(request: web.Request) -> web.Response:
     body = await read_model(request, RenewTokenRequest)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 
-from aiohttp import web
+from aiohttp import HttpVersion11, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 from aiohttp.web_protocol import RequestPayloadError
@@ -59,6 +59,21 @@ async def body_limit_middleware(request: web.Request, handler: Handler) -> web.S
     finally:
         if watchdog is not None:
             watchdog.cancel()
+
+
+async def expect_small_body(request: web.Request) -> web.StreamResponse | None:
+    """The ``expect_handler`` of the anonymous routes: ``100 Continue`` only for a body
+    within their limit. Above it the client is not invited to send anything: the request
+    goes straight on to ``body_limit_middleware``, which answers 413."""
+    settings = request.app[SETTINGS]
+    limit = min(int(settings.max_body_bytes), int(settings.max_anonymous_body_bytes))
+    if request.content_length is not None and request.content_length > limit:
+        return None
+    if request.version == HttpVersion11:
+        if request.headers.get(hdrs.EXPECT, "").lower() != "100-continue":
+            raise BadRequestError("the only Expect this server knows is 100-continue")
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    return None
 
 
 def _describe(exc: Exception) -> str:

@@ -163,3 +163,28 @@ async def test_malformed_multipart_is_a_400(
     form.add_field("file", b"hello", filename="ok.txt")
     resp = await small_client.post(f"/sessions/{session_id}/files", data=form, headers=headers)
     assert resp.status == 201, await resp.text()
+
+
+async def test_expect_100_continue_is_not_granted_to_a_large_anonymous_body(
+    client: TestClient[Any, Any],
+) -> None:
+    for length, first_status in ((BIG, 413), (100, 100)):
+        reader, writer = await connect(client)
+        try:
+            writer.write(
+                head(
+                    "POST",
+                    "/login",
+                    {
+                        "Content-Type": "application/json",
+                        "Content-Length": length,
+                        "Expect": "100-continue",
+                    },
+                )
+            )
+            await writer.drain()
+            async with asyncio.timeout(5):
+                status_line = await reader.readline()
+            assert int(status_line.split()[1]) == first_status, status_line
+        finally:
+            writer.close()
