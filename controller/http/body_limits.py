@@ -71,7 +71,8 @@ async def expect_small_body(request: web.Request) -> web.StreamResponse | None:
         return None
     if request.version == HttpVersion11:
         if request.headers.get(hdrs.EXPECT, "").lower() != "100-continue":
-            raise BadRequestError("the only Expect this server knows is 100-continue")
+            # (this runs before any middleware: aiohttp's own 417, as its default handler)
+            raise web.HTTPExpectationFailed(text="the only Expect known here is 100-continue")
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     return None
 
