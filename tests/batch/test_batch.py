@@ -56,6 +56,19 @@ async def wait_done(client: TestClient[Any, Any], headers: dict[str, str], batch
     raise AssertionError("batch did not finish")
 
 
+async def first_progress(
+    client: TestClient[Any, Any], headers: dict[str, str], batch_id: str
+) -> Any:
+    """The batch's status once at least one record is done (a container may take seconds to
+    start on a loaded machine, so a fixed sleep is a race)."""
+    for _ in range(1200):
+        status = await (await client.get(f"/api/Batchy/1/batch/{batch_id}", headers=headers)).json()
+        if status["completedItemCount"] > 0:
+            return status
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no record of batch {batch_id} completed within a minute")
+
+
 async def test_batch_runs_every_record_in_order(
     client: TestClient[Any, Any], admin_headers: dict[str, str]
 ) -> None:
@@ -113,10 +126,7 @@ async def test_partial_results_and_cancel(
     await publish_doubler(client, admin_headers)
     records = [{"x": i, "pause": 0.2} for i in range(30)]
     batch_id = (await start(client, admin_headers, records, "?parallelCount=1"))["batchExecutionId"]
-    await asyncio.sleep(2.0)
-    partial = await (
-        await client.get(f"/api/Batchy/1/batch/{batch_id}", headers=admin_headers)
-    ).json()
+    partial = await first_progress(client, admin_headers, batch_id)
     assert partial["state"] == "InProgress" and 0 < partial["completedItemCount"] < 30
     results = partial["batchExecutionResults"]
     assert len(results) == 30 and results[0]["success"] and results[-1] is None
@@ -179,8 +189,7 @@ async def test_a_restart_resumes_unfinished_records(aiohttp_client: Any, data_di
     await publish_doubler(first, headers)
     records = [{"x": i, "pause": 0.3} for i in range(12)]
     batch_id = (await start(first, headers, records, "?parallelCount=1"))["batchExecutionId"]
-    await asyncio.sleep(2.0)
-    before = await (await first.get(f"/api/Batchy/1/batch/{batch_id}", headers=headers)).json()
+    before = await first_progress(first, headers, batch_id)
     assert 0 < before["completedItemCount"] < 12
     await first.close()
 
