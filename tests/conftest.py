@@ -25,6 +25,8 @@ from controller.settings import Settings
 RUN_ID = secrets.token_hex(3)
 INSTANCE_PREFIX = "o16n-test-"
 ADMIN_PASSWORD = "admin-" + secrets.token_urlsafe(12)
+#: Every instance name this run's apps used: the end-of-run sweep removes exactly theirs.
+INSTANCES: set[str] = set()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -41,7 +43,8 @@ def _runtime_image() -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def _sweep_test_containers() -> Iterator[None]:
-    """Remove every container this run's apps left behind, even after failures."""
+    """Remove every container and image this run's apps left behind, even after failures:
+    those labelled with exactly one of the instances this run made, nothing else."""
     yield
     client = docker.from_env()
     try:
@@ -49,13 +52,13 @@ def _sweep_test_containers() -> Iterator[None]:
         owned = client.containers.list(all=True, sparse=True, filters={"label": "o16n.instance"})
         for container in owned:
             labels = container.attrs.get("Labels") or {}
-            if labels.get("o16n.instance", "").startswith(INSTANCE_PREFIX + RUN_ID):
+            if labels.get("o16n.instance") in INSTANCES:
                 with contextlib.suppress(docker.errors.NotFound):
                     container.remove(force=True)
-        for repository in ("o16n-service", "o16n-snapshot"):
-            for image in client.api.images(name=repository):  # plain list, no inspect
+        for image in client.api.images(filters={"label": "o16n.instance"}):  # no inspect
+            if (image.get("Labels") or {}).get("o16n.instance") in INSTANCES:
                 for tag in image.get("RepoTags") or ():
-                    if tag.startswith(f"{repository}:{INSTANCE_PREFIX}{RUN_ID}"):
+                    if tag.startswith(("o16n-service:", "o16n-snapshot:")):
                         with contextlib.suppress(docker.errors.NotFound):
                             client.images.remove(tag, noprune=False)
     finally:
@@ -78,7 +81,9 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
         "log_format": "text",
     }
     values.update(overrides)
-    return Settings.from_env({}, **values)
+    settings = Settings.from_env({}, **values)
+    INSTANCES.add(settings.instance)
+    return settings
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import requests
 
-from tests.conftest import ADMIN_PASSWORD, INSTANCE_PREFIX, RUN_ID
+from tests.conftest import ADMIN_PASSWORD, INSTANCE_PREFIX, INSTANCES, RUN_ID
 
 
 @dataclass
@@ -36,12 +36,14 @@ def _free_port() -> int:
 def run_server(**settings: str) -> Iterator[LiveServer]:
     data_dir = Path(tempfile.mkdtemp(prefix="o16n-", dir="/tmp"))
     port = _free_port()
+    instance = f"{INSTANCE_PREFIX}{RUN_ID}-live"
+    INSTANCES.add(instance)
     env = {
         **os.environ,
         "O16N_DATA_DIR": str(data_dir),
         "O16N_PORT": str(port),
         "O16N_ADMIN_PASSWORD": ADMIN_PASSWORD,
-        "O16N_INSTANCE": f"{INSTANCE_PREFIX}{RUN_ID}-live",
+        "O16N_INSTANCE": instance,
         "O16N_LOG_LEVEL": "WARNING",
         "O16N_LOG_FORMAT": "text",
         "O16N_ACCESS_LOG": "false",

@@ -72,15 +72,18 @@ class ComputeBackend(Protocol):
     async def image_id(self, ref: str) -> str:
         """The content id of an image name (404 when there is none)."""
 
-    async def tag_image(self, source: str, target: str) -> None:
-        """Give image ``source`` a second name ``target`` (a service's own reference)."""
+    async def derive_image(self, source: str, target: str, labels: dict[str, str]) -> None:
+        """Make image ``target``: ``source`` with ``labels`` added (a service's own image)."""
+
+    async def image_labels(self, ref: str) -> dict[str, str]:
+        """The labels of image ``ref`` (404 when there is none)."""
 
     async def remove_image(self, ref: str) -> bool:
         """Remove an image name; absent counts as removed. One a container still uses is
         kept, and ``False`` returned."""
 
-    async def image_names(self, repository: str) -> list[str]:
-        """Every ``repository:tag`` name held for ``repository``."""
+    async def image_names(self, labels: dict[str, str]) -> list[str]:
+        """Every ``repository:tag`` name of the images carrying all ``labels`` exactly."""
 
     async def list_owned(self) -> list[ContainerHandle]:
         """Every container of this controller instance, running or not."""

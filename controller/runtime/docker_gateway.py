@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
+import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,6 +27,9 @@ import requests.exceptions
 from controller.errors import EngineUnavailable, NotFoundError, RuntimeFailure, out_of_space
 
 log = logging.getLogger(__name__)
+
+#: What may go into a Dockerfile line we write: image names, label keys and values.
+_LABEL_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,200}$")
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -168,16 +173,42 @@ class DockerGateway:
 
         await self._run_slow(run)
 
-    async def image_tags(self, repository: str) -> list[str]:
-        """Every ``repository:tag`` name the engine holds for ``repository``."""
-        images = await self._run(self._client.api.images, name=repository)
-        return sorted(
-            tag for image in images for tag in image.get("RepoTags") or []
-            if tag.startswith(repository + ":")
-        )  # fmt: skip
+    async def image_tags(self, labels: dict[str, str]) -> list[str]:
+        """Every ``repository:tag`` name of the images carrying all ``labels`` exactly."""
+        filters = {"label": [f"{key}={value}" for key, value in labels.items()]}
+        images = await self._run(self._client.api.images, filters=filters)
+        return sorted(tag for image in images for tag in image.get("RepoTags") or [])
 
-    async def tag_image(self, source: str, repository: str, tag: str) -> None:
-        await self._run(self._client.api.tag, source, repository, tag)
+    async def image_labels(self, ref: str) -> dict[str, str]:
+        data = await self._run(self._client.api.inspect_image, ref)
+        return dict((data.get("Config") or {}).get("Labels") or {})
+
+    async def derive_image(
+        self, source: str, repository: str, tag: str, labels: dict[str, str]
+    ) -> None:
+        """A new image ``repository:tag``: ``source`` plus ``labels``. A build of a
+        two-line Dockerfile (``FROM``, ``LABEL``), so no layer is copied and, unlike a
+        commit, no container is left behind if the controller dies meanwhile."""
+        for value in (source, *labels, *labels.values()):
+            if not _LABEL_SAFE.match(value):
+                raise ValueError(f"not a safe image name or label: {value!r}")
+        lines = [f"FROM {source}", "LABEL " + " ".join(f'{k}="{v}"' for k, v in labels.items())]
+        dockerfile = io.BytesIO(("\n".join(lines) + "\n").encode())
+
+        def run() -> None:
+            stream = self._client.api.build(
+                fileobj=dockerfile,
+                tag=f"{repository}:{tag}",
+                rm=True,
+                forcerm=True,
+                pull=False,
+                decode=True,
+            )
+            for chunk in stream:
+                if "error" in chunk:
+                    raise RuntimeFailure(f"image build failed: {chunk['error'].strip()}")
+
+        await self._run_slow(run)
 
     async def remove_image(self, ref: str) -> bool:
         """Remove an image reference; absent counts as removed. One that a container still

@@ -90,15 +90,18 @@ class LocalDockerBackend:
     async def image_id(self, ref: str) -> str:
         return await self._gateway.image_id(ref)
 
-    async def tag_image(self, source: str, target: str) -> None:
+    async def derive_image(self, source: str, target: str, labels: dict[str, str]) -> None:
         repository, _, tag = target.rpartition(":")
-        await self._gateway.tag_image(source, repository, tag)
+        await self._gateway.derive_image(source, repository, tag, labels)
+
+    async def image_labels(self, ref: str) -> dict[str, str]:
+        return await self._gateway.image_labels(ref)
 
     async def remove_image(self, ref: str) -> bool:
         return await self._gateway.remove_image(ref)
 
-    async def image_names(self, repository: str) -> list[str]:
-        return await self._gateway.image_tags(repository)
+    async def image_names(self, labels: dict[str, str]) -> list[str]:
+        return await self._gateway.image_tags(labels)
 
     async def list_owned(self) -> list[ContainerHandle]:
         infos = await self._gateway.list_containers(

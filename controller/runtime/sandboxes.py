@@ -118,32 +118,50 @@ class Sandboxes:
     async def image_id(self, ref: str) -> str:
         return await self.backend.image_id(ref)
 
-    async def tag_image(self, source: str, target: str) -> None:
-        await self.backend.tag_image(source, target)
+    async def image_base(self, ref: str) -> str:
+        """The id of the image ``ref`` was derived from (``derive_image``); for an image
+        made before images were derived, a plain second name, its own id."""
+        labels = await self.backend.image_labels(ref)
+        return labels.get(LABEL_PREFIX + "base") or await self.backend.image_id(ref)
+
+    async def derive_image(self, source: str, target: str, kind: str) -> None:
+        """Make ``target``, an image of this instance: ``source`` labelled with the exact
+        instance, ``kind`` and the id of ``source`` (which tells a service still on the
+        runtime image)."""
+        labels = {
+            LABEL_PREFIX + "instance": self._settings.instance,
+            LABEL_PREFIX + "kind": kind,
+            LABEL_PREFIX + "base": await self.backend.image_id(source),
+        }
+        await self.backend.derive_image(source, target, labels)
 
     async def remove_image(self, ref: str) -> bool:
         return await self.backend.remove_image(ref)
 
     def image_name(self, repository: str, key: str) -> str:
-        """This instance's name for an image it makes (a snapshot's, a service's): the
-        start-up reap knows its own images by it."""
+        """This instance's name for an image it makes (a snapshot's, a service's). Only a
+        name: which images are this instance's is told by their labels, never by it."""
         return f"{repository}:{self._settings.instance}-{key}"
 
     async def commit(self, sandbox: Sandbox, image: str, labels: dict[str, str]) -> str:
         """Save ``sandbox``'s filesystem as ``image``, labelled as this instance's."""
-        labels = {LABEL_PREFIX + "instance": self._settings.instance, **labels}
+        labels = {**labels, LABEL_PREFIX + "instance": self._settings.instance}
         return await self.backend.commit(sandbox.handle, image, labels)
 
     async def reap_images(self, repositories: list[str], keep: set[str]) -> int:
         """Remove this instance's images in ``repositories`` that nothing uses any more
-        (left by a crash between taking and recording a snapshot, say)."""
+        (left by a crash between making an image and recording it, say).
+
+        This instance's images are those labelled with exactly its name: another instance
+        on the same engine, even one whose name starts with this one's, is never touched.
+        Images from before images were labelled are only ever kept."""
         removed = 0
-        for repository in repositories:
-            for name in await self.backend.image_names(repository):
-                mine = name.startswith(self.image_name(repository, ""))
-                if mine and name not in keep:
-                    log.info("removing unused image", extra={"image": name})
-                    removed += await self.backend.remove_image(name)
+        names = await self.backend.image_names({LABEL_PREFIX + "instance": self._settings.instance})
+        for name in names:
+            ours = any(name.startswith(repository + ":") for repository in repositories)
+            if ours and name not in keep:
+                log.info("removing unused image", extra={"image": name})
+                removed += await self.backend.remove_image(name)
         return removed
 
     async def owned(self) -> list[ContainerHandle]:

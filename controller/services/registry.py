@@ -1,10 +1,9 @@
 """The published services, in memory and in the store: publish, patch, delete, pools.
 
-Publishing copies what a service needs — its own image tag and its own hard link of the
-snapshot's tarball — so deleting the snapshot afterwards (Microsoft's SDK does it at once)
-never breaks the service. Each version gets a warm pool as soon as it is published, and
-again when the controller restarts.
-"""
+Publishing copies what a service needs — its own image (labelled as this instance's) and
+its own hard link of the snapshot's tarball — so deleting the snapshot afterwards
+(Microsoft's SDK does it at once) never breaks the service. Each version gets a warm pool
+as soon as it is published, and again when the controller restarts."""
 
 from __future__ import annotations
 
@@ -388,8 +387,9 @@ class ServiceRegistry:
         return sandbox
 
     async def _runs_on_runtime_image(self, record: ServiceRecord) -> bool:
-        """Whether the service's image is the runtime image, asked of Docker once per image
-        (a service's image name is unique to its environment, so the answer stays)."""
+        """Whether the service's image was made from the runtime image unchanged, asked of
+        Docker once per image (a service's image name is unique to its environment, so the
+        answer stays)."""
         if not record.generic:
             return False
         known = self._on_runtime_image.get(record.image)
@@ -397,7 +397,7 @@ class ServiceRegistry:
             if self._runtime_id is None:
                 self._runtime_id = await self._sandboxes.image_id(self._sandboxes.image)
             try:
-                known = await self._sandboxes.image_id(record.image) == self._runtime_id
+                known = await self._sandboxes.image_base(record.image) == self._runtime_id
             except NotFoundError:
                 known = False
             self._on_runtime_image[record.image] = known
@@ -406,11 +406,11 @@ class ServiceRegistry:
     async def _environment(
         self, caller: Identity, snapshot_id: str | None, key: str
     ) -> tuple[str, str | None, bool]:
-        """The service's own image tag and tarball copy (from a snapshot, or a fresh
+        """The service's own image and tarball copy (from a snapshot, or a fresh
         runtime), and whether that image is the runtime image unchanged."""
         image = self._sandboxes.image_name(IMAGE_REPOSITORY, key)
         if snapshot_id is None:
-            await self._sandboxes.tag_image(self._sandboxes.image, image)
+            await self._sandboxes.derive_image(self._sandboxes.image, image, "service")
             return image, None, True
         snapshot = await self._snapshots.get(caller, snapshot_id)
         relative = f"services/{key}.tar.gz"
@@ -421,7 +421,7 @@ class ServiceRegistry:
         )
         # A snapshot whose container changed nothing of its image runs on the runtime image.
         base = self._sandboxes.image if snapshot.pristine else snapshot.image
-        await self._sandboxes.tag_image(base, image)
+        await self._sandboxes.derive_image(base, image, "service")
         return image, relative, snapshot.pristine
 
     async def _drop_environment(self, image: str, archive: str | None) -> None:

@@ -53,6 +53,7 @@ class SnapshotManager:
             reply, blob = await sandbox.call("snapshot_save", timeout=AGENT_TIMEOUT)
             pristine = await self._sandboxes.pristine(sandbox)
             labels = {
+                LABEL_PREFIX + "kind": "snapshot",
                 LABEL_PREFIX + "snapshot": snapshot_id,
                 LABEL_PREFIX + "owner": caller.username,
             }
