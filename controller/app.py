@@ -9,6 +9,7 @@ context is registered last so that background tasks are cancelled first.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -72,6 +73,8 @@ from controller.store.snapshots import SnapshotsRepo
 from controller.tasks import TaskSupervisor
 
 log = logging.getLogger(__name__)
+
+SWEEP_INTERVAL = 300.0  # seconds between sweeps of what failed removals and crashes left
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -179,7 +182,9 @@ async def sessions_ctx(app: web.Application) -> AsyncIterator[None]:
     kept = await manager.adopt(owned)
     await sandboxes.reap([h for h in owned if h.key not in kept])
     manager.collect_unfinished(app[TASKS].spawn)
+    await sandboxes.sweep()  # the socket directories of containers gone
     app[SNAPSHOTS] = SnapshotManager(settings, SnapshotsRepo(app[DB]), manager, sandboxes)
+    app[TASKS].spawn("sandbox-sweep", sandboxes.keep_clean(SWEEP_INTERVAL))
     app[TASKS].spawn("warm-pool", pool.keep_full())
     app[TASKS].spawn("session-idle-reaper", manager.run_idle_reaper())
     app[TASKS].spawn("session-execution-log", manager.log.run())
@@ -211,11 +216,25 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[SANDBOXES].reap_images(
         [SERVICE_IMAGES, SNAPSHOT_IMAGES], registry.images() | await app[SNAPSHOTS].images()
     )
+    await app[SNAPSHOTS].sweep(everything=True)
+    await registry.sweep()
+    tasks.spawn("file-sweep", sweep_files(app[SNAPSHOTS], registry))
     tasks.spawn("service-pool-trim", registry.keep_pools_trim())
     tasks.spawn("service-warm-pool", warm.keep_full())
     yield
     await registry.close()
     await warm.close()
+
+
+async def sweep_files(snapshots: SnapshotManager, services: ServiceRegistry) -> None:
+    """Run forever: remove the snapshot and service files no row names."""
+    while True:
+        await asyncio.sleep(SWEEP_INTERVAL)
+        try:
+            await snapshots.sweep()
+            await services.sweep()
+        except Exception:  # the database or the disk failed: try again at the next round
+            log.exception("file sweep failed")
 
 
 async def tasks_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -88,6 +88,9 @@ class ComputeBackend(Protocol):
     async def list_owned(self) -> list[ContainerHandle]:
         """Every container of this controller instance, running or not."""
 
+    async def sweep(self, keep: set[str]) -> int:
+        """Remove what containers not in ``keep`` left on this host; returns how many."""
+
     async def adopt(self, handle: ContainerHandle) -> None:
         """Listen again for the agent of a container an earlier controller started."""
 

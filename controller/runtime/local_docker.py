@@ -122,6 +122,25 @@ class LocalDockerBackend:
             )
         return handles
 
+    async def sweep(self, keep: set[str]) -> int:
+        """Remove the socket directories of containers not in ``keep`` (left by a failed
+        start or a crash); returns how many."""
+        keep = keep | set(self._listeners)
+
+        def run() -> int:
+            removed = 0
+            with contextlib.suppress(FileNotFoundError):
+                for entry in self._settings.sockets_dir.iterdir():
+                    if entry.name not in keep and entry.is_dir() and not entry.is_symlink():
+                        shutil.rmtree(entry, ignore_errors=True)
+                        removed += 1
+            return removed
+
+        removed = await asyncio.to_thread(run)
+        if removed:
+            log.info("removed socket directories left behind", extra={"count": removed})
+        return removed
+
     async def adopt(self, handle: ContainerHandle) -> None:
         await self._listener(handle.key).start()
 

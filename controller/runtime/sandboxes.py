@@ -8,6 +8,7 @@ the session manager adopts what it can, and ``reap`` removes the rest.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -36,11 +37,20 @@ class Sandbox:
         return await self.link.call(op, args, **kw)
 
 
+RETRY_FIRST = 1.0  # seconds before a failed removal is tried again, doubling while it fails
+RETRY_MAX = 60.0
+
+
 class Sandboxes:
     def __init__(self, backend: ComputeBackend, settings: Settings, image: str) -> None:
         self.backend = backend
         self._settings = settings
         self.image = image
+        #: keys of the containers in use: launched (from before their creation) or adopted
+        self._live: set[str] = set()
+        #: containers whose removal failed (the engine was down, say), tried again later
+        self._unremoved: dict[str, ContainerHandle] = {}
+        self._removal_failed = asyncio.Event()
 
     async def launch(
         self, kind: Kind, *, owner: str = "", ident: str = "", image: str | None = None
@@ -54,18 +64,24 @@ class Sandboxes:
             owner=owner,
             ident=ident,
         )
-        handle = await self.backend.create(spec)
+        self._live.add(spec.key)  # before the engine has it: the sweep must not take it
+        try:
+            handle = await self.backend.create(spec)
+        except BaseException:
+            self._live.discard(spec.key)  # if the engine made it after all, the sweep removes it
+            raise
         try:
             await self.backend.start(handle)
             link = await self._await_agent(handle, self._settings.agent_connect_timeout)
         except BaseException:
-            await self.backend.remove(handle)
+            await self._remove(handle)
             raise
         log.debug("sandbox launched", extra={"key": handle.key, "kind": kind})
         return Sandbox(handle, link)
 
     async def adopt(self, handle: ContainerHandle, timeout: float) -> Sandbox:
         """Re-link with the agent of a container left by an earlier controller."""
+        self._live.add(handle.key)
         await self.backend.adopt(handle)
         link = await self._await_agent(handle, timeout)
         return Sandbox(handle, link)
@@ -80,7 +96,61 @@ class Sandboxes:
             if isinstance(sandbox, Sandbox):
                 await sandbox.link.aclose()
         finally:
+            await self._remove(handle)
+
+    async def _remove(self, handle: ContainerHandle) -> None:
+        """Remove a container; when the engine fails, keep it to try again later."""
+        try:
             await self.backend.remove(handle)
+        except O16nError as exc:
+            log.warning(
+                "container removal failed; it will be tried again",
+                extra={"key": handle.key, "error": exc.message},
+            )
+            self._unremoved[handle.key] = handle
+            self._removal_failed.set()
+        else:
+            self._unremoved.pop(handle.key, None)
+        finally:
+            self._live.discard(handle.key)
+
+    async def keep_clean(self, interval: float) -> None:
+        """Run forever (owned by the task supervisor): retry failed removals, backing off
+        while they fail, and every ``interval`` seconds sweep what no sandbox uses."""
+        delay = RETRY_FIRST
+        swept = time.monotonic()
+        while True:
+            if self._unremoved:
+                await asyncio.sleep(delay)
+            else:
+                self._removal_failed.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(swept + interval - time.monotonic(), 0)):
+                        await self._removal_failed.wait()
+                        continue  # a removal just failed: try it again after ``delay``
+            try:
+                if self._unremoved:
+                    for handle in list(self._unremoved.values()):
+                        await self._remove(handle)
+                    delay = min(delay * 2, RETRY_MAX) if self._unremoved else RETRY_FIRST
+                if time.monotonic() - swept >= interval:
+                    swept = time.monotonic()
+                    await self.sweep()
+            except Exception:  # the engine or the disk failed: try again at the next round
+                log.exception("sweep failed")
+
+    async def sweep(self) -> int:
+        """Remove this instance's containers that no sandbox uses (one whose creation the
+        engine finished after we gave up on it, say) and what the backend keeps on this
+        host for containers that are gone; returns how many containers."""
+        removed = 0
+        for handle in await self.backend.list_owned():
+            if handle.key not in self._live and handle.key not in self._unremoved:
+                log.info("removing a container no sandbox uses", extra={"key": handle.key})
+                await self._remove(handle)
+                removed += 1
+        await self.backend.sweep(self._live | set(self._unremoved))
+        return removed
 
     async def exit_report(self, sandbox: Sandbox, wait: float = 0.0) -> ExitReport | None:
         """How the container ended, waiting up to ``wait`` seconds for it to end;
@@ -177,7 +247,7 @@ class Sandboxes:
                     "container": handle.container_id[:12],
                 },
             )
-            await self.backend.remove(handle)
+            await self._remove(handle)
 
     async def _await_agent(self, handle: ContainerHandle, timeout: float) -> AgentLink:
         """Wait for the agent, checking now and then that its container still runs."""

@@ -304,6 +304,18 @@ class ServiceRegistry:
                         "pool trim failed", extra={"service": service.label, "error": exc.message}
                     )
 
+    async def sweep(self) -> int:
+        """Remove service tarballs no service names (a publish killed half-way left its
+        hard link); under the lock, so no publish is half-way meanwhile."""
+        async with self._lock:
+            recorded = {s.record.archive for s in self.all() if s.record.archive}
+            removed = await asyncio.to_thread(
+                archives.sweep, self._settings.data_dir / "services", recorded, 0.0
+            )
+        if removed:
+            log.info("removed service files left behind", extra={"count": removed})
+        return removed
+
     def images(self) -> set[str]:
         """The image names the published services use."""
         return {s.record.image for s in self.all()}

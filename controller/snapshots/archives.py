@@ -64,6 +64,27 @@ def remove(path: Path) -> None:
         path.unlink()
 
 
+def sweep(folder: Path, keep: set[str], age: float) -> int:
+    """Remove the regular files of ``folder`` (named ``<folder name>/<file>`` relative to
+    the data directory) that are not in ``keep`` and unchanged for ``age`` seconds (their
+    status: a hard link's time is when it was made); returns how many."""
+    import time
+
+    removed = 0
+    limit = time.time() - age
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(folder):
+            relative = f"{folder.name}/{entry.name}"
+            if relative in keep or not entry.is_file(follow_symlinks=False):
+                continue
+            info = entry.stat(follow_symlinks=False)
+            if max(info.st_mtime, info.st_ctime) <= limit:
+                with contextlib.suppress(FileNotFoundError):
+                    Path(entry.path).unlink()
+                removed += 1
+    return removed
+
+
 def tar_to_zip(source: Path, out: IO[bytes]) -> None:
     """Re-pack a workspace tarball as a zip (the download format of ``GET /snapshots/{id}``).
 

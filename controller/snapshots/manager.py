@@ -27,6 +27,7 @@ from controller.store.snapshots import SnapshotRecord, SnapshotsRepo
 log = logging.getLogger(__name__)
 
 IMAGE_REPOSITORY = "o16n-snapshot"
+SWEEP_AGE = 900.0  # seconds a file no row names must be untouched before the periodic sweep
 
 
 class SnapshotManager:
@@ -91,6 +92,20 @@ class SnapshotManager:
             extra={"snapshot": snapshot_id, "bytes": len(data), "skipped": list(record.skipped)},
         )
         return record
+
+    async def sweep(self, everything: bool = False) -> int:
+        """Remove snapshot files no row names: a ``.tmp`` a killed write left, a tarball
+        whose row a crash never wrote. Only those untouched for ``SWEEP_AGE`` seconds, as
+        a snapshot being taken right now has such files too, unless ``everything`` (at
+        start, when nothing is being written); returns how many."""
+        recorded = {record.archive for record in await self._repo.all()}
+        folder = self._settings.data_dir / "snapshots"
+        removed = await asyncio.to_thread(
+            archives.sweep, folder, recorded, 0.0 if everything else SWEEP_AGE
+        )
+        if removed:
+            log.info("removed snapshot files left behind", extra={"count": removed})
+        return removed
 
     async def images(self) -> set[str]:
         """The image names the stored snapshots use."""
