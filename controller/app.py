@@ -183,7 +183,10 @@ async def sessions_ctx(app: web.Application) -> AsyncIterator[None]:
     await sandboxes.reap([h for h in owned if h.key not in kept])
     manager.collect_unfinished(app[TASKS].spawn)
     await sandboxes.sweep()  # the socket directories of containers gone
+    sandboxes.on_exit(manager.on_exit)
+    sandboxes.on_exit(pool.on_exit)
     app[SNAPSHOTS] = SnapshotManager(settings, SnapshotsRepo(app[DB]), manager, sandboxes)
+    app[TASKS].spawn("engine-watch", sandboxes.watch())
     app[TASKS].spawn("sandbox-sweep", sandboxes.keep_clean(SWEEP_INTERVAL))
     app[TASKS].spawn("warm-pool", pool.keep_full())
     app[TASKS].spawn("session-idle-reaper", manager.run_idle_reaper())
@@ -216,6 +219,8 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[SANDBOXES].reap_images(
         [SERVICE_IMAGES, SNAPSHOT_IMAGES], registry.images() | await app[SNAPSHOTS].images()
     )
+    app[SANDBOXES].on_exit(registry.on_exit)
+    app[SANDBOXES].on_exit(warm.on_exit)
     await app[SNAPSHOTS].sweep(everything=True)
     await registry.sweep()
     tasks.spawn("file-sweep", sweep_files(app[SNAPSHOTS], registry))

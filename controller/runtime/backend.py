@@ -7,6 +7,7 @@ of compute nodes or Kubernetes slots in behind the same methods.
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -87,6 +88,10 @@ class ComputeBackend(Protocol):
 
     async def list_owned(self) -> list[ContainerHandle]:
         """Every container of this controller instance, running or not."""
+
+    def exits(self) -> AsyncGenerator[str, None]:
+        """Keys of this instance's containers as they stop, forever (reconnecting to the
+        engine as needed; what stopped while it was away is reported when it is back)."""
 
     async def sweep(self, keep: set[str]) -> int:
         """Remove what containers not in ``keep`` left on this host; returns how many."""

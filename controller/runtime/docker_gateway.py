@@ -13,7 +13,7 @@ import contextlib
 import io
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -293,6 +293,25 @@ class DockerGateway:
             )
         return infos
 
+    @contextlib.asynccontextmanager
+    async def events(self, filters: dict[str, list[str]]) -> AsyncIterator[EventStream]:
+        """The engine's events matching ``filters`` as they happen, read on a thread of
+        their own (the stream blocks between events); closing it ends the read."""
+        reader = ThreadPoolExecutor(1, thread_name_prefix="docker-events")
+        stream: Any = None
+        try:
+            stream = await self._call(
+                reader, partial(self._client.api.events, filters=filters, decode=True)
+            )
+            yield EventStream(self, reader, stream)
+        finally:
+            if stream is not None:
+                with contextlib.suppress(Exception):
+                    stream.close()  # wakes the reader; does nothing once the engine closed it
+                with contextlib.suppress(Exception):
+                    stream._response.close()  # so also give the connection back, always
+            reader.shutdown(wait=False, cancel_futures=True)
+
     async def changed_paths(self, container_id: str) -> list[str]:
         """``docker diff``: paths the container added, changed or deleted in its image."""
         changes = await self._run(self._client.api.diff, container_id)
@@ -301,6 +320,24 @@ class DockerGateway:
     async def image_id(self, ref: str) -> str:
         data = await self._run(self._client.api.inspect_image, ref)
         return str(data["Id"])
+
+
+class EventStream:
+    """Decoded engine events; ends with ``EngineUnavailable`` when the engine closes it."""
+
+    def __init__(self, gateway: DockerGateway, reader: ThreadPoolExecutor, stream: Any) -> None:
+        self._gateway = gateway
+        self._reader = reader
+        self._stream = stream
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> dict[str, Any]:
+        event = await self._gateway._call(self._reader, next, self._stream, None)
+        if event is None:  # the engine stopped or the connection broke
+            raise EngineUnavailable("the Docker engine closed its event stream")
+        return dict(event)
 
 
 def _container_info(data: dict[str, Any]) -> ContainerInfo:

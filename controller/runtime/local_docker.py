@@ -6,11 +6,12 @@ import asyncio
 import contextlib
 import logging
 import shutil
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from docker.types import LogConfig, Mount, Ulimit
 
-from controller.errors import NotFoundError, RuntimeFailure
+from controller.errors import NotFoundError, O16nError, RuntimeFailure
 from controller.runtime.agent_link import AgentLink, AgentListener
 from controller.runtime.backend import ContainerHandle, ExitReport
 from controller.runtime.docker_gateway import DockerGateway
@@ -25,6 +26,9 @@ from controller.runtime.spec import (
 from controller.settings import Settings
 
 log = logging.getLogger(__name__)
+
+EVENTS_RETRY_FIRST = 0.5  # seconds before reconnecting to the engine's events, doubling
+EVENTS_RETRY_MAX = 30.0
 
 
 class LocalDockerBackend:
@@ -121,6 +125,30 @@ class LocalDockerBackend:
                 )
             )
         return handles
+
+    async def exits(self) -> AsyncGenerator[str, None]:
+        """Keys of this instance's containers as they stop, from the engine's event stream.
+        Runs forever: when the engine goes away (a restart, say) it reconnects, backing
+        off, and after each connection first yields the containers that stopped unseen."""
+        label = f"{LABEL_PREFIX}instance={self._settings.instance}"
+        filters = {"type": ["container"], "event": ["die"], "label": [label]}
+        delay = EVENTS_RETRY_FIRST
+        while True:
+            try:
+                async with self._gateway.events(filters) as events:
+                    # subscribed first, then listed: nothing stops unseen in between
+                    for info in await self._gateway.list_containers(label):
+                        if info.status in ("exited", "dead"):
+                            yield info.labels.get(LABEL_PREFIX + "key", "")
+                    delay = EVENTS_RETRY_FIRST
+                    async for event in events:
+                        attributes = (event.get("Actor") or {}).get("Attributes") or {}
+                        yield str(attributes.get(LABEL_PREFIX + "key", ""))
+            except Exception as exc:  # the engine's stream broke, or it is down: reconnect
+                error = exc.message if isinstance(exc, O16nError) else repr(exc)
+                log.warning("engine events lost; reconnecting", extra={"error": error})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, EVENTS_RETRY_MAX)
 
     async def sweep(self, keep: set[str]) -> int:
         """Remove the socket directories of containers not in ``keep`` (left by a failed

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,8 @@ class Sandbox:
         return await self.link.call(op, args, **kw)
 
 
+#: Told the key of a container of ours that stopped by itself (``Sandboxes.watch``).
+ExitHandler = Callable[[str], Awaitable[None]]
 RETRY_FIRST = 1.0  # seconds before a failed removal is tried again, doubling while it fails
 RETRY_MAX = 60.0
 
@@ -51,6 +54,7 @@ class Sandboxes:
         #: containers whose removal failed (the engine was down, say), tried again later
         self._unremoved: dict[str, ContainerHandle] = {}
         self._removal_failed = asyncio.Event()
+        self._exit_handlers: list[ExitHandler] = []
 
     async def launch(
         self, kind: Kind, *, owner: str = "", ident: str = "", image: str | None = None
@@ -151,6 +155,33 @@ class Sandboxes:
                 removed += 1
         await self.backend.sweep(self._live | set(self._unremoved))
         return removed
+
+    def on_exit(self, handler: ExitHandler) -> None:
+        """Have ``handler`` told of every container in use that stops by itself."""
+        self._exit_handlers.append(handler)
+
+    async def watch(self) -> None:
+        """Run forever (owned by the task supervisor): follow the engine's events and tell
+        the handlers, each exit in a task of its own, which containers in use stopped."""
+        tasks: set[asyncio.Task[None]] = set()
+        try:
+            async with contextlib.aclosing(self.backend.exits()) as exits:
+                async for key in exits:
+                    if key in self._live:
+                        task = asyncio.create_task(self._exited(key), name=f"exit:{key}")
+                        tasks.add(task)
+                        task.add_done_callback(tasks.discard)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _exited(self, key: str) -> None:
+        for handler in list(self._exit_handlers):
+            try:
+                await handler(key)
+            except Exception:  # one handler's failure must not hide the exit from the rest
+                log.exception("exit handler failed", extra={"key": key})
 
     async def exit_report(self, sandbox: Sandbox, wait: float = 0.0) -> ExitReport | None:
         """How the container ended, waiting up to ``wait`` seconds for it to end;

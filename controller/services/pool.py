@@ -197,6 +197,15 @@ class ServicePool:
             if not waiter.done():
                 waiter.set_exception(error)
 
+    def on_exit(self, key: str) -> None:
+        """A container stopped by itself: an idle one of ours is replaced (a busy one is
+        by its request, which sees its agent gone)."""
+        for sandbox in list(self._idle):
+            if sandbox.key == key:
+                self._idle.remove(sandbox)
+                self._retire(sandbox)
+                self.warm()
+
     def warm(self) -> None:
         """Start containers until ``initial`` are running or starting."""
         if not self._closed:

@@ -316,6 +316,11 @@ class ServiceRegistry:
             log.info("removed service files left behind", extra={"count": removed})
         return removed
 
+    async def on_exit(self, key: str) -> None:
+        """A container stopped by itself: the pool it belonged to replaces it."""
+        for service in self.all():
+            service.pool.on_exit(key)
+
     def images(self) -> set[str]:
         """The image names the published services use."""
         return {s.record.image for s in self.all()}

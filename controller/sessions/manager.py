@@ -353,7 +353,19 @@ class SessionManager:
         if session.sandbox is not None:
             reason = await self._sandboxes.end_reason(session.sandbox, exc, wait=5.0)
         await self._end(session, reason)
-        return reason
+        return session.dead_reason or reason  # the engine's events may have told it first
+
+    async def on_exit(self, key: str) -> None:
+        """A container stopped by itself (``Sandboxes.watch``): if a session's, end that
+        session now with the reason, so that it is no longer listed and calls get 410
+        rather than failing one by one."""
+        for session in list(self._sessions.values()):
+            sandbox = session.sandbox
+            if session.alive and sandbox is not None and sandbox.key == key:
+                report = await self._sandboxes.exit_report(sandbox)
+                if report is not None and session.sandbox is sandbox:
+                    await self._end(session, report.describe())
+                return
 
     async def _end(self, session: Session, reason: str) -> None:
         """Mark a session dead (unless it is being closed) and remove its container."""

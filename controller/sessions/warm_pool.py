@@ -51,6 +51,14 @@ class WarmPool:
             await self._sandboxes.destroy(sandbox)
         return None
 
+    async def on_exit(self, key: str) -> None:
+        """A container stopped by itself: if one of ours, drop it and start another."""
+        for sandbox in list(self._ready):
+            if sandbox.key == key:
+                self._ready.remove(sandbox)
+                self._wanted.set()
+                await self._sandboxes.destroy(sandbox)
+
     async def keep_full(self) -> None:
         """Run forever (owned by the task supervisor): top the pool up whenever asked."""
         backoff = 1.0

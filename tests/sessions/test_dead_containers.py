@@ -1,0 +1,199 @@
+"""Containers that die while idle are noticed at once, from the engine's events: a dead
+session is no longer listed and answers 410 with the reason; a dead pool container is
+replaced."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+from aiohttp.test_utils import TestClient
+
+from controller.app import create_app
+from controller.settings import Settings
+from tests.conftest import bearer, login, make_settings
+from tests.services.conftest import consume, publish
+from tests.sessions.conftest import new_session
+
+
+def _containers(settings: Settings, *labels: str) -> list[Any]:
+    engine = docker.from_env()
+    return list(
+        engine.containers.list(filters={"label": [f"o16n.instance={settings.instance}", *labels]})
+    )
+
+
+async def _until(condition: Callable[[], Any], timeout: float) -> float:
+    """Seconds until ``condition()`` holds (fails after ``timeout``)."""
+    started = time.monotonic()
+    while not await condition():
+        assert time.monotonic() - started < timeout, "not within the time allowed"
+        await asyncio.sleep(0.05)
+    return time.monotonic() - started
+
+
+async def test_a_killed_idle_session_is_ended_at_once_with_the_reason(
+    client: TestClient[Any, Any], admin_headers: dict[str, str], settings: Settings
+) -> None:
+    session_id = await new_session(client, admin_headers)
+    [container] = _containers(settings, f"o16n.id={session_id}")
+    container.kill()
+
+    async def unlisted() -> bool:
+        listed = await (await client.get("/sessions", headers=admin_headers)).json()
+        return session_id not in {s["id"] for s in listed}
+
+    await _until(unlisted, timeout=3.0)
+    resp = await client.get(f"/sessions/{session_id}/console-output", headers=admin_headers)
+    assert resp.status == 410
+    assert "killed by signal 9" in (await resp.json())["message"]
+    await _until(lambda: _gone(container), timeout=5.0)  # and its container was removed
+
+
+async def _gone(container: Any) -> bool:
+    try:
+        await asyncio.to_thread(container.reload)
+    except docker.errors.NotFound:
+        return True
+    return False
+
+
+async def test_dead_pool_containers_are_replaced(aiohttp_client: Any, data_dir: Any) -> None:
+    settings = make_settings(data_dir, warm_pool_size=1, service_warm_pool_size=0)
+    client = await aiohttp_client(create_app(settings))
+    headers = bearer((await login(client))["access_token"])
+    await publish(
+        client,
+        headers,
+        "Twice",
+        "1",
+        code="y = x * 2",
+        inputParameterDefinitions=[{"name": "x", "type": "integer"}],
+        outputParameterDefinitions=[{"name": "y", "type": "integer"}],
+    )
+    assert (await consume(client, headers, "Twice", "1", {"x": 2}))["outputParameters"] == {"y": 4}
+
+    for labels in (["o16n.kind=warm", "o16n.id=sessions"], ["o16n.kind=service"]):
+
+        async def one(labels: list[str] = labels) -> bool:
+            return len(await asyncio.to_thread(_containers, settings, *labels)) == 1
+
+        await _until(one, timeout=30.0)
+        [dead] = _containers(settings, *labels)
+        dead.kill()
+
+        async def replaced(labels: list[str] = labels, dead: Any = dead) -> bool:
+            now = await asyncio.to_thread(_containers, settings, *labels)
+            return len(now) == 1 and now[0].id != dead.id
+
+        await _until(replaced, timeout=30.0)
+    assert (await consume(client, headers, "Twice", "1", {"x": 21}))["outputParameters"] == {
+        "y": 42
+    }
+
+
+class EngineLine:
+    """A Unix socket in front of the real engine's, which the test can cut and restore:
+    to the controller, as if the engine went away and came back (a restart, say)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._server: asyncio.AbstractServer | None = None
+        self._cut = False
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def up(self) -> None:
+        self._cut = False
+        if self._server is None:
+            self._server = await asyncio.start_unix_server(self._serve, path=str(self.path))
+
+    async def down(self) -> None:
+        """Break every open connection and hang up on new ones (the socket stays: a
+        missing socket file makes the Docker SDK leak the socket it tried it with)."""
+        self._cut = True
+        for writer in list(self._writers):
+            writer.close()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def close(self) -> None:
+        await self.down()
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        self.path.unlink(missing_ok=True)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self._writers.add(writer)
+        try:
+            if self._cut:
+                return
+            engine_reader, engine_writer = await asyncio.open_unix_connection(
+                "/var/run/docker.sock"
+            )
+            self._writers.add(engine_writer)
+            await asyncio.gather(
+                self._pipe(reader, engine_writer), self._pipe(engine_reader, writer)
+            )
+        finally:
+            for end in (writer, locals().get("engine_writer")):
+                if end is not None:
+                    end.close()
+                    self._writers.discard(end)
+                    with contextlib.suppress(OSError):
+                        await end.wait_closed()
+            self._tasks.discard(task)
+
+    @staticmethod
+    async def _pipe(source: asyncio.StreamReader, target: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            while data := await source.read(65536):
+                target.write(data)
+                await target.drain()
+        target.close()
+
+
+async def test_a_session_that_died_while_the_engine_was_away_is_ended_when_it_is_back(
+    aiohttp_client: Any, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    line = EngineLine(data_dir / "engine.sock")
+    await line.up()
+    try:
+        await _engine_away(aiohttp_client, data_dir, monkeypatch, line)
+    finally:
+        await line.close()
+
+
+async def _engine_away(
+    aiohttp_client: Any, data_dir: Path, monkeypatch: pytest.MonkeyPatch, line: EngineLine
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{line.path}")
+    settings = make_settings(data_dir, warm_pool_size=0, service_warm_pool_size=0)
+    client = await aiohttp_client(create_app(settings))
+    monkeypatch.delenv("DOCKER_HOST")  # the app has its client; the test's own go direct
+    headers = bearer((await login(client))["access_token"])
+    session_id = await new_session(client, headers)
+    [container] = _containers(settings, f"o16n.id={session_id}")
+
+    await line.down()  # no events reach the controller now
+    await asyncio.to_thread(container.kill)
+    await asyncio.sleep(1.0)
+    await line.up()
+
+    async def ended() -> bool:
+        resp = await client.get(f"/sessions/{session_id}/console-output", headers=headers)
+        return resp.status == 410
+
+    await _until(ended, timeout=10.0)
+    resp = await client.get(f"/sessions/{session_id}/console-output", headers=headers)
+    assert "killed by signal 9" in (await resp.json())["message"]
+    await client.close()
