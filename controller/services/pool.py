@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
@@ -21,6 +22,9 @@ from controller.errors import O16nError, ServiceUnavailableError
 from controller.runtime.sandboxes import Sandbox
 
 log = logging.getLogger(__name__)
+
+START_RETRY_FIRST = 1.0  # seconds without starts after one failed, doubling while they fail
+START_RETRY_MAX = 60.0
 
 Launch = Callable[[bool], Awaitable[Sandbox]]  # urgent: a request is waiting for it
 Destroy = Callable[[Sandbox], Coroutine[Any, Any, None]]
@@ -57,6 +61,9 @@ class ServicePool:
         self._waiters: deque[asyncio.Future[Sandbox]] = deque()
         self._closed = False
         self.last_error = ""
+        self._retry_delay = 0.0
+        self._retry_at = 0.0  # monotonic time before which no container starts
+        self._retry_pending = False
 
     # --- numbers for status ---------------------------------------------------------------
 
@@ -96,6 +103,13 @@ class ServicePool:
                 return sandbox
             self._retire(sandbox)
         self._grow(demand=1)
+        wait = self._retry_at - time.monotonic()
+        if wait > 0 and not self.size and not self._starting:
+            raise ServiceUnavailableError(
+                f"{self.label} has no container: {self.last_error}; "
+                f"the next start is in {wait:.0f} s",
+                retry_after=math.ceil(wait),
+            )
         if len(self._waiters) >= self._queue_max:
             raise ServiceUnavailableError(
                 f"all {self.size} containers of {self.label} are busy and "
@@ -155,7 +169,13 @@ class ServicePool:
 
         Only the containers a request waits for (or, in an empty pool, the first one, which
         the next request will wait for) are urgent; the rest of the initial fill is not, so
-        it need not take the pre-started containers that the next publish wants."""
+        it need not take the pre-started containers that the next publish wants.
+
+        After a failed start nothing starts until the back-off has passed; then the pool
+        grows again by itself."""
+        if time.monotonic() < self._retry_at:
+            self._retry_later()
+            return
         total = self.size + self._starting
         urgent = max(demand + len(self._waiters) - self._starting, 0)
         need = max(self.initial - total, urgent)
@@ -175,18 +195,41 @@ class ServicePool:
                 extra={"service": self.label, "error": exc.message},
             )
             self._starting -= 1
+            self._retry_delay = min(max(self._retry_delay * 2, START_RETRY_FIRST), START_RETRY_MAX)
+            self._retry_at = time.monotonic() + self._retry_delay
             if not self.size and not self._starting:
                 self._fail_waiters(exc)
+            self._retry_later()
             return
         except BaseException:
             self._starting -= 1
             raise
         self._starting -= 1
         self.last_error = ""
+        self._retry_delay = self._retry_at = 0.0
         if self._closed or (self.size >= self.maximum and not self._waiters):
             await self._destroy(sandbox)
         else:
             self._hand_over(sandbox)
+
+    def _retry_later(self) -> None:
+        """Grow again once the back-off has passed (one timer at a time)."""
+        if self._retry_pending or self._closed:
+            return
+        self._retry_pending = True
+
+        async def later() -> None:
+            try:
+                await asyncio.sleep(max(self._retry_at - time.monotonic(), 0.0))
+            finally:
+                self._retry_pending = False
+            if not self._closed:
+                self._grow()
+
+        try:
+            self._spawn(f"pool-retry:{self.label}", later())
+        except RuntimeError:  # the controller is shutting down
+            self._retry_pending = False
 
     def _fail_waiters(self, exc: O16nError) -> None:
         error = ServiceUnavailableError(
