@@ -112,3 +112,40 @@ async def test_a_warm_pool_whose_starts_fail_backs_off(
     # 0, 1, 3 s (then 7): three, where a retry twice a second would make thirteen
     assert 2 <= len(attempts) <= 3, len(attempts)
     await client.close()
+
+
+async def test_the_sweep_removes_unused_containers_and_keeps_those_in_use(
+    aiohttp_client: Any, data_dir: Path
+) -> None:
+    """A container of this instance that nothing uses (the engine finished creating it
+    after the controller gave up) goes; sessions' and warm containers stay."""
+    from controller.keys import SANDBOXES
+
+    settings = make_settings(data_dir, warm_pool_size=1, service_warm_pool_size=0)
+    client = await aiohttp_client(create_app(settings))
+    headers = bearer((await login(client))["access_token"])
+    session_id = await new_session(client, headers)
+    engine = docker.from_env()
+    label = f"o16n.instance={settings.instance}"
+    deadline = time.monotonic() + 30
+    while len(engine.containers.list(filters={"label": [label, "o16n.kind=warm"]})) < 1:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.2)
+    in_use = {c.id for c in engine.containers.list(all=True, filters={"label": label})}
+    stray = engine.containers.create(
+        settings.runtime_image or _runtime_tag(),
+        labels={"o16n.instance": settings.instance, "o16n.key": "abcdef012345"},
+        network_disabled=True,
+    )
+
+    assert await client.app[SANDBOXES].sweep() == 1
+    left = {c.id for c in engine.containers.list(all=True, filters={"label": label})}
+    assert left == in_use and stray.id not in left
+    assert (await execute(client, headers, session_id, "1"))["success"]
+    await client.close()
+
+
+def _runtime_tag() -> str:
+    from controller.runtime.image import default_tag
+
+    return default_tag()
