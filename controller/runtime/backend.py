@@ -89,9 +89,10 @@ class ComputeBackend(Protocol):
     async def list_owned(self) -> list[ContainerHandle]:
         """Every container of this controller instance, running or not."""
 
-    def exits(self) -> AsyncGenerator[str, None]:
+    def exits(self) -> AsyncGenerator[tuple[str, bool], None]:
         """Keys of this instance's containers as they stop, forever (reconnecting to the
-        engine as needed; what stopped while it was away is reported when it is back)."""
+        engine as needed; what stopped while it was away is reported when it is back, with
+        ``True``: seen only after the engine was unreachable)."""
 
     async def sweep(self, keep: set[str]) -> int:
         """Remove what containers not in ``keep`` left on this host; returns how many."""

@@ -126,27 +126,29 @@ class LocalDockerBackend:
             )
         return handles
 
-    async def exits(self) -> AsyncGenerator[str, None]:
+    async def exits(self) -> AsyncGenerator[tuple[str, bool], None]:
         """Keys of this instance's containers as they stop, from the engine's event stream.
         Runs forever: when the engine goes away (a restart, say) it reconnects, backing
         off, and after each connection first yields the containers that stopped unseen."""
         label = f"{LABEL_PREFIX}instance={self._settings.instance}"
         filters = {"type": ["container"], "event": ["die"], "label": [label]}
         delay = EVENTS_RETRY_FIRST
+        lost = False  # whether the engine was unreachable since the last connection
         while True:
             try:
                 async with self._gateway.events(filters) as events:
                     # subscribed first, then listed: nothing stops unseen in between
                     for info in await self._gateway.list_containers(label):
                         if info.status in ("exited", "dead"):
-                            yield info.labels.get(LABEL_PREFIX + "key", "")
-                    delay = EVENTS_RETRY_FIRST
+                            yield info.labels.get(LABEL_PREFIX + "key", ""), lost
+                    delay, lost = EVENTS_RETRY_FIRST, False
                     async for event in events:
                         attributes = (event.get("Actor") or {}).get("Attributes") or {}
-                        yield str(attributes.get(LABEL_PREFIX + "key", ""))
+                        yield str(attributes.get(LABEL_PREFIX + "key", "")), False
             except Exception as exc:  # the engine's stream broke, or it is down: reconnect
                 error = exc.message if isinstance(exc, O16nError) else repr(exc)
                 log.warning("engine events lost; reconnecting", extra={"error": error})
+                lost = True
             await asyncio.sleep(delay)
             delay = min(delay * 2, EVENTS_RETRY_MAX)
 

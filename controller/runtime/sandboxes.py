@@ -39,7 +39,9 @@ class Sandbox:
 
 
 #: Told the key of a container of ours that stopped by itself (``Sandboxes.watch``).
-ExitHandler = Callable[[str], Awaitable[None]]
+#: With a note to add to the reason: "" or that the engine was unreachable meanwhile.
+ExitHandler = Callable[[str, str], Awaitable[None]]
+OUTAGE_NOTE = "noticed when the Docker engine answered again after an outage or a restart"
 RETRY_FIRST = 1.0  # seconds before a failed removal is tried again, doubling while it fails
 RETRY_MAX = 60.0
 
@@ -166,9 +168,10 @@ class Sandboxes:
         tasks: set[asyncio.Task[None]] = set()
         try:
             async with contextlib.aclosing(self.backend.exits()) as exits:
-                async for key in exits:
+                async for key, after_outage in exits:
                     if key in self._live:
-                        task = asyncio.create_task(self._exited(key), name=f"exit:{key}")
+                        note = f" ({OUTAGE_NOTE})" if after_outage else ""
+                        task = asyncio.create_task(self._exited(key, note), name=f"exit:{key}")
                         tasks.add(task)
                         task.add_done_callback(tasks.discard)
         finally:
@@ -176,10 +179,10 @@ class Sandboxes:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _exited(self, key: str) -> None:
+    async def _exited(self, key: str, note: str) -> None:
         for handler in list(self._exit_handlers):
             try:
-                await handler(key)
+                await handler(key, note)
             except Exception:  # one handler's failure must not hide the exit from the rest
                 log.exception("exit handler failed", extra={"key": key})
 

@@ -316,7 +316,7 @@ class ServiceRegistry:
             log.info("removed service files left behind", extra={"count": removed})
         return removed
 
-    async def on_exit(self, key: str) -> None:
+    async def on_exit(self, key: str, note: str = "") -> None:
         """A container stopped by itself: the pool it belonged to replaces it."""
         for service in self.all():
             service.pool.on_exit(key)

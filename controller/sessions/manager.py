@@ -355,7 +355,7 @@ class SessionManager:
         await self._end(session, reason)
         return session.dead_reason or reason  # the engine's events may have told it first
 
-    async def on_exit(self, key: str) -> None:
+    async def on_exit(self, key: str, note: str = "") -> None:
         """A container stopped by itself (``Sandboxes.watch``): if a session's, end that
         session now with the reason, so that it is no longer listed and calls get 410
         rather than failing one by one."""
@@ -364,7 +364,7 @@ class SessionManager:
             if session.alive and sandbox is not None and sandbox.key == key:
                 report = await self._sandboxes.exit_report(sandbox)
                 if report is not None and session.sandbox is sandbox:
-                    await self._end(session, report.describe())
+                    await self._end(session, report.describe() + note)
                 return
 
     async def _end(self, session: Session, reason: str) -> None:

@@ -51,7 +51,7 @@ class WarmPool:
             await self._sandboxes.destroy(sandbox)
         return None
 
-    async def on_exit(self, key: str) -> None:
+    async def on_exit(self, key: str, note: str = "") -> None:
         """A container stopped by itself: if one of ours, drop it and start another."""
         for sandbox in list(self._ready):
             if sandbox.key == key:

@@ -195,5 +195,6 @@ async def _engine_away(
 
     await _until(ended, timeout=10.0)
     resp = await client.get(f"/sessions/{session_id}/console-output", headers=headers)
-    assert "killed by signal 9" in (await resp.json())["message"]
+    message = (await resp.json())["message"]
+    assert "killed by signal 9" in message and "after an outage or a restart" in message
     await client.close()
