@@ -64,6 +64,7 @@ from controller.sessions.warm_pool import WarmPool
 from controller.settings import Settings
 from controller.snapshots import routes as snapshot_routes
 from controller.snapshots.manager import IMAGE_REPOSITORY as SNAPSHOT_IMAGES
+from controller.snapshots.manager import SWEEP_AGE as SNAPSHOT_SWEEP_AGE
 from controller.snapshots.manager import SnapshotManager
 from controller.store.batches import BatchesRepo
 from controller.store.db import Database
@@ -216,14 +217,12 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     runner = BatchRunner(settings, BatchesRepo(app[DB]), registry, app[SANDBOXES], tasks)
     app[BATCHES] = runner
     await runner.resume()
-    await app[SANDBOXES].reap_images(
-        [SERVICE_IMAGES, SNAPSHOT_IMAGES], registry.images() | await app[SNAPSHOTS].images()
-    )
+    await reap_images(app[SANDBOXES], app[SNAPSHOTS], registry)
     app[SANDBOXES].on_exit(registry.on_exit)
     app[SANDBOXES].on_exit(warm.on_exit)
     await app[SNAPSHOTS].sweep(everything=True)
     await registry.sweep()
-    tasks.spawn("file-sweep", sweep_files(app[SNAPSHOTS], registry))
+    tasks.spawn("file-sweep", sweep_files(app[SANDBOXES], app[SNAPSHOTS], registry))
     tasks.spawn("service-pool-trim", registry.keep_pools_trim())
     tasks.spawn("service-warm-pool", warm.keep_full())
     yield
@@ -231,13 +230,29 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     await warm.close()
 
 
-async def sweep_files(snapshots: SnapshotManager, services: ServiceRegistry) -> None:
-    """Run forever: remove the snapshot and service files no row names."""
+async def reap_images(
+    sandboxes: Sandboxes,
+    snapshots: SnapshotManager,
+    services: ServiceRegistry,
+    min_age: float = 0.0,
+) -> None:
+    """Remove this instance's snapshot and service images no row names."""
+    keep = services.images() | await snapshots.images()
+    await sandboxes.reap_images([SERVICE_IMAGES, SNAPSHOT_IMAGES], keep, min_age)
+
+
+async def sweep_files(
+    sandboxes: Sandboxes, snapshots: SnapshotManager, services: ServiceRegistry
+) -> None:
+    """Run forever: remove the snapshot and service files and images no row names; the
+    images too, since one whose build outlived a killed controller appears after the next
+    one's start-up reap."""
     while True:
         await asyncio.sleep(SWEEP_INTERVAL)
         try:
             await snapshots.sweep()
             await services.sweep()
+            await reap_images(sandboxes, snapshots, services, min_age=SNAPSHOT_SWEEP_AGE)
         except Exception:  # the database or the disk failed: try again at the next round
             log.exception("file sweep failed")
 

@@ -83,8 +83,11 @@ class ComputeBackend(Protocol):
         """Remove an image name; absent counts as removed. One a container still uses is
         kept, and ``False`` returned."""
 
-    async def image_names(self, labels: dict[str, str]) -> list[str]:
-        """Every ``repository:tag`` name of the images carrying all ``labels`` exactly."""
+    async def image_names(
+        self, labels: dict[str, str], made_before: float | None = None
+    ) -> list[str]:
+        """Every ``repository:tag`` name of the images carrying all ``labels`` exactly
+        (made before the Unix time ``made_before``, if given)."""
 
     async def list_owned(self) -> list[ContainerHandle]:
         """Every container of this controller instance, running or not."""

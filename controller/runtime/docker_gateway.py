@@ -173,11 +173,15 @@ class DockerGateway:
 
         await self._run_slow(run)
 
-    async def image_tags(self, labels: dict[str, str]) -> list[str]:
-        """Every ``repository:tag`` name of the images carrying all ``labels`` exactly."""
+    async def image_tags(self, labels: dict[str, str], made_before: float | None) -> list[str]:
+        """Every ``repository:tag`` name of the images carrying all ``labels`` exactly
+        (made before the Unix time ``made_before``, if given)."""
         filters = {"label": [f"{key}={value}" for key, value in labels.items()]}
         images = await self._run(self._client.api.images, filters=filters)
-        return sorted(tag for image in images for tag in image.get("RepoTags") or [])
+        return sorted(
+            tag for image in images for tag in image.get("RepoTags") or []
+            if made_before is None or int(image.get("Created", 0)) < made_before
+        )  # fmt: skip
 
     async def image_labels(self, ref: str) -> dict[str, str]:
         data = await self._run(self._client.api.inspect_image, ref)

@@ -104,8 +104,10 @@ class LocalDockerBackend:
     async def remove_image(self, ref: str) -> bool:
         return await self._gateway.remove_image(ref)
 
-    async def image_names(self, labels: dict[str, str]) -> list[str]:
-        return await self._gateway.image_tags(labels)
+    async def image_names(
+        self, labels: dict[str, str], made_before: float | None = None
+    ) -> list[str]:
+        return await self._gateway.image_tags(labels, made_before)
 
     async def list_owned(self) -> list[ContainerHandle]:
         infos = await self._gateway.list_containers(

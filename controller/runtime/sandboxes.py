@@ -252,15 +252,22 @@ class Sandboxes:
         labels = {**labels, LABEL_PREFIX + "instance": self._settings.instance}
         return await self.backend.commit(sandbox.handle, image, labels)
 
-    async def reap_images(self, repositories: list[str], keep: set[str]) -> int:
+    async def reap_images(
+        self, repositories: list[str], keep: set[str], min_age: float = 0.0
+    ) -> int:
         """Remove this instance's images in ``repositories`` that nothing uses any more
-        (left by a crash between making an image and recording it, say).
+        (left by a crash between making an image and recording it, say), only those older
+        than ``min_age`` seconds (the periodic reap: an image being published right now is
+        not recorded yet either).
 
         This instance's images are those labelled with exactly its name: another instance
         on the same engine, even one whose name starts with this one's, is never touched.
         Images from before images were labelled are only ever kept."""
         removed = 0
-        names = await self.backend.image_names({LABEL_PREFIX + "instance": self._settings.instance})
+        names = await self.backend.image_names(
+            {LABEL_PREFIX + "instance": self._settings.instance},
+            time.time() - min_age if min_age else None,
+        )
         for name in names:
             ours = any(name.startswith(repository + ":") for repository in repositories)
             if ours and name not in keep:

@@ -146,3 +146,24 @@ def _derive(engine: Any, source: str, target: str, instance: str) -> None:
     repository, _, tag = target.rpartition(":")
     engine.images.build(fileobj=io.BytesIO(dockerfile), tag=target, rm=True)
     assert engine.images.get(f"{repository}:{tag}")
+
+
+async def test_the_periodic_reap_spares_images_being_made(
+    aiohttp_client: Any, data_dir: Path
+) -> None:
+    """The periodic reap takes only images older than a while: one being published right
+    now is not recorded yet either. (At start nothing is being made: it takes them all.)"""
+    from controller.app import reap_images
+    from controller.keys import SANDBOXES, SERVICES, SNAPSHOTS
+
+    settings = make_settings(data_dir, warm_pool_size=0, service_warm_pool_size=0)
+    client, _ = await _start(aiohttp_client, settings)
+    engine = docker.from_env()
+    unrecorded = f"o16n-service:{settings.instance}-{'cd' * 8}"
+    _derive(engine, settings.runtime_image or _runtime_tag(), unrecorded, settings.instance)
+    parts = (client.app[SANDBOXES], client.app[SNAPSHOTS], client.app[SERVICES])
+    await reap_images(*parts, min_age=900)
+    assert unrecorded in _images(settings.instance)
+    await reap_images(*parts)
+    assert unrecorded not in _images(settings.instance)
+    await client.close()
