@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import getpass
 import sys
+import time
 from collections.abc import Sequence
 
 from controller.auth.passwords import hash_password_async
@@ -67,6 +68,16 @@ def _read_password(from_stdin: bool) -> str:
     return password
 
 
+async def _audit(db: Database, action: str, name: str, detail: dict[str, object]) -> None:
+    """Record a CLI change in the audit trail (actor ``cli``), like the server's own."""
+    from controller.admin.audit import emit
+    from controller.store.audit import AuditEntry, AuditRepo
+
+    entry = AuditEntry(time.time(), "cli", "local", action, name, "ok", detail=detail)
+    await AuditRepo(db).append([entry])
+    emit(entry)
+
+
 async def _users(settings: Settings, args: argparse.Namespace) -> None:
     db = await Database.open(settings.db_path)
     try:
@@ -75,18 +86,22 @@ async def _users(settings: Settings, args: argparse.Namespace) -> None:
             role = Role.parse(args.role)
             hashed = await hash_password_async(_read_password(args.password_stdin))
             await repo.add(args.name, hashed, role)
+            await _audit(db, "user.create", args.name, {"role": role.value, "password": "set"})
             print(f"added {args.name} ({role.value})")
         elif args.action == "set-role":
             role = Role.parse(args.role)
             await repo.update(args.name, role=role)
+            await _audit(db, "user.change", args.name, {"role": role.value})
             print(f"{args.name} is now {role.value}")
         elif args.action == "set-password":
             hashed = await hash_password_async(_read_password(args.password_stdin))
             await repo.update(args.name, password_hash=hashed, revoke_tokens=True)
+            await _audit(db, "user.change", args.name, {"password": "set"})
             print(f"password of {args.name} changed; its logins were ended")
         elif args.action in ("disable", "enable"):
             disabled = args.action == "disable"
             await repo.update(args.name, disabled=disabled, revoke_tokens=disabled)
+            await _audit(db, "user.change", args.name, {"disabled": disabled})
             print(f"{args.name} {args.action}d")
         elif args.action == "list":
             for user in await repo.all():

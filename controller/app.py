@@ -18,6 +18,10 @@ import uvloop
 from aiohttp import web
 
 from controller import docs, status
+from controller.admin import routes as admin_routes
+from controller.admin.audit import AuditLog
+from controller.admin.drain import Drain, make_middleware
+from controller.admin.stats import StatsSampler
 from controller.auth import routes as auth_routes
 from controller.auth.bootstrap import ensure_admin, jwt_secret
 from controller.auth.directory import Directory
@@ -35,10 +39,13 @@ from controller.http.middlewares import (
     request_id_middleware,
 )
 from controller.keys import (
+    AUDIT,
     AUTH,
     BATCHES,
+    CONTAINER_STATS,
     DB,
     DOCKER,
+    DRAIN,
     PROBE,
     RUNC,
     SANDBOXES,
@@ -66,6 +73,7 @@ from controller.snapshots import routes as snapshot_routes
 from controller.snapshots.manager import IMAGE_REPOSITORY as SNAPSHOT_IMAGES
 from controller.snapshots.manager import SWEEP_AGE as SNAPSHOT_SWEEP_AGE
 from controller.snapshots.manager import SnapshotManager
+from controller.store.audit import AuditRepo
 from controller.store.batches import BatchesRepo
 from controller.store.db import Database
 from controller.store.services import ServicesRepo
@@ -79,12 +87,14 @@ SWEEP_INTERVAL = 300.0  # seconds between sweeps of what failed removals and cra
 
 
 def create_app(settings: Settings) -> web.Application:
+    drain = Drain()
     app = web.Application(
         middlewares=[
             request_id_middleware,
             error_middleware,
             auth_middleware,
             body_limit_middleware,
+            make_middleware(drain),
         ],
         client_max_size=int(settings.max_body_bytes),
         # An idle connection, or one still sending its request's headers, is closed after
@@ -93,6 +103,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app.on_response_prepare.append(add_response_headers)
     app[SETTINGS] = settings
+    app[DRAIN] = drain
     app[TASKS] = TaskSupervisor()
     app[SWAGGER] = docs.load_document()
 
@@ -104,6 +115,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_routes(snapshot_routes.routes)
     app.router.add_routes(service_routes.routes)
     app.router.add_routes(batch_routes.routes)
+    app.router.add_routes(admin_routes.routes)
 
     app.cleanup_ctx.extend(
         [
@@ -111,6 +123,7 @@ def create_app(settings: Settings) -> web.Application:
             store_ctx,
             auth_ctx,
             docker_ctx,
+            admin_ctx,
             runtime_ctx,
             sessions_ctx,
             services_ctx,
@@ -149,6 +162,19 @@ async def docker_ctx(app: web.Application) -> AsyncIterator[None]:
     app[RUNC] = await runc.check(gateway)
     yield
     await gateway.close()
+
+
+async def admin_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The audit trail (written in the background, purged hourly with the tokens) and the
+    engine sampler of the admin endpoints."""
+    audit = AuditLog(AuditRepo(app[DB]), app[SETTINGS].audit_retention_days)
+    app[AUDIT] = audit
+    app[AUTH].audit = audit
+    app[AUTH].directory.purgers.append(audit.purge)
+    app[CONTAINER_STATS] = StatsSampler(app[DOCKER])
+    app[TASKS].spawn("audit-writer", audit.run())
+    yield
+    await audit.flush()
 
 
 async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:

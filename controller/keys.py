@@ -10,6 +10,9 @@ from typing import Any
 
 from aiohttp import web
 
+from controller.admin.audit import AuditLog
+from controller.admin.drain import Drain
+from controller.admin.stats import StatsSampler
 from controller.auth.roles import Identity
 from controller.auth.service import AuthService
 from controller.batch.runner import BatchRunner
@@ -37,5 +40,8 @@ SNAPSHOTS = web.AppKey("snapshots", SnapshotManager)
 SERVICES = web.AppKey("services", ServiceRegistry)
 BATCHES = web.AppKey("batches", BatchRunner)
 RUNC = web.AppKey("runc", RuncVerdict)
+AUDIT = web.AppKey("audit", AuditLog)
+DRAIN = web.AppKey("drain", Drain)
+CONTAINER_STATS = web.AppKey("container_stats", StatsSampler)
 
 IDENTITY = web.RequestKey("identity", Identity)

@@ -114,6 +114,10 @@ class Settings(BaseModel):
         "believed (the rightmost untrusted hop); from anyone else it is ignored.",
     )
 
+    audit_retention_days: int = Field(
+        365, ge=1, description="Days audit-trail entries are kept (purged hourly)."
+    )
+
     # --- logging ----------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level."

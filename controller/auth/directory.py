@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from controller.auth.roles import Identity
 from controller.store.db import Database
@@ -29,6 +30,8 @@ class Directory:
         self._users: dict[int, UserRecord] = {}
         self._families: dict[str, FamilyState] = {}
         self._data_version = -1
+        #: more hourly clean-ups (the audit trail's retention), run by ``watch``
+        self.purgers: list[Callable[[], Awaitable[object]]] = []
 
     async def reload(self) -> None:
         """Load every user and every family touched within one access-token lifetime.
@@ -56,6 +59,8 @@ class Directory:
                     purged = time.monotonic()
                     self._prune()  # only memory: a pruned family's tokens have all expired
                     await self.tokens_repo.purge(time.time(), keep_revoked_for=self._access_ttl)
+                    for purge in self.purgers:
+                        await purge()
             except Exception:  # keep watching; the next round retries
                 log.exception("reloading users and tokens failed")
 

@@ -7,6 +7,7 @@ import hashlib
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from controller.admin.trail import audited, login_name, login_target
 from controller.auth.middleware import public
 from controller.errors import BadRequestError
 from controller.http.bodies import read_model
@@ -41,6 +42,7 @@ class RenewTokenRequest(BaseModel):
 
 @routes.post("/login", expect_handler=expect_small_body)
 @public
+@audited("login", target=login_target, actor=login_name)
 async def login(request: web.Request) -> web.Response:
     body = await read_model(request, LoginRequest)
     settings = request.app[SETTINGS]

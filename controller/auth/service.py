@@ -9,6 +9,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
+from controller.admin.audit import AuditLog
 from controller.auth.directory import Directory
 from controller.auth.jwt_tokens import (
     AccessTokenCodec,
@@ -58,6 +59,11 @@ class AuthService:
         )
         self._device_key = codec.sub_key("o16n device cookie")
         self._dummy_hash = dummy_hash()
+        self.audit: AuditLog | None = None  # set by the app factory
+
+    @property
+    def directory(self) -> Directory:
+        return self._directory
 
     async def login(
         self, username: str, password: str, address: str, device_cookie: str | None = None
@@ -79,6 +85,7 @@ class AuthService:
         self._throttle.succeeded(username, address, device)
         self._directory.put_user(user)
         now = time.time()
+        await self._directory.users_repo.record_login(user.id, now)
         refresh = new_refresh_token()
         family = await self._directory.tokens_repo.start_family(
             new_family_id(),
@@ -119,6 +126,10 @@ class AuthService:
         )
         if result.family is not None:
             self._directory.put_family(result.family)  # older tokens of it stop counting
+            if result.outcome is RotateOutcome.REUSED and self.audit is not None:
+                owner = self._directory.user(result.family.user_id)
+                name = owner.username if owner is not None else str(result.family.user_id)
+                self.audit.record("token.reuse", name, "revoked", actor=name)
         if result.outcome is not RotateOutcome.ROTATED or result.family is None:
             raise UnauthorizedError(_BAD_REFRESH)
         user = self._directory.user(result.family.user_id)

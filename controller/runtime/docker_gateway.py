@@ -325,6 +325,24 @@ class DockerGateway:
         data = await self._run(self._client.api.inspect_image, ref)
         return str(data["Id"])
 
+    # --- administration -------------------------------------------------------------------
+
+    async def engine_details(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``docker info`` and ``docker version`` as the engine sends them."""
+        info = await self._run(self._client.api.info)
+        version = await self._run(self._client.api.version)
+        return dict(info), dict(version)
+
+    async def system_df(self) -> dict[str, Any]:
+        """``docker system df`` (slow: the engine sizes every image, container and volume)."""
+        return dict(await self._run_slow(self._client.api.df))
+
+    async def container_stats(self, container_id: str) -> dict[str, Any]:
+        """One sample of a container's memory and CPU use (``one_shot``: no second sample,
+        so it answers in milliseconds rather than the usual second or two)."""
+        data = await self._run(self._client.api.stats, container_id, stream=False, one_shot=True)
+        return dict(data)
+
 
 class EventStream:
     """Decoded engine events; ends with ``EngineUnavailable`` when the engine closes it."""

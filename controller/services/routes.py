@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from controller.admin.trail import audited, code_digest, service_target
 from controller.auth.middleware import caller
 from controller.errors import NotImplementedFeature
 from controller.http.bodies import read_json, read_model
@@ -42,6 +43,7 @@ async def get_service_version(request: web.Request) -> web.Response:
 
 
 @routes.post("/services/{name}")
+@audited("service.publish", target=service_target, detail=code_digest)
 async def publish_service(request: web.Request) -> web.Response:
     body = await read_model(request, PublishWebServiceRequest)
     service = await request.app[SERVICES].publish(
@@ -51,6 +53,7 @@ async def publish_service(request: web.Request) -> web.Response:
 
 
 @routes.post("/services/{name}/{version}")
+@audited("service.publish", target=service_target, detail=code_digest)
 async def publish_service_version(request: web.Request) -> web.Response:
     body = await read_model(request, PublishWebServiceRequest)
     service = await request.app[SERVICES].publish(
@@ -60,6 +63,7 @@ async def publish_service_version(request: web.Request) -> web.Response:
 
 
 @routes.patch("/services/{name}/{version}")
+@audited("service.patch", target=service_target, detail=code_digest)
 async def patch_service_version(request: web.Request) -> web.Response:
     body = await read_model(request, PublishWebServiceRequest)
     service = await request.app[SERVICES].patch(
@@ -69,6 +73,7 @@ async def patch_service_version(request: web.Request) -> web.Response:
 
 
 @routes.delete("/services/{name}/{version}")
+@audited("service.delete")
 async def delete_service_version(request: web.Request) -> web.Response:
     name, version = request.match_info["name"], request.match_info["version"]
     await request.app[SERVICES].delete(caller(request), name, version)
@@ -79,6 +84,7 @@ async def delete_service_version(request: web.Request) -> web.Response:
 
 
 @routes.post("/services/{name}/{version}/pool")
+@audited("service.pool.set")
 async def create_or_update_pool(request: web.Request) -> web.Response:
     body = await read_model(request, PoolRequest, allow_empty=True)
     await request.app[SERVICES].set_pool(
@@ -111,6 +117,7 @@ async def get_pool_status(request: web.Request) -> web.Response:
 
 
 @routes.delete("/services/{name}/{version}/pool")
+@audited("service.pool.delete")
 async def delete_pool(request: web.Request) -> web.Response:
     await request.app[SERVICES].delete_pool(
         caller(request), request.match_info["name"], request.match_info["version"]

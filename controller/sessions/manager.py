@@ -56,6 +56,7 @@ SnapshotSource = Callable[[], Awaitable[tuple[str, bytes]]]
 Spawn = Callable[[str, Coroutine[Any, Any, Any]], Any]
 AGENT_TIMEOUT = 120.0  # seconds for workspace, file and snapshot operations
 DEAD_RECORDS_KEPT = 86400.0
+CLOSED_BY_ADMIN = "closed by an administrator"
 
 
 @dataclass(eq=False)
@@ -72,6 +73,7 @@ class Session:
     dead_reason: str | None = None
     executing: bool = False
     cancel_requested: bool = False
+    snapshot_id: str | None = None  # the snapshot it started from (not kept across restarts)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     #: the container of an adopted session whose agent has not dialled in yet
     reconnecting: ContainerHandle | None = None
@@ -207,6 +209,36 @@ class SessionManager:
         """Interrupt the running execution (KeyboardInterrupt in user code); False if idle."""
         session = self.get(caller, session_id)
         if not session.executing or session.sandbox is None:
+            return False
+        session.cancel_requested = True
+        await self._sandboxes.interrupt(session.sandbox)
+        return True
+
+    # --- administration (any owner's session; the caller is an Owner) ---------------------
+
+    def everyone(self) -> list[Session]:
+        """Every session this controller knows, the recently dead included, oldest first."""
+        return sorted(self._sessions.values(), key=lambda s: s.created_at)
+
+    def find(self, session_id: str) -> Session:
+        session = self._sessions.get(check_session_id(session_id))
+        if session is None:
+            raise NotFoundError(f"no session '{session_id}'")
+        return session
+
+    async def close_by_admin(self, session_id: str) -> Session:
+        """End a session now, even while code runs: its container is removed by force, not
+        waited for; the execution's caller gets a failed result and the owner's next call
+        410 "closed by an administrator"."""
+        session = self.find(session_id)
+        if session.alive:
+            await self._end(session, CLOSED_BY_ADMIN)
+        return session
+
+    async def cancel_any(self, session_id: str) -> bool:
+        """Interrupt what runs in any session; False when nothing runs."""
+        session = self.find(session_id)
+        if not session.alive or not session.executing or session.sandbox is None:
             return False
         session.cancel_requested = True
         await self._sandboxes.interrupt(session.sandbox)

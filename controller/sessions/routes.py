@@ -8,6 +8,7 @@ from urllib.parse import quote
 import aiohttp
 from aiohttp import BodyPartReader, web
 
+from controller.admin.trail import audited, created
 from controller.auth.middleware import caller
 from controller.errors import AgentProtocolError, BadRequestError, PayloadTooLargeError
 from controller.http.bodies import read_model
@@ -35,6 +36,7 @@ def _quote(name: str) -> str:
 
 
 @routes.post("/sessions")
+@audited("session.create", target=created("sessionId"))
 async def create_session(request: web.Request) -> web.Response:
     body = await read_model(request, CreateSessionRequest, allow_empty=True)
     identity = caller(request)
@@ -42,6 +44,7 @@ async def create_session(request: web.Request) -> web.Response:
     if body.snapshotId is not None:  # read once the session quota allows a new session
         snapshot = functools.partial(request.app[SNAPSHOTS].source, identity, body.snapshotId)
     session = await request.app[SESSIONS].create(identity, body.name, snapshot)
+    session.snapshot_id = body.snapshotId
     return json_response({"sessionId": session.id}, status=201)
 
 
@@ -52,6 +55,7 @@ async def list_sessions(request: web.Request) -> web.Response:
 
 
 @routes.delete("/sessions/{id}")
+@audited("session.close")
 async def close_session(request: web.Request) -> web.Response:
     session_id = request.match_info["id"]
     await request.app[SESSIONS].close(caller(request), session_id)
@@ -59,6 +63,7 @@ async def close_session(request: web.Request) -> web.Response:
 
 
 @routes.delete("/sessions/{id}/force")
+@audited("session.close")
 async def close_session_by_force(request: web.Request) -> web.Response:
     session_id = request.match_info["id"]
     await request.app[SESSIONS].close(caller(request), session_id)

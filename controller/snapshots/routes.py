@@ -8,6 +8,7 @@ import tempfile
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from controller.admin.trail import audited, created
 from controller.auth.middleware import caller
 from controller.http.bodies import read_model
 from controller.http.responses import json_response
@@ -22,6 +23,7 @@ class CreateSnapshotRequest(BaseModel):
 
 
 @routes.post("/sessions/{id}/snapshot")
+@audited("snapshot.create", target=created("snapshotId"))
 async def create_snapshot(request: web.Request) -> web.Response:
     body = await read_model(request, CreateSnapshotRequest, allow_empty=True)
     record = await request.app[SNAPSHOTS].create(
@@ -45,6 +47,7 @@ async def list_snapshots(request: web.Request) -> web.Response:
 
 
 @routes.get("/snapshots/{id}")
+@audited("snapshot.download")
 async def get_snapshot_content(request: web.Request) -> web.StreamResponse:
     """The snapshot as a zip: working-directory files plus ``.o16n-workspace/<name>.dill``."""
     manager = request.app[SNAPSHOTS]
@@ -68,6 +71,7 @@ async def get_snapshot_content(request: web.Request) -> web.StreamResponse:
 
 
 @routes.delete("/snapshots/{id}")
+@audited("snapshot.delete")
 async def delete_snapshot(request: web.Request) -> web.Response:
     snapshot_id = request.match_info["id"]
     await request.app[SNAPSHOTS].delete(caller(request), snapshot_id)

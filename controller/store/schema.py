@@ -135,4 +135,22 @@ MIGRATIONS: list[str] = [
     ALTER TABLE snapshots ADD COLUMN pristine INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE services ADD COLUMN generic INTEGER NOT NULL DEFAULT 0;
     """,
+    # 6: operator administration: when each user last logged in, and the append-only
+    #    audit trail (never a secret, password, token or code: code as its SHA-256)
+    """
+    ALTER TABLE users ADD COLUMN last_login_at REAL;
+    CREATE TABLE audit (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        at          REAL NOT NULL,
+        actor       TEXT NOT NULL,
+        address     TEXT NOT NULL,
+        action      TEXT NOT NULL,
+        target      TEXT NOT NULL,
+        outcome     TEXT NOT NULL,
+        status      INTEGER,
+        request_id  TEXT,
+        detail      TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX audit_at ON audit(at);
+    """,
 ]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import aiosqlite
+
 from controller.auth.roles import Role
 from controller.errors import ConflictError, NotFoundError
 from controller.store.db import Database, Row
@@ -65,8 +67,10 @@ class UsersRepo:
         role: Role | None = None,
         disabled: bool | None = None,
         revoke_tokens: bool = False,
+        keep_an_owner: bool = False,
     ) -> None:
-        """Change one account; ``revoke_tokens`` also ends all its refresh-token families."""
+        """Change one account; ``revoke_tokens`` also ends all its refresh-token families;
+        ``keep_an_owner``: 409 (nothing changed) if no enabled Owner would be left."""
         now = time.time()
         sets: list[str] = ["updated_at = ?"]
         params: list[object] = [now]
@@ -94,3 +98,25 @@ class UsersRepo:
                     "revoked_at IS NULL AND user_id = (SELECT id FROM users WHERE username = ?)",
                     username,
                 )
+            if keep_an_owner:
+                await check_an_owner_left(conn)
+
+    async def record_login(self, user_id: int, at: float) -> None:
+        """When the user last logged in, for the operator's user list."""
+        await self._db.execute("UPDATE users SET last_login_at = ? WHERE id = ?", (at, user_id))
+
+    async def delete(self, username: str) -> None:
+        """Delete an account (its token families, session records and batches cascade);
+        409 if it is the last enabled Owner."""
+        async with self._db.transaction() as conn:
+            cur = await conn.execute("DELETE FROM users WHERE username = ?", (username,))
+            if cur.rowcount == 0:
+                raise NotFoundError(f"no user '{username}'")
+            await check_an_owner_left(conn)
+
+
+async def check_an_owner_left(conn: aiosqlite.Connection) -> None:
+    """Inside a write transaction: 409 (rolling it back) when no enabled Owner is left."""
+    cur = await conn.execute("SELECT 1 FROM users WHERE role = 'Owner' AND disabled = 0 LIMIT 1")
+    if await cur.fetchone() is None:
+        raise ConflictError("that would leave no enabled Owner; make another user an Owner first")

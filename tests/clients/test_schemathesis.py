@@ -20,8 +20,11 @@ from schemathesis.specs.openapi.checks import (
 from tests.live_server import LiveServer, run_server
 
 CORE = Path(__file__).resolve().parents[2] / "swagger" / "o16n-swagger.json"
-# The realtime endpoints answer 501 by design (issue 4): no rx_serialize_model here.
-schema = schemathesis.openapi.from_path(str(CORE)).exclude(path_regex="^/realtime-services")
+# The realtime endpoints answer 501 by design (issue 4): no rx_serialize_model here. The
+# /admin endpoints are left out: fuzzed with the Owner's token they would end that token's
+# own logins (a random new password) or drain the node under the other cases; tests/admin
+# checks them.
+schema = schemathesis.openapi.from_path(str(CORE)).exclude(path_regex="^/(realtime-services|admin)")
 CHECKS = [
     not_a_server_error,
     status_code_conformance,

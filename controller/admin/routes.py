@@ -1,0 +1,12 @@
+"""Every ``/admin`` route, for the app factory (Owner role only; see each module)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from controller.admin import audit_routes, users
+
+routes: list[web.RouteDef] = [
+    *users.routes,
+    *audit_routes.routes,
+]

@@ -1,0 +1,254 @@
+"""``/admin/users``: accounts, roles, logins, transfer and delete; the Owner-only guard."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from controller import __main__ as cli
+from controller.admin import routes as admin_routes
+from controller.settings import Settings
+from controller.store.audit import AuditQuery, AuditRepo
+from controller.store.db import Database
+from tests.admin.conftest import audit_entries, create_user
+from tests.conftest import bearer, login, user_headers
+from tests.services.conftest import publish
+from tests.sessions.conftest import new_session
+
+
+def _admin_operations() -> list[tuple[str, str]]:
+    ops = []
+    for route in admin_routes.routes:
+        path = re.sub(r"\{(\w+)\}", "x", route.path)  # type: ignore[attr-defined]
+        ops.append((route.method, path))  # type: ignore[attr-defined]
+    return ops
+
+
+async def test_every_admin_endpoint_is_for_owners_only(
+    client: TestClient[Any, Any], admin_headers: dict[str, str]
+) -> None:
+    contributor = await user_headers(client, "carol", "Contributor")
+    reader = await user_headers(client, "rita", "Reader")
+    ops = _admin_operations()
+    assert ("GET", "/admin/users") in ops and ("GET", "/admin/audit") in ops
+    for method, path in ops:
+        resp = await client.request(method, path, json={})
+        assert resp.status == 401, (method, path)
+        for headers in (contributor, reader):
+            resp = await client.request(method, path, json={}, headers=headers)
+            assert resp.status == 403, (method, path, await resp.text())
+            body = await resp.json()
+            assert body["exceptionType"] == "ForbiddenError"
+            assert "Owner" in body["message"]
+    # a denied change is in the audit trail too
+    denied = await audit_entries(client, action="user.create")
+    assert {e.actor for e in denied} == {"carol", "rita"}
+    assert {e.outcome for e in denied} == {"denied"}
+
+
+async def test_create_list_and_get_users(
+    client: TestClient[Any, Any], admin_headers: dict[str, str]
+) -> None:
+    made = await create_user(client, admin_headers, "dora", "Reader")
+    assert made["role"] == "Reader" and made["source"] == "local" and "password" not in made
+    assert made["lastLogin"] is None and made["disabled"] is False
+
+    resp = await client.post("/admin/users", json={"name": "gen"}, headers=admin_headers)
+    assert resp.status == 201
+    generated = await resp.json()
+    assert generated["role"] == "Contributor" and len(generated["password"]) >= 20
+    token = (await login(client, "gen", generated["password"]))["access_token"]
+    await new_session(client, bearer(token))
+
+    resp = await client.get("/admin/users/gen", headers=admin_headers)
+    body = await resp.json()
+    assert "password" not in body
+    assert body["lastLogin"] is not None and body["sessions"] == 1
+
+    resp = await client.get("/admin/users", headers=admin_headers)
+    users = {u["name"]: u for u in await resp.json()}
+    assert set(users) == {"admin", "dora", "gen"}
+    assert users["admin"]["role"] == "Owner" and users["admin"]["lastLogin"] is not None
+
+    resp = await client.post("/admin/users", json={"name": "dora"}, headers=admin_headers)
+    assert resp.status == 409
+    resp = await client.get("/admin/users/nobody", headers=admin_headers)
+    assert resp.status == 404
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "field"),
+    [
+        ("POST", "/admin/users", {"name": "bad name"}, "name"),
+        ("POST", "/admin/users", {"name": "ok", "role": "King"}, "role"),
+        ("POST", "/admin/users", {"name": "ok", "password": "short"}, "password"),
+        ("POST", "/admin/users", {"name": "ok", "colour": "red"}, "colour"),
+        ("PATCH", "/admin/users/admin", {"disabled": "maybe"}, "disabled"),
+        ("PATCH", "/admin/users/admin", {}, "role"),
+        ("POST", "/admin/users/admin/transfer", {}, "to"),
+    ],
+)
+async def test_bad_input_names_the_field(
+    client: TestClient[Any, Any],
+    admin_headers: dict[str, str],
+    method: str,
+    path: str,
+    body: dict[str, Any],
+    field: str,
+) -> None:
+    resp = await client.request(method, path, json=body, headers=admin_headers)
+    assert resp.status == 400, await resp.text()
+    error = await resp.json()
+    assert field in error["message"] and error["exceptionType"]
+
+
+async def test_disable_ends_logins_at_once(
+    client: TestClient[Any, Any], admin_headers: dict[str, str]
+) -> None:
+    await create_user(client, admin_headers, "erin")
+    pair = await login(client, "erin", "password-123")
+    headers = bearer(pair["access_token"])
+    assert (await client.get("/sessions", headers=headers)).status == 200
+
+    resp = await client.patch("/admin/users/erin", json={"disabled": True}, headers=admin_headers)
+    assert resp.status == 200 and (await resp.json())["disabled"] is True
+    assert (await client.get("/sessions", headers=headers)).status == 401  # the same token
+    resp = await client.post("/login/refreshToken", json={"refreshToken": pair["refresh_token"]})
+    assert resp.status == 401
+    resp = await client.post("/login", json={"username": "erin", "password": "password-123"})
+    assert resp.status == 401
+
+    await client.patch("/admin/users/erin", json={"disabled": False}, headers=admin_headers)
+    await login(client, "erin", "password-123")
+
+
+async def test_end_logins_and_set_password(
+    client: TestClient[Any, Any], admin_headers: dict[str, str]
+) -> None:
+    await create_user(client, admin_headers, "finn")
+    headers = bearer((await login(client, "finn", "password-123"))["access_token"])
+    resp = await client.patch("/admin/users/finn", json={"endLogins": True}, headers=admin_headers)
+    assert resp.status == 200
+    assert (await client.get("/sessions", headers=headers)).status == 401
+    headers = bearer((await login(client, "finn", "password-123"))["access_token"])
+
+    resp = await client.patch(
+        "/admin/users/finn", json={"password": "new-password-456"}, headers=admin_headers
+    )
+    assert resp.status == 200
+    assert (await client.get("/sessions", headers=headers)).status == 401
+    resp = await client.post("/login", json={"username": "finn", "password": "password-123"})
+    assert resp.status == 401
+    await login(client, "finn", "new-password-456")
+
+    resp = await client.patch("/admin/users/finn", json={"role": "Owner"}, headers=admin_headers)
+    assert (await resp.json())["role"] == "Owner"
+    owner = bearer((await login(client, "finn", "new-password-456"))["access_token"])
+    assert (await client.get("/admin/users", headers=owner)).status == 200
+
+
+async def test_the_last_enabled_owner_stays(
+    client: TestClient[Any, Any], admin_headers: dict[str, str]
+) -> None:
+    for body in ({"role": "Reader"}, {"role": "Contributor"}, {"disabled": True}):
+        resp = await client.patch("/admin/users/admin", json=body, headers=admin_headers)
+        assert resp.status == 409, body
+        assert "Owner" in (await resp.json())["message"]
+    resp = await client.delete("/admin/users/admin", headers=admin_headers)
+    assert resp.status == 409
+    # a disabled second Owner does not count
+    await create_user(client, admin_headers, "olga", "Owner")
+    await client.patch("/admin/users/olga", json={"disabled": True}, headers=admin_headers)
+    resp = await client.patch("/admin/users/admin", json={"role": "Reader"}, headers=admin_headers)
+    assert resp.status == 409
+    # an enabled one does
+    await client.patch("/admin/users/olga", json={"disabled": False}, headers=admin_headers)
+    resp = await client.patch("/admin/users/admin", json={"role": "Reader"}, headers=admin_headers)
+    assert resp.status == 200
+    assert (await client.get("/admin/users", headers=admin_headers)).status == 403
+
+
+async def test_delete_closes_sessions_and_hands_over_services(
+    client: TestClient[Any, Any], admin_headers: dict[str, str]
+) -> None:
+    await create_user(client, admin_headers, "gus")
+    headers = bearer((await login(client, "gus", "password-123"))["access_token"])
+    session_id = await new_session(client, headers)
+    await publish(client, headers, "GusService", "1", code="x = 1")
+
+    resp = await client.delete("/admin/users/gus", headers=admin_headers)
+    assert resp.status == 409
+    assert "transfer" in (await resp.json())["message"]
+    resp = await client.delete("/admin/users/gus?transferTo=nobody", headers=admin_headers)
+    assert resp.status == 404
+
+    resp = await client.delete("/admin/users/gus?transferTo=admin", headers=admin_headers)
+    assert resp.status == 200, await resp.text()
+    body = await resp.json()
+    assert body["sessionsClosed"] == 1 and body["moved"]["services"] == 1
+    assert (await client.get("/admin/users/gus", headers=admin_headers)).status == 404
+    assert (await client.get("/sessions", headers=headers)).status == 401
+
+    services = await (await client.get("/admin/services", headers=admin_headers)).json()
+    assert [(s["name"], s["publisher"]) for s in services] == [("GusService", "admin")]
+    resp = await client.get("/services/GusService/1", headers=admin_headers)
+    assert (await resp.json())[0]["versionPublishedBy"] == "admin"
+    sessions = await (await client.get("/admin/sessions", headers=admin_headers)).json()
+    assert {s["id"]: s["state"] for s in sessions}.get(session_id) in (None, "dead")
+
+    actions = [(e.action, e.target) for e in await audit_entries(client, actor="admin")]
+    assert ("user.delete", "gus") in actions and ("user.create", "gus") in actions
+
+
+async def test_transfer(client: TestClient[Any, Any], admin_headers: dict[str, str]) -> None:
+    await create_user(client, admin_headers, "hal")
+    await create_user(client, admin_headers, "ivy")
+    headers = bearer((await login(client, "hal", "password-123"))["access_token"])
+    await publish(client, headers, "HalService", "1", code="x = 1")
+    resp = await client.post("/admin/users/hal/transfer", json={"to": "ivy"}, headers=admin_headers)
+    assert resp.status == 200
+    assert await resp.json() == {"from": "hal", "to": "ivy", "services": 1, "snapshots": 0}
+    ivy = bearer((await login(client, "ivy", "password-123"))["access_token"])
+    resp = await client.delete("/services/HalService/1", headers=ivy)
+    assert resp.status == 200, await resp.text()
+    resp = await client.post("/admin/users/hal/transfer", json={"to": "hal"}, headers=admin_headers)
+    assert resp.status == 400
+
+
+def test_the_offline_cli_is_audited(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("O16N_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setattr("sys.stdin", _Lines("cli-password-1\n"))
+    assert cli.main(["users", "add", "jo", "--password-stdin"]) == 0
+    assert cli.main(["users", "set-role", "jo", "Reader"]) == 0
+    assert cli.main(["users", "disable", "jo"]) == 0
+
+    async def read() -> list[tuple[str, str, str, str]]:
+        db = await Database.open(Path(settings.db_path))
+        try:
+            entries = await AuditRepo(db).page(AuditQuery(actor="cli"))
+        finally:
+            await db.close()
+        return [(e.action, e.target, e.outcome, str(e.detail)) for e in entries]
+
+    entries = asyncio.run(read())
+    assert [e[:3] for e in entries] == [
+        ("user.change", "jo", "ok"),
+        ("user.change", "jo", "ok"),
+        ("user.create", "jo", "ok"),
+    ]
+    assert not any("cli-password-1" in e[3] for e in entries)
+
+
+class _Lines:
+    def __init__(self, text: str) -> None:
+        self._lines = text.splitlines(keepends=True)
+
+    def readline(self) -> str:
+        return self._lines.pop(0) if self._lines else ""
