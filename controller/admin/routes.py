@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from controller.admin import audit_routes, users
+from controller.admin import audit_routes, sessions, users
 
 routes: list[web.RouteDef] = [
     *users.routes,
+    *sessions.routes,
     *audit_routes.routes,
 ]

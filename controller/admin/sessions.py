@@ -1,0 +1,89 @@
+"""``/admin/sessions``: every user's sessions; close or interrupt any of them."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict
+
+from controller.admin.common import iso, owner, query
+from controller.admin.trail import audited
+from controller.http.responses import json_response
+from controller.keys import CONTAINER_STATS, SESSIONS
+from controller.sessions.manager import Session
+
+routes = web.RouteTableDef()
+
+
+class SessionsQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    stats: bool = False
+    owner: str | None = None
+    state: Literal["idle", "busy", "dead"] | None = None
+
+
+def state_of(session: Session) -> str:
+    if not session.alive:
+        return "dead"
+    return "busy" if session.executing or session.lock.locked() else "idle"
+
+
+def session_json(session: Session) -> dict[str, Any]:
+    sandbox = session.sandbox
+    return {
+        "id": session.id,
+        "name": session.name,
+        "owner": session.owner_name,
+        "created": iso(session.created_at),
+        "lastUsed": iso(session.last_used),
+        "state": state_of(session),
+        "deadReason": session.dead_reason,
+        "snapshotId": session.snapshot_id,
+        "containerId": sandbox.handle.container_id[:12] if sandbox is not None else None,
+        "historyLength": session.history_length,
+    }
+
+
+@routes.get("/admin/sessions")
+async def list_sessions(request: web.Request) -> web.Response:
+    """Everyone's sessions. Memory and CPU only with ``?stats=true`` (one engine call per
+    live session, concurrent and bounded): the plain list never waits on Docker."""
+    owner(request)
+    params = query(request, SessionsQuery)
+    sessions = [
+        s
+        for s in request.app[SESSIONS].everyone()
+        if (params.owner is None or s.owner_name == params.owner)
+        and (params.state is None or state_of(s) == params.state)
+    ]
+    items = [session_json(s) for s in sessions]
+    if params.stats:
+        ids = {s.id: s.sandbox.handle.container_id for s in sessions if s.sandbox is not None}
+        samples = await request.app[CONTAINER_STATS].sample(list(ids.values()))
+        for item in items:
+            container = ids.get(item["id"])
+            item["stats"] = samples.get(container) if container is not None else None
+    return json_response(items)
+
+
+@routes.get("/admin/sessions/{id}")
+async def get_session(request: web.Request) -> web.Response:
+    owner(request)
+    return json_response(session_json(request.app[SESSIONS].find(request.match_info["id"])))
+
+
+@routes.delete("/admin/sessions/{id}")
+@audited("session.close.admin")
+async def close_session(request: web.Request) -> web.Response:
+    owner(request)
+    session = await request.app[SESSIONS].close_by_admin(request.match_info["id"])
+    return json_response(session_json(session))
+
+
+@routes.post("/admin/sessions/{id}/cancel")
+@audited("session.cancel.admin")
+async def cancel_session(request: web.Request) -> web.Response:
+    owner(request)
+    running = await request.app[SESSIONS].cancel_any(request.match_info["id"])
+    return json_response({"interrupted": running})
