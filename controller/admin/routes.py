@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from controller.admin import audit_routes, sessions, users
+from controller.admin import audit_routes, batches, services, sessions, users
 
 routes: list[web.RouteDef] = [
     *users.routes,
     *sessions.routes,
+    *services.routes,
+    *batches.routes,
     *audit_routes.routes,
 ]

@@ -64,6 +64,8 @@ class ServicePool:
         self._retry_delay = 0.0
         self._retry_at = 0.0  # monotonic time before which no container starts
         self._retry_pending = False
+        self.served = 0  # requests answered (for the operator; kept in memory only)
+        self.rejected = 0  # requests turned away with 503 (queue full or waited too long)
 
     # --- numbers for status ---------------------------------------------------------------
 
@@ -78,6 +80,10 @@ class ServicePool:
     @property
     def size(self) -> int:
         return len(self._idle) + len(self._busy)
+
+    @property
+    def starting(self) -> int:
+        return self._starting
 
     @property
     def queued(self) -> int:
@@ -105,12 +111,14 @@ class ServicePool:
         self._grow(demand=1)
         wait = self._retry_at - time.monotonic()
         if wait > 0 and not self.size and not self._starting:
+            self.rejected += 1
             raise ServiceUnavailableError(
                 f"{self.label} has no container: {self.last_error}; "
                 f"the next start is in {wait:.0f} s",
                 retry_after=math.ceil(wait),
             )
         if len(self._waiters) >= self._queue_max:
+            self.rejected += 1
             raise ServiceUnavailableError(
                 f"all {self.size} containers of {self.label} are busy and "
                 f"{len(self._waiters)} requests are waiting; try again shortly",
@@ -129,6 +137,7 @@ class ServicePool:
                 waiter.cancel()
                 self._waiters.remove(waiter)
         if waiter.cancelled():
+            self.rejected += 1
             raise ServiceUnavailableError(
                 f"no container of {self.label} became free within {self._queue_wait:g} s"
                 + (f" (last start failure: {self.last_error})" if self.last_error else ""),
@@ -142,6 +151,7 @@ class ServicePool:
     def release(self, sandbox: Sandbox, healthy: bool = True) -> None:
         """Give a container back after a request; an unhealthy one is replaced."""
         self._busy.discard(sandbox)
+        self.served += 1
         if self._closed or not healthy or sandbox.link.closed:
             self._retire(sandbox)
             self._grow()

@@ -292,6 +292,19 @@ class ServiceRegistry:
             service.record.pool_initial, service.record.pool_max = initial, maximum
         return service, initial, maximum
 
+    async def recycle(self, name: str, version: str) -> Service:
+        """Replace a version's containers: a fresh pool warms up at once; requests running
+        on the old containers finish there, then those containers go."""
+        async with self._lock:
+            old = self.get(name, version)
+            service = self._make(old.record)
+            service.pool.served, service.pool.rejected = old.pool.served, old.pool.rejected
+            self._services[(name, version)] = service
+        await old.pool.close()
+        service.pool.warm()
+        log.info("service pool recycled", extra={"service": service.label})
+        return service
+
     async def keep_pools_trim(self) -> None:
         """Run forever: remove extra service containers that stayed idle."""
         while True:
