@@ -11,7 +11,7 @@ from aiohttp import web
 from controller import __version__
 from controller.health import node
 from controller.http.responses import json_response
-from controller.keys import DB, PROBE, RUNC, SETTINGS
+from controller.keys import DB, DRAIN, PROBE, RUNC, SETTINGS
 from controller.limits import open_files_node
 
 routes = web.RouteTableDef()
@@ -36,6 +36,8 @@ async def status(request: web.Request) -> web.Response:
         "openFiles": open_files_node(),
         "runc": app[RUNC].node(),
     }
+    if app[DRAIN].draining:  # new work is refused until an operator undrains the node
+        components["drain"] = node("warn", app[DRAIN].to_json())
     return json_response(node(worst(components), {"version": __version__}, components))
 
 
