@@ -1,0 +1,1 @@
+"""Client-side helpers for o16n's users (nothing here runs in the controller)."""
