@@ -174,7 +174,7 @@ async def admin_ctx(app: web.Application) -> AsyncIterator[None]:
     app[CONTAINER_STATS] = StatsSampler(app[DOCKER])
     app[TASKS].spawn("audit-writer", audit.run())
     yield
-    await audit.flush()
+    await audit.close()
 
 
 async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:

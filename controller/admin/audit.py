@@ -132,8 +132,21 @@ class AuditLog:
                     except O16nError as exc:
                         log.warning("audit write failed; retrying", extra={"error": exc.message})
         finally:
-            if self._pending:
-                await asyncio.shield(self.flush())
+            await asyncio.shield(self.close())
+
+    async def close(self) -> None:
+        """Write what is queued; if the database cannot take it now (full, locked), the
+        entries were logged already and that must do."""
+        if not self._pending:
+            return
+        try:
+            await self.flush()
+        except O16nError as exc:
+            log.warning(
+                "audit entries not written to the database; they are in the o16n.audit log",
+                extra={"entries": len(self._pending), "error": exc.message},
+            )
+            self._pending.clear()
 
     async def page(self, query: AuditQuery) -> list[AuditEntry]:
         await self.flush()
