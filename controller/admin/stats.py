@@ -17,7 +17,7 @@ from typing import Any
 from controller.errors import O16nError
 from controller.runtime.docker_gateway import DockerGateway
 
-CONCURRENCY = 16
+CONCURRENCY = 4  # of the gateway's 8 threads: the rest stay free for sessions and pools
 TIMEOUT = 3.0
 DF_MAX_AGE = 60.0
 DF_TIMEOUT = 30.0

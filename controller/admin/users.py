@@ -200,7 +200,7 @@ async def delete_user(request: web.Request) -> web.Response:
     params = query(request, DeleteQuery)
     repo = AdminRepo(request.app[DB])
     user = await repo.user(name)
-    if user.username in await repo.enabled_owners() and len(await repo.enabled_owners()) == 1:
+    if await repo.enabled_owners() == [user.username]:  # checked again as it is deleted
         raise ConflictError("that would leave no enabled Owner; make another user an Owner first")
     moved = None
     if params.transferTo is not None:
