@@ -205,6 +205,10 @@ async def sessions_ctx(app: web.Application) -> AsyncIterator[None]:
     pool = WarmPool(sandboxes, settings.warm_pool_size, "sessions")
     manager = SessionManager(settings, SessionsRepo(app[DB]), sandboxes, pool)
     app[SESSIONS] = manager
+    audit = app[AUDIT]
+    manager.on_reaped = lambda session, why: audit.record(
+        "session.close", session.id, actor="system", detail={"reason": why}
+    )
     owned = await sandboxes.owned()
     kept = await manager.adopt(owned)
     await sandboxes.reap([h for h in owned if h.key not in kept])

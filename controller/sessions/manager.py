@@ -110,6 +110,8 @@ class SessionManager:
         #: or has not dialled in yet (``None``: busy in code that holds the GIL, say)
         self._unfinished: list[tuple[Session, int | None]] = []
         self.log = ExecutionLog(repo)
+        #: told of each session the idle reaper closes (the audit trail's "closed by whom")
+        self.on_reaped: Callable[[Session, str], object] | None = None
 
     # --- lookup ---------------------------------------------------------------------------
 
@@ -420,6 +422,8 @@ class SessionManager:
         for session in list(self._sessions.values()):
             if session.alive and not session.executing and now - session.last_used > limit:
                 await self._end(session, f"closed after {limit} s without use")
+                if self.on_reaped is not None:
+                    self.on_reaped(session, "idle")
             elif not session.alive and now - session.last_used > DEAD_RECORDS_KEPT:
                 self._sessions.pop(session.id, None)
         await self._repo.purge_dead(now - DEAD_RECORDS_KEPT)

@@ -13,17 +13,17 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from controller.keys import AUDIT, DB
+from controller.app import create_app
+from controller.keys import AUDIT, DB, SESSIONS
 from controller.store.audit import AuditEntry, AuditRepo
 from tests.admin.conftest import audit_entries, audit_rows_text, create_user
-from tests.conftest import login
+from tests.conftest import bearer, login, make_settings
 from tests.services.conftest import publish
+from tests.sessions.conftest import new_session
 
 
 @pytest.fixture
 def settings(data_dir: Any) -> Any:
-    from tests.conftest import make_settings
-
     return make_settings(data_dir, login_max_failures=2, service_pool_initial=0)
 
 
@@ -160,3 +160,18 @@ async def test_retention_purges_old_entries(client: TestClient[Any, Any]) -> Non
     await AuditRepo(client.app[DB]).append([old, new])
     assert await audit.purge() == 1  # default retention: 365 days
     assert [e.action for e in await audit_entries(client, actor="x")] == ["new.event"]
+
+
+async def test_sessions_the_idle_reaper_closes_are_recorded(
+    aiohttp_client: Any, data_dir: Any
+) -> None:
+    settings = make_settings(data_dir, session_idle_timeout=10)
+    client = await aiohttp_client(create_app(settings))
+    headers = bearer((await login(client))["access_token"])
+    session_id = await new_session(client, headers)
+    client.app[SESSIONS].find(session_id).last_used -= 60
+    await client.app[SESSIONS].reap_idle()
+    entries = await audit_entries(client, action="session.close")
+    assert [(e.actor, e.target, e.detail) for e in entries] == [
+        ("system", session_id, {"reason": "idle"})
+    ]
