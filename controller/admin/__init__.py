@@ -1,9 +1,11 @@
 """Operator administration (Owner role only): users, everyone's sessions, services and
 pools, snapshots, batches, the node and its drain, and the audit trail.
 
-* ``audit``    the audit trail: queued, written off the request path, logged as JSON lines
-* ``trail``    ``@audited(action)`` for handlers anywhere in the controller
-* ``drain``    the drain state and the middleware that refuses new work while draining
-* ``users``, ``sessions``, ``services``, ``node``, ``audit_routes``  the ``/admin`` handlers
-* ``routes``   all ``/admin`` routes, for the app factory
+* ``audit``     the audit trail: logged as JSON lines at once, written in the background
+* ``trail``     ``@audited(action)``, the one line a handler anywhere needs to be recorded
+* ``drain``     the drain state and the middleware that refuses new work while draining
+* ``stats``     memory/CPU samples and ``docker system df``, bounded and cached
+* ``common``    the Owner check, query-string validation, timestamps
+* ``users``, ``sessions``, ``services``, ``batches``, ``node``, ``audit_routes``: handlers
+* ``routes``    every ``/admin`` route, for the app factory
 """
