@@ -167,7 +167,8 @@ async def docker_ctx(app: web.Application) -> AsyncIterator[None]:
 async def admin_ctx(app: web.Application) -> AsyncIterator[None]:
     """The audit trail (written in the background, purged hourly with the tokens) and the
     engine sampler of the admin endpoints."""
-    audit = AuditLog(AuditRepo(app[DB]), app[SETTINGS].audit_retention_days)
+    settings = app[SETTINGS]
+    audit = AuditLog(AuditRepo(app[DB]), settings.audit_retention_days, settings.trusted_networks)
     app[AUDIT] = audit
     app[AUTH].audit = audit
     app[AUTH].directory.purgers.append(audit.purge)

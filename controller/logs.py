@@ -6,12 +6,12 @@ import json
 import logging
 import sys
 import time
-from contextvars import ContextVar
 from typing import Any
 
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
+from controller.http.request_id import REQUEST_ID
 from controller.keys import IDENTITY
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
@@ -19,7 +19,6 @@ _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"messa
 #: The id of the HTTP request being handled (set by ``request_id_middleware``). Each request
 #: runs in its own task, so every line logged while handling it, and by the tasks it starts,
 #: carries the id a client sees in ``X-Request-Id`` and in a 500's message.
-REQUEST_ID: ContextVar[str | None] = ContextVar("o16n_request_id", default=None)
 
 
 class JsonFormatter(logging.Formatter):

@@ -22,6 +22,8 @@ from typing import Any
 from aiohttp import web
 
 from controller.errors import O16nError
+from controller.http.client_address import Network, client_address
+from controller.http.request_id import REQUEST_ID_KEY
 from controller.store.audit import AuditEntry, AuditQuery, AuditRepo
 
 log = logging.getLogger(__name__)
@@ -37,11 +39,8 @@ current_request: contextvars.ContextVar[web.Request | None] = contextvars.Contex
 
 
 def request_id(request: web.Request | None) -> str | None:
-    """The request id another middleware may have attached; ``None`` when there is none."""
-    if request is None:
-        return None
-    value = request.get("request_id")
-    return str(value) if value is not None else None
+    """The id the request-id middleware gave ``request``; ``None`` outside a request."""
+    return request.get(REQUEST_ID_KEY) if request is not None else None
 
 
 def sha256(text: str | None) -> str | None:
@@ -74,12 +73,22 @@ def entry_json(entry: AuditEntry) -> dict[str, Any]:
 
 
 class AuditLog:
-    def __init__(self, repo: AuditRepo, retention_days: int) -> None:
+    def __init__(
+        self, repo: AuditRepo, retention_days: int, trusted_proxies: tuple[Network, ...] = ()
+    ) -> None:
         self._repo = repo
+        self._trusted = trusted_proxies
         self._retention = retention_days * 86400.0
         self._pending: list[AuditEntry] = []
         self._flushing = asyncio.Lock()
         self._wake = asyncio.Event()
+
+    def _address(self, request: web.Request | None) -> str:
+        """The client's address as the login throttle sees it (through trusted proxies)."""
+        if request is None:
+            return ""
+        forwarded = request.headers.get("X-Forwarded-For")
+        return client_address(request.remote, forwarded, self._trusted)
 
     def record(
         self,
@@ -98,7 +107,7 @@ class AuditLog:
         entry = AuditEntry(
             at=time.time(),
             actor=actor[:256],
-            address=(request.remote or "?") if request is not None else "",
+            address=self._address(request),
             action=action,
             target=target[:512],
             outcome=outcome,

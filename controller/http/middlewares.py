@@ -17,13 +17,12 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from controller.errors import O16nError, translate
+from controller.http.request_id import REQUEST_ID, REQUEST_ID_KEY
 from controller.http.responses import error_body, json_response
-from controller.logs import REQUEST_ID
 
 log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "X-Request-Id"
-REQUEST_ID_KEY = web.RequestKey("request_id", str)
 _WELL_FORMED_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 #: Sent with every response: nothing we answer is a page to render or a script to run.

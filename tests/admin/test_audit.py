@@ -38,6 +38,19 @@ async def test_logins_ok_failed_and_throttled(client: TestClient[Any, Any]) -> N
     assert all(e.address for e in entries)
 
 
+async def test_an_entry_carries_the_request_id_and_the_client_address(
+    client: TestClient[Any, Any],
+) -> None:
+    headers = {"X-Request-Id": "audit-trail-check-1", "X-Forwarded-For": "203.0.113.9"}
+    resp = await client.post(
+        "/login", json={"username": "admin", "password": "wrong-password"}, headers=headers
+    )
+    assert resp.status == 401
+    (entry,) = await audit_entries(client, action="login")
+    assert entry.request_id == "audit-trail-check-1"
+    assert entry.address == "127.0.0.1"  # the peer: no proxy is trusted by default
+
+
 async def test_refresh_token_reuse_is_recorded(client: TestClient[Any, Any]) -> None:
     pair = await login(client)
     first = pair["refresh_token"]
