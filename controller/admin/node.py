@@ -24,8 +24,6 @@ from controller.http.bodies import read_model
 from controller.http.responses import json_response
 from controller.keys import CONTAINER_STATS, DOCKER, DRAIN, SANDBOXES, SERVICES, SESSIONS, SETTINGS
 from controller.runtime.spec import LABEL_PREFIX
-from controller.services.registry import IMAGE_REPOSITORY as SERVICE_IMAGES
-from controller.snapshots.manager import IMAGE_REPOSITORY as SNAPSHOT_IMAGES
 
 routes = web.RouteTableDef()
 
@@ -110,19 +108,18 @@ async def _images(request: web.Request) -> dict[str, Any]:
     try:
         runtime["sizeBytes"] = await gateway.image_size(sandboxes.image)
         runtime["present"] = True
-        counts = {}
-        for repository in (SERVICE_IMAGES, SNAPSHOT_IMAGES):
-            mine = sandboxes.image_name(repository, "")
-            counts[repository] = sum(
-                1 for t in await gateway.image_tags(repository) if t.startswith(mine)
-            )
+        instance = request.app[SETTINGS].instance
+        counts = {}  # by their exact labels, like every ownership question (never a name)
+        for kind in ("service", "snapshot"):
+            labels = {LABEL_PREFIX + "instance": instance, LABEL_PREFIX + "kind": kind}
+            counts[kind] = len(await gateway.image_tags(labels, None))
     except O16nError as exc:
         runtime["present"] = False
         return {"runtime": runtime, "error": exc.message}
     return {
         "runtime": runtime,
-        "services": counts[SERVICE_IMAGES],
-        "snapshots": counts[SNAPSHOT_IMAGES],
+        "services": counts["service"],
+        "snapshots": counts["snapshot"],
     }
 
 

@@ -19,6 +19,7 @@ async def test_node_describes_engine_containers_and_disk(
     client: TestClient[Any, Any], admin_headers: dict[str, str]
 ) -> None:
     await new_session(client, admin_headers)
+    await publish(client, admin_headers, "Counted", "1", code="y = 1")
     resp = await client.get("/admin/node", headers=admin_headers)
     assert resp.status == 200, await resp.text()
     node = await resp.json()
@@ -28,6 +29,7 @@ async def test_node_describes_engine_containers_and_disk(
     assert node["containers"]["session"]["running"] == 1
     assert node["images"]["runtime"]["present"] is True
     assert node["images"]["runtime"]["sizeBytes"] > 0
+    assert node["images"]["services"] == 1 and node["images"]["snapshots"] == 0
     assert node["disk"]["dataDir"]["usedBytes"] > 0
     assert node["disk"]["dataDir"]["freeBytes"] > 0
     assert node["disk"]["engine"]["imagesBytes"] > 0 or "error" in node["disk"]["engine"]
