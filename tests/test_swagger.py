@@ -7,12 +7,15 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from controller.admin.console import PATHS as CONSOLE_PATHS
 from controller.app import create_app
 from controller.docs import load_document
 from controller.settings import Settings
 
 # Operations served but deliberately left out of the core document.
 UNDOCUMENTED: set[tuple[str, str]] = {("HEAD", "*")}
+# The web console's pages are HTML for a browser, not API operations.
+UNDOCUMENTED |= {("GET", path) for path in CONSOLE_PATHS}
 
 
 def _app_operations(settings: Settings) -> set[tuple[str, str]]:
@@ -23,7 +26,9 @@ def _app_operations(settings: Settings) -> set[tuple[str, str]]:
         path = info.get("path") or info.get("formatter")
         if route.method == "HEAD" or path is None:
             continue
-        ops.add((route.method, re.sub(r"\{(\w+)(:[^}]*)?\}", r"{\1}", path)))
+        op = (route.method, re.sub(r"\{(\w+)(:[^}]*)?\}", r"{\1}", path))
+        if op not in UNDOCUMENTED:
+            ops.add(op)
     return ops
 
 

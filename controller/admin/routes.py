@@ -5,8 +5,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from controller.admin import audit_routes, batches, node, services, sessions, users
+from controller.admin.console import routes as console_routes
 
 routes: list[web.RouteDef] = [
+    *console_routes,
     *users.routes,
     *sessions.routes,
     *services.routes,
