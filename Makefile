@@ -6,12 +6,12 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test check lint typecheck pytest image docker venv bench clean
+.PHONY: run test check lint typecheck pytest image docker venv bench clean chromium
 
 run: image                     ## serve the API on $$O16N_HOST:$$O16N_PORT (127.0.0.1:12800)
 	$(PY) -m controller serve
 
-test: image check pytest       ## lint, type-check, then every test against the real engine
+test: image chromium check pytest  ## lint, type-check, then every test against the real engine
 
 pytest: image
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -30,6 +30,9 @@ image: venv docker             ## build o16n-runtime:<hash> unless it is up to d
 
 docker:                        ## make sure a Docker engine answers (installs one as root on Debian)
 	bash scripts/ensure-docker.sh
+
+chromium:                      ## Debian's chromium for the console's browser test (as root)
+	bash scripts/ensure-chromium.sh
 
 venv: $(STAMP)
 
