@@ -22,6 +22,9 @@ from controller.admin.console import CSP
 from tests.conftest import ADMIN_PASSWORD
 from tests.live_server import LiveServer, run_server
 
+# A session name is the user's to choose: the console must show it as text.
+HOSTILE = '<img src=x onerror="document.title=1">"work"'
+
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -168,7 +171,7 @@ def test_an_owner_closes_a_session_in_the_console(live: LiveServer, browser: Bro
     nina = {"Authorization": f"Bearer {token}"}
     resp = requests.post(
         f"{live.url}/sessions",
-        json={"runtimeType": "Python", "name": "work"},
+        json={"runtimeType": "Python", "name": HOSTILE},
         headers=nina,
         timeout=120,
     )
@@ -180,6 +183,7 @@ def test_an_owner_closes_a_session_in_the_console(live: LiveServer, browser: Bro
     row = page.wait_for_selector(f'tr[data-session="{session_id}"]', timeout=30_000)
     assert row is not None
     assert "nina" in row.inner_text() and "idle" in row.inner_text()
+    assert HOSTILE in row.inner_text() and row.query_selector("img") is None
     browser.shot("sessions")
 
     page.click(f'tr[data-session="{session_id}"] button[data-action="close"]')
@@ -224,13 +228,36 @@ def test_an_owner_closes_a_session_in_the_console(live: LiveServer, browser: Bro
     assert access not in page.evaluate("document.cookie")
     assert all(access not in c["value"] for c in page.context.cookies())
 
-    page.click("#sign-out")
-    page.wait_for_selector("#login-form", state="visible")
-    assert page.evaluate("sessionStorage.getItem('o16n.console')") is None
-    browser.shot("signed-out")
-
     assert browser.violations() == []
     assert browser.errors == []
+
+    # An expired access token is renewed with the refresh token, and the call retried
+    # (the page keeps its tokens in sessionStorage: a reload stays signed in).
+    page.evaluate(
+        "(() => { const t = JSON.parse(sessionStorage.getItem('o16n.console'));"
+        " t.access = 'expired'; sessionStorage.setItem('o16n.console', JSON.stringify(t)); })()"
+    )
+    page.reload()
+    page.wait_for_selector('body[data-loaded="sessions"]')
+    kept = json.loads(page.evaluate("sessionStorage.getItem('o16n.console')"))
+    assert kept["access"] not in ("expired", access)
+    assert all("401" in e for e in browser.errors), browser.errors  # the refused call
+
+    with page.expect_response(
+        lambda r: "/login/refreshToken" in r.url and r.request.method == "DELETE"
+    ) as revoked:  # signing out revokes the refresh token too
+        page.click("#sign-out")
+    assert revoked.value.status == 200
+    page.wait_for_selector("#login-form", state="visible")
+    assert page.evaluate("sessionStorage.getItem('o16n.console')") is None
+    assert page.inner_text("#notice") == "Signed out."
+    resp = requests.post(
+        f"{live.url}/login/refreshToken", json={"refreshToken": kept["refresh"]}, timeout=30
+    )
+    assert resp.status_code == 401
+    browser.shot("signed-out")
+    assert browser.violations() == []
+    assert page.title() == "o16n console"
 
 
 def test_a_non_owner_is_told_the_owner_role_is_required(live: LiveServer, browser: Browser) -> None:

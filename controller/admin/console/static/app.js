@@ -10,6 +10,7 @@ let tokens = load();
 let view = "sessions";
 let auditCursors = [];   // cursors of the pages shown so far ("" = newest)
 let auditNext = null;
+let generation = 0;      // only the latest view request renders
 
 function load() {
   try {
@@ -79,6 +80,7 @@ async function api(method, path, body, retried = false) {
     throw new ApiError(401, "signed out");
   }
   if (resp.status === 403) {
+    revoke(tokens && tokens.refresh); // this account has no use for its login here
     forget();
     signedOut("Owner role required: this account may not use the console.");
     throw new ApiError(403, "Owner role required");
@@ -164,6 +166,10 @@ async function act(button, label, action) {
 
 async function showSessions() {
   const sessions = await api("GET", "/admin/sessions?stats=true");
+  return () => renderSessions(sessions);
+}
+
+function renderSessions(sessions) {
   const rows = sessions.map((s) => {
     const stats = s.stats || {};
     const actions = el("td", { className: "actions" });
@@ -197,6 +203,10 @@ async function showSessions() {
 
 async function showServices() {
   const services = await api("GET", "/admin/services");
+  return () => renderServices(services);
+}
+
+function renderServices(services) {
   const rows = services.map((s) => {
     const pool = s.pool || {};
     const path = `/admin/services/${encodeURIComponent(s.name)}/${encodeURIComponent(s.version)}/recycle`;
@@ -218,6 +228,10 @@ async function showServices() {
 
 async function showNode() {
   const node = await api("GET", "/admin/node");
+  return () => renderNode(node);
+}
+
+function renderNode(node) {
   const drain = node.drain || {};
   $("drain-state").textContent = drain.draining
     ? `Draining since ${when(new Date(drain.since * 1000).toISOString())} by ${text(drain.by)}: ${text(drain.reason)}. New sessions, publishes and batches get 503.`
@@ -263,13 +277,17 @@ async function showAudit() {
   const cursor = auditCursors[auditCursors.length - 1];
   if (cursor) params.set("cursor", cursor);
   const page = await api("GET", `/admin/audit?${params}`);
+  return () => renderAudit(page);
+}
+
+function renderAudit(page) {
   auditNext = page.nextCursor;
   $("audit-older").hidden = !auditNext;
   const rows = page.entries.map((e) => el("tr", { dataset: { action: e.action } },
     cell(when(e.time)), cell(e.actor), cell(e.address, "mono"), cell(e.action),
     cell(e.target, "mono"), cell(e.outcome, `outcome-${e.outcome}`), cell(e.status),
-    cell(e.requestId, "mono")));
-  fillTable($("audit-table"), rows, 8);
+    cell(e.requestId, "mono"), cell(e.detail, "mono")));
+  fillTable($("audit-table"), rows, 9);
 }
 
 const VIEWS = { sessions: showSessions, services: showServices, node: showNode, audit: showAudit };
@@ -282,8 +300,11 @@ async function show(name) {
   for (const key of Object.keys(VIEWS)) $(`view-${key}`).hidden = key !== name;
   document.body.dataset.view = name;
   delete document.body.dataset.loaded; // set again once the view shows fresh data
+  const mine = ++generation;
   try {
-    await VIEWS[name]();
+    const render = await VIEWS[name]();
+    if (mine !== generation) return; // a newer request (another tab, a filter) wins
+    render();
     document.body.dataset.loaded = name;
   } catch (err) {
     if (err.status !== 401 && err.status !== 403) notify(err.message, true);
@@ -341,17 +362,21 @@ async function signIn(event) {
   }
 }
 
+async function revoke(refresh) {
+  if (!refresh) return;
+  try {
+    await fetch(`/login/refreshToken?refreshToken=${encodeURIComponent(refresh)}`, {
+      method: "DELETE", credentials: "omit",
+    });
+  } catch { /* it expires anyway */ }
+}
+
 async function signOut() {
   const refresh = tokens && tokens.refresh;
   forget();
-  signedOut("Signed out.");
-  if (refresh) {
-    try {
-      await fetch(`/login/refreshToken?refreshToken=${encodeURIComponent(refresh)}`, {
-        method: "DELETE", credentials: "omit",
-      });
-    } catch { /* the token expires anyway */ }
-  }
+  signedOut();
+  notify("Signed out.");
+  await revoke(refresh);
 }
 
 // ---- Wiring --------------------------------------------------------------------------------
