@@ -260,6 +260,66 @@ def test_an_owner_closes_a_session_in_the_console(live: LiveServer, browser: Bro
     assert page.title() == "o16n console"
 
 
+def test_an_owner_recycles_a_pool_and_drains_the_node(live: LiveServer, browser: Browser) -> None:
+    resp = requests.post(
+        f"{live.url}/services/Adder/1",
+        json={
+            "runtimeType": "Python",
+            "code": "y = x + 1",
+            "inputParameterDefinitions": [{"name": "x", "type": "integer"}],
+            "outputParameterDefinitions": [{"name": "y", "type": "integer"}],
+        },
+        headers=live.headers,
+        timeout=120,
+    )
+    assert resp.status_code == 201, resp.text
+    page = browser.page
+    _sign_in(browser, live, "admin", ADMIN_PASSWORD)
+    page.wait_for_selector('body[data-loaded="sessions"]')
+
+    page.click('.tab[data-view="services"]')
+    row = 'tr[data-service="Adder/1"]'
+    page.wait_for_selector(row)
+    assert "admin" in page.inner_text(row)
+    browser.shot("services")
+    page.click(f'{row} button[data-action="recycle"]')
+    page.wait_for_selector("#notice:not([hidden])")
+    assert page.inner_text("#notice") == "Recycling the pool of Adder 1."
+    browser.shot("recycled")
+
+    page.click('.tab[data-view="node"]')
+    page.wait_for_selector('body[data-loaded="node"]', timeout=60_000)
+    page.fill("#drain-reason", "kernel <b>update</b>")
+    page.click("#drain-button")
+    page.wait_for_selector("#drain-button:disabled")
+    assert "kernel <b>update</b>" in page.inner_text("#drain-state")
+    browser.shot("drained")
+    resp = requests.post(
+        f"{live.url}/sessions", json={"runtimeType": "Python"}, headers=live.headers, timeout=30
+    )
+    assert resp.status_code == 503 and "Retry-After" in resp.headers
+    page.click("#undrain-button")
+    page.wait_for_selector("#undrain-button:disabled")
+    assert page.inner_text("#drain-state") == "Accepting new work."
+    browser.shot("undrained")
+
+    page.click('.tab[data-view="audit"]')
+    page.fill("#audit-action", "node.*")
+    deadline = time.monotonic() + 20
+    while True:  # the trail is written in the background, every half second
+        page.click('#audit-form button[type="submit"]')
+        page.wait_for_selector('body[data-loaded="audit"]')
+        if len(page.query_selector_all("#audit-table tr[data-action]")) >= 2:
+            break
+        assert time.monotonic() < deadline, page.inner_text("#audit-table")
+        page.wait_for_timeout(300)
+    actions = [r.get_attribute("data-action") for r in page.query_selector_all("tr[data-action]")]
+    assert actions == ["node.undrain", "node.drain"]
+    browser.shot("audit-node")
+    assert browser.violations() == []
+    assert browser.errors == []
+
+
 def test_a_non_owner_is_told_the_owner_role_is_required(live: LiveServer, browser: Browser) -> None:
     reader = _user(live, "rita", role="Reader")
     _sign_in(browser, live, reader["username"], reader["password"])

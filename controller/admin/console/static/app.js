@@ -210,7 +210,7 @@ function renderServices(services) {
   const rows = services.map((s) => {
     const pool = s.pool || {};
     const path = `/admin/services/${encodeURIComponent(s.name)}/${encodeURIComponent(s.version)}/recycle`;
-    return el("tr", {},
+    return el("tr", { dataset: { service: `${s.name}/${s.version}` } },
       cell(s.name), cell(s.version), cell(s.publisher),
       cell(`${text(pool.status)} (${text(pool.initial)}–${text(pool.max)})`),
       cell(pool.idle), cell(pool.busy), cell(pool.starting), cell(pool.queued), cell(pool.rejected),
