@@ -291,7 +291,7 @@ def test_an_owner_recycles_a_pool_and_drains_the_node(live: LiveServer, browser:
     page.wait_for_selector('body[data-loaded="node"]', timeout=60_000)
     page.fill("#drain-reason", "kernel <b>update</b>")
     page.click("#drain-button")
-    page.wait_for_selector("#drain-button:disabled")
+    page.wait_for_selector("#undrain-button:enabled")  # the node view, drawn again
     assert "kernel <b>update</b>" in page.inner_text("#drain-state")
     browser.shot("drained")
     resp = requests.post(
@@ -299,7 +299,7 @@ def test_an_owner_recycles_a_pool_and_drains_the_node(live: LiveServer, browser:
     )
     assert resp.status_code == 503 and "Retry-After" in resp.headers
     page.click("#undrain-button")
-    page.wait_for_selector("#undrain-button:disabled")
+    page.wait_for_selector("#drain-button:enabled")
     assert page.inner_text("#drain-state") == "Accepting new work."
     browser.shot("undrained")
 

@@ -165,7 +165,8 @@ async function act(button, label, action) {
 // ---- Views -------------------------------------------------------------------------------
 
 async function showSessions() {
-  const sessions = await api("GET", "/admin/sessions?stats=true");
+  const stats = $("sessions-stats").checked ? "?stats=true" : "";
+  const sessions = await api("GET", `/admin/sessions${stats}`);
   return () => renderSessions(sessions);
 }
 
@@ -400,6 +401,7 @@ $("audit-form").addEventListener("submit", (event) => {
   auditCursors = [];
   show("audit");
 });
+$("sessions-stats").addEventListener("change", () => show("sessions"));
 $("audit-newest").addEventListener("click", () => { auditCursors = []; show("audit"); });
 $("audit-older").addEventListener("click", () => {
   if (auditNext) auditCursors.push(auditNext);
