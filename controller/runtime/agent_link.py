@@ -14,8 +14,9 @@ import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from o16n_agent import protocol
 
@@ -37,6 +38,10 @@ HELLO_TIMEOUT = 10.0
 LISTEN_BACKLOG = 8
 #: seconds to wait before accepting again after accept(2) failed (out of descriptors)
 ACCEPT_RETRY_DELAY = 1.0
+#: bytes the link's reader buffers ahead of its reader task, at most about twice this
+READ_BUFFER = protocol.CHUNK
+#: largest blob a call may take into memory; larger ones go to a sink piece by piece
+IN_MEMORY_MAX = 16 << 20
 
 Reply = tuple[dict[str, Any], bytes | None]
 
@@ -45,12 +50,57 @@ class AgentTimeout(RuntimeFailure):
     """The agent did not answer in time; the link is closed."""
 
 
+class BlobSink(Protocol):
+    """Where a call's reply blob goes, piece by piece: ``start`` once its length is known
+    (the reply's head was checked), then ``write`` for each piece, awaited before the
+    next piece is read (backpressure all the way to the agent)."""
+
+    async def start(self, size: int) -> None: ...
+
+    async def write(self, chunk: bytes) -> None: ...
+
+
+class BlobSource(Protocol):
+    """A request blob sent piece by piece: its ``size`` is announced first, then exactly
+    that many bytes must come from ``read``."""
+
+    size: int
+
+    async def read(self, n: int) -> bytes: ...
+
+
+class SinkFailed(Exception):
+    """A call's sink raised (an HTTP client went away, a disk filled up): the rest of the
+    blob was read and dropped, the link is fine. ``error`` is what the sink raised."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+@dataclass(eq=False)
+class _Call:
+    """The request in flight: what its reply may be, checked before the reply is read."""
+
+    id: int
+    op: str
+    blob_limit: int
+    sink: BlobSink | None
+    idle: float
+    sink_error: BaseException | None = None
+
+
 class AgentLink:
     """A connected agent. One request in flight at a time (callers queue on a lock).
 
     A reader task owned by the link takes every reply off the socket as it arrives and
     hands it to the waiting call, so an agent that dies is noticed at once, and a call
-    costs no task of its own.
+    costs no task of its own. The reader checks each reply against the call in flight
+    before reading it: a frame when no call waits is refused at its length, a reply
+    with the wrong id or a blob the call did not ask for (or larger than it allows) at
+    its head, before the blob; each refusal closes the link. A blob bound for a sink is
+    moved piece by piece, so no reply is ever held whole unless the call asked for a
+    small one in memory.
     """
 
     def __init__(
@@ -69,8 +119,12 @@ class AgentLink:
         self._lock = asyncio.Lock()
         self._next_id = 1
         self._closed = asyncio.Event()
+        self._call: _Call | None = None
         self._waiter: asyncio.Future[Any] | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self._late: Reply | None = None
+        #: why the link closed, when the agent broke it (reported to later calls)
+        self.failure: AgentProtocolError | None = None
         self._reader_task = asyncio.get_running_loop().create_task(
             self._read_replies(), name="agent-link-reader"
         )
@@ -78,6 +132,11 @@ class AgentLink:
     @property
     def closed(self) -> bool:
         return self._closed.is_set()
+
+    @property
+    def blob_limit(self) -> int:
+        """The most any call may accept (``O16N_AGENT_BLOB_MAX_BYTES``)."""
+        return self._blob_limit
 
     def close(self) -> None:
         """Close the connection; a call waiting for a reply gets ``AgentGone``."""
@@ -104,61 +163,156 @@ class AgentLink:
             waiter.set_exception(error)
             waiter.exception()  # mark retrieved: the caller may already have given up
 
+    def _gone(self) -> Exception:
+        if self.failure is not None:
+            return AgentProtocolError(self.failure.message)
+        return AgentGone("the agent's connection is closed")
+
     async def _read_replies(self) -> None:
         error: Exception
         try:
             while True:
-                reply = await protocol.read_message(
-                    self._reader, self._reply_limit, self._blob_limit
-                )
+                reply = await self._read_reply()
                 waiter = self._waiter
-                if waiter is None:
-                    error = AgentProtocolError("the agent sent a reply nobody asked for")
-                    break
-                if waiter.done():  # its deadline passed a moment ago: keep it for the caller
+                if waiter is None or waiter.done():
+                    # its deadline passed a moment ago: keep it for the caller
                     self._late = reply
                 else:
                     waiter.set_result(reply)
         except (ConnectionError, asyncio.IncompleteReadError, EOFError):
             error = AgentGone("the agent's connection ended")
         except protocol.ProtocolError as exc:
-            error = AgentProtocolError(f"the agent broke the protocol: {exc}")
+            error = self.failure = AgentProtocolError(f"the agent broke the protocol: {exc}")
+            log.warning("agent link closed", extra={"reason": error.message[:300]})
+        except AgentTimeout as exc:
+            error = exc
         except Exception as exc:  # the agent is untrusted: whatever it sends, tell the caller
-            error = AgentProtocolError(f"the agent's reply could not be read: {exc!r}")
+            error = self.failure = AgentProtocolError(
+                f"the agent's reply could not be read: {exc!r}"
+            )
         self._fail_waiter(error)
         self.close()
+
+    async def _read_reply(self) -> Reply:
+        """One reply, checked against the call in flight before each part is read."""
+        reader = self._reader
+        length = await protocol.read_length(reader)
+        call = self._call
+        if call is None:
+            raise protocol.ProtocolError("a frame arrived when no request was waiting for one")
+        if length > self._reply_limit:
+            raise protocol.ProtocolError(
+                f"frame of {length} bytes exceeds the limit of {self._reply_limit}"
+            )
+        message = protocol.decode(await reader.readexactly(length))
+        if message.get("id") != call.id:
+            raise protocol.ProtocolError(
+                f"a reply with id {str(message.get('id'))[:40]} arrived while request "
+                f"{call.id} ({call.op}) was waiting"
+            )
+        size = protocol.blob_length(message)
+        if size is None:
+            return message, None
+        if call.blob_limit <= 0:
+            raise protocol.ProtocolError(f"a reply to {call.op} carries a blob, which it may not")
+        if size > call.blob_limit:
+            raise protocol.ProtocolError(
+                f"a reply to {call.op} announces a blob of {size} bytes; "
+                f"it may carry at most {call.blob_limit}"
+            )
+        if message.get("ok") is not True:
+            raise protocol.ProtocolError("an error reply carries a blob")
+        await protocol.read_blob_length(reader, size)
+        if call.sink is None:
+            return message, await reader.readexactly(size)
+        waiter = self._waiter
+        if waiter is None or waiter.done():  # too late to stream it: the call gave up
+            raise AgentTimeout(f"the agent answered {call.op} after its deadline")
+        if self._timer is not None:  # the agent answered; from here on, idle limits apply
+            self._timer.cancel()
+        await self._stream(call, call.sink, size)
+        return message, None
+
+    async def _stream(self, call: _Call, sink: BlobSink, size: int) -> None:
+        """Move ``size`` bytes into ``sink``, one read and one write at a time. When the
+        sink fails, the rest is read and dropped: the link stays in step."""
+        reader = self._reader
+        remaining = size
+        try:
+            async with asyncio.timeout(call.idle):
+                await sink.start(size)
+        except Exception as exc:  # the client or the disk, not the agent
+            call.sink_error = exc
+        while remaining:
+            try:
+                async with asyncio.timeout(call.idle):
+                    chunk = await reader.read(min(remaining, protocol.CHUNK))
+            except TimeoutError:
+                raise AgentTimeout(
+                    f"the agent sent nothing of {call.op}'s blob for {call.idle:g} s"
+                ) from None
+            if not chunk:
+                raise asyncio.IncompleteReadError(b"", remaining)
+            remaining -= len(chunk)
+            if call.sink_error is None:
+                try:
+                    async with asyncio.timeout(call.idle):
+                        await sink.write(chunk)
+                except Exception as exc:  # the client or the disk, not the agent
+                    call.sink_error = exc
 
     async def call(
         self,
         op: str,
         args: dict[str, Any] | None = None,
         *,
-        blob: bytes | None = None,
+        blob: bytes | BlobSource | None = None,
         timeout: float,
         on_timeout: Callable[[], Awaitable[None]] | None = None,
         grace: float = 5.0,
+        blob_limit: int = 0,
+        sink: BlobSink | None = None,
     ) -> Reply:
         """Send one request and return the agent's reply (fields and blob).
 
-        When ``timeout`` passes, ``on_timeout`` (for example: send SIGINT) runs and the
-        reply gets ``grace`` seconds more. A link whose reply never came is closed: its
-        byte stream is no longer in step. The deadline is a plain timer on the reply's
-        future: this is the consume path, and it costs no task and no extra future.
+        ``blob`` goes with the request: bytes, or a ``BlobSource`` sent piece by piece.
+        The reply may carry a blob of at most ``blob_limit`` bytes (0: none); it goes into
+        ``sink`` as it arrives (the reply then has no blob), or without a sink into memory
+        (small limits only). The agent is told the limit (``blob_limit`` in the request),
+        so an honest agent answers ``too_large`` rather than sending more.
+
+        When ``timeout`` passes before the reply's head, ``on_timeout`` (for example: send
+        SIGINT) runs and the reply gets ``grace`` seconds more; a blob streaming into a
+        sink is held to ``timeout`` between pieces instead. A link whose reply never came
+        is closed: its byte stream is no longer in step. The deadline is a plain timer on
+        the reply's future: this is the consume path, and it costs no task and no extra
+        future. A failed sink raises what it raised, and the link stays open.
         """
+        limit = min(blob_limit, self._blob_limit)
+        if sink is None and limit > IN_MEMORY_MAX:
+            raise ValueError(f"a blob of up to {limit} bytes needs a sink")
+        message = {**(args or {}), "id": 0, "op": op}
+        if limit > 0:
+            message["blob_limit"] = limit
         async with self._lock:
             if self.closed:
-                raise AgentGone("the agent's connection is closed")
+                raise self._gone()
             request_id = self._next_id
             self._next_id += 1
+            message["id"] = request_id
             self._late = None
+            call = _Call(request_id, op, limit, sink, timeout)
+            self._call = call
+            waiter = self._new_waiter()
             try:
-                self._writer.write(
-                    protocol.encode_head({**(args or {}), "id": request_id, "op": op}, blob)
-                )
-                if blob:
-                    self._writer.write(blob)
-                await self._writer.drain()
-                result = await self._await_reply(timeout)
+                if isinstance(blob, bytes | None):
+                    self._writer.write(protocol.encode_head(message, blob))
+                    if blob:
+                        self._writer.write(blob)
+                    await self._writer.drain()
+                else:
+                    await self._send_source(message, blob, timeout)
+                result = await self._await_reply(timeout, waiter)
                 if result is _EXPIRED and self._late is None and on_timeout is not None:
                     waiter = self._new_waiter()
                     await on_timeout()
@@ -177,27 +331,55 @@ class AgentLink:
                 raise
             finally:
                 self._waiter = None
+                self._call = None
             reply, reply_blob = result
-        if reply.get("id") != request_id or not isinstance(reply.get("ok"), bool):
+        if not isinstance(reply.get("ok"), bool):
             self.close()
             raise AgentProtocolError("the agent's reply does not match its request")
         if not reply["ok"]:
             raise _agent_error(reply)
+        if call.sink_error is not None:
+            raise SinkFailed(call.sink_error)
         return reply, reply_blob
+
+    async def _send_source(self, message: dict[str, Any], source: BlobSource, idle: float) -> None:
+        """The request, then its blob from ``source`` piece by piece, each piece written
+        once the socket took the one before (an agent that stops reading times out)."""
+        writer = self._writer
+        writer.write(protocol.encode_head(message, source.size))
+        remaining = source.size
+        while remaining:
+            chunk = await source.read(min(remaining, protocol.CHUNK))
+            if not chunk:
+                raise RuntimeFailure(f"the blob for {message['op']} ended {remaining} bytes short")
+            chunk = chunk[:remaining]
+            remaining -= len(chunk)
+            writer.write(chunk)
+            try:
+                async with asyncio.timeout(idle):
+                    await writer.drain()
+            except TimeoutError:
+                raise AgentTimeout(
+                    f"the agent took nothing of {message['op']}'s blob for {idle:g} s"
+                ) from None
+        await writer.drain()
 
     def _new_waiter(self) -> asyncio.Future[Any]:
         waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiter = waiter
         return waiter
 
-    async def _await_reply(self, timeout: float, waiter: asyncio.Future[Any] | None = None) -> Any:
-        """The reply, or ``_EXPIRED`` once ``timeout`` seconds have passed."""
-        waiter = waiter or self._new_waiter()
-        timer = asyncio.get_running_loop().call_later(timeout, _expire, waiter)
+    async def _await_reply(self, timeout: float, waiter: asyncio.Future[Any]) -> Any:
+        """The reply, or ``_EXPIRED`` once ``timeout`` seconds have passed (unless the
+        reply's blob started streaming meanwhile, which stops the clock)."""
+        if waiter.done():
+            return waiter.result()
+        timer = self._timer = asyncio.get_running_loop().call_later(timeout, _expire, waiter)
         try:
             return await waiter
         finally:
             timer.cancel()
+            self._timer = None
 
 
 _EXPIRED = object()
@@ -348,7 +530,7 @@ class AgentListener:
     async def _handshake(self, conn: socket.socket) -> None:
         writer: asyncio.StreamWriter | None = None
         try:
-            reader, writer = await asyncio.open_unix_connection(sock=conn)
+            reader, writer = await asyncio.open_unix_connection(sock=conn, limit=READ_BUFFER)
             if self.link is not None:
                 raise AgentProtocolError("an agent is already connected")
             async with asyncio.timeout(HELLO_TIMEOUT):

@@ -8,6 +8,7 @@ as soon as it is published, and again when the controller restarts."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import secrets
@@ -28,6 +29,7 @@ from controller.errors import (
     O16nError,
     RuntimeFailure,
 )
+from controller.runtime.blobs import open_source
 from controller.runtime.sandboxes import Sandbox, Sandboxes
 from controller.services import access, swagger
 from controller.services.models import PublishWebServiceRequest, check_name, check_version
@@ -384,28 +386,29 @@ class ServiceRegistry:
                 image=record.image,
             )
         try:
-            blob = None
-            if record.archive:
-                path = self._settings.data_dir / record.archive
-                try:
-                    blob = await asyncio.to_thread(path.read_bytes)
-                except FileNotFoundError:  # this version's environment was replaced
-                    raise RuntimeFailure(
-                        f"the workspace of {record.name}/{record.version} was replaced"
-                    ) from None
-            reply, _ = await sandbox.call(
-                "service_init",
-                {
-                    "code": record.code,
-                    "init_code": record.init_code,
-                    "inputs": record.inputs,
-                    "outputs": record.outputs,
-                    "output_files": record.output_files,
-                    "isolation": record.isolation,
-                },
-                blob=blob,
-                timeout=self._settings.service_init_timeout,
-            )
+            async with contextlib.AsyncExitStack() as stack:
+                blob = None  # the tarball streams from its file to the agent
+                if record.archive:
+                    path = self._settings.data_dir / record.archive
+                    try:
+                        blob = await stack.enter_async_context(open_source(path))
+                    except FileNotFoundError:  # this version's environment was replaced
+                        raise RuntimeFailure(
+                            f"the workspace of {record.name}/{record.version} was replaced"
+                        ) from None
+                reply, _ = await sandbox.call(
+                    "service_init",
+                    {
+                        "code": record.code,
+                        "init_code": record.init_code,
+                        "inputs": record.inputs,
+                        "outputs": record.outputs,
+                        "output_files": record.output_files,
+                        "isolation": record.isolation,
+                    },
+                    blob=blob,
+                    timeout=self._settings.service_init_timeout,
+                )
         except BaseException:
             await self._sandboxes.destroy(sandbox)
             raise

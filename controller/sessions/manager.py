@@ -9,6 +9,7 @@ dead with the reason; later calls get 410. Sessions are private: another user's 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import string
@@ -17,6 +18,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -33,8 +35,9 @@ from controller.errors import (
     StoreBusy,
     TooManyRequestsError,
 )
-from controller.runtime.agent_link import AgentTimeout, Reply
+from controller.runtime.agent_link import AgentTimeout, BlobSink, BlobSource, Reply
 from controller.runtime.backend import ContainerHandle
+from controller.runtime.blobs import open_source
 from controller.runtime.sandboxes import Sandbox, Sandboxes
 from controller.sessions.history import ExecutionLog
 from controller.sessions.models import (
@@ -51,8 +54,9 @@ from controller.store.sessions import SessionRecord, SessionsRepo
 log = logging.getLogger(__name__)
 
 RUNTIME = "Python"
-#: Reads a snapshot's image name and workspace tarball, for a session to start from.
-SnapshotSource = Callable[[], Awaitable[tuple[str, bytes]]]
+#: A snapshot's image name and the path of its workspace tarball, for a session to start
+#: from (the tarball streams from that file to the agent).
+SnapshotSource = Callable[[], Awaitable[tuple[str, Path]]]
 Spawn = Callable[[str, Coroutine[Any, Any, Any]], Any]
 AGENT_TIMEOUT = 120.0  # seconds for workspace, file and snapshot operations
 DEAD_RECORDS_KEPT = 86400.0
@@ -167,19 +171,24 @@ class SessionManager:
             self._creating[caller.user_id] -= 1
 
     async def _sandbox_for(
-        self, caller: Identity, session_id: str, snapshot: tuple[str, bytes] | None
+        self, caller: Identity, session_id: str, snapshot: tuple[str, Path] | None
     ) -> Sandbox:
         if snapshot is None:
             warm = await self._pool.take()
             if warm is not None:
                 return warm
-        image, archive = snapshot if snapshot is not None else (None, b"")
-        sandbox = await self._sandboxes.launch(
-            "session", owner=caller.username, ident=session_id, image=image
-        )
-        if snapshot is not None:
+            return await self._sandboxes.launch("session", owner=caller.username, ident=session_id)
+        image, archive = snapshot
+        async with contextlib.AsyncExitStack() as stack:
             try:
-                await sandbox.call("snapshot_load", blob=archive, timeout=AGENT_TIMEOUT)
+                blob = await stack.enter_async_context(open_source(archive))
+            except FileNotFoundError:
+                raise NotFoundError("the content of the snapshot is missing") from None
+            sandbox = await self._sandboxes.launch(
+                "session", owner=caller.username, ident=session_id, image=image
+            )
+            try:
+                await sandbox.call("snapshot_load", blob=blob, timeout=AGENT_TIMEOUT)
             except BaseException:
                 await self._sandboxes.destroy(sandbox)
                 raise
@@ -340,11 +349,17 @@ class SessionManager:
         session_id: str,
         op: str,
         args: dict[str, Any] | None = None,
-        blob: bytes | None = None,
+        blob: bytes | BlobSource | None = None,
+        *,
+        sink: BlobSink | None = None,
+        blob_limit: int = 0,
     ) -> Reply:
-        """One agent operation on the caller's session (workspace, files, snapshots)."""
+        """One agent operation on the caller's session (workspace, files, snapshots);
+        ``sink`` and ``blob_limit`` as in ``AgentLink.call``."""
         async with self.using(caller, session_id) as sandbox:
-            return await sandbox.call(op, args, blob=blob, timeout=AGENT_TIMEOUT)
+            return await sandbox.call(
+                op, args, blob=blob, timeout=AGENT_TIMEOUT, sink=sink, blob_limit=blob_limit
+            )
 
     async def history(self, caller: Identity, session_id: str) -> list[str]:
         session = self.get(caller, session_id)

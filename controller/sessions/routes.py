@@ -2,37 +2,36 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from urllib.parse import quote
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 from aiohttp import BodyPartReader, web
 
 from controller.admin.trail import audited, created
 from controller.auth.middleware import caller
-from controller.errors import AgentProtocolError, BadRequestError, PayloadTooLargeError
+from controller.errors import AgentProtocolError, BadRequestError
 from controller.http.bodies import read_model
 from controller.http.responses import json_response
+from controller.http.streams import ResponseSink, body_chunks, download, spool
 from controller.keys import SESSIONS, SETTINGS, SNAPSHOTS
+from controller.runtime.blobs import FileSource
 from controller.sessions.models import (
     CreateSessionRequest,
     ExecuteRequest,
     check_file_name,
     check_object_name,
 )
+from controller.settings import Settings
 
 routes = web.RouteTableDef()
 
 
-def _octets(data: bytes, filename: str | None = None) -> web.Response:
-    headers = {}
-    if filename is not None:
-        headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{_quote(filename)}"
-    return web.Response(body=data, content_type="application/octet-stream", headers=headers)
-
-
-def _quote(name: str) -> str:
-    return quote(name, safe="")
+def spool_dir(settings: Settings) -> Path:
+    """Where uploads wait on disk for their agent (the data directory, not a tmpfs)."""
+    return settings.data_dir / "spool"
 
 
 @routes.post("/sessions")
@@ -103,34 +102,45 @@ async def upload_file(request: web.Request) -> web.Response:
     manager, identity = request.app[SESSIONS], caller(request)
     session_id = request.match_info["id"]
     manager.get(identity, session_id)  # 404/410 before reading any of the body
-    name, data = await _read_upload(request, int(request.app[SETTINGS].max_body_bytes))
-    await manager.call(identity, session_id, "file_put", {"name": name}, data)
+    settings = request.app[SETTINGS]
+    async with _read_upload(request, int(settings.max_body_bytes), spool_dir(settings)) as (
+        name,
+        body,
+    ):
+        await manager.call(identity, session_id, "file_put", {"name": name}, body)
     return web.Response(status=201, text=name, content_type="text/plain")
 
 
-async def _read_upload(request: web.Request, limit: int) -> tuple[str, bytes]:
-    """The ``file`` part of a multipart form: its (checked) file name and content."""
+@contextlib.asynccontextmanager
+async def _read_upload(
+    request: web.Request, limit: int, directory: Path
+) -> AsyncIterator[tuple[str, FileSource]]:
+    """The ``file`` part of a multipart form: its (checked) file name and its content,
+    spooled to disk as it arrives (never held in memory)."""
     if not request.content_type.startswith("multipart/"):
         raise BadRequestError("upload the file as multipart/form-data with a part named 'file'")
-    try:
-        reader = await request.multipart()
-        while True:
-            part = await reader.next()
-            if part is None:
-                raise BadRequestError("the form has no part named 'file'")
-            if isinstance(part, BodyPartReader) and part.name == "file":
-                break
-        if not part.filename:
-            raise BadRequestError("the 'file' part has no filename")
-        name = check_file_name(part.filename)
-        data = bytearray()
-        while chunk := await part.read_chunk(1 << 20):
-            data += chunk
-            if len(data) > limit:
-                raise PayloadTooLargeError(f"the file is larger than the limit of {limit} bytes")
-    except (ValueError, AssertionError, aiohttp.ClientError) as exc:  # malformed multipart
-        raise BadRequestError(f"the multipart/form-data body is malformed: {exc}") from None
-    return name, bytes(data)
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            reader = await request.multipart()
+            while True:
+                part = await reader.next()
+                if part is None:
+                    raise BadRequestError("the form has no part named 'file'")
+                if isinstance(part, BodyPartReader) and part.name == "file":
+                    break
+            if not part.filename:
+                raise BadRequestError("the 'file' part has no filename")
+            name = check_file_name(part.filename)
+            chunks = _part_chunks(part)
+            body = await stack.enter_async_context(spool(chunks, directory, limit, "the file"))
+        except (ValueError, AssertionError, aiohttp.ClientError) as exc:  # malformed multipart
+            raise BadRequestError(f"the multipart/form-data body is malformed: {exc}") from None
+        yield name, body
+
+
+async def _part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
+    while chunk := await part.read_chunk(1 << 20):
+        yield chunk
 
 
 @routes.get("/sessions/{id}/files")
@@ -142,12 +152,21 @@ async def list_files(request: web.Request) -> web.Response:
 
 
 @routes.get("/sessions/{id}/files/{fileName}")
-async def get_file(request: web.Request) -> web.Response:
+async def get_file(request: web.Request) -> web.StreamResponse:
+    """The file streams from the agent to the client (its limit: the largest file a
+    container may write)."""
     name = check_file_name(request.match_info["fileName"])
-    _, data = await request.app[SESSIONS].call(
-        caller(request), request.match_info["id"], "file_get", {"name": name}
+    settings = request.app[SETTINGS]
+    sink = ResponseSink(request, filename=name)
+    fetch = request.app[SESSIONS].call(
+        caller(request),
+        request.match_info["id"],
+        "file_get",
+        {"name": name},
+        sink=sink,
+        blob_limit=int(settings.container_fsize),
     )
-    return _octets(data or b"", filename=name)
+    return await download(request, sink, fetch)
 
 
 @routes.delete("/sessions/{id}/files/{fileName}")
@@ -171,23 +190,35 @@ async def list_workspace(request: web.Request) -> web.Response:
 
 
 @routes.get("/sessions/{id}/workspace/{objectName}")
-async def get_workspace_object(request: web.Request) -> web.Response:
+async def get_workspace_object(request: web.Request) -> web.StreamResponse:
+    """The pickle streams from the agent to the client (its limit: the container's
+    memory, where the agent made it)."""
     name = check_object_name(request.match_info["objectName"])
-    _, data = await request.app[SESSIONS].call(
-        caller(request), request.match_info["id"], "workspace_get", {"name": name}
+    settings = request.app[SETTINGS]
+    sink = ResponseSink(request, filename=f"{name}.dill")
+    fetch = request.app[SESSIONS].call(
+        caller(request),
+        request.match_info["id"],
+        "workspace_get",
+        {"name": name},
+        sink=sink,
+        blob_limit=int(settings.container_memory),
     )
-    return _octets(data or b"", filename=f"{name}.dill")
+    return await download(request, sink, fetch)
 
 
 @routes.post("/sessions/{id}/workspace/{objectName}")
 async def set_workspace_object(request: web.Request) -> web.Response:
     name = check_object_name(request.match_info["objectName"])
-    data = await request.read()
-    if not data:
-        raise BadRequestError("the body must hold the object serialized with dill")
-    await request.app[SESSIONS].call(
-        caller(request), request.match_info["id"], "workspace_set", {"name": name}, data
-    )
+    manager, identity = request.app[SESSIONS], caller(request)
+    session_id = request.match_info["id"]
+    manager.get(identity, session_id)  # 404/410 before reading any of the body
+    settings = request.app[SETTINGS]
+    limit = int(settings.max_body_bytes)
+    async with spool(body_chunks(request), spool_dir(settings), limit) as body:
+        if not body.size:
+            raise BadRequestError("the body must hold the object serialized with dill")
+        await manager.call(identity, session_id, "workspace_set", {"name": name}, body)
     return web.Response(status=200)
 
 

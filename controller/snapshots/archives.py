@@ -1,9 +1,10 @@
-"""Workspace tarballs on disk: written atomically with their hash, hard-linked (or copied)
-for services, converted to zip for download. The controller never unpickles what is
-inside; it only moves bytes and reads tar headers."""
+"""Workspace tarballs on disk: written atomically with their hash as they stream in from
+the agent, hard-linked (or copied) for services, converted to zip for download. The
+controller never unpickles what is inside; it only moves bytes and reads tar headers."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import os
@@ -13,23 +14,69 @@ import zipfile
 from pathlib import Path
 from typing import IO
 
+#: bytes gathered before one write to disk (fewer trips to the executor)
+WRITE_BATCH = 1 << 20
 
-def write(path: Path, data: bytes) -> str:
-    """Write ``data`` to ``path`` atomically (mode 0600); returns its SHA-256."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(path)
-    except BaseException:  # a full disk, say: no partial file stays behind
-        remove(tmp)
-        raise
-    sync_directory(path.parent)
-    return hashlib.sha256(data).hexdigest()
+
+class ArchiveWriter:
+    """A workspace tarball as it arrives from the agent (a ``BlobSink``): written to
+    ``<path>.tmp`` in pieces off the loop and hashed on the way; ``commit`` moves it into
+    place atomically (mode 0600) and makes the name durable, ``discard`` removes what was
+    written (a full disk, say: no partial file stays behind)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._tmp = path.with_suffix(path.suffix + ".tmp")
+        self._file: IO[bytes] | None = None
+        self._hash = hashlib.sha256()
+        self._pending = bytearray()
+        self.size = 0
+
+    async def start(self, size: int) -> None:
+        self._file = await asyncio.to_thread(self._open)
+
+    def _open(self) -> IO[bytes]:
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        return os.fdopen(fd, "wb")
+
+    async def write(self, chunk: bytes) -> None:
+        self._pending += chunk
+        self.size += len(chunk)
+        if len(self._pending) >= WRITE_BATCH:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        data, self._pending = bytes(self._pending), bytearray()
+        if data:
+            await asyncio.to_thread(self._write, data)
+
+    def _write(self, data: bytes) -> None:
+        assert self._file is not None
+        self._file.write(data)
+        self._hash.update(data)
+
+    async def commit(self) -> str:
+        """Move the tarball into place (an empty one if the agent sent none); its SHA-256."""
+        if self._file is None:
+            await self.start(0)
+        await self._flush()
+        await asyncio.to_thread(self._finish)
+        return self._hash.hexdigest()
+
+    def _finish(self) -> None:
+        assert self._file is not None
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        self._tmp.replace(self.path)
+        sync_directory(self.path.parent)
+
+    async def discard(self) -> None:
+        file, self._file = self._file, None
+        if file is not None:
+            await asyncio.to_thread(file.close)
+        await asyncio.to_thread(remove, self._tmp)
 
 
 def copy(source: Path, target: Path) -> None:

@@ -8,6 +8,7 @@ the session's container as an image, under the session's lock so nothing runs me
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -16,7 +17,9 @@ from typing import IO
 
 from controller.auth.roles import Identity
 from controller.clock import dotnet_timestamp
-from controller.errors import BadRequestError, NotFoundError
+from controller.errors import BadRequestError, NotFoundError, RuntimeFailure
+from controller.runtime.agent_link import SinkFailed
+from controller.runtime.blobs import open_source
 from controller.runtime.sandboxes import Sandboxes
 from controller.runtime.spec import LABEL_PREFIX
 from controller.sessions.manager import AGENT_TIMEOUT, RUNTIME, SessionManager
@@ -50,20 +53,33 @@ class SnapshotManager:
         snapshot_id = str(uuid.uuid4())
         image = self._sandboxes.image_name(IMAGE_REPOSITORY, snapshot_id.replace("-", ""))
         relative = f"snapshots/{snapshot_id}.tar.gz"
-        async with self._sessions.using(caller, session_id) as sandbox:
-            reply, blob = await sandbox.call("snapshot_save", timeout=AGENT_TIMEOUT)
-            pristine = await self._sandboxes.pristine(sandbox)
-            labels = {
-                LABEL_PREFIX + "kind": "snapshot",
-                LABEL_PREFIX + "snapshot": snapshot_id,
-                LABEL_PREFIX + "owner": caller.username,
-            }
-            await self._sandboxes.commit(sandbox, image, labels)
-        data = blob or b""
+        writer = archives.ArchiveWriter(self._settings.data_dir / relative)
         try:
-            digest = await asyncio.to_thread(
-                archives.write, self._settings.data_dir / relative, data
-            )
+            async with self._sessions.using(caller, session_id) as sandbox:
+                # the tarball streams to disk; the agent builds it in its memory, so that
+                # is its limit
+                reply, _ = await sandbox.call(
+                    "snapshot_save",
+                    timeout=AGENT_TIMEOUT,
+                    sink=writer,
+                    blob_limit=int(self._settings.container_memory),
+                )
+                pristine = await self._sandboxes.pristine(sandbox)
+                labels = {
+                    LABEL_PREFIX + "kind": "snapshot",
+                    LABEL_PREFIX + "snapshot": snapshot_id,
+                    LABEL_PREFIX + "owner": caller.username,
+                }
+                await self._sandboxes.commit(sandbox, image, labels)
+        except SinkFailed as exc:  # the data directory's disk, say
+            await writer.discard()
+            await self._discard(image, writer.path)
+            raise RuntimeFailure(f"the snapshot could not be written: {exc.error}") from None
+        except BaseException:
+            await writer.discard()
+            raise
+        try:
+            digest = await writer.commit()
             skipped = reply.get("skipped")
             now = time.time()
             record = SnapshotRecord(
@@ -74,7 +90,7 @@ class SnapshotManager:
                 runtime=RUNTIME,
                 image=image,
                 archive=relative,
-                size=len(data),
+                size=writer.size,
                 sha256=digest,
                 skipped={str(k): str(v)[:300] for k, v in skipped.items()}
                 if isinstance(skipped, dict)
@@ -85,11 +101,12 @@ class SnapshotManager:
             )
             await self._repo.insert(record)
         except BaseException:
-            await self._discard(image, self._settings.data_dir / relative)
+            await writer.discard()
+            await self._discard(image, writer.path)
             raise
         log.info(
             "snapshot taken",
-            extra={"snapshot": snapshot_id, "bytes": len(data), "skipped": list(record.skipped)},
+            extra={"snapshot": snapshot_id, "bytes": writer.size, "skipped": list(record.skipped)},
         )
         return record
 
@@ -126,12 +143,6 @@ class SnapshotManager:
         await self._repo.delete(record.id)
         await self._discard(record.image, self.archive_path(record))
 
-    async def read(self, record: SnapshotRecord) -> bytes:
-        try:
-            return await asyncio.to_thread(self.archive_path(record).read_bytes)
-        except FileNotFoundError:
-            raise _missing(record) from None
-
     async def write_zip(self, record: SnapshotRecord, out: IO[bytes]) -> None:
         """The snapshot as a zip (files plus ``.o16n-workspace/<name>.dill``) into ``out``."""
         try:
@@ -139,18 +150,23 @@ class SnapshotManager:
         except FileNotFoundError:
             raise _missing(record) from None
 
-    async def source(self, caller: Identity, snapshot_id: str) -> tuple[str, bytes]:
-        """A snapshot's image and tarball, for a session to start from."""
+    async def source(self, caller: Identity, snapshot_id: str) -> tuple[str, Path]:
+        """A snapshot's image and the path of its tarball, for a session to start from."""
         record = await self.get(caller, snapshot_id)
         self._check_runtime(record)
-        return record.image, await self.read(record)
+        return record.image, self.archive_path(record)
 
     async def load(self, caller: Identity, session_id: str, snapshot_id: str) -> None:
-        """Merge a snapshot into a running session: its objects win, its files overwrite."""
+        """Merge a snapshot into a running session: its objects win, its files overwrite.
+        The tarball streams from its file to the agent."""
         record = await self.get(caller, snapshot_id)
         self._check_runtime(record)
-        data = await self.read(record)
-        await self._sessions.call(caller, session_id, "snapshot_load", blob=data)
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                blob = await stack.enter_async_context(open_source(self.archive_path(record)))
+            except FileNotFoundError:
+                raise _missing(record) from None
+            await self._sessions.call(caller, session_id, "snapshot_load", blob=blob)
 
     @staticmethod
     def _check_runtime(record: SnapshotRecord) -> None:

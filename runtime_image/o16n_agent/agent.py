@@ -14,6 +14,7 @@ the result later.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import signal
@@ -31,13 +32,16 @@ from o16n_agent.redial import Redialer
 from o16n_agent.service import ServiceOps
 from o16n_agent.session import SessionOps
 
-Reply = tuple[dict[str, Any], bytes | None]
-Handler = Callable[[dict[str, Any], bytes | None], Reply]
+Reply = tuple[dict[str, Any], bytes | protocol.FileBlob | None]
+Handler = Callable[[dict[str, Any], Any], Reply]
 
 #: largest request the agent accepts from the controller
 REQUEST_LIMIT = 64 << 20
 BLOB_LIMIT = 4 << 30
 DIAL_TIMEOUT = 5.0
+#: operations that read their request's blob piece by piece (an ``IncomingBlob``)
+#: instead of in memory: an uploaded file goes straight to disk
+STREAMED_IN = frozenset({"file_put"})
 
 
 class Agent:
@@ -107,16 +111,18 @@ class Agent:
         reply is dropped (an execution's is kept: the new controller asks for it)."""
         try:
             while True:
-                message, blob = protocol.recv_message(sock, REQUEST_LIMIT, BLOB_LIMIT)
+                message, blob = self._receive(sock)
                 op = message.get("op")
                 if not isinstance(op, str) or op not in self.watched:
-                    reply, reply_blob = self.handle(message, blob)
+                    reply, reply_blob = self._handle(message, blob)
                 else:
                     self.redialer.watch(sock)
                     try:
-                        reply, reply_blob = self.handle(message, blob)
+                        reply, reply_blob = self._handle(message, blob)
                     finally:
                         lost, replacement = self.redialer.unwatch()
+                    if replacement is not None or lost:
+                        _drop(reply_blob)  # the reply is dropped: its file with it
                     if replacement is not None:
                         sock.close()
                         sock = replacement
@@ -129,9 +135,27 @@ class Agent:
         finally:
             sock.close()
 
+    def _receive(self, sock: socket.socket) -> tuple[dict[str, Any], Any]:
+        """A request and its blob: in memory, or (``STREAMED_IN``) still on the socket."""
+        message, length = protocol.recv_head(sock, REQUEST_LIMIT)
+        if length is None:
+            return message, None
+        if message.get("op") in STREAMED_IN:
+            return message, protocol.IncomingBlob(sock, length)
+        return message, protocol.recv_blob(sock, length, BLOB_LIMIT)
+
+    def _handle(self, message: dict[str, Any], blob: Any) -> Reply:
+        """``handle``, then what the operation left unread of a streamed blob is read and
+        dropped, so the stream stays in step (a broken connection shows when replying)."""
+        reply = self.handle(message, blob)
+        if isinstance(blob, protocol.IncomingBlob):
+            with contextlib.suppress(EOFError, OSError):
+                blob.drain()
+        return reply
+
     # --- dispatch -------------------------------------------------------------------------
 
-    def handle(self, message: dict[str, Any], blob: bytes | None) -> Reply:
+    def handle(self, message: dict[str, Any], blob: Any) -> Reply:
         """Run one request; always returns a reply, whatever the handler did."""
         request_id = message.get("id")
         op = message.get("op")
@@ -140,6 +164,7 @@ class Agent:
             if handler is None:
                 raise OpError(f"unknown operation {op!r}")
             result, out_blob = handler(message, blob)
+            _check_blob_limit(message, out_blob)
             reply: dict[str, Any] = {"id": request_id, "ok": True, **result}
         except OpError as exc:
             reply = {"id": request_id, "ok": False, "error": str(exc), "code": exc.code}
@@ -198,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def sendable(reply: dict[str, Any], blob: bytes | None) -> Reply:
+def sendable(reply: dict[str, Any], blob: bytes | protocol.FileBlob | None) -> Reply:
     """``reply`` as it can go on the wire. The operations make replies the controller can
     read; this is the last guard, because an error while writing one would end the agent:
     strings that are not valid UTF-8 (a file name, a message) are escaped, and a reply that
@@ -211,11 +236,18 @@ def sendable(reply: dict[str, Any], blob: bytes | None) -> Reply:
             size = len(protocol.dumps(reply))
         except Exception as exc:
             why = f"the agent's reply cannot be written as JSON: {codec.describe(exc)}"
+            _drop(blob)
             return {"id": reply.get("id"), "ok": False, "error": why}, None
     if size > REPLY_MAX - 64:  # the frame also carries the blob's length, when any
         why = f"the agent's reply takes {size:,} bytes, more than the {REPLY_MAX:,} allowed"
+        _drop(blob)
         return {"id": reply.get("id"), "ok": False, "error": why}, None
     return reply, blob
+
+
+def _drop(blob: bytes | protocol.FileBlob | None) -> None:
+    if isinstance(blob, protocol.FileBlob):
+        blob.close()
 
 
 def _clean(value: Any) -> Any:
@@ -226,6 +258,20 @@ def _clean(value: Any) -> Any:
     if isinstance(value, list):
         return [_clean(v) for v in value]
     return value
+
+
+def _check_blob_limit(message: dict[str, Any], blob: bytes | protocol.FileBlob | None) -> None:
+    """Refuse (``too_large``) a reply blob over the request's ``blob_limit``: the controller
+    would refuse it at its head and close the link, which would end the session."""
+    if blob is None:
+        return
+    size = blob.size if isinstance(blob, protocol.FileBlob) else len(blob)
+    limit = message.get("blob_limit")
+    limit = limit if isinstance(limit, int) and not isinstance(limit, bool) else 0
+    if size > limit:
+        if isinstance(blob, protocol.FileBlob):
+            blob.close()
+        raise OpError(f"the result is {size} bytes, more than the limit of {limit}", "too_large")
 
 
 def reap_children() -> None:

@@ -22,12 +22,31 @@ agent keeps until the next ``execute``. The agent dials again at once when the c
 goes away during an execution, so a restarted controller learns that the session is busy;
 it then asks ``{"op": "execution_result", "seq": n}``, answered (when the execution ends)
 with the ``execute`` reply's fields plus ``"code"``.
+
+Blobs and memory. The wire format above is all there is; what follows is how each end
+reads it, so that neither has to hold a large blob whole:
+
+* The controller reads a reply in steps (``read_length``, then the JSON frame, then
+  ``read_blob_length``) and checks each against the request that waits for it before it
+  reads on: a frame when no request waits is refused at its 4-byte length, a reply whose
+  id is not the waiting request's or whose blob the request did not ask for (or allows
+  fewer bytes of) is refused before the blob's first byte. Each request names its own
+  blob limit (0: no blob). A large blob is then moved in pieces of at most ``CHUNK``
+  bytes into a sink the request supplied (an HTTP response, a file), and a large blob
+  the controller sends is read from a file piece by piece (``encode_head`` takes the
+  length alone).
+* The agent reads a request's head with ``recv_head`` and then either takes the blob
+  into memory (``recv_blob``) or hands an ``IncomingBlob`` to the operation, which
+  reads it piece by piece (``file_put`` writes it straight to the file); whatever the
+  operation left unread is drained before the reply. A reply's blob may be a
+  ``FileBlob``: an open file sent with ``sendfile(2)``, never read into the agent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import struct
 from typing import Any
@@ -40,23 +59,33 @@ except ImportError:  # pragma: no cover - plain stdlib works too
 
 VERSION = 1
 HEADER = struct.Struct(">I")
+#: the pieces a large blob is moved in, at either end
+CHUNK = 256 * 1024
+#: the largest frame the 4-byte length can announce
+MAX_FRAME = (1 << 32) - 1
 
 
 class ProtocolError(Exception):
     """The peer broke the protocol (bad frame, oversized message, bad JSON)."""
 
 
-def encode_head(message: dict[str, Any], blob: bytes | None = None) -> bytes:
+def encode_head(message: dict[str, Any], blob: bytes | int | None = None) -> bytes:
     """``message`` framed for sending, followed (when a ``blob`` goes with it) by the blob's
     length header: the sender writes the blob itself after this, so that a large blob (a
-    snapshot's tarball) is never copied into one buffer with its headers."""
-    if blob is not None:
-        message = {**message, "blob": len(blob)}
-    data = dumps(message)
-    head = HEADER.pack(len(data)) + data
-    if blob is not None:
-        head += HEADER.pack(len(blob))
-    return head
+    snapshot's tarball) is never copied into one buffer with its headers. ``blob`` may be
+    the blob or only its length (a blob the sender streams from a file)."""
+    if blob is None:
+        return _frame(dumps(message))
+    size = blob if isinstance(blob, int) else len(blob)
+    if not 0 <= size <= MAX_FRAME:
+        raise ProtocolError(f"a blob of {size} bytes does not fit in one frame")
+    return _frame(dumps({**message, "blob": size})) + HEADER.pack(size)
+
+
+def _frame(data: bytes) -> bytes:
+    if len(data) > MAX_FRAME:
+        raise ProtocolError(f"a frame of {len(data)} bytes is too large")
+    return HEADER.pack(len(data)) + data
 
 
 def dumps(value: Any) -> bytes:
@@ -142,13 +171,105 @@ def recv_message(
     return message, blob
 
 
-def send_message(sock: socket.socket, message: dict[str, Any], blob: bytes | None = None) -> None:
+def recv_head(sock: socket.socket, limit: int) -> tuple[dict[str, Any], int | None]:
+    """A message without its blob: the message, and the blob's length (``None``: no blob).
+    The caller must take the blob next, with ``recv_blob`` or an ``IncomingBlob``."""
+    message = decode(recv_frame(sock, limit))
+    length = blob_length(message)
+    if length is not None:
+        (framed,) = HEADER.unpack(recv_exactly(sock, HEADER.size))
+        if framed != length:
+            raise ProtocolError("blob length does not match its announcement")
+    return message, length
+
+
+def recv_blob(sock: socket.socket, length: int, limit: int) -> bytes:
+    """The blob of a head ``recv_head`` returned, whole, in memory (at most ``limit``)."""
+    if length > limit:
+        raise ProtocolError(f"blob of {length} bytes exceeds the limit of {limit}")
+    return recv_exactly(sock, length)
+
+
+class IncomingBlob:
+    """A blob still on the socket, read piece by piece by the operation it belongs to;
+    ``drain`` discards what the operation left, keeping the stream in step."""
+
+    def __init__(self, sock: socket.socket, length: int) -> None:
+        self._sock = sock
+        self.size = length
+        self.remaining = length
+
+    def read(self, n: int = CHUNK) -> bytes:
+        """Up to ``n`` bytes; ``b""`` once the whole blob was read."""
+        n = min(n, self.remaining)
+        if n <= 0:
+            return b""
+        data = self._sock.recv(n)
+        if not data:
+            raise EOFError("peer closed the connection")
+        self.remaining -= len(data)
+        return data
+
+    def drain(self) -> None:
+        while self.read():
+            pass
+
+
+class FileBlob:
+    """A reply's blob that is an open file: ``size`` bytes from its start, sent with
+    ``sendfile(2)``. The sender owns ``fd`` and closes it."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        self.fd = fd
+        self.size = size
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def send_message(
+    sock: socket.socket, message: dict[str, Any], blob: bytes | FileBlob | None = None
+) -> None:
+    if isinstance(blob, FileBlob):
+        try:
+            sock.sendall(encode_head(message, blob.size))
+            _send_file(sock, blob)
+        finally:
+            blob.close()
+        return
     sock.sendall(encode_head(message, blob))
     if blob:
         sock.sendall(blob)
 
 
+def _send_file(sock: socket.socket, blob: FileBlob) -> None:
+    """Exactly ``blob.size`` bytes of the file: if it shrank meanwhile (user code writes
+    it), the rest is zeros, so the stream stays in step."""
+    offset = 0
+    while offset < blob.size:
+        sent = os.sendfile(sock.fileno(), blob.fd, offset, min(blob.size - offset, 1 << 30))
+        if sent == 0:
+            break
+        offset += sent
+    while offset < blob.size:
+        pad = min(blob.size - offset, CHUNK)
+        sock.sendall(bytes(pad))
+        offset += pad
+
+
 # --- asyncio side (the controller) -------------------------------------------------------
+
+
+async def read_length(reader: asyncio.StreamReader) -> int:
+    """The next frame's 4-byte length (the caller checks it before reading the frame)."""
+    (length,) = HEADER.unpack(await reader.readexactly(HEADER.size))
+    return int(length)
+
+
+async def read_blob_length(reader: asyncio.StreamReader, announced: int) -> None:
+    """The blob frame's own length, which must be what its message announced."""
+    if await read_length(reader) != announced:
+        raise ProtocolError("blob length does not match its announcement")
 
 
 async def read_frame(reader: asyncio.StreamReader, limit: int) -> bytes:

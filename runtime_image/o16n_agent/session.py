@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from o16n_agent import codec, files, workspace
+from o16n_agent import codec, files, protocol, workspace
 from o16n_agent.errors import OpError
 from o16n_agent.execution import REPLY_MAX, Runner
 
-Reply = tuple[dict[str, Any], bytes | None]
+Reply = tuple[dict[str, Any], bytes | protocol.FileBlob | None]
 DEFAULT_CONSOLE_LIMIT = 1 << 20
 
 
@@ -32,7 +32,7 @@ class SessionOps:
         self.running: int | None = None
         self.last: tuple[int, str, dict[str, Any]] | None = None
 
-    def handlers(self) -> dict[str, Callable[[dict[str, Any], bytes | None], Reply]]:
+    def handlers(self) -> dict[str, Callable[[dict[str, Any], Any], Reply]]:
         return {
             "execute": self.numbered_execute,
             "execution_result": self.execution_result,
@@ -137,10 +137,11 @@ class SessionOps:
         return {"names": files.list_files(self.workdir)}, None
 
     def file_get(self, message: dict[str, Any], blob: bytes | None) -> Reply:
-        return {}, files.read_file(self.workdir, message.get("name", ""))
+        return {}, files.open_file(self.workdir, message.get("name", ""))
 
-    def file_put(self, message: dict[str, Any], blob: bytes | None) -> Reply:
-        files.write_file(self.workdir, message.get("name", ""), blob or b"")
+    def file_put(self, message: dict[str, Any], blob: protocol.IncomingBlob | None) -> Reply:
+        """The upload arrives as an ``IncomingBlob`` and goes straight to the file."""
+        files.write_file(self.workdir, message.get("name", ""), blob.read if blob else b"")
         return {}, None
 
     def file_delete(self, message: dict[str, Any], blob: bytes | None) -> Reply:
