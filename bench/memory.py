@@ -1,0 +1,331 @@
+"""The controller's memory under large transfers and a hostile agent (issue 8, "bound to show").
+
+Starts ``python -m controller serve`` (fresh data dir under /tmp, instance
+``o16n-bench-memory``, each session's ``/work`` tmpfs and file-size limit raised to hold the
+file) and, through the HTTP API only:
+
+1. creates ``--n`` sessions, each of which writes a file of ``--size`` bytes (a random 1 MiB
+   block, each MiB stamped with its index) and reports its SHA-256, plus one attacker session;
+2. measures the controller's idle RSS (``VmRSS`` of /proc/<pid>/status), resets its peak
+   (``VmHWM``, via /proc/<pid>/clear_refs) and starts sampling ``VmRSS`` every 20 ms;
+3. at once: every session downloads its file (``GET /sessions/{id}/files/{name}``, SHA-256
+   computed as it arrives) and the attacker session's code writes a reply frame announcing
+   an unsolicited blob of ``--blob`` bytes to its own agent's socket (the agent runs in the
+   same process as user code, so the code finds the socket among its descriptors), then
+   keeps writing zeros until the controller hangs up;
+4. checks every checksum, that the attacker's session is reported ended (410, with the
+   reason) and the controller still serves, and reports peak RSS (the larger of the
+   sampled maximum and ``VmHWM``) above the idle baseline, against the target of 128 MiB.
+
+    .venv/bin/python -m bench.memory [--n 10] [--size 1GiB] [--blob 2GiB] [--image TAG]
+
+Writes bench/results/memory-<timestamp>.json. The sessions hold n x size bytes in tmpfs
+(memory): choose --n and --size for the machine (the defaults need about 11 GiB free).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import secrets
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from pydantic import ByteSize, TypeAdapter
+
+from bench._docker import preflight, scratch_dir
+from bench._server import (
+    BenchError,
+    failed,
+    finish,
+    interrupt_on_sigterm,
+    login,
+    run_meta,
+    start_o16n,
+)
+from controller.runtime.image import default_tag
+
+INSTANCE = "o16n-bench-memory"
+LABELS = (f"o16n.instance={INSTANCE}",)
+MIB = 1024 * 1024
+TARGET_MIB = 128
+FILE_NAME = "big.bin"
+PIECE = 1 << 20
+
+#: Writes ``size`` bytes to FILE_NAME: one random MiB, each MiB stamped with its index
+#: (so a piece out of place changes the checksum); ``digest`` is the file's SHA-256.
+WRITE_CODE = """
+import hashlib as _h, os as _os
+_block = _os.urandom(1 << 20)
+_sha = _h.sha256()
+with open({name!r}, "wb") as _f:
+    _left, _i = {size}, 0
+    while _left:
+        _piece = (_i.to_bytes(8, "big") + _block[8:])[:_left]
+        _f.write(_piece)
+        _sha.update(_piece)
+        _left -= len(_piece)
+        _i += 1
+digest = _sha.hexdigest()
+del _block, _piece
+"""
+
+#: Starts a thread that, after ``delay`` seconds, writes to the agent's own socket a reply
+#: frame announcing a blob of ``blob`` bytes that no request asked for, then zeros until
+#: the controller hangs up. User code shares the agent's process, so the socket is one of
+#: its descriptors.
+ATTACK_CODE = """
+import json as _json, os as _os, struct as _struct, threading as _threading, time as _time
+
+def _is_socket(fd):
+    try:
+        return _os.readlink(f"/proc/self/fd/{{fd}}").startswith("socket:")
+    except OSError:  # the descriptor listdir itself used
+        return False
+
+def _attack(delay, blob):
+    _time.sleep(delay)
+    fds = [int(fd) for fd in _os.listdir("/proc/self/fd") if _is_socket(fd)]
+    head = _json.dumps({{"id": 999999, "ok": True, "blob": blob}}).encode()
+    frame = _struct.pack(">I", len(head)) + head + _struct.pack(">I", blob)
+    zeros = bytes(1 << 20)
+    for fd in fds:
+        try:
+            _os.write(fd, frame)
+            sent = 0
+            while sent < blob:
+                sent += _os.write(fd, zeros[: blob - sent])
+        except OSError:
+            pass
+
+_threading.Thread(target=_attack, args=({delay}, {blob}), daemon=True).start()
+"""
+
+
+@dataclass
+class Rss:
+    """The controller's resident memory, from /proc/<pid>/status."""
+
+    pid: int
+    samples: list[int] = field(default_factory=list)
+
+    def read(self, key: str = "VmRSS") -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+        raise BenchError(f"no {key} for process {self.pid}")
+
+    def reset_peak(self) -> bool:
+        """Reset VmHWM to the current RSS (Linux 4.0+); False where not allowed."""
+        try:
+            Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+        except OSError:
+            return False
+        return True
+
+    async def sample(self, every: float = 0.02) -> None:
+        while True:
+            self.samples.append(self.read())
+            await asyncio.sleep(every)
+
+
+class Api:
+    def __init__(self, http: aiohttp.ClientSession, url: str, token: str) -> None:
+        self.http = http
+        self.url = url
+        self.headers = {"Authorization": f"Bearer {token}"}
+
+    async def json(self, method: str, path: str, body: Any = None) -> Any:
+        async with self.http.request(
+            method, self.url + path, json=body, headers=self.headers
+        ) as resp:
+            if resp.status >= 300:
+                raise BenchError(f"{method} {path}: HTTP {resp.status}: {await resp.text()}")
+            return await resp.json()
+
+    async def session(self) -> str:
+        return str((await self.json("POST", "/sessions", {}))["sessionId"])
+
+    async def execute(self, session: str, code: str, outputs: list[str]) -> dict[str, Any]:
+        body = {"code": code, "outputParameters": outputs}
+        reply: dict[str, Any] = await self.json("POST", f"/sessions/{session}/execute", body)
+        if not reply.get("success"):
+            raise BenchError(f"execute failed in {session}: {reply.get('errorMessage')}")
+        return reply
+
+    async def download(self, session: str, name: str) -> tuple[str, int, float]:
+        """SHA-256, size and seconds of one file download, hashed as it arrives."""
+        started = time.perf_counter()
+        sha = hashlib.sha256()
+        size = 0
+        path = f"/sessions/{session}/files/{name}"
+        async with self.http.get(self.url + path, headers=self.headers) as resp:
+            if resp.status != 200:
+                raise BenchError(f"GET {path}: HTTP {resp.status}: {await resp.text()}")
+            async for chunk in resp.content.iter_chunked(PIECE):
+                sha.update(chunk)
+                size += len(chunk)
+        return sha.hexdigest(), size, time.perf_counter() - started
+
+
+async def prepare(api: Api, n: int, size: int) -> tuple[list[str], list[str], str]:
+    """``n`` sessions holding a file of ``size`` bytes each (and its digest), plus one more."""
+    sessions = [await api.session() for _ in range(n)]
+    code = WRITE_CODE.format(name=FILE_NAME, size=size)
+
+    async def write(session: str) -> str:
+        reply = await api.execute(session, code, ["digest"])
+        return str(reply["outputParameters"][0]["value"])
+
+    digests = []
+    for start in range(0, n, 4):  # a few at a time: each is a core's worth of work
+        digests += await asyncio.gather(*(write(s) for s in sessions[start : start + 4]))
+    attacker = await api.session()
+    return sessions, digests, attacker
+
+
+async def measure(
+    url: str, token: str, pid: int, n: int, size: int, blob: int, delay: float = 1.0
+) -> dict[str, Any]:
+    """The scenario against a running server (``pid`` is its process): figures in bytes."""
+    timeout = aiohttp.ClientTimeout(total=None, sock_read=600)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        api = Api(http, url, token)
+        rss = Rss(pid)
+        started_rss = rss.read()
+        sessions, digests, attacker = await prepare(api, n, size)
+        await asyncio.sleep(1.0)
+        idle = rss.read()
+        peak_reset = rss.reset_peak()
+        sampler = asyncio.create_task(rss.sample())
+        try:
+            await api.execute(attacker, ATTACK_CODE.format(delay=delay, blob=blob), [])
+            started = time.perf_counter()
+            results = await asyncio.gather(*(api.download(s, FILE_NAME) for s in sessions))
+            elapsed = time.perf_counter() - started
+            await asyncio.sleep(max(0.0, delay + 1.0 - elapsed))  # the attack has happened
+            async with http.get(f"{url}/sessions/{attacker}/files", headers=api.headers) as resp:
+                attacker_status, attacker_reply = resp.status, await resp.text()
+            await api.json("GET", "/sessions")  # still serving
+        finally:
+            sampler.cancel()
+            await asyncio.gather(sampler, return_exceptions=True)
+        hwm = rss.read("VmHWM") if peak_reset else 0
+        for session in sessions:
+            async with http.delete(f"{url}/sessions/{session}", headers=api.headers):
+                pass
+    peak = max([*rss.samples, hwm])
+    intact = [
+        got == want and got_size == size
+        for (got, got_size, _), want in zip(results, digests, strict=True)
+    ]
+    return {
+        "n": n,
+        "size_bytes": size,
+        "blob_bytes": blob,
+        "rss_at_start_bytes": started_rss,
+        "idle_baseline_bytes": idle,
+        "peak_bytes": peak,
+        "peak_above_baseline_bytes": peak - idle,
+        "peak_from": "VmHWM and samples" if peak_reset else "samples only",
+        "samples": len(rss.samples),
+        "downloads_intact": sum(intact),
+        "download_seconds": [round(seconds, 2) for _, _, seconds in results],
+        "wall_seconds": round(elapsed, 2),
+        "aggregate_mib_per_s": round(n * size / MIB / elapsed, 1),
+        "attacker_status": attacker_status,
+        "attacker_reply": attacker_reply[:300],
+    }
+
+
+def run(args: argparse.Namespace, image: str) -> dict[str, Any]:
+    password = "bench-" + secrets.token_urlsafe(18)
+    room = args.size + 64 * MIB
+    env = {
+        "O16N_SESSIONS_PER_USER": str(args.n + 5),
+        "O16N_SERVICE_WARM_POOL_SIZE": "0",
+        "O16N_WARM_POOL_SIZE": "0",
+        "O16N_CONTAINER_WORK_SIZE": str(room),
+        "O16N_CONTAINER_FSIZE": str(room),
+        "O16N_CONTAINER_MEMORY": str(max(2 * 1024 * MIB, room + 1024 * MIB)),
+        "O16N_EXECUTE_TIMEOUT": "1200",
+    }
+    with scratch_dir("memory", LABELS) as tmp:
+        server = start_o16n(tmp, password, image, instance=INSTANCE, env=env, detach=True)
+        try:
+            server.wait_ready()
+            token = login(server, password)
+            try:
+                return asyncio.run(
+                    measure(server.url, token, server.pid, args.n, args.size, args.blob)
+                )
+            except (aiohttp.ClientError, OSError) as exc:
+                server.check_alive()
+                raise BenchError(f"{type(exc).__name__}: {exc}") from None
+        finally:
+            server.stop()
+
+
+def report(figures: dict[str, Any]) -> str:
+    mib = {k: v / MIB for k, v in figures.items() if k.endswith("_bytes")}
+    verdict = "met" if figures["target_met"] else "MISSED"
+    return "\n".join(
+        [
+            f"controller RSS while {figures['n']} sessions each download "
+            f"{mib['size_bytes']:.0f} MiB and one announces a {mib['blob_bytes']:.0f} MiB blob",
+            f"  at start {mib['rss_at_start_bytes']:.0f} MiB, idle baseline "
+            f"{mib['idle_baseline_bytes']:.0f} MiB, peak {mib['peak_bytes']:.0f} MiB "
+            f"({figures['peak_from']})",
+            f"  peak above baseline: {mib['peak_above_baseline_bytes']:.0f} MiB "
+            f"(target < {TARGET_MIB} MiB: {verdict})",
+            f"  downloads intact: {figures['downloads_intact']}/{figures['n']}, "
+            f"{figures['wall_seconds']} s, {figures['aggregate_mib_per_s']} MiB/s in all",
+            f"  attacker's session afterwards: HTTP {figures['attacker_status']} "
+            f"{figures['attacker_reply'][:160]}",
+        ]
+    )
+
+
+def _bytes(text: str) -> int:
+    return int(TypeAdapter(ByteSize).validate_python(text))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=10, help="sessions downloading at once (10)")
+    parser.add_argument(
+        "--size", type=_bytes, default=1024 * MIB, help="bytes of each file, e.g. 200MiB (1GiB)"
+    )
+    parser.add_argument(
+        "--blob", type=_bytes, default=2048 * MIB, help="bytes the attacker announces (2GiB)"
+    )
+    parser.add_argument(
+        "--image", help="runtime image (default: o16n-runtime:<hash of runtime_image/>)"
+    )
+    args = parser.parse_args(argv)
+    if args.n < 1 or args.size < 1 or not 0 < args.blob < 1 << 32:
+        parser.error("--n and --size must be positive, --blob between 1 byte and 4 GiB")
+    image = args.image or default_tag()
+    if (unable := preflight("memory", ["docker"], image)) is not None:
+        return unable
+    interrupt_on_sigterm(asyncio_run=True)
+    try:
+        figures = run(args, image)
+    except (BenchError, KeyboardInterrupt) as exc:
+        return failed("memory", exc)
+    figures["target_mib"] = TARGET_MIB
+    figures["target_met"] = (
+        figures["peak_above_baseline_bytes"] < TARGET_MIB * MIB
+        and figures["downloads_intact"] == figures["n"]
+    )
+    figures["meta"] = run_meta("memory", argv=sys.argv[1:] if argv is None else argv, image=image)
+    return finish("memory", figures, report(figures))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
