@@ -131,6 +131,16 @@ class BatchRunner:
                 f"(records are numbered 0 to {record.total - 1})"
             ) from None
 
+    async def result_file(self, record: BatchRecord, index: int, name: str) -> str | None:
+        """Output file ``name`` of record ``index`` as base64, or ``None``."""
+        try:
+            return await self._repo.result_file(record.id, index, name)
+        except KeyError:
+            raise NotFoundError(
+                f"batch execution '{record.id}' has no record {index} "
+                f"(records are numbered 0 to {record.total - 1})"
+            ) from None
+
     async def ids(self, caller: Identity, service: Service) -> list[str]:
         return await self._repo.ids(service.record.name, service.record.version, caller.user_id)
 

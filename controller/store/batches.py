@@ -109,6 +109,19 @@ class BatchesRepo:
             raise KeyError(index)
         return json.loads(row["result"]) if row["result"] is not None else None
 
+    async def result_file(self, batch_id: str, index: int, name: str) -> str | None:
+        """One output file (base64) of an item's result, without reading the rest of the
+        result (other files) out of the database; ``None`` when there is no such file."""
+        row = await self._db.fetchone(
+            "SELECT (SELECT value FROM json_each(result, '$.outputFiles') WHERE key = ?)"
+            " AS data FROM batch_items WHERE batch_id = ? AND idx = ?",
+            (name, batch_id, index),
+        )
+        if row is None:
+            raise KeyError(index)
+        data = row["data"]
+        return data if isinstance(data, str) else None
+
     async def save_results(self, batch_id: str, results: Iterable[tuple[int, Any]]) -> None:
         """Store finished items and advance the batch's count, in one transaction."""
         items = [(json.dumps(result), batch_id, idx) for idx, result in results]
