@@ -15,9 +15,13 @@ file) and, through the HTTP API only:
    keeps writing zeros until the controller hangs up;
 4. checks every checksum, that the attacker's session is reported ended (410, with the
    reason) and the controller still serves, and reports peak RSS (the larger of the
-   sampled maximum and ``VmHWM``) above the idle baseline, against the target of 128 MiB.
+   sampled maximum and ``VmHWM``) above the idle baseline, against the target of 128 MiB;
+5. then, measured the same way, the other large transfers one after another, each checked
+   end to end (``--transfer-size`` bytes): a multipart upload, a workspace object set and
+   got, a snapshot taken, loaded into a session and started from, and its zip downloaded.
 
-    .venv/bin/python -m bench.memory [--n 10] [--size 1GiB] [--blob 2GiB] [--image TAG]
+    .venv/bin/python -m bench.memory [--n 10] [--size 1GiB] [--blob 2GiB]
+                                     [--transfer-size 256MiB] [--image TAG]
 
 Writes bench/results/memory-<timestamp>.json. The sessions hold n x size bytes in tmpfs
 (memory): choose --n and --size for the machine (the defaults need about 11 GiB free).
@@ -160,10 +164,13 @@ class Api:
 
     async def download(self, session: str, name: str) -> tuple[str, int, float]:
         """SHA-256, size and seconds of one file download, hashed as it arrives."""
+        return await self.download_path(f"/sessions/{session}/files/{name}")
+
+    async def download_path(self, path: str) -> tuple[str, int, float]:
+        """SHA-256, size and seconds of one download, hashed as it arrives."""
         started = time.perf_counter()
         sha = hashlib.sha256()
         size = 0
-        path = f"/sessions/{session}/files/{name}"
         async with self.http.get(self.url + path, headers=self.headers) as resp:
             if resp.status != 200:
                 raise BenchError(f"GET {path}: HTTP {resp.status}: {await resp.text()}")
@@ -243,16 +250,120 @@ async def measure(
     }
 
 
+#: In the session: the SHA-256 of ``name`` (a file) and of ``obj`` (a workspace object).
+CHECK_CODE = """
+import hashlib as _h
+_sha = _h.sha256()
+with open({name!r}, "rb") as _f:
+    while _piece := _f.read(1 << 20):
+        _sha.update(_piece)
+file_digest = _sha.hexdigest()
+object_digest = _h.sha256(globals().get("obj", b"")).hexdigest()
+"""
+
+
+def pattern(size: int) -> tuple[bytes, str]:
+    """The bytes ``pieces`` yields for ``size`` (a seed block) and their SHA-256."""
+    block = secrets.token_bytes(PIECE)
+    sha = hashlib.sha256()
+    for piece in pieces(block, size):
+        sha.update(piece)
+    return block, sha.hexdigest()
+
+
+def pieces(block: bytes, size: int) -> Any:
+    index = 0
+    while size > 0:
+        piece = (index.to_bytes(8, "big") + block[8:])[:size]
+        size -= len(piece)
+        index += 1
+        yield piece
+
+
+async def _stream(parts: list[bytes], block: bytes, size: int) -> Any:
+    """``parts`` around the pattern of ``size`` bytes, as an upload body (never whole)."""
+    yield parts[0]
+    for piece in pieces(block, size):
+        yield piece
+    for part in parts[1:]:
+        yield part
+
+
+async def measure_transfers(url: str, token: str, pid: int, size: int) -> dict[str, Any]:
+    """Every other large transfer, one after another, each checked end to end: an upload,
+    a workspace object set and got, a snapshot taken, a session started from it, a
+    snapshot loaded into a session, and the snapshot's zip downloaded. Figures in bytes."""
+    timeout = aiohttp.ClientTimeout(total=None, sock_read=600)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        api = Api(http, url, token)
+        rss = Rss(pid)
+        block, digest = await asyncio.to_thread(pattern, size)
+        session, target = await api.session(), await api.session()
+        await asyncio.sleep(1.0)
+        idle = rss.read()
+        peak_reset = rss.reset_peak()
+        sampler = asyncio.create_task(rss.sample())
+        checks: dict[str, bool] = {}
+        try:
+            with aiohttp.MultipartWriter("form-data") as form:
+                part = form.append(_stream([b""], block, size))
+                part.set_content_disposition("form-data", name="file", filename="up.bin")
+            path = f"/sessions/{session}/files"
+            async with http.post(url + path, data=form, headers=api.headers) as resp:
+                if resp.status != 201:
+                    raise BenchError(f"POST {path}: HTTP {resp.status}: {await resp.text()}")
+            # a pickle of one bytes object (protocol 4, BINBYTES8), streamed
+            head = b"\x80\x04\x8e" + size.to_bytes(8, "little")
+            path = f"/sessions/{session}/workspace/obj"
+            body = _stream([head, b"."], block, size)
+            async with http.post(url + path, data=body, headers=api.headers) as resp:
+                if resp.status != 200:
+                    raise BenchError(f"POST {path}: HTTP {resp.status}: {await resp.text()}")
+            reply = await api.execute(
+                session, CHECK_CODE.format(name="up.bin"), ["file_digest", "object_digest"]
+            )
+            values = [p["value"] for p in reply["outputParameters"]]
+            checks["upload"] = values[0] == digest
+            checks["workspace_set"] = values[1] == digest
+            got = await api.download_path(f"/sessions/{session}/workspace/obj")
+            checks["workspace_get"] = got[1] > size
+            snapshot = (await api.json("POST", f"/sessions/{session}/snapshot", {}))["snapshotId"]
+            await api.json("POST", f"/sessions/{target}/loadsnapshot/{snapshot}")
+            started = (await api.json("POST", "/sessions", {"snapshotId": snapshot}))["sessionId"]
+            for name, where in (("loadsnapshot", target), ("from_snapshot", started)):
+                reply = await api.execute(
+                    where, CHECK_CODE.format(name="up.bin"), ["file_digest", "object_digest"]
+                )
+                values = [p["value"] for p in reply["outputParameters"]]
+                checks[name] = values == [digest, digest]
+            got = await api.download_path(f"/snapshots/{snapshot}")
+            checks["snapshot_zip"] = got[1] > 2 * size
+        finally:
+            sampler.cancel()
+            await asyncio.gather(sampler, return_exceptions=True)
+        hwm = rss.read("VmHWM") if peak_reset else 0
+    peak = max([*rss.samples, hwm])
+    return {
+        "size_bytes": size,
+        "idle_baseline_bytes": idle,
+        "peak_bytes": peak,
+        "peak_above_baseline_bytes": peak - idle,
+        "checks": checks,
+    }
+
+
 def run(args: argparse.Namespace, image: str) -> dict[str, Any]:
     password = "bench-" + secrets.token_urlsafe(18)
-    room = args.size + 64 * MIB
+    room = max(args.size, args.transfer_size) + 64 * MIB
+    # a snapshot's tarball, the object and its pickle live in the agent's memory at once
+    memory = max(2048 * MIB, room + 1024 * MIB, 6 * args.transfer_size)
     env = {
         "O16N_SESSIONS_PER_USER": str(args.n + 5),
         "O16N_SERVICE_WARM_POOL_SIZE": "0",
         "O16N_WARM_POOL_SIZE": "0",
         "O16N_CONTAINER_WORK_SIZE": str(room),
         "O16N_CONTAINER_FSIZE": str(room),
-        "O16N_CONTAINER_MEMORY": str(max(2 * 1024 * MIB, room + 1024 * MIB)),
+        "O16N_CONTAINER_MEMORY": str(memory),
         "O16N_EXECUTE_TIMEOUT": "1200",
     }
     with scratch_dir("memory", LABELS) as tmp:
@@ -261,9 +372,14 @@ def run(args: argparse.Namespace, image: str) -> dict[str, Any]:
             server.wait_ready()
             token = login(server, password)
             try:
-                return asyncio.run(
+                figures = asyncio.run(
                     measure(server.url, token, server.pid, args.n, args.size, args.blob)
                 )
+                if args.transfer_size:
+                    figures["transfers"] = asyncio.run(
+                        measure_transfers(server.url, token, server.pid, args.transfer_size)
+                    )
+                return figures
             except (aiohttp.ClientError, OSError) as exc:
                 server.check_alive()
                 raise BenchError(f"{type(exc).__name__}: {exc}") from None
@@ -287,8 +403,22 @@ def report(figures: dict[str, Any]) -> str:
             f"{figures['wall_seconds']} s, {figures['aggregate_mib_per_s']} MiB/s in all",
             f"  attacker's session afterwards: HTTP {figures['attacker_status']} "
             f"{figures['attacker_reply'][:160]}",
+            *_transfer_lines(figures.get("transfers")),
         ]
     )
+
+
+def _transfer_lines(transfers: dict[str, Any] | None) -> list[str]:
+    if transfers is None:
+        return []
+    above = transfers["peak_above_baseline_bytes"] / MIB
+    checks = ", ".join(f"{k} {'ok' if v else 'FAILED'}" for k, v in transfers["checks"].items())
+    return [
+        f"transfers of {transfers['size_bytes'] / MIB:.0f} MiB one after another: peak "
+        f"{above:.0f} MiB above the idle baseline of "
+        f"{transfers['idle_baseline_bytes'] / MIB:.0f} MiB",
+        f"  {checks}",
+    ]
 
 
 def _bytes(text: str) -> int:
@@ -305,6 +435,12 @@ def main(argv: list[str] | None = None) -> int:
         "--blob", type=_bytes, default=2048 * MIB, help="bytes the attacker announces (2GiB)"
     )
     parser.add_argument(
+        "--transfer-size",
+        type=_bytes,
+        default=256 * MIB,
+        help="bytes of the upload, workspace object and snapshot phase; 0 skips it (256MiB)",
+    )
+    parser.add_argument(
         "--image", help="runtime image (default: o16n-runtime:<hash of runtime_image/>)"
     )
     args = parser.parse_args(argv)
@@ -319,9 +455,17 @@ def main(argv: list[str] | None = None) -> int:
     except (BenchError, KeyboardInterrupt) as exc:
         return failed("memory", exc)
     figures["target_mib"] = TARGET_MIB
+    transfers = figures.get("transfers")
     figures["target_met"] = (
         figures["peak_above_baseline_bytes"] < TARGET_MIB * MIB
         and figures["downloads_intact"] == figures["n"]
+        and (
+            transfers is None
+            or (
+                transfers["peak_above_baseline_bytes"] < TARGET_MIB * MIB
+                and all(transfers["checks"].values())
+            )
+        )
     )
     figures["meta"] = run_meta("memory", argv=sys.argv[1:] if argv is None else argv, image=image)
     return finish("memory", figures, report(figures))

@@ -74,6 +74,29 @@ def test_controller_memory_stays_bounded_under_downloads_and_a_lying_agent() -> 
     assert "no request was waiting" in figures["attacker_reply"], figures
 
 
+def test_uploads_workspace_objects_and_snapshots_stream_through_the_controller() -> None:
+    """A 128 MiB upload, workspace object (set and got), snapshot (taken, loaded, started
+    from) and snapshot zip: each arrives intact and the controller's peak RSS stays under
+    its idle baseline + 128 MiB."""
+    servers = run_server(
+        warm_pool_size="0",
+        service_warm_pool_size="0",
+        container_fsize=str(200 * MIB),
+        container_work_size=str(200 * MIB),
+    )
+    server = next(servers)
+    try:
+        token = server.headers["Authorization"].removeprefix("Bearer ")
+        figures = asyncio.run(
+            memory.measure_transfers(server.url, token, server.process.pid, 128 * MIB)
+        )
+    finally:
+        with contextlib.suppress(StopIteration):
+            next(servers)
+    assert all(figures["checks"].values()), figures
+    assert figures["peak_above_baseline_bytes"] < memory.TARGET_MIB * MIB, figures
+
+
 # --- refusals at the head, with the real agent -----------------------------------------------
 
 
