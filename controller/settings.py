@@ -161,7 +161,10 @@ class Settings(BaseModel):
         ByteSize(64 * 1024**2), description="Largest JSON reply accepted from an agent."
     )
     agent_blob_max_bytes: ByteSize = Field(
-        ByteSize(2 * 1024**3), description="Largest binary payload accepted from an agent."
+        ByteSize(2 * 1024**3),
+        description="Ceiling on one binary payload from an agent; each operation's own limit "
+        "is lower (a file: the file-size limit; an object or snapshot: the memory limit; "
+        "other operations: none).",
     )
 
     # --- sessions -----------------------------------------------------------------------
