@@ -76,6 +76,7 @@ class SinkFailed(Exception):
     def __init__(self, error: BaseException) -> None:
         super().__init__(str(error))
         self.error = error
+        self.__cause__ = error  # errors.translate follows it: a full disk is still a 507
 
 
 @dataclass(eq=False)

@@ -74,9 +74,13 @@ class ArchiveWriter:
 
     async def discard(self) -> None:
         file, self._file = self._file, None
+        await asyncio.to_thread(self._discard, file)
+
+    def _discard(self, file: IO[bytes] | None) -> None:
         if file is not None:
-            await asyncio.to_thread(file.close)
-        await asyncio.to_thread(remove, self._tmp)
+            with contextlib.suppress(OSError):  # closing flushes: on a full disk, that fails
+                file.close()
+        remove(self._tmp)
 
 
 def copy(source: Path, target: Path) -> None:

@@ -17,7 +17,7 @@ from typing import IO
 
 from controller.auth.roles import Identity
 from controller.clock import dotnet_timestamp
-from controller.errors import BadRequestError, NotFoundError, RuntimeFailure
+from controller.errors import BadRequestError, NotFoundError, RuntimeFailure, translate
 from controller.runtime.agent_link import SinkFailed
 from controller.runtime.blobs import open_source
 from controller.runtime.sandboxes import Sandboxes
@@ -71,10 +71,13 @@ class SnapshotManager:
                     LABEL_PREFIX + "owner": caller.username,
                 }
                 await self._sandboxes.commit(sandbox, image, labels)
-        except SinkFailed as exc:  # the data directory's disk, say
+        except SinkFailed as exc:  # the data directory's disk, say (a full one is a 507)
             await writer.discard()
             await self._discard(image, writer.path)
-            raise RuntimeFailure(f"the snapshot could not be written: {exc.error}") from None
+            known = translate(exc)
+            raise known or RuntimeFailure(
+                f"the snapshot could not be written: {exc.error}"
+            ) from exc
         except BaseException:
             await writer.discard()
             raise
