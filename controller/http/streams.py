@@ -73,6 +73,10 @@ async def download(
             raise exc.error from None
         log.info("download abandoned", extra={"path": request.path, "error": str(exc)[:200]})
         return _cut(request, sink.response)
+    except asyncio.CancelledError:  # the handler was cancelled: its client went away
+        if sink.response is not None:
+            _cut(request, sink.response)
+        raise
     except BaseException:
         if sink.response is None:
             raise

@@ -89,6 +89,8 @@ class _Call:
     sink: BlobSink | None
     idle: float
     sink_error: BaseException | None = None
+    #: the reply's head was accepted and its blob is moving into the sink
+    streaming: bool = False
 
 
 class AgentLink:
@@ -124,6 +126,8 @@ class AgentLink:
         self._waiter: asyncio.Future[Any] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._late: Reply | None = None
+        #: set once the blob of a call whose caller left has been read and dropped
+        self._drained: asyncio.Event | None = None
         #: why the link closed, when the agent broke it (reported to later calls)
         self.failure: AgentProtocolError | None = None
         self._reader_task = asyncio.get_running_loop().create_task(
@@ -144,6 +148,8 @@ class AgentLink:
         if self._closed.is_set():
             return
         self._closed.set()
+        if self._drained is not None:
+            self._drained.set()  # a call waiting for it finds the link closed
         self._writer.transport.abort()  # never wait on an agent to drain what we sent
         self._fail_waiter(AgentGone("the agent's connection is closed"))
         if self._reader_task is not asyncio.current_task():
@@ -173,13 +179,18 @@ class AgentLink:
         error: Exception
         try:
             while True:
-                reply = await self._read_reply()
+                call, reply = await self._read_reply()
                 waiter = self._waiter
-                if waiter is None or waiter.done():
+                if self._call is not call:
+                    pass  # its caller left while the blob streamed: dropped
+                elif waiter is None or waiter.done():
                     # its deadline passed a moment ago: keep it for the caller
                     self._late = reply
                 else:
                     waiter.set_result(reply)
+                drained, self._drained = self._drained, None
+                if drained is not None:
+                    drained.set()
         except (ConnectionError, asyncio.IncompleteReadError, EOFError):
             error = AgentGone("the agent's connection ended")
         except protocol.ProtocolError as exc:
@@ -194,8 +205,9 @@ class AgentLink:
         self._fail_waiter(error)
         self.close()
 
-    async def _read_reply(self) -> Reply:
-        """One reply, checked against the call in flight before each part is read."""
+    async def _read_reply(self) -> tuple[_Call, Reply]:
+        """One reply, checked against the call in flight before each part is read, and
+        that call."""
         reader = self._reader
         length = await protocol.read_length(reader)
         call = self._call
@@ -213,7 +225,7 @@ class AgentLink:
             )
         size = protocol.blob_length(message)
         if size is None:
-            return message, None
+            return call, (message, None)
         if call.blob_limit <= 0:
             raise protocol.ProtocolError(f"a reply to {call.op} carries a blob, which it may not")
         if size > call.blob_limit:
@@ -225,14 +237,15 @@ class AgentLink:
             raise protocol.ProtocolError("an error reply carries a blob")
         await protocol.read_blob_length(reader, size)
         if call.sink is None:
-            return message, await reader.readexactly(size)
+            return call, (message, await reader.readexactly(size))
         waiter = self._waiter
         if waiter is None or waiter.done():  # too late to stream it: the call gave up
             raise AgentTimeout(f"the agent answered {call.op} after its deadline")
         if self._timer is not None:  # the agent answered; from here on, idle limits apply
             self._timer.cancel()
+        call.streaming = True
         await self._stream(call, call.sink, size)
-        return message, None
+        return call, (message, None)
 
     async def _stream(self, call: _Call, sink: BlobSink, size: int) -> None:
         """Move ``size`` bytes into ``sink``, one read and one write at a time. When the
@@ -296,6 +309,8 @@ class AgentLink:
         if limit > 0:
             message["blob_limit"] = limit
         async with self._lock:
+            if self._drained is not None:  # a blob whose caller left is still arriving
+                await self._wait_drained(timeout)
             if self.closed:
                 raise self._gone()
             request_id = self._next_id
@@ -327,6 +342,18 @@ class AgentLink:
             except ConnectionError:
                 self.close()
                 raise AgentGone("the agent's connection ended") from None
+            except asyncio.CancelledError:
+                # The caller went away (its HTTP client did) while the reply's blob streams:
+                # the reader drops the rest and the next call waits for that, so the link
+                # stays in step. Any other time, the stream is out of step: close.
+                if _answered(waiter):
+                    pass  # the whole reply was read: the link is in step
+                elif call.streaming and not self.closed:  # (the cancel cancelled the waiter)
+                    call.sink_error = call.sink_error or ConnectionResetError("the caller left")
+                    self._drained = asyncio.Event()
+                else:
+                    self.close()
+                raise
             except BaseException:
                 self.close()
                 raise
@@ -342,6 +369,19 @@ class AgentLink:
         if call.sink_error is not None:
             raise SinkFailed(call.sink_error)
         return reply, reply_blob
+
+    async def _wait_drained(self, timeout: float) -> None:
+        drained = self._drained
+        if drained is None:
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                await drained.wait()
+        except TimeoutError:
+            self.close()
+            raise AgentTimeout(
+                f"the agent's previous blob did not end within {timeout:g} s"
+            ) from None
 
     async def _send_source(self, message: dict[str, Any], source: BlobSource, idle: float) -> None:
         """The request, then its blob from ``source`` piece by piece, each piece written
@@ -384,6 +424,16 @@ class AgentLink:
 
 
 _EXPIRED = object()
+
+
+def _answered(waiter: asyncio.Future[Any]) -> bool:
+    """Whether ``waiter`` holds a reply that was read whole."""
+    return (
+        waiter.done()
+        and not waiter.cancelled()
+        and waiter.exception() is None
+        and waiter.result() is not _EXPIRED
+    )
 
 
 def _expire(waiter: asyncio.Future[Any]) -> None:

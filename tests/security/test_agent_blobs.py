@@ -206,6 +206,24 @@ async def test_an_unsolicited_frame_ends_only_its_own_session(
     assert "a frame arrived when no request was waiting for one" in (await resp.json())["message"]
 
 
+async def test_a_client_that_leaves_mid_download_leaves_the_session_usable(
+    client: TestClient[Any, Any], admin_headers: dict[str, str]
+) -> None:
+    """The download's response cannot take more, so the rest of the file is read from the
+    agent and dropped: the session stays in step and answers the next call."""
+    headers = admin_headers
+    session = await new_session(client, headers)
+    await execute(client, headers, session, "open('big', 'wb').write(bytes(64 << 20))")
+    resp = await client.get(f"/sessions/{session}/files/big", headers=headers)
+    assert resp.status == 200 and resp.content_length == 64 * MIB
+    await resp.content.readexactly(MIB)
+    resp.close()  # the connection goes with it
+    resp = await client.get(f"/sessions/{session}/files", headers=headers)
+    assert resp.status == 200 and await resp.json() == ["big"], await resp.text()
+    resp = await client.get(f"/sessions/{session}/files/big", headers=headers)
+    assert resp.status == 200 and len(await resp.read()) == 64 * MIB
+
+
 # --- the link's reader, byte by byte (a fake agent on the real socket) -----------------------
 
 
