@@ -365,6 +365,7 @@ def run(args: argparse.Namespace, image: str) -> dict[str, Any]:
         "O16N_CONTAINER_FSIZE": str(room),
         "O16N_CONTAINER_MEMORY": str(memory),
         "O16N_EXECUTE_TIMEOUT": "1200",
+        "O16N_MAX_BODY_BYTES": str(max(256 * MIB, args.transfer_size + 64 * MIB)),
     }
     with scratch_dir("memory", LABELS) as tmp:
         server = start_o16n(tmp, password, image, instance=INSTANCE, env=env, detach=True)
