@@ -263,11 +263,10 @@ def _clean(value: Any) -> Any:
 def _check_blob_limit(message: dict[str, Any], blob: bytes | protocol.FileBlob | None) -> None:
     """Refuse (``too_large``) a reply blob over the request's ``blob_limit``: the controller
     would refuse it at its head and close the link, which would end the session."""
-    if blob is None:
-        return
-    size = blob.size if isinstance(blob, protocol.FileBlob) else len(blob)
     limit = message.get("blob_limit")
-    limit = limit if isinstance(limit, int) and not isinstance(limit, bool) else 0
+    if blob is None or not isinstance(limit, int) or isinstance(limit, bool):
+        return  # no limit named: the controller's own check is the one that counts
+    size = blob.size if isinstance(blob, protocol.FileBlob) else len(blob)
     if size > limit:
         if isinstance(blob, protocol.FileBlob):
             blob.close()

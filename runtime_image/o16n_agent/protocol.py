@@ -31,7 +31,7 @@ reads it, so that neither has to hold a large blob whole:
   reads on: a frame when no request waits is refused at its 4-byte length, a reply whose
   id is not the waiting request's or whose blob the request did not ask for (or allows
   fewer bytes of) is refused before the blob's first byte. Each request names its own
-  blob limit (0: no blob), and says it in the request (``"blob_limit": n``, absent: 0),
+  blob limit (0: no blob), and says it in the request (``"blob_limit": n``),
   so that an honest agent answers ``code: "too_large"`` instead of sending more (the
   controller would close the link, ending the session). A large blob is then moved in
   pieces of at most ``CHUNK`` bytes into a sink the request supplied (an HTTP response,
