@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from controller.admin import audit_routes, batches, node, services, sessions, users
+from controller.admin import audit_routes, batches, diagnostics, node, services, sessions, users
 from controller.admin.console import routes as console_routes
 
 routes: list[web.RouteDef] = [
@@ -15,4 +15,5 @@ routes: list[web.RouteDef] = [
     *batches.routes,
     *node.routes,
     *audit_routes.routes,
+    *diagnostics.routes,
 ]

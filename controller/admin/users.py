@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from controller.admin import batches as admin_batches
 from controller.admin.common import iso, owner, query
+from controller.admin.diagnostics import refuse_reserved
 from controller.admin.trail import audited, body_json, response_json
 from controller.auth.passwords import generate_password, hash_password_async
 from controller.auth.roles import Role
@@ -127,6 +128,7 @@ async def list_users(request: web.Request) -> web.Response:
 async def create_user(request: web.Request) -> web.Response:
     owner(request)
     body = await read_model(request, CreateUserRequest)
+    refuse_reserved(body.name, "user name")
     generated = body.password is None
     password = generate_password() if body.password is None else body.password
     repo = request.app[AUTH].directory.users_repo

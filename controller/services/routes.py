@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from controller.admin.diagnostics import refuse_reserved, reserved
 from controller.admin.trail import audited, code_digest, service_target
 from controller.auth.middleware import caller
 from controller.errors import NotImplementedFeature
@@ -25,7 +26,8 @@ COMPUTE_NODE = "local-docker"
 @routes.get("/services")
 async def list_services(request: web.Request) -> web.Response:
     registry, who = request.app[SERVICES], caller(request)
-    return json_response([registry.to_json(s, who) for s in registry.all()])
+    listed = [s for s in registry.all() if not reserved(s.record.name)]  # diagnostics' own
+    return json_response([registry.to_json(s, who) for s in listed])
 
 
 @routes.get("/services/{name}")
@@ -45,6 +47,7 @@ async def get_service_version(request: web.Request) -> web.Response:
 @routes.post("/services/{name}")
 @audited("service.publish", target=service_target, detail=code_digest)
 async def publish_service(request: web.Request) -> web.Response:
+    refuse_reserved(request.match_info["name"], "service name")
     body = await read_model(request, PublishWebServiceRequest)
     service = await request.app[SERVICES].publish(
         caller(request), request.match_info["name"], None, body
@@ -55,6 +58,7 @@ async def publish_service(request: web.Request) -> web.Response:
 @routes.post("/services/{name}/{version}")
 @audited("service.publish", target=service_target, detail=code_digest)
 async def publish_service_version(request: web.Request) -> web.Response:
+    refuse_reserved(request.match_info["name"], "service name")
     body = await read_model(request, PublishWebServiceRequest)
     service = await request.app[SERVICES].publish(
         caller(request), request.match_info["name"], request.match_info["version"], body

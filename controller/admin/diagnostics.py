@@ -1,0 +1,277 @@
+"""``POST /admin/diagnostics``: ML Server's ``az ml admin diagnostic run``.
+
+Each step runs the real thing through the managers' own paths (no HTTP round trip, so a
+drained node is still diagnosable: the drain refuses new *requests*, not the operator's
+check) and reports pass/fail, its duration and the error, under a timeout of its own, so
+the whole run stays under a minute. Everything a step makes is named
+``o16n-diagnostics-<hex>`` and owned by a throwaway user of that name: that prefix is
+reserved (no user or service may be created with it over the API), and a ``finally``
+removes the session, the service (its pool, and its image if it has one), any container
+still labelled with that owner, and the user, whatever failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import secrets
+import shutil
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from controller.admin.common import owner
+from controller.admin.trail import audited, response_json
+from controller.auth.passwords import generate_password, hash_password_async
+from controller.auth.roles import Identity, Role
+from controller.errors import BadRequestError, O16nError
+from controller.http.responses import json_response
+from controller.keys import AUTH, DB, DOCKER, SANDBOXES, SERVICES, SESSIONS, SETTINGS
+from controller.runtime.spec import LABEL_PREFIX
+from controller.services import consume
+from controller.services.models import PublishWebServiceRequest
+from controller.sessions.models import ExecuteRequest
+
+log = logging.getLogger(__name__)
+routes = web.RouteTableDef()
+
+#: what every temporary of a diagnostics run is named after; reserved for it
+PREFIX = "o16n-diagnostics-"
+#: seconds each step may take (the sum stays under the promised minute)
+TIMEOUTS = {
+    "database": 5.0,
+    "engine": 5.0,
+    "runtimeImage": 5.0,
+    "session": 15.0,
+    "service": 20.0,
+    "token": 5.0,
+    "disk": 3.0,
+}
+CLEANUP_TIMEOUT = 20.0
+#: free bytes under which the disk step fails
+DISK_MINIMUM = 256 * 1024**2
+
+
+def reserved(name: str) -> bool:
+    """Whether ``name`` is one only diagnostics may use."""
+    return name.lower().startswith(PREFIX)
+
+
+def refuse_reserved(name: str, what: str) -> None:
+    """400 for a name only diagnostics may use (so no one collides with its temporaries)."""
+    if reserved(name):
+        raise BadRequestError(
+            f"the {what} '{name}' is reserved: '{PREFIX}' names belong to diagnostics"
+        )
+
+
+class Run:
+    """One diagnostics run: its temporaries, so the cleanup knows what to remove."""
+
+    def __init__(self, app: web.Application, address: str) -> None:
+        self.app = app
+        self.address = address
+        self.name = PREFIX + secrets.token_hex(4)
+        self.password = generate_password()
+        self.identity: Identity | None = None
+
+    async def user(self) -> Identity:
+        """The throwaway user (made once, by the first step that needs it)."""
+        if self.identity is None:
+            directory = self.app[AUTH].directory
+            record = await directory.users_repo.add(
+                self.name, await hash_password_async(self.password), Role.CONTRIBUTOR
+            )
+            await directory.reload()
+            self.identity = Identity(record.id, record.username, record.role)
+        return self.identity
+
+    # --- steps ------------------------------------------------------------------------------
+
+    async def database(self) -> dict[str, Any]:
+        seconds = await self.app[DB].ping()
+        return {"writeLockMs": round(seconds * 1000, 1)}
+
+    async def engine(self) -> dict[str, Any]:
+        info = await self.app[DOCKER].info()
+        return {"version": info.version, "apiVersion": info.api_version}
+
+    async def runtime_image(self) -> dict[str, Any]:
+        image = self.app[SANDBOXES].image
+        try:
+            size = await self.app[DOCKER].image_size(image)
+        except O16nError:
+            raise RuntimeError(f"the runtime image {image} is missing") from None
+        return {"image": image, "sizeBytes": size}
+
+    async def session(self) -> dict[str, Any]:
+        identity = await self.user()
+        manager = self.app[SESSIONS]
+        session = await manager.create(identity, self.name)
+        result = await manager.execute(identity, session.id, ExecuteRequest(code="x = 5\nprint(x)"))
+        output = result.get("consoleOutput")
+        if not result.get("success") or output != "5\n":
+            raise RuntimeError(
+                f"'x = 5; print(x)' printed {output!r} (error: {result.get('errorMessage')!r})"
+            )
+        return {"consoleOutput": output}
+
+    async def service(self) -> dict[str, Any]:
+        identity = await self.user()
+        registry = self.app[SERVICES]
+        request = PublishWebServiceRequest.model_validate(
+            {
+                "code": "y = x * 2",
+                "inputParameterDefinitions": [{"name": "x", "type": "integer"}],
+                "outputParameterDefinitions": [{"name": "y", "type": "integer"}],
+            }
+        )
+        service = await registry.publish(identity, self.name, "1", request)
+        result = await consume.run(
+            service, {"x": 21}, self.app[SANDBOXES], self.app[SETTINGS].consume_timeout
+        )
+        if not result["success"] or result["outputParameters"].get("y") != 42:
+            raise RuntimeError(
+                f"consuming the service answered {result['outputParameters']!r} "
+                f"(error: {result['errorMessage']!r}), not y = 42"
+            )
+        return {"outputParameters": result["outputParameters"]}
+
+    async def token(self) -> dict[str, Any]:
+        identity = await self.user()
+        auth = self.app[AUTH]
+        pair = await auth.login(self.name, self.password, self.address)
+        if auth.authenticate(pair.access_token).user_id != identity.user_id:
+            raise RuntimeError("the issued access token names another user")
+        renewed = await auth.refresh(pair.refresh_token)
+        if auth.authenticate(renewed.access_token).user_id != identity.user_id:
+            raise RuntimeError("the refreshed access token names another user")
+        await auth.revoke(renewed.refresh_token)
+        return {"expiresIn": renewed.expires_in}
+
+    async def disk(self) -> dict[str, Any]:
+        path = self.app[SETTINGS].data_dir
+        usage = await asyncio.to_thread(shutil.disk_usage, path)
+        if usage.free < DISK_MINIMUM:
+            raise RuntimeError(f"only {usage.free} bytes free under the data directory")
+        return {"freeBytes": usage.free, "totalBytes": usage.total}
+
+    # --- cleanup ----------------------------------------------------------------------------
+
+    async def cleanup(self) -> list[str]:
+        """Remove every temporary; what could not be removed, as messages."""
+        problems: list[str] = []
+
+        async def attempt(what: str, action: Callable[[], Awaitable[Any]]) -> None:
+            try:
+                await action()
+            except Exception as exc:
+                log.warning("diagnostics cleanup failed", extra={"what": what}, exc_info=True)
+                problems.append(f"{what}: {exc}")
+
+        app = self.app
+        identity = self.identity
+        if identity is not None:
+            for session in app[SESSIONS].everyone():
+                if session.owner_id == identity.user_id:
+                    close = functools.partial(app[SESSIONS].close, identity, session.id)
+                    await attempt("session", close)
+            for service in app[SERVICES].all():
+                if service.record.publisher_id == identity.user_id:
+                    record = service.record
+                    delete = functools.partial(
+                        app[SERVICES].delete, identity, record.name, record.version
+                    )
+                    await attempt("service", delete)
+            await attempt("containers", self._containers)
+            await attempt("user", self._user)
+        return problems
+
+    async def _containers(self) -> None:
+        """Any container still labelled with the throwaway owner (a launch cut short)."""
+        instance = self.app[SETTINGS].instance
+        gateway = self.app[DOCKER]
+        for container in await gateway.list_containers(f"{LABEL_PREFIX}instance={instance}"):
+            if container.labels.get(LABEL_PREFIX + "owner") == self.name:
+                await gateway.remove_container(container.id)
+
+    async def _user(self) -> None:
+        directory = self.app[AUTH].directory
+        await directory.users_repo.delete(self.name)
+        await directory.reload()
+
+
+async def _step(name: str, run: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+    timeout = TIMEOUTS[name]
+    start = time.perf_counter()
+    error: str | None = None
+    details: dict[str, Any] = {}
+    try:
+        details = await asyncio.wait_for(run(), timeout)
+    except TimeoutError:
+        error = f"did not finish within {timeout:g} s"
+    except O16nError as exc:
+        error = exc.message
+    except Exception as exc:
+        error = str(exc) or type(exc).__name__
+    return {
+        "name": name,
+        "status": "fail" if error else "pass",
+        "durationMs": round((time.perf_counter() - start) * 1000, 1),
+        "error": error,
+        "details": details,
+    }
+
+
+async def run_diagnostics(app: web.Application, address: str) -> dict[str, Any]:
+    """Every step in order, then the cleanup (also when a step failed or was cancelled)."""
+    run = Run(app, address)
+    start = time.perf_counter()
+    steps: list[dict[str, Any]] = []
+    leftovers: list[str] = []
+    try:
+        for name, action in (
+            ("database", run.database),
+            ("engine", run.engine),
+            ("runtimeImage", run.runtime_image),
+            ("session", run.session),
+            ("service", run.service),
+            ("token", run.token),
+            ("disk", run.disk),
+        ):
+            steps.append(await _step(name, action))
+    finally:
+        cleanup = asyncio.ensure_future(run.cleanup())
+        with contextlib.suppress(TimeoutError):
+            leftovers = await asyncio.wait_for(asyncio.shield(cleanup), CLEANUP_TIMEOUT)
+        if not cleanup.done():
+            leftovers = ["the cleanup did not finish in time; it goes on in the background"]
+    failed = [s["name"] for s in steps if s["status"] == "fail"]
+    return {
+        "status": "fail" if failed or leftovers else "pass",
+        "failed": failed,
+        "durationMs": round((time.perf_counter() - start) * 1000, 1),
+        "name": run.name,
+        "steps": steps,
+        "cleanup": {"status": "fail" if leftovers else "pass", "errors": leftovers},
+    }
+
+
+async def _target(request: web.Request, response: web.StreamResponse | None) -> str:
+    body = await response_json(response)
+    if isinstance(body, dict) and isinstance(body.get("status"), str):
+        return f"node:{body['status']}"
+    return "node"
+
+
+@routes.post("/admin/diagnostics")
+@audited("node.diagnostics", target=_target)
+async def diagnostics(request: web.Request) -> web.Response:
+    """Always 200 when the run happened: whether the node is healthy is in the body."""
+    owner(request)
+    result = await run_diagnostics(request.app, request.remote or "-")
+    return json_response(result)
