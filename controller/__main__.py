@@ -7,6 +7,8 @@ o16n users set-password NAME
 o16n users disable NAME | enable NAME
 o16n users list
 o16n image tag | build                   the runtime image's tag; build it if missing
+o16n admin …                             administer a running server over its REST API
+                                         (``o16n_client.admin``; ``o16n admin --help``)
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="o16n", description="o16n operationalization server")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="run the HTTP server")
+    sub.add_parser("admin", help="administer a running server (o16n admin --help)")
 
     users = sub.add_parser("users", help="manage local user accounts").add_subparsers(
         dest="action", required=True
@@ -129,6 +132,11 @@ async def _image(settings: Settings, action: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["admin"]:  # the HTTP client: no settings, no server internals
+        from o16n_client.admin import main as admin
+
+        return admin(argv[1:])
     args = _parser().parse_args(argv)
     try:
         settings = Settings.from_env()
