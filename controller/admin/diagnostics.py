@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import secrets
 import shutil
@@ -41,17 +40,20 @@ routes = web.RouteTableDef()
 
 #: what every temporary of a diagnostics run is named after; reserved for it
 PREFIX = "o16n-diagnostics-"
-#: seconds each step may take (the sum stays under the promised minute)
+#: seconds each step may take (the sum, 50 s, plus the cleanup's 8 stay under a minute)
 TIMEOUTS = {
     "database": 5.0,
     "engine": 5.0,
     "runtimeImage": 5.0,
-    "session": 15.0,
-    "service": 20.0,
+    "session": 12.0,
+    "service": 15.0,
     "token": 5.0,
     "disk": 3.0,
 }
-CLEANUP_TIMEOUT = 20.0
+#: seconds the cleanup may take before the reply goes (it goes on in the background)
+CLEANUP_TIMEOUT = 8.0
+#: seconds a timed-out step gets to finish once its session is closed
+PENDING_GRACE = 3.0
 #: free bytes under which the disk step fails
 DISK_MINIMUM = 256 * 1024**2
 
@@ -78,9 +80,17 @@ class Run:
         self.name = PREFIX + secrets.token_hex(4)
         self.password = generate_password()
         self.identity: Identity | None = None
+        self._user_lock = asyncio.Lock()
+        #: steps that timed out, still running (never cancelled half way)
+        self.pending: set[asyncio.Future[dict[str, Any]]] = set()
 
     async def user(self) -> Identity:
-        """The throwaway user (made once, by the first step that needs it)."""
+        """The throwaway user (made once, by the first step that needs it: a step that timed
+        out may still be making it when the next one asks)."""
+        async with self._user_lock:
+            return await self._make_user()
+
+    async def _make_user(self) -> Identity:
         if self.identity is None:
             directory = self.app[AUTH].directory
             record = await directory.users_repo.add(
@@ -163,7 +173,10 @@ class Run:
     # --- cleanup ----------------------------------------------------------------------------
 
     async def cleanup(self) -> list[str]:
-        """Remove every temporary; what could not be removed, as messages."""
+        """Remove every temporary; what could not be removed, as messages. A step that timed
+        out was not cancelled (a launch cut short would leak its container): its session is
+        closed first, which ends an execution, then it gets a moment to finish, then
+        whatever it made is removed too."""
         problems: list[str] = []
 
         async def attempt(what: str, action: Callable[[], Awaitable[Any]]) -> None:
@@ -173,23 +186,25 @@ class Run:
                 log.warning("diagnostics cleanup failed", extra={"what": what}, exc_info=True)
                 problems.append(f"{what}: {exc}")
 
-        app = self.app
-        identity = self.identity
-        if identity is not None:
-            for session in app[SESSIONS].everyone():
-                if session.owner_id == identity.user_id:
-                    close = functools.partial(app[SESSIONS].close, identity, session.id)
-                    await attempt("session", close)
-            for service in app[SERVICES].all():
-                if service.record.publisher_id == identity.user_id:
-                    record = service.record
-                    delete = functools.partial(
-                        app[SERVICES].delete, identity, record.name, record.version
-                    )
-                    await attempt("service", delete)
-            await attempt("containers", self._containers)
-            await attempt("user", self._user)
+        await attempt("session and service", self._sessions_and_services)
+        if self.pending:
+            await asyncio.wait(self.pending, timeout=PENDING_GRACE)
+            await attempt("session and service", self._sessions_and_services)
+        await attempt("containers", self._containers)
+        await attempt("user", self._user)
         return problems
+
+    async def _sessions_and_services(self) -> None:
+        identity, app = self.identity, self.app
+        if identity is None:
+            return
+        for session in app[SESSIONS].everyone():
+            if session.owner_id == identity.user_id:
+                await app[SESSIONS].close(identity, session.id)
+        for service in app[SERVICES].all():
+            record = service.record
+            if record.publisher_id == identity.user_id:
+                await app[SERVICES].delete(identity, record.name, record.version)
 
     async def _containers(self) -> None:
         """Any container still labelled with the throwaway owner (a launch cut short)."""
@@ -201,19 +216,28 @@ class Run:
 
     async def _user(self) -> None:
         directory = self.app[AUTH].directory
-        await directory.users_repo.delete(self.name)
+        if await directory.users_repo.by_name(self.name) is not None:
+            await directory.users_repo.delete(self.name)
         await directory.reload()
 
 
-async def _step(name: str, run: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+async def _step(
+    run: Run, name: str, action: Callable[[], Awaitable[dict[str, Any]]]
+) -> dict[str, Any]:
     timeout = TIMEOUTS[name]
     start = time.perf_counter()
     error: str | None = None
     details: dict[str, Any] = {}
+    task = asyncio.ensure_future(action())
     try:
-        details = await asyncio.wait_for(run(), timeout)
+        details = await asyncio.wait_for(asyncio.shield(task), timeout)
     except TimeoutError:
         error = f"did not finish within {timeout:g} s"
+        run.pending.add(task)
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    except asyncio.CancelledError:  # the request went away: the cleanup still waits for it
+        run.pending.add(task)
+        raise
     except O16nError as exc:
         error = exc.message
     except Exception as exc:
@@ -243,7 +267,7 @@ async def run_diagnostics(app: web.Application, address: str) -> dict[str, Any]:
             ("token", run.token),
             ("disk", run.disk),
         ):
-            steps.append(await _step(name, action))
+            steps.append(await _step(run, name, action))
     finally:
         cleanup = asyncio.ensure_future(run.cleanup())
         with contextlib.suppress(TimeoutError):

@@ -11,7 +11,7 @@ import docker
 import pytest
 from aiohttp.test_utils import TestClient
 
-from controller.admin.diagnostics import PREFIX
+from controller.admin.diagnostics import PREFIX, TIMEOUTS
 from controller.app import create_app
 from controller.keys import DB, SERVICES, SESSIONS, SETTINGS
 from tests.admin.conftest import audit_entries
@@ -103,6 +103,22 @@ async def test_a_failing_step_is_reported_and_the_others_still_run(
     await assert_nothing_left(broken_client, report["name"])
     entries = await audit_entries(broken_client, action="node.diagnostics")
     assert [(e.outcome, e.target) for e in entries] == [("ok", "node:fail")]
+
+
+async def test_a_step_that_times_out_leaves_nothing_behind(
+    client: TestClient[Any, Any], admin_headers: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The session and the service are still being made when their time is up."""
+    monkeypatch.setitem(TIMEOUTS, "session", 0.01)
+    monkeypatch.setitem(TIMEOUTS, "service", 0.01)
+    report = await (await client.post("/admin/diagnostics", headers=admin_headers)).json()
+    steps = {s["name"]: s for s in report["steps"]}
+    for name in ("session", "service"):
+        assert steps[name]["status"] == "fail"
+        assert steps[name]["error"] == "did not finish within 0.01 s"
+    assert steps["token"]["status"] == "pass"
+    assert report["cleanup"] == {"status": "pass", "errors": []}
+    await assert_nothing_left(client, report["name"])
 
 
 async def test_diagnostics_are_for_owners_only(
