@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import stat
 import subprocess
 import sys
@@ -153,6 +154,27 @@ def test_diagnostics_end_to_end(server: LiveServer, tmp_path: Path) -> None:
     report: dict[str, Any] = json.loads(done.stdout)
     assert report["status"] == "pass" and report["cleanup"]["status"] == "pass"
     print(f"diagnostics wall time: {report['durationMs']:.0f} ms")  # the figure
+
+    # on a terminal, a spinner goes to stderr while it runs (stdout stays the table)
+    primary, secondary = pty.openpty()
+    try:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("O16N_")}
+        done = subprocess.run(
+            [sys.executable, "-m", "o16n_client.admin", "diagnostics"],
+            env={**clean, **admin_env(server), "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)},
+            stdout=subprocess.PIPE,
+            stderr=secondary,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+        os.set_blocking(primary, False)
+        shown = os.read(primary, 65536).decode()
+    finally:
+        os.close(primary)
+        os.close(secondary)
+    assert done.returncode == 0 and done.stdout.splitlines()[-1].startswith("pass in ")
+    assert "running diagnostics" in shown
 
 
 def test_actions_take_effect(server: LiveServer, tmp_path: Path) -> None:
