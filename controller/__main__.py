@@ -86,6 +86,9 @@ async def _users(settings: Settings, args: argparse.Namespace) -> None:
     try:
         repo = UsersRepo(db)
         if args.action == "add":
+            from controller.admin.diagnostics import refuse_reserved
+
+            refuse_reserved(args.name, "user name")  # diagnostics' temporaries
             role = Role.parse(args.role)
             hashed = await hash_password_async(_read_password(args.password_stdin))
             await repo.add(args.name, hashed, role)

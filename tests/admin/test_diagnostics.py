@@ -15,6 +15,7 @@ from controller.admin.diagnostics import PREFIX, TIMEOUTS
 from controller.app import create_app
 from controller.keys import DB, SERVICES, SESSIONS, SETTINGS
 from tests.admin.conftest import audit_entries
+from tests.auth.test_accounts import cli
 from tests.conftest import bearer, login, make_settings, user_headers
 
 STEPS = ["database", "engine", "runtimeImage", "session", "service", "token", "disk"]
@@ -146,3 +147,7 @@ async def test_the_diagnostics_prefix_is_reserved(
     for path in (f"/services/{name}", f"/services/{name}/1"):
         resp = await client.post(path, json={"code": "x = 1"}, headers=admin_headers)
         assert resp.status == 400 and "reserved" in (await resp.json())["message"]
+    out = cli(
+        client.app[SETTINGS].data_dir, "users", "add", name, "--password-stdin", stdin="x" * 9
+    )
+    assert out.returncode == 1 and "reserved" in out.stderr
