@@ -218,3 +218,60 @@ def test_actions_take_effect(server: LiveServer, tmp_path: Path) -> None:
     assert len(done.stdout.splitlines()) == 2  # the heading and one entry
     done = o16n("audit", "--action", "user.*", "--all", home=tmp_path, env=env)
     assert done.returncode == 0 and "user.delete" in done.stdout and "user.create" in done.stdout
+
+
+def test_every_listing_and_user_change(server: LiveServer, tmp_path: Path) -> None:
+    env = admin_env(server)
+    headings = {
+        ("sessions", "list"): "ID",
+        ("services", "list"): "NAME",
+        ("snapshots", "list"): "ID",
+        ("batches", "list"): "ID",
+        ("audit",): "TIME",
+    }
+    for args, heading in headings.items():
+        done = o16n(*args, home=tmp_path, env=env)
+        assert done.returncode == 0, (args, done.stderr)
+        assert done.stdout.split()[0] == heading, args
+
+    def user(*args: str) -> dict[str, Any]:
+        done = o16n("users", *args, "--json", home=tmp_path, env=env)
+        assert done.returncode == 0, (args, done.stderr)
+        result: dict[str, Any] = json.loads(done.stdout)
+        return result
+
+    done = o16n(
+        "users",
+        "add",
+        "cli-changed",
+        "--password-stdin",
+        home=tmp_path,
+        env=env,
+        stdin="pw-123456\n",
+    )
+    assert done.returncode == 0, done.stderr
+    assert user("set-role", "cli-changed", "Reader")["role"] == "Reader"
+    assert user("disable", "cli-changed")["disabled"] is True
+    assert user("enable", "cli-changed")["disabled"] is False
+    assert user("end-logins", "cli-changed")["name"] == "cli-changed"
+    assert user("show", "cli-changed")["role"] == "Reader"
+    moved = user("transfer", "cli-changed", "--to", "admin")
+    assert moved == {"from": "cli-changed", "to": "admin", "services": 0, "snapshots": 0}
+    done = o16n(
+        "users",
+        "set-password",
+        "cli-changed",
+        "--password-stdin",
+        home=tmp_path,
+        env=env,
+        stdin="new-password-1\n",
+    )
+    assert done.returncode == 0, done.stderr
+    resp = requests.post(
+        f"{server.url}/login",
+        json={"username": "cli-changed", "password": "new-password-1"},
+        timeout=10,
+    )
+    assert resp.status_code == 200
+    done = o16n("users", "show", "nobody-here", home=tmp_path, env=env)
+    assert done.returncode == 1 and "404" in done.stderr
