@@ -86,7 +86,7 @@ async def _users(settings: Settings, args: argparse.Namespace) -> None:
     try:
         repo = UsersRepo(db)
         if args.action == "add":
-            from controller.admin.diagnostics import refuse_reserved
+            from controller.admin.reserved import refuse_reserved
 
             refuse_reserved(args.name, "user name")  # diagnostics' temporaries
             role = Role.parse(args.role)

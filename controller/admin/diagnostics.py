@@ -5,7 +5,7 @@ drained node is still diagnosable: the drain refuses new *requests*, not the ope
 check) and reports pass/fail, its duration and the error, under a timeout of its own, so
 the whole run stays under a minute. Everything a step makes is named
 ``o16n-diagnostics-<hex>`` and owned by a throwaway user of that name: that prefix is
-reserved (no user or service may be created with it over the API), and a ``finally``
+reserved (see ``reserved``), and a ``finally``
 removes the session, the service (its pool, and its image if it has one), any container
 still labelled with that owner, and the user, whatever failed.
 """
@@ -24,10 +24,11 @@ from typing import Any
 from aiohttp import web
 
 from controller.admin.common import owner
+from controller.admin.reserved import PREFIX
 from controller.admin.trail import audited, response_json
 from controller.auth.passwords import generate_password, hash_password_async
 from controller.auth.roles import Identity, Role
-from controller.errors import BadRequestError, O16nError
+from controller.errors import O16nError
 from controller.http.responses import json_response
 from controller.keys import AUTH, DB, DOCKER, SANDBOXES, SERVICES, SESSIONS, SETTINGS
 from controller.runtime.spec import LABEL_PREFIX
@@ -38,8 +39,6 @@ from controller.sessions.models import ExecuteRequest
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
-#: what every temporary of a diagnostics run is named after; reserved for it
-PREFIX = "o16n-diagnostics-"
 #: seconds each step may take (the sum, 50 s, plus the cleanup's 8 stay under a minute)
 TIMEOUTS = {
     "database": 5.0,
@@ -52,23 +51,12 @@ TIMEOUTS = {
 }
 #: seconds the cleanup may take before the reply goes (it goes on in the background)
 CLEANUP_TIMEOUT = 8.0
-#: seconds a timed-out step gets to finish once its session is closed
-PENDING_GRACE = 3.0
+#: seconds a timed-out step gets to finish once its session is closed (past the cleanup's
+#: 8 s the reply goes and this goes on in the background)
+PENDING_GRACE = 30.0
+BACKGROUND = "the cleanup did not finish in time; it goes on in the background"
 #: free bytes under which the disk step fails
 DISK_MINIMUM = 256 * 1024**2
-
-
-def reserved(name: str) -> bool:
-    """Whether ``name`` is one only diagnostics may use."""
-    return name.lower().startswith(PREFIX)
-
-
-def refuse_reserved(name: str, what: str) -> None:
-    """400 for a name only diagnostics may use (so no one collides with its temporaries)."""
-    if reserved(name):
-        raise BadRequestError(
-            f"the {what} '{name}' is reserved: '{PREFIX}' names belong to diagnostics"
-        )
 
 
 class Run:
@@ -175,7 +163,7 @@ class Run:
     async def cleanup(self) -> list[str]:
         """Remove every temporary; what could not be removed, as messages. A step that timed
         out was not cancelled (a launch cut short would leak its container): its session is
-        closed first, which ends an execution, then it gets a moment to finish, then
+        closed first, which ends an execution, then it gets up to 30 s to finish, then
         whatever it made is removed too."""
         problems: list[str] = []
 
@@ -273,7 +261,7 @@ async def run_diagnostics(app: web.Application, address: str) -> dict[str, Any]:
         with contextlib.suppress(TimeoutError):
             leftovers = await asyncio.wait_for(asyncio.shield(cleanup), CLEANUP_TIMEOUT)
         if not cleanup.done():
-            leftovers = ["the cleanup did not finish in time; it goes on in the background"]
+            leftovers = [BACKGROUND]
     failed = [s["name"] for s in steps if s["status"] == "fail"]
     return {
         "status": "fail" if failed or leftovers else "pass",

@@ -18,6 +18,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from controller.admin.audit import current_request
+from controller.admin.reserved import hide_reserved
 from controller.errors import ServiceUnavailableError
 
 #: (method, route pattern) of the requests that start new work
@@ -70,11 +71,12 @@ class Drain:
 def make_middleware(drain: Drain) -> Any:
     @web.middleware
     async def admin_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        """Refuse new work while draining; remember the request for audit entries made
-        deeper down (refresh-token reuse)."""
+        """Refuse new work while draining; hide diagnostics' temporaries; remember the
+        request for audit entries made deeper down (refresh-token reuse)."""
         resource = request.match_info.route.resource
         if resource is not None:
             drain.check(request.method, resource.canonical)
+            hide_reserved(request, resource.canonical)  # diagnostics' temporary service
         token = current_request.set(request)
         try:
             return await handler(request)

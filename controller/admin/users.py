@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from controller.admin import batches as admin_batches
 from controller.admin.common import iso, owner, query
-from controller.admin.diagnostics import refuse_reserved
+from controller.admin.reserved import refuse_reserved
 from controller.admin.trail import audited, body_json, response_json
 from controller.auth.passwords import generate_password, hash_password_async
 from controller.auth.roles import Role

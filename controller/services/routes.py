@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from controller.admin.diagnostics import refuse_reserved, reserved
+from controller.admin.reserved import refuse_reserved, reserved
 from controller.admin.trail import audited, code_digest, service_target
 from controller.auth.middleware import caller
 from controller.errors import NotImplementedFeature

@@ -3,6 +3,7 @@ reported with its error while the others still run; nothing it made is left behi
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,8 @@ import docker
 import pytest
 from aiohttp.test_utils import TestClient
 
-from controller.admin.diagnostics import PREFIX, TIMEOUTS
+from controller.admin.diagnostics import BACKGROUND, TIMEOUTS, Run
+from controller.admin.reserved import PREFIX
 from controller.app import create_app
 from controller.keys import DB, SERVICES, SESSIONS, SETTINGS
 from tests.admin.conftest import audit_entries
@@ -118,7 +120,15 @@ async def test_a_step_that_times_out_leaves_nothing_behind(
         assert steps[name]["status"] == "fail"
         assert steps[name]["error"] == "did not finish within 0.01 s"
     assert steps["token"]["status"] == "pass"
-    assert report["cleanup"] == {"status": "pass", "errors": []}
+    # on a loaded machine the launch may outlast the cleanup's 8 s: it then goes on after
+    # the reply, and must still remove everything
+    assert report["cleanup"]["status"] == "pass" or report["cleanup"]["errors"] == [BACKGROUND]
+    for _ in range(400):
+        try:
+            await assert_nothing_left(client, report["name"])
+            break
+        except AssertionError:
+            await asyncio.sleep(0.1)
     await assert_nothing_left(client, report["name"])
 
 
@@ -147,6 +157,25 @@ async def test_the_diagnostics_prefix_is_reserved(
     for path in (f"/services/{name}", f"/services/{name}/1"):
         resp = await client.post(path, json={"code": "x = 1"}, headers=admin_headers)
         assert resp.status == 400 and "reserved" in (await resp.json())["message"]
+    # a run's temporary service (made as diagnostics makes it) is hidden from everyone
+    run = Run(client.app, "-")
+    run.name = name
+    await run.service()
+    user = await user_headers(client, "curious")
+    for headers in (user, admin_headers):
+        listed = await (await client.get("/services", headers=headers)).json()
+        assert [s for s in listed if s["name"] == name] == []
+        for method, path in (
+            ("GET", f"/services/{name}"),
+            ("GET", f"/services/{name}/1"),
+            ("DELETE", f"/services/{name}/1"),
+            ("POST", f"/api/{name}/1"),
+            ("GET", f"/api/{name}/1/swagger.json"),
+        ):
+            resp = await client.request(method, path, json={"x": 1}, headers=headers)
+            assert resp.status == 404, (method, path)
+    assert await run.cleanup() == []
+    await assert_nothing_left(client, name)
     out = cli(
         client.app[SETTINGS].data_dir, "users", "add", name, "--password-stdin", stdin="x" * 9
     )
