@@ -7,5 +7,7 @@ pools, snapshots, batches, the node and its drain, and the audit trail.
 * ``stats``     memory/CPU samples and ``docker system df``, bounded and cached
 * ``common``    the Owner check, query-string validation, timestamps
 * ``users``, ``sessions``, ``services``, ``batches``, ``node``, ``audit_routes``: handlers
+* ``diagnostics``  ``POST /admin/diagnostics``: every part of the node, end to end
+* ``reserved``  the ``o16n-diagnostics-`` names no one else may use or see
 * ``routes``    every ``/admin`` route, for the app factory
 """
