@@ -19,8 +19,8 @@ pytest: image
 check: lint typecheck
 
 lint: venv
-	$(VENV)/bin/ruff check controller runtime_image/o16n_agent tests bench
-	$(VENV)/bin/ruff format --check controller runtime_image/o16n_agent tests bench
+	$(VENV)/bin/ruff check controller runtime_image/o16n_agent o16n_client tests bench
+	$(VENV)/bin/ruff format --check controller runtime_image/o16n_agent o16n_client tests bench
 
 typecheck: venv
 	$(VENV)/bin/mypy
