@@ -106,7 +106,11 @@ class AuthService:
         if not cookie or len(cookie) > 200:
             return None
         nonce, _, signature = cookie.partition(".")
-        if not nonce or not hmac.compare_digest(signature, self._device_signature(username, nonce)):
+        expected = self._device_signature(username, nonce)
+        # bytes: compare_digest raises on a str with non-ASCII characters (a forged cookie)
+        if not nonce or not hmac.compare_digest(
+            signature.encode("utf-8", "surrogatepass"), expected.encode()
+        ):
             return None
         return nonce
 

@@ -12,6 +12,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from controller.app import create_app
+from controller.auth.routes import _device_cookie_name
 from controller.auth.throttle import LoginThrottle
 from controller.errors import TooManyRequestsError
 from controller.http.client_address import client_address, parse_networks
@@ -132,3 +133,16 @@ def test_throttle_rules() -> None:
     with pytest.raises(TooManyRequestsError):
         throttle.check("bob", "p", now=6, device="dev1")
     throttle.succeeded("bob", "t")
+
+
+async def test_a_device_cookie_that_is_not_ascii_is_ignored(client: TestClient[Any, Any]) -> None:
+    """The cookie is the client's: a forged one with non-ASCII characters is no device, not
+    a 500 (``hmac.compare_digest`` refuses non-ASCII strings)."""
+    name = _device_cookie_name("admin")
+    for value in ("é.é", "abc.é", "é.0123"):
+        resp = await client.post(
+            "/login",
+            json={"username": "admin", "password": ADMIN_PASSWORD},
+            headers={"Cookie": f"{name}={value}"},
+        )
+        assert resp.status == 200, await resp.text()
