@@ -37,6 +37,7 @@ from controller.errors import TooManyRequestsError
 log = logging.getLogger(__name__)
 
 _Table = dict[Hashable, deque[float]]
+SWEEP_AT = 100_000
 
 
 class LoginThrottle:
@@ -54,6 +55,7 @@ class LoginThrottle:
         self._by_user: _Table = {}
         self._by_device: _Table = {}
         self._pending: dict[Hashable, int] = {}  # attempts being checked, by counter key
+        self._sweep_at = SWEEP_AT  # counters kept before expired ones are swept
 
     def begin(self, username: str, address: str, device: str | None = None) -> None:
         """Before a password is checked: ``check``, then count the attempt as in progress
@@ -103,9 +105,14 @@ class LoginThrottle:
         if device is not None:
             counters.append((self._by_device, ("d", device), self._max_pair))
         for table, key, limit in counters:
-            times = table.setdefault(key, deque())
+            times = table.get(key)
+            if times is None:  # only the last ``limit`` failures decide (``_wait``)
+                times = table[key] = deque(maxlen=limit)
+            while times and times[0] <= now - self._window:
+                times.popleft()
+            reached = len(times) == limit - 1  # a lockout starts: logged once
             times.append(now)
-            if len(times) == limit:
+            if reached:
                 log.warning(
                     "login lockout",
                     extra={
@@ -116,7 +123,7 @@ class LoginThrottle:
                         "window": self._window,
                     },
                 )
-        if sum(map(len, (self._by_pair, self._by_addr, self._by_user))) > 100_000:
+        if sum(map(len, (self._by_pair, self._by_addr, self._by_user))) > self._sweep_at:
             self._sweep(now)
 
     def succeeded(self, username: str, address: str, device: str | None = None) -> None:
@@ -151,6 +158,10 @@ class LoginThrottle:
         for table in (self._by_pair, self._by_addr, self._by_user, self._by_device):
             for key in [k for k, v in table.items() if not v or v[-1] <= now - self._window]:
                 del table[key]
+        # still many (a flood within the window): the next sweep waits for twice as many,
+        # so that a sweep is not run, over all of them, on every failure
+        kept = sum(map(len, (self._by_pair, self._by_addr, self._by_user)))
+        self._sweep_at = max(SWEEP_AT, 2 * kept)
 
 
 _SCOPES = {"p": "user from address", "a": "address", "u": "user", "d": "device"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import tracemalloc
 from typing import Any
 
 import aiohttp
@@ -146,3 +147,20 @@ async def test_a_device_cookie_that_is_not_ascii_is_ignored(client: TestClient[A
             headers={"Cookie": f"{name}={value}"},
         )
         assert resp.status == 200, await resp.text()
+
+
+def test_throttle_memory_does_not_grow_with_failures_of_one_counter() -> None:
+    """A flood of failures from one address (or for one name, or one pair) costs a bounded
+    amount of memory: only the last ``limit`` failures of a counter decide anything."""
+    throttle = LoginThrottle(max_failures=5, max_per_address=30, window=300.0)
+    for i in range(50):  # every counter exists and is full
+        throttle.failed("admin", "10.0.0.1", now=float(i))
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(20_000):
+            throttle.failed("admin", "10.0.0.1", now=50.0 + i / 1000)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 16_384, grown
