@@ -42,10 +42,14 @@ def _type_name(value: Any) -> str:
     return name if module == "builtins" or not isinstance(module, str) else f"{module}.{name}"
 
 
+_TYPE_NAME: Any = vars(type)["__name__"]
+
+
 def describe(exc: BaseException, limit: int = MESSAGE_MAX) -> str:
     """``Type: message`` of an exception raised by user code, whatever its ``__str__`` does
     (raises, returns a non-string, returns megabytes)."""
-    name = type(exc).__name__
+    # type's own descriptor: a metaclass of user code may make ``__name__`` raise
+    name = _TYPE_NAME.__get__(type(exc))
     try:
         text = str.__str__(str(exc))  # a str subclass could override __format__
     except BaseException:  # user code: SystemExit and all

@@ -479,3 +479,25 @@ def test_workspace_objects_that_raise_system_exit_are_refused_not_500s(agent: Ag
     reply, _ = agent.handle({"id": 3, "op": "workspace_set", "name": "x"}, data)
     assert reply["ok"] is False and reply["code"] == "invalid", reply
     assert (agent.handle({"id": 4, "op": "ping"}, None))[0]["ok"]
+
+
+def test_an_exception_whose_class_hides_its_name_is_the_users_result(agent: Agent) -> None:
+    """The class of an exception is user code too: a metaclass whose ``__name__`` (or
+    ``__qualname__``, ``__module__``) raises SystemExit still leaves a result, not an agent
+    error (which the controller answers with a 500)."""
+    code = (
+        "class M(type):\n"
+        "    def __getattribute__(cls, name):\n"
+        "        if name in ('__name__', '__qualname__', '__module__'):\n"
+        "            raise SystemExit(name)\n"
+        "        return type.__getattribute__(cls, name)\n"
+        "class E(Exception, metaclass=M):\n"
+        "    pass\n"
+        "raise E('hidden')"
+    )
+    reply, _ = agent.handle({"id": 1, "op": "execute", "code": code}, None)
+    wire = _on_the_wire(reply)
+    assert wire["ok"] is True, wire
+    checked = ExecuteReply.model_validate(wire)
+    assert not checked.success and "E: hidden" in checked.error
+    assert (agent.handle({"id": 2, "op": "ping"}, None))[0]["ok"]
