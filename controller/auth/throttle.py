@@ -13,7 +13,8 @@ per device (see below). An attempt for ``name`` from ``address`` is refused (429
 3. the pair has failed at least once, and the name has ``max_per_user`` failures from all
    addresses (guessing one account from many places: past the cap, one guess per address).
 
-A user who has not failed from an address is never refused there because of someone
+An IPv6 address counts as its /64 network (one host's share), an IPv4-mapped one as its
+IPv4 address. A user who has not failed from an address is never refused there because of someone
 else's failures. The one case that rule cannot tell apart, an attacker guessing ``admin``
 from the address the real ``admin`` uses, is OWASP's device-cookie scheme: a successful
 login sets a signed cookie naming the user (``AuthService``); an attempt that presents a
@@ -26,6 +27,7 @@ Kept in memory: a restart forgets it. A lockout (a counter reaching its limit) i
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import time
@@ -75,7 +77,7 @@ class LoginThrottle:
         self, username: str, address: str, now: float | None = None, device: str | None = None
     ) -> None:
         now = time.monotonic() if now is None else now
-        name = username.lower()
+        name, address = username.lower(), _place(address)
         if device is not None:
             wait = self._wait(self._by_device, ("d", device), self._max_pair, now)
         else:
@@ -96,10 +98,10 @@ class LoginThrottle:
         self, username: str, address: str, now: float | None = None, device: str | None = None
     ) -> None:
         now = time.monotonic() if now is None else now
-        name = username.lower()
+        name, place = username.lower(), _place(address)
         counters = [
-            (self._by_pair, ("p", name, address), self._max_pair),
-            (self._by_addr, ("a", address), self._max_addr),
+            (self._by_pair, ("p", name, place), self._max_pair),
+            (self._by_addr, ("a", place), self._max_addr),
             (self._by_user, ("u", name), self._max_user),
         ]
         if device is not None:
@@ -128,15 +130,15 @@ class LoginThrottle:
 
     def succeeded(self, username: str, address: str, device: str | None = None) -> None:
         name = username.lower()
-        self._by_pair.pop(("p", name, address), None)
+        self._by_pair.pop(("p", name, _place(address)), None)
         self._by_user.pop(("u", name), None)
         if device is not None:
             self._by_device.pop(("d", device), None)
 
     @staticmethod
     def _keys(username: str, address: str, device: str | None) -> list[Hashable]:
-        name = username.lower()
-        keys: list[Hashable] = [("p", name, address), ("a", address), ("u", name)]
+        name, place = username.lower(), _place(address)
+        keys: list[Hashable] = [("p", name, place), ("a", place), ("u", name)]
         if device is not None:
             keys.append(("d", device))
         return keys
@@ -162,6 +164,21 @@ class LoginThrottle:
         # so that a sweep is not run, over all of them, on every failure
         kept = sum(map(len, (self._by_pair, self._by_addr, self._by_user)))
         self._sweep_at = max(SWEEP_AT, 2 * kept)
+
+
+def _place(address: str) -> str:
+    """Where an attempt comes from, as counted: an IPv6 address's /64 (the least a host is
+    given: counted one by one, its 2^64 addresses would each get fresh guesses), an
+    IPv4-mapped one's IPv4 address, anything else as it is."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return address
 
 
 _SCOPES = {"p": "user from address", "a": "address", "u": "user", "d": "device"}

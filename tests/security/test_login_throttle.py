@@ -164,3 +164,19 @@ def test_throttle_memory_does_not_grow_with_failures_of_one_counter() -> None:
     finally:
         tracemalloc.stop()
     assert grown < 16_384, grown
+
+
+def test_an_ipv6_host_cannot_guess_from_every_address_of_its_network() -> None:
+    """Every host of an IPv6 network holds at least a /64 (2^64 addresses): counted one by
+    one, each new address would be a place that never failed, with a guess of its own. A
+    /64 is one address for the throttle; an IPv4-mapped IPv6 address is its IPv4 one."""
+    throttle = LoginThrottle(max_failures=3, max_per_address=99, window=60, max_per_user=99)
+    for i in range(3):
+        throttle.failed("admin", f"2001:db8:0:1::{i + 1:x}", now=i)
+    with pytest.raises(TooManyRequestsError):
+        throttle.check("admin", "2001:db8:0:1:ffff::9", now=5)
+    throttle.check("admin", "2001:db8:0:2::1", now=5)  # another network has not failed
+    for i in range(3):
+        throttle.failed("admin", "::ffff:192.0.2.7", now=i)
+    with pytest.raises(TooManyRequestsError):
+        throttle.check("admin", "192.0.2.7", now=5)
