@@ -22,7 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from controller.errors import O16nError
-from controller.http.client_address import Network, client_address
+from controller.http.client_address import Network, request_address
 from controller.http.request_id import REQUEST_ID_KEY
 from controller.store.audit import AuditEntry, AuditQuery, AuditRepo
 
@@ -87,8 +87,7 @@ class AuditLog:
         """The client's address as the login throttle sees it (through trusted proxies)."""
         if request is None:
             return ""
-        forwarded = request.headers.get("X-Forwarded-For")
-        return client_address(request.remote, forwarded, self._trusted)
+        return request_address(request, self._trusted)
 
     def record(
         self,

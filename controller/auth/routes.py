@@ -12,7 +12,7 @@ from controller.auth.middleware import public
 from controller.errors import BadRequestError
 from controller.http.bodies import read_model
 from controller.http.body_limits import expect_small_body
-from controller.http.client_address import client_address
+from controller.http.client_address import request_address
 from controller.http.responses import json_response
 from controller.keys import AUTH, SETTINGS
 
@@ -46,9 +46,7 @@ class RenewTokenRequest(BaseModel):
 async def login(request: web.Request) -> web.Response:
     body = await read_model(request, LoginRequest)
     settings = request.app[SETTINGS]
-    address = client_address(
-        request.remote, request.headers.get("X-Forwarded-For"), settings.trusted_networks
-    )
+    address = request_address(request, settings.trusted_networks)
     cookie = _device_cookie_name(body.username)
     pair = await request.app[AUTH].login(
         body.username, body.password, address, request.cookies.get(cookie)

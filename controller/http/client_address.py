@@ -12,6 +12,8 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 
+from aiohttp import web
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -52,3 +54,11 @@ def client_address(peer: str | None, forwarded_for: str | None, trusted: Sequenc
         if not _trusted(hop, trusted):
             break
     return address
+
+
+def request_address(request: web.BaseRequest, trusted: Sequence[Network]) -> str:
+    """:func:`client_address` of ``request``. Every ``X-Forwarded-For`` line counts, in
+    order, as one list: a proxy may add a line of its own after the client's (HAProxy
+    does), and the first line alone would be the client's forgery."""
+    lines = request.headers.getall("X-Forwarded-For", [])
+    return client_address(request.remote, ", ".join(lines) or None, trusted)

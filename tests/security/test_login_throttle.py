@@ -180,3 +180,22 @@ def test_an_ipv6_host_cannot_guess_from_every_address_of_its_network() -> None:
         throttle.failed("admin", "::ffff:192.0.2.7", now=i)
     with pytest.raises(TooManyRequestsError):
         throttle.check("admin", "192.0.2.7", now=5)
+
+
+async def test_a_forged_forwarded_for_line_before_the_proxys_is_not_believed(
+    aiohttp_client: Any, data_dir: Any
+) -> None:
+    """A proxy may add its own ``X-Forwarded-For`` line after the client's (HAProxy does):
+    the lines are one list, so the client's forged first line is not the address."""
+    client = await aiohttp_client(
+        create_app(make_settings(data_dir, trusted_proxies="127.0.0.0/8"))
+    )
+    statuses = []
+    for i in range(6):
+        resp = await client.post(
+            "/login",
+            json={"username": "admin", "password": f"g-{i}"},
+            headers=[("X-Forwarded-For", f"198.51.100.{i}"), ("X-Forwarded-For", "10.0.0.1")],
+        )
+        statuses.append(resp.status)
+    assert statuses == [401] * 5 + [429], statuses
