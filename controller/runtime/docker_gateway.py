@@ -192,7 +192,9 @@ class DockerGateway:
     ) -> None:
         """A new image ``repository:tag``: ``source`` plus ``labels``. A build of a
         two-line Dockerfile (``FROM``, ``LABEL``), so no layer is copied and, unlike a
-        commit, no container is left behind if the controller dies meanwhile."""
+        commit, no container is left behind if the controller dies meanwhile. Never from the
+        build cache: a cached image keeps the time of its first build, and the periodic reap
+        would take an image published a moment ago for an old one no row names."""
         for value in (source, *labels, *labels.values()):
             if not _LABEL_SAFE.match(value):
                 raise ValueError(f"not a safe image name or label: {value!r}")
@@ -205,6 +207,7 @@ class DockerGateway:
                 tag=f"{repository}:{tag}",
                 rm=True,
                 forcerm=True,
+                nocache=True,
                 pull=False,
                 decode=True,
             )

@@ -3,6 +3,7 @@ restart reaps only its own images, told by exact labels, never by a name prefix.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import tempfile
 from pathlib import Path
@@ -167,3 +168,29 @@ async def test_the_periodic_reap_spares_images_being_made(
     await reap_images(*parts)
     assert unrecorded not in _images(settings.instance)
     await client.close()
+
+
+async def test_an_image_derived_again_counts_as_new_for_the_periodic_reap(
+    aiohttp_client: Any, data_dir: Path
+) -> None:
+    """A service published now on the runtime image gets its own image whose age is now,
+    even when an identical one was built before (the build cache would hand back that one,
+    with its old creation time, and the periodic reap would take the new service's image
+    before its row is written)."""
+    from controller.keys import SANDBOXES
+
+    settings = make_settings(data_dir, warm_pool_size=0, service_warm_pool_size=0)
+    client, _ = await _start(aiohttp_client, settings)
+    sandboxes = client.app[SANDBOXES]
+    earlier = f"o16n-service:{settings.instance}-{'ef' * 8}"
+    now = f"o16n-service:{settings.instance}-{'fe' * 8}"
+    try:
+        await sandboxes.derive_image(sandboxes.image, earlier, "service")
+        await asyncio.sleep(3)
+        await sandboxes.derive_image(sandboxes.image, now, "service")
+        await sandboxes.reap_images(["o16n-service"], set(), min_age=2)
+        assert _images(settings.instance) == {now}
+    finally:
+        await client.close()
+        for name in _images(settings.instance):
+            docker.from_env().images.remove(name)
