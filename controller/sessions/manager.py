@@ -417,18 +417,21 @@ class SessionManager:
                 return
 
     async def _end(self, session: Session, reason: str) -> None:
-        """Mark a session dead (unless it is being closed) and remove its container."""
+        """Mark a session dead (unless it is being closed) and remove its container, even
+        when the database cannot take the mark (full or locked): nothing else would."""
         sandbox, session.sandbox = session.sandbox, None
         handle, session.reconnecting = session.reconnecting, None
-        if session.dead_reason is None:
-            session.dead_reason = reason
-            if reason != "closed":
-                log.warning("session ended", extra={"session": session.id, "reason": reason})
-                await self._repo.mark_dead(session.id, reason)
-        if sandbox is not None:
-            await self._sandboxes.destroy(sandbox)
-        elif handle is not None:
-            await self._sandboxes.destroy(handle)
+        try:
+            if session.dead_reason is None:
+                session.dead_reason = reason
+                if reason != "closed":
+                    log.warning("session ended", extra={"session": session.id, "reason": reason})
+                    await self._repo.mark_dead(session.id, reason)
+        finally:
+            if sandbox is not None:
+                await self._sandboxes.destroy(sandbox)
+            elif handle is not None:
+                await self._sandboxes.destroy(handle)
 
     async def reap_idle(self) -> None:
         """Close sessions idle for longer than the timeout; forget old dead ones."""

@@ -17,7 +17,9 @@ from aiohttp.test_utils import TestClient
 
 from controller.app import create_app
 from controller.settings import Settings
+from controller.store.db import BUSY_TIMEOUT
 from tests.conftest import bearer, login, make_settings
+from tests.security.test_locked_database import write_lock_held
 from tests.services.conftest import consume, publish
 from tests.sessions.conftest import new_session
 
@@ -54,6 +56,20 @@ async def test_a_killed_idle_session_is_ended_at_once_with_the_reason(
     assert resp.status == 410
     assert "killed by signal 9" in (await resp.json())["message"]
     await _until(lambda: _gone(container), timeout=5.0)  # and its container was removed
+
+
+async def test_a_session_killed_while_the_database_is_locked_loses_its_container(
+    client: TestClient[Any, Any], admin_headers: dict[str, str], settings: Settings
+) -> None:
+    """The database cannot record the death (another connection holds it locked): the
+    session still ends and its container is still removed, not left running unowned."""
+    session_id = await new_session(client, admin_headers)
+    [container] = _containers(settings, f"o16n.id={session_id}")
+    with write_lock_held(settings.db_path, 30):
+        container.kill()
+        await _until(lambda: _gone(container), timeout=BUSY_TIMEOUT + 10)
+        listed = await (await client.get("/sessions", headers=admin_headers)).json()
+        assert session_id not in {s["id"] for s in listed}
 
 
 async def _gone(container: Any) -> bool:
