@@ -137,8 +137,10 @@ _SQLITE_LOCKED = 6
 def translate(exc: BaseException) -> O16nError | None:
     """The domain error for a low-level failure that is the server's state, not a bug:
     a full disk (``ENOSPC``, ``EDQUOT``, ``SQLITE_FULL``) or a database locked by another
-    connection (``SQLITE_BUSY``, ``SQLITE_LOCKED``). Follows ``raise … from`` and implicit
-    chains a few links deep, so a wrapped ENOSPC is still named. ``None``: not one of those."""
+    connection (``SQLITE_BUSY``, ``SQLITE_LOCKED``). Follows ``raise … from`` chains a few
+    links deep, so a wrapped ENOSPC is still named; an implicit chain only from an ``OSError``
+    or SQLite error, never from anything else: a bug raised while a full disk was being
+    handled stays a 500 with its traceback logged. ``None``: not one of those."""
     seen: BaseException | None = exc
     for _ in range(4):
         if seen is None:
@@ -156,7 +158,8 @@ def translate(exc: BaseException) -> O16nError | None:
                     "the database is locked by another connection; try again shortly",
                     retry_after=STORE_RETRY_AFTER,
                 )
-        seen = seen.__cause__ or seen.__context__
+        low_level = isinstance(seen, OSError | sqlite3.Error)
+        seen = seen.__cause__ or (seen.__context__ if low_level else None)
     return None
 
 

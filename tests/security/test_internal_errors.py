@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 from typing import Any
 
@@ -29,11 +30,20 @@ async def _agent_failure(request: web.Request) -> web.Response:
     raise RuntimeFailure(AGENT_TRACEBACK)  # what _agent_error makes of an agent's error text
 
 
+@public
+async def _bug_while_out_of_space(request: web.Request) -> web.Response:
+    try:
+        raise OSError(errno.ENOSPC, "No space left on device")
+    except OSError:
+        return web.json_response({}["missing"])  # a bug in the handling of a full disk
+
+
 @pytest.fixture
 async def crash_client(aiohttp_client: Any, settings: Settings) -> TestClient[Any, Any]:
     app = create_app(settings)
     app.router.add_get("/test/crash", _crash)
     app.router.add_get("/test/agent-failure", _agent_failure)
+    app.router.add_get("/test/bug-while-out-of-space", _bug_while_out_of_space)
     client: TestClient[Any, Any] = await aiohttp_client(app)
     return client
 
@@ -56,6 +66,21 @@ async def test_a_crash_is_a_bare_500_with_the_logged_request_id(
     logged = [r for r in caplog.records if getattr(r, "requestId", None) == request_id]
     assert logged and logged[0].exc_info is not None  # the detail is in the log, not the reply
     assert SECRET_PATH in str(logged[0].exc_info[1])
+
+
+async def test_a_bug_raised_while_handling_a_full_disk_is_a_500_not_a_507(
+    crash_client: TestClient[Any, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only a full disk itself (or an error raised *from* one) is 507: a bug that happens to
+    run while an ENOSPC is being handled is a 500 whose traceback is logged."""
+    with caplog.at_level(logging.INFO):
+        resp = await crash_client.get("/test/bug-while-out-of-space")
+    assert resp.status == 500
+    request_id = resp.headers["X-Request-Id"]
+    _assert_generic_500(await resp.json(), request_id, "InternalError")
+    logged = [r for r in caplog.records if getattr(r, "requestId", None) == request_id]
+    assert logged and logged[0].exc_info is not None
+    assert isinstance(logged[0].exc_info[1], KeyError)
 
 
 async def test_an_agent_failure_does_not_reach_the_client(
