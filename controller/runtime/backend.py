@@ -7,7 +7,7 @@ of compute nodes or Kubernetes slots in behind the same methods.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -97,8 +97,9 @@ class ComputeBackend(Protocol):
         engine as needed; what stopped while it was away is reported when it is back, with
         ``True``: seen only after the engine was unreachable)."""
 
-    async def sweep(self, keep: set[str]) -> int:
-        """Remove what containers not in ``keep`` left on this host; returns how many."""
+    async def sweep(self, in_use: Callable[[str], bool]) -> int:
+        """Remove what containers not ``in_use`` (asked as late as possible) left on this
+        host; returns how many."""
 
     async def adopt(self, handle: ContainerHandle) -> None:
         """Listen again for the agent of a container an earlier controller started."""

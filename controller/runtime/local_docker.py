@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from docker.types import LogConfig, Mount, Ulimit
@@ -154,24 +155,29 @@ class LocalDockerBackend:
             await asyncio.sleep(delay)
             delay = min(delay * 2, EVENTS_RETRY_MAX)
 
-    async def sweep(self, keep: set[str]) -> int:
-        """Remove the socket directories of containers not in ``keep`` (left by a failed
-        start or a crash); returns how many."""
-        keep = keep | set(self._listeners)
+    async def sweep(self, in_use: Callable[[str], bool]) -> int:
+        """Remove the socket directories of containers not ``in_use`` (left by a failed
+        start or a crash); returns how many. Listed first, then judged on the loop: a
+        directory listed was made before the listing, so a launch that made it is in use
+        by then (asked at judging time, not before a thread that may wait its turn)."""
+        folder = self._settings.sockets_dir
 
-        def run() -> int:
-            removed = 0
+        def listing() -> list[str]:
             with contextlib.suppress(FileNotFoundError):
-                for entry in self._settings.sockets_dir.iterdir():
-                    if entry.name not in keep and entry.is_dir() and not entry.is_symlink():
-                        shutil.rmtree(entry, ignore_errors=True)
-                        removed += 1
-            return removed
+                return [e.name for e in os.scandir(folder) if e.is_dir(follow_symlinks=False)]
+            return []
 
-        removed = await asyncio.to_thread(run)
-        if removed:
-            log.info("removed socket directories left behind", extra={"count": removed})
-        return removed
+        names = await asyncio.to_thread(listing)
+        stale = [n for n in names if not in_use(n) and n not in self._listeners]
+
+        def remove() -> None:
+            for name in stale:
+                shutil.rmtree(folder / name, ignore_errors=True)
+
+        if stale:
+            await asyncio.to_thread(remove)
+            log.info("removed socket directories left behind", extra={"count": len(stale)})
+        return len(stale)
 
     async def adopt(self, handle: ContainerHandle) -> None:
         await self._listener(handle.key).start()

@@ -155,7 +155,7 @@ class Sandboxes:
                 log.info("removing a container no sandbox uses", extra={"key": handle.key})
                 await self._remove(handle)
                 removed += 1
-        await self.backend.sweep(self._live | set(self._unremoved))
+        await self.backend.sweep(lambda key: key in self._live or key in self._unremoved)
         return removed
 
     def on_exit(self, handler: ExitHandler) -> None:

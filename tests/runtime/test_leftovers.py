@@ -145,6 +145,27 @@ async def test_the_sweep_removes_unused_containers_and_keeps_those_in_use(
     await client.close()
 
 
+async def test_the_sweep_keeps_the_socket_directory_of_a_sandbox_launched_meanwhile(
+    aiohttp_client: Any, data_dir: Path
+) -> None:
+    """The sweep's file work waits for a free thread (other file work holds them all): a
+    sandbox launched meanwhile keeps its socket directory, which its agent dials."""
+    from controller.keys import SANDBOXES
+
+    settings = make_settings(data_dir, warm_pool_size=0, service_warm_pool_size=0)
+    client = await aiohttp_client(create_app(settings))
+    sandboxes = client.app[SANDBOXES]
+    loop = asyncio.get_running_loop()
+    busy = [loop.run_in_executor(None, time.sleep, 0.5) for _ in range(64)]
+    sweep = asyncio.ensure_future(sandboxes.sweep())
+    await asyncio.sleep(0.3)  # the sweep has listed the containers and waits for a thread
+    sandbox = await sandboxes.launch("probe", ident="sweep-race")
+    await asyncio.gather(sweep, *busy)
+    assert (settings.sockets_dir / sandbox.key).is_dir()
+    await sandboxes.destroy(sandbox)
+    await client.close()
+
+
 def _runtime_tag() -> str:
     from controller.runtime.image import default_tag
 
