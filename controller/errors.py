@@ -131,13 +131,13 @@ class AgentGone(RuntimeFailure):
 STORE_RETRY_AFTER = 2.0
 _SQLITE_FULL = 13
 _SQLITE_BUSY = 5
-_SQLITE_LOCKED = 6
 
 
 def translate(exc: BaseException) -> O16nError | None:
     """The domain error for a low-level failure that is the server's state, not a bug:
     a full disk (``ENOSPC``, ``EDQUOT``, ``SQLITE_FULL``) or a database locked by another
-    connection (``SQLITE_BUSY``, ``SQLITE_LOCKED``). Follows ``raise … from`` chains a few
+    connection (``SQLITE_BUSY``; not ``SQLITE_LOCKED``, a conflict within one connection,
+    which without a shared cache is our bug). Follows ``raise … from`` chains a few
     links deep, so a wrapped ENOSPC is still named; an implicit chain only from an ``OSError``
     or SQLite error, never from anything else: a bug raised while a full disk was being
     handled stays a 500 with its traceback logged. ``None``: not one of those."""
@@ -153,7 +153,7 @@ def translate(exc: BaseException) -> O16nError | None:
             code = getattr(seen, "sqlite_errorcode", 0) & 0xFF
             if code == _SQLITE_FULL:
                 return out_of_space()
-            if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
+            if code == _SQLITE_BUSY:
                 return StoreBusy(
                     "the database is locked by another connection; try again shortly",
                     retry_after=STORE_RETRY_AFTER,

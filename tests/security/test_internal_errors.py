@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import sqlite3
 from typing import Any
 
 import pytest
@@ -38,12 +39,24 @@ async def _bug_while_out_of_space(request: web.Request) -> web.Response:
         return web.json_response({}["missing"])  # a bug in the handling of a full disk
 
 
+@public
+async def _table_locked_by_own_statement(request: web.Request) -> web.Response:
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    conn.execute("CREATE TABLE t (x)")
+    conn.executemany("INSERT INTO t VALUES (?)", [(1,), (2,)])
+    cursor = conn.execute("SELECT x FROM t")
+    cursor.fetchone()
+    conn.execute("DROP TABLE t")  # SQLITE_LOCKED: a bug of ours, not a busy database
+    return web.json_response({})
+
+
 @pytest.fixture
 async def crash_client(aiohttp_client: Any, settings: Settings) -> TestClient[Any, Any]:
     app = create_app(settings)
     app.router.add_get("/test/crash", _crash)
     app.router.add_get("/test/agent-failure", _agent_failure)
     app.router.add_get("/test/bug-while-out-of-space", _bug_while_out_of_space)
+    app.router.add_get("/test/table-locked", _table_locked_by_own_statement)
     client: TestClient[Any, Any] = await aiohttp_client(app)
     return client
 
@@ -81,6 +94,17 @@ async def test_a_bug_raised_while_handling_a_full_disk_is_a_500_not_a_507(
     logged = [r for r in caplog.records if getattr(r, "requestId", None) == request_id]
     assert logged and logged[0].exc_info is not None
     assert isinstance(logged[0].exc_info[1], KeyError)
+
+
+async def test_a_table_our_own_statement_locks_is_a_500_not_a_503(
+    crash_client: TestClient[Any, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """SQLITE_LOCKED comes from a conflict inside one connection (no shared cache here):
+    our bug, never another process's lock, so not a 503 telling the client to retry."""
+    with caplog.at_level(logging.INFO):
+        resp = await crash_client.get("/test/table-locked")
+    assert resp.status == 500
+    _assert_generic_500(await resp.json(), resp.headers["X-Request-Id"], "InternalError")
 
 
 async def test_an_agent_failure_does_not_reach_the_client(
