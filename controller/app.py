@@ -195,6 +195,7 @@ async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         int(settings.disk_warn_bytes),
     )
     yield
+    app[PROBE].close()
     await backend.close()
 
 

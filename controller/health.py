@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ from controller.errors import O16nError
 from controller.runtime.docker_gateway import DockerGateway
 
 CACHE_SECONDS = 2.0
+#: Seconds the disk check may take before it counts as failed.
+DISK_TIMEOUT = 0.5
 
 
 def node(
@@ -49,6 +52,9 @@ class HealthProbe:
         self._data_dir = data_dir
         self._disk_fail = disk_fail
         self._disk_warn = disk_warn
+        # a thread of its own: the shared default executor may be busy with long file work
+        # (tarballs being written), and ``/status`` must answer within a second regardless
+        self._disk_reader = ThreadPoolExecutor(1, thread_name_prefix="disk-check")
         self._at = 0.0
         self._result: dict[str, dict[str, Any]] | None = None
         self._lock = asyncio.Lock()
@@ -62,8 +68,21 @@ class HealthProbe:
                 self._result = {"dockerEngine": engine, "runtimeImage": image}
                 self._at = time.monotonic()
             cached = self._result
-        space = await asyncio.to_thread(disk, self._data_dir, self._disk_fail, self._disk_warn)
-        return {**cached, "disk": space}
+        return {**cached, "disk": await self._disk()}
+
+    async def _disk(self) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        check = loop.run_in_executor(
+            self._disk_reader, disk, self._data_dir, self._disk_fail, self._disk_warn
+        )
+        try:
+            return await asyncio.wait_for(check, DISK_TIMEOUT)
+        except TimeoutError:
+            error = f"the disk did not answer within {DISK_TIMEOUT} s"
+            return node("fail", {"path": str(self._data_dir), "error": error})
+
+    def close(self) -> None:
+        self._disk_reader.shutdown(wait=False, cancel_futures=True)
 
     async def _engine_and_image(self) -> tuple[dict[str, Any], dict[str, Any]]:
         try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 from aiohttp.test_utils import TestClient
@@ -44,3 +46,20 @@ async def test_a_missing_runtime_image_fails_the_status(aiohttp_client: Any, dat
     assert body["statusCode"] == "fail"
     assert body["components"]["runtimeImage"]["statusCode"] == "fail"
     assert "make image" in body["components"]["runtimeImage"]["details"]["error"]
+
+
+async def test_status_answers_within_a_second_while_file_work_holds_every_thread(
+    client: TestClient[Any, Any], admin_headers: dict[str, str]
+) -> None:
+    """Long file work (tarballs being written) can hold every thread of the shared default
+    executor; the disk check does not queue behind it."""
+    await client.get("/status", headers=admin_headers)  # the cached engine checks are fresh
+    loop = asyncio.get_running_loop()
+    busy = [loop.run_in_executor(None, time.sleep, 0.5) for _ in range(64)]
+    start = time.monotonic()
+    resp = await client.get("/status", headers=admin_headers)
+    elapsed = time.monotonic() - start
+    await asyncio.gather(*busy)
+    assert resp.status == 200
+    assert elapsed < 1.0, elapsed
+    assert (await resp.json())["components"]["disk"]["statusCode"] in ("pass", "warn")
