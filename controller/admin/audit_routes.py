@@ -34,6 +34,9 @@ class AuditParams(BaseModel):
     cursor: str | None = Field(None, max_length=100)
 
 
+_MAX_ID = 2**63 - 1  # the largest rowid SQLite has
+
+
 def encode_cursor(entry_id: int) -> str:
     return base64.urlsafe_b64encode(f"a1:{entry_id}".encode()).decode().rstrip("=")
 
@@ -42,7 +45,10 @@ def decode_cursor(cursor: str) -> int:
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         prefix, _, number = text.partition(":")
-        if prefix != "a1" or not number.isdigit():
+        # ASCII digits within SQLite's 64-bit integers: a forged id is a 400, not a 500
+        if prefix != "a1" or not (number.isascii() and number.isdigit()):
+            raise ValueError(cursor)
+        if int(number) > _MAX_ID:
             raise ValueError(cursor)
         return int(number)
     except (ValueError, binascii.Error, UnicodeDecodeError):
