@@ -177,14 +177,21 @@ async def transfer(request: web.Request) -> web.Response:
     return json_response(moved)
 
 
-async def _transfer(request: web.Request, source: str, target: str) -> dict[str, Any]:
-    """Hand ``source``'s services and snapshots to ``target``, in the store and in memory."""
-    repo = AdminRepo(request.app[DB])
-    old, new = await repo.user(source), await repo.user(target)
-    if old.id == new.id:
+async def _receiver(repo: AdminRepo, source: UserOverview, target: str) -> UserOverview:
+    """The user ``target`` who may take over ``source``'s work (404, 400 or 409 if not)."""
+    new = await repo.user(target)
+    if source.id == new.id:
         raise BadRequestError("'to' names the same user")
     if new.disabled:
         raise ConflictError(f"'{target}' is disabled; enable the account first")
+    return new
+
+
+async def _transfer(request: web.Request, source: str, target: str) -> dict[str, Any]:
+    """Hand ``source``'s services and snapshots to ``target``, in the store and in memory."""
+    repo = AdminRepo(request.app[DB])
+    old = await repo.user(source)
+    new = await _receiver(repo, old, target)
     services, snapshots = await repo.transfer(old.id, new.id)
     for service in request.app[SERVICES].all():
         if service.record.publisher_id == old.id:
@@ -204,15 +211,22 @@ async def delete_user(request: web.Request) -> web.Response:
     user = await repo.user(name)
     if await repo.enabled_owners() == [user.username]:  # checked again as it is deleted
         raise ConflictError("that would leave no enabled Owner; make another user an Owner first")
-    moved = None
     if params.transferTo is not None:
-        moved = await _transfer(request, name, params.transferTo)
+        await _receiver(repo, user, params.transferTo)  # 404/409 before anything changes
     elif user.services or user.snapshots:
         raise ConflictError(
             f"'{name}' owns {user.services} service versions and {user.snapshots} snapshots; "
             f"hand them over first (POST /admin/users/{name}/transfer, or DELETE with "
             "?transferTo=<user>)"
         )
+    # Their logins end first, so that nothing new of theirs starts while their sessions
+    # close and their work is handed over (the delete itself rechecks what they own).
+    directory = request.app[AUTH].directory
+    await directory.users_repo.update(name, disabled=True, revoke_tokens=True, keep_an_owner=True)
+    await directory.reload()
+    moved = None
+    if params.transferTo is not None:
+        moved = await _transfer(request, name, params.transferTo)
     sessions = request.app[SESSIONS]
     closed = 0
     for session in sessions.everyone():
@@ -220,8 +234,8 @@ async def delete_user(request: web.Request) -> web.Response:
             await sessions.close_by_admin(session.id)
             closed += 1
     cancelled = await admin_batches.cancel_owned(request.app, user.id)
-    await request.app[AUTH].directory.users_repo.delete(name)
-    await request.app[AUTH].directory.reload()
+    await directory.users_repo.delete(name)
+    await directory.reload()
     return json_response(
         {"deleted": name, "sessionsClosed": closed, "batchesCancelled": cancelled, "moved": moved}
     )

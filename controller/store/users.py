@@ -107,8 +107,19 @@ class UsersRepo:
 
     async def delete(self, username: str) -> None:
         """Delete an account (its token families, session records and batches cascade);
-        409 if it is the last enabled Owner."""
+        409 if it is the last enabled Owner, or still owns a service or snapshot (one made
+        since the caller looked: it is never deleted with its owner)."""
         async with self._db.transaction() as conn:
+            cur = await conn.execute(
+                "SELECT 1 FROM services s JOIN users u ON u.id = s.publisher_id"
+                " WHERE u.username = ? UNION ALL SELECT 1 FROM snapshots p"
+                " JOIN users u ON u.id = p.owner_id WHERE u.username = ? LIMIT 1",
+                (username, username),
+            )
+            if await cur.fetchone() is not None:
+                raise ConflictError(
+                    f"'{username}' owns services or snapshots; hand them over first"
+                )
             cur = await conn.execute("DELETE FROM users WHERE username = ?", (username,))
             if cur.rowcount == 0:
                 raise NotFoundError(f"no user '{username}'")

@@ -12,6 +12,8 @@ from aiohttp.test_utils import TestClient
 
 from controller import __main__ as cli
 from controller.admin import routes as admin_routes
+from controller.errors import ConflictError
+from controller.keys import AUTH, SESSIONS
 from controller.settings import Settings
 from controller.store.audit import AuditQuery, AuditRepo
 from controller.store.db import Database
@@ -252,3 +254,38 @@ class _Lines:
 
     def readline(self) -> str:
         return self._lines.pop(0) if self._lines else ""
+
+
+async def test_delete_refuses_a_user_who_owns_work_at_the_last_moment(
+    client: TestClient[Any, Any], admin_headers: dict[str, str]
+) -> None:
+    """A service published (or snapshot made) after DELETE's first check: the delete is
+    409, never a foreign-key 500, and never a snapshot deleted with its owner."""
+    await create_user(client, admin_headers, "kim")
+    headers = bearer((await login(client, "kim", "password-123"))["access_token"])
+    await publish(client, headers, "KimService", "1", code="x = 1")
+    with pytest.raises(ConflictError):
+        await client.app[AUTH].directory.users_repo.delete("kim")
+    services = await (await client.get("/admin/services", headers=admin_headers)).json()
+    assert [(s["name"], s["publisher"]) for s in services] == [("KimService", "kim")]
+
+
+async def test_delete_ends_the_users_logins_before_closing_sessions(
+    client: TestClient[Any, Any], admin_headers: dict[str, str]
+) -> None:
+    """While its sessions close, the user being deleted can start nothing new."""
+    await create_user(client, admin_headers, "lou")
+    headers = bearer((await login(client, "lou", "password-123"))["access_token"])
+    await new_session(client, headers)
+    seen: list[int] = []
+    sessions = client.app[SESSIONS]
+    close = sessions.close_by_admin
+
+    async def close_and_try(session_id: str) -> Any:
+        seen.append((await client.post("/sessions", json={}, headers=headers)).status)
+        return await close(session_id)
+
+    sessions.close_by_admin = close_and_try  # type: ignore[method-assign]
+    resp = await client.delete("/admin/users/lou", headers=admin_headers)
+    assert resp.status == 200, await resp.text()
+    assert seen == [401]
