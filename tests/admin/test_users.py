@@ -11,6 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from controller import __main__ as cli
+from controller.admin import console
 from controller.admin import routes as admin_routes
 from controller.errors import ConflictError
 from controller.keys import AUTH, SESSIONS
@@ -24,8 +25,11 @@ from tests.sessions.conftest import new_session
 
 
 def _admin_operations() -> list[tuple[str, str]]:
+    """Every /admin API operation (the console's static files are public: tested apart)."""
     ops = []
     for route in admin_routes.routes:
+        if route.path in console.PATHS:  # type: ignore[attr-defined]
+            continue
         path = re.sub(r"\{(\w+)\}", "x", route.path)  # type: ignore[attr-defined]
         ops.append((route.method, path))  # type: ignore[attr-defined]
     return ops
