@@ -73,7 +73,7 @@ def _read_password(from_stdin: bool) -> str:
 
 async def _audit(db: Database, action: str, name: str, detail: dict[str, object]) -> None:
     """Record a CLI change in the audit trail (actor ``cli``), like the server's own."""
-    from controller.admin.audit import emit
+    from controller.audit.log import emit
     from controller.store.audit import AuditEntry, AuditRepo
 
     entry = AuditEntry(time.time(), "cli", "local", action, name, "ok", detail=detail)
@@ -86,7 +86,7 @@ async def _users(settings: Settings, args: argparse.Namespace) -> None:
     try:
         repo = UsersRepo(db)
         if args.action == "add":
-            from controller.admin.reserved import refuse_reserved
+            from controller.reserved_names import refuse_reserved
 
             refuse_reserved(args.name, "user name")  # diagnostics' temporaries
             role = Role.parse(args.role)

@@ -19,9 +19,7 @@ from aiohttp import web
 
 from controller import docs, status
 from controller.admin import routes as admin_routes
-from controller.admin.audit import AuditLog
-from controller.admin.drain import Drain, make_middleware
-from controller.admin.stats import StatsSampler
+from controller.audit.log import AuditLog
 from controller.auth import routes as auth_routes
 from controller.auth.bootstrap import ensure_admin, jwt_secret
 from controller.auth.directory import Directory
@@ -31,6 +29,7 @@ from controller.auth.service import AuthService
 from controller.batch import routes as batch_routes
 from controller.batch import swagger as batch_swagger
 from controller.batch.runner import BatchRunner
+from controller.drain import Drain, make_middleware
 from controller.health import HealthProbe
 from controller.http.body_limits import body_limit_middleware
 from controller.http.middlewares import (
@@ -62,6 +61,7 @@ from controller.runtime.docker_gateway import DockerGateway
 from controller.runtime.image import runtime_tag
 from controller.runtime.local_docker import LocalDockerBackend
 from controller.runtime.sandboxes import Sandbox, Sandboxes
+from controller.runtime.stats import StatsSampler
 from controller.services import routes as service_routes
 from controller.services.registry import IMAGE_REPOSITORY as SERVICE_IMAGES
 from controller.services.registry import ServiceRegistry

@@ -10,16 +10,16 @@ from typing import Any
 
 from aiohttp import web
 
-from controller.admin.audit import AuditLog
-from controller.admin.drain import Drain
-from controller.admin.stats import StatsSampler
+from controller.audit.log import AuditLog
 from controller.auth.roles import Identity
 from controller.auth.service import AuthService
 from controller.batch.runner import BatchRunner
+from controller.drain import Drain
 from controller.health import HealthProbe
 from controller.runtime.docker_gateway import DockerGateway
 from controller.runtime.runc import RuncVerdict
 from controller.runtime.sandboxes import Sandboxes
+from controller.runtime.stats import StatsSampler
 from controller.services.registry import ServiceRegistry
 from controller.sessions.manager import SessionManager
 from controller.settings import Settings

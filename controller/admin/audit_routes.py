@@ -14,8 +14,8 @@ from datetime import datetime
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from controller.admin.audit import entry_json
 from controller.admin.common import owner, query
+from controller.audit.log import entry_json
 from controller.errors import ValidationFailed
 from controller.http.responses import json_response
 from controller.keys import AUDIT

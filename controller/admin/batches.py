@@ -8,7 +8,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from controller.admin.common import iso, owner, query
-from controller.admin.trail import audited
+from controller.audit.trail import audited
 from controller.auth.roles import Identity, Role
 from controller.errors import NotFoundError
 from controller.http.responses import json_response

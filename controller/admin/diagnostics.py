@@ -24,13 +24,13 @@ from typing import Any
 from aiohttp import web
 
 from controller.admin.common import owner
-from controller.admin.reserved import PREFIX
-from controller.admin.trail import audited, response_json
+from controller.audit.trail import audited, response_json
 from controller.auth.passwords import generate_password, hash_password_async
 from controller.auth.roles import Identity, Role
 from controller.errors import O16nError
 from controller.http.responses import json_response
 from controller.keys import AUTH, DB, DOCKER, SANDBOXES, SERVICES, SESSIONS, SETTINGS
+from controller.reserved_names import PREFIX
 from controller.runtime.spec import LABEL_PREFIX
 from controller.services import consume
 from controller.services.models import PublishWebServiceRequest

@@ -17,8 +17,8 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from controller.admin.common import owner, query
-from controller.admin.drain import DEFAULT_RETRY_AFTER
-from controller.admin.trail import audited
+from controller.audit.trail import audited
+from controller.drain import DEFAULT_RETRY_AFTER
 from controller.errors import O16nError
 from controller.http.bodies import read_model
 from controller.http.responses import json_response

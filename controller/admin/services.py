@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from controller.admin.common import iso, owner
-from controller.admin.trail import audited
+from controller.audit.trail import audited
 from controller.http.responses import json_response
 from controller.keys import DB, SERVICES
 from controller.services.registry import Service

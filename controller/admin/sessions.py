@@ -8,7 +8,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
 from controller.admin.common import iso, owner, query
-from controller.admin.trail import audited
+from controller.audit.trail import audited
 from controller.http.responses import json_response
 from controller.keys import CONTAINER_STATS, SESSIONS
 from controller.sessions.manager import Session

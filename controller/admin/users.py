@@ -21,14 +21,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from controller.admin import batches as admin_batches
 from controller.admin.common import iso, owner, query
-from controller.admin.reserved import refuse_reserved
-from controller.admin.trail import audited, body_json, response_json
+from controller.audit.trail import audited, body_json, response_json
 from controller.auth.passwords import generate_password, hash_password_async
 from controller.auth.roles import Role
 from controller.errors import BadRequestError, ConflictError
 from controller.http.bodies import read_model
 from controller.http.responses import json_response
 from controller.keys import AUTH, DB, SERVICES, SESSIONS
+from controller.reserved_names import refuse_reserved
 from controller.store.admin import AdminRepo, UserOverview
 
 routes = web.RouteTableDef()

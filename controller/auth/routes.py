@@ -7,7 +7,7 @@ import hashlib
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from controller.admin.trail import audited, login_name, login_target
+from controller.audit.trail import audited, login_name, login_target
 from controller.auth.middleware import public
 from controller.errors import BadRequestError
 from controller.http.bodies import read_model

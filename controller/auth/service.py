@@ -9,7 +9,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from controller.admin.audit import AuditLog
+from controller.audit.log import AuditLog
 from controller.auth.directory import Directory
 from controller.auth.jwt_tokens import (
     AccessTokenCodec,

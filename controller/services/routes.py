@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from controller.admin.reserved import refuse_reserved, reserved
-from controller.admin.trail import audited, code_digest, service_target
+from controller.audit.trail import audited, code_digest, service_target
 from controller.auth.middleware import caller
 from controller.errors import NotImplementedFeature
 from controller.http.bodies import read_json, read_model
 from controller.http.responses import json_response
 from controller.keys import SANDBOXES, SERVICES, SETTINGS
+from controller.reserved_names import refuse_reserved, reserved
 from controller.services import consume
 from controller.services.models import PoolRequest, PublishWebServiceRequest
 

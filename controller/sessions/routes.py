@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import BodyPartReader, web
 
-from controller.admin.trail import audited, created
+from controller.audit.trail import audited, created
 from controller.auth.middleware import caller
 from controller.errors import AgentProtocolError, BadRequestError
 from controller.http.bodies import read_model

@@ -8,7 +8,7 @@ import tempfile
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from controller.admin.trail import audited, created
+from controller.audit.trail import audited, created
 from controller.auth.middleware import caller
 from controller.http.bodies import read_model
 from controller.http.responses import json_response

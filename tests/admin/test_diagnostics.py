@@ -13,9 +13,9 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from controller.admin.diagnostics import BACKGROUND, TIMEOUTS, Run
-from controller.admin.reserved import PREFIX
 from controller.app import create_app
 from controller.keys import DB, SERVICES, SESSIONS, SETTINGS
+from controller.reserved_names import PREFIX
 from tests.admin.conftest import audit_entries
 from tests.auth.test_accounts import cli
 from tests.conftest import bearer, login, make_settings, user_headers

@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from controller.admin.audit import AuditLog, outcome_of, sha256
+from controller.audit.log import AuditLog, outcome_of, sha256
 from controller.errors import O16nError
 from controller.keys import AUDIT, IDENTITY
 

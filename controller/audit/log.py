@@ -3,7 +3,7 @@
 Request paths never wait on SQLite for it: ``record`` logs the entry at once as a JSON line
 on the ``o16n.audit`` logger and queues it; a background task writes the queue in one
 transaction every ``FLUSH_SECONDS`` (readers flush first, so a page is never behind).
-Handlers opt in with ``@audited(action)`` (``controller.admin.trail``); the consume path has
+Handlers opt in with ``@audited(action)`` (``controller.audit.trail``); the consume path has
 no such handler and never writes an audit row. Entries carry names, ids and SHA-256
 digests, never a secret, password, token or code.
 """

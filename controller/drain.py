@@ -17,9 +17,9 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from controller.admin.audit import current_request
-from controller.admin.reserved import hide_reserved
+from controller.audit.log import current_request
 from controller.errors import ServiceUnavailableError
+from controller.reserved_names import hide_reserved
 
 #: (method, route pattern) of the requests that start new work
 NEW_WORK = frozenset(
