@@ -29,6 +29,7 @@ class StatsSampler:
         self._previous: dict[str, tuple[float, int]] = {}  # container → (monotonic, cpu ns)
         self._df: tuple[float, dict[str, Any]] | None = None
         self._df_lock = asyncio.Lock()
+        self._slots = asyncio.Semaphore(CONCURRENCY)  # shared: every caller's calls together
 
     async def engine_disk(self, max_age: float = DF_MAX_AGE) -> dict[str, Any]:
         """Bytes the engine uses for images, containers, volumes and build cache
@@ -41,10 +42,8 @@ class StatsSampler:
             return self._df[1]
 
     async def sample(self, container_ids: list[str]) -> dict[str, dict[str, Any] | None]:
-        semaphore = asyncio.Semaphore(CONCURRENCY)
-
         async def one(container_id: str) -> dict[str, Any] | None:
-            async with semaphore:
+            async with self._slots:
                 try:
                     async with asyncio.timeout(TIMEOUT):
                         raw = await self._gateway.container_stats(container_id)

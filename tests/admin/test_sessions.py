@@ -15,6 +15,8 @@ from aiohttp.test_utils import TestClient
 
 from controller.app import create_app
 from controller.auth.passwords import hash_password
+from controller.keys import CONTAINER_STATS, DOCKER
+from controller.runtime import stats
 from controller.settings import Settings
 from controller.store.db import Database
 from tests.admin.conftest import audit_entries
@@ -137,3 +139,30 @@ async def test_the_list_stays_fast_with_500_sessions(
     p50 = statistics.median(timings)
     print(f"GET /admin/sessions with 500 sessions: p50 {p50 * 1000:.1f} ms")
     assert p50 < 0.25
+
+
+async def test_stats_calls_take_at_most_their_share_of_docker_threads_across_requests(
+    client: TestClient[Any, Any],
+) -> None:
+    """Two operators listing with ``?stats=true`` at once still hold at most
+    ``CONCURRENCY`` of the gateway's threads between them."""
+    gateway = client.app[DOCKER]
+    real = gateway.container_stats
+    running, most = 0, 0
+
+    async def counted(container_id: str) -> dict[str, Any]:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        try:
+            await asyncio.sleep(0.2)  # an engine that takes its time
+            return await real(container_id)
+        finally:
+            running -= 1
+
+    gateway.container_stats = counted  # type: ignore[method-assign]
+    sampler = client.app[CONTAINER_STATS]
+    ids = [f"{i:064x}" for i in range(8)]  # no such containers: None each
+    first, second = await asyncio.gather(sampler.sample(ids), sampler.sample(ids[::-1]))
+    assert first == second == dict.fromkeys(ids)
+    assert most == stats.CONCURRENCY
