@@ -11,6 +11,7 @@ from aiohttp import web
 
 from controller.audit.log import AuditLog, outcome_of, sha256
 from controller.errors import O16nError
+from controller.http.bodies import PARSED_BODY
 from controller.keys import AUDIT, IDENTITY
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -87,7 +88,9 @@ async def _record(
 
 
 async def body_json(request: web.Request) -> Any:
-    """The request body as JSON (already read by the handler; aiohttp keeps it)."""
+    """The request body as JSON (already read, and usually parsed, by the handler)."""
+    if PARSED_BODY in request:
+        return request[PARSED_BODY]
     raw = await request.read()
     return json.loads(raw) if raw.strip() else {}
 

@@ -19,6 +19,10 @@ from controller.errors import BadRequestError, ValidationFailed
 
 M = TypeVar("M", bound=BaseModel)
 
+#: the body as ``read_json`` parsed it, so that a second reader (the audit trail) does not
+#: parse a large publish body again on the event loop
+PARSED_BODY = web.RequestKey("o16n_parsed_body", object)
+
 
 def _fold(name: str) -> str:
     return name.replace("_", "").lower()
@@ -30,11 +34,13 @@ async def read_json(request: web.Request) -> Any:
     if not raw.strip():
         raise BadRequestError("the request body is empty; a JSON document was expected")
     try:
-        return loads(raw)
+        data = loads(raw)
     except UnicodeDecodeError:
         raise BadRequestError("the request body is not UTF-8 text") from None
     except ValueError as exc:
         raise BadRequestError(f"the request body is not valid JSON: {exc}") from None
+    request[PARSED_BODY] = data
+    return data
 
 
 async def read_model(request: web.Request, model: type[M], *, allow_empty: bool = False) -> M:

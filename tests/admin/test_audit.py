@@ -15,6 +15,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from controller.app import create_app
+from controller.audit import trail
 from controller.keys import AUDIT, DB, SESSIONS
 from controller.store.audit import AuditEntry, AuditRepo
 from tests.admin.conftest import audit_entries, audit_rows_text, create_user
@@ -191,3 +192,23 @@ async def test_sessions_the_idle_reaper_closes_are_recorded(
     assert [(e.actor, e.target, e.detail) for e in entries] == [
         ("system", session_id, {"reason": "idle"})
     ]
+
+
+async def test_a_publish_body_is_parsed_once(
+    client: TestClient[Any, Any], admin_headers: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The trail's code digest reuses the body the handler parsed: a large publish body
+    (a model) is not parsed a second time on the event loop."""
+    parsed: list[str] = []  # what the trail parsed (its replies too: small)
+
+    class CountingJson:
+        @staticmethod
+        def loads(raw: Any) -> Any:
+            parsed.append(raw.decode() if isinstance(raw, bytes) else raw)
+            return json.loads(raw)
+
+    monkeypatch.setattr(trail, "json", CountingJson)
+    await publish(client, admin_headers, "ParsedOnce", "1", code="x = 1")
+    assert not [text for text in parsed if "x = 1" in text]
+    entry = (await audit_entries(client, action="service.publish"))[0]
+    assert entry.detail["codeSha256"] == hashlib.sha256(b"x = 1").hexdigest()
