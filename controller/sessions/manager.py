@@ -218,8 +218,10 @@ class SessionManager:
 
     async def cancel(self, caller: Identity, session_id: str) -> bool:
         """Interrupt the running execution (KeyboardInterrupt in user code); False if idle."""
-        session = self.get(caller, session_id)
-        if not session.executing or session.sandbox is None:
+        return await self._interrupt(self.get(caller, session_id))
+
+    async def _interrupt(self, session: Session) -> bool:
+        if not session.alive or not session.executing or session.sandbox is None:
             return False
         session.cancel_requested = True
         await self._sandboxes.interrupt(session.sandbox)
@@ -248,12 +250,7 @@ class SessionManager:
 
     async def cancel_any(self, session_id: str) -> bool:
         """Interrupt what runs in any session; False when nothing runs."""
-        session = self.find(session_id)
-        if not session.alive or not session.executing or session.sandbox is None:
-            return False
-        session.cancel_requested = True
-        await self._sandboxes.interrupt(session.sandbox)
-        return True
+        return await self._interrupt(self.find(session_id))
 
     # --- execution ------------------------------------------------------------------------
 
