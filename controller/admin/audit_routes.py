@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import datetime
+from datetime import UTC, datetime
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
@@ -57,14 +57,22 @@ def decode_cursor(cursor: str) -> int:
         ) from None
 
 
+def _seconds(at: datetime | None) -> float | None:
+    """Unix seconds; a time without a zone is UTC, like every time the trail shows (never
+    the server's local zone)."""
+    if at is None:
+        return None
+    return (at.replace(tzinfo=UTC) if at.tzinfo is None else at).timestamp()
+
+
 @routes.get("/admin/audit")
 async def audit_trail(request: web.Request) -> web.Response:
     owner(request)
     params = query(request, AuditParams)
     entries = await request.app[AUDIT].page(
         AuditQuery(
-            since=params.since.timestamp() if params.since else None,
-            until=params.until.timestamp() if params.until else None,
+            since=_seconds(params.since),
+            until=_seconds(params.until),
             actor=params.actor,
             action=params.action,
             before_id=decode_cursor(params.cursor) if params.cursor else None,

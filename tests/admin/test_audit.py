@@ -8,7 +8,7 @@ import hashlib
 import json
 import logging
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -212,3 +212,23 @@ async def test_a_publish_body_is_parsed_once(
     assert not [text for text in parsed if "x = 1" in text]
     entry = (await audit_entries(client, action="service.publish"))[0]
     assert entry.detail["codeSha256"] == hashlib.sha256(b"x = 1").hexdigest()
+
+
+async def test_a_time_without_a_zone_is_utc(
+    client: TestClient[Any, Any], admin_headers: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Entries show UTC times; a ``since`` without a zone means UTC too, whatever the
+    server's local zone."""
+    monkeypatch.setenv("TZ", "Etc/GMT+5")  # five hours behind UTC
+    time.tzset()
+    try:
+        await create_user(client, admin_headers, "zoe")
+        hour_ago = datetime.fromtimestamp(time.time() - 3600, UTC).replace(tzinfo=None)
+        resp = await client.get(
+            f"/admin/audit?action=user.create&since={hour_ago.isoformat()}", headers=admin_headers
+        )
+        assert resp.status == 200
+        assert [e["target"] for e in (await resp.json())["entries"]] == ["zoe"]
+    finally:
+        monkeypatch.undo()
+        time.tzset()
