@@ -43,12 +43,15 @@ class StatsSampler:
 
     async def sample(self, container_ids: list[str]) -> dict[str, dict[str, Any] | None]:
         async def one(container_id: str) -> dict[str, Any] | None:
-            async with self._slots:
-                try:
-                    async with asyncio.timeout(TIMEOUT):
-                        raw = await self._gateway.container_stats(container_id)
-                except (TimeoutError, O16nError):
-                    return None
+            call = asyncio.ensure_future(self._ask(container_id))
+            try:
+                async with asyncio.timeout(TIMEOUT):
+                    raw = await asyncio.shield(call)
+            except TimeoutError:
+                call.cancel()  # never asks if still waiting for a slot; else keeps it
+                return None
+            except O16nError:
+                return None
             return self._shape(container_id, raw)
 
         results = await asyncio.gather(*(one(c) for c in container_ids))
@@ -56,6 +59,19 @@ class StatsSampler:
         for gone in [c for c in self._previous if c not in live]:
             del self._previous[gone]
         return dict(zip(container_ids, results, strict=True))
+
+    async def _ask(self, container_id: str) -> dict[str, Any]:
+        """One engine call in a slot, held until the engine answers: the call goes on in
+        its thread when the caller stops waiting, so its slot is not free before."""
+        async with self._slots:
+            ask = asyncio.ensure_future(self._gateway.container_stats(container_id))
+            try:
+                return await asyncio.shield(ask)
+            except asyncio.CancelledError:
+                await asyncio.wait([ask])
+                if not ask.cancelled():
+                    ask.exception()  # given up on: its error is nobody's
+                raise
 
     def _shape(self, container_id: str, raw: dict[str, Any]) -> dict[str, Any] | None:
         """Memory in bytes and CPU use from an untrusted-shape stats document."""

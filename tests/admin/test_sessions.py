@@ -166,3 +166,37 @@ async def test_stats_calls_take_at_most_their_share_of_docker_threads_across_req
     first, second = await asyncio.gather(sampler.sample(ids), sampler.sample(ids[::-1]))
     assert first == second == dict.fromkeys(ids)
     assert most == stats.CONCURRENCY
+
+
+async def test_a_stats_call_that_timed_out_keeps_its_slot_until_the_engine_answers(
+    client: TestClient[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine call runs on in its thread after the caller gave up waiting: its slot
+    is not handed to another call until it ends, so the bound holds for a slow engine."""
+    monkeypatch.setattr(stats, "TIMEOUT", 0.1)
+    gateway = client.app[DOCKER]
+    real = gateway.container_stats
+    running, most = 0, 0
+    threads: list[asyncio.Future[Any]] = []
+
+    async def engine(container_id: str) -> dict[str, Any]:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        try:
+            await asyncio.sleep(0.5)  # slower than the timeout
+            return await real(container_id)
+        finally:
+            running -= 1
+
+    async def counted(container_id: str) -> dict[str, Any]:
+        thread = asyncio.ensure_future(engine(container_id))  # goes on like a thread
+        threads.append(thread)
+        return await asyncio.shield(thread)
+
+    gateway.container_stats = counted  # type: ignore[method-assign]
+    ids = [f"{i:064x}" for i in range(8)]
+    assert await client.app[CONTAINER_STATS].sample(ids) == dict.fromkeys(ids)
+    await asyncio.sleep(1.5)
+    await asyncio.gather(*threads, return_exceptions=True)
+    assert most <= stats.CONCURRENCY
