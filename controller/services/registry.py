@@ -460,7 +460,24 @@ class ServiceRegistry:
     async def _drop_environment(self, image: str, archive: str | None) -> None:
         if archive:
             await asyncio.to_thread(archives.remove, self._settings.data_dir / archive)
-        await self._sandboxes.remove_image(image)  # kept while a container still uses it
+        if not await self._sandboxes.remove_image(image):  # a container still uses it
+            self._spawn(f"image-drop:{image}", self._drop_image_later(image))
+
+    async def _drop_image_later(self, image: str) -> None:
+        """Remove an image of a deleted service once the container that held it has gone
+        (a pool start still in flight when the service was deleted): tried for about a
+        minute; after that, or while the engine is away, the periodic reap takes it."""
+        for delay in IMAGE_DROP_RETRIES:
+            await asyncio.sleep(delay)
+            try:
+                if await self._sandboxes.remove_image(image):
+                    return
+            except O16nError:
+                return
+
+
+#: seconds between the tries to remove a deleted service's image that a container held
+IMAGE_DROP_RETRIES = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 
 
 def _definitions(params: Any) -> list[dict[str, str]]:
