@@ -1,0 +1,93 @@
+"""The container runtime seam: where sandboxes run, in a few Popen-shaped methods.
+
+An engine (``controller.runtime.engines``) implements :class:`ContainerRuntime` for its
+containers and :class:`~controller.runtime.environments.EnvironmentStore` for what they run
+on. Nothing above ``controller.runtime`` sees an engine's own ids: a
+:class:`ContainerHandle` carries them as opaque ``state``, and the agent's address as an
+opaque ``endpoint`` that only ``agent_link`` reads. Compare jupyter_client's kernel
+provisioners: launch returns connection info, state is saved to reconnect, interrupt goes
+to the agent as a message (the engine's signal is only the fallback).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from controller.runtime.spec import ContainerSpec
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerHandle:
+    """A container this controller owns.
+
+    ``key`` is ours (unique per container, in its labels and names); ``endpoint`` is where
+    its agent dials in (``agent_link.listen`` understands it; e.g. ``unix:/path``);
+    ``state`` is the engine's own (a Docker container id, a pid), kept so a restarted
+    controller can find the container again; callers never read it.
+    """
+
+    key: str
+    kind: str
+    owner: str
+    ident: str
+    endpoint: str
+    environment: str = ""
+    state: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ExitReport:
+    """How a container ended (or that it is gone)."""
+
+    status: str
+    exit_code: int | None
+    oom_killed: bool
+    error: str = ""
+
+    def describe(self) -> str:
+        if self.oom_killed:
+            return "the container ran out of memory and was killed"
+        if self.status == "missing":
+            return "the container no longer exists"
+        if self.exit_code is not None and self.exit_code >= 128:
+            return f"the container was killed by signal {self.exit_code - 128}"
+        detail = f": {self.error}" if self.error else ""
+        return f"the container exited with code {self.exit_code}{detail}"
+
+
+class ContainerRuntime(Protocol):
+    """Create, start, poll, signal, remove and list the containers of this instance."""
+
+    async def create(self, spec: ContainerSpec) -> ContainerHandle:
+        """Create a container (not started). Its agent will dial ``handle.endpoint``, so
+        the caller listens there before ``start``."""
+
+    async def start(self, handle: ContainerHandle) -> None: ...
+
+    async def poll(self, handle: ContainerHandle) -> ExitReport | None:
+        """``None`` while the container runs, else how it ended."""
+
+    async def signal(self, handle: ContainerHandle, signal: str) -> None:
+        """Send ``signal`` to the container's agent: only the fallback of an interrupt the
+        agent did not answer (interrupts are agent messages)."""
+
+    async def remove(self, handle: ContainerHandle) -> None:
+        """Kill and remove, and whatever the engine kept for it on this host; idempotent
+        ("not found" is success)."""
+
+    async def list_owned(self) -> list[ContainerHandle]:
+        """Every container of this controller instance, running or not."""
+
+    def exits(self) -> AsyncGenerator[tuple[str, bool], None]:
+        """Keys of this instance's containers as they stop, forever (reconnecting to the
+        engine as needed; what stopped while it was away is reported when it is back, with
+        ``True``: seen only after the engine was unreachable)."""
+
+    async def sweep(self, in_use: Callable[[str], bool]) -> int:
+        """Remove what containers not ``in_use`` (asked as late as possible) left on this
+        host (socket directories, say); returns how many."""
+
+    async def close(self) -> None:
+        """Let go of the engine (containers keep running)."""
