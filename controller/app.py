@@ -19,67 +19,51 @@ from aiohttp import web
 
 from controller import docs, status
 from controller.admin import routes as admin_routes
-from controller.audit.log import AuditLog
+from controller.audit.log import AUDIT, AuditLog
 from controller.auth import routes as auth_routes
 from controller.auth.bootstrap import ensure_admin, jwt_secret
 from controller.auth.directory import Directory
 from controller.auth.jwt_tokens import AccessTokenCodec
 from controller.auth.middleware import auth_middleware
-from controller.auth.service import AuthService
+from controller.auth.service import AUTH, AuthService
 from controller.batch import routes as batch_routes
 from controller.batch import swagger as batch_swagger
-from controller.batch.runner import BatchRunner
-from controller.drain import Drain, make_middleware
-from controller.health import HealthProbe
+from controller.batch.runner import BATCHES, BatchRunner
+from controller.docs import SWAGGER
+from controller.drain import DRAIN, Drain, make_middleware
+from controller.health import PROBE, HealthProbe
 from controller.http.body_limits import body_limit_middleware
 from controller.http.middlewares import (
     add_response_headers,
     error_middleware,
     request_id_middleware,
 )
-from controller.keys import (
-    AUDIT,
-    AUTH,
-    BATCHES,
-    CONTAINER_STATS,
-    DB,
-    DOCKER,
-    DRAIN,
-    PROBE,
-    RUNC,
-    SANDBOXES,
-    SERVICES,
-    SESSIONS,
-    SETTINGS,
-    SNAPSHOTS,
-    SWAGGER,
-    TASKS,
-)
 from controller.limits import limits_ctx
 from controller.runtime import runc
-from controller.runtime.docker_gateway import DockerGateway
+from controller.runtime.docker_gateway import DOCKER, DockerGateway
 from controller.runtime.image import runtime_tag
 from controller.runtime.local_docker import LocalDockerBackend
-from controller.runtime.sandboxes import Sandbox, Sandboxes
-from controller.runtime.stats import StatsSampler
+from controller.runtime.runc import RUNC
+from controller.runtime.sandboxes import SANDBOXES, Sandbox, Sandboxes
+from controller.runtime.stats import CONTAINER_STATS, StatsSampler
 from controller.services import routes as service_routes
 from controller.services.registry import IMAGE_REPOSITORY as SERVICE_IMAGES
-from controller.services.registry import ServiceRegistry
+from controller.services.registry import SERVICES, ServiceRegistry
 from controller.sessions import routes as session_routes
-from controller.sessions.manager import SessionManager
+from controller.sessions.manager import SESSIONS, SessionManager
 from controller.sessions.warm_pool import WarmPool
-from controller.settings import Settings
+from controller.settings import SETTINGS, Settings
 from controller.snapshots import routes as snapshot_routes
 from controller.snapshots.manager import IMAGE_REPOSITORY as SNAPSHOT_IMAGES
+from controller.snapshots.manager import SNAPSHOTS, SnapshotManager
 from controller.snapshots.manager import SWEEP_AGE as SNAPSHOT_SWEEP_AGE
-from controller.snapshots.manager import SnapshotManager
 from controller.store.audit import AuditRepo
 from controller.store.batches import BatchesRepo
-from controller.store.db import Database
+from controller.store.db import DB, Database
 from controller.store.services import ServicesRepo
 from controller.store.sessions import SessionsRepo
 from controller.store.snapshots import SnapshotsRepo
-from controller.tasks import TaskSupervisor
+from controller.tasks import TASKS, TaskSupervisor
 
 log = logging.getLogger(__name__)
 

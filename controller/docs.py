@@ -14,9 +14,10 @@ from typing import Any
 from aiohttp import web
 
 from controller.http.responses import json_response
-from controller.keys import SWAGGER
 
 DOCUMENT = Path(__file__).resolve().parents[1] / "swagger" / "o16n-swagger.json"
+#: The document served, loaded once by ``create_app``.
+SWAGGER = web.AppKey("swagger", dict[str, Any])
 
 routes = web.RouteTableDef()
 

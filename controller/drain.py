@@ -84,3 +84,7 @@ def make_middleware(drain: Drain) -> Any:
             current_request.reset(token)
 
     return admin_middleware
+
+
+#: The node's drain state.
+DRAIN = web.AppKey("drain", Drain)

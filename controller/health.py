@@ -12,6 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+
 from controller.errors import O16nError
 from controller.runtime.docker_gateway import DockerGateway
 
@@ -110,3 +112,7 @@ class HealthProbe:
                 },
             )
         return engine, image
+
+
+#: The app's cached health checks.
+PROBE = web.AppKey("health_probe", HealthProbe)

@@ -11,8 +11,8 @@ from typing import Any
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
+from controller.auth.roles import IDENTITY
 from controller.http.request_id import REQUEST_ID
-from controller.keys import IDENTITY
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 

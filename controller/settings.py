@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+from aiohttp import web
 from pydantic import (
     BaseModel,
     ByteSize,
@@ -282,3 +283,7 @@ class Settings(BaseModel):
             )
             for name, value in self
         }
+
+
+#: The settings the app was built with.
+SETTINGS = web.AppKey("settings", Settings)

@@ -9,10 +9,13 @@ from typing import Any
 from aiohttp import web
 
 from controller import __version__
-from controller.health import node
+from controller.drain import DRAIN
+from controller.health import PROBE, node
 from controller.http.responses import json_response
-from controller.keys import DB, DRAIN, PROBE, RUNC, SETTINGS
 from controller.limits import open_files_node
+from controller.runtime.runc import RUNC
+from controller.settings import SETTINGS
+from controller.store.db import DB
 
 routes = web.RouteTableDef()
 

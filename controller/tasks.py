@@ -8,6 +8,8 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
+from aiohttp import web
+
 log = logging.getLogger(__name__)
 
 
@@ -54,3 +56,7 @@ class TaskSupervisor:
                 )
                 task.cancel()
             tasks = list(pending)
+
+
+#: The app's task supervisor.
+TASKS = web.AppKey("tasks", TaskSupervisor)

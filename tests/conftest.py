@@ -123,7 +123,7 @@ async def user_headers(
     """Add a user through the running app's own store, log in, return bearer headers."""
     from controller.auth.passwords import hash_password_async
     from controller.auth.roles import Role
-    from controller.keys import DB
+    from controller.store.db import DB
     from controller.store.users import UsersRepo
 
     await UsersRepo(client.app[DB]).add(name, await hash_password_async(password), Role.parse(role))

@@ -15,10 +15,9 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from controller.admin.common import owner, query
-from controller.audit.log import entry_json
+from controller.audit.log import AUDIT, entry_json
 from controller.errors import ValidationFailed
 from controller.http.responses import json_response
-from controller.keys import AUDIT
 from controller.store.audit import AuditQuery
 
 routes = web.RouteTableDef()

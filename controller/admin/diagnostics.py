@@ -27,14 +27,20 @@ from controller.admin.common import owner
 from controller.audit.trail import audited, response_json
 from controller.auth.passwords import generate_password, hash_password_async
 from controller.auth.roles import Identity, Role
+from controller.auth.service import AUTH
 from controller.errors import O16nError
 from controller.http.responses import json_response
-from controller.keys import AUTH, DB, DOCKER, SANDBOXES, SERVICES, SESSIONS, SETTINGS
 from controller.reserved_names import PREFIX
+from controller.runtime.docker_gateway import DOCKER
+from controller.runtime.sandboxes import SANDBOXES
 from controller.runtime.spec import LABEL_PREFIX
 from controller.services import consume
 from controller.services.models import PublishWebServiceRequest
+from controller.services.registry import SERVICES
+from controller.sessions.manager import SESSIONS
 from controller.sessions.models import ExecuteRequest
+from controller.settings import SETTINGS
+from controller.store.db import DB
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()

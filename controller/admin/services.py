@@ -10,8 +10,8 @@ from aiohttp import web
 from controller.admin.common import iso, owner
 from controller.audit.trail import audited
 from controller.http.responses import json_response
-from controller.keys import DB, SERVICES
-from controller.services.registry import Service
+from controller.services.registry import SERVICES, Service
+from controller.store.db import DB
 from controller.store.snapshots import SnapshotsRepo
 
 routes = web.RouteTableDef()

@@ -10,8 +10,8 @@ from pydantic import BaseModel, ConfigDict
 from controller.admin.common import iso, owner, query
 from controller.audit.trail import audited
 from controller.http.responses import json_response
-from controller.keys import CONTAINER_STATS, SESSIONS
-from controller.sessions.manager import Session
+from controller.runtime.stats import CONTAINER_STATS
+from controller.sessions.manager import SESSIONS, Session
 
 routes = web.RouteTableDef()
 

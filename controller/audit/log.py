@@ -168,3 +168,7 @@ class AuditLog:
 def emit(entry: AuditEntry) -> None:
     """The entry as a JSON line on the ``o16n.audit`` logger."""
     audit_log.info(json.dumps(entry_json(entry), sort_keys=True))
+
+
+#: The app's audit log.
+AUDIT = web.AppKey("audit", AuditLog)

@@ -9,10 +9,10 @@ from typing import Any
 
 from aiohttp import web
 
-from controller.audit.log import AuditLog, outcome_of, sha256
+from controller.audit.log import AUDIT, AuditLog, outcome_of, sha256
+from controller.auth.roles import IDENTITY
 from controller.errors import O16nError
 from controller.http.bodies import PARSED_BODY
-from controller.keys import AUDIT, IDENTITY
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Describe = Callable[[web.Request, web.StreamResponse | None], Awaitable[str]]

@@ -8,9 +8,9 @@ from typing import Any, TypeVar
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from controller.auth.roles import Identity
+from controller.auth.roles import IDENTITY, Identity
+from controller.auth.service import AUTH
 from controller.errors import UnauthorizedError
-from controller.keys import AUTH, IDENTITY
 
 F = TypeVar("F", bound=Callable[..., Any])
 _PUBLIC = "__o16n_public__"

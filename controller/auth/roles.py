@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from aiohttp import web
+
 from controller.errors import ForbiddenError
 
 
@@ -46,3 +48,7 @@ class Identity:
             raise ForbiddenError(
                 f"{action} requires the {role.value} role; '{self.username}' is {self.role.value}"
             )
+
+
+#: The caller of a request (set by ``auth_middleware``).
+IDENTITY = web.RequestKey("identity", Identity)

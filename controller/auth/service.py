@@ -9,6 +9,8 @@ import secrets
 import time
 from dataclasses import dataclass
 
+from aiohttp import web
+
 from controller.audit.log import AuditLog
 from controller.auth.directory import Directory
 from controller.auth.jwt_tokens import (
@@ -165,3 +167,7 @@ class AuthService:
             family.user_id, username, family.id, family.generation, now
         )
         return TokenPair(access, self._codec.ttl, expires, refresh)
+
+
+#: The app's token service.
+AUTH = web.AppKey("auth", AuthService)

@@ -8,12 +8,11 @@ import re
 from aiohttp import web
 
 from controller.auth.middleware import caller
-from controller.batch.runner import status_json
+from controller.batch.runner import BATCHES, status_json
 from controller.errors import BadRequestError, NotFoundError
 from controller.http.bodies import read_json
 from controller.http.responses import json_response
-from controller.keys import BATCHES, SERVICES
-from controller.services.registry import Service
+from controller.services.registry import SERVICES, Service
 
 routes = web.RouteTableDef()
 

@@ -17,6 +17,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiohttp import web
+
 from controller.auth.roles import Identity
 from controller.errors import (
     BadRequestError,
@@ -279,3 +281,7 @@ def status_json(record: BatchRecord, results: list[Any] | None) -> dict[str, Any
         "parallelCount": record.parallel_count,
         "batchExecutionResults": results if results is not None else [],
     }
+
+
+#: The app's batch runner.
+BATCHES = web.AppKey("batches", BatchRunner)

@@ -27,7 +27,7 @@ from aiohttp.web_protocol import RequestPayloadError
 
 from controller.auth.middleware import is_public
 from controller.errors import BadRequestError, PayloadTooLargeError, RequestTimeoutError
-from controller.keys import SETTINGS
+from controller.settings import SETTINGS
 
 
 def _too_large(limit: int, anonymous: bool) -> PayloadTooLargeError:

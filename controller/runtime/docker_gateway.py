@@ -23,6 +23,7 @@ from typing import Any, ParamSpec, TypeVar
 import docker
 import docker.errors
 import requests.exceptions
+from aiohttp import web
 
 from controller.errors import EngineUnavailable, NotFoundError, RuntimeFailure, out_of_space
 
@@ -386,3 +387,7 @@ def _explain(exc: docker.errors.APIError) -> str:
 
 def _text(value: object) -> str | None:
     return str(value)[:200] if isinstance(value, str) and value else None
+
+
+#: The app's gateway to the Docker engine.
+DOCKER = web.AppKey("docker", DockerGateway)

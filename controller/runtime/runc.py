@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+
 from controller.errors import O16nError
 from controller.runtime.docker_gateway import DockerGateway
 
@@ -119,3 +121,7 @@ async def check(gateway: DockerGateway, changelog: Path = DEBIAN_CHANGELOG) -> R
             extra=verdict.node()["details"],
         )
     return verdict
+
+
+#: The runc check made at start.
+RUNC = web.AppKey("runc", RuncVerdict)

@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from aiohttp import web
+
 from controller.errors import AgentGone, O16nError, RuntimeFailure
 from controller.runtime.agent_link import AgentLink, AgentTimeout, Reply
 from controller.runtime.backend import ComputeBackend, ContainerHandle, ExitReport
@@ -305,3 +307,7 @@ class Sandboxes:
                     ) from None
                 if time.monotonic() >= deadline:
                     raise
+
+
+#: The app's sandboxes.
+SANDBOXES = web.AppKey("sandboxes", Sandboxes)

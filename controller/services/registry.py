@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiohttp import web
 from o16n_agent.codec import canonical_type
 
 from controller.auth.roles import Identity
@@ -486,3 +487,7 @@ def _definitions(params: Any) -> list[dict[str, str]]:
 
 def _kind(declared: str) -> str:
     return canonical_type(declared) or "character"
+
+
+#: The app's service registry.
+SERVICES = web.AppKey("services", ServiceRegistry)

@@ -10,10 +10,12 @@ from controller.auth.middleware import caller
 from controller.errors import NotImplementedFeature
 from controller.http.bodies import read_json, read_model
 from controller.http.responses import json_response
-from controller.keys import SANDBOXES, SERVICES, SETTINGS
 from controller.reserved_names import refuse_reserved, reserved
+from controller.runtime.sandboxes import SANDBOXES
 from controller.services import consume
 from controller.services.models import PoolRequest, PublishWebServiceRequest
+from controller.services.registry import SERVICES
+from controller.settings import SETTINGS
 
 routes = web.RouteTableDef()
 

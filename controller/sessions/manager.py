@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
 from pydantic import ValidationError
 
 from controller.auth.roles import Identity
@@ -620,3 +621,7 @@ def _busy(session: Session) -> ConflictError:
 def _random_name() -> str:
     alphabet = string.ascii_letters + string.digits
     return "".join(secrets.choice(alphabet) for _ in range(15))
+
+
+#: The app's session manager.
+SESSIONS = web.AppKey("sessions", SessionManager)

@@ -16,15 +16,16 @@ from controller.errors import AgentProtocolError, BadRequestError
 from controller.http.bodies import read_model
 from controller.http.responses import json_response
 from controller.http.streams import ResponseSink, body_chunks, download, spool
-from controller.keys import SESSIONS, SETTINGS, SNAPSHOTS
 from controller.runtime.blobs import FileSource
+from controller.sessions.manager import SESSIONS
 from controller.sessions.models import (
     CreateSessionRequest,
     ExecuteRequest,
     check_file_name,
     check_object_name,
 )
-from controller.settings import Settings
+from controller.settings import SETTINGS, Settings
+from controller.snapshots.manager import SNAPSHOTS
 
 routes = web.RouteTableDef()
 

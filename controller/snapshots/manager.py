@@ -15,6 +15,8 @@ import uuid
 from pathlib import Path
 from typing import IO
 
+from aiohttp import web
+
 from controller.auth.roles import Identity
 from controller.clock import dotnet_timestamp
 from controller.errors import BadRequestError, NotFoundError, RuntimeFailure, translate
@@ -183,3 +185,7 @@ class SnapshotManager:
 
 def _missing(record: SnapshotRecord) -> NotFoundError:
     return NotFoundError(f"the content of snapshot '{record.id}' is missing")
+
+
+#: The app's snapshot manager.
+SNAPSHOTS = web.AppKey("snapshots", SnapshotManager)

@@ -12,7 +12,7 @@ from controller.audit.trail import audited, created
 from controller.auth.middleware import caller
 from controller.http.bodies import read_model
 from controller.http.responses import json_response
-from controller.keys import SNAPSHOTS
+from controller.snapshots.manager import SNAPSHOTS
 
 routes = web.RouteTableDef()
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+from aiohttp import web
 
 from controller.errors import STORE_RETRY_AFTER, StoreBusy, translate
 from controller.store.schema import MIGRATIONS
@@ -184,3 +185,7 @@ def _split_sql(script: str) -> Iterable[str]:
     for statement in script.split(";"):
         if statement.strip():
             yield statement
+
+
+#: The app's database.
+DB = web.AppKey("db", Database)

@@ -4,8 +4,9 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from controller.keys import AUDIT, DB
+from controller.audit.log import AUDIT
 from controller.store.audit import AuditEntry, AuditQuery
+from controller.store.db import DB
 
 
 async def audit_entries(client: TestClient[Any, Any], **query: Any) -> list[AuditEntry]:

@@ -16,8 +16,10 @@ from aiohttp.test_utils import TestClient
 
 from controller.app import create_app
 from controller.audit import trail
-from controller.keys import AUDIT, DB, SESSIONS
+from controller.audit.log import AUDIT
+from controller.sessions.manager import SESSIONS
 from controller.store.audit import AuditEntry, AuditRepo
+from controller.store.db import DB
 from tests.admin.conftest import audit_entries, audit_rows_text, create_user
 from tests.conftest import bearer, login, make_settings
 from tests.services.conftest import publish

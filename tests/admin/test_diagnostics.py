@@ -14,8 +14,11 @@ from aiohttp.test_utils import TestClient
 
 from controller.admin.diagnostics import BACKGROUND, TIMEOUTS, Run
 from controller.app import create_app
-from controller.keys import DB, SERVICES, SESSIONS, SETTINGS
 from controller.reserved_names import PREFIX
+from controller.services.registry import SERVICES
+from controller.sessions.manager import SESSIONS
+from controller.settings import SETTINGS
+from controller.store.db import DB
 from tests.admin.conftest import audit_entries
 from tests.auth.test_accounts import cli
 from tests.conftest import bearer, login, make_settings, user_headers

@@ -12,8 +12,9 @@ import docker
 from aiohttp.test_utils import TestClient
 
 from controller.app import create_app
-from controller.keys import AUDIT, DB
+from controller.audit.log import AUDIT
 from controller.settings import Settings
+from controller.store.db import DB
 from tests.admin.conftest import audit_entries
 from tests.conftest import bearer, login, make_settings, user_headers
 from tests.services.conftest import consume, publish

@@ -13,8 +13,9 @@ from aiohttp.test_utils import TestClient
 from controller import __main__ as cli
 from controller.admin import console
 from controller.admin import routes as admin_routes
+from controller.auth.service import AUTH
 from controller.errors import ConflictError
-from controller.keys import AUTH, SESSIONS
+from controller.sessions.manager import SESSIONS
 from controller.settings import Settings
 from controller.store.audit import AuditQuery, AuditRepo
 from controller.store.db import Database

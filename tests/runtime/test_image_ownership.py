@@ -155,7 +155,9 @@ async def test_the_periodic_reap_spares_images_being_made(
     """The periodic reap takes only images older than a while: one being published right
     now is not recorded yet either. (At start nothing is being made: it takes them all.)"""
     from controller.app import reap_images
-    from controller.keys import SANDBOXES, SERVICES, SNAPSHOTS
+    from controller.runtime.sandboxes import SANDBOXES
+    from controller.services.registry import SERVICES
+    from controller.snapshots.manager import SNAPSHOTS
 
     settings = make_settings(data_dir, warm_pool_size=0, service_warm_pool_size=0)
     client, _ = await _start(aiohttp_client, settings)
@@ -177,7 +179,7 @@ async def test_an_image_derived_again_counts_as_new_for_the_periodic_reap(
     even when an identical one was built before (the build cache would hand back that one,
     with its old creation time, and the periodic reap would take the new service's image
     before its row is written)."""
-    from controller.keys import SANDBOXES
+    from controller.runtime.sandboxes import SANDBOXES
 
     settings = make_settings(data_dir, warm_pool_size=0, service_warm_pool_size=0)
     client, _ = await _start(aiohttp_client, settings)

@@ -119,7 +119,7 @@ async def test_the_sweep_removes_unused_containers_and_keeps_those_in_use(
 ) -> None:
     """A container of this instance that nothing uses (the engine finished creating it
     after the controller gave up) goes; sessions' and warm containers stay."""
-    from controller.keys import SANDBOXES
+    from controller.runtime.sandboxes import SANDBOXES
 
     settings = make_settings(data_dir, warm_pool_size=1, service_warm_pool_size=0)
     client = await aiohttp_client(create_app(settings))
@@ -150,7 +150,7 @@ async def test_the_sweep_keeps_the_socket_directory_of_a_sandbox_launched_meanwh
 ) -> None:
     """The sweep's file work waits for a free thread (other file work holds them all): a
     sandbox launched meanwhile keeps its socket directory, which its agent dials."""
-    from controller.keys import SANDBOXES
+    from controller.runtime.sandboxes import SANDBOXES
 
     settings = make_settings(data_dir, warm_pool_size=0, service_warm_pool_size=0)
     client = await aiohttp_client(create_app(settings))

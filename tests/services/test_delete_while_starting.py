@@ -9,7 +9,8 @@ from typing import Any
 import docker
 from aiohttp.test_utils import TestClient
 
-from controller.keys import SERVICES, SETTINGS
+from controller.services.registry import SERVICES
+from controller.settings import SETTINGS
 from tests.services.conftest import publish
 
 

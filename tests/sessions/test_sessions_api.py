@@ -308,7 +308,7 @@ async def test_idle_sessions_are_closed(
 
     import docker
 
-    from controller.keys import SESSIONS
+    from controller.sessions.manager import SESSIONS
 
     session_id = await new_session(client, admin_headers)
     manager = client.app[SESSIONS]
