@@ -21,8 +21,8 @@ import time
 from collections.abc import Sequence
 
 from controller.auth.passwords import hash_password_async
-from controller.auth.roles import Role
 from controller.errors import O16nError
+from controller.roles import Role
 from controller.settings import Settings, SettingsError
 from controller.store.db import Database
 from controller.store.users import UsersRepo

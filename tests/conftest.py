@@ -122,7 +122,7 @@ async def user_headers(
 ) -> dict[str, str]:
     """Add a user through the running app's own store, log in, return bearer headers."""
     from controller.auth.passwords import hash_password_async
-    from controller.auth.roles import Role
+    from controller.roles import Role
     from controller.store.db import DB
     from controller.store.users import UsersRepo
 

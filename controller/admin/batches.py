@@ -9,10 +9,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from controller.admin.common import iso, owner, query
 from controller.audit.trail import audited
-from controller.auth.roles import Identity, Role
+from controller.auth.roles import Identity
 from controller.batch.runner import BATCHES
 from controller.errors import NotFoundError
 from controller.http.responses import json_response
+from controller.roles import Role
 from controller.services.registry import SERVICES
 from controller.store.admin import AdminRepo
 from controller.store.batches import BatchesRepo

@@ -9,8 +9,9 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from controller.auth.middleware import caller
-from controller.auth.roles import Identity, Role
+from controller.auth.roles import Identity
 from controller.http.bodies import validate
+from controller.roles import Role
 
 M = TypeVar("M", bound=BaseModel)
 

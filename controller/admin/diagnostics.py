@@ -26,11 +26,12 @@ from aiohttp import web
 from controller.admin.common import owner
 from controller.audit.trail import audited, response_json
 from controller.auth.passwords import generate_password, hash_password_async
-from controller.auth.roles import Identity, Role
+from controller.auth.roles import Identity
 from controller.auth.service import AUTH
 from controller.errors import O16nError
 from controller.http.responses import json_response
 from controller.reserved_names import PREFIX
+from controller.roles import Role
 from controller.runtime.docker_gateway import DOCKER
 from controller.runtime.sandboxes import SANDBOXES
 from controller.runtime.spec import LABEL_PREFIX

@@ -23,12 +23,12 @@ from controller.admin import batches as admin_batches
 from controller.admin.common import iso, owner, query
 from controller.audit.trail import audited, body_json, response_json
 from controller.auth.passwords import generate_password, hash_password_async
-from controller.auth.roles import Role
 from controller.auth.service import AUTH
 from controller.errors import BadRequestError, ConflictError
 from controller.http.bodies import read_model
 from controller.http.responses import json_response
 from controller.reserved_names import refuse_reserved
+from controller.roles import Role
 from controller.services.registry import SERVICES
 from controller.sessions.manager import SESSIONS
 from controller.store.admin import AdminRepo, UserOverview

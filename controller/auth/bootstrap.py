@@ -8,7 +8,7 @@ import secrets
 from pathlib import Path
 
 from controller.auth.passwords import generate_password, hash_password_async
-from controller.auth.roles import Role
+from controller.roles import Role
 from controller.settings import Settings
 from controller.store.users import UsersRepo
 

@@ -1,33 +1,13 @@
-"""Roles (ML Server's Owner / Contributor / Reader) and the caller's identity."""
+"""The caller's identity: who sends a request, with which role (``controller.roles``)."""
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 
 from aiohttp import web
 
 from controller.errors import ForbiddenError
-
-
-class Role(enum.Enum):
-    OWNER = "Owner"
-    CONTRIBUTOR = "Contributor"
-    READER = "Reader"
-
-    @property
-    def rank(self) -> int:
-        return _RANK[self]
-
-    @classmethod
-    def parse(cls, text: str) -> Role:
-        for role in cls:
-            if role.value.lower() == text.strip().lower():
-                return role
-        raise ValueError(f"unknown role '{text}' (choose Owner, Contributor or Reader)")
-
-
-_RANK = {Role.READER: 0, Role.CONTRIBUTOR: 1, Role.OWNER: 2}
+from controller.roles import Role
 
 
 @dataclass(frozen=True, slots=True)

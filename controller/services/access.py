@@ -10,8 +10,9 @@
 
 from __future__ import annotations
 
-from controller.auth.roles import Identity, Role
+from controller.auth.roles import Identity
 from controller.errors import ForbiddenError
+from controller.roles import Role
 from controller.store.services import ServiceRecord
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from controller.auth.roles import Role
 from controller.errors import NotFoundError
+from controller.roles import Role
 from controller.store.db import Database
 
 

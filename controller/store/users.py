@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import aiosqlite
 
-from controller.auth.roles import Role
 from controller.errors import ConflictError, NotFoundError
+from controller.roles import Role
 from controller.store.db import Database, Row
 from controller.store.tokens import revoke_families
 

@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from controller.app import create_app
-from controller.auth.roles import Role
+from controller.roles import Role
 from controller.settings import Settings
 from tests.conftest import bearer, login, make_settings
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from controller.auth.roles import Role
+from controller.roles import Role
 from controller.store.db import Database
 from controller.store.tokens import RotateOutcome, TokensRepo
 from controller.store.users import UsersRepo

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.auth.roles import Role
+from controller.roles import Role
 from controller.sessions.history import ExecutionLog
 from controller.store.db import Database
 from controller.store.sessions import SessionRecord, SessionsRepo
