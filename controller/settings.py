@@ -8,6 +8,7 @@ masked in logs and reprs.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,9 +25,22 @@ from pydantic import (
     field_validator,
 )
 
-from controller.http.client_address import Network, parse_networks
-
 ENV_PREFIX = "O16N_"
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(text: str) -> tuple[Network, ...]:
+    """``"10.0.0.0/8, ::1"`` → networks; ``ValueError`` naming a bad entry."""
+    networks = []
+    for item in text.replace(";", ",").split(","):
+        item = item.strip()
+        if item:
+            try:
+                networks.append(ipaddress.ip_network(item, strict=False))
+            except ValueError:
+                raise ValueError(f"'{item}' is not an IP address or CIDR network") from None
+    return tuple(networks)
 
 
 class SettingsError(ValueError):

@@ -22,8 +22,9 @@ from typing import Any
 from aiohttp import web
 
 from controller.errors import O16nError
-from controller.http.client_address import Network, request_address
+from controller.http.client_address import request_address
 from controller.http.request_id import REQUEST_ID_KEY
+from controller.settings import Network
 from controller.store.audit import AuditEntry, AuditQuery, AuditRepo
 
 log = logging.getLogger(__name__)

@@ -14,20 +14,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def parse_networks(text: str) -> tuple[Network, ...]:
-    """``"10.0.0.0/8, ::1"`` → networks; ``ValueError`` naming a bad entry."""
-    networks = []
-    for item in text.replace(";", ",").split(","):
-        item = item.strip()
-        if item:
-            try:
-                networks.append(ipaddress.ip_network(item, strict=False))
-            except ValueError:
-                raise ValueError(f"'{item}' is not an IP address or CIDR network") from None
-    return tuple(networks)
+from controller.settings import Network
 
 
 def _trusted(address: str, trusted: Sequence[Network]) -> bool:

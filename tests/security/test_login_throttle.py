@@ -16,7 +16,8 @@ from controller.app import create_app
 from controller.auth.routes import _device_cookie_name
 from controller.auth.throttle import LoginThrottle
 from controller.errors import TooManyRequestsError
-from controller.http.client_address import client_address, parse_networks
+from controller.http.client_address import client_address
+from controller.settings import parse_networks
 from tests.conftest import ADMIN_PASSWORD, login, make_settings, user_headers
 
 
