@@ -8,12 +8,12 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from controller.audit.trail import audited, login_name, login_target
-from controller.auth.middleware import public
 from controller.auth.service import AUTH
 from controller.errors import BadRequestError
 from controller.http.bodies import read_model
 from controller.http.body_limits import expect_small_body
 from controller.http.client_address import request_address
+from controller.http.public import public
 from controller.http.responses import json_response
 from controller.settings import SETTINGS
 

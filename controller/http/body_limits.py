@@ -25,8 +25,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 from aiohttp.web_protocol import RequestPayloadError
 
-from controller.auth.middleware import is_public
 from controller.errors import BadRequestError, PayloadTooLargeError, RequestTimeoutError
+from controller.http.public import is_public
 from controller.settings import SETTINGS
 
 

@@ -12,8 +12,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from controller.app import create_app
-from controller.auth.middleware import public
 from controller.errors import RuntimeFailure
+from controller.http.public import public
 from controller.settings import Settings
 from tests.sessions.conftest import new_session
 

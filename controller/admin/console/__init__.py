@@ -14,7 +14,7 @@ from importlib import resources
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from controller.auth.middleware import public
+from controller.http.public import public
 
 #: The console's policy: its own script, style and API calls, nothing inline, no frames.
 CSP = (
