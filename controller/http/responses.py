@@ -1,11 +1,23 @@
-"""JSON responses (the same fast, strict JSON as the agent protocol)."""
+"""JSON responses, fast (orjson) and strict: never NaN or infinities, which are not JSON.
+
+The controller's own helpers: the agent's wire protocol is the agent link's business."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import orjson
 from aiohttp import web
-from o16n_agent.protocol import dumps
+
+
+def dumps(value: Any) -> bytes:
+    """Compact UTF-8 JSON; NaN and infinities are never written (orjson makes them null)."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # integers beyond 64 bits: the stdlib handles them (and refuses NaN)
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return text.encode("utf-8")
 
 
 def json_response(
