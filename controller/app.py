@@ -203,6 +203,7 @@ async def sessions_ctx(app: web.Application) -> AsyncIterator[None]:
     sandboxes.on_exit(manager.on_exit)
     sandboxes.on_exit(pool.on_exit)
     app[SNAPSHOTS] = SnapshotManager(settings, SnapshotsRepo(app[DB]), manager, sandboxes)
+    app[session_routes.SNAPSHOT_SOURCE] = app[SNAPSHOTS].source
     app[TASKS].spawn("engine-watch", sandboxes.watch())
     app[TASKS].spawn("sandbox-sweep", sandboxes.keep_clean(SWEEP_INTERVAL))
     app[TASKS].spawn("warm-pool", pool.keep_full())

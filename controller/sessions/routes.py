@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -12,6 +12,7 @@ from aiohttp import BodyPartReader, web
 
 from controller.audit.trail import audited, created
 from controller.auth.middleware import caller
+from controller.auth.roles import Identity
 from controller.errors import AgentProtocolError, BadRequestError
 from controller.http.bodies import read_model
 from controller.http.responses import json_response
@@ -25,9 +26,15 @@ from controller.sessions.models import (
     check_object_name,
 )
 from controller.settings import SETTINGS, Settings
-from controller.snapshots.manager import SNAPSHOTS
 
 routes = web.RouteTableDef()
+
+#: A snapshot a new session starts from: ``(caller, snapshot id)`` → its image and the path
+#: of its tarball. ``create_app`` sets ``SnapshotManager.source``: snapshots sit above
+#: sessions (they are taken of one), so sessions declare what they need, importing none of it.
+SNAPSHOT_SOURCE = web.AppKey[Callable[[Identity, str], Awaitable[tuple[str, Path]]]](
+    "snapshot_source"
+)
 
 
 def spool_dir(settings: Settings) -> Path:
@@ -42,7 +49,7 @@ async def create_session(request: web.Request) -> web.Response:
     identity = caller(request)
     snapshot = None
     if body.snapshotId is not None:  # read once the session quota allows a new session
-        snapshot = functools.partial(request.app[SNAPSHOTS].source, identity, body.snapshotId)
+        snapshot = functools.partial(request.app[SNAPSHOT_SOURCE], identity, body.snapshotId)
     session = await request.app[SESSIONS].create(identity, body.name, snapshot)
     session.snapshot_id = body.snapshotId
     return json_response({"sessionId": session.id}, status=201)
