@@ -42,6 +42,10 @@ ACCEPT_RETRY_DELAY = 1.0
 READ_BUFFER = protocol.CHUNK
 #: largest blob a call may take into memory; larger ones go to a sink piece by piece
 IN_MEMORY_MAX = 16 << 20
+#: the language the agent runs: ML Server's ``runtimeType`` of sessions, snapshots, services
+RUNTIME = "Python"
+#: seconds for workspace, file and snapshot operations
+AGENT_TIMEOUT = 120.0
 
 Reply = tuple[dict[str, Any], bytes | None]
 

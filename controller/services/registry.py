@@ -30,12 +30,12 @@ from controller.errors import (
     O16nError,
     RuntimeFailure,
 )
+from controller.runtime.agent_link import RUNTIME
 from controller.runtime.blobs import open_source
 from controller.runtime.sandboxes import Sandbox, Sandboxes
 from controller.services import access, swagger
 from controller.services.models import PublishWebServiceRequest, check_name, check_version
 from controller.services.pool import ServicePool, Spawn
-from controller.sessions.manager import RUNTIME
 from controller.sessions.warm_pool import WarmPool
 from controller.settings import Settings
 from controller.snapshots import archives

@@ -36,7 +36,14 @@ from controller.errors import (
     StoreBusy,
     TooManyRequestsError,
 )
-from controller.runtime.agent_link import AgentTimeout, BlobSink, BlobSource, Reply
+from controller.runtime.agent_link import (
+    AGENT_TIMEOUT,
+    RUNTIME,
+    AgentTimeout,
+    BlobSink,
+    BlobSource,
+    Reply,
+)
 from controller.runtime.backend import ContainerHandle
 from controller.runtime.blobs import open_source
 from controller.runtime.sandboxes import Sandbox, Sandboxes
@@ -54,12 +61,10 @@ from controller.store.sessions import SessionRecord, SessionsRepo
 
 log = logging.getLogger(__name__)
 
-RUNTIME = "Python"
 #: A snapshot's image name and the path of its workspace tarball, for a session to start
 #: from (the tarball streams from that file to the agent).
 SnapshotSource = Callable[[], Awaitable[tuple[str, Path]]]
 Spawn = Callable[[str, Coroutine[Any, Any, Any]], Any]
-AGENT_TIMEOUT = 120.0  # seconds for workspace, file and snapshot operations
 DEAD_RECORDS_KEPT = 86400.0
 CLOSED_BY_ADMIN = "closed by an administrator"
 

@@ -20,11 +20,11 @@ from aiohttp import web
 from controller.auth.roles import Identity
 from controller.clock import dotnet_timestamp
 from controller.errors import BadRequestError, NotFoundError, RuntimeFailure, translate
-from controller.runtime.agent_link import SinkFailed
+from controller.runtime.agent_link import AGENT_TIMEOUT, RUNTIME, SinkFailed
 from controller.runtime.blobs import open_source
 from controller.runtime.sandboxes import Sandboxes
 from controller.runtime.spec import LABEL_PREFIX
-from controller.sessions.manager import AGENT_TIMEOUT, RUNTIME, SessionManager
+from controller.sessions.manager import SessionManager
 from controller.settings import Settings
 from controller.snapshots import archives
 from controller.store.snapshots import SnapshotRecord, SnapshotsRepo
