@@ -46,12 +46,12 @@ from controller.runtime.local_docker import LocalDockerBackend
 from controller.runtime.runc import RUNC
 from controller.runtime.sandboxes import SANDBOXES, Sandbox, Sandboxes
 from controller.runtime.stats import CONTAINER_STATS, StatsSampler
+from controller.runtime.warm_pool import WarmPool
 from controller.services import routes as service_routes
 from controller.services.registry import IMAGE_REPOSITORY as SERVICE_IMAGES
 from controller.services.registry import SERVICES, ServiceRegistry
 from controller.sessions import routes as session_routes
 from controller.sessions.manager import SESSIONS, SessionManager
-from controller.sessions.warm_pool import WarmPool
 from controller.settings import SETTINGS, Settings
 from controller.snapshots import routes as snapshot_routes
 from controller.snapshots.manager import IMAGE_REPOSITORY as SNAPSHOT_IMAGES

@@ -33,10 +33,10 @@ from controller.errors import (
 from controller.runtime.agent_link import RUNTIME
 from controller.runtime.blobs import open_source
 from controller.runtime.sandboxes import Sandbox, Sandboxes
+from controller.runtime.warm_pool import WarmPool
 from controller.services import access, swagger
 from controller.services.models import PublishWebServiceRequest, check_name, check_version
 from controller.services.pool import ServicePool, Spawn
-from controller.sessions.warm_pool import WarmPool
 from controller.settings import Settings
 from controller.snapshots import archives
 from controller.snapshots.manager import SnapshotManager

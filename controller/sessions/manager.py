@@ -47,6 +47,7 @@ from controller.runtime.agent_link import (
 from controller.runtime.backend import ContainerHandle
 from controller.runtime.blobs import open_source
 from controller.runtime.sandboxes import Sandbox, Sandboxes
+from controller.runtime.warm_pool import WarmPool
 from controller.sessions.history import ExecutionLog
 from controller.sessions.models import (
     CollectedReply,
@@ -55,7 +56,6 @@ from controller.sessions.models import (
     changed_files,
     check_session_id,
 )
-from controller.sessions.warm_pool import WarmPool
 from controller.settings import Settings
 from controller.store.sessions import SessionRecord, SessionsRepo
 

@@ -105,7 +105,7 @@ async def test_a_warm_pool_whose_starts_fail_backs_off(
         warm_pool_size=1,
         service_warm_pool_size=0,
     )
-    caplog.set_level(logging.WARNING, logger="controller.sessions.warm_pool")
+    caplog.set_level(logging.WARNING, logger="controller.runtime.warm_pool")
     client = await aiohttp_client(create_app(settings))
     await asyncio.sleep(6.5)
     attempts = [r for r in caplog.records if r.getMessage().startswith("warm pool could not")]
