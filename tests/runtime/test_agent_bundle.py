@@ -1,0 +1,104 @@
+"""Staging the controller's agent into a content-addressed bundle under the data directory."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+
+from controller.errors import RuntimeFailure
+from controller.runtime import agent_bundle
+
+
+def _copy_agent(dest: Path) -> Path:
+    package = dest / "o16n_agent"
+    shutil.copytree(agent_bundle.installed_package(), package)
+    return package
+
+
+def test_the_bundle_holds_the_agent_sources_only_world_readable(tmp_path: Path) -> None:
+    source = _copy_agent(tmp_path / "src")
+    (source / "__pycache__").mkdir(exist_ok=True)
+    (source / "__pycache__" / "agent.cpython-311.pyc").write_bytes(b"stale")
+    (source / "notes.txt").write_text("not code")
+    old = os.umask(0o077)  # a strict umask must not make the bundle unreadable to containers
+    try:
+        bundle = agent_bundle.stage(tmp_path / "data", source)
+    finally:
+        os.umask(old)
+    assert bundle.parent == tmp_path / "data" / "agent" and len(bundle.name) == 64
+    staged = bundle / "o16n_agent"
+    expected = sorted(p.name for p in source.glob("*.py"))
+    assert sorted(p.name for p in staged.iterdir()) == expected
+    assert (staged / "protocol.py").read_bytes() == (source / "protocol.py").read_bytes()
+    for path in [bundle, staged, *staged.iterdir()]:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == (0o755 if path.is_dir() else 0o644), path
+    assert [p.name for p in bundle.parent.iterdir()] == [bundle.name]  # no staging left
+
+
+def test_the_same_sources_give_the_same_bundle_and_other_sources_another(tmp_path: Path) -> None:
+    source = _copy_agent(tmp_path / "src")
+    data = tmp_path / "data"
+    first = agent_bundle.stage(data, source)
+    assert agent_bundle.stage(data, source) == first
+    protocol = source / "protocol.py"
+    protocol.write_text(protocol.read_text() + "\n# changed\n")
+    second = agent_bundle.stage(data, source)
+    assert second != first and first.is_dir()
+    assert agent_bundle.prune(second) == 1
+    assert not first.exists() and second.is_dir()
+
+
+def test_a_damaged_bundle_is_replaced(tmp_path: Path) -> None:
+    source = _copy_agent(tmp_path / "src")
+    data = tmp_path / "data"
+    bundle = agent_bundle.stage(data, source)
+    (bundle / "o16n_agent" / "agent.py").write_text("raise SystemExit('tampered')")
+    (bundle / "o16n_agent" / "extra.py").write_text("")
+    assert agent_bundle.stage(data, source) == bundle
+    assert (bundle / "o16n_agent" / "agent.py").read_bytes() == (source / "agent.py").read_bytes()
+    assert not (bundle / "o16n_agent" / "extra.py").exists()
+
+
+def test_a_crash_mid_copy_leaves_no_bundle_and_its_leftover_is_pruned(tmp_path: Path) -> None:
+    source = _copy_agent(tmp_path / "src")
+    data = tmp_path / "data"
+    folder = agent_bundle.root(data)
+    folder.mkdir(parents=True)
+    leftover = folder / ".staging-crashed"
+    (leftover / "o16n_agent").mkdir(parents=True)
+    bundle = agent_bundle.stage(data, source)
+    assert agent_bundle.prune(bundle) == 0  # a recent one may be another controller's
+    old = os.stat(leftover).st_mtime - agent_bundle.STAGING_MAX_AGE - 1
+    os.utime(leftover, (old, old))
+    assert agent_bundle.prune(bundle) == 1
+    assert [p.name for p in folder.iterdir()] == [bundle.name]
+
+
+def test_symbolic_links_are_never_followed(tmp_path: Path) -> None:
+    source = _copy_agent(tmp_path / "src")
+    elsewhere = tmp_path / "secret.py"
+    elsewhere.write_text("secret = 1")
+    (source / "linked.py").symlink_to(elsewhere)
+    with pytest.raises(RuntimeFailure, match="symbolic link"):
+        agent_bundle.stage(tmp_path / "data", source)
+    (source / "linked.py").unlink()
+
+    data = tmp_path / "data2"
+    data.mkdir()
+    target = tmp_path / "target"
+    target.mkdir()
+    (data / "agent").symlink_to(target)  # the bundles' folder itself
+    with pytest.raises(RuntimeFailure, match="symbolic link"):
+        agent_bundle.stage(data, source)
+    assert list(target.iterdir()) == []
+
+
+def test_a_directory_without_the_agent_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RuntimeFailure, match="not the agent package"):
+        agent_bundle.stage(tmp_path / "data", tmp_path / "empty")
