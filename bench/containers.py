@@ -35,6 +35,7 @@ from bench._server import (
     run_meta,
     summary,
 )
+from controller.runtime import agent_bundle
 from controller.runtime.docker_gateway import DockerGateway
 from controller.runtime.image import default_tag
 from controller.runtime.local_docker import LocalDockerBackend
@@ -72,7 +73,7 @@ async def measure(args: argparse.Namespace, data_dir: Path, image: str) -> dict[
     gateway = await DockerGateway.connect()
     try:
         backend = LocalDockerBackend(gateway, settings)
-        sandboxes = Sandboxes(backend, settings, image)
+        sandboxes = Sandboxes(backend, settings, image, agent_bundle.stage(data_dir))
         try:
             await sandboxes.reap(await sandboxes.owned())  # leftovers of an interrupted run
             for _ in range(args.warmup):  # page cache, image layers: not recorded

@@ -39,7 +39,7 @@ from controller.http.middlewares import (
     request_id_middleware,
 )
 from controller.limits import limits_ctx
-from controller.runtime import runc
+from controller.runtime import agent_bundle, runc
 from controller.runtime.docker_gateway import DOCKER, DockerGateway
 from controller.runtime.image import runtime_tag
 from controller.runtime.local_docker import LocalDockerBackend
@@ -168,8 +168,10 @@ async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     image = runtime_tag(settings)
     if not await gateway.image_exists(image):
         log.error("runtime image missing; build it with `make image`", extra={"image": image})
+    agent = await asyncio.to_thread(agent_bundle.stage, settings.data_dir)
+    log.info("agent staged", extra={"path": str(agent)})
     backend = LocalDockerBackend(gateway, settings)
-    sandboxes = Sandboxes(backend, settings, image)
+    sandboxes = Sandboxes(backend, settings, image, agent)
     app[SANDBOXES] = sandboxes
     app[PROBE] = HealthProbe(
         gateway,
@@ -200,6 +202,8 @@ async def sessions_ctx(app: web.Application) -> AsyncIterator[None]:
     await sandboxes.reap([h for h in owned if h.key not in kept])
     manager.collect_unfinished(app[TASKS].spawn)
     await sandboxes.sweep()  # the socket directories of containers gone
+    if not kept:  # an adopted session may run on an earlier bundle: the next start prunes
+        await asyncio.to_thread(agent_bundle.prune, sandboxes.agent_dir)
     sandboxes.on_exit(manager.on_exit)
     sandboxes.on_exit(pool.on_exit)
     app[SNAPSHOTS] = SnapshotManager(settings, SnapshotsRepo(app[DB]), manager, sandboxes)

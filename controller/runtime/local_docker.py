@@ -17,7 +17,8 @@ from controller.runtime.agent_link import AgentLink, AgentListener
 from controller.runtime.backend import ContainerHandle, ExitReport
 from controller.runtime.docker_gateway import DockerGateway
 from controller.runtime.spec import (
-    AGENT_PYTHON,
+    AGENT_COMMAND,
+    AGENT_MOUNT,
     LABEL_PREFIX,
     SOCKET_MOUNT,
     WORKDIR,
@@ -211,7 +212,7 @@ def docker_kwargs(spec: ContainerSpec) -> dict[str, Any]:
         "name": spec.name,
         "labels": spec.labels,
         "user": spec.user,
-        "entrypoint": [AGENT_PYTHON, "-I", "-m", "o16n_agent"],
+        "entrypoint": list(AGENT_COMMAND),
         "command": ["--socket", f"{SOCKET_MOUNT}/agent.sock", "--workdir", WORKDIR],
         "working_dir": WORKDIR,
         "environment": dict(spec.environment),
@@ -233,7 +234,8 @@ def docker_kwargs(spec: ContainerSpec) -> dict[str, Any]:
             "/tmp": f"rw,nosuid,nodev,size={spec.tmp_size},mode=1777",  # noqa: S108
         },
         "mounts": [
-            Mount(target=SOCKET_MOUNT, source=str(spec.socket_dir), type="bind", read_only=True)
+            Mount(target=SOCKET_MOUNT, source=str(spec.socket_dir), type="bind", read_only=True),
+            Mount(target=AGENT_MOUNT, source=str(spec.agent_dir), type="bind", read_only=True),
         ],
         "log_config": LogConfig(type="json-file", config={"max-size": "1m", "max-file": "1"}),
         "ipc_mode": "private",

@@ -14,6 +14,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -49,10 +50,14 @@ RETRY_MAX = 60.0
 
 
 class Sandboxes:
-    def __init__(self, backend: ComputeBackend, settings: Settings, image: str) -> None:
+    def __init__(
+        self, backend: ComputeBackend, settings: Settings, image: str, agent_dir: Path
+    ) -> None:
         self.backend = backend
         self._settings = settings
         self.image = image
+        #: the agent bundle every container runs (``agent_bundle.stage``), whatever its image
+        self.agent_dir = agent_dir
         #: keys of the containers in use: launched (from before their creation) or adopted
         self._live: set[str] = set()
         #: containers whose removal failed (the engine was down, say), tried again later
@@ -69,6 +74,7 @@ class Sandboxes:
             image=image or self.image,
             key=secrets.token_hex(6),
             kind=kind,
+            agent_dir=self.agent_dir,
             owner=owner,
             ident=ident,
         )

@@ -22,6 +22,22 @@ from controller.settings import Settings
 WORKDIR = "/work"
 SOCKET_MOUNT = "/run/o16n"
 AGENT_PYTHON = "/opt/o16n/bin/python"
+#: Where every container finds the agent: the controller's bundle (``agent_bundle``),
+#: mounted read-only. Never the image's: an image keeps the agent of the day it was made.
+AGENT_MOUNT = "/opt/o16n-agent"
+#: The agent's command line: ``-I`` (no PYTHON* variables, no user site, no script or
+#: working directory on the path), then the mount first on the path and any ``o16n_agent``
+#: a ``.pth`` file of the image imported dropped, so nothing in an image (an old agent in
+#: its site-packages, say) shadows the mounted one.
+AGENT_COMMAND = (
+    AGENT_PYTHON,
+    "-I",
+    "-c",
+    "import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); "
+    "[sys.modules.pop(m) for m in list(sys.modules) if m.partition('.')[0] == 'o16n_agent']; "
+    "runpy.run_module('o16n_agent', run_name='__main__', alter_sys=True)",
+    AGENT_MOUNT,
+)
 LABEL_PREFIX = "o16n."
 
 Kind = Literal["session", "service", "warm", "probe"]
@@ -33,6 +49,7 @@ ENGINE_PATHS = frozenset(
     {
         "/usr", "/usr/sbin", "/usr/sbin/docker-init", "/etc", "/etc/hosts", "/etc/hostname",
         "/etc/resolv.conf", "/dev", "/proc", "/sys", "/run", SOCKET_MOUNT, WORKDIR,
+        "/opt", AGENT_MOUNT,
         "/tmp",  # noqa: S108 (a mount point, not a file we use)
     }
 )  # fmt: skip
@@ -85,6 +102,8 @@ class ContainerSpec(BaseModel):
     owner: str = ""
     ident: str = ""
     socket_dir: Path
+    #: the host directory of the agent bundle, mounted read-only at ``AGENT_MOUNT``
+    agent_dir: Path
     user: str = Field(pattern=r"^\d+:\d+$")
     environment: dict[str, str]
     network_mode: str = Field(pattern=r"^[a-z0-9_-]+$")
@@ -134,6 +153,7 @@ class ContainerSpec(BaseModel):
         image: str,
         key: str,
         kind: Kind,
+        agent_dir: Path,
         owner: str = "",
         ident: str = "",
     ) -> ContainerSpec:
@@ -146,6 +166,7 @@ class ContainerSpec(BaseModel):
             owner=owner,
             ident=ident,
             socket_dir=settings.sockets_dir / key,
+            agent_dir=agent_dir,
             user=settings.container_user,
             environment={
                 "HOME": WORKDIR,

@@ -10,6 +10,7 @@ import docker
 import pytest
 
 from controller.errors import RuntimeFailure
+from controller.runtime import agent_bundle
 from controller.runtime.docker_gateway import DockerGateway
 from controller.runtime.image import runtime_tag
 from controller.runtime.local_docker import LocalDockerBackend
@@ -21,7 +22,8 @@ from controller.settings import Settings
 async def sandboxes(settings: Settings) -> Any:
     gateway = await DockerGateway.connect()
     backend = LocalDockerBackend(gateway, settings)
-    yield Sandboxes(backend, settings, runtime_tag(settings))
+    agent = agent_bundle.stage(settings.data_dir)
+    yield Sandboxes(backend, settings, runtime_tag(settings), agent)
     await backend.close()
     await gateway.close()
 
@@ -50,12 +52,12 @@ async def test_hardened_container_agent_ping_and_removal(
         assert set(host["Tmpfs"]) == {"/work", "/tmp"}
         assert all("size=" in opts for opts in host["Tmpfs"].values())
         assert {u["Name"] for u in host["Ulimits"]} == {"nofile", "fsize"}
+        mounts = {m["Destination"]: m for m in attrs["Mounts"]}
+        assert set(mounts) == {"/run/o16n", "/opt/o16n-agent"}
+        assert not any(m["RW"] for m in mounts.values())
+        assert mounts["/opt/o16n-agent"]["Source"] == str(sandboxes.agent_dir)
+        assert sandboxes.agent_dir.parent == settings.data_dir / "agent"
         mounts = attrs["Mounts"]
-        assert (
-            len(mounts) == 1
-            and mounts[0]["Destination"] == "/run/o16n"
-            and mounts[0]["RW"] is False
-        )
         assert not any("docker.sock" in m["Source"] for m in mounts)
         labels = attrs["Config"]["Labels"]
         assert labels["o16n.instance"] == settings.instance
