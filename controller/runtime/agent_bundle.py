@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import os
+import py_compile
 import re
 import shutil
 import stat
@@ -149,6 +151,16 @@ def _write(staging: Path, files: dict[str, bytes]) -> None:
             handle.flush()
             os.fchmod(handle.fileno(), 0o644)
             os.fsync(handle.fileno())
+        # compiled here: containers cannot (the mount is read-only), and would at every start
+        pyc = package / _cached(name)
+        py_compile.compile(str(path), str(pyc), f"/opt/o16n-agent/{PACKAGE}/{name}", doraise=True)
+        pyc.parent.chmod(0o755)
+        pyc.chmod(0o644)
+
+
+def _cached(name: str) -> str:
+    """The bytecode file of module file ``name``, relative like it."""
+    return Path(importlib.util.cache_from_source(name)).as_posix()
 
 
 def _holds(target: Path, files: dict[str, bytes]) -> bool:
@@ -157,17 +169,17 @@ def _holds(target: Path, files: dict[str, bytes]) -> bool:
         _real_dir(target)
         _real_dir(target / PACKAGE)
         return package_files(target / PACKAGE) == files and _entries(target) == {
-            PACKAGE,
-            *(f"{PACKAGE}/{n}" for n in files),
-            *(f"{PACKAGE}/{d}" for n in files for d in _parents(n)),
-        }
+            f"{PACKAGE}/{p}" for p in _expected(files)
+        } | {PACKAGE}
     except (OSError, RuntimeFailure):
         return False
 
 
-def _parents(name: str) -> list[str]:
-    parts = name.split("/")[:-1]
-    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+def _expected(files: dict[str, bytes]) -> set[str]:
+    """Every path a bundle of ``files`` holds under its package: files, their bytecode and
+    the directories of both."""
+    paths = set(files) | {_cached(name) for name in files}
+    return paths | {p.as_posix() for path in paths for p in Path(path).parents if p.parts}
 
 
 def _entries(target: Path) -> set[str]:

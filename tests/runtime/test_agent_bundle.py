@@ -32,9 +32,14 @@ def test_the_bundle_holds_the_agent_sources_only_world_readable(tmp_path: Path) 
     assert bundle.parent == tmp_path / "data" / "agent" and len(bundle.name) == 64
     staged = bundle / "o16n_agent"
     expected = sorted(p.name for p in source.glob("*.py"))
-    assert sorted(p.name for p in staged.iterdir()) == expected
+    assert sorted(p.name for p in staged.iterdir()) == sorted([*expected, "__pycache__"])
+    # compiled at staging (the mount is read-only), never copied from the source
+    pycs = sorted(p.name.split(".")[0] + ".py" for p in (staged / "__pycache__").iterdir())
+    assert pycs == expected and b"stale" not in {
+        p.read_bytes() for p in (staged / "__pycache__").iterdir()
+    }
     assert (staged / "protocol.py").read_bytes() == (source / "protocol.py").read_bytes()
-    for path in [bundle, staged, *staged.iterdir()]:
+    for path in [bundle, staged, *staged.iterdir(), *(staged / "__pycache__").iterdir()]:
         mode = stat.S_IMODE(path.stat().st_mode)
         assert mode == (0o755 if path.is_dir() else 0o644), path
     assert [p.name for p in bundle.parent.iterdir()] == [bundle.name]  # no staging left
