@@ -26,15 +26,19 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 IMAGE_DIR = PROJECT_ROOT / "runtime_image"
 BASE_SCRIPT = PROJECT_ROOT / "scripts" / "build-base-image.sh"
 _SKIP_DIRS = {"wheels", "__pycache__"}
+#: not in the image: containers mount the controller's agent (``agent_bundle``)
+_SKIP_TOP = {"o16n_agent"}
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
 
 
 def content_files(root: Path = IMAGE_DIR) -> list[Path]:
-    """Files that define the image: all of ``runtime_image/`` but downloaded wheels and caches."""
+    """Files that define the image: all of ``runtime_image/`` but downloaded wheels, caches
+    and the agent (which containers get from the controller, so changing it rebuilds nothing)."""
     files = []
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root)
-        if path.is_file() and not (_SKIP_DIRS & set(rel.parts)) and path.suffix != ".pyc":
+        skipped = _SKIP_DIRS & set(rel.parts) or rel.parts[0] in _SKIP_TOP
+        if path.is_file() and not skipped and path.suffix != ".pyc":
             files.append(path)
     return files
 
