@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,8 +33,13 @@ def _free_port() -> int:
         return port
 
 
-def run_server(**settings: str) -> Iterator[LiveServer]:
-    data_dir = Path(tempfile.mkdtemp(prefix="o16n-", dir="/tmp"))
+def run_server(
+    *, data_dir: Path | None = None, env: dict[str, str] | None = None, **settings: str
+) -> Generator[LiveServer, None, None]:
+    """Serve until closed. With ``data_dir`` (kept afterwards) a second server restarts the
+    first; ``env`` adds to the process's environment (``PYTHONPATH``, say)."""
+    own_dir = data_dir is None
+    data_dir = data_dir or Path(tempfile.mkdtemp(prefix="o16n-", dir="/tmp"))
     port = _free_port()
     instance = f"{INSTANCE_PREFIX}{RUN_ID}-live"
     INSTANCES.add(instance)
@@ -48,6 +53,7 @@ def run_server(**settings: str) -> Iterator[LiveServer]:
         "O16N_LOG_FORMAT": "text",
         "O16N_ACCESS_LOG": "false",
         **{f"O16N_{k.upper()}": v for k, v in settings.items()},
+        **(env or {}),
     }
     process = subprocess.Popen([sys.executable, "-m", "controller", "serve"], env=env)
     url = f"http://127.0.0.1:{port}"
@@ -76,4 +82,5 @@ def run_server(**settings: str) -> Iterator[LiveServer]:
             process.wait(60)
         except subprocess.TimeoutExpired:
             process.kill()
-        shutil.rmtree(data_dir, ignore_errors=True)
+        if own_dir:
+            shutil.rmtree(data_dir, ignore_errors=True)

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import stat
+import tarfile
 from pathlib import Path
 
+import docker
 import pytest
+from o16n_agent import protocol
 
 from controller.errors import RuntimeFailure
 from controller.runtime import agent_bundle
+from controller.runtime.docker_gateway import DockerGateway
+from controller.runtime.image import IMAGE_DIR, content_hash, default_tag
+from controller.runtime.local_docker import LocalDockerBackend
+from controller.runtime.sandboxes import Sandboxes
+from controller.settings import Settings
+from tests.runtime.test_agent_upgrade import agent_copy
 
 
 def _copy_agent(dest: Path) -> Path:
@@ -107,3 +117,55 @@ def test_a_directory_without_the_agent_is_refused(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(RuntimeFailure, match="not the agent package"):
         agent_bundle.stage(tmp_path / "data", tmp_path / "empty")
+
+
+async def test_an_image_with_a_stale_agent_runs_the_mounted_one(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """An image made before the agent was mounted has one in its site-packages (and
+    bytecode for it): the container still runs the controller's."""
+    engine = docker.from_env()
+    stale = f"o16n-snapshot:{settings.instance}-stale"
+    site = "/opt/o16n/lib/python3.11/site-packages"
+    old = agent_copy(tmp_path / "old", protocol.VERSION - 1) / "o16n_agent"
+    (old / "__init__.py").write_text("raise SystemExit('the stale agent ran')\n")
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        tar.add(old, "o16n_agent")
+        dockerfile = (
+            f"FROM {default_tag()}\nUSER root\nCOPY o16n_agent {site}/o16n_agent\n"
+            f"RUN /opt/o16n/bin/python -m compileall -q {site}/o16n_agent "
+            "&& rm -rf /opt/o16n-agent\n"  # as the images made before it was mounted
+            f'LABEL o16n.instance="{settings.instance}"\nUSER 1000:1000\n'
+        ).encode()
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(dockerfile)
+        tar.addfile(info, io.BytesIO(dockerfile))
+    context.seek(0)
+    engine.images.build(fileobj=context, custom_context=True, tag=stale, rm=True)
+    gateway = await DockerGateway.connect()
+    backend = LocalDockerBackend(gateway, settings)
+    sandboxes = Sandboxes(backend, settings, default_tag(), agent_bundle.stage(settings.data_dir))
+    try:
+        sandbox = await sandboxes.launch("probe", image=stale)
+        try:
+            assert sandbox.link.hello["version"] == protocol.VERSION
+            reply, _ = await sandbox.call("ping", timeout=10)
+            assert reply["pong"] is True
+            assert await sandboxes.pristine(sandbox)  # the mount changes nothing of the image
+        finally:
+            await sandboxes.destroy(sandbox)
+    finally:
+        await backend.close()
+        await gateway.close()
+        engine.images.remove(stale)
+
+
+def test_the_image_tag_does_not_depend_on_the_agent(tmp_path: Path) -> None:
+    copy = tmp_path / "runtime_image"
+    shutil.copytree(IMAGE_DIR, copy, ignore=shutil.ignore_patterns("wheels", "__pycache__"))
+    before = content_hash(copy)
+    (copy / "o16n_agent" / "protocol.py").write_text("VERSION = 0\n")
+    assert content_hash(copy) == before
+    (copy / "Dockerfile").write_text((copy / "Dockerfile").read_text() + "\n# changed\n")
+    assert content_hash(copy) != before
