@@ -49,7 +49,7 @@ ENGINE_PATHS = frozenset(
     {
         "/usr", "/usr/sbin", "/usr/sbin/docker-init", "/etc", "/etc/hosts", "/etc/hostname",
         "/etc/resolv.conf", "/dev", "/proc", "/sys", "/run", SOCKET_MOUNT, WORKDIR,
-        "/opt", AGENT_MOUNT,
+        "/opt", AGENT_MOUNT,  # the agent's mount point (missing in images made before it)
         "/tmp",  # noqa: S108 (a mount point, not a file we use)
     }
 )  # fmt: skip
