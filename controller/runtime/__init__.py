@@ -6,5 +6,6 @@
 * ``local_docker``   its first implementation: the local Docker engine
 * ``agent_link``     the controller's end of the agent protocol
 * ``sandboxes``      launch / destroy / adopt / reap sandboxes (container + agent link)
-* ``image``          the runtime image: its content-hash tag and its build
+* ``image``          the runtime image: its content-hash tag and its build (no agent in it)
+* ``agent_bundle``   the controller's own agent, staged for every container to mount
 """
