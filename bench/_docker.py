@@ -1,12 +1,13 @@
 """Docker CLI calls the benchmark scripts share, and the check that a script can run here.
 
-Through the CLI rather than an SDK: the containers' baseline sample *is* ``docker run``, and
-the sweep at the end must work outside any event loop, after an interruption.
+Docker is never used to drive the server, only for baselines (``docker run``), to read what
+an instance's containers use (found by the ``o16n.instance`` label ``O16N_INSTANCE`` sets)
+and to sweep them at the end. Through the CLI rather than an SDK: the baseline *is* ``docker
+run``, and the sweep must work outside any event loop, after an interruption.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import shutil
@@ -16,10 +17,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bench._server import PROJECT_ROOT, BenchError
+from bench._server import PROJECT_ROOT, BenchError, runtime_tag
 
 
 def docker_ids(*args: str) -> list[str]:
@@ -28,22 +30,15 @@ def docker_ids(*args: str) -> list[str]:
     return listed.stdout.split()
 
 
-async def docker_run_sample(image: str, label: str) -> float:
+def docker_run_sample(image: str, label: str) -> float:
     """Seconds of ``docker run --rm --label LABEL --entrypoint true IMAGE``: the CLI's
     start-up, create, start, wait for exit and, because of ``--rm``, the removal."""
     cmd = ["docker", "run", "--rm", "--label", label, "--entrypoint", "true", image]
     started = time.perf_counter()
-    process = await asyncio.create_subprocess_exec(
-        *cmd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
-    )
-    try:
-        _, stderr = await process.communicate()
-    except asyncio.CancelledError:
-        await process.wait()  # let the CLI finish: with --rm its container is then removed
-        raise
+    done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
     elapsed = time.perf_counter() - started
-    if process.returncode != 0:
-        raise BenchError(f"`{' '.join(cmd)}` failed ({process.returncode}): {stderr.decode()}")
+    if done.returncode != 0:
+        raise BenchError(f"`{' '.join(cmd)}` failed ({done.returncode}): {done.stderr.decode()}")
     return elapsed
 
 
@@ -107,18 +102,72 @@ def machine_load(label: str) -> dict[str, Any]:
     return {"load_1min": os.getloadavg()[0], "other_containers": len(others)}
 
 
-def image_missing(image: str | None) -> str | None:
+def instance_containers(label: str) -> list[str]:
+    """Full ids of the running containers carrying ``label`` (``o16n.instance=...``)."""
+    return docker_ids("ps", "-q", "--no-trunc", "--filter", f"label={label}")
+
+
+def wait_settled(expected: dict[str, int], settle: float, timeout: float = 120) -> None:
+    """Until, for each ``label: count``, exactly ``count`` containers carry the label, all
+    running for ``settle`` seconds at least: nothing is starting or being removed (a
+    pool's container is handed out once its agent has dialled in, well within a second)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        youngest, ready = 0.0, True
+        for label, count in expected.items():
+            ids = docker_ids("ps", "-aq", "--filter", f"label={label}")
+            states = docker_ids(
+                "inspect", "--format", "{{.State.Status}}/{{.State.StartedAt}}", *ids
+            )
+            if len(ids) != count or len(states) != count:
+                ready = False
+                break
+            for state in states:
+                status, _, started = state.partition("/")
+                ready = ready and status == "running"
+                youngest = max(youngest, datetime.fromisoformat(started).timestamp())
+        if ready and time.time() - youngest >= settle:
+            return
+        time.sleep(0.1 if not ready else max(0.05, youngest + settle - time.time()))
+    raise BenchError(f"the containers did not settle within {timeout:.0f} s (want {expected})")
+
+
+def containers_cpu(ids: list[str]) -> float | None:
+    """CPU seconds the given containers used so far, from their cgroups (v1 or v2); None
+    when one of them cannot be read."""
+    total = 0.0
+    for cid in ids:
+        v1 = Path(f"/sys/fs/cgroup/cpuacct/docker/{cid}/cpuacct.usage")
+        v2 = [
+            Path(f"/sys/fs/cgroup/system.slice/docker-{cid}.scope/cpu.stat"),
+            Path(f"/sys/fs/cgroup/docker/{cid}/cpu.stat"),
+        ]
+        if v1.exists():
+            total += int(v1.read_text()) / 1e9
+            continue
+        for path in v2:
+            if path.exists():
+                for line in path.read_text().splitlines():
+                    if line.startswith("usage_usec "):
+                        total += int(line.split()[1]) / 1e6
+                break
+        else:
+            return None
+    return total
+
+
+def machine_line(start: dict[str, Any], end: dict[str, Any]) -> str:
+    """``machine_load`` at the start and end of a run, for the report."""
+    return (
+        f"machine: load average {start['load_1min']:.2f} at start, {end['load_1min']:.2f} at "
+        f"end; {start['other_containers']} / {end['other_containers']} containers of others"
+    )
+
+
+def image_missing(image: str | None, tree: Path = PROJECT_ROOT) -> str | None:
     """The runtime image the server will use, if it has not been built; None if present.
-    Without ``image``, the one ``python -m controller image tag`` names (as the server's)."""
-    if image is None:
-        done = subprocess.run(
-            [sys.executable, "-m", "controller", "image", "tag"],
-            cwd=PROJECT_ROOT,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        image = done.stdout.strip()
+    Without ``image``, the one the tree's ``python -m controller image tag`` names."""
+    image = image or runtime_tag(tree)
     inspect = subprocess.run(
         ["docker", "image", "inspect", image], capture_output=True, check=False
     )
@@ -130,11 +179,16 @@ HINTS = {"docker": "make run sets up an engine", "wrk": "apt-get install -y wrk"
 
 
 def preflight(
-    script: str, tools: Sequence[str], image: str | None = None, *, needs_image: bool = True
+    script: str,
+    tools: Sequence[str],
+    image: str | None = None,
+    tree: Path = PROJECT_ROOT,
+    *,
+    needs_image: bool = True,
 ) -> int | None:
     """Before anything starts: exit code 2, with a hint on stderr, when one of ``tools`` is
     not installed or (with ``needs_image``) the runtime image ``image`` has not been built
-    (``None``: the one the server would use); None when the script can run."""
+    (``None``: the one the tree's server would use); None when the script can run."""
     for tool in tools:
         if shutil.which(tool) is None:
             print(
@@ -142,11 +196,15 @@ def preflight(
                 file=sys.stderr,
             )
             return 2
-    missing = image_missing(image) if needs_image else None
+    try:
+        missing = image_missing(image, tree) if needs_image else None
+    except BenchError as exc:
+        print(f"bench.{script}: {exc}", file=sys.stderr)
+        return 2
     if missing:
         print(
             f"bench.{script}: runtime image {missing} is missing: build it with "
-            "`.venv/bin/python -m controller image build`, or name one with --image",
+            f"`python -m controller image build` in {tree}, or name one with --image",
             file=sys.stderr,
         )
         return 2

@@ -1,13 +1,16 @@
 """Helpers the benchmark scripts share: processes, HTTP, statistics, results.
 
-A benchmark starts ``python -m controller serve`` (and, for its baseline, a small app) as
-subprocesses on free ports with their output in log files, waits until they answer, logs
-in as admin, and at the end writes its figures to bench/results/<name>-<timestamp>.json.
-Docker CLI calls are in bench/_docker.py, running wrk in bench/_wrk.py.
+A benchmark starts ``python -m controller serve`` of a source tree (this one, or any
+checkout given with ``--tree``: the before/after comparison) and, for its baseline, a small
+app, as subprocesses on free ports with their output in log files, waits until they
+listen, and at the end writes its figures to bench/results/<name>-<timestamp>.json. The
+HTTP client is bench/_client.py, Docker CLI calls are in bench/_docker.py, wrk in
+bench/_wrk.py.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -17,8 +20,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -56,6 +57,7 @@ class Server:
         port: int,
         log: Path,
         *,
+        cwd: Path = PROJECT_ROOT,
         detach: bool = False,
     ) -> None:
         self.name = name
@@ -66,7 +68,7 @@ class Server:
             self.process = subprocess.Popen(
                 cmd,
                 env=env,
-                cwd=PROJECT_ROOT,
+                cwd=cwd,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=detach,
@@ -76,15 +78,13 @@ class Server:
     def pid(self) -> int:
         return self.process.pid
 
-    def wait_ready(self, timeout: float = 60.0, path: str = "/status") -> None:
-        """Until the server answers HTTP at all (o16n answers 401 without a token)."""
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Until the server listens (aiohttp binds its port once its start-up is done)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.check_alive()
             try:
-                with urllib.request.urlopen(f"{self.url}{path}", timeout=2):
-                    return
-            except urllib.error.HTTPError:
+                socket.create_connection((HOST, self.port), timeout=2).close()
                 return
             except OSError:
                 time.sleep(0.1)
@@ -148,20 +148,49 @@ def failed(script: str, exc: BenchError | KeyboardInterrupt) -> int:
     return 1
 
 
+def tree_python(tree: Path) -> str:
+    """The tree's own virtualenv's Python, else ours (the shared virtualenv)."""
+    own = tree / ".venv" / "bin" / "python"
+    return str(own) if own.exists() else sys.executable
+
+
+def tree_env(tree: Path) -> dict[str, str]:
+    """Our environment with the tree's packages first on the import path."""
+    return {**os.environ, "PYTHONPATH": f"{tree}:{tree / 'runtime_image'}"}
+
+
+def runtime_tag(tree: Path) -> str:
+    """The runtime image the tree's server uses by default (``python -m controller image
+    tag`` of that tree)."""
+    done = subprocess.run(
+        [tree_python(tree), "-m", "controller", "image", "tag"],
+        cwd=tree,
+        env=tree_env(tree),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0 or not done.stdout.strip():
+        raise BenchError(f"`python -m controller image tag` failed in {tree}: {done.stderr}")
+    return done.stdout.strip()
+
+
 def start_o16n(
     tmp: Path,
     password: str,
     image: str | None,
     *,
     instance: str,
+    tree: Path = PROJECT_ROOT,
     name: str = "o16n",
     env: dict[str, str] | None = None,
     detach: bool = False,
 ) -> Server:
-    """``python -m controller serve`` on a free port, data in ``tmp/<name>`` (keep ``tmp``
-    short: agent socket paths live under it), access log off, log level WARNING."""
+    """``python -m controller serve`` of ``tree`` on a free port, data in ``tmp/<name>``
+    (keep ``tmp`` short: agent socket paths live under it), access log off, log level
+    WARNING."""
     port = free_port()
-    environ = dict(os.environ)
+    environ = tree_env(tree)
     if image:
         environ["O16N_RUNTIME_IMAGE"] = image
     environ.update(
@@ -176,8 +205,8 @@ def start_o16n(
         }
     )
     environ.update(env or {})
-    cmd = [sys.executable, "-m", "controller", "serve"]
-    return Server(name, cmd, environ, port, tmp / f"{name}.log", detach=detach)
+    cmd = [tree_python(tree), "-m", "controller", "serve"]
+    return Server(name, cmd, environ, port, tmp / f"{name}.log", cwd=tree, detach=detach)
 
 
 def start_app(tmp: Path, name: str, source: str, *, detach: bool = False) -> Server:
@@ -187,27 +216,20 @@ def start_app(tmp: Path, name: str, source: str, *, detach: bool = False) -> Ser
     return Server(name, cmd, dict(os.environ), port, tmp / f"{name}.log", detach=detach)
 
 
-# --- HTTP ---------------------------------------------------------------------------------
-
-
-def http_json(url: str, body: Any = None, token: str | None = None) -> Any:
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        raise BenchError(f"{url}: HTTP {exc.code}: {exc.read()[:300]!r}") from None
-    except OSError as exc:
-        raise BenchError(f"{url}: {exc}") from None
-
-
-def login(server: Server, password: str) -> str:
-    reply = http_json(f"{server.url}/login", {"username": "admin", "password": password})
-    return str(reply["access_token"])
+def common_options(parser: argparse.ArgumentParser) -> None:
+    """``--tree``, ``--image`` and ``--results``, which every bench takes."""
+    parser.add_argument(
+        "--tree",
+        type=Path,
+        default=PROJECT_ROOT,
+        help="source tree whose server is measured (default: this one)",
+    )
+    parser.add_argument(
+        "--image", help="O16N_RUNTIME_IMAGE for the server (default: the tree's own tag)"
+    )
+    parser.add_argument(
+        "--results", type=Path, help="where to write the figures (default: bench/results/)"
+    )
 
 
 # --- statistics and results ---------------------------------------------------------------
@@ -233,43 +255,59 @@ def summary(seconds: list[float]) -> dict[str, Any]:
     }
 
 
-def git_commit() -> str:
+def table(head: str, rows: list[tuple[str, float, float]], width: int = 38) -> list[str]:
+    """Report lines: o16n, baseline and o16n / baseline for each row, under ``head``."""
+    lines = [f"{head:{width}}{'o16n':>11}{'baseline':>11}{'o16n/base':>11}"]
+    for label, mine, theirs in rows:
+        ratio = f"{mine / theirs:11.2f}" if theirs else f"{'-':>11}"
+        lines.append(f"  {label:{width - 2}}{mine:11.3f}{theirs:11.3f}{ratio}")
+    return lines
+
+
+def git_commit(tree: Path = PROJECT_ROOT) -> str:
     done = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"],
-        cwd=PROJECT_ROOT,
+        cwd=tree,
         capture_output=True,
         text=True,
         check=False,
     )
     dirty = subprocess.run(
-        ["git", "status", "--porcelain"], cwd=PROJECT_ROOT, capture_output=True, check=False
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=tree,
+        capture_output=True,
+        check=False,
     )
     return done.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
-def run_meta(benchmark: str, **fields: Any) -> dict[str, Any]:
-    """A run's ``meta`` figures: which benchmark, when, ``fields`` (its settings), and on
-    what: cores, Python, commit."""
+def run_meta(benchmark: str, args: argparse.Namespace, **fields: Any) -> dict[str, Any]:
+    """A run's ``meta`` figures: which benchmark, when, its options and ``fields``, and on
+    what: cores, Python, the measured tree and its commit."""
+    options = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     return {
         "benchmark": benchmark,
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "options": options,
         **fields,
         "cores": os.cpu_count(),
         "python": platform.python_version(),
-        "git": git_commit(),
+        "tree": str(args.tree),
+        "git": git_commit(args.tree),
     }
 
 
-def finish(name: str, figures: dict[str, Any], report: str) -> int:
-    """Print the report, write the figures, say where; the exit code (0)."""
+def finish(name: str, figures: dict[str, Any], report: str, path: Path | None = None) -> int:
+    """Print the report, write the figures (to ``path`` if given), say where; exit code 0."""
     print(report)
-    print(f"results: {write_results(name, figures).relative_to(PROJECT_ROOT)}")
+    print(f"results: {write_results(name, figures, path)}")
     return 0
 
 
-def write_results(name: str, figures: dict[str, Any]) -> Path:
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    path = RESULTS_DIR / f"{name}-{stamp}.json"
+def write_results(name: str, figures: dict[str, Any], path: Path | None = None) -> Path:
+    if path is None:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        path = RESULTS_DIR / f"{name}-{stamp}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(figures, indent=2) + "\n")
     return path

@@ -1,7 +1,8 @@
 """Running ``wrk`` for the HTTP load benchmarks (status, consume).
 
-Each script's Lua ``done`` hook prints one ``WRK_JSON {...}`` line, so that the figures
-are read as wrk computed them instead of parsed from its human-readable output.
+The Lua script (``write_script``) adds the bearer token, optionally checks every answer,
+and its ``done`` hook prints one ``WRK_JSON {...}`` line, so that the figures are read as
+wrk computed them instead of parsed from its human-readable output.
 """
 
 from __future__ import annotations
@@ -14,12 +15,73 @@ from typing import Any
 
 from bench._server import BenchError
 
+SCRIPT = """
+wrk.method = "@METHOD@"
+@BODY@
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer @TOKEN@"
 
-def write_script(path: Path, text: str) -> None:
-    """A new Lua script readable only by us (it holds a bearer token)."""
+local threads = {}
+
+function setup(thread)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  non200 = 0
+  badbody = 0
+end
+
+@RESPONSE@
+
+function done(summary, latency, requests)
+  local n, b = 0, 0
+  for _, thread in ipairs(threads) do
+    n = n + thread:get("non200")
+    b = b + thread:get("badbody")
+  end
+  local e = summary.errors
+  io.write(string.format(
+    'WRK_JSON {"requests":%d,"duration_us":%d,"bytes":%d,'
+    .. '"p50_us":%d,"p90_us":%d,"p99_us":%d,"mean_us":%.1f,"max_us":%d,'
+    .. '"non200":%d,"bad_body":%d,'
+    .. '"errors":{"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d}}\\n',
+    summary.requests, summary.duration, summary.bytes,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99),
+    latency.mean, latency.max, n, b,
+    e.connect, e.read, e.write, e.status, e.timeout))
+end
+"""
+
+#: Counting answers that are not 200 or whose body lacks a Lua pattern (only when asked:
+#: a ``response`` hook makes wrk read every body).
+RESPONSE = """
+function response(status, headers, body)
+  if status ~= 200 then
+    non200 = non200 + 1
+  elseif not (@CHECKS@) then
+    badbody = badbody + 1
+  end
+end
+"""
+
+
+def write_script(
+    path: Path, method: str, token: str, body: str | None = None, expect: tuple[str, ...] = ()
+) -> Path:
+    """A new Lua script readable only by us (it holds a bearer token): ``method`` with
+    ``body``, and with ``expect`` (Lua patterns) every answer checked."""
+    checks = " and ".join(f"string.find(body, '{pattern}')" for pattern in expect)
+    text = (
+        SCRIPT.replace("@METHOD@", method)
+        .replace("@BODY@", f"wrk.body = '{body}'" if body is not None else "")
+        .replace("@TOKEN@", token)
+        .replace("@RESPONSE@", RESPONSE.replace("@CHECKS@", checks) if expect else "")
+    )
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as out:
         out.write(text)
+    return path
 
 
 def wrk(

@@ -7,7 +7,7 @@ aiohttp app (a subprocess answering ``GET /status`` with a small JSON body) and 
 reported as ratios o16n / baseline. /status caches its Docker checks for 2 s (intended), so
 the load measures the HTTP stack, token check, SQLite ping and disk check.
 
-    .venv/bin/python -m bench.status [--duration 10] [--threads 1]
+    .venv/bin/python -m bench.status [--duration 10] [--threads 1] [--tree DIR]
 
 Needs ``wrk`` (``apt-get install -y wrk``). Writes bench/results/status-<timestamp>.json.
 """
@@ -23,15 +23,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from bench._client import Api
 from bench._docker import preflight
 from bench._server import (
     BenchError,
     Server,
+    common_options,
     failed,
     finish,
-    http_json,
     interrupt_on_sigterm,
-    login,
     run_meta,
     start_app,
     start_o16n,
@@ -56,25 +56,6 @@ app = web.Application()
 app.router.add_get("/status", status)
 web.run_app(app, host=sys.argv[1], port=int(sys.argv[2]), access_log=None, print=None)
 """
-
-#: wrk script: the bearer token header, and a machine-readable summary at the end.
-WRK_SCRIPT = """
-wrk.method = "GET"
-wrk.headers["Authorization"] = "Bearer %(token)s"
-
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    'WRK_JSON {"requests":%%d,"duration_us":%%d,"bytes":%%d,'
-    .. '"p50_us":%%d,"p90_us":%%d,"p99_us":%%d,"mean_us":%%.1f,"max_us":%%d,'
-    .. '"errors":{"connect":%%d,"read":%%d,"write":%%d,"status":%%d,"timeout":%%d}}\\n',
-    summary.requests, summary.duration, summary.bytes,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99),
-    latency.mean, latency.max,
-    e.connect, e.read, e.write, e.status, e.timeout))
-end
-"""
-
 
 # --- report -------------------------------------------------------------------------------
 
@@ -112,17 +93,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     password = "bench-" + secrets.token_urlsafe(18)
     servers: list[Server] = []
     try:
-        o16n = start_o16n(tmp, password, args.image, instance=INSTANCE)
+        o16n = start_o16n(tmp, password, args.image, instance=INSTANCE, tree=args.tree)
         servers.append(o16n)
         baseline = start_app(tmp, "baseline", BASELINE_APP)
         servers.append(baseline)
         for server in servers:
             server.wait_ready()
-        token = login(o16n, password)
-        tree = http_json(f"{o16n.url}/status", token=token)
-
-        script = tmp / "auth.lua"
-        write_script(script, WRK_SCRIPT % {"token": token})
+        api = Api(o16n.url).login(password)
+        tree = api.ok("GET", "/status")
+        script = write_script(tmp / "auth.lua", "GET", api.token or "")
 
         figures: dict[str, Any] = {"o16n": {}, "baseline": {}}
         targets = {"o16n": o16n, "baseline": baseline}
@@ -159,9 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per server (2)")
     parser.add_argument("--connections", type=int, default=16, help="concurrency of the rps run")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (this box: 2 cores)")
-    parser.add_argument(
-        "--image", help="O16N_RUNTIME_IMAGE for the server (default: the tag of runtime_image/)"
-    )
+    common_options(parser)
     args = parser.parse_args(argv)
     if args.duration < 1 or args.warmup < 0 or args.connections < 1 or args.threads < 1:
         parser.error("--duration, --connections and --threads must be at least 1")
@@ -178,16 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         "p50_latency_c1": o16n["c1"]["p50_us"] / base["c1"]["p50_us"],
         "rps_cN": o16n["cN"]["rps"] / base["cN"]["rps"],
     }
-    figures["meta"] = run_meta(
-        "status",
-        duration_s=args.duration,
-        warmup_s=args.warmup,
-        connections=args.connections,
-        wrk_threads=args.threads,
-        runtime_image=args.image,
-        wrk=wrk_version(),
-    )
-    return finish("status", figures, report(figures, args))
+    figures["meta"] = run_meta("status", args, wrk=wrk_version())
+    return finish("status", figures, report(figures, args), args.results)
 
 
 if __name__ == "__main__":
