@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import signal
 import sqlite3
@@ -33,23 +32,24 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from bench._client import Api
 from bench._docker import docker_ids, preflight, scratch_dir
 from bench._server import (
     HOST,
+    PROJECT_ROOT,
     BenchError,
     Server,
     failed,
     finish,
     free_port,
     interrupt_on_sigterm,
-    login,
     run_meta,
+    tree_env,
+    tree_python,
 )
 
 INSTANCE = "o16n-bench-restarts"
@@ -60,13 +60,13 @@ PASSWORD = "bench-restarts-password"
 class Controller:
     """``python -m controller serve`` on one port and data directory, restarted at will."""
 
-    def __init__(self, tmp: Path, sessions: int) -> None:
-        self.tmp = tmp
+    def __init__(self, tmp: Path, sessions: int, tree: Path) -> None:
+        self.tmp, self.tree = tmp, tree
         self.data = tmp / "data"
         self.port = free_port()
         self.url = f"http://{HOST}:{self.port}"
         self.env = {
-            **os.environ,
+            **tree_env(tree),
             "O16N_DATA_DIR": str(self.data),
             "O16N_HOST": HOST,
             "O16N_PORT": str(self.port),
@@ -88,10 +88,11 @@ class Controller:
         started = time.monotonic()
         self.server = Server(
             "o16n",
-            [sys.executable, "-m", "controller", "serve"],
+            [tree_python(self.tree), "-m", "controller", "serve"],
             self.env,
             self.port,
             self.tmp / f"o16n-{self.starts}.log",
+            cwd=self.tree,
         )
         self.server.wait_ready(timeout=300)
         return time.monotonic() - started
@@ -107,20 +108,12 @@ class Controller:
 
 
 def call(url: str, method: str, path: str, token: str, body: Any = None) -> Any:
-    """One API call; ``None`` for an empty reply."""
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(
-        url + path,
-        data=data,
-        method=method,
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
-    )
+    """One API call on a connection of its own (the workers are threads)."""
+    api = Api(url, token)
     try:
-        with urllib.request.urlopen(request, timeout=120) as response:
-            raw = response.read()
-    except urllib.error.HTTPError as exc:
-        raise BenchError(f"{method} {path}: HTTP {exc.code}: {exc.read()[:200]!r}") from None
-    return json.loads(raw) if raw.strip() else None
+        return api.ok(method, path, body)
+    finally:
+        api.close()
 
 
 # --- 1. restart to ready ------------------------------------------------------------------
@@ -156,16 +149,11 @@ def login_retry(ctl: Controller) -> str:
     deadline = time.monotonic() + 60
     while True:
         try:
-            return login(_as_server(ctl), PASSWORD)
+            return Api(ctl.url).login(PASSWORD).token or ""
         except BenchError:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
-
-
-def _as_server(ctl: Controller) -> Server:
-    assert ctl.server is not None
-    return ctl.server
 
 
 # --- 2. kills under load ------------------------------------------------------------------
@@ -347,15 +335,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sessions", type=int, default=200, help="sessions held (default 200)")
     parser.add_argument("--kills", type=int, default=20, help="SIGKILL restarts (default 20)")
     parser.add_argument("--workers", type=int, default=3, help="load threads (default 3)")
+    parser.add_argument(
+        "--tree", type=Path, default=PROJECT_ROOT, help="source tree whose server is measured"
+    )
     args = parser.parse_args(argv)
     if args.sessions < 1 or args.kills < 1 or args.workers < 1:
         parser.error("--sessions, --kills and --workers must be at least 1")
-    if (unable := preflight("restarts", ["docker"])) is not None:
+    if (unable := preflight("restarts", ["docker"], tree=args.tree)) is not None:
         return unable
     interrupt_on_sigterm()
     try:
         with scratch_dir("restarts", [LABEL], images=True) as tmp:
-            ctl = Controller(tmp, args.sessions)
+            ctl = Controller(tmp, args.sessions, args.tree)
             try:
                 figures = {"restart_to_ready": restart_to_ready(ctl, args.sessions)}
                 ctl.stop()
@@ -364,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
                 ctl.stop()
     except (BenchError, KeyboardInterrupt) as exc:
         return failed("restarts", exc)
-    figures["meta"] = run_meta("restarts", **vars(args))
+    figures["meta"] = run_meta("restarts", args)
     return finish("restarts", figures, report(figures))
 
 
