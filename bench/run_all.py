@@ -1,8 +1,8 @@
 """Run every benchmark, one after another, stopping at the first that fails (``make bench``).
 
 Each runs as its own ``python -m bench.<name>`` subprocess with its default options:
-status, containers, sessions, then consume and batch when their scripts exist. They must not
-overlap: status and containers share the container label ``o16n.instance=o16n-bench``.
+status, sessions, idle, consume, batch. One at a time: they share the machine's cores.
+restarts and memory are left out (minutes long; memory needs about 11 GiB free).
 
     .venv/bin/python -m bench.run_all
 """
@@ -17,8 +17,7 @@ from typing import Any
 
 from bench._server import PROJECT_ROOT
 
-BENCHMARKS = ["status", "containers", "sessions", "consume", "batch"]
-OPTIONAL = {"consume", "batch"}
+BENCHMARKS = ["status", "sessions", "idle", "consume", "batch"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,11 +31,7 @@ def main(argv: list[str] | None = None) -> int:
             child.send_signal(signum)
 
     signal.signal(signal.SIGTERM, forward)
-    names = [
-        name
-        for name in BENCHMARKS
-        if name not in OPTIONAL or (PROJECT_ROOT / "bench" / f"{name}.py").exists()
-    ]
+    names = BENCHMARKS
     started = time.monotonic()
     for name in names:
         print(f"== bench.{name}", flush=True)
