@@ -30,29 +30,30 @@ Writes bench/results/memory-<timestamp>.json. The sessions hold n x size bytes i
 from __future__ import annotations
 
 import argparse
-import asyncio
+import contextlib
 import hashlib
 import secrets
-import sys
+import threading
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from pydantic import ByteSize, TypeAdapter
 
+from bench._client import Api
 from bench._docker import preflight, scratch_dir
 from bench._server import (
     BenchError,
+    common_options,
     failed,
     finish,
     interrupt_on_sigterm,
-    login,
     run_meta,
     start_o16n,
 )
-from controller.runtime.image import default_tag
 
 INSTANCE = "o16n-bench-memory"
 LABELS = (f"o16n.instance={INSTANCE}",)
@@ -113,10 +114,11 @@ _threading.Thread(target=_attack, args=({delay}, {blob}), daemon=True).start()
 
 @dataclass
 class Rss:
-    """The controller's resident memory, from /proc/<pid>/status."""
+    """The controller's resident memory, from /proc/<pid>/status, sampled in a thread."""
 
     pid: int
     samples: list[int] = field(default_factory=list)
+    stopping: threading.Event = field(default_factory=threading.Event)
 
     def read(self, key: str = "VmRSS") -> int:
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
@@ -132,101 +134,76 @@ class Rss:
             return False
         return True
 
-    async def sample(self, every: float = 0.02) -> None:
-        while True:
-            self.samples.append(self.read())
-            await asyncio.sleep(every)
+    @contextlib.contextmanager
+    def sampling(self, every: float = 0.02) -> Iterator[None]:
+        def sample() -> None:
+            while not self.stopping.wait(every):
+                self.samples.append(self.read())
+
+        thread = threading.Thread(target=sample, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            self.stopping.set()
+            thread.join()
+
+    def peak(self, reset: bool) -> int:
+        return max([*self.samples, self.read("VmHWM") if reset else 0])
 
 
-class Api:
-    def __init__(self, http: aiohttp.ClientSession, url: str, token: str) -> None:
-        self.http = http
-        self.url = url
-        self.headers = {"Authorization": f"Bearer {token}"}
-
-    async def json(self, method: str, path: str, body: Any = None) -> Any:
-        async with self.http.request(
-            method, self.url + path, json=body, headers=self.headers
-        ) as resp:
-            if resp.status >= 300:
-                raise BenchError(f"{method} {path}: HTTP {resp.status}: {await resp.text()}")
-            return await resp.json()
-
-    async def session(self) -> str:
-        return str((await self.json("POST", "/sessions", {}))["sessionId"])
-
-    async def execute(self, session: str, code: str, outputs: list[str]) -> dict[str, Any]:
-        body = {"code": code, "outputParameters": outputs}
-        reply: dict[str, Any] = await self.json("POST", f"/sessions/{session}/execute", body)
-        if not reply.get("success"):
-            raise BenchError(f"execute failed in {session}: {reply.get('errorMessage')}")
-        return reply
-
-    async def download(self, session: str, name: str) -> tuple[str, int, float]:
-        """SHA-256, size and seconds of one file download, hashed as it arrives."""
-        return await self.download_path(f"/sessions/{session}/files/{name}")
-
-    async def download_path(self, path: str) -> tuple[str, int, float]:
-        """SHA-256, size and seconds of one download, hashed as it arrives."""
-        started = time.perf_counter()
-        sha = hashlib.sha256()
-        size = 0
-        async with self.http.get(self.url + path, headers=self.headers) as resp:
-            if resp.status != 200:
-                raise BenchError(f"GET {path}: HTTP {resp.status}: {await resp.text()}")
-            async for chunk in resp.content.iter_chunked(PIECE):
-                sha.update(chunk)
-                size += len(chunk)
-        return sha.hexdigest(), size, time.perf_counter() - started
+def download(api: Api, path: str) -> tuple[str, int, float]:
+    """SHA-256, size and seconds of one download on a connection of its own, hashed as it
+    arrives."""
+    started, sha, size = time.perf_counter(), hashlib.sha256(), 0
+    own = api.clone()
+    try:
+        for chunk in own.stream(path, PIECE):
+            sha.update(chunk)
+            size += len(chunk)
+    finally:
+        own.close()
+    return sha.hexdigest(), size, time.perf_counter() - started
 
 
-async def prepare(api: Api, n: int, size: int) -> tuple[list[str], list[str], str]:
+def prepare(api: Api, n: int, size: int) -> tuple[list[str], list[str], str]:
     """``n`` sessions holding a file of ``size`` bytes each (and its digest), plus one more."""
-    sessions = [await api.session() for _ in range(n)]
+    sessions = [api.session({}) for _ in range(n)]
     code = WRITE_CODE.format(name=FILE_NAME, size=size)
 
-    async def write(session: str) -> str:
-        reply = await api.execute(session, code, ["digest"])
-        return str(reply["outputParameters"][0]["value"])
-
-    digests = []
-    for start in range(0, n, 4):  # a few at a time: each is a core's worth of work
-        digests += await asyncio.gather(*(write(s) for s in sessions[start : start + 4]))
-    attacker = await api.session()
-    return sessions, digests, attacker
-
-
-async def measure(
-    url: str, token: str, pid: int, n: int, size: int, blob: int, delay: float = 1.0
-) -> dict[str, Any]:
-    """The scenario against a running server (``pid`` is its process): figures in bytes."""
-    timeout = aiohttp.ClientTimeout(total=None, sock_read=600)
-    async with aiohttp.ClientSession(timeout=timeout) as http:
-        api = Api(http, url, token)
-        rss = Rss(pid)
-        started_rss = rss.read()
-        sessions, digests, attacker = await prepare(api, n, size)
-        await asyncio.sleep(1.0)
-        idle = rss.read()
-        peak_reset = rss.reset_peak()
-        sampler = asyncio.create_task(rss.sample())
+    def write(session: str) -> str:
+        own = api.clone()
         try:
-            await api.execute(attacker, ATTACK_CODE.format(delay=delay, blob=blob), [])
-            started = time.perf_counter()
-            results = await asyncio.gather(*(api.download(s, FILE_NAME) for s in sessions))
-            elapsed = time.perf_counter() - started
-            await asyncio.sleep(max(0.0, delay + 1.0 - elapsed))  # the attack has happened
-            async with http.get(f"{url}/sessions/{attacker}/files", headers=api.headers) as resp:
-                attacker_status, attacker_reply = resp.status, await resp.text()
-            await api.json("GET", "/sessions")  # still serving
+            return str(own.execute(session, code, ["digest"])["values"]["digest"])
         finally:
-            sampler.cancel()
-            await asyncio.gather(sampler, return_exceptions=True)
-        hwm = rss.read("VmHWM") if peak_reset else 0
-        for session in sessions:
-            async with http.delete(f"{url}/sessions/{session}", headers=api.headers):
-                pass
-    peak = max([*rss.samples, hwm])
+            own.close()
+
+    with ThreadPoolExecutor(4) as pool:  # a few at a time: each is a core's worth of work
+        digests = list(pool.map(write, sessions))
+    return sessions, digests, api.session({})
+
+
+def measure(api: Api, pid: int, n: int, size: int, blob: int, delay: float = 1.0) -> dict[str, Any]:
+    """The scenario against a running server (``pid`` is its process): figures in bytes."""
+    rss = Rss(pid)
+    started_rss = rss.read()
+    sessions, digests, attacker = prepare(api, n, size)
+    time.sleep(1.0)
+    idle = rss.read()
+    peak_reset = rss.reset_peak()
+    with rss.sampling():
+        api.execute(attacker, ATTACK_CODE.format(delay=delay, blob=blob))
+        started = time.perf_counter()
+        with ThreadPoolExecutor(n) as pool:
+            paths = [f"/sessions/{s}/files/{FILE_NAME}" for s in sessions]
+            results = list(pool.map(lambda path: download(api, path), paths))
+        elapsed = time.perf_counter() - started
+        time.sleep(max(0.0, delay + 1.0 - elapsed))  # the attack has happened
+        attacker_status, attacker_reply = api.send("GET", f"/sessions/{attacker}/files")
+        api.ok("GET", "/sessions")  # still serving
+    peak = rss.peak(peak_reset)
+    for session in sessions:
+        api.call("DELETE", f"/sessions/{session}")
     intact = [
         got == want and got_size == size
         for (got, got_size, _), want in zip(results, digests, strict=True)
@@ -246,7 +223,7 @@ async def measure(
         "wall_seconds": round(elapsed, 2),
         "aggregate_mib_per_s": round(n * size / MIB / elapsed, 1),
         "attacker_status": attacker_status,
-        "attacker_reply": attacker_reply[:300],
+        "attacker_reply": attacker_reply[:300].decode(errors="replace"),
     }
 
 
@@ -280,69 +257,63 @@ def pieces(block: bytes, size: int) -> Any:
         yield piece
 
 
-async def _stream(parts: list[bytes], block: bytes, size: int) -> Any:
+def _stream(parts: list[bytes], block: bytes, size: int) -> Iterator[bytes]:
     """``parts`` around the pattern of ``size`` bytes, as an upload body (never whole)."""
     yield parts[0]
-    for piece in pieces(block, size):
-        yield piece
-    for part in parts[1:]:
-        yield part
+    yield from pieces(block, size)
+    yield from parts[1:]
 
 
-async def measure_transfers(url: str, token: str, pid: int, size: int) -> dict[str, Any]:
+def upload(api: Api, path: str, body: Iterator[bytes], content_type: str, want: int) -> None:
+    """A streamed (chunked) POST, which must answer ``want``."""
+    answer = api.response("POST", path, body, api.headers(content_type))
+    raw = answer.read()
+    if answer.status != want:
+        raise BenchError(f"POST {path}: HTTP {answer.status}: {raw[:300]!r}")
+
+
+def digests(api: Api, session: str) -> list[Any]:
+    reply = api.execute(session, CHECK_CODE.format(name="up.bin"), ["file_digest", "object_digest"])
+    return [reply["values"]["file_digest"], reply["values"]["object_digest"]]
+
+
+def measure_transfers(api: Api, pid: int, size: int) -> dict[str, Any]:
     """Every other large transfer, one after another, each checked end to end: an upload,
     a workspace object set and got, a snapshot taken, a session started from it, a
     snapshot loaded into a session, and the snapshot's zip downloaded. Figures in bytes."""
-    timeout = aiohttp.ClientTimeout(total=None, sock_read=600)
-    async with aiohttp.ClientSession(timeout=timeout) as http:
-        api = Api(http, url, token)
-        rss = Rss(pid)
-        block, digest = await asyncio.to_thread(pattern, size)
-        session, target = await api.session(), await api.session()
-        await asyncio.sleep(1.0)
-        idle = rss.read()
-        peak_reset = rss.reset_peak()
-        sampler = asyncio.create_task(rss.sample())
-        checks: dict[str, bool] = {}
-        try:
-            with aiohttp.MultipartWriter("form-data") as form:
-                part = form.append(_stream([b""], block, size))
-                part.set_content_disposition("form-data", name="file", filename="up.bin")
-            path = f"/sessions/{session}/files"
-            async with http.post(url + path, data=form, headers=api.headers) as resp:
-                if resp.status != 201:
-                    raise BenchError(f"POST {path}: HTTP {resp.status}: {await resp.text()}")
-            # a pickle of one bytes object (protocol 4, BINBYTES8), streamed
-            head = b"\x80\x04\x8e" + size.to_bytes(8, "little")
-            path = f"/sessions/{session}/workspace/obj"
-            body = _stream([head, b"."], block, size)
-            async with http.post(url + path, data=body, headers=api.headers) as resp:
-                if resp.status != 200:
-                    raise BenchError(f"POST {path}: HTTP {resp.status}: {await resp.text()}")
-            reply = await api.execute(
-                session, CHECK_CODE.format(name="up.bin"), ["file_digest", "object_digest"]
-            )
-            values = [p["value"] for p in reply["outputParameters"]]
-            checks["upload"] = values[0] == digest
-            checks["workspace_set"] = values[1] == digest
-            got = await api.download_path(f"/sessions/{session}/workspace/obj")
-            checks["workspace_get"] = got[1] > size
-            snapshot = (await api.json("POST", f"/sessions/{session}/snapshot", {}))["snapshotId"]
-            await api.json("POST", f"/sessions/{target}/loadsnapshot/{snapshot}")
-            started = (await api.json("POST", "/sessions", {"snapshotId": snapshot}))["sessionId"]
-            for name, where in (("loadsnapshot", target), ("from_snapshot", started)):
-                reply = await api.execute(
-                    where, CHECK_CODE.format(name="up.bin"), ["file_digest", "object_digest"]
-                )
-                values = [p["value"] for p in reply["outputParameters"]]
-                checks[name] = values == [digest, digest]
-            got = await api.download_path(f"/snapshots/{snapshot}")
-            checks["snapshot_zip"] = got[1] > 2 * size
-        finally:
-            sampler.cancel()
-            await asyncio.gather(sampler, return_exceptions=True)
-        hwm = rss.read("VmHWM") if peak_reset else 0
-    peak = max([*rss.samples, hwm])
+    rss = Rss(pid)
+    block, digest = pattern(size)
+    session, target = api.session({}), api.session({})
+    time.sleep(1.0)
+    idle = rss.read()
+    peak_reset = rss.reset_peak()
+    checks: dict[str, bool] = {}
+    with rss.sampling():
+        boundary = "o16n-bench-" + secrets.token_hex(8)
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="up.bin"'
+            "\r\nContent-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        form = _stream([head, f"\r\n--{boundary}--\r\n".encode()], block, size)
+        upload(
+            api,
+            f"/sessions/{session}/files",
+            form,
+            f"multipart/form-data; boundary={boundary}",
+            201,
+        )
+        # a pickle of one bytes object (protocol 4, BINBYTES8), streamed
+        pickled = _stream([b"\x80\x04\x8e" + size.to_bytes(8, "little"), b"."], block, size)
+        upload(api, f"/sessions/{session}/workspace/obj", pickled, "application/octet-stream", 200)
+        checks["upload"], checks["workspace_set"] = (d == digest for d in digests(api, session))
+        checks["workspace_get"] = download(api, f"/sessions/{session}/workspace/obj")[1] > size
+        snapshot = api.ok("POST", f"/sessions/{session}/snapshot", {})["snapshotId"]
+        api.ok("POST", f"/sessions/{target}/loadsnapshot/{snapshot}")
+        started = api.session({"snapshotId": snapshot})
+        checks["loadsnapshot"] = digests(api, target) == [digest, digest]
+        checks["from_snapshot"] = digests(api, started) == [digest, digest]
+        checks["snapshot_zip"] = download(api, f"/snapshots/{snapshot}")[1] > 2 * size
+    peak = rss.peak(peak_reset)
     return {
         "size_bytes": size,
         "idle_baseline_bytes": idle,
@@ -352,7 +323,7 @@ async def measure_transfers(url: str, token: str, pid: int, size: int) -> dict[s
     }
 
 
-def run(args: argparse.Namespace, image: str) -> dict[str, Any]:
+def run(args: argparse.Namespace) -> dict[str, Any]:
     password = "bench-" + secrets.token_urlsafe(18)
     room = max(args.size, args.transfer_size) + 64 * MIB
     # a snapshot's tarball, the object and its pickle live in the agent's memory at once
@@ -368,22 +339,20 @@ def run(args: argparse.Namespace, image: str) -> dict[str, Any]:
         "O16N_MAX_BODY_BYTES": str(max(256 * MIB, args.transfer_size + 64 * MIB)),
     }
     with scratch_dir("memory", LABELS) as tmp:
-        server = start_o16n(tmp, password, image, instance=INSTANCE, env=env, detach=True)
+        server = start_o16n(
+            tmp, password, args.image, instance=INSTANCE, tree=args.tree, env=env, detach=True
+        )
         try:
             server.wait_ready()
-            token = login(server, password)
+            api = Api(server.url, timeout=600).login(password)
             try:
-                figures = asyncio.run(
-                    measure(server.url, token, server.pid, args.n, args.size, args.blob)
-                )
+                figures = measure(api, server.pid, args.n, args.size, args.blob)
                 if args.transfer_size:
-                    figures["transfers"] = asyncio.run(
-                        measure_transfers(server.url, token, server.pid, args.transfer_size)
-                    )
+                    figures["transfers"] = measure_transfers(api, server.pid, args.transfer_size)
                 return figures
-            except (aiohttp.ClientError, OSError) as exc:
+            except BenchError:
                 server.check_alive()
-                raise BenchError(f"{type(exc).__name__}: {exc}") from None
+                raise
         finally:
             server.stop()
 
@@ -441,18 +410,15 @@ def main(argv: list[str] | None = None) -> int:
         default=256 * MIB,
         help="bytes of the upload, workspace object and snapshot phase; 0 skips it (256MiB)",
     )
-    parser.add_argument(
-        "--image", help="runtime image (default: o16n-runtime:<hash of runtime_image/>)"
-    )
+    common_options(parser)
     args = parser.parse_args(argv)
     if args.n < 1 or args.size < 1 or not 0 < args.blob < 1 << 32:
         parser.error("--n and --size must be positive, --blob between 1 byte and 4 GiB")
-    image = args.image or default_tag()
-    if (unable := preflight("memory", ["docker"], image)) is not None:
+    if (unable := preflight("memory", ["docker"], args.image, args.tree)) is not None:
         return unable
-    interrupt_on_sigterm(asyncio_run=True)
+    interrupt_on_sigterm()
     try:
-        figures = run(args, image)
+        figures = run(args)
     except (BenchError, KeyboardInterrupt) as exc:
         return failed("memory", exc)
     figures["target_mib"] = TARGET_MIB
@@ -468,8 +434,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
     )
-    figures["meta"] = run_meta("memory", argv=sys.argv[1:] if argv is None else argv, image=image)
-    return finish("memory", figures, report(figures))
+    figures["meta"] = run_meta("memory", args)
+    return finish("memory", figures, report(figures), args.results)
 
 
 if __name__ == "__main__":
