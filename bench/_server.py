@@ -112,6 +112,11 @@ class Server:
             return "(no log)"
 
 
+def say(text: str) -> None:
+    """Progress, on stderr (the report goes to stdout)."""
+    print(f"  {text}", file=sys.stderr, flush=True)
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (0 if it is gone, as an agent in a
     container may be). A server subprocess that died stays in /proc until
@@ -127,20 +132,15 @@ def _keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def interrupt_on_sigterm(*, asyncio_run: bool = False) -> None:
-    """SIGTERM ends the run like Ctrl-C does, so that the script's cleanup happens.
-
-    With ``asyncio_run`` it is turned into a SIGINT, which ``asyncio.run`` answers by
-    cancelling the run; otherwise KeyboardInterrupt is raised where the script is."""
-    if asyncio_run:
-        signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
-    else:
-        signal.signal(signal.SIGTERM, _keyboard_interrupt)
+def interrupt_on_sigterm() -> None:
+    """SIGTERM ends the run like Ctrl-C does (KeyboardInterrupt where the bench is), so
+    that its cleanup happens."""
+    signal.signal(signal.SIGTERM, _keyboard_interrupt)
 
 
 def failed(script: str, exc: BenchError | KeyboardInterrupt) -> int:
-    """Say on stderr why the run stopped; its exit code: 130 after Ctrl-C (or SIGTERM, see
-    ``interrupt_on_sigterm``), 1 after a ``BenchError``."""
+    """Say on stderr why the run stopped; its exit code: 130 after Ctrl-C (or SIGTERM),
+    1 after a ``BenchError``."""
     if isinstance(exc, KeyboardInterrupt):
         print(f"bench.{script}: interrupted", file=sys.stderr)
         return 130

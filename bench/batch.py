@@ -25,40 +25,19 @@ import argparse
 import contextlib
 import json
 import secrets
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from bench import _iris as iris
+from bench._bench import run_bench
 from bench._client import Api, load
-from bench._docker import (
-    containers_cpu,
-    instance_containers,
-    machine_line,
-    machine_load,
-    preflight,
-    scratch_dir,
-)
-from bench._server import (
-    BenchError,
-    Server,
-    common_options,
-    cpu_seconds,
-    failed,
-    finish,
-    interrupt_on_sigterm,
-    run_meta,
-    start_o16n,
-)
+from bench._docker import containers_cpu, instance_containers, machine_line, machine_load
+from bench._server import BenchError, Server, common_options, cpu_seconds, say, start_o16n
 
 INSTANCE = "o16n-bench-batch"
 LABEL = f"o16n.instance={INSTANCE}"
 PATH = f"/api/{iris.SERVICE}/V1.0"
-
-
-def say(text: str) -> None:
-    print(f"  {text}", file=sys.stderr, flush=True)
 
 
 def sequential(api: Api, server: Server, calls: int, ids: list[str]) -> dict[str, Any]:
@@ -249,17 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("need 1 <= --pool-initial <= --pool-max")
     if args.poll_interval <= 0 or args.stall_timeout <= 0:
         parser.error("--poll-interval and --stall-timeout must be > 0")
-    if (unable := preflight("batch", ["docker"], args.image, args.tree)) is not None:
-        return unable
-    interrupt_on_sigterm()
-    try:
-        with scratch_dir("batch", [LABEL], images=True) as tmp:
-            figures = run(args, tmp)
-    except (BenchError, KeyboardInterrupt) as exc:
-        return failed("batch", exc)
-    text = summarise(figures, args)
-    figures["meta"] = run_meta("batch", args)
-    return finish("batch", figures, text, args.results)
+    return run_bench("batch", args, run, summarise, labels=[LABEL], images=True)
 
 
 if __name__ == "__main__":

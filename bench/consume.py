@@ -28,25 +28,16 @@ from pathlib import Path
 from typing import Any
 
 from bench import _iris as iris
+from bench._bench import run_bench
 from bench._client import Api
-from bench._docker import (
-    containers_cpu,
-    instance_containers,
-    machine_line,
-    machine_load,
-    preflight,
-    scratch_dir,
-)
+from bench._docker import containers_cpu, instance_containers, machine_line, machine_load
 from bench._server import (
     BenchError,
     Server,
     common_options,
     cpu_seconds,
-    failed,
-    finish,
-    interrupt_on_sigterm,
     percentile,
-    run_meta,
+    say,
     start_app,
     start_o16n,
     table,
@@ -97,10 +88,6 @@ timed(lambda: clf.predict([x]))
 print(json.dumps({"predict_median_us": timed(lambda: clf.predict([x])),
                   "service_code_median_us": timed(lambda: [names[v] for v in clf.predict([x])])}))
 """
-
-
-def say(text: str) -> None:
-    print(f"  {text}", file=sys.stderr, flush=True)
 
 
 def predict_timing(calls: int) -> dict[str, Any]:
@@ -255,18 +242,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--duration, --connections, --threads, --n, --predict-calls must be >= 1")
     if args.warmup < 0 or args.pool_initial < 1 or args.pool_max < args.pool_initial:
         parser.error("need --warmup >= 0 and 1 <= --pool-initial <= --pool-max")
-    if (unable := preflight("consume", ["wrk", "docker"], args.image, args.tree)) is not None:
-        return unable
-    interrupt_on_sigterm()
-    try:
-        # service images are tags of the snapshot's image, which carries the label
-        with scratch_dir("consume", [LABEL], images=True) as tmp:
-            figures = run(args, tmp)
-    except (BenchError, KeyboardInterrupt) as exc:
-        return failed("consume", exc)
-    text = summarise(figures, args)
-    figures["meta"] = run_meta("consume", args, wrk=wrk_version())
-    return finish("consume", figures, text, args.results)
+    # service images are tags of the snapshot's image, which carries the label
+    return run_bench(
+        "consume",
+        args,
+        run,
+        summarise,
+        labels=[LABEL],
+        tools=["wrk", "docker"],
+        images=True,
+        wrk=wrk_version(),
+    )
 
 
 if __name__ == "__main__":

@@ -23,24 +23,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench._bench import run_bench
 from bench._client import Api
-from bench._docker import (
-    docker_ids,
-    instance_containers,
-    machine_load,
-    preflight,
-    scratch_dir,
-    wait_settled,
-)
-from bench._server import (
-    BenchError,
-    common_options,
-    failed,
-    finish,
-    interrupt_on_sigterm,
-    run_meta,
-    start_o16n,
-)
+from bench._docker import docker_ids, instance_containers, machine_load, wait_settled
+from bench._server import BenchError, common_options, start_o16n
 
 INSTANCE = "o16n-bench-idle"
 LABEL = f"o16n.instance={INSTANCE}"
@@ -155,17 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.idle < 1 or args.pool_size < 0:
         parser.error("--idle must be at least 1, --pool-size not negative")
-    if (unable := preflight("idle", ["docker"], args.image, args.tree)) is not None:
-        return unable
-    interrupt_on_sigterm()
-    try:
-        with scratch_dir("idle", [LABEL]) as tmp:
-            figures = run(args, tmp)
-    except (BenchError, KeyboardInterrupt) as exc:
-        return failed("idle", exc)
-    text = summarise(figures, args)
-    figures["meta"] = run_meta("idle", args)
-    return finish("idle", figures, text, args.results)
+    return run_bench("idle", args, run, summarise, labels=[LABEL])
 
 
 if __name__ == "__main__":

@@ -43,15 +43,11 @@ from typing import Any
 
 from pydantic import ByteSize, TypeAdapter
 
+from bench._bench import run_bench
 from bench._client import Api
-from bench._docker import preflight, scratch_dir
 from bench._server import (
     BenchError,
     common_options,
-    failed,
-    finish,
-    interrupt_on_sigterm,
-    run_meta,
     start_o16n,
 )
 
@@ -323,7 +319,7 @@ def measure_transfers(api: Api, pid: int, size: int) -> dict[str, Any]:
     }
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     password = "bench-" + secrets.token_urlsafe(18)
     room = max(args.size, args.transfer_size) + 64 * MIB
     # a snapshot's tarball, the object and its pickle live in the agent's memory at once
@@ -338,26 +334,39 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "O16N_EXECUTE_TIMEOUT": "1200",
         "O16N_MAX_BODY_BYTES": str(max(256 * MIB, args.transfer_size + 64 * MIB)),
     }
-    with scratch_dir("memory", LABELS) as tmp:
-        server = start_o16n(
-            tmp, password, args.image, instance=INSTANCE, tree=args.tree, env=env, detach=True
-        )
+    server = start_o16n(
+        tmp, password, args.image, instance=INSTANCE, tree=args.tree, env=env, detach=True
+    )
+    try:
+        server.wait_ready()
+        api = Api(server.url, timeout=600).login(password)
         try:
-            server.wait_ready()
-            api = Api(server.url, timeout=600).login(password)
-            try:
-                figures = measure(api, server.pid, args.n, args.size, args.blob)
-                if args.transfer_size:
-                    figures["transfers"] = measure_transfers(api, server.pid, args.transfer_size)
-                return figures
-            except BenchError:
-                server.check_alive()
-                raise
-        finally:
-            server.stop()
+            figures = measure(api, server.pid, args.n, args.size, args.blob)
+            if args.transfer_size:
+                figures["transfers"] = measure_transfers(api, server.pid, args.transfer_size)
+            return figures
+        except BenchError:
+            server.check_alive()
+            raise
+    finally:
+        server.stop()
 
 
-def report(figures: dict[str, Any]) -> str:
+def summarise(figures: dict[str, Any], args: argparse.Namespace) -> str:
+    """The verdict into ``figures``; the report."""
+    figures["target_mib"] = TARGET_MIB
+    transfers = figures.get("transfers")
+    figures["target_met"] = (
+        figures["peak_above_baseline_bytes"] < TARGET_MIB * MIB
+        and figures["downloads_intact"] == figures["n"]
+        and (
+            transfers is None
+            or (
+                transfers["peak_above_baseline_bytes"] < TARGET_MIB * MIB
+                and all(transfers["checks"].values())
+            )
+        )
+    )
     mib = {k: v / MIB for k, v in figures.items() if k.endswith("_bytes")}
     verdict = "met" if figures["target_met"] else "MISSED"
     return "\n".join(
@@ -414,28 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.n < 1 or args.size < 1 or not 0 < args.blob < 1 << 32:
         parser.error("--n and --size must be positive, --blob between 1 byte and 4 GiB")
-    if (unable := preflight("memory", ["docker"], args.image, args.tree)) is not None:
-        return unable
-    interrupt_on_sigterm()
-    try:
-        figures = run(args)
-    except (BenchError, KeyboardInterrupt) as exc:
-        return failed("memory", exc)
-    figures["target_mib"] = TARGET_MIB
-    transfers = figures.get("transfers")
-    figures["target_met"] = (
-        figures["peak_above_baseline_bytes"] < TARGET_MIB * MIB
-        and figures["downloads_intact"] == figures["n"]
-        and (
-            transfers is None
-            or (
-                transfers["peak_above_baseline_bytes"] < TARGET_MIB * MIB
-                and all(transfers["checks"].values())
-            )
-        )
-    )
-    figures["meta"] = run_meta("memory", args)
-    return finish("memory", figures, report(figures), args.results)
+    return run_bench("memory", args, run, summarise, labels=LABELS)
 
 
 if __name__ == "__main__":

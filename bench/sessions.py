@@ -22,11 +22,11 @@ from __future__ import annotations
 import argparse
 import json
 import secrets
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from bench._bench import run_bench
 from bench._client import Api, load
 from bench._docker import (
     containers_cpu,
@@ -34,20 +34,14 @@ from bench._docker import (
     instance_containers,
     machine_line,
     machine_load,
-    preflight,
-    scratch_dir,
     wait_settled,
 )
 from bench._server import (
-    BenchError,
     Server,
     common_options,
     cpu_seconds,
-    failed,
-    finish,
-    interrupt_on_sigterm,
-    run_meta,
     runtime_tag,
+    say,
     start_app,
     start_o16n,
     summary,
@@ -57,6 +51,8 @@ from bench._server import (
 WARM, COLD = "o16n-bench-sessions", "o16n-bench-sessions-cold"
 LABEL, COLD_LABEL = f"o16n.instance={WARM}", f"o16n.instance={COLD}"
 BODY = b'{"code":"1+1"}'
+CPU = ("server", "client", "containers")  # CPU per request of: its server process, this
+# process (the load generator), the instance's containers (0 for the baseline)
 
 #: The baseline: compiles and execs the posted code in a persistent namespace, answering
 #: with the fields of o16n's execute reply.
@@ -74,10 +70,6 @@ app = web.Application()
 app.router.add_post("/sessions/{id}/execute", execute)
 web.run_app(app, host=sys.argv[1], port=int(sys.argv[2]), access_log=None, print=None)
 """
-
-
-def say(text: str) -> None:
-    print(f"  {text}", file=sys.stderr, flush=True)
 
 
 def drive(apis: list[Api], paths: list[str], requests: int = 0, duration: float = 0) -> Any:
@@ -149,47 +141,34 @@ def execute(args: argparse.Namespace, warm: Api, pid: int, baseline: Server) -> 
     containers = instance_containers(LABEL)
     for target, key, apis, paths, requests, seconds in runs:
         say(f"execute: {target} {key}, {len(apis)} client(s)")
-        server = pid if target == "o16n" else baseline.pid
-        cpu = {"server": cpu_seconds(server)}
-        cpu |= {"client": time.process_time(), "containers": containers_cpu(containers) or 0.0}
+        server, ids = (pid, containers) if target == "o16n" else (baseline.pid, [])
+        before = [cpu_seconds(server), time.process_time(), containers_cpu(ids) or 0.0]
         run = drive(apis, paths, requests, seconds)
-        cpu["server"] = cpu_seconds(server) - cpu["server"]
-        cpu["client"] = time.process_time() - cpu["client"]
-        cpu["containers"] = (containers_cpu(containers) or 0.0) - cpu["containers"]
-        if target == "baseline":
-            del cpu["containers"]
-        run["cpu_ms_per_request"] = {k: v * 1000 / run["requests"] for k, v in cpu.items()}
+        after = [cpu_seconds(server), time.process_time(), containers_cpu(ids) or 0.0]
+        spent = {
+            k: (a - b) * 1000 / run["requests"] for k, a, b in zip(CPU, after, before, strict=True)
+        }
+        run["cpu_ms_per_request"] = spent
         figures[target][key] = run
     for session in sessions:
         warm.ok("DELETE", f"/sessions/{session}")
     return figures
 
 
-def run(args: argparse.Namespace, tmp: Path, image: str) -> dict[str, Any]:
-    figures: dict[str, Any] = {"machine_at_start": machine_load(LABEL)}
+def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    image = args.image or runtime_tag(args.tree)
+    figures: dict[str, Any] = {"machine_at_start": machine_load(LABEL), "image": image}
     password = "bench-" + secrets.token_urlsafe(18)
     env = {"O16N_SESSIONS_PER_USER": "1000", "O16N_SERVICE_WARM_POOL_SIZE": "0"}
-    servers = [
-        start_o16n(
-            tmp,
-            password,
-            image,
-            instance=WARM,
-            tree=args.tree,
-            name="warm",
-            env={**env, "O16N_WARM_POOL_SIZE": str(args.pool_size)},
-        ),
-        start_o16n(
-            tmp,
-            password,
-            image,
-            instance=COLD,
-            tree=args.tree,
-            name="cold",
-            env={**env, "O16N_WARM_POOL_SIZE": "0"},
-        ),
-        start_app(tmp, "baseline", BASELINE_APP),
-    ]
+
+    def o16n(instance: str, name: str, pool: int) -> Server:
+        pooled = {**env, "O16N_WARM_POOL_SIZE": str(pool)}
+        return start_o16n(
+            tmp, password, image, instance=instance, tree=args.tree, name=name, env=pooled
+        )
+
+    servers = [o16n(WARM, "warm", args.pool_size), o16n(COLD, "cold", 0)]
+    servers.append(start_app(tmp, "baseline", BASELINE_APP))
     try:
         for server in servers:
             server.wait_ready()
@@ -222,26 +201,21 @@ def summarise(figures: dict[str, Any], args: argparse.Namespace) -> str:
         )
         for p in ("p50", "p90")
     }
-    executes = {
-        "execute_p50_c1": ("p50 latency, c=1 (ms)", mine["c1"]["p50_ms"], base["c1"]["p50_ms"]),
-        "execute_p90_c1": ("p90 latency, c=1 (ms)", mine["c1"]["p90_ms"], base["c1"]["p90_ms"]),
-        "execute_rps_c1": ("requests/s, c=1", mine["c1"]["rps"], base["c1"]["rps"]),
-        "execute_rps_cN_one_session": (
-            f"requests/s, c={c}, one session",
-            mine["cN_one_session"]["rps"],
-            base["cN"]["rps"],
-        ),
-        "execute_rps_cN_sessions": (
-            f"requests/s, c={c}, {c} sessions",
-            mine["cN_sessions"]["rps"],
-            base["cN"]["rps"],
-        ),
-        "execute_p50_cN_sessions": (
+    spec = [  # figure, label, o16n's run, baseline's run, statistic
+        ("p50_c1", "p50 latency, c=1 (ms)", "c1", "c1", "p50_ms"),
+        ("p90_c1", "p90 latency, c=1 (ms)", "c1", "c1", "p90_ms"),
+        ("rps_c1", "requests/s, c=1", "c1", "c1", "rps"),
+        ("rps_cN_one_session", f"requests/s, c={c}, one session", "cN_one_session", "cN", "rps"),
+        ("rps_cN_sessions", f"requests/s, c={c}, {c} sessions", "cN_sessions", "cN", "rps"),
+        (
+            "p50_cN_sessions",
             f"p50 latency, c={c}, {c} sessions (ms)",
-            mine["cN_sessions"]["p50_ms"],
-            base["cN"]["p50_ms"],
+            "cN_sessions",
+            "cN",
+            "p50_ms",
         ),
-    }
+    ]
+    executes = {f"execute_{k}": (label, mine[m][f], base[b][f]) for k, label, m, b, f in spec}
     figures["ratios"] = {k: a / b for k, (_, a, b) in (creates | executes).items()}
     warm_ms, exec_ms = create["warm"]["p50_ms"], mine["c1"]["p50_ms"]
     figures["absolute"] = {"create_warm_p50_ms": warm_ms, "execute_p50_c1_ms": exec_ms}
@@ -281,18 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--n, --requests, --concurrency and --pool-size must be at least 1")
     if args.duration <= 0 or args.settle < 0 or args.warmup_requests < 0:
         parser.error("--duration must be positive, --settle and --warmup-requests not negative")
-    if (unable := preflight("sessions", ["docker"], args.image, args.tree)) is not None:
-        return unable
-    interrupt_on_sigterm()
-    try:
-        image = args.image or runtime_tag(args.tree)
-        with scratch_dir("sessions", [LABEL, COLD_LABEL]) as tmp:
-            figures = run(args, tmp, image)
-    except (BenchError, KeyboardInterrupt) as exc:
-        return failed("sessions", exc)
-    text = summarise(figures, args)
-    figures["meta"] = run_meta("sessions", args, image=image)
-    return finish("sessions", figures, text, args.results)
+    return run_bench("sessions", args, run, summarise, labels=[LABEL, COLD_LABEL])
 
 
 if __name__ == "__main__":

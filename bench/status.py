@@ -17,28 +17,23 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import shutil
-import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from bench._bench import run_bench
 from bench._client import Api
-from bench._docker import preflight
 from bench._server import (
     BenchError,
     Server,
     common_options,
-    failed,
-    finish,
-    interrupt_on_sigterm,
-    run_meta,
+    say,
     start_app,
     start_o16n,
 )
 from bench._wrk import write_script, wrk, wrk_version
 
 INSTANCE = "o16n-bench"
+LABEL = f"o16n.instance={INSTANCE}"
 
 #: The baseline: the smallest aiohttp app answering GET /status with a small JSON body.
 BASELINE_APP = """
@@ -61,7 +56,12 @@ web.run_app(app, host=sys.argv[1], port=int(sys.argv[2]), access_log=None, print
 
 
 def report(figures: dict[str, Any], args: argparse.Namespace) -> str:
+    """Ratios into ``figures``; the report."""
     o16n, base = figures["o16n"], figures["baseline"]
+    figures["ratios"] = {
+        "p50_latency_c1": o16n["c1"]["p50_us"] / base["c1"]["p50_us"],
+        "rps_cN": o16n["cN"]["rps"] / base["cN"]["rps"],
+    }
     rows = [
         ("p50 latency, c=1 (ms)", o16n["c1"]["p50_us"] / 1000, base["c1"]["p50_us"] / 1000),
         ("p90 latency, c=1 (ms)", o16n["c1"]["p90_us"] / 1000, base["c1"]["p90_us"] / 1000),
@@ -88,8 +88,7 @@ def report(figures: dict[str, Any], args: argparse.Namespace) -> str:
 # --- main ---------------------------------------------------------------------------------
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    tmp = Path(tempfile.mkdtemp(prefix="o16n-b-", dir="/tmp"))  # short: socket paths
+def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     password = "bench-" + secrets.token_urlsafe(18)
     servers: list[Server] = []
     try:
@@ -110,11 +109,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # interleaved, so that drift on the machine hits both alike
         for key, connections in (("c1", 1), ("cN", args.connections)):
             for name, server in targets.items():
-                print(
-                    f"  {name}: c={connections}, {args.duration} s ...",
-                    file=sys.stderr,
-                    flush=True,
-                )
+                say(f"{name}: c={connections}, {args.duration} s ...")
                 figures[name][key] = wrk(
                     f"{server.url}/status", script, connections, args.threads, args.duration
                 )
@@ -129,7 +124,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         for server in servers:
             server.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,20 +137,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.duration < 1 or args.warmup < 0 or args.connections < 1 or args.threads < 1:
         parser.error("--duration, --connections and --threads must be at least 1")
 
-    if (unable := preflight("status", ["wrk"], needs_image=False)) is not None:
-        return unable
-    interrupt_on_sigterm()  # stop the servers on SIGTERM too
-    try:
-        figures = run(args)
-    except (BenchError, KeyboardInterrupt) as exc:
-        return failed("status", exc)
-    o16n, base = figures["o16n"], figures["baseline"]
-    figures["ratios"] = {
-        "p50_latency_c1": o16n["c1"]["p50_us"] / base["c1"]["p50_us"],
-        "rps_cN": o16n["cN"]["rps"] / base["cN"]["rps"],
-    }
-    figures["meta"] = run_meta("status", args, wrk=wrk_version())
-    return finish("status", figures, report(figures, args), args.results)
+    return run_bench(
+        "status",
+        args,
+        run,
+        report,
+        labels=[LABEL],
+        tools=["wrk"],
+        needs_image=False,
+        wrk=wrk_version(),
+    )
 
 
 if __name__ == "__main__":
