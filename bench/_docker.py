@@ -108,10 +108,12 @@ def instance_containers(label: str) -> list[str]:
 
 
 def wait_settled(expected: dict[str, int], settle: float, timeout: float = 120) -> None:
-    """Until, for each ``label: count``, exactly ``count`` containers carry the label, all
-    running for ``settle`` seconds at least: nothing is starting or being removed (a
-    pool's container is handed out once its agent has dialled in, well within a second)."""
+    """Until, for each ``label: count``, exactly ``count`` containers carrying the label
+    are running, each for ``settle`` seconds at least, and none is being created, started
+    or removed (exited ones do not count): nothing starts or stops while a sample runs. A
+    pool's container is handed out once its agent has dialled in, well within a second."""
     deadline = time.monotonic() + timeout
+    seen: dict[str, list[str]] = {}
     while time.monotonic() < deadline:
         youngest, ready = 0.0, True
         for label, count in expected.items():
@@ -119,17 +121,19 @@ def wait_settled(expected: dict[str, int], settle: float, timeout: float = 120) 
             states = docker_ids(
                 "inspect", "--format", "{{.State.Status}}/{{.State.StartedAt}}", *ids
             )
-            if len(ids) != count or len(states) != count:
-                ready = False
-                break
-            for state in states:
+            live = [s for s in states if s.split("/")[0] not in ("exited", "dead")]
+            seen[label] = [s.split("/")[0] for s in live]
+            ready = ready and len(states) == len(ids) and len(live) == count
+            for state in live:
                 status, _, started = state.partition("/")
                 ready = ready and status == "running"
                 youngest = max(youngest, datetime.fromisoformat(started).timestamp())
         if ready and time.time() - youngest >= settle:
             return
         time.sleep(0.1 if not ready else max(0.05, youngest + settle - time.time()))
-    raise BenchError(f"the containers did not settle within {timeout:.0f} s (want {expected})")
+    raise BenchError(
+        f"the containers did not settle within {timeout:.0f} s: want {expected}, saw {seen}"
+    )
 
 
 def containers_cpu(ids: list[str]) -> float | None:

@@ -49,6 +49,8 @@ def reading(pid: int) -> dict[str, float]:
     """Bytes used now by the instance's containers, their shims and the controller, and
     the machine's MemTotal and MemAvailable."""
     ids = instance_containers(LABEL)
+    if not ids:  # docker stats without names would show every container
+        raise BenchError(f"no running container carries {LABEL}")
     stats = docker_ids("stats", "--no-stream", "--format", "{{.MemUsage}}", *ids)
     used = [m for m in stats if m != "/"][::2]  # "12.3MiB / 2GiB" split on whitespace
     containers = 0.0
@@ -139,8 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pool-size", type=int, default=2, help="O16N_WARM_POOL_SIZE (2)")
     common_options(parser)
     args = parser.parse_args(argv)
-    if args.idle < 1 or args.pool_size < 0:
-        parser.error("--idle must be at least 1, --pool-size not negative")
+    if args.idle < 1 or args.pool_size < 1:
+        parser.error("--idle and --pool-size must be at least 1")
     return run_bench("idle", args, run, summarise, labels=[LABEL])
 
 
