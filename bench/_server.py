@@ -184,12 +184,13 @@ def start_o16n(
     tree: Path = PROJECT_ROOT,
     name: str = "o16n",
     env: dict[str, str] | None = None,
+    port: int | None = None,
     detach: bool = False,
 ) -> Server:
     """``python -m controller serve`` of ``tree`` on a free port, data in ``tmp/<name>``
     (keep ``tmp`` short: agent socket paths live under it), access log off, log level
-    WARNING."""
-    port = free_port()
+    WARNING. A ``port`` given is reused (a restart)."""
+    port = port or free_port()
     environ = tree_env(tree)
     if image:
         environ["O16N_RUNTIME_IMAGE"] = image

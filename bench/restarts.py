@@ -36,21 +36,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from bench._bench import run_bench
 from bench._client import Api
-from bench._docker import docker_ids, preflight, scratch_dir
-from bench._server import (
-    HOST,
-    PROJECT_ROOT,
-    BenchError,
-    Server,
-    failed,
-    finish,
-    free_port,
-    interrupt_on_sigterm,
-    run_meta,
-    tree_env,
-    tree_python,
-)
+from bench._docker import docker_ids
+from bench._server import HOST, BenchError, Server, common_options, free_port, start_o16n
 
 INSTANCE = "o16n-bench-restarts"
 LABEL = f"o16n.instance={INSTANCE}"
@@ -58,41 +47,33 @@ PASSWORD = "bench-restarts-password"
 
 
 class Controller:
-    """``python -m controller serve`` on one port and data directory, restarted at will."""
+    """The server on one port and data directory (``tmp/data``), restarted at will."""
 
-    def __init__(self, tmp: Path, sessions: int, tree: Path) -> None:
-        self.tmp, self.tree = tmp, tree
-        self.data = tmp / "data"
+    def __init__(self, tmp: Path, args: argparse.Namespace) -> None:
+        self.tmp, self.args, self.data = tmp, args, tmp / "data"
         self.port = free_port()
         self.url = f"http://{HOST}:{self.port}"
-        self.env = {
-            **tree_env(tree),
-            "O16N_DATA_DIR": str(self.data),
-            "O16N_HOST": HOST,
-            "O16N_PORT": str(self.port),
-            "O16N_ADMIN_PASSWORD": PASSWORD,
-            "O16N_INSTANCE": INSTANCE,
-            "O16N_ACCESS_LOG": "false",
-            "O16N_LOG_LEVEL": "WARNING",
-            "O16N_SESSIONS_PER_USER": str(sessions + 50),
+        self.server: Server | None = None
+
+    def start(self) -> float:
+        """Start it; seconds until it answers HTTP."""
+        started = time.monotonic()
+        env = {
+            "O16N_SESSIONS_PER_USER": str(self.args.sessions + 50),
             "O16N_WARM_POOL_SIZE": "2",
             "O16N_SERVICE_WARM_POOL_SIZE": "1",
             "O16N_SERVICE_PRELOAD": "dill",
         }
-        self.server: Server | None = None
-        self.starts = 0
-
-    def start(self) -> float:
-        """Start it; seconds until it answers HTTP."""
-        self.starts += 1
-        started = time.monotonic()
-        self.server = Server(
-            "o16n",
-            [tree_python(self.tree), "-m", "controller", "serve"],
-            self.env,
-            self.port,
-            self.tmp / f"o16n-{self.starts}.log",
-            cwd=self.tree,
+        args = self.args
+        self.server = start_o16n(
+            self.tmp,
+            PASSWORD,
+            args.image,
+            instance=INSTANCE,
+            tree=args.tree,
+            name="data",
+            env=env,
+            port=self.port,
         )
         self.server.wait_ready(timeout=300)
         return time.monotonic() - started
@@ -264,18 +245,29 @@ def leftovers(data: Path) -> dict[str, Any]:
     containers = [
         line.split()
         for line in subprocess.run(
-            ["docker", "ps", "-a", "--filter", f"label={LABEL}", "--format",
-             '{{.ID}} {{.Label "o16n.key"}} {{.State}}'],
-            capture_output=True, text=True, check=True,
+            [
+                "docker",
+                "ps",
+                "-a",
+                "--filter",
+                f"label={LABEL}",
+                "--format",
+                '{{.ID}} {{.Label "o16n.key"}} {{.State}}',
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.splitlines()
-    ]  # fmt: skip
+    ]
     stray = [c for c in containers if len(c) < 3 or c[1] not in alive or c[2] != "running"]
     tags = set()
     for repository in ("o16n-snapshot", "o16n-service"):
         listed = subprocess.run(
             ["docker", "images", repository, "--format", "{{.Repository}}:{{.Tag}}"],
-            capture_output=True, text=True, check=True,
-        ).stdout.split()  # fmt: skip
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
         tags |= {t for t in listed if t.split(":", 1)[1].startswith(INSTANCE + "-")}
     labelled = {
         t
@@ -283,10 +275,14 @@ def leftovers(data: Path) -> dict[str, Any]:
         for t in json.loads(
             subprocess.run(
                 ["docker", "image", "inspect", "--format", "{{json .RepoTags}}", image],
-                capture_output=True, text=True, check=True,
-            ).stdout or "[]"
-        ) or []
-    }  # fmt: skip
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            or "[]"
+        )
+        or []
+    }
     stray_images = sorted((tags | labelled) - images)
     missing = sorted(images - tags - labelled)
     lost_files = sorted(a for a in archives if not (data / a).exists())
@@ -312,7 +308,7 @@ def leftovers(data: Path) -> dict[str, Any]:
 # --- report -------------------------------------------------------------------------------
 
 
-def report(figures: dict[str, Any]) -> str:
+def report(figures: dict[str, Any], args: argparse.Namespace) -> str:
     ready, kills = figures["restart_to_ready"], figures["kills_under_load"]
     left = kills["leftovers"]
     return "\n".join(
@@ -330,33 +326,27 @@ def report(figures: dict[str, Any]) -> str:
     )
 
 
+def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    ctl = Controller(tmp, args)
+    try:
+        figures = {"restart_to_ready": restart_to_ready(ctl, args.sessions)}
+        ctl.stop()
+        figures["kills_under_load"] = kills_under_load(ctl, args.kills, args.workers)
+        return figures
+    finally:
+        ctl.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sessions", type=int, default=200, help="sessions held (default 200)")
     parser.add_argument("--kills", type=int, default=20, help="SIGKILL restarts (default 20)")
     parser.add_argument("--workers", type=int, default=3, help="load threads (default 3)")
-    parser.add_argument(
-        "--tree", type=Path, default=PROJECT_ROOT, help="source tree whose server is measured"
-    )
+    common_options(parser)
     args = parser.parse_args(argv)
     if args.sessions < 1 or args.kills < 1 or args.workers < 1:
         parser.error("--sessions, --kills and --workers must be at least 1")
-    if (unable := preflight("restarts", ["docker"], tree=args.tree)) is not None:
-        return unable
-    interrupt_on_sigterm()
-    try:
-        with scratch_dir("restarts", [LABEL], images=True) as tmp:
-            ctl = Controller(tmp, args.sessions, args.tree)
-            try:
-                figures = {"restart_to_ready": restart_to_ready(ctl, args.sessions)}
-                ctl.stop()
-                figures["kills_under_load"] = kills_under_load(ctl, args.kills, args.workers)
-            finally:
-                ctl.stop()
-    except (BenchError, KeyboardInterrupt) as exc:
-        return failed("restarts", exc)
-    figures["meta"] = run_meta("restarts", args)
-    return finish("restarts", figures, report(figures))
+    return run_bench("restarts", args, run, report, labels=[LABEL], images=True)
 
 
 if __name__ == "__main__":
