@@ -30,6 +30,7 @@ Writes bench/results/memory-<timestamp>.json. The sessions hold n x size bytes i
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import hashlib
 import secrets
@@ -179,7 +180,9 @@ def prepare(api: Api, n: int, size: int) -> tuple[list[str], list[str], str]:
     return sessions, digests, api.session({})
 
 
-def measure(api: Api, pid: int, n: int, size: int, blob: int, delay: float = 1.0) -> dict[str, Any]:
+def downloads_under_attack(
+    api: Api, pid: int, n: int, size: int, blob: int, delay: float = 1.0
+) -> dict[str, Any]:
     """The scenario against a running server (``pid`` is its process): figures in bytes."""
     rss = Rss(pid)
     started_rss = rss.read()
@@ -273,7 +276,7 @@ def digests(api: Api, session: str) -> list[Any]:
     return [reply["values"]["file_digest"], reply["values"]["object_digest"]]
 
 
-def measure_transfers(api: Api, pid: int, size: int) -> dict[str, Any]:
+def large_transfers(api: Api, pid: int, size: int) -> dict[str, Any]:
     """Every other large transfer, one after another, each checked end to end: an upload,
     a workspace object set and got, a snapshot taken, a session started from it, a
     snapshot loaded into a session, and the snapshot's zip downloaded. Figures in bytes."""
@@ -319,6 +322,26 @@ def measure_transfers(api: Api, pid: int, size: int) -> dict[str, Any]:
     }
 
 
+async def measure(
+    url: str, token: str, pid: int, n: int, size: int, blob: int, delay: float = 1.0
+) -> dict[str, Any]:
+    """``downloads_under_attack`` as a coroutine, for tests/security/test_agent_blobs.py."""
+    api = Api(url, token, timeout=600)
+    try:
+        return await asyncio.to_thread(downloads_under_attack, api, pid, n, size, blob, delay)
+    finally:
+        api.close()
+
+
+async def measure_transfers(url: str, token: str, pid: int, size: int) -> dict[str, Any]:
+    """``large_transfers`` as a coroutine, for tests/security/test_agent_blobs.py."""
+    api = Api(url, token, timeout=600)
+    try:
+        return await asyncio.to_thread(large_transfers, api, pid, size)
+    finally:
+        api.close()
+
+
 def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     password = "bench-" + secrets.token_urlsafe(18)
     room = max(args.size, args.transfer_size) + 64 * MIB
@@ -341,9 +364,9 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         server.wait_ready()
         api = Api(server.url, timeout=600).login(password)
         try:
-            figures = measure(api, server.pid, args.n, args.size, args.blob)
+            figures = downloads_under_attack(api, server.pid, args.n, args.size, args.blob)
             if args.transfer_size:
-                figures["transfers"] = measure_transfers(api, server.pid, args.transfer_size)
+                figures["transfers"] = large_transfers(api, server.pid, args.transfer_size)
             return figures
         except BenchError:
             server.check_alive()
