@@ -18,8 +18,9 @@ from urllib.parse import urlsplit
 
 from bench._server import BenchError, percentile
 
-#: Reopen a connection idle longer than this (aiohttp closes keep-alive ones after 75 s),
-#: rather than retrying a request, which could repeat a POST.
+#: Reopen a connection idle longer than this (o16n closes idle ones after
+#: O16N_HTTP_IDLE_TIMEOUT, 60 s by default), rather than retry a request: a retried POST
+#: could start a second batch or session.
 IDLE_REOPEN_S = 30.0
 
 
