@@ -118,8 +118,8 @@ async def _users(settings: Settings, args: argparse.Namespace) -> None:
 
 
 async def _image(settings: Settings, action: str) -> None:
-    from controller.runtime.docker_gateway import DockerGateway
-    from controller.runtime.image import ensure_image, runtime_tag
+    from controller.runtime.docker.gateway import DockerGateway
+    from controller.runtime.docker.image import ensure_image, runtime_tag
 
     tag = runtime_tag(settings)
     if action == "tag":

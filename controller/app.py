@@ -39,13 +39,14 @@ from controller.http.middlewares import (
     request_id_middleware,
 )
 from controller.limits import limits_ctx
-from controller.runtime import agent_bundle, runc
-from controller.runtime.docker_gateway import DOCKER, DockerGateway
-from controller.runtime.image import runtime_tag
-from controller.runtime.local_docker import LocalDockerBackend
-from controller.runtime.runc import RUNC
+from controller.runtime import agent_bundle
+from controller.runtime.docker import runc
+from controller.runtime.docker.gateway import DOCKER, DockerGateway
+from controller.runtime.docker.image import runtime_tag
+from controller.runtime.docker.local_docker import LocalDockerBackend
+from controller.runtime.docker.runc import RUNC
+from controller.runtime.docker.stats import CONTAINER_STATS, StatsSampler
 from controller.runtime.sandboxes import SANDBOXES, Sandbox, Sandboxes
-from controller.runtime.stats import CONTAINER_STATS, StatsSampler
 from controller.runtime.warm_pool import WarmPool
 from controller.services import routes as service_routes
 from controller.services.registry import IMAGE_REPOSITORY as SERVICE_IMAGES

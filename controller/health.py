@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from controller.errors import O16nError
-from controller.runtime.docker_gateway import DockerGateway
+from controller.runtime.docker.gateway import DockerGateway
 
 CACHE_SECONDS = 2.0
 #: Seconds the disk check may take before it counts as failed.

@@ -13,7 +13,7 @@ from controller.drain import DRAIN
 from controller.health import PROBE, node
 from controller.http.responses import json_response
 from controller.limits import open_files_node
-from controller.runtime.runc import RUNC
+from controller.runtime.docker.runc import RUNC
 from controller.settings import SETTINGS
 from controller.store.db import DB
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write controller/runtime/seccomp.json: Docker's default seccomp profile minus the
+"""Write controller/runtime/docker/seccomp.json: Docker's default seccomp profile minus the
 syscalls that let one process inspect or steer another, or reach kernel facilities a
 sandboxed Python session never needs.
 
@@ -28,7 +28,7 @@ from typing import Any
 DEFAULT_SOURCE = Path(
     "/usr/share/gocode/src/github.com/docker/docker/profiles/seccomp/default.json"
 )
-TARGET = Path(__file__).resolve().parent.parent / "controller" / "runtime" / "seccomp.json"
+TARGET = Path(__file__).resolve().parent.parent / "controller" / "runtime" / "docker" / "seccomp.json"
 
 #: Refused to session and service code (errno EPERM), whatever capabilities say.
 DENIED = frozenset(

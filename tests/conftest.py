@@ -19,7 +19,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from controller.app import create_app
-from controller.runtime.image import default_tag
+from controller.runtime.docker.image import default_tag
 from controller.settings import Settings
 
 RUN_ID = secrets.token_hex(3)

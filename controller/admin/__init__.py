@@ -3,7 +3,7 @@ pools, snapshots, batches, the node and its drain, and the audit trail.
 
 It sits on top: nothing below it imports it. The audit trail it reads is recorded through
 ``controller.audit``; the drain state is ``controller.drain``; the engine sampler is
-``controller.runtime.stats``; the ``o16n-diagnostics-`` names no one else may use or see
+``controller.runtime.docker.stats``; the ``o16n-diagnostics-`` names no one else may use or see
 are ``controller.reserved_names``.
 
 * ``common``    the Owner check, query-string validation, timestamps

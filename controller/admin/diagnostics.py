@@ -32,7 +32,7 @@ from controller.errors import O16nError
 from controller.http.responses import json_response
 from controller.reserved_names import PREFIX
 from controller.roles import Role
-from controller.runtime.docker_gateway import DOCKER
+from controller.runtime.docker.gateway import DOCKER
 from controller.runtime.sandboxes import SANDBOXES
 from controller.runtime.spec import LABEL_PREFIX
 from controller.services import consume

@@ -22,10 +22,10 @@ from controller.drain import DEFAULT_RETRY_AFTER, DRAIN
 from controller.errors import O16nError
 from controller.http.bodies import read_model
 from controller.http.responses import json_response
-from controller.runtime.docker_gateway import DOCKER
+from controller.runtime.docker.gateway import DOCKER
+from controller.runtime.docker.stats import CONTAINER_STATS
 from controller.runtime.sandboxes import SANDBOXES
 from controller.runtime.spec import LABEL_PREFIX
-from controller.runtime.stats import CONTAINER_STATS
 from controller.services.registry import SERVICES
 from controller.sessions.manager import SESSIONS
 from controller.settings import SETTINGS

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict
 from controller.admin.common import iso, owner, query
 from controller.audit.trail import audited
 from controller.http.responses import json_response
-from controller.runtime.stats import CONTAINER_STATS
+from controller.runtime.docker.stats import CONTAINER_STATS
 from controller.sessions.manager import SESSIONS, Session
 
 routes = web.RouteTableDef()

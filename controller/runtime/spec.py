@@ -8,15 +8,12 @@ nothing in it (its ``/etc/passwd``, its ``ENTRYPOINT``) is trusted.
 
 from __future__ import annotations
 
-import functools
-import json
 import re
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from controller.errors import RuntimeFailure
 from controller.settings import Settings
 
 WORKDIR = "/work"
@@ -72,24 +69,6 @@ ALLOWED_ENV = frozenset(
     }
 )
 _LABEL_VALUE = re.compile(r"^[A-Za-z0-9._:@-]{0,200}$")
-#: Docker's default seccomp profile minus ptrace, process_vm_* and kin (scripts/derive_seccomp.py)
-SECCOMP_PROFILE = Path(__file__).with_name("seccomp.json")
-
-
-@functools.cache
-def seccomp_profile() -> str:
-    """The seccomp profile of every container, as the JSON text Docker's API takes in
-    ``security_opt`` ("seccomp=<json>"). A profile that does not deny by default is refused,
-    so a broken file never quietly leaves containers with fewer guards than Docker's own."""
-    try:
-        profile = json.loads(SECCOMP_PROFILE.read_text())
-    except (OSError, ValueError) as exc:
-        raise RuntimeFailure(
-            f"the seccomp profile {SECCOMP_PROFILE} cannot be read: {exc}"
-        ) from None
-    if not isinstance(profile, dict) or profile.get("defaultAction") != "SCMP_ACT_ERRNO":
-        raise RuntimeFailure(f"the seccomp profile {SECCOMP_PROFILE} does not deny by default")
-    return json.dumps(profile, separators=(",", ":"))
 
 
 class ContainerSpec(BaseModel):

@@ -15,9 +15,9 @@ from aiohttp.test_utils import TestClient
 
 from controller.app import create_app
 from controller.auth.passwords import hash_password
-from controller.runtime import stats
-from controller.runtime.docker_gateway import DOCKER
-from controller.runtime.stats import CONTAINER_STATS
+from controller.runtime.docker import stats
+from controller.runtime.docker.gateway import DOCKER
+from controller.runtime.docker.stats import CONTAINER_STATS
 from controller.settings import Settings
 from controller.store.db import Database
 from tests.admin.conftest import audit_entries

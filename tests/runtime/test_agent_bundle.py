@@ -15,9 +15,9 @@ from o16n_agent import protocol
 
 from controller.errors import RuntimeFailure
 from controller.runtime import agent_bundle
-from controller.runtime.docker_gateway import DockerGateway
-from controller.runtime.image import IMAGE_DIR, content_hash, default_tag
-from controller.runtime.local_docker import LocalDockerBackend
+from controller.runtime.docker.gateway import DockerGateway
+from controller.runtime.docker.image import IMAGE_DIR, content_hash, default_tag
+from controller.runtime.docker.local_docker import LocalDockerBackend
 from controller.runtime.sandboxes import Sandboxes
 from controller.settings import Settings
 from tests.runtime.test_agent_upgrade import agent_copy

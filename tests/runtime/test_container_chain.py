@@ -11,9 +11,9 @@ import pytest
 
 from controller.errors import RuntimeFailure
 from controller.runtime import agent_bundle
-from controller.runtime.docker_gateway import DockerGateway
-from controller.runtime.image import runtime_tag
-from controller.runtime.local_docker import LocalDockerBackend
+from controller.runtime.docker.gateway import DockerGateway
+from controller.runtime.docker.image import runtime_tag
+from controller.runtime.docker.local_docker import LocalDockerBackend
 from controller.runtime.sandboxes import Sandboxes
 from controller.settings import Settings
 

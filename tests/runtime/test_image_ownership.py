@@ -135,7 +135,7 @@ async def test_images_left_unrecorded_are_reaped_and_old_unlabelled_ones_kept(
 
 
 def _runtime_tag() -> str:
-    from controller.runtime.image import default_tag
+    from controller.runtime.docker.image import default_tag
 
     return default_tag()
 

@@ -167,6 +167,6 @@ async def test_the_sweep_keeps_the_socket_directory_of_a_sandbox_launched_meanwh
 
 
 def _runtime_tag() -> str:
-    from controller.runtime.image import default_tag
+    from controller.runtime.docker.image import default_tag
 
     return default_tag()

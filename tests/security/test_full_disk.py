@@ -172,7 +172,7 @@ async def test_an_engine_out_of_space_is_507_too() -> None:
     import docker.errors
 
     from controller.errors import InsufficientStorage
-    from controller.runtime.docker_gateway import DockerGateway
+    from controller.runtime.docker.gateway import DockerGateway
 
     def refused() -> None:  # what docker-py raises for the engine's 500 on a full disk
         raise docker.errors.APIError(

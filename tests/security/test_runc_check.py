@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from controller.runtime import runc
-from controller.runtime.docker_gateway import DockerGateway
+from controller.runtime.docker import runc
+from controller.runtime.docker.gateway import DockerGateway
 
 # The head of Debian 12's /usr/share/doc/runc/changelog.Debian.gz, as shipped.
 DEBIAN_BOOKWORM = """\

@@ -1,7 +1,7 @@
 """Issue 8 item 9: session and service code cannot trace or read another process.
 
 Containers run under Docker's default seccomp profile minus ptrace, process_vm_readv /
-process_vm_writev and kin (controller/runtime/seccomp.json): the calls fail with EPERM
+process_vm_writev and kin (controller/runtime/docker/seccomp.json): the calls fail with EPERM
 even against pid 1 (the container's init), which runs as the same uid as user code.
 """
 

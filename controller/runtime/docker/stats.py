@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from controller.errors import O16nError
-from controller.runtime.docker_gateway import DockerGateway
+from controller.runtime.docker.gateway import DockerGateway
 
 CONCURRENCY = 4  # of the gateway's 8 threads: the rest stay free for sessions and pools
 TIMEOUT = 3.0

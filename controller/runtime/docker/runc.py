@@ -23,7 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from controller.errors import O16nError
-from controller.runtime.docker_gateway import DockerGateway
+from controller.runtime.docker.gateway import DockerGateway
 
 log = logging.getLogger(__name__)
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import json
 import logging
 import os
 import shutil
 from collections.abc import AsyncGenerator, Callable
+from pathlib import Path
 from typing import Any
 
 from docker.types import LogConfig, Mount, Ulimit
@@ -15,7 +18,7 @@ from docker.types import LogConfig, Mount, Ulimit
 from controller.errors import NotFoundError, O16nError, RuntimeFailure
 from controller.runtime.agent_link import AgentLink, AgentListener
 from controller.runtime.backend import ContainerHandle, ExitReport
-from controller.runtime.docker_gateway import DockerGateway
+from controller.runtime.docker.gateway import DockerGateway
 from controller.runtime.spec import (
     AGENT_COMMAND,
     AGENT_MOUNT,
@@ -23,7 +26,6 @@ from controller.runtime.spec import (
     SOCKET_MOUNT,
     WORKDIR,
     ContainerSpec,
-    seccomp_profile,
 )
 from controller.settings import Settings
 
@@ -31,6 +33,24 @@ log = logging.getLogger(__name__)
 
 EVENTS_RETRY_FIRST = 0.5  # seconds before reconnecting to the engine's events, doubling
 EVENTS_RETRY_MAX = 30.0
+#: Docker's default seccomp profile minus ptrace, process_vm_* and kin (scripts/derive_seccomp.py)
+SECCOMP_PROFILE = Path(__file__).with_name("seccomp.json")
+
+
+@functools.cache
+def seccomp_profile() -> str:
+    """The seccomp profile of every container, as the JSON text Docker's API takes in
+    ``security_opt`` ("seccomp=<json>"). A profile that does not deny by default is refused,
+    so a broken file never quietly leaves containers with fewer guards than Docker's own."""
+    try:
+        profile = json.loads(SECCOMP_PROFILE.read_text())
+    except (OSError, ValueError) as exc:
+        raise RuntimeFailure(
+            f"the seccomp profile {SECCOMP_PROFILE} cannot be read: {exc}"
+        ) from None
+    if not isinstance(profile, dict) or profile.get("defaultAction") != "SCMP_ACT_ERRNO":
+        raise RuntimeFailure(f"the seccomp profile {SECCOMP_PROFILE} does not deny by default")
+    return json.dumps(profile, separators=(",", ":"))
 
 
 class LocalDockerBackend:

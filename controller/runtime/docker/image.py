@@ -16,13 +16,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from controller.errors import RuntimeFailure
-from controller.runtime.docker_gateway import DockerGateway
+from controller.runtime.docker.gateway import DockerGateway
 from controller.settings import Settings
 
 REPOSITORY = "o16n-runtime"
 SLIM_BASE = "python:3.11-slim"
 LOCAL_BASE = "o16n-base:bookworm"
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
 IMAGE_DIR = PROJECT_ROOT / "runtime_image"
 BASE_SCRIPT = PROJECT_ROOT / "scripts" / "build-base-image.sh"
 _SKIP_DIRS = {"wheels", "__pycache__"}
