@@ -118,20 +118,9 @@ async def _users(settings: Settings, args: argparse.Namespace) -> None:
 
 
 async def _image(settings: Settings, action: str) -> None:
-    from controller.runtime.docker.gateway import DockerGateway
-    from controller.runtime.docker.image import ensure_image, runtime_tag
+    from controller.runtime.docker.image import command
 
-    tag = runtime_tag(settings)
-    if action == "tag":
-        print(tag)
-        return
-    gateway = await DockerGateway.connect()
-    try:
-        await ensure_image(
-            gateway, tag, progress=lambda line: print(line, file=sys.stderr, flush=True)
-        )
-    finally:
-        await gateway.close()
+    await command(settings, action, lambda line: print(line, file=sys.stderr, flush=True))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,7 +3,7 @@
 ``create_app(settings)`` builds the aiohttp application; nothing opens SQLite, makes a
 Docker client or reads the environment at import time. Each shared resource has one
 cleanup context that pairs its start with its teardown, entered in dependency order
-(store → auth → Docker gateway → runtime) and left in reverse; the task supervisor's
+(store → auth → engine → runtime) and left in reverse; the task supervisor's
 context is registered last so that background tasks are cancelled first.
 """
 
@@ -39,23 +39,16 @@ from controller.http.middlewares import (
     request_id_middleware,
 )
 from controller.limits import limits_ctx
-from controller.runtime import agent_bundle
-from controller.runtime.docker import runc
-from controller.runtime.docker.gateway import DOCKER, DockerGateway
-from controller.runtime.docker.image import runtime_tag
-from controller.runtime.docker.local_docker import LocalDockerBackend
-from controller.runtime.docker.runc import RUNC
-from controller.runtime.docker.stats import CONTAINER_STATS, StatsSampler
+from controller.runtime import agent_bundle, engines
+from controller.runtime.engines import ENGINE
 from controller.runtime.sandboxes import SANDBOXES, Sandbox, Sandboxes
 from controller.runtime.warm_pool import WarmPool
 from controller.services import routes as service_routes
-from controller.services.registry import IMAGE_REPOSITORY as SERVICE_IMAGES
 from controller.services.registry import SERVICES, ServiceRegistry
 from controller.sessions import routes as session_routes
 from controller.sessions.manager import SESSIONS, SessionManager
 from controller.settings import SETTINGS, Settings
 from controller.snapshots import routes as snapshot_routes
-from controller.snapshots.manager import IMAGE_REPOSITORY as SNAPSHOT_IMAGES
 from controller.snapshots.manager import SNAPSHOTS, SnapshotManager
 from controller.snapshots.manager import SWEEP_AGE as SNAPSHOT_SWEEP_AGE
 from controller.store.audit import AuditRepo
@@ -72,6 +65,7 @@ SWEEP_INTERVAL = 300.0  # seconds between sweeps of what failed removals and cra
 
 
 def create_app(settings: Settings) -> web.Application:
+    engines.factory(settings)  # an unknown engine stops the start here, not half-way
     drain = Drain()
     app = web.Application(
         middlewares=[
@@ -107,7 +101,7 @@ def create_app(settings: Settings) -> web.Application:
             limits_ctx,
             store_ctx,
             auth_ctx,
-            docker_ctx,
+            engine_ctx,
             admin_ctx,
             runtime_ctx,
             sessions_ctx,
@@ -138,26 +132,21 @@ async def auth_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
 
 
-async def docker_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    gateway = await DockerGateway.connect(settings.docker_workers, settings.docker_slow_workers)
-    app[DOCKER] = gateway
-    info = await gateway.info()
-    log.info("docker engine connected", extra={"version": info.version})
-    app[RUNC] = await runc.check(gateway)
-    yield
-    await gateway.close()
+async def engine_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The engine ``O16N_ENGINE`` names (``controller.runtime.engines``)."""
+    async with engines.open_engine(app[SETTINGS]) as engine:
+        app[ENGINE] = engine
+        log.info("engine ready", extra={"engine": engine.name})
+        yield
 
 
 async def admin_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The audit trail (written in the background, purged hourly with the tokens) and the
-    engine sampler of the admin endpoints."""
+    """The audit trail (written in the background, purged hourly with the tokens)."""
     settings = app[SETTINGS]
     audit = AuditLog(AuditRepo(app[DB]), settings.audit_retention_days, settings.trusted_networks)
     app[AUDIT] = audit
     app[AUTH].audit = audit
     app[AUTH].directory.purgers.append(audit.purge)
-    app[CONTAINER_STATS] = StatsSampler(app[DOCKER])
     app[TASKS].spawn("audit-writer", audit.run())
     yield
     await audit.close()
@@ -165,25 +154,20 @@ async def admin_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    gateway = app[DOCKER]
-    image = runtime_tag(settings)
-    if not await gateway.image_exists(image):
-        log.error("runtime image missing; build it with `make image`", extra={"image": image})
+    engine = app[ENGINE]
     agent = await asyncio.to_thread(agent_bundle.stage, settings.data_dir)
     log.info("agent staged", extra={"path": str(agent)})
-    backend = LocalDockerBackend(gateway, settings)
-    sandboxes = Sandboxes(backend, settings, image, agent)
+    sandboxes = Sandboxes(engine.runtime, engine.environments, settings, agent)
     app[SANDBOXES] = sandboxes
     app[PROBE] = HealthProbe(
-        gateway,
-        image,
+        engine,
         settings.data_dir,
         int(settings.disk_fail_bytes),
         int(settings.disk_warn_bytes),
     )
     yield
     app[PROBE].close()
-    await backend.close()
+    await sandboxes.close()
 
 
 async def sessions_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -239,7 +223,7 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     runner = BatchRunner(settings, BatchesRepo(app[DB]), registry, app[SANDBOXES], tasks)
     app[BATCHES] = runner
     await runner.resume()
-    await reap_images(app[SANDBOXES], app[SNAPSHOTS], registry)
+    await sweep_environments(app[SANDBOXES], app[SNAPSHOTS], registry)
     app[SANDBOXES].on_exit(registry.on_exit)
     app[SANDBOXES].on_exit(warm.on_exit)
     await app[SNAPSHOTS].sweep(everything=True)
@@ -252,29 +236,29 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     await warm.close()
 
 
-async def reap_images(
+async def sweep_environments(
     sandboxes: Sandboxes,
     snapshots: SnapshotManager,
     services: ServiceRegistry,
     min_age: float = 0.0,
 ) -> None:
-    """Remove this instance's snapshot and service images no row names."""
-    keep = services.images() | await snapshots.images()
-    await sandboxes.reap_images([SERVICE_IMAGES, SNAPSHOT_IMAGES], keep, min_age)
+    """Release this instance's snapshot and service environments no row names."""
+    keep = services.environments() | await snapshots.environments()
+    await sandboxes.environments.sweep(keep, min_age)
 
 
 async def sweep_files(
     sandboxes: Sandboxes, snapshots: SnapshotManager, services: ServiceRegistry
 ) -> None:
-    """Run forever: remove the snapshot and service files and images no row names; the
-    images too, since one whose build outlived a killed controller appears after the next
-    one's start-up reap."""
+    """Run forever: remove the snapshot and service files and environments no row names;
+    the environments too, since one whose build outlived a killed controller appears after
+    the next one's start-up sweep."""
     while True:
         await asyncio.sleep(SWEEP_INTERVAL)
         try:
             await snapshots.sweep()
             await services.sweep()
-            await reap_images(sandboxes, snapshots, services, min_age=SNAPSHOT_SWEEP_AGE)
+            await sweep_environments(sandboxes, snapshots, services, min_age=SNAPSHOT_SWEEP_AGE)
         except Exception:  # the database or the disk failed: try again at the next round
             log.exception("file sweep failed")
 

@@ -3,7 +3,7 @@
 Every error a handler or a lower layer raises on purpose is an :class:`O16nError`.
 One middleware (``controller.http.middlewares``) turns them into the JSON body
 ``{"message", "exceptionType"}`` with the status each class names. Lower layers
-(the store, the runtime backends) never raise HTTP errors; Docker's own
+(the store, the runtime engines) never raise HTTP errors; Docker's own
 exceptions are translated into this tree in one place (``controller.runtime.docker.gateway``),
 SQLite's in ``controller.store.db``; :func:`translate` names the few low-level failures a
 client should hear about (a full disk, a locked database) wherever they surface.

@@ -1,7 +1,8 @@
-"""Health checks behind ``GET /status``: the Docker engine and the runtime image (slow:
-cached for a couple of seconds, so a load balancer polling ``/status`` does not turn into a
-stream of Docker API calls) and free disk (one ``statvfs``: checked on every request, so a
-disk that just filled up shows at once). (The database is pinged on every request too.)"""
+"""Health checks behind ``GET /status``: the engine and its runtime environment, when the
+engine reports them (slow: cached for a couple of seconds, so a load balancer polling
+``/status`` does not turn into a stream of engine calls) and free disk (one ``statvfs``:
+checked on every request, so a disk that just filled up shows at once). (The database is
+pinged on every request too.)"""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from controller.errors import O16nError
-from controller.runtime.docker.gateway import DockerGateway
+from controller.runtime.engines import Engine
 
 CACHE_SECONDS = 2.0
 #: Seconds the disk check may take before it counts as failed.
@@ -37,20 +38,19 @@ def disk(path: Path, fail_below: int, warn_below: int) -> dict[str, Any]:
 
 
 class HealthProbe:
-    """Checks of the Docker engine and the runtime image (cached) and of the data
-    directory's disk (fresh): ``fail`` below ``disk_fail`` free bytes, ``warn`` below
-    ``disk_warn``."""
+    """Checks of the engine and its runtime environment (cached; those the engine has hooks
+    for) and of the data directory's disk (fresh): ``fail`` below ``disk_fail`` free bytes,
+    ``warn`` below ``disk_warn``."""
 
     def __init__(
         self,
-        gateway: DockerGateway,
-        image: str,
+        engine: Engine,
         data_dir: Path,
         disk_fail: int = 256 * 1024**2,
         disk_warn: int = 2 * 1024**3,
     ) -> None:
-        self._gateway = gateway
-        self._image = image
+        self._engine = engine
+        self._image = engine.environments.base
         self._data_dir = data_dir
         self._disk_fail = disk_fail
         self._disk_warn = disk_warn
@@ -62,12 +62,11 @@ class HealthProbe:
         self._lock = asyncio.Lock()
 
     async def check(self) -> dict[str, dict[str, Any]]:
-        """``{"dockerEngine", "runtimeImage", "disk"}`` status nodes; the first two at most a
-        few seconds old."""
+        """``{"dockerEngine", "runtimeImage", "disk"}`` status nodes (the first two if the
+        engine has the hooks for them, at most a few seconds old)."""
         async with self._lock:
             if self._result is None or time.monotonic() - self._at > CACHE_SECONDS:
-                engine, image = await self._engine_and_image()
-                self._result = {"dockerEngine": engine, "runtimeImage": image}
+                self._result = await self._engine_and_image()
                 self._at = time.monotonic()
             cached = self._result
         return {**cached, "disk": await self._disk()}
@@ -86,22 +85,17 @@ class HealthProbe:
     def close(self) -> None:
         self._disk_reader.shutdown(wait=False, cancel_futures=True)
 
-    async def _engine_and_image(self) -> tuple[dict[str, Any], dict[str, Any]]:
+    async def _engine_and_image(self) -> dict[str, dict[str, Any]]:
+        about, base_size = self._engine.about, self._engine.base_size
+        if about is None or base_size is None:
+            return {}
         try:
-            info = await self._gateway.info()
-            engine = node(
-                "pass",
-                {
-                    "version": info.version,
-                    "apiVersion": info.api_version,
-                    "containersRunning": info.containers_running,
-                    "storageDriver": info.storage_driver,
-                },
-            )
+            engine = node("pass", await about())
         except O16nError as exc:
-            return node("fail", {"error": exc.message}), node("fail", {"image": self._image})
+            failed = node("fail", {"image": self._image})
+            return {"dockerEngine": node("fail", {"error": exc.message}), "runtimeImage": failed}
         try:
-            size = await self._gateway.image_size(self._image)
+            size = await base_size()
             image = node("pass", {"image": self._image, "sizeBytes": size})
         except O16nError:
             image = node(
@@ -111,7 +105,7 @@ class HealthProbe:
                     "error": "the runtime image is missing; build it with `make image`",
                 },
             )
-        return engine, image
+        return {"dockerEngine": engine, "runtimeImage": image}
 
 
 #: The app's cached health checks.

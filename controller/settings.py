@@ -141,6 +141,11 @@ class Settings(BaseModel):
     access_log: bool = Field(True, description="Log one line per HTTP request.")
 
     # --- runtime containers ---------------------------------------------------------------
+    engine: str = Field(
+        "docker",
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$",
+        description="Where containers run: the name of an engine (controller.runtime.engines).",
+    )
     runtime_image: str | None = Field(
         None, description="Runtime image; unset: o16n-runtime:<hash of runtime_image/>."
     )

@@ -1,5 +1,6 @@
-"""``GET /status``: the 9.3 ``StatusResponse`` tree for the database, the Docker engine,
-the runtime image and free disk. A parent's status is its worst child's."""
+"""``GET /status``: the 9.3 ``StatusResponse`` tree for the database, the engine (the
+Docker engine, its runc), the runtime image and free disk.
+A parent's status is its worst child's."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from controller.drain import DRAIN
 from controller.health import PROBE, node
 from controller.http.responses import json_response
 from controller.limits import open_files_node
-from controller.runtime.docker.runc import RUNC
+from controller.runtime.engines import ENGINE
 from controller.settings import SETTINGS
 from controller.store.db import DB
 
@@ -37,7 +38,7 @@ async def status(request: web.Request) -> web.Response:
         "database": database,
         **checks,
         "openFiles": open_files_node(),
-        "runc": app[RUNC].node(),
+        **app[ENGINE].checks,
     }
     if app[DRAIN].draining:  # new work is refused until an operator undrains the node
         components["drain"] = node("warn", app[DRAIN].to_json())

@@ -32,9 +32,8 @@ from controller.errors import O16nError
 from controller.http.responses import json_response
 from controller.reserved_names import PREFIX
 from controller.roles import Role
-from controller.runtime.docker.gateway import DOCKER
+from controller.runtime.engines import ENGINE
 from controller.runtime.sandboxes import SANDBOXES
-from controller.runtime.spec import LABEL_PREFIX
 from controller.services import consume
 from controller.services.models import PublishWebServiceRequest
 from controller.services.registry import SERVICES
@@ -102,13 +101,19 @@ class Run:
         return {"writeLockMs": round(seconds * 1000, 1)}
 
     async def engine(self) -> dict[str, Any]:
-        info = await self.app[DOCKER].info()
-        return {"version": info.version, "apiVersion": info.api_version}
+        engine = self.app[ENGINE]
+        if engine.about is None:
+            return {"engine": engine.name}
+        info = await engine.about()
+        return {"version": info.get("version"), "apiVersion": info.get("apiVersion")}
 
     async def runtime_image(self) -> dict[str, Any]:
-        image = self.app[SANDBOXES].image
+        engine = self.app[ENGINE]
+        image = engine.environments.base
+        if engine.base_size is None:
+            return {"image": image}
         try:
-            size = await self.app[DOCKER].image_size(image)
+            size = await engine.base_size()
         except O16nError:
             raise RuntimeError(f"the runtime image {image} is missing") from None
         return {"image": image, "sizeBytes": size}
@@ -203,11 +208,10 @@ class Run:
 
     async def _containers(self) -> None:
         """Any container still labelled with the throwaway owner (a launch cut short)."""
-        instance = self.app[SETTINGS].instance
-        gateway = self.app[DOCKER]
-        for container in await gateway.list_containers(f"{LABEL_PREFIX}instance={instance}"):
-            if container.labels.get(LABEL_PREFIX + "owner") == self.name:
-                await gateway.remove_container(container.id)
+        runtime = self.app[ENGINE].runtime
+        for handle in await runtime.list_owned():
+            if handle.owner == self.name:
+                await runtime.remove(handle)
 
     async def _user(self) -> None:
         directory = self.app[AUTH].directory

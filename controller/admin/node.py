@@ -1,8 +1,8 @@
 """``/admin/node``: the engine, this instance's containers and images, disk use; drain.
 
-Every engine call runs on the gateway's thread pools (``docker system df`` on the slow
-one, at most once a minute); the data directory is walked on a worker thread, never
-following a symbolic link.
+What the engine reports comes from its ``node`` hook (the Docker engine's runs on its
+gateway's thread pools, ``docker system df`` at most once a minute); the data directory is
+walked on a worker thread, never following a symbolic link.
 """
 
 from __future__ import annotations
@@ -19,13 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from controller.admin.common import owner, query
 from controller.audit.trail import audited
 from controller.drain import DEFAULT_RETRY_AFTER, DRAIN
-from controller.errors import O16nError
 from controller.http.bodies import read_model
 from controller.http.responses import json_response
-from controller.runtime.docker.gateway import DOCKER
-from controller.runtime.docker.stats import CONTAINER_STATS
-from controller.runtime.sandboxes import SANDBOXES
-from controller.runtime.spec import LABEL_PREFIX
+from controller.runtime.engines import ENGINE
 from controller.services.registry import SERVICES
 from controller.sessions.manager import SESSIONS
 from controller.settings import SETTINGS
@@ -67,74 +63,14 @@ def _data_dir(root: Path) -> dict[str, Any]:
     }
 
 
-async def _engine(request: web.Request) -> dict[str, Any]:
-    try:
-        info, version = await request.app[DOCKER].engine_details()
-    except O16nError as exc:
-        return {"error": exc.message}
-    components = {
-        str(c.get("Name", "")).lower(): str(c.get("Version", "?"))
-        for c in version.get("Components") or []
-        if isinstance(c, dict)
-    }
-    return {
-        "version": str(version.get("Version", "?")),
-        "apiVersion": str(version.get("ApiVersion", "?")),
-        "runc": components.get("runc"),
-        "containerd": components.get("containerd"),
-        "kernel": str(info.get("KernelVersion", "?")),
-        "os": str(info.get("OperatingSystem", "?")),
-        "cgroupVersion": str(info.get("CgroupVersion", "?")),
-        "cgroupDriver": str(info.get("CgroupDriver", "?")),
-        "storageDriver": str(info.get("Driver", "?")),
-        "cpus": info.get("NCPU"),
-        "memoryBytes": info.get("MemTotal"),
-    }
-
-
-async def _containers(request: web.Request) -> dict[str, Any]:
-    """This instance's containers (by its labels), counted by kind and state."""
-    instance = request.app[SETTINGS].instance
-    try:
-        found = await request.app[DOCKER].list_containers(f"{LABEL_PREFIX}instance={instance}")
-    except O16nError as exc:
-        return {"error": exc.message}
-    kinds: dict[str, dict[str, int]] = {}
-    for container in found:
-        kind = container.labels.get(LABEL_PREFIX + "kind", "?")
-        states = kinds.setdefault(kind, {})
-        states[container.status] = states.get(container.status, 0) + 1
-    return kinds
-
-
-async def _images(request: web.Request) -> dict[str, Any]:
-    gateway, sandboxes = request.app[DOCKER], request.app[SANDBOXES]
-    runtime: dict[str, Any] = {"image": sandboxes.image}
-    try:
-        runtime["sizeBytes"] = await gateway.image_size(sandboxes.image)
-        runtime["present"] = True
-        instance = request.app[SETTINGS].instance
-        counts = {}  # by their exact labels, like every ownership question (never a name)
-        for kind in ("service", "snapshot"):
-            labels = {LABEL_PREFIX + "instance": instance, LABEL_PREFIX + "kind": kind}
-            counts[kind] = len(await gateway.image_tags(labels, None))
-    except O16nError as exc:
-        runtime["present"] = False
-        return {"runtime": runtime, "error": exc.message}
-    return {
-        "runtime": runtime,
-        "services": counts["service"],
-        "snapshots": counts["snapshot"],
-    }
-
-
-async def _engine_disk(request: web.Request) -> dict[str, Any]:
-    try:
-        return await request.app[CONTAINER_STATS].engine_disk()
-    except TimeoutError:
-        return {"error": "docker system df did not answer in time"}
-    except O16nError as exc:
-        return {"error": exc.message}
+async def _engine_report(request: web.Request, engine_disk: bool) -> dict[str, Any]:
+    """The engine's sections; an engine without the hook says so in each."""
+    hook = request.app[ENGINE].node
+    if hook is None:
+        missing = {"error": f"the {request.app[ENGINE].name} engine does not report this"}
+        return {"engine": missing, "containers": missing, "images": missing,
+                "engineDisk": missing if engine_disk else {"skipped": True}}  # fmt: skip
+    return await hook(engine_disk)
 
 
 @routes.get("/admin/node")
@@ -143,24 +79,18 @@ async def node(request: web.Request) -> web.Response:
     params = query(request, NodeQuery)
     app = request.app
 
-    async def nothing() -> dict[str, Any]:
-        return {"skipped": True}
-
-    engine, containers, images, data, engine_disk = await asyncio.gather(
-        _engine(request),
-        _containers(request),
-        _images(request),
+    report, data = await asyncio.gather(
+        _engine_report(request, params.engineDisk),
         asyncio.to_thread(_data_dir, app[SETTINGS].data_dir),
-        _engine_disk(request) if params.engineDisk else nothing(),
     )
     sessions = [s for s in app[SESSIONS].everyone() if s.alive]
     return json_response(
         {
             "instance": app[SETTINGS].instance,
-            "engine": engine,
-            "containers": containers,
-            "images": images,
-            "disk": {"dataDir": data, "engine": engine_disk},
+            "engine": report["engine"],
+            "containers": report["containers"],
+            "images": report["images"],
+            "disk": {"dataDir": data, "engine": report["engineDisk"]},
             "sessions": len(sessions),
             "services": len(app[SERVICES].all()),
             "drain": app[DRAIN].to_json(),

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict
 from controller.admin.common import iso, owner, query
 from controller.audit.trail import audited
 from controller.http.responses import json_response
-from controller.runtime.docker.stats import CONTAINER_STATS
+from controller.runtime.engines import ENGINE
 from controller.sessions.manager import SESSIONS, Session
 
 routes = web.RouteTableDef()
@@ -40,7 +40,7 @@ def session_json(session: Session) -> dict[str, Any]:
         "state": state_of(session),
         "deadReason": session.dead_reason,
         "snapshotId": session.snapshot_id,
-        "containerId": sandbox.handle.container_id[:12] if sandbox is not None else None,
+        "containerId": sandbox.handle.engine_id[:12] if sandbox is not None else None,
         "historyLength": session.history_length,
     }
 
@@ -58,9 +58,10 @@ async def list_sessions(request: web.Request) -> web.Response:
         and (params.state is None or state_of(s) == params.state)
     ]
     items = [session_json(s) for s in sessions]
+    stats = request.app[ENGINE].stats
     if params.stats:
-        ids = {s.id: s.sandbox.handle.container_id for s in sessions if s.sandbox is not None}
-        samples = await request.app[CONTAINER_STATS].sample(list(ids.values()))
+        ids = {s.id: s.sandbox.handle.engine_id for s in sessions if s.sandbox is not None}
+        samples = await stats(list(ids.values())) if stats is not None else {}
         for item in items:
             container = ids.get(item["id"])
             item["stats"] = samples.get(container) if container is not None else None

@@ -1,9 +1,12 @@
 """The runtime: the one place that knows containers exist.
 
-* ``docker``         the Docker engine: its gateway, the backend, image, runc, stats
-* ``spec``           the typed, hardened container spec
-* ``backend``        the narrow protocol of "where containers run"
-* ``agent_link``     the controller's end of the agent protocol
-* ``sandboxes``      launch / destroy / adopt / reap sandboxes (container + agent link)
-* ``agent_bundle``   the controller's own agent, staged for every container to mount
+* ``containers``    the container runtime seam (create/start/poll/signal/remove/list)
+* ``environments``  the environment store seam (what snapshots and services run on)
+* ``engines``       engines by name (``O16N_ENGINE``): the two seams plus optional hooks
+* ``docker``        the Docker engine, the only package that talks to Docker
+* ``spec``          the typed, hardened container spec
+* ``agent_link``    the controller's end of the agent protocol (listener, link)
+* ``agent_bundle``  the controller's own agent, staged for every container to mount
+* ``sandboxes``     launch / destroy / adopt / reap sandboxes (container + agent link)
+* ``warm_pool``     ready generic containers that sessions and services take
 """

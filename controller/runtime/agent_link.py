@@ -457,8 +457,18 @@ def _agent_error(reply: dict[str, Any]) -> Exception:
     return RuntimeFailure(message)
 
 
+def listener(endpoint: str, reply_limit: int, blob_limit: int) -> AgentListener:
+    """The listener for a container's agent endpoint (``ContainerHandle.endpoint``); the
+    one kind there is: ``unix:<absolute path of the socket>``."""
+    scheme, _, address = endpoint.partition(":")
+    path = Path(address)
+    if scheme != "unix" or not path.is_absolute() or not path.name:
+        raise RuntimeFailure(f"unsupported agent endpoint {endpoint[:200]!r}")
+    return AgentListener(path.parent, reply_limit, blob_limit, path.name)
+
+
 class AgentListener:
-    """Listens on ``<socket_dir>/agent.sock`` for one container's agent.
+    """Listens on ``<socket_dir>/agent.sock`` (or ``name``) for one container's agent.
 
     Keeps listening for the container's lifetime, so an agent can dial in again after a
     controller restart; while a link is open, further connections are refused.
@@ -470,9 +480,11 @@ class AgentListener:
     accepted, so ``close()`` can always close it.
     """
 
-    def __init__(self, socket_dir: Path, reply_limit: int, blob_limit: int) -> None:
+    def __init__(
+        self, socket_dir: Path, reply_limit: int, blob_limit: int, name: str = SOCKET_NAME
+    ) -> None:
         self.socket_dir = socket_dir
-        self.socket_path = socket_dir / SOCKET_NAME
+        self.socket_path = socket_dir / name
         self._reply_limit = reply_limit
         self._blob_limit = blob_limit
         self._sock: socket.socket | None = None

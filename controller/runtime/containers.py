@@ -25,7 +25,8 @@ class ContainerHandle:
     ``key`` is ours (unique per container, in its labels and names); ``endpoint`` is where
     its agent dials in (``agent_link.listen`` understands it; e.g. ``unix:/path``);
     ``state`` is the engine's own (a Docker container id, a pid), kept so a restarted
-    controller can find the container again; callers never read it.
+    controller can find the container again; callers never read it but for its ``id``
+    (``engine_id``), which they only show.
     """
 
     key: str
@@ -35,6 +36,12 @@ class ContainerHandle:
     endpoint: str
     environment: str = ""
     state: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def engine_id(self) -> str:
+        """The engine's own name of the container (``state["id"]``, "" if it has none):
+        shown to operators and kept in the sessions table, never interpreted."""
+        return self.state.get("id", "")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,10 @@
 """Sandboxes: a container plus the link to its agent. Where containers are launched and ended.
 
 Sessions and services ask for a sandbox of a kind, use its agent, and destroy it; they
-never see the backend. At controller start, ``owned()`` lists what an earlier run left,
-the session manager adopts what it can, and ``reap`` removes the rest.
+never see the engine's container runtime. The agent's listener is this layer's: it listens
+at the endpoint the runtime chose (``handle.endpoint``) before the container starts, and
+again when a restarted controller adopts it. At controller start, ``owned()`` lists what an
+earlier run left, the session manager adopts what it can, and ``reap`` removes the rest.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from typing import Any
 
 from aiohttp import web
 
-from controller.errors import AgentGone, O16nError, RuntimeFailure
-from controller.runtime.agent_link import AgentLink, AgentTimeout, Reply
-from controller.runtime.backend import ComputeBackend, ContainerHandle, ExitReport
-from controller.runtime.spec import ENGINE_PATHS, LABEL_PREFIX, ContainerSpec, Kind
+from controller.errors import AgentGone, NotFoundError, O16nError, RuntimeFailure
+from controller.runtime.agent_link import AgentLink, AgentListener, AgentTimeout, Reply, listener
+from controller.runtime.containers import ContainerHandle, ContainerRuntime, ExitReport
+from controller.runtime.environments import EnvironmentStore
+from controller.runtime.spec import ContainerSpec, Kind
 from controller.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -51,13 +54,19 @@ RETRY_MAX = 60.0
 
 class Sandboxes:
     def __init__(
-        self, backend: ComputeBackend, settings: Settings, image: str, agent_dir: Path
+        self,
+        runtime: ContainerRuntime,
+        environments: EnvironmentStore,
+        settings: Settings,
+        agent_dir: Path,
     ) -> None:
-        self.backend = backend
+        self.runtime = runtime
+        self.environments = environments
         self._settings = settings
-        self.image = image
         #: the agent bundle every container runs (``agent_bundle.stage``), whatever its image
         self.agent_dir = agent_dir
+        #: the agents' listeners, by container key: from before start until removal
+        self._listeners: dict[str, AgentListener] = {}
         #: keys of the containers in use: launched (from before their creation) or adopted
         self._live: set[str] = set()
         #: containers whose removal failed (the engine was down, say), tried again later
@@ -66,12 +75,13 @@ class Sandboxes:
         self._exit_handlers: list[ExitHandler] = []
 
     async def launch(
-        self, kind: Kind, *, owner: str = "", ident: str = "", image: str | None = None
+        self, kind: Kind, *, owner: str = "", ident: str = "", environment: str | None = None
     ) -> Sandbox:
-        """Create and start a hardened container and wait until its agent has dialled in."""
+        """Create and start a hardened container on ``environment`` (a reference of the
+        environment store; the base one if ``None``) and wait until its agent has dialled in."""
         spec = ContainerSpec.from_settings(
             self._settings,
-            image=image or self.image,
+            image=await self.environments.resolve(environment or self.environments.base),
             key=secrets.token_hex(6),
             kind=kind,
             agent_dir=self.agent_dir,
@@ -80,12 +90,13 @@ class Sandboxes:
         )
         self._live.add(spec.key)  # before the engine has it: the sweep must not take it
         try:
-            handle = await self.backend.create(spec)
+            handle = await self.runtime.create(spec)
         except BaseException:
             self._live.discard(spec.key)  # if the engine made it after all, the sweep removes it
             raise
         try:
-            await self.backend.start(handle)
+            await self._listen(handle)
+            await self.runtime.start(handle)
             link = await self._await_agent(handle, self._settings.agent_connect_timeout)
         except BaseException:
             await self._remove(handle)
@@ -96,7 +107,7 @@ class Sandboxes:
     async def adopt(self, handle: ContainerHandle, timeout: float) -> Sandbox:
         """Re-link with the agent of a container left by an earlier controller."""
         self._live.add(handle.key)
-        await self.backend.adopt(handle)
+        await self._listen(handle)
         link = await self._await_agent(handle, timeout)
         return Sandbox(handle, link)
 
@@ -114,8 +125,9 @@ class Sandboxes:
 
     async def _remove(self, handle: ContainerHandle) -> None:
         """Remove a container; when the engine fails, keep it to try again later."""
+        await self._drop_listener(handle.key)
         try:
-            await self.backend.remove(handle)
+            await self.runtime.remove(handle)
         except O16nError as exc:
             log.warning(
                 "container removal failed; it will be tried again",
@@ -155,15 +167,17 @@ class Sandboxes:
 
     async def sweep(self) -> int:
         """Remove this instance's containers that no sandbox uses (one whose creation the
-        engine finished after we gave up on it, say) and what the backend keeps on this
+        engine finished after we gave up on it, say) and what the engine keeps on this
         host for containers that are gone; returns how many containers."""
         removed = 0
-        for handle in await self.backend.list_owned():
+        for handle in await self.runtime.list_owned():
             if handle.key not in self._live and handle.key not in self._unremoved:
                 log.info("removing a container no sandbox uses", extra={"key": handle.key})
                 await self._remove(handle)
                 removed += 1
-        await self.backend.sweep(lambda key: key in self._live or key in self._unremoved)
+        await self.runtime.sweep(
+            lambda key: key in self._live or key in self._unremoved or key in self._listeners
+        )
         return removed
 
     def on_exit(self, handler: ExitHandler) -> None:
@@ -175,7 +189,7 @@ class Sandboxes:
         the handlers, each exit in a task of its own, which containers in use stopped."""
         tasks: set[asyncio.Task[None]] = set()
         try:
-            async with contextlib.aclosing(self.backend.exits()) as exits:
+            async with contextlib.aclosing(self.runtime.exits()) as exits:
                 async for key, after_outage in exits:
                     if key in self._live:
                         note = f" ({OUTAGE_NOTE})" if after_outage else ""
@@ -199,7 +213,7 @@ class Sandboxes:
         ``None`` if it still runs."""
         deadline = time.monotonic() + wait
         while True:
-            report = await self.backend.poll(sandbox.handle)
+            report = await self.runtime.poll(sandbox.handle)
             if report is not None or time.monotonic() >= deadline:
                 return report
             await asyncio.sleep(0.1)
@@ -220,71 +234,10 @@ class Sandboxes:
 
     async def interrupt(self, sandbox: Sandbox) -> None:
         """SIGINT to the agent: ``KeyboardInterrupt`` inside running user code."""
-        await self.backend.signal(sandbox.handle, "SIGINT")
-
-    async def pristine(self, sandbox: Sandbox) -> bool:
-        """Whether the container's root filesystem is still exactly its image."""
-        changed = await self.backend.changed_paths(sandbox.handle)
-        return set(changed) <= ENGINE_PATHS
-
-    async def image_id(self, ref: str) -> str:
-        return await self.backend.image_id(ref)
-
-    async def image_base(self, ref: str) -> str:
-        """The id of the image ``ref`` was derived from (``derive_image``); for an image
-        made before images were derived, a plain second name, its own id."""
-        labels = await self.backend.image_labels(ref)
-        return labels.get(LABEL_PREFIX + "base") or await self.backend.image_id(ref)
-
-    async def derive_image(self, source: str, target: str, kind: str) -> None:
-        """Make ``target``, an image of this instance: ``source`` labelled with the exact
-        instance, ``kind`` and the id of ``source`` (which tells a service still on the
-        runtime image)."""
-        labels = {
-            LABEL_PREFIX + "instance": self._settings.instance,
-            LABEL_PREFIX + "kind": kind,
-            LABEL_PREFIX + "base": await self.backend.image_id(source),
-        }
-        await self.backend.derive_image(source, target, labels)
-
-    async def remove_image(self, ref: str) -> bool:
-        return await self.backend.remove_image(ref)
-
-    def image_name(self, repository: str, key: str) -> str:
-        """This instance's name for an image it makes (a snapshot's, a service's). Only a
-        name: which images are this instance's is told by their labels, never by it."""
-        return f"{repository}:{self._settings.instance}-{key}"
-
-    async def commit(self, sandbox: Sandbox, image: str, labels: dict[str, str]) -> str:
-        """Save ``sandbox``'s filesystem as ``image``, labelled as this instance's."""
-        labels = {**labels, LABEL_PREFIX + "instance": self._settings.instance}
-        return await self.backend.commit(sandbox.handle, image, labels)
-
-    async def reap_images(
-        self, repositories: list[str], keep: set[str], min_age: float = 0.0
-    ) -> int:
-        """Remove this instance's images in ``repositories`` that nothing uses any more
-        (left by a crash between making an image and recording it, say), only those older
-        than ``min_age`` seconds (the periodic reap: an image being published right now is
-        not recorded yet either).
-
-        This instance's images are those labelled with exactly its name: another instance
-        on the same engine, even one whose name starts with this one's, is never touched.
-        Images from before images were labelled are only ever kept."""
-        removed = 0
-        names = await self.backend.image_names(
-            {LABEL_PREFIX + "instance": self._settings.instance},
-            time.time() - min_age if min_age else None,
-        )
-        for name in names:
-            ours = any(name.startswith(repository + ":") for repository in repositories)
-            if ours and name not in keep:
-                log.info("removing unused image", extra={"image": name})
-                removed += await self.backend.remove_image(name)
-        return removed
+        await self.runtime.signal(sandbox.handle, "SIGINT")
 
     async def owned(self) -> list[ContainerHandle]:
-        return await self.backend.list_owned()
+        return await self.runtime.list_owned()
 
     async def reap(self, handles: list[ContainerHandle]) -> None:
         for handle in handles:
@@ -293,7 +246,7 @@ class Sandboxes:
                 extra={
                     "key": handle.key,
                     "kind": handle.kind,
-                    "container": handle.container_id[:12],
+                    "container": handle.engine_id[:12],
                 },
             )
             await self._remove(handle)
@@ -304,15 +257,48 @@ class Sandboxes:
         while True:
             remaining = deadline - time.monotonic()
             try:
-                return await self.backend.connect(handle, min(max(remaining, 0.01), 1.0))
+                return await self._connect(handle, min(max(remaining, 0.01), 1.0))
             except AgentGone:
-                report = await self.backend.poll(handle)
+                report = await self.runtime.poll(handle)
                 if report is not None:
                     raise RuntimeFailure(
                         f"the container stopped before its agent connected: {report.describe()}"
                     ) from None
                 if time.monotonic() >= deadline:
                     raise
+
+    async def _connect(self, handle: ContainerHandle, timeout: float) -> AgentLink:
+        """The link to the container's agent, waiting up to ``timeout`` for it to dial in."""
+        found = self._listeners.get(handle.key)
+        if found is None:
+            raise NotFoundError(f"no listener for container {handle.key}")
+        return await found.wait_link(timeout)
+
+    async def _listen(self, handle: ContainerHandle) -> None:
+        """Listen at ``handle.endpoint`` for the container's agent (again, after a restart)."""
+        found = self._listeners.get(handle.key)
+        if found is None:
+            found = listener(
+                handle.endpoint,
+                int(self._settings.agent_reply_max_bytes),
+                int(self._settings.agent_blob_max_bytes),
+            )
+            self._listeners[handle.key] = found
+            try:
+                await found.start()
+            except BaseException:
+                await self._drop_listener(handle.key)
+                raise
+
+    async def _drop_listener(self, key: str) -> None:
+        found = self._listeners.pop(key, None)
+        if found is not None:
+            await found.close()
+
+    async def close(self) -> None:
+        """Stop listening for every agent (containers keep running)."""
+        for key in list(self._listeners):
+            await self._drop_listener(key)
 
 
 #: The app's sandboxes.

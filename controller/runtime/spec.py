@@ -39,18 +39,6 @@ LABEL_PREFIX = "o16n."
 
 Kind = Literal["session", "service", "warm", "probe"]
 
-#: What the engine itself adds to every container's root (``init``'s binary, mount points,
-#: name resolution files): a container whose ``docker diff`` lists only these changed
-#: nothing of its image.
-ENGINE_PATHS = frozenset(
-    {
-        "/usr", "/usr/sbin", "/usr/sbin/docker-init", "/etc", "/etc/hosts", "/etc/hostname",
-        "/etc/resolv.conf", "/dev", "/proc", "/sys", "/run", SOCKET_MOUNT, WORKDIR,
-        "/opt", AGENT_MOUNT,  # the agent's mount point (missing in images made before it)
-        "/tmp",  # noqa: S108 (a mount point, not a file we use)
-    }
-)  # fmt: skip
-
 ALLOWED_ENV = frozenset(
     {
         "HOME",
@@ -80,7 +68,6 @@ class ContainerSpec(BaseModel):
     instance: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")
     owner: str = ""
     ident: str = ""
-    socket_dir: Path
     #: the host directory of the agent bundle, mounted read-only at ``AGENT_MOUNT``
     agent_dir: Path
     user: str = Field(pattern=r"^\d+:\d+$")
@@ -144,7 +131,6 @@ class ContainerSpec(BaseModel):
             instance=settings.instance,
             owner=owner,
             ident=ident,
-            socket_dir=settings.sockets_dir / key,
             agent_dir=agent_dir,
             user=settings.container_user,
             environment={

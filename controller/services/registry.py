@@ -1,6 +1,6 @@
 """The published services, in memory and in the store: publish, patch, delete, pools.
 
-Publishing copies what a service needs — its own image (labelled as this instance's) and
+Publishing copies what a service needs — its own environment (kept by the engine's store) and
 its own hard link of the snapshot's tarball — so deleting the snapshot afterwards
 (Microsoft's SDK does it at once) never breaks the service. Each version gets a warm pool
 as soon as it is published, and again when the controller restarts."""
@@ -44,8 +44,6 @@ from controller.store.services import ServiceRecord, ServicesRepo
 
 log = logging.getLogger(__name__)
 
-IMAGE_REPOSITORY = "o16n-service"
-
 
 @dataclass(eq=False)
 class Service:
@@ -71,8 +69,8 @@ class ServiceRegistry:
     ) -> None:
         self._settings = settings
         self._warm = warm
-        self._runtime_id: str | None = None
-        self._on_runtime_image: dict[str, bool] = {}
+        self._base_origin: str | None = None
+        self._on_base: dict[str, bool] = {}
         self._repo = repo
         self._snapshots = snapshots
         self._sandboxes = sandboxes
@@ -337,8 +335,8 @@ class ServiceRegistry:
         for service in self.all():
             service.pool.on_exit(key)
 
-    def images(self) -> set[str]:
-        """The image names the published services use."""
+    def environments(self) -> set[str]:
+        """The environments the published services use."""
         return {s.record.image for s in self.all()}
 
     async def close(self) -> None:
@@ -375,16 +373,16 @@ class ServiceRegistry:
     async def _launch(self, record: ServiceRecord, urgent: bool) -> Sandbox:
         """A container for ``record``, restored and with initCode run once: from the warm
         pool (modules preloaded) when a request waits for it and the service runs on the
-        current runtime image unchanged, otherwise started from the service's own image."""
+        current base environment unchanged, otherwise started from the service's own."""
         sandbox = None
-        if urgent and self._warm is not None and await self._runs_on_runtime_image(record):
+        if urgent and self._warm is not None and await self._runs_on_base(record):
             sandbox = await self._warm.take()
         if sandbox is None:
             sandbox = await self._sandboxes.launch(
                 "service",
                 owner=record.publisher_name,
                 ident=f"{record.name}:{record.version}"[:200],
-                image=record.image,
+                environment=record.image,
             )
         try:
             async with contextlib.AsyncExitStack() as stack:
@@ -420,32 +418,32 @@ class ServiceRegistry:
             )
         return sandbox
 
-    async def _runs_on_runtime_image(self, record: ServiceRecord) -> bool:
-        """Whether the service's image was made from the runtime image unchanged, asked of
-        Docker once per image (a service's image name is unique to its environment, so the
-        answer stays)."""
+    async def _runs_on_base(self, record: ServiceRecord) -> bool:
+        """Whether the service's environment was kept from the base environment unchanged,
+        asked of the store once per environment (a service's reference is unique to its
+        environment, so the answer stays)."""
         if not record.generic:
             return False
-        known = self._on_runtime_image.get(record.image)
+        known = self._on_base.get(record.image)
         if known is None:
-            if self._runtime_id is None:
-                self._runtime_id = await self._sandboxes.image_id(self._sandboxes.image)
+            store = self._sandboxes.environments
+            if self._base_origin is None:
+                self._base_origin = await store.origin(store.base)
             try:
-                known = await self._sandboxes.image_base(record.image) == self._runtime_id
+                known = await store.origin(record.image) == self._base_origin
             except NotFoundError:
                 known = False
-            self._on_runtime_image[record.image] = known
+            self._on_base[record.image] = known
         return known
 
     async def _environment(
         self, caller: Identity, snapshot_id: str | None, key: str
     ) -> tuple[str, str | None, bool]:
-        """The service's own image and tarball copy (from a snapshot, or a fresh
-        runtime), and whether that image is the runtime image unchanged."""
-        image = self._sandboxes.image_name(IMAGE_REPOSITORY, key)
+        """The service's own environment and tarball copy (from a snapshot, or a fresh
+        runtime), and whether that environment is the base one unchanged."""
+        store = self._sandboxes.environments
         if snapshot_id is None:
-            await self._sandboxes.derive_image(self._sandboxes.image, image, "service")
-            return image, None, True
+            return await store.keep(store.base, "service"), None, True
         snapshot = await self._snapshots.get(caller, snapshot_id)
         relative = f"services/{key}.tar.gz"
         await asyncio.to_thread(
@@ -453,25 +451,24 @@ class ServiceRegistry:
             self._snapshots.archive_path(snapshot),
             self._settings.data_dir / relative,
         )
-        # A snapshot whose container changed nothing of its image runs on the runtime image.
-        base = self._sandboxes.image if snapshot.pristine else snapshot.image
-        await self._sandboxes.derive_image(base, image, "service")
-        return image, relative, snapshot.pristine
+        # A snapshot whose container changed nothing of its environment runs on the base one.
+        source = store.base if snapshot.pristine else snapshot.image
+        return await store.keep(source, "service"), relative, snapshot.pristine
 
-    async def _drop_environment(self, image: str, archive: str | None) -> None:
+    async def _drop_environment(self, environment: str, archive: str | None) -> None:
         if archive:
             await asyncio.to_thread(archives.remove, self._settings.data_dir / archive)
-        if not await self._sandboxes.remove_image(image):  # a container still uses it
-            self._spawn(f"image-drop:{image}", self._drop_image_later(image))
+        if not await self._sandboxes.environments.release(environment):  # still in use
+            self._spawn(f"image-drop:{environment}", self._drop_image_later(environment))
 
-    async def _drop_image_later(self, image: str) -> None:
-        """Remove an image of a deleted service once the container that held it has gone
-        (a pool start still in flight when the service was deleted): tried for about a
-        minute; after that, or while the engine is away, the periodic reap takes it."""
+    async def _drop_image_later(self, environment: str) -> None:
+        """Release the environment of a deleted service once the container that held it has
+        gone (a pool start still in flight when the service was deleted): tried for about a
+        minute; after that, or while the engine is away, the periodic sweep takes it."""
         for delay in IMAGE_DROP_RETRIES:
             await asyncio.sleep(delay)
             try:
-                if await self._sandboxes.remove_image(image):
+                if await self._sandboxes.environments.release(environment):
                     return
             except O16nError:
                 return

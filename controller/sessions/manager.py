@@ -44,8 +44,8 @@ from controller.runtime.agent_link import (
     BlobSource,
     Reply,
 )
-from controller.runtime.backend import ContainerHandle
 from controller.runtime.blobs import open_source
+from controller.runtime.containers import ContainerHandle
 from controller.runtime.sandboxes import Sandbox, Sandboxes
 from controller.runtime.warm_pool import WarmPool
 from controller.sessions.history import ExecutionLog
@@ -61,8 +61,9 @@ from controller.store.sessions import SessionRecord, SessionsRepo
 
 log = logging.getLogger(__name__)
 
-#: A snapshot's image name and the path of its workspace tarball, for a session to start
-#: from (the tarball streams from that file to the agent).
+#: A snapshot's environment (a reference of the environment store) and the path of its
+#: workspace tarball, for a session to start from (the tarball streams from that file to the
+#: agent).
 SnapshotSource = Callable[[], Awaitable[tuple[str, Path]]]
 Spawn = Callable[[str, Coroutine[Any, Any, Any]], Any]
 DEAD_RECORDS_KEPT = 86400.0
@@ -184,14 +185,14 @@ class SessionManager:
             if warm is not None:
                 return warm
             return await self._sandboxes.launch("session", owner=caller.username, ident=session_id)
-        image, archive = snapshot
+        environment, archive = snapshot
         async with contextlib.AsyncExitStack() as stack:
             try:
                 blob = await stack.enter_async_context(open_source(archive))
             except FileNotFoundError:
                 raise NotFoundError("the content of the snapshot is missing") from None
             sandbox = await self._sandboxes.launch(
-                "session", owner=caller.username, ident=session_id, image=image
+                "session", owner=caller.username, ident=session_id, environment=environment
             )
             try:
                 await sandbox.call("snapshot_load", blob=blob, timeout=AGENT_TIMEOUT)
@@ -462,7 +463,7 @@ class SessionManager:
 
     async def detach(self) -> None:
         """At shutdown: write what is pending. The containers stay for the next controller;
-        their links close with the backend's listeners, after this."""
+        their links close with the sandboxes' listeners, after this."""
         await self.log.flush()
 
     # --- restart --------------------------------------------------------------------------
@@ -596,7 +597,7 @@ class SessionManager:
             owner_name=session.owner_name,
             runtime=RUNTIME,
             container_key=handle.key,
-            container_id=handle.container_id,
+            container_id=handle.engine_id,
             state="alive",
             dead_reason=None,
             created_at=session.created_at,

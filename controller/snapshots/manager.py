@@ -2,7 +2,8 @@
 
 Taking one asks the session's agent for a workspace tarball (working-directory files plus a
 dill dump of each global it can serialize; the rest are reported, not fatal) and commits
-the session's container as an image, under the session's lock so nothing runs meanwhile.
+the session's container as an environment (the engine's environment store keeps it; the row
+holds its opaque reference), under the session's lock so nothing runs meanwhile.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from controller.store.snapshots import SnapshotRecord, SnapshotsRepo
 
 log = logging.getLogger(__name__)
 
-IMAGE_REPOSITORY = "o16n-snapshot"
 SWEEP_AGE = 900.0  # seconds a file no row names must be untouched before the periodic sweep
 
 
@@ -53,7 +53,6 @@ class SnapshotManager:
 
     async def create(self, caller: Identity, session_id: str, name: str | None) -> SnapshotRecord:
         snapshot_id = str(uuid.uuid4())
-        image = self._sandboxes.image_name(IMAGE_REPOSITORY, snapshot_id.replace("-", ""))
         relative = f"snapshots/{snapshot_id}.tar.gz"
         writer = archives.ArchiveWriter(self._settings.data_dir / relative)
         try:
@@ -66,16 +65,16 @@ class SnapshotManager:
                     sink=writer,
                     blob_limit=int(self._settings.container_memory),
                 )
-                pristine = await self._sandboxes.pristine(sandbox)
                 labels = {
-                    LABEL_PREFIX + "kind": "snapshot",
                     LABEL_PREFIX + "snapshot": snapshot_id,
                     LABEL_PREFIX + "owner": caller.username,
                 }
-                await self._sandboxes.commit(sandbox, image, labels)
+                captured = await self._sandboxes.environments.capture(
+                    sandbox.handle, "snapshot", labels
+                )
         except SinkFailed as exc:  # the data directory's disk, say (a full one is a 507)
             await writer.discard()
-            await self._discard(image, writer.path)
+            await asyncio.to_thread(archives.remove, writer.path)  # nothing was captured
             known = translate(exc)
             raise known or RuntimeFailure(
                 f"the snapshot could not be written: {exc.error}"
@@ -93,7 +92,7 @@ class SnapshotManager:
                 owner_id=caller.user_id,
                 owner_name=caller.username,
                 runtime=RUNTIME,
-                image=image,
+                image=captured.ref,
                 archive=relative,
                 size=writer.size,
                 sha256=digest,
@@ -102,12 +101,12 @@ class SnapshotManager:
                 else {},
                 created_at=now,
                 creation_time=dotnet_timestamp(now),
-                pristine=pristine,
+                pristine=captured.pristine,
             )
             await self._repo.insert(record)
         except BaseException:
             await writer.discard()
-            await self._discard(image, writer.path)
+            await self._discard(captured.ref, writer.path)
             raise
         log.info(
             "snapshot taken",
@@ -129,8 +128,8 @@ class SnapshotManager:
             log.info("removed snapshot files left behind", extra={"count": removed})
         return removed
 
-    async def images(self) -> set[str]:
-        """The image names the stored snapshots use."""
+    async def environments(self) -> set[str]:
+        """The environments the stored snapshots use."""
         return {record.image for record in await self._repo.all()}
 
     async def get(self, caller: Identity, snapshot_id: str) -> SnapshotRecord:
@@ -156,7 +155,7 @@ class SnapshotManager:
             raise _missing(record) from None
 
     async def source(self, caller: Identity, snapshot_id: str) -> tuple[str, Path]:
-        """A snapshot's image and the path of its tarball, for a session to start from."""
+        """A snapshot's environment and the path of its tarball, for a session to start from."""
         record = await self.get(caller, snapshot_id)
         self._check_runtime(record)
         return record.image, self.archive_path(record)
@@ -178,9 +177,9 @@ class SnapshotManager:
         if record.runtime != RUNTIME:
             raise BadRequestError(f"snapshot '{record.id}' is an {record.runtime} snapshot")
 
-    async def _discard(self, image: str, archive: Path) -> None:
+    async def _discard(self, environment: str, archive: Path) -> None:
         await asyncio.to_thread(archives.remove, archive)
-        await self._sandboxes.remove_image(image)
+        await self._sandboxes.environments.release(environment)
 
 
 def _missing(record: SnapshotRecord) -> NotFoundError:

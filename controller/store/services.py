@@ -20,6 +20,8 @@ class ServiceRecord:
     creation_time: str
     runtime: str
     code: str
+    #: the environment store's opaque reference (the column keeps its first name: for the
+    #: Docker engine it is an image name, so rows of before need no migration)
     image: str
     description: str | None = None
     init_code: str | None = None

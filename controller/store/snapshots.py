@@ -1,4 +1,4 @@
-"""Repository of snapshots (the archive files and images themselves live elsewhere)."""
+"""Repository of snapshots (the archive files and environments themselves live elsewhere)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ class SnapshotRecord:
     owner_id: int
     owner_name: str
     runtime: str
+    #: the environment store's opaque reference (the column keeps its first name: for the
+    #: Docker engine it is an image name, so rows of before need no migration)
     image: str
     archive: str
     size: int

@@ -16,8 +16,7 @@ from aiohttp.test_utils import TestClient
 from controller.app import create_app
 from controller.auth.passwords import hash_password
 from controller.runtime.docker import stats
-from controller.runtime.docker.gateway import DOCKER
-from controller.runtime.docker.stats import CONTAINER_STATS
+from controller.runtime.docker.gateway import DockerGateway
 from controller.settings import Settings
 from controller.store.db import Database
 from tests.admin.conftest import audit_entries
@@ -147,7 +146,7 @@ async def test_stats_calls_take_at_most_their_share_of_docker_threads_across_req
 ) -> None:
     """Two operators listing with ``?stats=true`` at once still hold at most
     ``CONCURRENCY`` of the gateway's threads between them."""
-    gateway = client.app[DOCKER]
+    gateway = await DockerGateway.connect()
     real = gateway.container_stats
     running, most = 0, 0
 
@@ -162,9 +161,12 @@ async def test_stats_calls_take_at_most_their_share_of_docker_threads_across_req
             running -= 1
 
     gateway.container_stats = counted  # type: ignore[method-assign]
-    sampler = client.app[CONTAINER_STATS]
+    sampler = stats.StatsSampler(gateway)  # the engine's one: every request shares it
     ids = [f"{i:064x}" for i in range(8)]  # no such containers: None each
-    first, second = await asyncio.gather(sampler.sample(ids), sampler.sample(ids[::-1]))
+    try:
+        first, second = await asyncio.gather(sampler.sample(ids), sampler.sample(ids[::-1]))
+    finally:
+        await gateway.close()
     assert first == second == dict.fromkeys(ids)
     assert most == stats.CONCURRENCY
 
@@ -175,7 +177,7 @@ async def test_a_stats_call_that_timed_out_keeps_its_slot_until_the_engine_answe
     """The engine call runs on in its thread after the caller gave up waiting: its slot
     is not handed to another call until it ends, so the bound holds for a slow engine."""
     monkeypatch.setattr(stats, "TIMEOUT", 0.1)
-    gateway = client.app[DOCKER]
+    gateway = await DockerGateway.connect()
     real = gateway.container_stats
     running, most = 0, 0
     threads: list[asyncio.Future[Any]] = []
@@ -197,7 +199,10 @@ async def test_a_stats_call_that_timed_out_keeps_its_slot_until_the_engine_answe
 
     gateway.container_stats = counted  # type: ignore[method-assign]
     ids = [f"{i:064x}" for i in range(8)]
-    assert await client.app[CONTAINER_STATS].sample(ids) == dict.fromkeys(ids)
-    await asyncio.sleep(1.5)
-    await asyncio.gather(*threads, return_exceptions=True)
+    try:
+        assert await stats.StatsSampler(gateway).sample(ids) == dict.fromkeys(ids)
+        await asyncio.sleep(1.5)
+        await asyncio.gather(*threads, return_exceptions=True)
+    finally:
+        await gateway.close()
     assert most <= stats.CONCURRENCY

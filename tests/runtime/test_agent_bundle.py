@@ -15,9 +15,10 @@ from o16n_agent import protocol
 
 from controller.errors import RuntimeFailure
 from controller.runtime import agent_bundle
+from controller.runtime.docker.containers import DockerContainers
+from controller.runtime.docker.environments import DockerEnvironments
 from controller.runtime.docker.gateway import DockerGateway
 from controller.runtime.docker.image import IMAGE_DIR, content_hash, default_tag
-from controller.runtime.docker.local_docker import LocalDockerBackend
 from controller.runtime.sandboxes import Sandboxes
 from controller.settings import Settings
 from tests.runtime.test_agent_upgrade import agent_copy
@@ -144,19 +145,21 @@ async def test_an_image_with_a_stale_agent_runs_the_mounted_one(
     context.seek(0)
     engine.images.build(fileobj=context, custom_context=True, tag=stale, rm=True)
     gateway = await DockerGateway.connect()
-    backend = LocalDockerBackend(gateway, settings)
-    sandboxes = Sandboxes(backend, settings, default_tag(), agent_bundle.stage(settings.data_dir))
+    environments = DockerEnvironments(gateway, settings, default_tag())
+    agent = agent_bundle.stage(settings.data_dir)
+    sandboxes = Sandboxes(DockerContainers(gateway, settings), environments, settings, agent)
     try:
-        sandbox = await sandboxes.launch("probe", image=stale)
+        sandbox = await sandboxes.launch("probe", environment=stale)
         try:
             assert sandbox.link.hello["version"] == protocol.VERSION
             reply, _ = await sandbox.call("ping", timeout=10)
             assert reply["pong"] is True
-            assert await sandboxes.pristine(sandbox)  # the mount changes nothing of the image
+            # the mount changes nothing of the image
+            assert await environments.pristine(sandbox.handle)
         finally:
             await sandboxes.destroy(sandbox)
     finally:
-        await backend.close()
+        await sandboxes.close()
         await gateway.close()
         engine.images.remove(stale)
 

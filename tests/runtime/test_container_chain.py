@@ -11,9 +11,10 @@ import pytest
 
 from controller.errors import RuntimeFailure
 from controller.runtime import agent_bundle
+from controller.runtime.docker.containers import DockerContainers
+from controller.runtime.docker.environments import DockerEnvironments
 from controller.runtime.docker.gateway import DockerGateway
 from controller.runtime.docker.image import runtime_tag
-from controller.runtime.docker.local_docker import LocalDockerBackend
 from controller.runtime.sandboxes import Sandboxes
 from controller.settings import Settings
 
@@ -21,10 +22,11 @@ from controller.settings import Settings
 @pytest.fixture
 async def sandboxes(settings: Settings) -> Any:
     gateway = await DockerGateway.connect()
-    backend = LocalDockerBackend(gateway, settings)
+    environments = DockerEnvironments(gateway, settings, runtime_tag(settings))
     agent = agent_bundle.stage(settings.data_dir)
-    yield Sandboxes(backend, settings, runtime_tag(settings), agent)
-    await backend.close()
+    sandboxes = Sandboxes(DockerContainers(gateway, settings), environments, settings, agent)
+    yield sandboxes
+    await sandboxes.close()
     await gateway.close()
 
 
@@ -37,7 +39,7 @@ async def test_hardened_container_agent_ping_and_removal(
         assert reply["pong"] is True
         assert sandbox.link.hello["version"] == 1
 
-        attrs = docker.from_env().api.inspect_container(sandbox.handle.container_id)
+        attrs = docker.from_env().api.inspect_container(sandbox.handle.engine_id)
         host = attrs["HostConfig"]
         assert attrs["Config"]["User"] == "1000:1000"
         assert host["NetworkMode"] == "none"
@@ -68,9 +70,7 @@ async def test_hardened_container_agent_ping_and_removal(
         assert attrs["Config"]["Entrypoint"][:2] == ["/opt/o16n/bin/python", "-I"]
     finally:
         await sandboxes.destroy(sandbox)
-    assert not docker.from_env().containers.list(
-        all=True, filters={"id": sandbox.handle.container_id}
-    )
+    assert not docker.from_env().containers.list(all=True, filters={"id": sandbox.handle.engine_id})
     assert not (settings.sockets_dir / sandbox.key).exists()
 
 
@@ -95,7 +95,7 @@ async def test_a_container_that_cannot_start_its_agent_fails_fast(
     started = time.monotonic()
     with pytest.raises(RuntimeFailure) as info:
         # a base image has no /opt/o16n, so no agent can start in it
-        await sandboxes.launch("probe", image=bases[0])
+        await sandboxes.launch("probe", environment=bases[0])
     assert time.monotonic() - started < settings.agent_connect_timeout
     assert "container" in info.value.message
     assert await sandboxes.owned() == []

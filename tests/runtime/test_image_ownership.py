@@ -154,7 +154,7 @@ async def test_the_periodic_reap_spares_images_being_made(
 ) -> None:
     """The periodic reap takes only images older than a while: one being published right
     now is not recorded yet either. (At start nothing is being made: it takes them all.)"""
-    from controller.app import reap_images
+    from controller.app import sweep_environments
     from controller.runtime.sandboxes import SANDBOXES
     from controller.services.registry import SERVICES
     from controller.snapshots.manager import SNAPSHOTS
@@ -165,9 +165,9 @@ async def test_the_periodic_reap_spares_images_being_made(
     unrecorded = f"o16n-service:{settings.instance}-{'cd' * 8}"
     _derive(engine, settings.runtime_image or _runtime_tag(), unrecorded, settings.instance)
     parts = (client.app[SANDBOXES], client.app[SNAPSHOTS], client.app[SERVICES])
-    await reap_images(*parts, min_age=900)
+    await sweep_environments(*parts, min_age=900)
     assert unrecorded in _images(settings.instance)
-    await reap_images(*parts)
+    await sweep_environments(*parts)
     assert unrecorded not in _images(settings.instance)
     await client.close()
 
@@ -183,14 +183,12 @@ async def test_an_image_derived_again_counts_as_new_for_the_periodic_reap(
 
     settings = make_settings(data_dir, warm_pool_size=0, service_warm_pool_size=0)
     client, _ = await _start(aiohttp_client, settings)
-    sandboxes = client.app[SANDBOXES]
-    earlier = f"o16n-service:{settings.instance}-{'ef' * 8}"
-    now = f"o16n-service:{settings.instance}-{'fe' * 8}"
+    environments = client.app[SANDBOXES].environments
     try:
-        await sandboxes.derive_image(sandboxes.image, earlier, "service")
+        await environments.keep(environments.base, "service")
         await asyncio.sleep(3)
-        await sandboxes.derive_image(sandboxes.image, now, "service")
-        await sandboxes.reap_images(["o16n-service"], set(), min_age=2)
+        now = await environments.keep(environments.base, "service")
+        await environments.sweep(set(), min_age=2)
         assert _images(settings.instance) == {now}
     finally:
         await client.close()

@@ -314,7 +314,7 @@ async def test_idle_sessions_are_closed(
     manager = client.app[SESSIONS]
     session = manager._sessions[session_id]
     assert session.sandbox is not None
-    container_id = session.sandbox.handle.container_id
+    container_id = session.sandbox.handle.engine_id
     session.last_used = time.time() - settings.session_idle_timeout - 1
     await manager.reap_idle()
     resp = await client.post(

@@ -55,12 +55,12 @@ async def test_take_list_download_and_delete(
     assert ".o16n-workspace/gen.dill" not in names  # a generator cannot be serialized: skipped
     assert dill.loads(archive.read(".o16n-workspace/model.dill")) == {"w": [1, 2]}
 
-    image = f"o16n-snapshot:{settings.instance}-{snapshot_id.replace('-', '')}"
-    assert docker.from_env().images.list(name=image)
+    labelled = {"label": [f"o16n.snapshot={snapshot_id}", f"o16n.instance={settings.instance}"]}
+    assert docker.from_env().images.list(filters=labelled)
     resp = await client.delete(f"/snapshots/{snapshot_id}", headers=admin_headers)
     assert resp.status == 200
     assert (await client.get(f"/snapshots/{snapshot_id}", headers=admin_headers)).status == 404
-    assert not docker.from_env().images.list(name=image)
+    assert not docker.from_env().images.list(filters=labelled)
     assert await (await client.get("/snapshots", headers=admin_headers)).json() == []
 
 

@@ -23,7 +23,6 @@ from typing import Any, ParamSpec, TypeVar
 import docker
 import docker.errors
 import requests.exceptions
-from aiohttp import web
 
 from controller.errors import EngineUnavailable, NotFoundError, RuntimeFailure, out_of_space
 
@@ -387,7 +386,3 @@ def _explain(exc: docker.errors.APIError) -> str:
 
 def _text(value: object) -> str | None:
     return str(value)[:200] if isinstance(value, str) and value else None
-
-
-#: The app's gateway to the Docker engine.
-DOCKER = web.AppKey("docker", DockerGateway)

@@ -119,3 +119,17 @@ async def ensure_image(
     await gateway.build(IMAGE_DIR, tag, {"BASE_IMAGE": base}, progress)
     progress(f"runtime image {tag} built")
     return tag
+
+
+async def command(settings: Settings, action: str, progress: Callable[[str], None]) -> None:
+    """``o16n image tag`` prints the runtime image's tag; ``o16n image build`` builds it
+    unless it is up to date."""
+    tag = runtime_tag(settings)
+    if action == "tag":
+        print(tag)
+        return
+    gateway = await DockerGateway.connect()
+    try:
+        await ensure_image(gateway, tag, progress=progress)
+    finally:
+        await gateway.close()

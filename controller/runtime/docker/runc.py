@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
 from controller.errors import O16nError
 from controller.runtime.docker.gateway import DockerGateway
 
@@ -121,7 +119,3 @@ async def check(gateway: DockerGateway, changelog: Path = DEBIAN_CHANGELOG) -> R
             extra=verdict.node()["details"],
         )
     return verdict
-
-
-#: The runc check made at start.
-RUNC = web.AppKey("runc", RuncVerdict)

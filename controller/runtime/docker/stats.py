@@ -14,8 +14,6 @@ import asyncio
 import time
 from typing import Any
 
-from aiohttp import web
-
 from controller.errors import O16nError
 from controller.runtime.docker.gateway import DockerGateway
 
@@ -114,7 +112,3 @@ def _df_summary(raw: dict[str, Any]) -> dict[str, Any]:
         ),
         "buildCacheBytes": total(raw.get("BuildCache"), "Size"),
     }
-
-
-#: The app's container stats sampler.
-CONTAINER_STATS = web.AppKey("container_stats", StatsSampler)

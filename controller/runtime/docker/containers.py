@@ -1,4 +1,5 @@
-"""The first compute backend: containers on the local Docker engine."""
+"""The Docker container runtime: containers on one Docker engine, agents dialling Unix
+sockets in per-container host directories mounted read-only into them."""
 
 from __future__ import annotations
 
@@ -16,9 +17,8 @@ from typing import Any
 from docker.types import LogConfig, Mount, Ulimit
 
 from controller.errors import NotFoundError, O16nError, RuntimeFailure
-from controller.runtime.agent_link import AgentLink, AgentListener
-from controller.runtime.backend import ContainerHandle, ExitReport
-from controller.runtime.docker.gateway import DockerGateway
+from controller.runtime.containers import ContainerHandle, ExitReport
+from controller.runtime.docker.gateway import ContainerInfo, DockerGateway
 from controller.runtime.spec import (
     AGENT_COMMAND,
     AGENT_MOUNT,
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 EVENTS_RETRY_FIRST = 0.5  # seconds before reconnecting to the engine's events, doubling
 EVENTS_RETRY_MAX = 30.0
+SOCKET_NAME = "agent.sock"
 #: Docker's default seccomp profile minus ptrace, process_vm_* and kin (scripts/derive_seccomp.py)
 SECCOMP_PROFILE = Path(__file__).with_name("seccomp.json")
 
@@ -53,44 +54,54 @@ def seccomp_profile() -> str:
     return json.dumps(profile, separators=(",", ":"))
 
 
-class LocalDockerBackend:
-    """Containers on the engine behind ``gateway``; agents dial Unix sockets on this host."""
+class DockerContainers:
+    """Containers on the engine behind ``gateway``. Each gets a host directory (under
+    ``O16N_DATA_DIR``'s sockets) mounted read-only at ``SOCKET_MOUNT``; its agent dials
+    ``agent.sock`` there, where the sandbox layer listens (``handle.endpoint``)."""
 
     def __init__(self, gateway: DockerGateway, settings: Settings) -> None:
         self._gateway = gateway
         self._settings = settings
-        self._listeners: dict[str, AgentListener] = {}
         seccomp_profile()  # read at start: a missing or broken profile stops the controller
 
+    def socket_dir(self, key: str) -> Path:
+        return self._settings.sockets_dir / key
+
+    def _handle(self, container_id: str, labels: dict[str, str], image: str) -> ContainerHandle:
+        key = labels.get(LABEL_PREFIX + "key", "")
+        return ContainerHandle(
+            key=key,
+            kind=labels.get(LABEL_PREFIX + "kind", ""),
+            owner=labels.get(LABEL_PREFIX + "owner", ""),
+            ident=labels.get(LABEL_PREFIX + "id", ""),
+            endpoint=f"unix:{self.socket_dir(key) / SOCKET_NAME}" if key else "",
+            environment=image,
+            state={"id": container_id},
+        )
+
     async def create(self, spec: ContainerSpec) -> ContainerHandle:
-        listener = self._listener(spec.key)
+        folder = self.socket_dir(spec.key)
         try:
-            await listener.start()
-            container_id = await self._gateway.create_container(docker_kwargs(spec))
+            # the bind mount's source must exist; the container's uid must reach the socket
+            folder.mkdir(mode=0o755, parents=True, exist_ok=True)
+            os.chmod(folder, 0o755)  # noqa: PTH101, S103
+            container_id = await self._gateway.create_container(docker_kwargs(spec, folder))
         except NotFoundError:
-            await self._drop_listener(spec.key)
+            await self._remove_dir(spec.key)
             raise RuntimeFailure(
                 f"image {spec.image} is missing (the runtime image is built by `make image`)"
             ) from None
         except BaseException:
-            await self._drop_listener(spec.key)
+            await self._remove_dir(spec.key)
             raise
-        return ContainerHandle(
-            container_id, spec.key, spec.kind, spec.owner, spec.ident, spec.image
-        )
+        return self._handle(container_id, spec.labels, spec.image)
 
     async def start(self, handle: ContainerHandle) -> None:
-        await self._gateway.start(handle.container_id)
-
-    async def connect(self, handle: ContainerHandle, timeout: float) -> AgentLink:
-        listener = self._listeners.get(handle.key)
-        if listener is None:
-            raise NotFoundError(f"no listener for container {handle.key}")
-        return await listener.wait_link(timeout)
+        await self._gateway.start(_id(handle))
 
     async def poll(self, handle: ContainerHandle) -> ExitReport | None:
         try:
-            info = await self._gateway.inspect(handle.container_id)
+            info = await self._gateway.inspect(_id(handle))
         except NotFoundError:
             return ExitReport("missing", None, oom_killed=False)
         if info.status in ("running", "created", "restarting", "paused"):
@@ -98,57 +109,22 @@ class LocalDockerBackend:
         return ExitReport(info.status, info.exit_code, info.oom_killed, info.error)
 
     async def signal(self, handle: ContainerHandle, signal: str) -> None:
-        await self._gateway.kill(handle.container_id, signal)
+        await self._gateway.kill(_id(handle), signal)
 
     async def remove(self, handle: ContainerHandle) -> None:
-        await self._drop_listener(handle.key)
-        await self._gateway.remove_container(handle.container_id)
+        await self._gateway.remove_container(_id(handle))
+        await self._remove_dir(handle.key)
+
+    async def _remove_dir(self, key: str) -> None:
         with contextlib.suppress(OSError):
-            await asyncio.to_thread(shutil.rmtree, self._settings.sockets_dir / handle.key)
-
-    async def commit(self, handle: ContainerHandle, image_ref: str, labels: dict[str, str]) -> str:
-        repository, _, tag = image_ref.rpartition(":")
-        return await self._gateway.commit(handle.container_id, repository, tag, labels)
-
-    async def changed_paths(self, handle: ContainerHandle) -> list[str]:
-        return await self._gateway.changed_paths(handle.container_id)
-
-    async def image_id(self, ref: str) -> str:
-        return await self._gateway.image_id(ref)
-
-    async def derive_image(self, source: str, target: str, labels: dict[str, str]) -> None:
-        repository, _, tag = target.rpartition(":")
-        await self._gateway.derive_image(source, repository, tag, labels)
-
-    async def image_labels(self, ref: str) -> dict[str, str]:
-        return await self._gateway.image_labels(ref)
-
-    async def remove_image(self, ref: str) -> bool:
-        return await self._gateway.remove_image(ref)
-
-    async def image_names(
-        self, labels: dict[str, str], made_before: float | None = None
-    ) -> list[str]:
-        return await self._gateway.image_tags(labels, made_before)
+            await asyncio.to_thread(shutil.rmtree, self.socket_dir(key))
 
     async def list_owned(self) -> list[ContainerHandle]:
-        infos = await self._gateway.list_containers(
-            f"{LABEL_PREFIX}instance={self._settings.instance}"
-        )
-        handles = []
-        for info in infos:
-            labels = info.labels
-            handles.append(
-                ContainerHandle(
-                    info.id,
-                    labels.get(LABEL_PREFIX + "key", ""),
-                    labels.get(LABEL_PREFIX + "kind", ""),
-                    labels.get(LABEL_PREFIX + "owner", ""),
-                    labels.get(LABEL_PREFIX + "id", ""),
-                    info.image,
-                )
-            )
-        return handles
+        return [self._handle(i.id, i.labels, i.image) for i in await self._owned()]
+
+    async def _owned(self) -> list[ContainerInfo]:
+        label = f"{LABEL_PREFIX}instance={self._settings.instance}"
+        return await self._gateway.list_containers(label)
 
     async def exits(self) -> AsyncGenerator[tuple[str, bool], None]:
         """Keys of this instance's containers as they stop, from the engine's event stream.
@@ -189,7 +165,7 @@ class LocalDockerBackend:
             return []
 
         names = await asyncio.to_thread(listing)
-        stale = [n for n in names if not in_use(n) and n not in self._listeners]
+        stale = [n for n in names if not in_use(n)]
 
         def remove() -> None:
             for name in stale:
@@ -200,32 +176,17 @@ class LocalDockerBackend:
             log.info("removed socket directories left behind", extra={"count": len(stale)})
         return len(stale)
 
-    async def adopt(self, handle: ContainerHandle) -> None:
-        await self._listener(handle.key).start()
-
     async def close(self) -> None:
-        for key in list(self._listeners):
-            await self._drop_listener(key)
-
-    def _listener(self, key: str) -> AgentListener:
-        listener = self._listeners.get(key)
-        if listener is None:
-            listener = AgentListener(
-                self._settings.sockets_dir / key,
-                int(self._settings.agent_reply_max_bytes),
-                int(self._settings.agent_blob_max_bytes),
-            )
-            self._listeners[key] = listener
-        return listener
-
-    async def _drop_listener(self, key: str) -> None:
-        listener = self._listeners.pop(key, None)
-        if listener is not None:
-            await listener.close()
+        """Nothing to let go of: the gateway is closed by the engine's owner."""
 
 
-def docker_kwargs(spec: ContainerSpec) -> dict[str, Any]:
-    """Arguments for ``docker.containers.create``."""
+def _id(handle: ContainerHandle) -> str:
+    return handle.state.get("id", "")
+
+
+def docker_kwargs(spec: ContainerSpec, socket_dir: Path) -> dict[str, Any]:
+    """Arguments for ``docker.containers.create``; ``socket_dir`` is mounted for the agent's
+    socket."""
     uid, gid = spec.user.split(":")
     return {
         "image": spec.image,
@@ -254,7 +215,7 @@ def docker_kwargs(spec: ContainerSpec) -> dict[str, Any]:
             "/tmp": f"rw,nosuid,nodev,size={spec.tmp_size},mode=1777",  # noqa: S108
         },
         "mounts": [
-            Mount(target=SOCKET_MOUNT, source=str(spec.socket_dir), type="bind", read_only=True),
+            Mount(target=SOCKET_MOUNT, source=str(socket_dir), type="bind", read_only=True),
             Mount(target=AGENT_MOUNT, source=str(spec.agent_dir), type="bind", read_only=True),
         ],
         "log_config": LogConfig(type="json-file", config={"max-size": "1m", "max-file": "1"}),
