@@ -1,60 +1,43 @@
 """The published services, in memory and in the store: publish, patch, delete, pools.
 
-Publishing copies what a service needs — its own environment (kept by the engine's store) and
-its own hard link of the snapshot's tarball — so deleting the snapshot afterwards
-(Microsoft's SDK does it at once) never breaks the service. Each version gets a warm pool
-as soon as it is published, and again when the controller restarts."""
+Each version gets a warm pool as soon as it is published, and again when the controller
+restarts. The pieces are modules of their own: the in-memory catalogue (``catalogue``), the
+JSON shape (``shape``), pool sizes (``sizing``), bringing up containers (``launcher``) and
+the service's own environment and workspace (``environments``)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import secrets
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from o16n_agent.codec import canonical_type
 
 from controller.auth.roles import Identity
 from controller.clock import dotnet_timestamp
-from controller.errors import (
-    BadRequestError,
-    ConflictError,
-    NotFoundError,
-    O16nError,
-    RuntimeFailure,
-)
+from controller.errors import BadRequestError, ConflictError, O16nError
 from controller.runtime.agent_link import RUNTIME
-from controller.runtime.blobs import open_source
-from controller.runtime.sandboxes import Sandbox, Sandboxes
+from controller.runtime.sandboxes import Sandboxes
 from controller.runtime.warm_pool import WarmPool
 from controller.services import access, swagger
+from controller.services.catalogue import Catalogue
+from controller.services.catalogue import Service as Service  # its users import it from here
+from controller.services.environments import ServiceEnvironments
+from controller.services.launcher import ServiceLauncher
 from controller.services.models import PublishWebServiceRequest, check_name, check_version
-from controller.services.pool import ServicePool, Spawn
+from controller.services.pool import Spawn
+from controller.services.shape import definitions, inputs
+from controller.services.sizing import requested_sizes
 from controller.settings import Settings
-from controller.snapshots import archives
 from controller.snapshots.manager import SnapshotManager
 from controller.store.services import ServiceRecord, ServicesRepo
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(eq=False)
-class Service:
-    record: ServiceRecord
-    pool: ServicePool
-    inputs: list[tuple[str, str, str]] = field(default_factory=list)  # name, kind, declared
-    document: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def label(self) -> str:
-        return f"{self.record.name}/{self.record.version}"
 
 
 class ServiceRegistry:
@@ -68,14 +51,10 @@ class ServiceRegistry:
         warm: WarmPool | None = None,
     ) -> None:
         self._settings = settings
-        self._warm = warm
-        self._base_origin: str | None = None
-        self._on_base: dict[str, bool] = {}
         self._repo = repo
-        self._snapshots = snapshots
-        self._sandboxes = sandboxes
-        self._spawn = spawn
-        self._services: dict[tuple[str, str], Service] = {}
+        self._services = Catalogue()
+        self._environments = ServiceEnvironments(settings, snapshots, sandboxes.environments, spawn)
+        self._launcher = ServiceLauncher(settings, sandboxes, self._environments, spawn, warm)
         self._lock = asyncio.Lock()
         #: the batch paths and definitions of a per-service document, when batch is served
         self.batch_document: Callable[[ServiceRecord], dict[str, Any]] | None = None
@@ -83,37 +62,14 @@ class ServiceRegistry:
     # --- lookup ---------------------------------------------------------------------------
 
     def get(self, name: str, version: str) -> Service:
-        service = self._services.get((name, version))
-        if service is None:
-            raise NotFoundError(f"no web service '{name[:128]}' with version '{version[:64]}'")
-        return service
+        return self._services.get(name, version)
 
     def versions(self, name: str) -> list[Service]:
         """Every version of ``name``, oldest first (the SDK takes the last as the latest)."""
-        return [s for (n, _), s in self._services.items() if n == name]
+        return self._services.versions(name)
 
     def all(self) -> list[Service]:
-        return list(self._services.values())
-
-    def to_json(self, service: Service, caller: Identity) -> dict[str, Any]:
-        r = service.record
-        see_code = access.can_see_code(caller, r)
-        return {
-            "name": r.name,
-            "version": r.version,
-            "versionPublishedBy": r.publisher_name,
-            "creationTime": r.creation_time,
-            "snapshotId": r.snapshot_id,
-            "runtimeType": r.runtime,
-            "initCode": r.init_code if see_code else None,
-            "code": r.code if see_code else None,
-            "description": r.description,
-            "operationId": r.operation_id,
-            "inputParameterDefinitions": r.inputs,
-            "outputParameterDefinitions": r.outputs,
-            "outputFileNames": r.output_files,
-            "myPermissionOnService": "read/write" if access.can_manage(caller, r) else "read only",
-        }
+        return self._services.all()
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -121,7 +77,7 @@ class ServiceRegistry:
         """At start: every stored service, its pool warming in the background."""
         for record in await self._repo.all():
             service = self._make(record)
-            self._services[(record.name, record.version)] = service
+            self._services.put(service)
             service.pool.warm()
         log.info("services loaded", extra={"count": len(self._services)})
 
@@ -145,7 +101,7 @@ class ServiceRegistry:
             if not request.code:
                 raise BadRequestError("'code' is required to publish a web service")
             key = secrets.token_hex(8)
-            image, archive, generic = await self._environment(caller, request.snapshotId, key)
+            image, archive, generic = await self._environments.make(caller, request.snapshotId, key)
             now = time.time()
             record = ServiceRecord(
                 name=name,
@@ -161,8 +117,8 @@ class ServiceRegistry:
                 description=request.description,
                 init_code=request.initCode,
                 operation_id=request.operationId,
-                inputs=_definitions(request.inputParameterDefinitions),
-                outputs=_definitions(request.outputParameterDefinitions),
+                inputs=definitions(request.inputParameterDefinitions),
+                outputs=definitions(request.outputParameterDefinitions),
                 output_files=list(request.outputFileNames or []),
                 snapshot_id=request.snapshotId,
                 archive=archive,
@@ -172,10 +128,10 @@ class ServiceRegistry:
             try:
                 await self._repo.insert(record)
             except BaseException:
-                await self._drop_environment(image, archive)
+                await self._environments.drop(image, archive)
                 raise
             service = self._make(record)
-            self._services[(name, version)] = service
+            self._services.put(service)
         service.pool.warm()
         log.info("service published", extra={"service": service.label, "user": caller.username})
         return service
@@ -200,9 +156,9 @@ class ServiceRegistry:
             if "operationId" in fields:
                 record.operation_id = request.operationId
             if "inputParameterDefinitions" in fields:
-                record.inputs = _definitions(request.inputParameterDefinitions)
+                record.inputs = definitions(request.inputParameterDefinitions)
             if "outputParameterDefinitions" in fields:
-                record.outputs = _definitions(request.outputParameterDefinitions)
+                record.outputs = definitions(request.outputParameterDefinitions)
             if "outputFileNames" in fields:
                 record.output_files = list(request.outputFileNames or [])
             if "isolation" in fields and request.isolation is not None:
@@ -210,7 +166,7 @@ class ServiceRegistry:
             new_environment = "snapshotId" in fields
             if new_environment:
                 record.key = secrets.token_hex(8)
-                record.image, record.archive, record.generic = await self._environment(
+                record.image, record.archive, record.generic = await self._environments.make(
                     caller, request.snapshotId, record.key
                 )
                 record.snapshot_id = request.snapshotId
@@ -218,7 +174,7 @@ class ServiceRegistry:
                 await self._repo.update(record)
             except BaseException:
                 if new_environment:
-                    await self._drop_environment(record.image, record.archive)
+                    await self._environments.drop(record.image, record.archive)
                 raise
             # what the containers do not use: their pool stays
             only_metadata = fields <= {"description", "runtimeType", "operationId"}
@@ -227,10 +183,10 @@ class ServiceRegistry:
                 old.document = self._document(record)
                 return old
             service = self._make(record)
-            self._services[(name, version)] = service
+            self._services.put(service)
         await old.pool.close()
         if new_environment:
-            await self._drop_environment(old.record.image, old.record.archive)
+            await self._environments.drop(old.record.image, old.record.archive)
         service.pool.warm()
         log.info("service updated", extra={"service": service.label, "user": caller.username})
         return service
@@ -240,9 +196,9 @@ class ServiceRegistry:
             service = self.get(name, version)
             access.check_manage(caller, service.record, "delete")
             await self._repo.delete(name, version)
-            del self._services[(name, version)]
+            self._services.remove(name, version)
         await service.pool.close()
-        await self._drop_environment(service.record.image, service.record.archive)
+        await self._environments.drop(service.record.image, service.record.archive)
         log.info("service deleted", extra={"service": service.label, "user": caller.username})
         return service
 
@@ -250,16 +206,7 @@ class ServiceRegistry:
         self, caller: Identity, name: str, version: str, initial: int | None, maximum: int | None
     ) -> Service:
         def sizes() -> tuple[int, int]:
-            first = self._settings.service_pool_initial if initial is None else initial
-            most = max(first, 1) if maximum is None else maximum
-            if first > most:
-                raise BadRequestError(
-                    f"InitialPoolSize ({first}) must not exceed MaxPoolSize ({most})"
-                )
-            limit = self._settings.service_pool_limit
-            if most > limit:
-                raise BadRequestError(f"MaxPoolSize may be at most {limit} on this server")
-            return first, most
+            return requested_sizes(self._settings, initial, maximum)
 
         action = "create or update the pool of"
         service, first, most = await self._store_pool(caller, name, version, action, sizes)
@@ -300,7 +247,7 @@ class ServiceRegistry:
             old = self.get(name, version)
             service = self._make(old.record)
             service.pool.served, service.pool.rejected = old.pool.served, old.pool.rejected
-            self._services[(name, version)] = service
+            self._services.put(service)
         await old.pool.close()
         service.pool.warm()
         log.info("service pool recycled", extra={"service": service.label})
@@ -323,12 +270,7 @@ class ServiceRegistry:
         hard link); under the lock, so no publish is half-way meanwhile."""
         async with self._lock:
             recorded = {s.record.archive for s in self.all() if s.record.archive}
-            removed = await asyncio.to_thread(
-                archives.sweep, self._settings.data_dir / "services", recorded, 0.0
-            )
-        if removed:
-            log.info("removed service files left behind", extra={"count": removed})
-        return removed
+            return await self._environments.sweep_files(recorded)
 
     async def on_exit(self, key: str, note: str = "") -> None:
         """A container stopped by itself: the pool it belonged to replaces it."""
@@ -350,140 +292,7 @@ class ServiceRegistry:
         return swagger.build(record, batch)
 
     def _make(self, record: ServiceRecord) -> Service:
-        settings = self._settings
-        initial = (
-            settings.service_pool_initial if record.pool_initial is None else record.pool_initial
-        )
-        maximum = settings.service_pool_max if record.pool_max is None else record.pool_max
-        label = f"{record.name}/{record.version}"
-        pool = ServicePool(
-            label,
-            lambda urgent: self._launch(record, urgent),
-            self._sandboxes.destroy,
-            self._spawn,
-            initial=initial,
-            maximum=max(maximum, initial, 1),
-            queue_max=settings.service_queue_max,
-            queue_wait=settings.service_queue_wait,
-            idle_timeout=settings.service_pool_idle,
-        )
-        inputs = [(p["name"], _kind(p["type"]), p["type"]) for p in record.inputs]
-        return Service(record, pool, inputs, self._document(record))
-
-    async def _launch(self, record: ServiceRecord, urgent: bool) -> Sandbox:
-        """A container for ``record``, restored and with initCode run once: from the warm
-        pool (modules preloaded) when a request waits for it and the service runs on the
-        current base environment unchanged, otherwise started from the service's own."""
-        sandbox = None
-        if urgent and self._warm is not None and await self._runs_on_base(record):
-            sandbox = await self._warm.take()
-        if sandbox is None:
-            sandbox = await self._sandboxes.launch(
-                "service",
-                owner=record.publisher_name,
-                ident=f"{record.name}:{record.version}"[:200],
-                environment=record.image,
-            )
-        try:
-            async with contextlib.AsyncExitStack() as stack:
-                blob = None  # the tarball streams from its file to the agent
-                if record.archive:
-                    path = self._settings.data_dir / record.archive
-                    try:
-                        blob = await stack.enter_async_context(open_source(path))
-                    except FileNotFoundError:  # this version's environment was replaced
-                        raise RuntimeFailure(
-                            f"the workspace of {record.name}/{record.version} was replaced"
-                        ) from None
-                reply, _ = await sandbox.call(
-                    "service_init",
-                    {
-                        "code": record.code,
-                        "init_code": record.init_code,
-                        "inputs": record.inputs,
-                        "outputs": record.outputs,
-                        "output_files": record.output_files,
-                        "isolation": record.isolation,
-                    },
-                    blob=blob,
-                    timeout=self._settings.service_init_timeout,
-                )
-        except BaseException:
-            await self._sandboxes.destroy(sandbox)
-            raise
-        if reply.get("init_error"):
-            log.warning(
-                "service initCode failed; requests will report it",
-                extra={"service": f"{record.name}/{record.version}"},
-            )
-        return sandbox
-
-    async def _runs_on_base(self, record: ServiceRecord) -> bool:
-        """Whether the service's environment was kept from the base environment unchanged,
-        asked of the store once per environment (a service's reference is unique to its
-        environment, so the answer stays)."""
-        if not record.generic:
-            return False
-        known = self._on_base.get(record.image)
-        if known is None:
-            store = self._sandboxes.environments
-            if self._base_origin is None:
-                self._base_origin = await store.origin(store.base)
-            try:
-                known = await store.origin(record.image) == self._base_origin
-            except NotFoundError:
-                known = False
-            self._on_base[record.image] = known
-        return known
-
-    async def _environment(
-        self, caller: Identity, snapshot_id: str | None, key: str
-    ) -> tuple[str, str | None, bool]:
-        """The service's own environment and tarball copy (from a snapshot, or a fresh
-        runtime), and whether that environment is the base one unchanged."""
-        store = self._sandboxes.environments
-        if snapshot_id is None:
-            return await store.keep(store.base, "service"), None, True
-        snapshot = await self._snapshots.get(caller, snapshot_id)
-        relative = f"services/{key}.tar.gz"
-        await asyncio.to_thread(
-            archives.copy,
-            self._snapshots.archive_path(snapshot),
-            self._settings.data_dir / relative,
-        )
-        # A snapshot whose container changed nothing of its environment runs on the base one.
-        source = store.base if snapshot.pristine else snapshot.image
-        return await store.keep(source, "service"), relative, snapshot.pristine
-
-    async def _drop_environment(self, environment: str, archive: str | None) -> None:
-        if archive:
-            await asyncio.to_thread(archives.remove, self._settings.data_dir / archive)
-        if not await self._sandboxes.environments.release(environment):  # still in use
-            self._spawn(f"image-drop:{environment}", self._drop_image_later(environment))
-
-    async def _drop_image_later(self, environment: str) -> None:
-        """Release the environment of a deleted service once the container that held it has
-        gone (a pool start still in flight when the service was deleted): tried for about a
-        minute; after that, or while the engine is away, the periodic sweep takes it."""
-        for delay in IMAGE_DROP_RETRIES:
-            await asyncio.sleep(delay)
-            try:
-                if await self._sandboxes.environments.release(environment):
-                    return
-            except O16nError:
-                return
-
-
-#: seconds between the tries to remove a deleted service's image that a container held
-IMAGE_DROP_RETRIES = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
-
-
-def _definitions(params: Any) -> list[dict[str, str]]:
-    return [{"name": p.name, "type": p.type} for p in params or []]
-
-
-def _kind(declared: str) -> str:
-    return canonical_type(declared) or "character"
+        return Service(record, self._launcher.pool(record), inputs(record), self._document(record))
 
 
 #: The app's service registry.

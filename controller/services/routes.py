@@ -15,6 +15,7 @@ from controller.runtime.sandboxes import SANDBOXES
 from controller.services import consume
 from controller.services.models import PoolRequest, PublishWebServiceRequest
 from controller.services.registry import SERVICES
+from controller.services.shape import to_json
 from controller.settings import SETTINGS
 
 routes = web.RouteTableDef()
@@ -29,21 +30,21 @@ COMPUTE_NODE = "local-docker"
 async def list_services(request: web.Request) -> web.Response:
     registry, who = request.app[SERVICES], caller(request)
     listed = [s for s in registry.all() if not reserved(s.record.name)]  # diagnostics' own
-    return json_response([registry.to_json(s, who) for s in listed])
+    return json_response([to_json(s, who) for s in listed])
 
 
 @routes.get("/services/{name}")
 async def list_service_versions(request: web.Request) -> web.Response:
     registry, who = request.app[SERVICES], caller(request)
     versions = registry.versions(request.match_info["name"])
-    return json_response([registry.to_json(s, who) for s in versions])
+    return json_response([to_json(s, who) for s in versions])
 
 
 @routes.get("/services/{name}/{version}")
 async def get_service_version(request: web.Request) -> web.Response:
     registry = request.app[SERVICES]
     service = registry.get(request.match_info["name"], request.match_info["version"])
-    return json_response([registry.to_json(service, caller(request))])
+    return json_response([to_json(service, caller(request))])
 
 
 @routes.post("/services/{name}")
