@@ -5,10 +5,11 @@ User code runs in this process, so the loop guards against what it may do: ``for
 ``SIGINT`` outside an execution (ignored), and exceptions of every kind (reported in the
 reply, never fatal).
 
-While a session's request (an execution, say) runs, a helper thread (``redial``) watches
-the connection: if the controller goes away (a restart), it dials again at once and says
-which execution runs, so the restarted controller adopts the session as busy and asks for
-the result later.
+While a request runs, a helper thread (``redial``) watches the connection: during an
+execution or a service's request it reads the controller's ``interrupt`` (``SIGINT`` to
+the main thread, acknowledged), and during a session's request, if the controller goes away
+(a restart), it dials again at once and says which execution runs, so the restarted
+controller adopts the session as busy and asks for the result later.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ DIAL_TIMEOUT = 5.0
 #: operations that read their request's blob piece by piece (an ``IncomingBlob``)
 #: instead of in memory: an uploaded file goes straight to disk
 STREAMED_IN = frozenset({"file_put"})
+#: operations that run user code: the controller may send ``interrupt`` while they run
+INTERRUPTIBLE = frozenset({"execute", "execution_result", "run"})
 
 
 class Agent:
@@ -59,7 +62,7 @@ class Agent:
         #: a session's requests: the connection is watched while they run and dialled again
         #: if it drops, so that a long one never makes a restarted controller give up on the
         #: session (an execution's result is kept for it: ``execution_result``)
-        self.watched = frozenset(self.session.handlers())
+        self.redialled = frozenset(self.session.handlers())
 
     def _set_executing(self, running: bool) -> None:
         self.executing = running
@@ -108,15 +111,21 @@ class Agent:
     def _serve(self, sock: socket.socket) -> None:
         """Answer requests until the controller goes away. When it went away during a
         session's request and the redialer reached a controller again, go on there: the
-        reply is dropped (an execution's is kept: the new controller asks for it)."""
+        reply is dropped (an execution's is kept: the new controller asks for it).
+
+        An ``interrupt`` read here, between requests, came too late: the request it was
+        for has been answered, and the controller expects nothing for it. It is dropped."""
         try:
             while True:
                 message, blob = self._receive(sock)
                 op = message.get("op")
-                if not isinstance(op, str) or op not in self.watched:
+                if op == "interrupt" and blob is None:
+                    continue
+                redial, interrupts = op in self.redialled, op in INTERRUPTIBLE
+                if not (redial or interrupts):
                     reply, reply_blob = self._handle(message, blob)
                 else:
-                    self.redialer.watch(sock)
+                    self.redialer.watch(sock, redial=redial, interrupts=interrupts)
                     try:
                         reply, reply_blob = self._handle(message, blob)
                     finally:
@@ -129,7 +138,8 @@ class Agent:
                         continue
                     if lost:
                         return
-                protocol.send_message(sock, reply, reply_blob)
+                with self.redialer.send_lock:
+                    protocol.send_message(sock, reply, reply_blob)
         except (EOFError, OSError, protocol.ProtocolError):
             pass  # the controller went away: dial again
         finally:

@@ -1,4 +1,4 @@
-"""The controller ⇄ agent wire protocol, version 1. Stdlib only: both ends import this module.
+"""The controller ⇄ agent wire protocol, version 2. Stdlib only: both ends import this module.
 
 Transport: a Unix stream socket. The controller listens on it in a per-container host
 directory mounted read-only into the container; the agent dials in.
@@ -8,7 +8,7 @@ frame holding a UTF-8 JSON object, optionally followed by one more frame of raw 
 (the *blob*) when the object carries ``"blob": <length>``. Blobs carry what JSON should
 not: dill pickles of workspace objects, file contents, workspace tarballs.
 
-Conversation: after connecting, the agent sends ``{"op": "hello", "version": 1, ...}``.
+Conversation: after connecting, the agent sends ``{"op": "hello", "version": 2, ...}``.
 Then the controller sends requests ``{"id": n, "op": ..., ...}`` and the agent answers
 each with ``{"id": n, "ok": true, ...}`` or ``{"id": n, "ok": false, "error": ...}``, one
 request in flight at a time. Both ends cap frame sizes; the controller also puts a
@@ -22,6 +22,14 @@ agent keeps until the next ``execute``. The agent dials again at once when the c
 goes away during an execution, so a restarted controller learns that the session is busy;
 it then asks ``{"op": "execution_result", "seq": n}``, answered (when the execution ends)
 with the ``execute`` reply's fields plus ``"code"``.
+
+Interrupts (version 2). While ``execute``, ``execution_result`` or a service's ``run``
+runs, the controller may send ``{"id": k, "op": "interrupt"}`` (``k`` a fresh id): the one
+message allowed while a request is in flight. The agent raises ``KeyboardInterrupt`` in the
+running user code, exactly as ``SIGINT`` does, and acknowledges with ``{"id": k, "ok":
+true}`` before the request's reply. An interrupt that reaches the agent after the reply
+was sent is dropped, unanswered; so once the reply has arrived, no acknowledgement follows.
+The controller falls back to the engine's ``SIGINT`` when no acknowledgement comes soon.
 
 Blobs and memory. The wire format above is all there is; what follows is how each end
 reads it, so that neither has to hold a large blob whole:
@@ -59,7 +67,7 @@ try:  # the same JSON, faster, where orjson is installed (the controller, the ru
 except ImportError:  # pragma: no cover - plain stdlib works too
     orjson = None
 
-VERSION = 1
+VERSION = 2
 HEADER = struct.Struct(">I")
 #: the pieces a large blob is moved in, at either end
 CHUNK = 256 * 1024

@@ -1,48 +1,77 @@
-"""Dial the controller again while user code runs on the main thread.
+"""Watch the connection while user code runs on the main thread: interrupts and hang-ups.
 
 User code runs on the agent's main thread (``KeyboardInterrupt`` from ``SIGINT`` lands
-there, and so does everything user code does with signals), so the main thread cannot
-notice that the controller went away until the code ends. A restarted controller waits
-only a bounded time for each agent to say hello; an execution longer than that would be
-taken for a lost session. So while an execution runs, a helper thread watches the
-connection, and when the controller hangs up it dials again and says hello (its hello
-names the running execution). The main thread takes that new connection over when the
-code ends; the controller asks for the execution's result on it (``execution_result``).
+there, and so does everything user code does with signals), so the main thread can neither
+read the controller's ``interrupt`` message nor notice that the controller went away until
+the code ends. So while a request runs, a helper thread watches its connection:
 
-The helper thread never reads a request and never answers one: exactly one thread talks
-on a connection at a time.
+* For an interruptible request (``execute``, ``execution_result``, a service's ``run``)
+  it reads what the controller sends meanwhile. ``{"op": "interrupt"}`` is the only
+  message allowed mid-request: the thread sends ``SIGINT`` to the main thread (the very
+  path the engine's signal takes: ``KeyboardInterrupt`` in user code while it runs) and
+  acknowledges with ``{"id": n, "ok": true}``. Anything else is a protocol error: the
+  connection is closed, as when the main thread reads one. The acknowledgement always
+  precedes the request's reply: the main thread stops the watch, which waits for a message
+  being handled, before it replies; an interrupt that arrives after that is read by the
+  main thread between requests and dropped (the controller, which got the reply, expects
+  no acknowledgement any more).
+* For a session's request it also dials again when the controller hangs up (a restart):
+  a restarted controller waits only a bounded time for each agent to say hello, and an
+  execution longer than that would be taken for a lost session. Its hello names the
+  running execution; the main thread takes the new connection over when the code ends and
+  the controller asks for the execution's result on it (``execution_result``). The new
+  connection is only watched for a hang-up: its first request is the main thread's.
+
+Exactly one thread writes on a connection at a time: the main thread's replies and this
+thread's acknowledgements both take ``send_lock``. This thread reads only between a
+request's head (and blob) and its reply, never a request's blob.
 """
 
 from __future__ import annotations
 
+import contextlib
 import select
+import signal
 import socket
 import threading
 import time
 from collections.abc import Callable
 
+from o16n_agent import protocol
+
 #: seconds between checks of the watched connection; bounds how late a hang-up is noticed
 POLL_INTERVAL = 0.25
 MAX_DELAY = 1.0
+#: largest message the controller sends mid-request (an ``interrupt`` is a few bytes)
+INTERRUPT_LIMIT = 4096
 
 
 class Redialer:
-    """``watch(sock)`` before an execution, ``unwatch()`` after it (main thread only)."""
+    """``watch(sock)`` before a request, ``unwatch()`` after it (main thread only)."""
 
     def __init__(self, dial: Callable[[], socket.socket]) -> None:
         self._dial = dial
         self._cond = threading.Condition()
+        #: held by whichever thread writes on a connection (replies, acknowledgements)
+        self.send_lock = threading.Lock()
+        self._main: int = threading.main_thread().ident or threading.get_ident()
         self._sock: socket.socket | None = None  # the connection being watched
         self._generation = 0  # one per watch(): a stale observation is ignored
+        self._redial = True  # dial again when the watched connection hangs up
+        self._reading = False  # read interrupts from the watched connection
+        self._busy = False  # a message is being read and answered
         self._lost = False
         self._dialling = False
         self._replacement: socket.socket | None = None
         self._thread: threading.Thread | None = None
+        #: interrupts received and passed on to the main thread (for tests and logs)
+        self.interrupts = 0
 
-    def watch(self, sock: socket.socket) -> None:
+    def watch(self, sock: socket.socket, *, redial: bool = True, interrupts: bool = False) -> None:
         with self._cond:
             self._sock = sock
             self._generation += 1
+            self._redial, self._reading = redial, interrupts
             self._lost, self._replacement = False, None
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="o16n-redial", daemon=True)
@@ -51,12 +80,13 @@ class Redialer:
 
     def unwatch(self) -> tuple[bool, socket.socket | None]:
         """Stop watching. Returns whether the watched connection was lost and, when the
-        controller was dialled again meanwhile, the new connection (hello already sent)."""
+        controller was dialled again meanwhile, the new connection (hello already sent).
+        Waits for a message being handled, so its acknowledgement precedes the reply."""
         with self._cond:
             self._sock = None
             self._generation += 1
             self._cond.notify_all()
-            while self._dialling:  # a dial in progress ends within one connect attempt
+            while self._dialling or self._busy:  # each ends within a moment
                 self._cond.wait()
             lost, replacement = self._lost, self._replacement
             self._lost, self._replacement = False, None
@@ -68,27 +98,69 @@ class Redialer:
                 while self._sock is None:
                     self._cond.wait()
                 sock, generation = self._sock, self._generation
-            if not _hung_up(sock, POLL_INTERVAL):
+                reading = self._reading and self._replacement is None
+            event = _wait(sock, POLL_INTERVAL, reading)
+            if event is None:
                 continue
             with self._cond:
                 if generation != self._generation:
-                    continue  # the execution ended meanwhile: the main thread handles it
-                self._lost, self._dialling = True, True
-            new = None
-            try:
-                new = self._redial(generation)
-            finally:
-                with self._cond:
-                    self._dialling = False
-                    if new is not None:
-                        if self._replacement is not None:  # that controller went away too
-                            self._replacement.close()
-                        self._replacement = new
-                        if generation == self._generation:
-                            self._sock = new  # watch the new connection in turn
-                    self._cond.notify_all()
+                    continue  # the request ended meanwhile: the main thread handles it
+                if event == "readable":
+                    self._busy = True
+            if event == "readable":
+                try:
+                    hung_up = not self._answer(sock)
+                finally:
+                    with self._cond:
+                        self._busy = False
+                        self._cond.notify_all()
+                if not hung_up:
+                    continue
+            self._hung_up(sock, generation)
 
-    def _redial(self, generation: int) -> socket.socket | None:
+    def _answer(self, sock: socket.socket) -> bool:
+        """Read one message mid-request and act on it; ``False`` when the connection is
+        gone or broke the protocol (it is then shut down, as the main thread would)."""
+        try:
+            message, _ = protocol.recv_message(sock, INTERRUPT_LIMIT, 0)
+            if message.get("op") != "interrupt":
+                raise protocol.ProtocolError(
+                    f"{str(message.get('op'))[:40]!r} arrived while a request runs"
+                )
+            signal.pthread_kill(self._main, signal.SIGINT)
+            self.interrupts += 1
+            with self.send_lock:
+                protocol.send_message(sock, {"id": message.get("id"), "ok": True})
+        except (EOFError, OSError, protocol.ProtocolError):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            return False
+        return True
+
+    def _hung_up(self, sock: socket.socket, generation: int) -> None:
+        with self._cond:
+            if generation != self._generation:
+                return
+            self._lost = True
+            if not self._redial:
+                self._sock = None  # nothing more to watch: the main thread dials when done
+                return
+            self._dialling = True
+        new = None
+        try:
+            new = self._dial_again(generation)
+        finally:
+            with self._cond:
+                self._dialling = False
+                if new is not None:
+                    if self._replacement is not None:  # that controller went away too
+                        self._replacement.close()
+                    self._replacement = new
+                    if generation == self._generation:
+                        self._sock = new  # watch the new connection in turn
+                self._cond.notify_all()
+
+    def _dial_again(self, generation: int) -> socket.socket | None:
         delay = 0.05
         while True:
             try:
@@ -103,13 +175,20 @@ class Redialer:
             delay = min(delay * 2, MAX_DELAY)
 
 
-def _hung_up(sock: socket.socket, timeout: float) -> bool:
-    """Whether the peer closed ``sock`` (or it broke), waiting up to ``timeout`` seconds.
-    Pending data does not count: only a hang-up or an error wakes the poll."""
+def _wait(sock: socket.socket, timeout: float, reading: bool) -> str | None:
+    """Wait up to ``timeout`` seconds for the peer: ``"hung_up"`` when it closed ``sock``
+    (or it broke), ``"readable"`` when it sent something and ``reading``, else ``None``.
+    Without ``reading``, pending data does not count: only a hang-up wakes the poll."""
     poller = select.poll()
     try:
-        poller.register(sock, select.POLLRDHUP)
-        return bool(poller.poll(timeout * 1000))
+        poller.register(sock, select.POLLRDHUP | (select.POLLIN if reading else 0))
+        events = poller.poll(timeout * 1000)
     except (OSError, ValueError):  # closed under us: the next look sees it is not watched
         time.sleep(timeout)
-        return False
+        return None
+    if not events:
+        return None
+    mask = events[0][1]
+    if reading and mask & select.POLLIN:
+        return "readable"  # a hang-up after the data shows as the end of the stream
+    return "hung_up"

@@ -1,0 +1,127 @@
+"""Interrupt as a message (protocol v2), against the real agent in this process: the test
+plays the controller from a thread while the agent serves on the main thread, where
+``SIGINT`` (and so ``KeyboardInterrupt``) lands."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from o16n_agent import protocol
+from o16n_agent.agent import Agent
+
+Play = Callable[[socket.socket], None]
+
+
+@pytest.fixture
+def agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Agent, str]]:
+    monkeypatch.chdir(tmp_path)
+    path = str(tmp_path / "agent.sock")
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        agent = Agent(path, str(tmp_path))
+        signal.signal(signal.SIGINT, agent._on_sigint)
+        yield agent, path
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def serve_once(agent: Agent, path: str, play: Play) -> None:
+    """Run ``play`` as the controller (in a thread) while the agent answers on this thread
+    until ``play`` hangs up."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+    failure: list[BaseException] = []
+
+    def controller() -> None:
+        conn, _ = listener.accept()
+        listener.close()  # an agent that dials again finds no controller
+        conn.settimeout(20)
+        try:
+            hello, _ = protocol.recv_message(conn, 1 << 16, 0)
+            assert hello["version"] == protocol.VERSION == 2
+            play(conn)
+        except BaseException as exc:
+            failure.append(exc)
+        finally:
+            conn.close()
+
+    thread = threading.Thread(target=controller, daemon=True)
+    thread.start()
+    try:
+        agent._serve(agent._connect())
+    finally:
+        thread.join(20)
+        listener.close()
+        os.unlink(path)
+    if failure:
+        raise failure[0]
+
+
+def receive(conn: socket.socket) -> dict[str, Any]:
+    message, _ = protocol.recv_message(conn, 1 << 20, 0)
+    return message
+
+
+def test_an_interrupt_message_stops_user_code_and_is_acknowledged_first(
+    agent: tuple[Agent, str],
+) -> None:
+    ag, path = agent
+
+    def play(conn: socket.socket) -> None:
+        code = "import time\nprint('started', flush=True)\ntime.sleep(60)"
+        protocol.send_message(conn, {"id": 1, "op": "execute", "code": code, "seq": 1})
+        threading.Event().wait(0.5)
+        protocol.send_message(conn, {"id": 2, "op": "interrupt"})
+        assert receive(conn) == {"id": 2, "ok": True}  # before the reply
+        reply = receive(conn)
+        assert reply["id"] == 1 and reply["ok"] and reply["cancelled"] is True
+        assert reply["console"] == "started\n"
+        # one that crosses a reply is dropped: the next request's reply comes next
+        protocol.send_message(conn, {"id": 3, "op": "interrupt"})
+        protocol.send_message(conn, {"id": 4, "op": "execute", "code": "1 + 1", "seq": 2})
+        reply = receive(conn)
+        assert reply["id"] == 4 and reply["console"] == "2\n"
+
+    serve_once(ag, path, play)
+    assert ag.redialer.interrupts == 1
+
+
+def test_a_service_request_is_interrupted_too(agent: tuple[Agent, str]) -> None:
+    ag, path = agent
+
+    def play(conn: socket.socket) -> None:
+        init = {"id": 1, "op": "service_init", "code": "import time\ntime.sleep(60)"}
+        protocol.send_message(conn, init)
+        assert receive(conn)["init_error"] == ""
+        protocol.send_message(conn, {"id": 2, "op": "run", "inputs": {}})
+        threading.Event().wait(0.5)
+        protocol.send_message(conn, {"id": 3, "op": "interrupt"})
+        assert receive(conn) == {"id": 3, "ok": True}
+        reply = receive(conn)
+        assert reply["id"] == 2 and reply["success"] is False
+        assert "interrupted" in reply["error"]
+
+    serve_once(ag, path, play)
+
+
+def test_any_other_message_mid_request_breaks_the_connection(agent: tuple[Agent, str]) -> None:
+    ag, path = agent
+
+    def play(conn: socket.socket) -> None:
+        code = "import time\ntime.sleep(1)"
+        protocol.send_message(conn, {"id": 1, "op": "execute", "code": code, "seq": 1})
+        threading.Event().wait(0.3)
+        protocol.send_message(conn, {"id": 2, "op": "ping"})
+        with pytest.raises((EOFError, OSError)):
+            receive(conn)  # no reply to either: the agent hung up, as for any protocol error
+
+    serve_once(ag, path, play)
+    assert ag.redialer.interrupts == 0
