@@ -16,7 +16,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from o16n_agent import protocol
 
@@ -48,6 +48,11 @@ RUNTIME = "Python"
 AGENT_TIMEOUT = 120.0
 
 Reply = tuple[dict[str, Any], bytes | None]
+#: requests that run user code, which an ``interrupt`` message may stop (protocol v2)
+INTERRUPTIBLE = frozenset({"execute", "execution_result", "run"})
+#: what ``AgentLink.interrupt`` found: the agent acknowledged; no interruptible request was
+#: in flight (or it was answered meanwhile); or the agent did not answer in time
+Interrupted = Literal["acknowledged", "idle", "silent"]
 
 
 class AgentTimeout(RuntimeFailure):
@@ -95,6 +100,8 @@ class _Call:
     sink_error: BaseException | None = None
     #: the reply's head was accepted and its blob is moving into the sink
     streaming: bool = False
+    #: the request is on the wire whole: an ``interrupt`` may follow it
+    sent: bool = False
 
 
 class AgentLink:
@@ -134,6 +141,8 @@ class AgentLink:
         self._drained: asyncio.Event | None = None
         #: why the link closed, when the agent broke it (reported to later calls)
         self.failure: AgentProtocolError | None = None
+        #: the id of the ``interrupt`` sent during the call in flight, and its acknowledgement
+        self._interrupt: tuple[int, asyncio.Future[bool]] | None = None
         self._reader_task = asyncio.get_running_loop().create_task(
             self._read_replies(), name="agent-link-reader"
         )
@@ -156,6 +165,7 @@ class AgentLink:
             self._drained.set()  # a call waiting for it finds the link closed
         self._writer.transport.abort()  # never wait on an agent to drain what we sent
         self._fail_waiter(AgentGone("the agent's connection is closed"))
+        self._settle_interrupt()
         if self._reader_task is not asyncio.current_task():
             self._reader_task.cancel()
 
@@ -183,7 +193,11 @@ class AgentLink:
         error: Exception
         try:
             while True:
-                call, reply = await self._read_reply()
+                read = await self._read_reply()
+                if read is None:
+                    continue  # an interrupt's acknowledgement
+                call, reply = read
+                self._settle_interrupt()  # its reply came: no acknowledgement follows
                 waiter = self._waiter
                 if self._call is not call:
                     pass  # its caller left while the blob streamed: dropped
@@ -209,9 +223,9 @@ class AgentLink:
         self._fail_waiter(error)
         self.close()
 
-    async def _read_reply(self) -> tuple[_Call, Reply]:
+    async def _read_reply(self) -> tuple[_Call, Reply] | None:
         """One reply, checked against the call in flight before each part is read, and
-        that call."""
+        that call; ``None`` for the acknowledgement of an interrupt."""
         reader = self._reader
         length = await protocol.read_length(reader)
         call = self._call
@@ -222,6 +236,12 @@ class AgentLink:
                 f"frame of {length} bytes exceeds the limit of {self._reply_limit}"
             )
         message = protocol.decode(await reader.readexactly(length))
+        pending = self._interrupt
+        if pending is not None and message.get("id") == pending[0]:
+            if message.get("ok") is not True or "blob" in message:
+                raise protocol.ProtocolError("the agent's answer to an interrupt is malformed")
+            self._settle_interrupt(True)
+            return None
         if message.get("id") != call.id:
             raise protocol.ProtocolError(
                 f"a reply with id {str(message.get('id'))[:40]} arrived while request "
@@ -332,6 +352,7 @@ class AgentLink:
                     await self._writer.drain()
                 else:
                     await self._send_source(message, blob, timeout)
+                call.sent = True
                 result = await self._await_reply(timeout, waiter)
                 if result is _EXPIRED and self._late is None and on_timeout is not None:
                     waiter = self._new_waiter()
@@ -364,6 +385,7 @@ class AgentLink:
             finally:
                 self._waiter = None
                 self._call = None
+                self._settle_interrupt()  # answered: no acknowledgement follows any more
             reply, reply_blob = result
         if not isinstance(reply.get("ok"), bool):
             self.close()
@@ -373,6 +395,38 @@ class AgentLink:
         if call.sink_error is not None:
             raise SinkFailed(call.sink_error)
         return reply, reply_blob
+
+    async def interrupt(self, timeout: float) -> Interrupted:
+        """Ask the agent to interrupt the request in flight (``KeyboardInterrupt`` in its
+        user code) and wait up to ``timeout`` seconds for it to acknowledge. Only a request
+        that runs user code (``INTERRUPTIBLE``), sent whole, is interrupted; the message
+        goes beside it without the call's lock, which that call holds. No acknowledgement
+        follows a reply, so a request answered meanwhile is ``"idle"``."""
+        call = self._call
+        if call is None or not call.sent or call.op not in INTERRUPTIBLE or self.closed:
+            return "idle"
+        if self._interrupt is None:
+            request_id = self._next_id
+            self._next_id += 1
+            acknowledged = asyncio.get_running_loop().create_future()
+            self._interrupt = (request_id, acknowledged)
+            try:
+                self._writer.write(protocol.encode_head({"id": request_id, "op": "interrupt"}))
+            except (ConnectionError, RuntimeError):
+                self._settle_interrupt()
+                return "idle"  # the link is going: the call in flight learns why
+        acknowledged = self._interrupt[1]
+        try:
+            async with asyncio.timeout(timeout):
+                done = await asyncio.shield(acknowledged)
+        except TimeoutError:
+            return "silent"
+        return "acknowledged" if done else "idle"
+
+    def _settle_interrupt(self, acknowledged: bool = False) -> None:
+        pending, self._interrupt = self._interrupt, None
+        if pending is not None and not pending[1].done():
+            pending[1].set_result(acknowledged)
 
     async def _wait_drained(self, timeout: float) -> None:
         drained = self._drained
