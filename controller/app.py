@@ -41,7 +41,8 @@ from controller.http.middlewares import (
 from controller.limits import limits_ctx
 from controller.runtime import agent_bundle, engines
 from controller.runtime.engines import ENGINE
-from controller.runtime.sandboxes import SANDBOXES, Sandbox, Sandboxes
+from controller.runtime.sandbox import Sandbox
+from controller.runtime.sandboxes import SANDBOXES, Sandboxes
 from controller.runtime.warm_pool import WarmPool
 from controller.services import routes as service_routes
 from controller.services.registry import SERVICES, ServiceRegistry
@@ -220,7 +221,7 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     registry.batch_document = batch_swagger.document
     app[SERVICES] = registry
     await registry.load()
-    runner = BatchRunner(settings, BatchesRepo(app[DB]), registry, app[SANDBOXES], tasks)
+    runner = BatchRunner(settings, BatchesRepo(app[DB]), registry, tasks)
     app[BATCHES] = runner
     await runner.resume()
     await sweep_environments(app[SANDBOXES], app[SNAPSHOTS], registry)

@@ -33,7 +33,6 @@ from controller.http.responses import json_response
 from controller.reserved_names import PREFIX
 from controller.roles import Role
 from controller.runtime.engines import ENGINE
-from controller.runtime.sandboxes import SANDBOXES
 from controller.services import consume
 from controller.services.models import PublishWebServiceRequest
 from controller.services.registry import SERVICES
@@ -141,9 +140,7 @@ class Run:
             }
         )
         service = await registry.publish(identity, self.name, "1", request)
-        result = await consume.run(
-            service, {"x": 21}, self.app[SANDBOXES], self.app[SETTINGS].consume_timeout
-        )
+        result = await consume.run(service, {"x": 21}, self.app[SETTINGS].consume_timeout)
         if not result["success"] or result["outputParameters"].get("y") != 42:
             raise RuntimeError(
                 f"consuming the service answered {result['outputParameters']!r} "

@@ -27,7 +27,6 @@ from controller.errors import (
     RuntimeFailure,
     ServiceUnavailableError,
 )
-from controller.runtime.sandboxes import Sandboxes
 from controller.services import consume
 from controller.services.registry import Service, ServiceRegistry
 from controller.settings import Settings
@@ -57,13 +56,11 @@ class BatchRunner:
         settings: Settings,
         repo: BatchesRepo,
         registry: ServiceRegistry,
-        sandboxes: Sandboxes,
         tasks: TaskSupervisor,
     ) -> None:
         self._settings = settings
         self._repo = repo
         self._registry = registry
-        self._sandboxes = sandboxes
         self._tasks = tasks
         self._jobs: dict[str, Job] = {}
 
@@ -210,7 +207,7 @@ class BatchRunner:
             failures = 0
             while True:
                 try:
-                    result = await consume.run(service, inputs, self._sandboxes, timeout)
+                    result = await consume.run(service, inputs, timeout)
                     break
                 except ServiceUnavailableError as exc:
                     # A busy pool is waited for, however long; a pool whose containers keep

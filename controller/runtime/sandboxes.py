@@ -1,10 +1,11 @@
-"""Sandboxes: a container plus the link to its agent. Where containers are launched and ended.
+"""Sandboxes: where containers are launched and ended.
 
-Sessions and services ask for a sandbox of a kind, use its agent, and destroy it; they
-never see the engine's container runtime. The agent's listener is this layer's: it listens
-at the endpoint the runtime chose (``handle.endpoint``) before the container starts, and
-again when a restarted controller adopts it. At controller start, ``owned()`` lists what an
-earlier run left, the session manager adopts what it can, and ``reap`` removes the rest.
+Sessions and services ask for a sandbox of a kind, run requests in it (``sandbox``), and
+destroy it; they never see the engine's container runtime. The agent's listener is this
+layer's: it listens at the endpoint the runtime chose (``handle.endpoint``) before the
+container starts, and again when a restarted controller adopts it. At controller start,
+``owned()`` lists what an earlier run left, the session manager adopts what it can, and
+``reap`` removes the rest.
 """
 
 from __future__ import annotations
@@ -17,31 +18,18 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 
 from controller.errors import AgentGone, NotFoundError, O16nError, RuntimeFailure
-from controller.runtime.agent_link import AgentLink, AgentListener, AgentTimeout, Reply, listener
+from controller.runtime.agent_link import AgentLink, AgentListener, listener
 from controller.runtime.containers import ContainerHandle, ContainerRuntime, ExitReport
 from controller.runtime.environments import EnvironmentStore
+from controller.runtime.sandbox import Sandbox
 from controller.runtime.spec import ContainerSpec, Kind
 from controller.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(eq=False)
-class Sandbox:
-    handle: ContainerHandle
-    link: AgentLink
-
-    @property
-    def key(self) -> str:
-        return self.handle.key
-
-    async def call(self, op: str, args: dict[str, Any] | None = None, **kw: Any) -> Reply:
-        return await self.link.call(op, args, **kw)
 
 
 #: Told the key of a container of ours that stopped by itself (``Sandboxes.watch``).
@@ -50,6 +38,24 @@ ExitHandler = Callable[[str, str], Awaitable[None]]
 OUTAGE_NOTE = "noticed when the Docker engine answered again after an outage or a restart"
 RETRY_FIRST = 1.0  # seconds before a failed removal is tried again, doubling while it fails
 RETRY_MAX = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Reach:
+    """What a sandbox may do to its container (``sandbox.Engine``): the runtime's poll and
+    signal, and the pool's removal, which keeps a failed one to try again."""
+
+    runtime: ContainerRuntime
+    sandboxes: Sandboxes
+
+    async def poll(self, handle: ContainerHandle) -> ExitReport | None:
+        return await self.runtime.poll(handle)
+
+    async def signal(self, handle: ContainerHandle, signal: str) -> None:
+        await self.runtime.signal(handle, signal)
+
+    async def remove(self, handle: ContainerHandle) -> None:
+        await self.sandboxes._remove(handle)
 
 
 class Sandboxes:
@@ -62,6 +68,7 @@ class Sandboxes:
     ) -> None:
         self.runtime = runtime
         self.environments = environments
+        self._reach = _Reach(runtime, self)
         self._settings = settings
         #: the agent bundle every container runs (``agent_bundle.stage``), whatever its image
         self.agent_dir = agent_dir
@@ -102,26 +109,24 @@ class Sandboxes:
             await self._remove(handle)
             raise
         log.debug("sandbox launched", extra={"key": handle.key, "kind": kind})
-        return Sandbox(handle, link)
+        return Sandbox(handle, link, self._reach)
 
     async def adopt(self, handle: ContainerHandle, timeout: float) -> Sandbox:
         """Re-link with the agent of a container left by an earlier controller."""
         self._live.add(handle.key)
         await self._listen(handle)
         link = await self._await_agent(handle, timeout)
-        return Sandbox(handle, link)
+        return Sandbox(handle, link, self._reach)
 
     async def reconnect(self, handle: ContainerHandle, timeout: float) -> Sandbox:
         """Wait longer for the agent of a container ``adopt`` listens for already."""
-        return Sandbox(handle, await self._await_agent(handle, timeout))
+        return Sandbox(handle, await self._await_agent(handle, timeout), self._reach)
 
     async def destroy(self, sandbox: Sandbox | ContainerHandle) -> None:
-        handle = sandbox.handle if isinstance(sandbox, Sandbox) else sandbox
-        try:
-            if isinstance(sandbox, Sandbox):
-                await sandbox.link.aclose()
-        finally:
-            await self._remove(handle)
+        if isinstance(sandbox, Sandbox):
+            await sandbox.remove()
+        else:
+            await self._remove(sandbox)
 
     async def _remove(self, handle: ContainerHandle) -> None:
         """Remove a container; when the engine fails, keep it to try again later."""
@@ -207,34 +212,6 @@ class Sandboxes:
                 await handler(key, note)
             except Exception:  # one handler's failure must not hide the exit from the rest
                 log.exception("exit handler failed", extra={"key": key})
-
-    async def exit_report(self, sandbox: Sandbox, wait: float = 0.0) -> ExitReport | None:
-        """How the container ended, waiting up to ``wait`` seconds for it to end;
-        ``None`` if it still runs."""
-        deadline = time.monotonic() + wait
-        while True:
-            report = await self.runtime.poll(sandbox.handle)
-            if report is not None or time.monotonic() >= deadline:
-                return report
-            await asyncio.sleep(0.1)
-
-    async def end_reason(self, sandbox: Sandbox, exc: O16nError, wait: float) -> str:
-        """Why ``sandbox``'s agent failed with ``exc``: how its container ended where Docker
-        says so, else the failure itself. The link breaks a moment before Docker reports the
-        exit, so for a broken link this waits up to ``wait`` seconds for the report."""
-        try:
-            report = await self.exit_report(sandbox, wait if isinstance(exc, AgentGone) else 0.0)
-        except O16nError:
-            report = None
-        if report is not None:
-            return report.describe()
-        if isinstance(exc, AgentTimeout):
-            return "its agent stopped answering"
-        return exc.message
-
-    async def interrupt(self, sandbox: Sandbox) -> None:
-        """SIGINT to the agent: ``KeyboardInterrupt`` inside running user code."""
-        await self.runtime.signal(sandbox.handle, "SIGINT")
 
     async def owned(self) -> list[ContainerHandle]:
         return await self.runtime.list_owned()

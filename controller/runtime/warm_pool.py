@@ -14,7 +14,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 from controller.errors import O16nError
-from controller.runtime.sandboxes import Sandbox, Sandboxes
+from controller.runtime.sandbox import Sandbox
+from controller.runtime.sandboxes import Sandboxes
 
 log = logging.getLogger(__name__)
 

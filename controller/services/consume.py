@@ -12,11 +12,9 @@ from typing import Any
 
 from o16n_agent.codec import DecodeError, check_input
 
-from controller.errors import AgentGone, AgentProtocolError, BadRequestError
-from controller.runtime.agent_link import AgentTimeout
-from controller.runtime.sandboxes import Sandboxes
+from controller.errors import AgentProtocolError, BadRequestError
 from controller.services.registry import Service
-from controller.sessions.models import changed_files
+from controller.sessions.models import changed_files, failed_result
 
 
 def check_inputs(service: Service, body: Any) -> dict[str, Any]:
@@ -39,50 +37,35 @@ def check_inputs(service: Service, body: Any) -> dict[str, Any]:
 
 
 def failure(service: Service, message: str) -> dict[str, Any]:
-    return {
-        "success": False,
-        "errorMessage": message,
-        "consoleOutput": "",
-        "changedFiles": [],
-        "outputParameters": {p["name"]: None for p in service.record.outputs},
-        "outputFiles": {name: None for name in service.record.output_files},
-    }
+    return failed_result(
+        message,
+        {p["name"]: None for p in service.record.outputs},
+        outputFiles={name: None for name in service.record.output_files},
+    )
 
 
-async def run(
-    service: Service, inputs: dict[str, Any], sandboxes: Sandboxes, timeout: float
-) -> dict[str, Any]:
+async def run(service: Service, inputs: dict[str, Any], timeout: float) -> dict[str, Any]:
     """One request in one of the service's warm containers."""
     pool = service.pool
     sandbox = await pool.acquire()
     healthy = True
-    interrupted = False
-
-    async def interrupt() -> None:
-        nonlocal interrupted
-        interrupted = True
-        await sandboxes.interrupt(sandbox)
-
     try:
-        raw, _ = await sandbox.call(
-            "run", {"inputs": inputs}, timeout=timeout, on_timeout=interrupt, grace=5.0
-        )
-    except AgentTimeout:
-        healthy = False
-        return failure(service, f"the request exceeded the time limit of {timeout:g} s")
-    except (AgentGone, AgentProtocolError) as exc:
-        healthy = False
-        reason = await sandboxes.end_reason(sandbox, exc, wait=2.0)
-        return failure(service, f"the service's container ended during the request: {reason}")
-    else:
+        outcome = await sandbox.run("run", {"inputs": inputs}, timeout=timeout, grace=5.0)
+        healthy = outcome.reply is not None
+        if outcome.stuck:
+            return failure(service, f"the request exceeded the time limit of {timeout:g} s")
+        if outcome.reply is None:
+            return failure(
+                service, f"the service's container ended during the request: {outcome.reason}"
+            )
         try:
-            result = shape(service, raw)
+            result = shape(service, outcome.reply)
         except AgentProtocolError:
             healthy = False  # a container that answers nonsense serves nobody else
             raise
     finally:
         pool.release(sandbox, healthy)
-    if interrupted and not result["success"]:
+    if outcome.timed_out and not result["success"]:
         result["errorMessage"] = f"the request exceeded the time limit of {timeout:g} s"
     return result
 

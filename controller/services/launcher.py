@@ -8,7 +8,8 @@ import logging
 
 from controller.errors import RuntimeFailure
 from controller.runtime.blobs import open_source
-from controller.runtime.sandboxes import Sandbox, Sandboxes
+from controller.runtime.sandbox import Sandbox
+from controller.runtime.sandboxes import Sandboxes
 from controller.runtime.warm_pool import WarmPool
 from controller.services.environments import ServiceEnvironments
 from controller.services.pool import ServicePool, Spawn

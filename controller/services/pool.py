@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from controller.errors import O16nError, ServiceUnavailableError
-from controller.runtime.sandboxes import Sandbox
+from controller.runtime.sandbox import Sandbox
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,6 @@ from controller.errors import NotImplementedFeature
 from controller.http.bodies import read_json, read_model
 from controller.http.responses import json_response
 from controller.reserved_names import refuse_reserved, reserved
-from controller.runtime.sandboxes import SANDBOXES
 from controller.services import consume
 from controller.services.models import PoolRequest, PublishWebServiceRequest
 from controller.services.registry import SERVICES
@@ -140,7 +139,7 @@ async def consume_service(request: web.Request) -> web.Response:
     app = request.app
     service = app[SERVICES].get(request.match_info["name"], request.match_info["version"])
     inputs = consume.check_inputs(service, await read_json(request))
-    result = await consume.run(service, inputs, app[SANDBOXES], app[SETTINGS].consume_timeout)
+    result = await consume.run(service, inputs, app[SETTINGS].consume_timeout)
     return json_response(result)
 
 

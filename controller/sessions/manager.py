@@ -46,7 +46,8 @@ from controller.runtime.agent_link import (
 )
 from controller.runtime.blobs import open_source
 from controller.runtime.containers import ContainerHandle
-from controller.runtime.sandboxes import Sandbox, Sandboxes
+from controller.runtime.sandbox import Sandbox
+from controller.runtime.sandboxes import Sandboxes
 from controller.runtime.warm_pool import WarmPool
 from controller.sessions.history import ExecutionLog
 from controller.sessions.models import (
@@ -55,6 +56,7 @@ from controller.sessions.models import (
     ExecuteRequest,
     changed_files,
     check_session_id,
+    failed_result,
 )
 from controller.settings import Settings
 from controller.store.sessions import SessionRecord, SessionsRepo
@@ -98,13 +100,7 @@ class Session:
 
 
 def execute_failure(message: str) -> dict[str, Any]:
-    return {
-        "success": False,
-        "errorMessage": message,
-        "consoleOutput": "",
-        "changedFiles": [],
-        "outputParameters": [],
-    }
+    return failed_result(message, [])
 
 
 class SessionManager:
@@ -231,8 +227,7 @@ class SessionManager:
         if not session.alive or not session.executing or session.sandbox is None:
             return False
         session.cancel_requested = True
-        await self._sandboxes.interrupt(session.sandbox)
-        return True
+        return await session.sandbox.interrupt()
 
     # --- administration (any owner's session; the caller is an Owner) ---------------------
 
@@ -298,25 +293,19 @@ class SessionManager:
         """Run ``op`` (``execute``, or ``execution_result`` after a restart) under the time
         limit; the client's result, and the agent's reply when it sent a valid one."""
         limit = self._settings.execute_timeout
-        timed_out = False
-
-        async def interrupt() -> None:
-            nonlocal timed_out
-            timed_out = True
-            await self._sandboxes.interrupt(sandbox)
-
-        try:
-            raw, _ = await sandbox.call(op, args, timeout=limit, on_timeout=interrupt, grace=10.0)
-        except AgentTimeout:
+        outcome = await sandbox.run(op, args, timeout=limit, grace=10.0)
+        if outcome.stuck:
             reason = (
                 f"the execution exceeded the time limit of {limit} s and did not stop when "
                 "interrupted; the session was closed"
             )
             await self._end(session, reason)
             return execute_failure(reason), None
-        except (AgentGone, AgentProtocolError) as exc:
-            reason = await self._died(session, exc)
+        if outcome.reply is None:
+            await self._end(session, outcome.reason)
+            reason = session.dead_reason or outcome.reason  # told first by the engine, say
             return execute_failure(f"the session ended during the execution: {reason}"), None
+        raw = outcome.reply
         try:
             reply = model.model_validate(raw)
         except ValidationError:
@@ -324,7 +313,7 @@ class SessionManager:
             await self._end(session, reason)
             return execute_failure(f"the session was closed: {reason}"), None
         error = reply.error
-        if reply.cancelled and timed_out:
+        if reply.cancelled and outcome.timed_out:
             error = f"the execution exceeded the time limit of {limit} s and was interrupted"
         elif reply.cancelled and session.cancel_requested:
             error = "the execution was cancelled (POST /sessions/{id}/cancel)"
@@ -404,7 +393,7 @@ class SessionManager:
         """Find out why a session's agent went away, record it, remove the container."""
         reason = exc.message
         if session.sandbox is not None:
-            reason = await self._sandboxes.end_reason(session.sandbox, exc, wait=5.0)
+            reason = await session.sandbox.end_reason(exc)
         await self._end(session, reason)
         return session.dead_reason or reason  # the engine's events may have told it first
 
@@ -415,7 +404,7 @@ class SessionManager:
         for session in list(self._sessions.values()):
             sandbox = session.sandbox
             if session.alive and sandbox is not None and sandbox.key == key:
-                report = await self._sandboxes.exit_report(sandbox)
+                report = await sandbox.exit_report()
                 if report is not None and session.sandbox is sandbox:
                     await self._end(session, report.describe() + note)
                 return

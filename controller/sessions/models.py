@@ -102,6 +102,20 @@ def changed_files(names: list[str], total: int | None) -> dict[str, Any]:
     return shown
 
 
+def failed_result(message: str, outputs: Any, **extra: Any) -> dict[str, Any]:
+    """A run's result when its code could not answer (``success: false`` saying why): an
+    ``ExecuteResponse`` (``outputs`` a list) or, with ``extra`` ``outputFiles``, a
+    ``WebServiceResult`` (``outputs`` a mapping)."""
+    return {
+        "success": False,
+        "errorMessage": message,
+        "consoleOutput": "",
+        "changedFiles": [],
+        "outputParameters": outputs,
+        **extra,
+    }
+
+
 def check_session_id(session_id: str) -> str:
     """Session ids are GUIDs; anything else cannot name a session."""
     if not SESSION_ID.match(session_id):

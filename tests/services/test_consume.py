@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from controller.app import create_app
+from controller.runtime.sandbox import FALLBACK_LOG
 from tests.conftest import bearer, login, make_settings
 from tests.services.conftest import consume, publish
 
@@ -244,20 +247,30 @@ async def test_busy_service_queues_then_answers_503(aiohttp_client: Any, data_di
     assert (await first)["success"] and (await queued)["success"]
 
 
-async def test_time_limit(aiohttp_client: Any, data_dir: Any) -> None:
+async def test_time_limit(
+    aiohttp_client: Any, data_dir: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A request past the time limit is interrupted by a message to the agent (never the
+    engine's signal), in the warm process and in a forked child alike; the container
+    goes on serving."""
+    caplog.set_level(logging.WARNING)
     client = await aiohttp_client(create_app(make_settings(data_dir, consume_timeout=1)))
     headers = bearer((await login(client))["access_token"])
-    await publish(
-        client,
-        headers,
-        "Loop",
-        "1",
-        code="while go:\n    pass",
-        inputParameterDefinitions=[{"name": "go", "type": "logical"}],
-    )
-    result = await consume(client, headers, "Loop", "1", {"go": True})
-    assert result["success"] is False and "time limit of 1 s" in result["errorMessage"]
-    assert (await consume(client, headers, "Loop", "1", {"go": False}))["success"]
+    for name, isolation in (("Loop", "shared"), ("Nap", "fork")):
+        await publish(
+            client,
+            headers,
+            name,
+            "1",
+            code="import time\nwhile go:\n    time.sleep(0.01 if isolation == 'fork' else 0)",
+            initCode=f"isolation = {isolation!r}",
+            isolation=isolation,
+            inputParameterDefinitions=[{"name": "go", "type": "logical"}],
+        )
+        result = await consume(client, headers, name, "1", {"go": True})
+        assert result["success"] is False and "time limit of 1 s" in result["errorMessage"]
+        assert (await consume(client, headers, name, "1", {"go": False}))["success"]
+    assert FALLBACK_LOG not in caplog.text
 
 
 async def test_per_service_swagger(

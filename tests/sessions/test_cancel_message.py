@@ -1,0 +1,51 @@
+"""Cancel reaches running code as a message to the agent; the engine's SIGINT is only the
+fallback for an agent that does not acknowledge it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from controller.runtime.sandbox import FALLBACK_LOG
+from tests.conftest import user_headers
+from tests.sessions.conftest import execute, new_session
+
+BUSY = "import time\nprint('started', flush=True)\ntime.sleep(60)"
+
+
+async def test_cancel_is_a_message_and_a_silent_agent_gets_the_signal(
+    client: TestClient[Any, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    headers = await user_headers(client, "hal")
+    session_id = await new_session(client, headers)
+
+    async def cancel_busy() -> dict[str, Any]:
+        running = asyncio.create_task(execute(client, headers, session_id, BUSY))
+        await asyncio.sleep(1.5)
+        resp = await client.post(f"/sessions/{session_id}/cancel", headers=headers)
+        assert await resp.json() == "Execution interrupted."
+        return await asyncio.wait_for(running, 30)
+
+    result = await cancel_busy()
+    assert "cancelled" in result["errorMessage"] and result["consoleOutput"] == "started\n"
+    assert FALLBACK_LOG not in caplog.text
+
+    # User code shares the agent's process: here it makes the agent read interrupts and
+    # never acknowledge them. The engine's SIGINT still reaches the code.
+    mute = (
+        "from o16n_agent import protocol, redial\n"
+        "def _answer(self, sock):\n"
+        "    protocol.recv_message(sock, 4096, 0)\n"
+        "    return True\n"
+        "redial.Redialer._answer = _answer"
+    )
+    assert (await execute(client, headers, session_id, mute))["success"]
+    result = await cancel_busy()
+    assert "cancelled" in result["errorMessage"] and result["consoleOutput"] == "started\n"
+    assert caplog.text.count(FALLBACK_LOG) == 1
+    assert (await execute(client, headers, session_id, "'alive'"))["consoleOutput"] == "'alive'\n"
