@@ -70,6 +70,9 @@ SnapshotSource = Callable[[], Awaitable[tuple[str, Path]]]
 Spawn = Callable[[str, Coroutine[Any, Any, Any]], Any]
 DEAD_RECORDS_KEPT = 86400.0
 CLOSED_BY_ADMIN = "closed by an administrator"
+CLOSED_BY_FORCE = "closed by force (DELETE /sessions/{id}/force)"
+#: seconds a plain close waits for interrupted code to stop before it removes the container
+CLOSE_GRACE = 10.0
 
 
 @dataclass(eq=False)
@@ -90,6 +93,8 @@ class Session:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     #: the container of an adopted session whose agent has not dialled in yet
     reconnecting: ContainerHandle | None = None
+    #: its owner closes it: no call starts any more, and its record goes
+    closing: bool = False
 
     @property
     def alive(self) -> bool:
@@ -210,14 +215,38 @@ class SessionManager:
             )
         self._creating[caller.user_id] = pending + 1
 
-    async def close(self, caller: Identity, session_id: str) -> None:
-        """Close a session now, interrupting whatever runs; its container is removed."""
+    async def close(self, caller: Identity, session_id: str, *, force: bool = False) -> None:
+        """Close a session and remove its container.
+
+        A plain close (ML Server's ``closeSession``) does not kill the interpreter: running
+        code is interrupted, its execution answered as for a cancel, and the container
+        removed once the code stopped (after ``CLOSE_GRACE`` seconds at most). ``force``
+        (``closeSessionByForce``) kills it: the container is removed at once, and a
+        running execution is answered with why. A force may cut a plain close short."""
         session = self._sessions.get(check_session_id(session_id))
-        if session is None or session.owner_id != caller.user_id:
+        if session is None or session.owner_id != caller.user_id or (session.closing and not force):
             raise NotFoundError(f"no session '{session_id}'")
-        await self._end(session, reason="closed")
+        session.closing = True
+        try:
+            if force:
+                await self._end(session, CLOSED_BY_FORCE)
+            else:
+                await self._stop_running(session)
+                await self._end(session, "closed")
+        finally:
+            self._sessions.pop(session.id, None)
         await self._repo.delete(session.id)
-        self._sessions.pop(session.id, None)
+
+    async def _stop_running(self, session: Session) -> None:
+        """Interrupt what runs in ``session`` and wait, up to ``CLOSE_GRACE`` seconds, for
+        its call to end (calls waiting behind it find the session closing)."""
+        if not session.lock.locked():
+            return
+        await self._interrupt(session)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CLOSE_GRACE):
+                await session.lock.acquire()
+                session.lock.release()
 
     async def cancel(self, caller: Identity, session_id: str) -> bool:
         """Interrupt the running execution (KeyboardInterrupt in user code); False if idle."""
@@ -278,6 +307,8 @@ class SessionManager:
         return result
 
     def _remember(self, session: Session, seq: int, code: str, result: dict[str, Any]) -> None:
+        if session.closing:
+            return  # its record is gone
         session.console = result["consoleOutput"]
         session.history_length = seq
         self.log.record(session.id, seq, code, session.console)
@@ -303,7 +334,7 @@ class SessionManager:
             return execute_failure(reason), None
         if outcome.reply is None:
             await self._end(session, outcome.reason)
-            reason = session.dead_reason or outcome.reason  # told first by the engine, say
+            reason = session.dead_reason or outcome.reason  # a close, say, told it first
             return execute_failure(f"the session ended during the execution: {reason}"), None
         raw = outcome.reply
         try:
@@ -315,6 +346,8 @@ class SessionManager:
         error = reply.error
         if reply.cancelled and outcome.timed_out:
             error = f"the execution exceeded the time limit of {limit} s and was interrupted"
+        elif reply.cancelled and session.closing:
+            error = "the execution was interrupted: the session was closed (DELETE /sessions/{id})"
         elif reply.cancelled and session.cancel_requested:
             error = "the execution was cancelled (POST /sessions/{id}/cancel)"
         return {
@@ -378,6 +411,8 @@ class SessionManager:
         except TimeoutError:
             raise _busy(session) from None
         try:
+            if session.closing:
+                raise NotFoundError(f"no session '{session.id}'")
             if not session.alive or session.sandbox is None:
                 raise GoneError(
                     f"session '{session.id}' is no longer available: {session.dead_reason}"
@@ -417,7 +452,7 @@ class SessionManager:
         try:
             if session.dead_reason is None:
                 session.dead_reason = reason
-                if reason != "closed":
+                if not session.closing:
                     log.warning("session ended", extra={"session": session.id, "reason": reason})
                     await self._repo.mark_dead(session.id, reason)
         finally:

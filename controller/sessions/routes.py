@@ -73,7 +73,7 @@ async def close_session(request: web.Request) -> web.Response:
 @audited("session.close")
 async def close_session_by_force(request: web.Request) -> web.Response:
     session_id = request.match_info["id"]
-    await request.app[SESSIONS].close(caller(request), session_id)
+    await request.app[SESSIONS].close(caller(request), session_id, force=True)
     return json_response(f"Session '{session_id}' closed by force.")
 
 
