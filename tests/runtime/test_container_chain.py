@@ -37,7 +37,7 @@ async def test_hardened_container_agent_ping_and_removal(
     try:
         reply, _ = await sandbox.call("ping", timeout=10)
         assert reply["pong"] is True
-        assert sandbox.link.hello["version"] == 1
+        assert sandbox.link.hello["version"] == 2
 
         attrs = docker.from_env().api.inspect_container(sandbox.handle.engine_id)
         host = attrs["HostConfig"]
