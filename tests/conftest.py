@@ -1,4 +1,9 @@
-"""Shared fixtures. Tests run against the real Docker engine and the real runtime image.
+"""Shared fixtures.
+
+A test that needs a Docker engine and the runtime image of this tree is marked ``docker``
+(a module marks all its tests with ``pytestmark = pytest.mark.docker``); only those check
+for the image, and the end-of-run sweep talks to Docker only when one of them ran. So
+``pytest -m "not docker"`` runs on a machine without Docker.
 
 Every test app gets its own data directory and a per-run ``instance`` label, so the
 containers a test leaves behind are found and swept at the end of the run.
@@ -19,6 +24,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from controller.app import create_app
+from controller.runtime import fake
 from controller.runtime.docker.image import default_tag
 from controller.settings import Settings
 
@@ -29,9 +35,15 @@ ADMIN_PASSWORD = "admin-" + secrets.token_urlsafe(12)
 INSTANCES: set[str] = set()
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _runtime_image() -> None:
+#: Whether a ``docker`` test ran: only then does the end-of-run sweep talk to Docker.
+DOCKER_USED = False
+
+
+@pytest.fixture(scope="session")
+def runtime_image() -> None:
     """Stop at once, with the fix, when the runtime image of this tree was not built."""
+    global DOCKER_USED
+    DOCKER_USED = True
     tag = default_tag()
     client = docker.from_env()
     try:
@@ -41,11 +53,20 @@ def _runtime_image() -> None:
         client.close()
 
 
+@pytest.fixture(autouse=True)
+def _docker_tests_need_the_image(request: pytest.FixtureRequest) -> None:
+    """A test marked ``docker`` gets the image check; any other never touches Docker."""
+    if request.node.get_closest_marker("docker") is not None:
+        request.getfixturevalue("runtime_image")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _sweep_test_containers() -> Iterator[None]:
     """Remove every container and image this run's apps left behind, even after failures:
     those labelled with exactly one of the instances this run made, nothing else."""
     yield
+    if not DOCKER_USED:
+        return
     client = docker.from_env()
     try:
         # sparse: no inspect per container, which fails on one another run removes meanwhile
@@ -70,6 +91,7 @@ def data_dir() -> Iterator[Path]:
     # Short on purpose: Unix socket paths (<data>/sockets/<key>/agent.sock) max out at 107 bytes.
     path = Path(tempfile.mkdtemp(prefix="o16n-", dir="/tmp"))
     yield path
+    fake.purge(path)  # the fake engine's agents outlive their app, as containers do
     shutil.rmtree(path, ignore_errors=True)
 
 

@@ -6,7 +6,10 @@ import asyncio
 import time
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
+
+pytestmark = pytest.mark.docker
 
 
 async def test_status_reports_each_component(

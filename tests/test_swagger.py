@@ -5,12 +5,15 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from controller.admin.console import PATHS as CONSOLE_PATHS
 from controller.app import create_app
 from controller.docs import load_document
 from controller.settings import Settings
+
+pytestmark = pytest.mark.docker
 
 # Operations served but deliberately left out of the core document.
 UNDOCUMENTED: set[tuple[str, str]] = {("HEAD", "*")}

@@ -20,6 +20,8 @@ import requests
 from tests.conftest import ADMIN_PASSWORD
 from tests.live_server import LiveServer, run_server
 
+pytestmark = pytest.mark.docker
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -22,6 +22,8 @@ from controller.admin.console import CSP
 from tests.conftest import ADMIN_PASSWORD
 from tests.live_server import LiveServer, run_server
 
+pytestmark = pytest.mark.docker
+
 # A session name is the user's to choose: the console must show it as text.
 HOSTILE = '<img src=x onerror="document.title=1">"work"'
 

@@ -23,6 +23,8 @@ from tests.admin.conftest import audit_entries
 from tests.auth.test_accounts import cli
 from tests.conftest import bearer, login, make_settings, user_headers
 
+pytestmark = pytest.mark.docker
+
 STEPS = ["database", "engine", "runtimeImage", "session", "service", "token", "disk"]
 
 

@@ -7,12 +7,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.admin.conftest import audit_entries
 from tests.conftest import user_headers
 from tests.services.conftest import consume, publish
 from tests.sessions.conftest import execute, new_session
+
+pytestmark = pytest.mark.docker
 
 
 async def test_node_describes_engine_containers_and_disk(

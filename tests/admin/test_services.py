@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import docker
+import pytest
 from aiohttp.test_utils import TestClient
 
 from controller.app import create_app
@@ -19,6 +20,8 @@ from tests.admin.conftest import audit_entries
 from tests.conftest import bearer, login, make_settings, user_headers
 from tests.services.conftest import consume, publish
 from tests.sessions.conftest import new_session
+
+pytestmark = pytest.mark.docker
 
 
 def _service_containers(settings: Settings) -> set[str]:

@@ -23,6 +23,8 @@ from tests.admin.conftest import audit_entries
 from tests.conftest import bearer, login, make_settings, user_headers
 from tests.sessions.conftest import execute, new_session
 
+pytestmark = pytest.mark.docker
+
 
 async def _wait_state(
     client: TestClient[Any, Any], headers: dict[str, str], session_id: str, state: str

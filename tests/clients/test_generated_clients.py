@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 from aiohttp.test_utils import TestClient
 from bravado.client import SwaggerClient
@@ -18,6 +19,8 @@ from bravado.requests_client import RequestsClient
 from swagger_spec_validator.validator20 import validate_spec
 
 from tests.conftest import ADMIN_PASSWORD
+
+pytestmark = pytest.mark.docker
 
 CORE = Path(__file__).resolve().parents[2] / "swagger" / "o16n-swagger.json"
 CONFIG = {

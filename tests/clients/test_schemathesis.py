@@ -19,6 +19,8 @@ from schemathesis.specs.openapi.checks import (
 
 from tests.live_server import LiveServer, run_server
 
+pytestmark = pytest.mark.docker
+
 CORE = Path(__file__).resolve().parents[2] / "swagger" / "o16n-swagger.json"
 # The realtime endpoints answer 501 by design (issue 4): no rx_serialize_model here. The
 # /admin endpoints are left out: fuzzed with the Owner's token they would end that token's

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
+import pytest
 from aiohttp.test_utils import TestClient
 from azureml.common.http_client import HttpException
 from azureml.deploy import DeployClient
@@ -21,6 +22,8 @@ from sklearn.linear_model import LinearRegression
 
 from tests.clients import sdk_functions
 from tests.conftest import ADMIN_PASSWORD
+
+pytestmark = pytest.mark.docker
 
 T = TypeVar("T")
 

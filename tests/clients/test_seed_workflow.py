@@ -7,9 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.conftest import ADMIN_PASSWORD
+
+pytestmark = pytest.mark.docker
 
 
 async def test_the_seed_workflow(client: TestClient[Any, Any]) -> None:

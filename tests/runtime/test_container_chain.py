@@ -18,6 +18,8 @@ from controller.runtime.docker.image import runtime_tag
 from controller.runtime.sandboxes import Sandboxes
 from controller.settings import Settings
 
+pytestmark = pytest.mark.docker
+
 
 @pytest.fixture
 async def sandboxes(settings: Settings) -> Any:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import pytest
 from aiohttp.test_utils import TestClient
 
 from controller.app import create_app
@@ -18,6 +19,8 @@ from tests.conftest import bearer, login, make_settings
 from tests.services.conftest import consume, publish
 from tests.sessions.conftest import execute, new_session
 from tests.snapshots.test_snapshots import snapshot
+
+pytestmark = pytest.mark.docker
 
 
 async def _start(aiohttp_client: Any, settings: Settings) -> tuple[TestClient[Any, Any], Any]:

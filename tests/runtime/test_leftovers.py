@@ -21,6 +21,8 @@ from controller.app import create_app
 from tests.conftest import bearer, login, make_settings
 from tests.sessions.conftest import execute, new_session
 
+pytestmark = pytest.mark.docker
+
 
 async def test_files_and_socket_directories_left_by_crashes_go_at_start(
     aiohttp_client: Any, data_dir: Path

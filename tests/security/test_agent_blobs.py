@@ -29,6 +29,8 @@ from tests.conftest import bearer, login, make_settings
 from tests.live_server import run_server
 from tests.sessions.conftest import execute, new_session
 
+pytestmark = pytest.mark.docker
+
 MIB = 1 << 20
 
 #: Session code: the id of the request the agent is answering (found on the stack), and a

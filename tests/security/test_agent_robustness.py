@@ -32,6 +32,8 @@ from tests.conftest import bearer, login, make_settings
 from tests.services.conftest import consume, publish
 from tests.sessions.conftest import execute, new_session
 
+pytestmark = pytest.mark.docker
+
 # --- hostile values ------------------------------------------------------------------------
 
 

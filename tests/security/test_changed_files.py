@@ -11,10 +11,13 @@ import zipfile
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.services.conftest import consume, publish
 from tests.sessions.conftest import execute, new_session
+
+pytestmark = pytest.mark.docker
 
 FILES = 12_000
 CHANGED_FILES_MAX = 1000  # names listed (README: "Changed files")

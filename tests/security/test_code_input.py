@@ -15,6 +15,8 @@ from aiohttp.test_utils import TestClient
 from tests.services.conftest import consume, publish
 from tests.sessions.conftest import new_session
 
+pytestmark = pytest.mark.docker
+
 #: Code ``compile`` refuses with something other than a plain SyntaxError on 3.11
 #: (ValueError for a NUL byte, MemoryError/RecursionError for parser depth), and plain ones.
 UNCOMPILABLE = {

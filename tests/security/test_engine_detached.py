@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.docker
+
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "ensure-docker.sh"
 
 

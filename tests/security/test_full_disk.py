@@ -22,6 +22,8 @@ from tests.conftest import ADMIN_PASSWORD, bearer, login, make_settings
 from tests.services.conftest import consume, publish
 from tests.sessions.conftest import execute, new_session
 
+pytestmark = pytest.mark.docker
+
 
 @pytest.fixture
 def small_disk() -> Iterator[Path]:

@@ -30,6 +30,8 @@ from controller.settings import Settings
 from tests.conftest import ADMIN_PASSWORD, bearer, login, make_settings
 from tests.sessions.conftest import execute
 
+pytestmark = pytest.mark.docker
+
 ROOT = Path(__file__).resolve().parents[2]
 ADOPT_TIMEOUT = 2
 

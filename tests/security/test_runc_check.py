@@ -12,6 +12,8 @@ from aiohttp.test_utils import TestClient
 from controller.runtime.docker import runc
 from controller.runtime.docker.gateway import DockerGateway
 
+pytestmark = pytest.mark.docker
+
 # The head of Debian 12's /usr/share/doc/runc/changelog.Debian.gz, as shipped.
 DEBIAN_BOOKWORM = """\
 runc (1.1.5+ds1-1+deb12u1) bookworm-security; urgency=high

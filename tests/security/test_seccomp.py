@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.services.conftest import consume, publish
 from tests.sessions.conftest import execute, new_session
+
+pytestmark = pytest.mark.docker
 
 EPERM = 1
 #: ptrace(PTRACE_ATTACH, 1) and process_vm_readv of pid 1 and of the agent itself, by ctypes:

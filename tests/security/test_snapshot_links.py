@@ -22,6 +22,8 @@ from o16n_agent.errors import OpError
 from tests.services.conftest import consume, publish
 from tests.sessions.conftest import execute, new_session
 
+pytestmark = pytest.mark.docker
+
 
 def _tar(*members: tuple[tarfile.TarInfo, bytes]) -> bytes:
     buffer = io.BytesIO()

@@ -16,6 +16,8 @@ from controller.runtime.sandbox import FALLBACK_LOG
 from tests.conftest import bearer, login, make_settings
 from tests.services.conftest import consume, publish
 
+pytestmark = pytest.mark.docker
+
 TYPES = [
     {"name": "n", "type": "numeric"},
     {"name": "i", "type": "integer"},

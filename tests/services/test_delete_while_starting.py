@@ -7,11 +7,14 @@ import asyncio
 from typing import Any
 
 import docker
+import pytest
 from aiohttp.test_utils import TestClient
 
 from controller.services.registry import SERVICES
 from controller.settings import SETTINGS
 from tests.services.conftest import publish
+
+pytestmark = pytest.mark.docker
 
 
 def _service_containers(instance: str) -> list[Any]:

@@ -16,6 +16,8 @@ from controller.app import create_app
 from tests.conftest import bearer, login, make_settings
 from tests.services.conftest import publish
 
+pytestmark = pytest.mark.docker
+
 
 async def test_failing_service_starts_back_off(
     aiohttp_client: Any, data_dir: Path, caplog: pytest.LogCaptureFixture

@@ -15,6 +15,8 @@ from controller.settings import Settings
 from tests.conftest import bearer, login, make_settings
 from tests.services.conftest import consume, publish
 
+pytestmark = pytest.mark.docker
+
 
 @pytest.fixture
 def settings(data_dir: Path) -> Settings:

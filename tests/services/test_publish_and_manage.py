@@ -16,6 +16,8 @@ from tests.services.conftest import consume, publish
 from tests.sessions.conftest import execute, new_session
 from tests.snapshots.test_snapshots import snapshot
 
+pytestmark = pytest.mark.docker
+
 GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 

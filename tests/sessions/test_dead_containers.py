@@ -23,6 +23,8 @@ from tests.security.test_locked_database import write_lock_held
 from tests.services.conftest import consume, publish
 from tests.sessions.conftest import new_session
 
+pytestmark = pytest.mark.docker
+
 
 def _containers(settings: Settings, *labels: str) -> list[Any]:
     engine = docker.from_env()

@@ -7,10 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import pytest
 
 from controller.app import create_app
 from tests.conftest import bearer, login, make_settings
 from tests.sessions.conftest import execute, new_session
+
+pytestmark = pytest.mark.docker
 
 
 async def test_sessions_survive_a_controller_restart(aiohttp_client: Any, data_dir: Path) -> None:

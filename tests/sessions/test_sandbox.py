@@ -14,6 +14,8 @@ from controller.app import create_app
 from tests.conftest import make_settings, user_headers
 from tests.sessions.conftest import execute, new_session
 
+pytestmark = pytest.mark.docker
+
 
 @pytest.fixture
 async def small_client(aiohttp_client: Any, data_dir: Any) -> TestClient[Any, Any]:

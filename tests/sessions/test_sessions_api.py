@@ -9,11 +9,14 @@ from typing import Any
 import aiohttp
 import dill
 import numpy as np
+import pytest
 from aiohttp.test_utils import TestClient
 
 from controller.app import create_app
 from tests.conftest import make_settings, user_headers
 from tests.sessions.conftest import execute, new_session
+
+pytestmark = pytest.mark.docker
 
 GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 

@@ -8,10 +8,13 @@ from typing import Any
 
 import dill
 import docker
+import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.conftest import user_headers
 from tests.sessions.conftest import execute, new_session
+
+pytestmark = pytest.mark.docker
 
 
 async def snapshot(
