@@ -228,7 +228,7 @@ class FakeRuntime:
 
     async def create(self, spec: ContainerSpec) -> ContainerHandle:
         folder = self._dir(spec.key)
-        endpoint = f"unix:{spec.socket_dir / SOCKET_NAME}"
+        endpoint = f"unix:{self._settings.sockets_dir / spec.key / SOCKET_NAME}"
         state = {
             "instance": spec.instance,
             "key": spec.key,
@@ -426,6 +426,7 @@ class FakeRuntime:
             endpoint=str(state.get("endpoint", "")),
             environment=str(state.get("environment", "")),
             state={
+                "id": f"fake-{state.get('key', '')}",  # what operators see; the pid changes
                 "pid": str(pid) if isinstance(pid, int) else "",
                 "started": str(state.get("started") or ""),
             },
