@@ -128,6 +128,23 @@ def _reap(pid: int) -> int | None:
     return 128 - code if code < 0 else code
 
 
+def _usage(pid: int) -> dict[str, Any] | None:
+    """Resident memory and CPU seconds (its own and its collected children's) of ``pid``."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        resident = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()
+    ticks = sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+    return {
+        "memoryBytes": resident * os.sysconf("SC_PAGE_SIZE"),
+        "memoryLimitBytes": None,  # the fake engine sets no limits
+        "cpuSeconds": round(ticks / os.sysconf("SC_CLK_TCK"), 3),
+        "cpuPercent": None,
+    }
+
+
 def _kill_group(pid: int, started: str) -> None:
     """SIGKILL the process group of agent ``pid`` (every process user code forked), if
     ``pid`` is still that agent."""
@@ -400,6 +417,20 @@ class FakeRuntime:
         for path in stale:
             await asyncio.to_thread(shutil.rmtree, path, True)
         return len(stale)
+
+    async def stats(self, ids: list[str]) -> dict[str, dict[str, Any] | None]:
+        """Memory (resident) and CPU time of each agent, by ``engine_id`` (``None`` for one
+        that is not running): the admin endpoints' hook, read from /proc."""
+
+        def one(engine_id: str) -> dict[str, Any] | None:
+            key = engine_id.removeprefix("fake-")
+            state = (_read_json(self._root / key / STATE_FILE) if _KEY.match(key) else None) or {}
+            pid = state.get("pid")
+            if not isinstance(pid, int) or not _alive(pid, str(state.get("started") or "")):
+                return None
+            return _usage(pid)
+
+        return await asyncio.to_thread(lambda: {i: one(i) for i in ids})
 
     async def close(self) -> None:
         """Stop watching. The agents keep running, as Docker's containers do, so that a

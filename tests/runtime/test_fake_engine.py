@@ -111,6 +111,11 @@ async def test_the_real_agent_of_the_controller_answers_over_the_protocol(
     (owned,) = await runtime.list_owned()
     assert owned.key == launched.handle.key
     assert owned.state["pid"].isdigit()  # known once started: list_owned reads it back
+    ident = owned.state["id"]
+    usage = (await runtime.stats([ident, "fake-0123456789ab", "nonsense"]))[ident]
+    assert usage is not None
+    assert usage["memoryBytes"] > 1_000_000
+    assert usage["cpuSeconds"] > 0
     await launched.listener.close()
     await runtime.remove(launched.handle)
 
