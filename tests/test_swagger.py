@@ -13,8 +13,6 @@ from controller.app import create_app
 from controller.docs import load_document
 from controller.settings import Settings
 
-pytestmark = pytest.mark.docker
-
 # Operations served but deliberately left out of the core document.
 UNDOCUMENTED: set[tuple[str, str]] = {("HEAD", "*")}
 # The web console's pages are HTML for a browser, not API operations.
@@ -58,6 +56,7 @@ def test_document_is_valid_swagger_2() -> None:
     validate_spec(load_document())
 
 
+@pytest.mark.docker
 async def test_document_is_served(
     client: TestClient[Any, Any], admin_headers: dict[str, str]
 ) -> None:

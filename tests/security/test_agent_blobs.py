@@ -29,8 +29,6 @@ from tests.conftest import bearer, login, make_settings
 from tests.live_server import run_server
 from tests.sessions.conftest import execute, new_session
 
-pytestmark = pytest.mark.docker
-
 MIB = 1 << 20
 
 #: Session code: the id of the request the agent is answering (found on the stack), and a
@@ -56,6 +54,7 @@ def _agent_socket():
 # --- the bound: many large downloads and a huge unsolicited blob ------------------------------
 
 
+@pytest.mark.docker
 def test_controller_memory_stays_bounded_under_downloads_and_a_lying_agent() -> None:
     """3 sessions download 200 MiB each while a fourth announces an unsolicited 2 GiB blob:
     the controller's peak RSS stays under its idle baseline + 128 MiB, every download is
@@ -76,6 +75,7 @@ def test_controller_memory_stays_bounded_under_downloads_and_a_lying_agent() -> 
     assert "no request was waiting" in figures["attacker_reply"], figures
 
 
+@pytest.mark.docker
 def test_uploads_workspace_objects_and_snapshots_stream_through_the_controller() -> None:
     """A 96 MiB upload, workspace object (set and got), snapshot (taken, loaded, started
     from) and snapshot zip: each arrives intact and the controller's peak RSS stays under
@@ -112,6 +112,7 @@ async def small_blobs(
     yield client, bearer((await login(client))["access_token"])
 
 
+@pytest.mark.docker
 async def test_a_blob_over_the_calls_limit_is_refused_by_an_honest_agent(
     small_blobs: tuple[TestClient[Any, Any], dict[str, str]],
 ) -> None:
@@ -128,6 +129,7 @@ async def test_a_blob_over_the_calls_limit_is_refused_by_an_honest_agent(
     assert resp.status == 200 and "big" in await resp.json()
 
 
+@pytest.mark.docker
 async def test_a_lying_agent_that_sends_more_than_the_limit_is_cut_off_at_the_head(
     small_blobs: tuple[TestClient[Any, Any], dict[str, str]],
 ) -> None:
@@ -158,6 +160,7 @@ async def test_a_lying_agent_that_sends_more_than_the_limit_is_cut_off_at_the_he
     assert result["success"] is True
 
 
+@pytest.mark.docker
 async def test_a_reply_with_a_blob_to_a_call_that_expects_none_ends_the_session(
     client: TestClient[Any, Any], admin_headers: dict[str, str]
 ) -> None:
@@ -179,6 +182,7 @@ async def test_a_reply_with_a_blob_to_a_call_that_expects_none_ends_the_session(
     assert resp.status == 410
 
 
+@pytest.mark.docker
 async def test_an_unsolicited_frame_ends_only_its_own_session(
     client: TestClient[Any, Any], admin_headers: dict[str, str]
 ) -> None:
@@ -208,6 +212,7 @@ async def test_an_unsolicited_frame_ends_only_its_own_session(
     assert "a frame arrived when no request was waiting for one" in (await resp.json())["message"]
 
 
+@pytest.mark.docker
 async def test_a_client_that_leaves_mid_download_leaves_the_session_usable(
     client: TestClient[Any, Any], admin_headers: dict[str, str]
 ) -> None:

@@ -32,8 +32,6 @@ from tests.conftest import bearer, login, make_settings
 from tests.services.conftest import consume, publish
 from tests.sessions.conftest import execute, new_session
 
-pytestmark = pytest.mark.docker
-
 # --- hostile values ------------------------------------------------------------------------
 
 
@@ -380,6 +378,7 @@ async def _headers(client: TestClient[Any, Any]) -> dict[str, str]:
     return bearer((await login(client))["access_token"])
 
 
+@pytest.mark.docker
 async def test_a_session_survives_every_hostile_value(lean_client: TestClient[Any, Any]) -> None:
     client = lean_client
     headers = await _headers(client)
@@ -402,6 +401,7 @@ async def test_a_session_survives_every_hostile_value(lean_client: TestClient[An
     assert "'y'" in result["errorMessage"] and "too large" in result["errorMessage"]
 
 
+@pytest.mark.docker
 @pytest.mark.parametrize("isolation", ["shared", "fork"])
 async def test_a_service_survives_every_hostile_value(
     lean_client: TestClient[Any, Any], isolation: str
