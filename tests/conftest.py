@@ -1,9 +1,12 @@
 """Shared fixtures.
 
 A test that needs a Docker engine and the runtime image of this tree is marked ``docker``
-(a module marks all its tests with ``pytestmark = pytest.mark.docker``); only those check
-for the image, and the end-of-run sweep talks to Docker only when one of them ran. So
-``pytest -m "not docker"`` runs on a machine without Docker.
+(a module marks all its tests with ``pytestmark = pytest.mark.docker``). Any other test's
+apps run on the engine of the run (``ENGINE``): the real one when the run selected a test
+marked ``docker`` (plain ``pytest``, ``make test``: everything against Docker), else the
+fake engine (``controller.runtime.fake``), so ``pytest -m "not docker"`` never reaches
+Docker; ``O16N_TEST_ENGINE=fake|docker`` chooses. Only a run on Docker checks the image
+and sweeps Docker at its end.
 
 Every test app gets its own data directory and a per-run ``instance`` label, so the
 containers a test leaves behind are found and swept at the end of the run.
@@ -12,6 +15,7 @@ containers a test leaves behind are found and swept at the end of the run.
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 import shutil
 import tempfile
@@ -35,8 +39,22 @@ ADMIN_PASSWORD = "admin-" + secrets.token_urlsafe(12)
 INSTANCES: set[str] = set()
 
 
-#: Whether a ``docker`` test ran: only then does the end-of-run sweep talk to Docker.
+#: Whether a test ran on Docker: only then does the end-of-run sweep talk to Docker.
 DOCKER_USED = False
+#: The engine of the run's tests not marked ``docker`` (``pytest_collection_modifyitems``).
+ENGINE = "fake"
+#: The engine of the apps the running test makes (``make_settings``).
+TEST_ENGINE = "fake"
+
+
+@pytest.hookimpl(trylast=True)  # after ``-m`` and ``-k`` have deselected what they do
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    global ENGINE
+    chosen = os.environ.get("O16N_TEST_ENGINE", "")
+    if chosen not in ("", "fake", "docker"):
+        raise pytest.UsageError(f"O16N_TEST_ENGINE={chosen!r}: fake or docker")
+    on_docker = any(item.get_closest_marker("docker") is not None for item in items)
+    ENGINE = chosen or ("docker" if on_docker else "fake")
 
 
 @pytest.fixture(scope="session")
@@ -54,9 +72,13 @@ def runtime_image() -> None:
 
 
 @pytest.fixture(autouse=True)
-def _docker_tests_need_the_image(request: pytest.FixtureRequest) -> None:
-    """A test marked ``docker`` gets the image check; any other never touches Docker."""
-    if request.node.get_closest_marker("docker") is not None:
+def _engine_of_the_test(request: pytest.FixtureRequest) -> None:
+    """The engine of the test's apps: Docker for one marked ``docker`` (or in a run on
+    Docker), with the image checked first; otherwise the fake one, and no Docker at all."""
+    global TEST_ENGINE
+    marked = request.node.get_closest_marker("docker") is not None
+    TEST_ENGINE = "docker" if marked else ENGINE
+    if TEST_ENGINE == "docker":
         request.getfixturevalue("runtime_image")
 
 
