@@ -15,7 +15,8 @@ listens on loopback only, and says so loudly in the log when it does start.
 A "container" is a directory ``<data_dir>/fake-engine/containers/<key>/`` (its state
 file, its own working directory ``work/`` and ``tmp/``, the agent's output ``agent.log``)
 and, once started, an agent process ``python -I -m o16n_agent`` of the controller's own
-interpreter and agent package, in a session and process group of its own (so a removal
+interpreter, run from the agent bundle containers mount (``agent_bundle``: the
+controller's own agent package), in a session and process group of its own (so a removal
 kills whatever user code forked too). The state file keeps pid and start time, so a
 restarted controller finds its children again (``list_owned``) and never mistakes a
 reused pid for one of them.
@@ -69,18 +70,21 @@ _KEY = re.compile(r"^[0-9a-f]{12,32}$")
 _ENV_ID = re.compile(r"^[0-9a-f]{24}$")
 
 #: the agent, from the controller's own installation: ``-I`` ignores PYTHONPATH, so the
-#: directory holding the controller's ``o16n_agent`` goes first on the agent's path
+#: directory holding ``o16n_agent`` (the bundle containers mount) goes first on its path
 _BOOT = (
     "import sys; sys.path.insert(0, sys.argv.pop(1)); "
     "from o16n_agent.agent import main; raise SystemExit(main(sys.argv[1:]))"
 )
 
 
-def agent_command(socket_path: Path, workdir: Path) -> list[str]:
-    """How a fake container starts its agent: this interpreter, isolated mode."""
-    package_parent = str(Path(o16n_agent.__file__).resolve().parent.parent)
+def agent_command(agent_dir: Path | None, socket_path: Path, workdir: Path) -> list[str]:
+    """How a fake container starts its agent: this interpreter, isolated mode, the agent
+    from ``agent_dir`` (the staged bundle, ``agent_bundle``), else from the controller's
+    own ``o16n_agent``."""
+    if agent_dir is None:
+        agent_dir = Path(o16n_agent.__file__).resolve().parent.parent
     return [
-        sys.executable, "-I", "-c", _BOOT, package_parent,
+        sys.executable, "-I", "-c", _BOOT, str(agent_dir),
         "--socket", str(socket_path), "--workdir", str(workdir),
     ]  # fmt: skip
 
@@ -255,6 +259,7 @@ class FakeRuntime:
             "endpoint": endpoint,
             "environment": spec.image,
             "env": dict(spec.environment),
+            "agent_dir": str(spec.agent_dir),
             "created": time.time(),
             "pid": None,
             "started": "",
@@ -287,7 +292,12 @@ class FakeRuntime:
             "TMPDIR": str(tmp),
             "MPLCONFIGDIR": str(tmp / "mpl"),
         }
-        argv = agent_command(Path(str(state["endpoint"]).removeprefix("unix:")), work)
+        agent_dir = state.get("agent_dir")
+        argv = agent_command(
+            Path(agent_dir) if isinstance(agent_dir, str) and agent_dir else None,
+            Path(str(state["endpoint"]).removeprefix("unix:")),
+            work,
+        )
 
         def spawn() -> tuple[int, str]:
             log_fd = os.open(folder / "agent.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)

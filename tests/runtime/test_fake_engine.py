@@ -17,11 +17,11 @@ import pytest
 from o16n_agent import protocol
 
 from controller.errors import AgentGone, NotFoundError, RuntimeFailure
-from controller.runtime import fake
+from controller.runtime import agent_bundle, fake
 from controller.runtime.agent_link import AgentLink, AgentListener
 from controller.runtime.containers import ContainerHandle, ContainerRuntime
 from controller.runtime.environments import EnvironmentStore
-from controller.runtime.spec import ContainerSpec
+from controller.runtime.spec import ContainerSpec, Kind
 from controller.settings import Settings
 from tests.conftest import make_settings
 
@@ -71,10 +71,19 @@ def listener_for(handle: ContainerHandle) -> AgentListener:
     return listener
 
 
-async def launch(runtime: ContainerRuntime, settings: Settings, kind: str = "session") -> Launched:
-    spec = ContainerSpec.from_settings(
-        settings, image=fake.BASE, key=secrets.token_hex(8), kind=kind, owner="alice"
+def spec_for(settings: Settings, image: str = fake.BASE, kind: Kind = "session") -> ContainerSpec:
+    return ContainerSpec.from_settings(
+        settings,
+        image=image,
+        key=secrets.token_hex(8),
+        kind=kind,
+        owner="alice",
+        agent_dir=agent_bundle.stage(settings.data_dir),
     )
+
+
+async def launch(runtime: ContainerRuntime, settings: Settings, kind: Kind = "session") -> Launched:
+    spec = spec_for(settings, kind=kind)
     handle = await runtime.create(spec)
     listener = listener_for(handle)
     await listener.start()  # the caller listens before start, as the protocol says
@@ -104,8 +113,13 @@ async def test_the_real_agent_of_the_controller_answers_over_the_protocol(
     assert reply["pong"] is True
     result = await execute(link, "import o16n_agent, os\nprint(o16n_agent.__file__)\nx = 6 * 7")
     assert result["success"], result
-    # the controller's own agent package, whatever the interpreter would find by itself
-    assert result["console"].strip() == o16n_agent.__file__
+    # the bundle of the controller's own agent package (what containers mount), whatever
+    # the interpreter would find by itself
+    bundle = agent_bundle.stage(settings.data_dir)
+    assert result["console"].strip() == str(bundle / "o16n_agent" / "__init__.py")
+    assert bundle.name == agent_bundle.digest(
+        agent_bundle.package_files(Path(o16n_agent.__file__).parent)
+    )
     assert await runtime.poll(launched.handle) is None
     assert launched.handle.environment == fake.BASE
     (owned,) = await runtime.list_owned()
@@ -325,9 +339,7 @@ async def test_environments_are_opaque_references_captured_pristine(
         await store.resolve("o16n-fake:../../etc")
 
     # an environment a running container was launched on is kept until it ends
-    spec = ContainerSpec.from_settings(
-        settings, image=await store.resolve(service), key=secrets.token_hex(8), kind="service"
-    )
+    spec = spec_for(settings, await store.resolve(service), "service")
     on_service = await runtime.create(spec)
     listener = listener_for(on_service)
     await listener.start()
