@@ -371,9 +371,9 @@ class FakeRuntime:
             agent = self._agents.get(handle.key)
             if agent is None:  # an earlier controller's: watch it end
                 agent = self._watch(_Agent(handle.key, pid, started), quiet=True)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(KILL_WAIT):
-                    await agent.ended.wait()
+            if agent.watcher is not None:
+                # to its end, which may still be writing the exit into the directory
+                await asyncio.wait({agent.watcher}, timeout=KILL_WAIT)
         self._forget(handle.key)
         await asyncio.to_thread(shutil.rmtree, folder, True)
         await asyncio.to_thread(shutil.rmtree, self._settings.sockets_dir / handle.key, True)
