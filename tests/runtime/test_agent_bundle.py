@@ -120,6 +120,7 @@ def test_a_directory_without_the_agent_is_refused(tmp_path: Path) -> None:
         agent_bundle.stage(tmp_path / "data", tmp_path / "empty")
 
 
+@pytest.mark.docker
 async def test_an_image_with_a_stale_agent_runs_the_mounted_one(
     settings: Settings, tmp_path: Path
 ) -> None:

@@ -10,10 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import o16n_agent
+import pytest
 import requests
 from o16n_agent import protocol
 
 from tests.live_server import LiveServer, run_server
+
+pytestmark = pytest.mark.docker
 
 VERSION_LINE = re.compile(r"^VERSION = \d+$", re.MULTILINE)
 
