@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from controller.runtime import docker
+from controller.runtime import docker, fake
 from controller.runtime.containers import ContainerRuntime
 from controller.runtime.environments import EnvironmentStore
 from controller.settings import Settings, SettingsError
@@ -58,6 +58,7 @@ EngineFactory = Callable[[Settings], AbstractAsyncContextManager[Engine]]
 
 ENGINES: dict[str, EngineFactory] = {
     "docker": docker.open_engine,
+    "fake": fake.open_engine,  # no isolation: tests and development (its docstring)
 }
 
 

@@ -43,10 +43,10 @@ import shutil
 import signal as signals
 import sys
 import time
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import o16n_agent
 
@@ -56,6 +56,9 @@ from controller.runtime.containers import ContainerHandle, ExitReport
 from controller.runtime.environments import Captured
 from controller.runtime.spec import ContainerSpec
 from controller.settings import Settings
+
+if TYPE_CHECKING:
+    from controller.runtime.engines import Engine
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +100,20 @@ def loopback_only(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+@contextlib.asynccontextmanager
+async def open_engine(settings: Settings) -> AsyncIterator[Engine]:
+    """The fake engine (``O16N_ENGINE=fake``): refused unless the controller serves
+    loopback only. It has no engine facts or image to report (``/status`` and the
+    diagnostics say so); the admin endpoints get its agents' memory and CPU."""
+    from controller.runtime.engines import Engine
+
+    runtime = FakeRuntime(settings)
+    try:
+        yield Engine("fake", runtime, FakeEnvironments(settings, runtime), stats=runtime.stats)
+    finally:
+        await runtime.close()
 
 
 # --- processes, found again by pid and start time ---------------------------------------
