@@ -123,6 +123,7 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
         "admin_password": ADMIN_PASSWORD,
         "instance": f"{INSTANCE_PREFIX}{RUN_ID}-{secrets.token_hex(3)}",
         "log_format": "text",
+        "engine": TEST_ENGINE,
     }
     values.update(overrides)
     settings = Settings.from_env({}, **values)

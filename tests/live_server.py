@@ -16,6 +16,7 @@ from pathlib import Path
 
 import requests
 
+from controller.runtime import fake
 from tests.conftest import ADMIN_PASSWORD, INSTANCE_PREFIX, INSTANCES, RUN_ID
 
 
@@ -34,10 +35,16 @@ def _free_port() -> int:
 
 
 def run_server(
-    *, data_dir: Path | None = None, env: dict[str, str] | None = None, **settings: str
+    *,
+    engine: str = "docker",
+    data_dir: Path | None = None,
+    env: dict[str, str] | None = None,
+    **settings: str,
 ) -> Generator[LiveServer, None, None]:
-    """Serve until closed. With ``data_dir`` (kept afterwards) a second server restarts the
-    first; ``env`` adds to the process's environment (``PYTHONPATH``, say)."""
+    """Serve until closed, on ``engine`` (``fake`` for a test that needs no Docker: pass
+    ``tests.conftest.ENGINE``, the engine of the run). With ``data_dir`` (kept afterwards)
+    a second server restarts the first; ``env`` adds to the process's environment
+    (``PYTHONPATH``, say)."""
     own_dir = data_dir is None
     data_dir = data_dir or Path(tempfile.mkdtemp(prefix="o16n-", dir="/tmp"))
     port = _free_port()
@@ -52,6 +59,7 @@ def run_server(
         "O16N_LOG_LEVEL": "WARNING",
         "O16N_LOG_FORMAT": "text",
         "O16N_ACCESS_LOG": "false",
+        "O16N_ENGINE": engine,
         **{f"O16N_{k.upper()}": v for k, v in settings.items()},
         **(env or {}),
     }
@@ -83,4 +91,5 @@ def run_server(
         except subprocess.TimeoutExpired:
             process.kill()
         if own_dir:
+            fake.purge(data_dir)  # the fake engine's agents outlive their server
             shutil.rmtree(data_dir, ignore_errors=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import pytest
 from aiohttp.test_utils import TestClient
 
 from controller.admin.console import PATHS as CONSOLE_PATHS
@@ -56,7 +55,6 @@ def test_document_is_valid_swagger_2() -> None:
     validate_spec(load_document())
 
 
-@pytest.mark.docker
 async def test_document_is_served(
     client: TestClient[Any, Any], admin_headers: dict[str, str]
 ) -> None:

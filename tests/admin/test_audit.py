@@ -25,8 +25,6 @@ from tests.conftest import bearer, login, make_settings
 from tests.services.conftest import publish
 from tests.sessions.conftest import new_session
 
-pytestmark = pytest.mark.docker
-
 
 @pytest.fixture
 def settings(data_dir: Any) -> Any:

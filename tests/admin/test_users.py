@@ -24,8 +24,6 @@ from tests.conftest import bearer, login, user_headers
 from tests.services.conftest import publish
 from tests.sessions.conftest import new_session
 
-pytestmark = pytest.mark.docker
-
 
 def _admin_operations() -> list[tuple[str, str]]:
     """Every /admin API operation (the console's static files are public: tested apart)."""

@@ -10,15 +10,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
 from aiohttp.test_utils import TestClient
 
 from controller.app import create_app
 from controller.roles import Role
 from controller.settings import Settings
 from tests.conftest import bearer, login, make_settings
-
-pytestmark = pytest.mark.docker
 
 
 def cli(data_dir: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:

@@ -6,14 +6,11 @@ import asyncio
 import time
 from typing import Any
 
-import pytest
 from aiohttp.test_utils import TestClient
 from jose import jwt
 
 from controller.settings import Settings
 from tests.conftest import ADMIN_PASSWORD, bearer, login
-
-pytestmark = pytest.mark.docker
 
 
 async def test_login_returns_an_ml_server_token_pair(client: TestClient[Any, Any]) -> None:

@@ -6,14 +6,11 @@ import asyncio
 import base64
 from typing import Any
 
-import pytest
 from aiohttp.test_utils import TestClient
 
 from controller.app import create_app
 from tests.conftest import bearer, login, make_settings, user_headers
 from tests.services.conftest import publish
-
-pytestmark = pytest.mark.docker
 
 CODE = (
     "import time\ntime.sleep(pause)\n"

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from aiohttp.test_utils import TestClient
 
 from controller.app import create_app
 from tests.conftest import login, make_settings
-
-pytestmark = pytest.mark.docker
 
 
 async def test_unknown_route_is_a_json_404(client: TestClient[Any, Any]) -> None:

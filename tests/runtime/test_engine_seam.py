@@ -81,6 +81,7 @@ def test_the_default_engine_is_docker(data_dir: Path) -> None:
     assert engines.factory(settings) is engines.ENGINES["docker"]
 
 
+@pytest.mark.docker
 async def test_rows_holding_image_names_of_before_still_launch(
     aiohttp_client: Any, data_dir: Path
 ) -> None:

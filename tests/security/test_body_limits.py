@@ -17,8 +17,6 @@ from tests.conftest import login, make_settings
 from tests.security.rawhttp import connect, head, read_response
 from tests.sessions.conftest import new_session
 
-pytestmark = pytest.mark.docker
-
 BIG = 10 * 1024**2
 
 

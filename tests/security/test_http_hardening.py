@@ -15,8 +15,6 @@ from controller.app import create_app
 from tests.conftest import bearer, login, make_settings
 from tests.security.rawhttp import closed_within, connect, head, read_response
 
-pytestmark = pytest.mark.docker
-
 CSP = "default-src 'none'; frame-ancestors 'none'"
 
 

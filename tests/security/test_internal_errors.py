@@ -17,8 +17,6 @@ from controller.http.public import public
 from controller.settings import Settings
 from tests.sessions.conftest import new_session
 
-pytestmark = pytest.mark.docker
-
 SECRET_PATH = "/opt/o16n/secret_module.py"
 AGENT_TRACEBACK = f'Traceback (most recent call last):\n  File "{SECRET_PATH}", line 7\nKeyError'
 

@@ -13,15 +13,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
 from aiohttp.test_utils import TestClient
 
 from controller.app import create_app
 from controller.store.db import BUSY_TIMEOUT
 from tests.conftest import bearer, login, make_settings
 from tests.sessions.conftest import new_session
-
-pytestmark = pytest.mark.docker
 
 
 @contextmanager

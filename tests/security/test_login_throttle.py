@@ -20,8 +20,6 @@ from controller.http.client_address import client_address
 from controller.settings import parse_networks
 from tests.conftest import ADMIN_PASSWORD, login, make_settings, user_headers
 
-pytestmark = pytest.mark.docker
-
 
 async def _post_login(
     session: aiohttp.ClientSession,
