@@ -125,6 +125,11 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
         "log_format": "text",
         "engine": TEST_ENGINE,
     }
+    if overrides.get("engine", TEST_ENGINE) == "fake":
+        # No warm pools unless a test asks: on the fake engine they are four processes
+        # importing the data stack per app start, most of the CPU of a Docker-free run,
+        # and the tests run there are about something else.
+        values.update(warm_pool_size=0, service_warm_pool_size=0)
     values.update(overrides)
     settings = Settings.from_env({}, **values)
     INSTANCES.add(settings.instance)
