@@ -113,7 +113,10 @@ def data_dir() -> Iterator[Path]:
     # Short on purpose: Unix socket paths (<data>/sockets/<key>/agent.sock) max out at 107 bytes.
     path = Path(tempfile.mkdtemp(prefix="o16n-", dir="/tmp"))
     yield path
-    fake.purge(path)  # the fake engine's agents outlive their app, as containers do
+    # the fake engine's agents outlive their app, as containers do: end them, also those
+    # of apps a test gave a directory inside this one
+    for engine_dir in [path / fake.ROOT, *path.glob(f"*/{fake.ROOT}")]:
+        fake.purge(engine_dir.parent)
     shutil.rmtree(path, ignore_errors=True)
 
 
