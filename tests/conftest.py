@@ -26,8 +26,10 @@ from typing import Any
 import docker
 import pytest
 from aiohttp.test_utils import TestClient
+from argon2 import PasswordHasher
 
 from controller.app import create_app
+from controller.auth import passwords
 from controller.runtime import fake
 from controller.runtime.docker.image import default_tag
 from controller.settings import Settings
@@ -80,6 +82,18 @@ def _engine_of_the_test(request: pytest.FixtureRequest) -> None:
     TEST_ENGINE = "docker" if marked else ENGINE
     if TEST_ENGINE == "docker":
         request.getfixturevalue("runtime_image")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cheap_password_hashing() -> Iterator[None]:
+    """argon2id at its cheapest in the test process: every app start hashes the admin's
+    password and every login verifies one, some 0.2 s of CPU each at the production cost,
+    which made a good part of a Docker-free run. Hashes carry their parameters, so they
+    verify the same; servers started as processes keep the production cost."""
+    saved = passwords._hasher
+    passwords._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    yield
+    passwords._hasher = saved
 
 
 @pytest.fixture(scope="session", autouse=True)
