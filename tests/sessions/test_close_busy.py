@@ -23,6 +23,8 @@ from controller.runtime.sandbox import FALLBACK_LOG
 from tests.conftest import user_headers
 from tests.sessions.conftest import execute, new_session
 
+pytestmark = pytest.mark.docker  # it checks the engine's containers itself
+
 BUSY = "import time\nprint('started', flush=True)\ntime.sleep(60)"
 
 
