@@ -6,12 +6,15 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test check lint typecheck pytest image docker venv bench clean chromium
+.PHONY: run test test-fast check lint typecheck pytest image docker venv bench clean chromium
 
 run: image                     ## serve the API on $$O16N_HOST:$$O16N_PORT (127.0.0.1:12800)
 	$(PY) -m controller serve
 
 test: image chromium check pytest  ## lint, type-check, then every test against the real engine
+
+test-fast: venv                ## the tests that need no Docker engine, on the fake engine (~1 min)
+	$(PY) -m pytest -m "not docker" -n 2
 
 pytest: image
 	$(PY) -m pytest $(PYTEST_ARGS)
