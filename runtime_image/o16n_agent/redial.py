@@ -42,6 +42,12 @@ from o16n_agent import protocol
 #: seconds between checks of the watched connection; bounds how late a hang-up is noticed
 POLL_INTERVAL = 0.25
 MAX_DELAY = 1.0
+#: seconds a request runs before its connection is read for an interrupt. Reading at once
+#: would wake this thread for the next request of every short one (its poll still holds the
+#: connection), and that wake-up competing for the GIL with the main thread cost about
+#: 50 µs per request, a third of a short execution's round trip; an interrupt waits at
+#: most this long for its acknowledgement instead (the controller allows seconds).
+READ_AFTER = 0.1
 #: largest message the controller sends mid-request (an ``interrupt`` is a few bytes)
 INTERRUPT_LIMIT = 4096
 
@@ -60,6 +66,7 @@ class Redialer:
         self._redial = True  # dial again when the watched connection hangs up
         self._reading = False  # read interrupts from the watched connection
         self._busy = False  # a message is being read and answered
+        self._since = 0.0  # when the watch began (monotonic)
         self._lost = False
         self._dialling = False
         self._replacement: socket.socket | None = None
@@ -72,6 +79,7 @@ class Redialer:
             self._sock = sock
             self._generation += 1
             self._redial, self._reading = redial, interrupts
+            self._since = time.monotonic()
             self._lost, self._replacement = False, None
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="o16n-redial", daemon=True)
@@ -99,7 +107,12 @@ class Redialer:
                     self._cond.wait()
                 sock, generation = self._sock, self._generation
                 reading = self._reading and self._replacement is None
-            event = _wait(sock, POLL_INTERVAL, reading)
+                early = READ_AFTER - (time.monotonic() - self._since)
+            if reading and early > 0:  # a short request ends before anything is read
+                reading, timeout = False, early
+            else:
+                timeout = POLL_INTERVAL
+            event = _wait(sock, timeout, reading)
             if event is None:
                 continue
             with self._cond:
