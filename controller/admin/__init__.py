@@ -2,8 +2,9 @@
 pools, snapshots, batches, the node and its drain, and the audit trail.
 
 It sits on top: nothing below it imports it. The audit trail it reads is recorded through
-``controller.audit``; the drain state is ``controller.drain``; the engine sampler is
-``controller.runtime.docker.stats``; the ``o16n-diagnostics-`` names no one else may use or see
+``controller.audit``; the drain state is ``controller.drain``; what the engine reports
+(its facts, containers' memory and CPU) comes from the engine's hooks
+(``controller.runtime.engines``); the ``o16n-diagnostics-`` names no one else may use or see
 are ``controller.reserved_names``.
 
 * ``common``    the Owner check, query-string validation, timestamps
