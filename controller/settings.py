@@ -273,7 +273,10 @@ class Settings(BaseModel):
 
     @property
     def sockets_dir(self) -> Path:
-        return self.data_dir / "sockets"
+        """Where the agents' sockets are, absolute even when ``data_dir`` is relative (its
+        default): Docker takes only an absolute bind mount source, and an agent endpoint
+        names an absolute path."""
+        return self.data_dir.absolute() / "sockets"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

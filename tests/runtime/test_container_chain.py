@@ -4,6 +4,7 @@ ping round-trips, the container is removed; leftovers of an earlier run are reap
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -17,6 +18,7 @@ from controller.runtime.docker.gateway import DockerGateway
 from controller.runtime.docker.image import runtime_tag
 from controller.runtime.sandboxes import Sandboxes
 from controller.settings import Settings
+from tests.conftest import make_settings
 
 pytestmark = pytest.mark.docker
 
@@ -101,3 +103,27 @@ async def test_a_container_that_cannot_start_its_agent_fails_fast(
     assert time.monotonic() - started < settings.agent_connect_timeout
     assert "container" in info.value.message
     assert await sandboxes.owned() == []
+
+
+async def test_a_relative_data_directory_launches(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``O16N_DATA_DIR`` defaults to the relative ``data``: Docker takes only an absolute
+    source for a bind mount, and an agent endpoint is an absolute path."""
+    monkeypatch.chdir(data_dir)
+    settings = make_settings(Path("data"))
+    gateway = await DockerGateway.connect()
+    environments = DockerEnvironments(gateway, settings, runtime_tag(settings))
+    agent = agent_bundle.stage(settings.data_dir)
+    sandboxes = Sandboxes(DockerContainers(gateway, settings), environments, settings, agent)
+    try:
+        sandbox = await sandboxes.launch("probe", ident="relative-data-dir")
+        try:
+            reply, _ = await sandbox.call("ping", timeout=10)
+            assert reply["pong"] is True
+        finally:
+            await sandboxes.destroy(sandbox)
+        assert await sandboxes.owned() == []
+    finally:
+        await sandboxes.close()
+        await gateway.close()
