@@ -3,6 +3,7 @@ ping round-trips, the container is removed; leftovers of an earlier run are reap
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -127,3 +128,23 @@ async def test_a_relative_data_directory_launches(
     finally:
         await sandboxes.close()
         await gateway.close()
+
+
+async def test_a_container_without_a_key_never_takes_the_sockets_directory(
+    sandboxes: Sandboxes, settings: Settings
+) -> None:
+    """A container of this instance with no key label (not one of ours: made by hand, say)
+    is swept, and the sockets of the containers in use stay."""
+    sandbox = await sandboxes.launch("probe", ident="keyless-neighbour")
+    stray = docker.from_env().containers.create(
+        runtime_tag(settings), ["true"], labels={"o16n.instance": settings.instance}
+    )
+    try:
+        assert await sandboxes.sweep() == 1
+        assert (settings.sockets_dir / sandbox.key).is_dir()
+        reply, _ = await sandbox.call("ping", timeout=10)
+        assert reply["pong"] is True
+    finally:
+        with contextlib.suppress(docker.errors.NotFound):
+            stray.remove(force=True)
+        await sandboxes.destroy(sandbox)

@@ -116,6 +116,8 @@ class DockerContainers:
         await self._remove_dir(handle.key)
 
     async def _remove_dir(self, key: str) -> None:
+        if key in ("", ".", "..") or "/" in key:
+            return  # not a key of ours (a container labelled by hand): never the whole folder
         with contextlib.suppress(OSError):
             await asyncio.to_thread(shutil.rmtree, self.socket_dir(key))
 
