@@ -23,7 +23,7 @@ class ContainerHandle:
     """A container this controller owns.
 
     ``key`` is ours (unique per container, in its labels and names); ``endpoint`` is where
-    its agent dials in (``agent_link.listen`` understands it; e.g. ``unix:/path``);
+    its agent dials in (``agent_link.listener`` understands it; e.g. ``unix:/path``);
     ``state`` is the engine's own (a Docker container id, a pid), kept so a restarted
     controller can find the container again; callers never read it but for its ``id``
     (``engine_id``), which they only show.
@@ -61,6 +61,8 @@ class ExitReport:
         if self.exit_code is not None and self.exit_code >= 128:
             return f"the container was killed by signal {self.exit_code - 128}"
         detail = f": {self.error}" if self.error else ""
+        if self.exit_code is None:  # an engine that could not tell (the fake one's orphans)
+            return f"the container exited with an unknown exit code{detail}"
         return f"the container exited with code {self.exit_code}{detail}"
 
 
