@@ -18,7 +18,8 @@ from controller.runtime.containers import ContainerHandle
 @dataclass(frozen=True, slots=True)
 class Captured:
     """A captured environment, and whether its container had changed nothing of the
-    environment it started from (then the captured one is that environment, unchanged)."""
+    environment it started from (then the captured one has that environment's content,
+    under a reference of its own: ``ref`` is always new)."""
 
     ref: str
     pristine: bool
@@ -30,7 +31,12 @@ class EnvironmentStore(Protocol):
         """The reference of the runtime environment of this installation."""
 
     async def capture(self, handle: ContainerHandle, kind: str, labels: dict[str, str]) -> Captured:
-        """Keep ``handle``'s container's filesystem as a new environment."""
+        """Keep ``handle``'s container's filesystem as a new environment: always a new
+        reference of its own, pristine or not (Docker commits a new image, the fake store
+        writes a new record), never the one the container started from, so the caller
+        releases it like any other. ``pristine`` only adds that its content is that
+        environment's, unchanged (Docker: ``docker diff`` against the container's own
+        image; the fake store: always)."""
 
     async def keep(self, ref: str, kind: str) -> str:
         """A new reference of its own on environment ``ref`` (a service's), which outlives
