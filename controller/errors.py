@@ -24,7 +24,7 @@ client should hear about (a full disk, a locked database) wherever they surface.
     │   └── StoreBusy                503  another connection holds the database's write lock
     ├── InsufficientStorage          507  a disk the server writes to is full
     └── RuntimeFailure               500  a container, the engine or an agent failed
-        ├── EngineUnavailable        503  the Docker engine does not answer
+        ├── EngineUnavailable        503  the engine (Docker, say) does not answer
         ├── AgentProtocolError       500  an agent broke the protocol
         └── AgentGone                500  an agent's connection or container ended
 """

@@ -6,7 +6,7 @@ check) and reports pass/fail, its duration and the error, under a timeout of its
 the whole run stays under a minute. Everything a step makes is named
 ``o16n-diagnostics-<hex>`` and owned by a throwaway user of that name: that prefix is
 reserved (see ``reserved``), and a ``finally``
-removes the session, the service (its pool, and its image if it has one), any container
+removes the session, the service (its pool, and its environment), any container
 still labelled with that owner, and the user, whatever failed.
 """
 

@@ -4,6 +4,7 @@
 * ``environments``  the environment store seam (what snapshots and services run on)
 * ``engines``       engines by name (``O16N_ENGINE``): the two seams plus optional hooks
 * ``docker``        the Docker engine, the only package that talks to Docker
+* ``fake``          the fake engine: the real agent as local processes (tests, no isolation)
 * ``spec``          the typed, hardened container spec
 * ``agent_link``    the controller's end of the agent protocol (listener, link)
 * ``agent_bundle``  the controller's own agent, staged for every container to mount

@@ -24,7 +24,7 @@ Prepare = Callable[[Sandbox], Awaitable[None]]
 
 
 class WarmPool:
-    """Ready containers of the runtime image. ``prepare`` runs on each before it is ready
+    """Ready containers of the base environment. ``prepare`` runs on each before it is ready
     (the services' pool preloads heavy modules there)."""
 
     def __init__(

@@ -1,11 +1,11 @@
 """Warm containers of one service version: where a consume request gets one.
 
-Containers are restored from the service's image and workspace once, then reused for
+Containers are restored from the service's environment and workspace once, then reused for
 request after request (each request runs in a fresh namespace inside). The pool keeps
 ``initial`` containers warm, grows on demand up to ``maximum``, and removes extra
 containers that stayed idle. When every container is busy, requests wait in a bounded
 queue; when the queue is full, or the wait too long, the answer is 503 with Retry-After.
-Nothing here touches SQLite or the Docker API unless the pool must grow or shrink.
+Nothing here touches SQLite or the engine unless the pool must grow or shrink.
 """
 
 from __future__ import annotations
