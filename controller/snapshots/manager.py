@@ -23,6 +23,7 @@ from controller.clock import dotnet_timestamp
 from controller.errors import BadRequestError, NotFoundError, RuntimeFailure, translate
 from controller.runtime.agent_link import AGENT_TIMEOUT, RUNTIME, SinkFailed
 from controller.runtime.blobs import open_source
+from controller.runtime.containers import ContainerHandle
 from controller.runtime.sandboxes import Sandboxes
 from controller.runtime.spec import LABEL_PREFIX
 from controller.sessions.manager import SessionManager
@@ -72,6 +73,7 @@ class SnapshotManager:
                 captured = await self._sandboxes.environments.capture(
                     sandbox.handle, "snapshot", labels
                 )
+                pristine = captured.pristine and await self._on_base(sandbox.handle)
         except SinkFailed as exc:  # the data directory's disk, say (a full one is a 507)
             await writer.discard()
             await asyncio.to_thread(archives.remove, writer.path)  # nothing was captured
@@ -101,7 +103,7 @@ class SnapshotManager:
                 else {},
                 created_at=now,
                 creation_time=dotnet_timestamp(now),
-                pristine=captured.pristine,
+                pristine=pristine,
             )
             await self._repo.insert(record)
         except BaseException:
@@ -113,6 +115,18 @@ class SnapshotManager:
             extra={"snapshot": snapshot_id, "bytes": writer.size, "skipped": list(record.skipped)},
         )
         return record
+
+    async def _on_base(self, handle: ContainerHandle) -> bool:
+        """Whether ``handle``'s container started on the base environment: ``pristine`` is
+        measured against the environment it started from, and a service published from a
+        pristine snapshot runs on the base one, so a session started from a changed
+        snapshot must not make its own snapshot pristine."""
+        store = self._sandboxes.environments
+        started = handle.environment or store.base
+        try:
+            return await store.origin(started) == await store.origin(store.base)
+        except NotFoundError:
+            return False
 
     async def sweep(self, everything: bool = False) -> int:
         """Remove snapshot files no row names: a ``.tmp`` a killed write left, a tarball
