@@ -11,6 +11,5 @@
 * ``sandboxes``     launch / destroy / adopt / reap sandboxes (container + agent link)
 * ``sandbox``       one sandbox: its run (time limit, interrupt, grace), end reason, removal
 * ``blobs``         files on the controller's disk sent to agents as request blobs
-* ``fake``          the fake engine: the real agent as local processes (tests, no isolation)
 * ``warm_pool``     ready generic containers that sessions and services take
 """
