@@ -167,11 +167,37 @@ def _usage(pid: int) -> dict[str, Any] | None:
 
 
 def _kill_group(pid: int, started: str) -> None:
-    """SIGKILL the process group of agent ``pid`` (every process user code forked), if
-    ``pid`` is still that agent."""
-    if _alive(pid, started):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signals.SIGKILL)
+    """SIGKILL the process group of agent ``pid`` (every process user code forked), unless
+    the pid is another process's now. Also once the agent itself has ended: what it forked
+    lives on in its group, which :func:`_left_behind` tells from anyone else's."""
+    if pid <= 1:
+        return  # never an agent: 0 would be this very process's group
+    found = _start_time(pid)
+    if found is None and not _left_behind(pid):
+        return
+    if found is not None and found[0] != started:
+        return  # the pid was taken since: the agent and its whole group ended long ago
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signals.SIGKILL)
+
+
+def _left_behind(pid: int) -> bool:
+    """Whether processes are left in the group and session that process ``pid``, ended,
+    led. The kernel gives no new process that number while either has a member, so it is
+    what an ended agent (``setsid``: its pid is both) forked; a shell's job, whose leader
+    may end before the rest of the pipeline, is in its shell's session, never its own."""
+    with os.scandir("/proc") as entries:
+        for entry in entries:
+            if not entry.name.isdigit():
+                continue
+            try:
+                text = Path(entry.path, "stat").read_text()
+            except OSError:
+                continue  # ended meanwhile
+            fields = text[text.rfind(")") + 2 :].split()
+            if fields[2:4] == [str(pid), str(pid)]:  # stat fields 5 (pgrp) and 6 (session)
+                return True
+    return False
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -209,8 +235,11 @@ def purge(data_dir: Path) -> int:
         for entry in os.scandir(containers):
             state = _read_json(Path(entry.path) / STATE_FILE) or {}
             pid, started = state.get("pid"), state.get("started")
-            if isinstance(pid, int) and isinstance(started, str) and _alive(pid, started):
-                _kill_group(pid, started)
+            if not isinstance(pid, int) or not isinstance(started, str):
+                continue
+            running = _alive(pid, started)
+            _kill_group(pid, started)  # also what an agent that ended forked
+            if running:
                 killed += 1
                 with contextlib.suppress(ChildProcessError):
                     os.waitpid(pid, 0)

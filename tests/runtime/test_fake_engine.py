@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import os
 import secrets
+import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -224,6 +225,39 @@ async def test_remove_kills_what_user_code_forked_and_leaves_nothing(
     assert await runtime.list_owned() == []
     with pytest.raises(RuntimeFailure):
         await runtime.signal(launched.handle, "SIGINT")
+
+
+async def test_remove_kills_what_user_code_forked_after_the_agent_itself_ended(
+    runtime: fake.FakeRuntime, settings: Settings
+) -> None:
+    """An agent that ended (user code called ``os._exit``) leaves what it forked in its
+    process group: removing its container still kills them, as Docker's removal does."""
+    exits = runtime.exits()
+    launched = await launch(runtime, settings)
+    link = await launched.link()
+    code = "import subprocess\nchild = subprocess.Popen(['sleep', '300'])\nprint(child.pid)"
+    grandchild = int((await execute(link, code))["console"])
+    forked = fake._start_time(grandchild)
+    assert forked is not None
+    try:
+        with pytest.raises(AgentGone):
+            await execute(link, "import os\nos._exit(3)")
+        await next_exit(exits, launched.handle.key)  # ended, and collected by its watcher
+        assert fake._start_time(grandchild) == forked  # what it forked lives on
+        await launched.listener.close()
+        await runtime.remove(launched.handle)
+        for _ in range(100):  # SIGKILLed with its process group: gone (or a zombie)
+            state = fake._start_time(grandchild)
+            if state is None or state[1]:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            pytest.fail(f"process {grandchild} forked by user code outlived its container")
+    finally:
+        await exits.aclose()
+        state = fake._start_time(grandchild)
+        if state is not None and state[0] == forked[0] and not state[1]:
+            os.kill(grandchild, signal.SIGKILL)  # leave nothing behind, whatever failed
 
 
 async def test_a_restarted_controller_finds_its_agents_and_talks_to_them_again(
