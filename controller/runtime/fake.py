@@ -382,7 +382,9 @@ class FakeRuntime:
             return None  # created, not started: Docker counts that as running too
         code = state.get("exit_code")
         if agent is not None:
-            code = agent.exit_code
+            # an agent that ended before this runtime watched it was not its child: its
+            # exit status is the one its own watcher recorded, if any
+            code = agent.exit_code if agent.exit_code is not None else code
         elif await asyncio.to_thread(_alive, pid, started):
             return None
         if isinstance(code, int):
@@ -548,8 +550,12 @@ class FakeRuntime:
 
 
 def _record_exit(path: Path, pid: int, exit_code: int | None) -> None:
+    """Keep ``exit_code`` in the state file; an unknown one never replaces a known one
+    (an earlier controller's watcher collected the status, a restarted one sees no more)."""
     state = _read_json(path)
     if state is not None and state.get("pid") == pid:
+        if exit_code is None and isinstance(state.get("exit_code"), int):
+            return
         _write_json(path, {**state, "exit_code": exit_code})
 
 

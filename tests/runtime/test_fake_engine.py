@@ -303,6 +303,31 @@ async def test_a_restarted_controller_finds_its_agents_and_talks_to_them_again(
     await second.close()
 
 
+async def test_a_restarted_controller_keeps_the_exit_code_of_an_agent_that_ended_before(
+    settings: Settings,
+) -> None:
+    first = fake.FakeRuntime(settings)
+    exits = first.exits()
+    launched = await launch(first, settings)
+    with pytest.raises(AgentGone):
+        await execute(await launched.link(), "import os\nos._exit(3)")
+    await next_exit(exits, launched.handle.key)  # collected, its status recorded
+    await exits.aclose()
+    await launched.listener.close()
+    await first.close()
+
+    second = fake.FakeRuntime(settings)
+    (handle,) = await second.list_owned()
+    exits = second.exits()
+    await next_exit(exits, handle.key)  # ended before: told at once
+    report = await second.poll(handle)
+    assert report is not None
+    assert (report.status, report.exit_code) == ("exited", 3)
+    await exits.aclose()
+    await second.remove(handle)
+    await second.close()
+
+
 async def test_another_instance_sharing_the_data_directory_is_not_listed(
     runtime: fake.FakeRuntime, settings: Settings
 ) -> None:
