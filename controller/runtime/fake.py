@@ -295,7 +295,7 @@ class FakeRuntime:
 
     async def create(self, spec: ContainerSpec) -> ContainerHandle:
         folder = self._dir(spec.key)
-        endpoint = f"unix:{self._settings.sockets_dir / spec.key / SOCKET_NAME}"
+        endpoint = self._endpoint(spec.key)
         state = {
             "instance": spec.instance,
             "key": spec.key,
@@ -322,7 +322,7 @@ class FakeRuntime:
             await asyncio.to_thread(make)
         except FileExistsError:
             raise RuntimeFailure(f"a fake container {spec.key} exists already") from None
-        return self._handle(state)
+        return self._handle(spec.key, state)
 
     async def start(self, handle: ContainerHandle) -> None:
         folder = self._dir(handle.key)
@@ -341,7 +341,7 @@ class FakeRuntime:
         agent_dir = state.get("agent_dir")
         argv = agent_command(
             Path(agent_dir) if isinstance(agent_dir, str) and agent_dir else None,
-            Path(str(state["endpoint"]).removeprefix("unix:")),
+            Path(self._endpoint(handle.key).removeprefix("unix:")),
             work,
         )
 
@@ -430,7 +430,7 @@ class FakeRuntime:
         found = await asyncio.to_thread(
             lambda: list(_owned_states(self._root, self._settings.instance))
         )
-        return [self._handle(state) for _, state in found]
+        return [self._handle(path.name, state) for path, state in found]
 
     async def exits(self) -> AsyncGenerator[tuple[str, bool], None]:
         """Keys of this instance's agents as they end: first those that ended before (or
@@ -505,17 +505,23 @@ class FakeRuntime:
 
     # --- inner workings ---------------------------------------------------------------
 
-    def _handle(self, state: dict[str, Any]) -> ContainerHandle:
+    def _endpoint(self, key: str) -> str:
+        return f"unix:{self._settings.sockets_dir / key / SOCKET_NAME}"
+
+    def _handle(self, key: str, state: dict[str, Any]) -> ContainerHandle:
+        """The handle of container ``key``: its key (its directory's name) and endpoint are
+        ours, never the state file's, which user code, running beside it, can rewrite (the
+        controller would listen there: make its directory, unlink and bind its socket)."""
         pid = state.get("pid")
         return ContainerHandle(
-            key=str(state.get("key", "")),
+            key=key,
             kind=str(state.get("kind", "")),
             owner=str(state.get("owner", "")),
             ident=str(state.get("ident", "")),
-            endpoint=str(state.get("endpoint", "")),
+            endpoint=self._endpoint(key),
             environment=str(state.get("environment", "")),
             state={
-                "id": f"fake-{state.get('key', '')}",  # what operators see; the pid changes
+                "id": f"fake-{key}",  # what operators see; the pid changes
                 "pid": str(pid) if isinstance(pid, int) else "",
                 "started": str(state.get("started") or ""),
             },

@@ -328,6 +328,32 @@ async def test_a_restarted_controller_keeps_the_exit_code_of_an_agent_that_ended
     await second.close()
 
 
+async def test_a_restarted_controller_takes_no_path_from_what_user_code_can_rewrite(
+    settings: Settings,
+) -> None:
+    """The state file lies beside the agent's working directory: a restarted controller
+    takes its key and the endpoint it listens at (makes, unlinks, binds) from its own."""
+    first = fake.FakeRuntime(settings)
+    launched = await launch(first, settings)
+    victim = settings.data_dir / "victim" / "agent.sock"
+    code = (
+        "import json\nstate = json.load(open('../state.json'))\n"
+        f"state.update(endpoint='unix:{victim}', key='ffffffffffff')\n"
+        "json.dump(state, open('../state.json', 'w'))"
+    )
+    assert (await execute(await launched.link(), code))["success"]
+    await launched.listener.close()
+    await first.close()
+
+    second = fake.FakeRuntime(settings)
+    (handle,) = await second.list_owned()
+    assert (handle.key, handle.endpoint) == (launched.handle.key, launched.handle.endpoint)
+    assert handle.engine_id == launched.handle.engine_id
+    await second.remove(handle)
+    assert await second.list_owned() == []
+    await second.close()
+
+
 async def test_another_instance_sharing_the_data_directory_is_not_listed(
     runtime: fake.FakeRuntime, settings: Settings
 ) -> None:
