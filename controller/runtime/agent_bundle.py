@@ -21,6 +21,7 @@ import py_compile
 import re
 import shutil
 import stat
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -69,7 +70,10 @@ def package_files(package: Path) -> dict[str, bytes]:
 
 
 def digest(files: dict[str, bytes]) -> str:
-    sha = hashlib.sha256()
+    """The bundle's name: its files, and the interpreter its bytecode is for. A controller
+    moved to another Python stages a bundle of its own beside the one the containers it
+    adopted still mount, rather than find that one "damaged" and replace it under them."""
+    sha = hashlib.sha256(f"{sys.implementation.cache_tag}\0".encode())
     for name in sorted(files):
         sha.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
     return sha.hexdigest()

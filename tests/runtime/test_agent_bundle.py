@@ -6,6 +6,7 @@ import io
 import os
 import shutil
 import stat
+import sys
 import tarfile
 from pathlib import Path
 
@@ -78,6 +79,29 @@ def test_a_damaged_bundle_is_replaced(tmp_path: Path) -> None:
     assert agent_bundle.stage(data, source) == bundle
     assert (bundle / "o16n_agent" / "agent.py").read_bytes() == (source / "agent.py").read_bytes()
     assert not (bundle / "o16n_agent" / "extra.py").exists()
+
+
+def test_another_interpreter_stages_beside_the_bundle_in_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bytecode is the interpreter's: a controller upgraded to another Python keeps
+    the bundle that the containers it adopts mount, and stages one of its own."""
+    source = _copy_agent(tmp_path / "src")
+    data = tmp_path / "data"
+    first = agent_bundle.stage(data, source)
+    mounted = os.open(first, os.O_RDONLY | os.O_DIRECTORY)  # as a container's mount holds it
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)  # no cpython-399 in the venv
+    monkeypatch.setattr(sys.implementation, "cache_tag", "cpython-399")
+    try:
+        second = agent_bundle.stage(data, source)
+        monkeypatch.undo()
+        assert second != first
+        assert first.stat().st_ino == os.fstat(mounted).st_ino  # the one in use, untouched
+    finally:
+        os.close(mounted)
+    assert (first / "o16n_agent" / "agent.py").read_bytes() == (source / "agent.py").read_bytes()
+    assert list((second / "o16n_agent" / "__pycache__").glob("agent.cpython-399.pyc"))
+    assert agent_bundle.stage(data, source) == first
 
 
 def test_a_crash_mid_copy_leaves_no_bundle_and_its_leftover_is_pruned(tmp_path: Path) -> None:
