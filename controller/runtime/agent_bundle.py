@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.util
 import os
 import py_compile
 import re
@@ -24,7 +23,7 @@ import stat
 import sys
 import tempfile
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import o16n_agent
 
@@ -163,8 +162,11 @@ def _write(staging: Path, files: dict[str, bytes]) -> None:
 
 
 def _cached(name: str) -> str:
-    """The bytecode file of module file ``name``, relative like it."""
-    return Path(importlib.util.cache_from_source(name)).as_posix()
+    """The bytecode file of module file ``name``, relative like it: in ``__pycache__``
+    beside it, where the agent's ``python -I`` looks, whatever ``PYTHONPYCACHEPREFIX``
+    the controller runs with (``cache_from_source`` would put it under that prefix)."""
+    path = PurePosixPath(name)
+    return str(path.parent / "__pycache__" / f"{path.stem}.{sys.implementation.cache_tag}.pyc")
 
 
 def _holds(target: Path, files: dict[str, bytes]) -> bool:

@@ -104,6 +104,30 @@ def test_another_interpreter_stages_beside_the_bundle_in_use(
     assert agent_bundle.stage(data, source) == first
 
 
+def test_the_bytecode_stays_in_the_bundle_whatever_the_pycache_prefix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A controller run with ``PYTHONPYCACHEPREFIX`` still compiles into the bundle, where
+    the agent's ``python -I`` looks, and finds its bundle whole at the next start rather
+    than replace it under the containers that mount it."""
+    source = _copy_agent(tmp_path / "src")
+    data = tmp_path / "data"
+    prefix = tmp_path / "prefix"
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)  # none of the test's own imports
+    monkeypatch.setattr(sys, "pycache_prefix", str(prefix))
+    bundle = agent_bundle.stage(data, source)
+    mounted = os.open(bundle, os.O_RDONLY | os.O_DIRECTORY)  # as a container's mount holds it
+    try:
+        again = agent_bundle.stage(data, source)
+        monkeypatch.undo()
+        assert again == bundle and bundle.stat().st_ino == os.fstat(mounted).st_ino
+    finally:
+        os.close(mounted)
+    assert not prefix.exists()
+    pyc = f"agent.{sys.implementation.cache_tag}.pyc"
+    assert (bundle / "o16n_agent" / "__pycache__" / pyc).is_file()
+
+
 def test_a_crash_mid_copy_leaves_no_bundle_and_its_leftover_is_pruned(tmp_path: Path) -> None:
     source = _copy_agent(tmp_path / "src")
     data = tmp_path / "data"
