@@ -7,7 +7,7 @@ reply, never fatal).
 
 While a request runs, a helper thread (``redial``) watches the connection: during an
 execution or a service's request it reads the controller's ``interrupt`` (``SIGINT`` to
-the main thread, acknowledged), and during a session's request, if the controller goes away
+the process, acknowledged), and during a session's request, if the controller goes away
 (a restart), it dials again at once and says which execution runs, so the restarted
 controller adopts the session as busy and asks for the result later.
 """

@@ -7,14 +7,14 @@ the code ends. So while a request runs, a helper thread watches its connection:
 
 * For an interruptible request (``execute``, ``execution_result``, a service's ``run``)
   it reads what the controller sends meanwhile. ``{"op": "interrupt"}`` is the only
-  message allowed mid-request: the thread sends ``SIGINT`` to the main thread (the very
-  path the engine's signal takes: ``KeyboardInterrupt`` in user code while it runs) and
-  acknowledges with ``{"id": n, "ok": true}``. Anything else is a protocol error: the
-  connection is closed, as when the main thread reads one. The acknowledgement always
-  precedes the request's reply: the main thread stops the watch, which waits for a message
-  being handled, before it replies; an interrupt that arrives after that is read by the
-  main thread between requests and dropped (the controller, which got the reply, expects
-  no acknowledgement any more).
+  message allowed mid-request: the thread sends ``SIGINT`` to the agent's process (the very
+  path the engine's signal takes: ``KeyboardInterrupt`` in user code while it runs, even
+  when user code blocks ``SIGINT`` on the main thread) and acknowledges with ``{"id": n,
+  "ok": true}``. Anything else is a protocol error: the connection is closed, as when the
+  main thread reads one. The acknowledgement always precedes the request's reply: the
+  main thread stops the watch, which waits for a message being handled, before it replies;
+  an interrupt that arrives after that is read by the main thread between requests and
+  dropped (the controller, which got the reply, expects no acknowledgement any more).
 * For a session's request it also dials again when the controller hangs up (a restart):
   a restarted controller waits only a bounded time for each agent to say hello, and an
   execution longer than that would be taken for a lost session. Its hello names the
@@ -30,6 +30,7 @@ request's head (and blob) and its reply, never a request's blob.
 from __future__ import annotations
 
 import contextlib
+import os
 import select
 import signal
 import socket
@@ -60,7 +61,6 @@ class Redialer:
         self._cond = threading.Condition()
         #: held by whichever thread writes on a connection (replies, acknowledgements)
         self.send_lock = threading.Lock()
-        self._main: int = threading.main_thread().ident or threading.get_ident()
         self._sock: socket.socket | None = None  # the connection being watched
         self._generation = 0  # one per watch(): a stale observation is ignored
         self._redial = True  # dial again when the watched connection hangs up
@@ -101,6 +101,10 @@ class Redialer:
             return lost, replacement
 
     def _run(self) -> None:
+        # SIGINT goes to the process: the kernel gives it to the main thread, or, when user
+        # code blocks it there, to a thread that does not, such as this one (whatever mask
+        # it inherited); the main thread's handler runs either way, at its next bytecode.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         while True:
             with self._cond:
                 while self._sock is None:
@@ -140,7 +144,7 @@ class Redialer:
                 raise protocol.ProtocolError(
                     f"{str(message.get('op'))[:40]!r} arrived while a request runs"
                 )
-            signal.pthread_kill(self._main, signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)  # as the engine's: to the process
             self.interrupts += 1
             with self.send_lock:
                 protocol.send_message(sock, {"id": message.get("id"), "ok": True})

@@ -94,6 +94,38 @@ def test_an_interrupt_message_stops_user_code_and_is_acknowledged_first(
     assert ag.redialer.interrupts == 1
 
 
+def test_code_that_blocks_sigint_on_its_thread_is_interrupted_all_the_same(
+    agent: tuple[Agent, str],
+) -> None:
+    """User code may block SIGINT on the main thread (a library guarding a critical
+    section, say). The engine's SIGINT, sent to the process, still reaches it through a
+    thread that does not block it; the interrupt message must too, not wait there pending
+    until the code unblocks it (here: after its loop, had it not been interrupted)."""
+    ag, path = agent
+    code = (
+        "import signal, time\n"
+        "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})\n"
+        "try:\n"
+        "    for _ in range(100):\n"
+        "        time.sleep(0.05)\n"
+        "    print('not interrupted')\n"
+        "finally:\n"
+        "    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})\n"
+    )
+
+    def play(conn: socket.socket) -> None:
+        protocol.send_message(conn, {"id": 1, "op": "execute", "code": code, "seq": 1})
+        threading.Event().wait(0.5)
+        protocol.send_message(conn, {"id": 2, "op": "interrupt"})
+        assert receive(conn) == {"id": 2, "ok": True}
+        reply = receive(conn)
+        assert reply["id"] == 1 and reply["cancelled"] is True
+        assert "not interrupted" not in reply["console"]
+
+    serve_once(ag, path, play)
+    assert ag.redialer.interrupts == 1
+
+
 def test_a_service_request_is_interrupted_too(agent: tuple[Agent, str]) -> None:
     ag, path = agent
 
