@@ -52,6 +52,8 @@ class Agent:
         self.socket_path = socket_path
         self.pid = os.getpid()
         self.executing = False
+        #: the ``SIGINT`` handler user code found when it started, put back when it ends
+        self._sigint_before: Any = None
         self.started = time.time()
         self.handlers: dict[str, Handler] = {"ping": self._ping, "preload": self._preload}
         self.session = SessionOps(workdir, self._set_executing)
@@ -65,7 +67,19 @@ class Agent:
         self.redialled = frozenset(self.session.handlers())
 
     def _set_executing(self, running: bool) -> None:
-        self.executing = running
+        """Whether user code runs now: ``SIGINT`` is its ``KeyboardInterrupt`` only then.
+        When it ends, the ``SIGINT`` handler it found is put back (as ipykernel does): one it
+        installed and left (``default_int_handler``, say) would make a late interrupt (one
+        crossing the reply, the engine's fallback) raise in the agent, and end it."""
+        if running:
+            self._sigint_before = signal.getsignal(signal.SIGINT)
+            self.executing = True
+            return
+        self.executing = False
+        before, self._sigint_before = self._sigint_before, None
+        if before is not None and signal.getsignal(signal.SIGINT) is not before:
+            with contextlib.suppress(ValueError):  # not the main thread (some tests)
+                signal.signal(signal.SIGINT, before)
 
     # --- lifecycle ------------------------------------------------------------------------
 

@@ -126,6 +126,30 @@ def test_code_that_blocks_sigint_on_its_thread_is_interrupted_all_the_same(
     assert ag.redialer.interrupts == 1
 
 
+def test_a_sigint_handler_user_code_leaves_does_not_outlive_it(agent: tuple[Agent, str]) -> None:
+    """User code may install its own SIGINT handler and leave it (``default_int_handler``,
+    or a library's). A late interrupt (the engine's fallback signal, one crossing the
+    reply) then arrives while the agent, not user code, runs: it must not raise
+    ``KeyboardInterrupt`` there, which would end the agent."""
+    ag, path = agent
+    code = "import signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)"
+
+    def play(conn: socket.socket) -> None:
+        protocol.send_message(conn, {"id": 1, "op": "execute", "code": code, "seq": 1})
+        assert receive(conn)["success"] is True
+        os.kill(os.getpid(), signal.SIGINT)  # late: the agent waits for the next request
+        threading.Event().wait(0.3)
+        protocol.send_message(conn, {"id": 2, "op": "execute", "code": "1 + 1", "seq": 2})
+        reply = receive(conn)
+        assert reply["id"] == 2 and reply["console"] == "2\n"
+
+    try:
+        serve_once(ag, path, play)
+    except KeyboardInterrupt:  # not pytest's to see: it would end the whole run
+        pytest.fail("a late SIGINT raised KeyboardInterrupt in the agent")
+    assert signal.getsignal(signal.SIGINT) == ag._on_sigint
+
+
 def test_a_service_request_is_interrupted_too(agent: tuple[Agent, str]) -> None:
     ag, path = agent
 
