@@ -203,6 +203,9 @@ class Agent:
                 except BaseException:  # an exception of user code's, whose methods raise
                     text = codec.describe(exc)
             reply, out_blob = {"id": request_id, "ok": False, "error": text}, None
+        if self.executing:  # a SIGINT's handler ran as user code ended, before it was told
+            self.executing = False  # first: no call (a point where handlers run) before it
+            self._set_executing(False)
         self.exit_if_forked()
         reap_children()
         return sendable(reply, out_blob)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -148,6 +149,41 @@ def test_a_sigint_handler_user_code_leaves_does_not_outlive_it(agent: tuple[Agen
     except KeyboardInterrupt:  # not pytest's to see: it would end the whole run
         pytest.fail("a late SIGINT raised KeyboardInterrupt in the agent")
     assert signal.getsignal(signal.SIGINT) == ag._on_sigint
+
+
+def test_an_interrupt_landing_as_user_code_ends_leaves_no_trace(agent: tuple[Agent, str]) -> None:
+    """A SIGINT's handler runs at the next point the interpreter checks for signals: for
+    one arriving as user code ends, that may be the entry of the call that tells the agent
+    the code ended, before it takes effect (here a profile hook raises there, as the
+    handler would). It is that execution's ``KeyboardInterrupt``; the agent must not go on
+    believing user code runs, or the next late SIGINT would raise in the agent itself."""
+    ag, path = agent
+    code = (
+        "import sys\n"
+        "def land(frame, event, arg):\n"
+        "    if event == 'call' and frame.f_code.co_name == '_set_executing'"
+        " and frame.f_locals.get('running') is False:\n"
+        "        sys.setprofile(None)\n"
+        "        raise KeyboardInterrupt\n"
+        "sys.setprofile(land)\n"
+    )
+
+    def play(conn: socket.socket) -> None:
+        protocol.send_message(conn, {"id": 1, "op": "execute", "code": code, "seq": 1})
+        assert receive(conn)["cancelled"] is True
+        os.kill(os.getpid(), signal.SIGINT)  # late: the agent waits for the next request
+        threading.Event().wait(0.3)
+        protocol.send_message(conn, {"id": 2, "op": "execute", "code": "1 + 1", "seq": 2})
+        reply = receive(conn)
+        assert reply["id"] == 2 and reply["console"] == "2\n"
+
+    try:
+        serve_once(ag, path, play)
+    except KeyboardInterrupt:  # not pytest's to see: it would end the whole run
+        pytest.fail("a late SIGINT raised KeyboardInterrupt in the agent")
+    finally:
+        sys.setprofile(None)
+    assert not ag.executing
 
 
 def test_a_service_request_is_interrupted_too(agent: tuple[Agent, str]) -> None:
