@@ -93,12 +93,21 @@ class Sandbox:
     async def interrupt(self) -> bool:
         """``KeyboardInterrupt`` in the user code running now: a message to the agent, and
         the engine's SIGINT only when the agent does not acknowledge it within
-        ``ACK_TIMEOUT`` seconds. ``False`` when no code ran (nothing was sent)."""
+        ``ACK_TIMEOUT`` seconds. ``False`` when no code ran (nothing was sent).
+
+        Best effort, as any interrupt: an engine that fails the fallback signal (it is
+        away, say) is logged, not raised, so that what interrupts goes on (a close removes
+        the container, a time limit's grace runs out) rather than failing half-way."""
         answer = await self.link.interrupt(ACK_TIMEOUT)
         if answer == "silent":
             self.signalled += 1
             log.warning(FALLBACK_LOG, extra={"key": self.key})
-            await self.engine.signal(self.handle, "SIGINT")
+            try:
+                await self.engine.signal(self.handle, "SIGINT")
+            except O16nError as exc:
+                log.warning(
+                    "the engine's SIGINT failed", extra={"key": self.key, "error": exc.message}
+                )
         return answer != "idle"
 
     async def exit_report(self, wait: float = 0.0) -> ExitReport | None:

@@ -1,0 +1,65 @@
+"""Closing a busy session while the engine is away: the interrupt's fallback signal fails
+(the agent does not acknowledge the message, and the engine cannot be reached), and the
+close goes on all the same. It must not fail half-way, with the session forgotten and its
+container left running, which no later close could reach."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller.app import create_app
+from tests.conftest import bearer, login, make_settings
+from tests.sessions.conftest import execute, new_session
+from tests.sessions.test_dead_containers import EngineLine, _containers, _until
+
+pytestmark = pytest.mark.docker
+
+BUSY = "import time\nprint('started', flush=True)\ntime.sleep(60)"
+#: user code shares the agent's process: this makes its agent read interrupts and never
+#: acknowledge them, so that the engine's SIGINT is the only way left
+MUTE = (
+    "from o16n_agent import protocol, redial\n"
+    "def _answer(self, sock):\n"
+    "    protocol.recv_message(sock, 4096, 0)\n"
+    "    return True\n"
+    "redial.Redialer._answer = _answer"
+)
+
+
+async def test_a_close_goes_on_when_the_engines_sigint_fails(
+    aiohttp_client: Any, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    line = EngineLine(data_dir / "engine.sock")
+    await line.up()
+    try:
+        monkeypatch.setenv("DOCKER_HOST", f"unix://{line.path}")
+        settings = make_settings(data_dir, warm_pool_size=0, service_warm_pool_size=0)
+        client = await aiohttp_client(create_app(settings))
+        monkeypatch.delenv("DOCKER_HOST")  # the app has its client; the test's own go direct
+        headers = bearer((await login(client))["access_token"])
+        session_id = await new_session(client, headers)
+        assert (await execute(client, headers, session_id, MUTE))["success"]
+        running = asyncio.create_task(execute(client, headers, session_id, BUSY))
+        await asyncio.sleep(1.5)
+
+        await line.down()
+        resp = await client.delete(f"/sessions/{session_id}", headers=headers)
+        assert resp.status == 200, await resp.text()
+        result = await asyncio.wait_for(running, 30)
+        assert result["success"] is False and "closed" in result["errorMessage"], result
+        resp = await client.delete(f"/sessions/{session_id}", headers=headers)
+        assert resp.status == 404
+
+        await line.up()  # its removal failed meanwhile: it is tried again, and done
+
+        async def gone() -> bool:
+            return not _containers(settings, f"o16n.id={session_id}")
+
+        await _until(gone, timeout=60)
+        await client.close()
+    finally:
+        await line.close()
