@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from controller.errors import AgentGone, AgentProtocolError, O16nError
@@ -61,6 +61,8 @@ class Sandbox:
     engine: Engine
     #: interrupts the agent did not acknowledge, sent as the engine's SIGINT instead
     signalled: int = 0
+    #: the interrupt under way: interrupts at once share it, and so its one fallback signal
+    _interrupting: asyncio.Task[bool] | None = field(default=None, init=False, repr=False)
 
     @property
     def key(self) -> str:
@@ -97,7 +99,16 @@ class Sandbox:
 
         Best effort, as any interrupt: an engine that fails the fallback signal (it is
         away, say) is logged, not raised, so that what interrupts goes on (a close removes
-        the container, a time limit's grace runs out) rather than failing half-way."""
+        the container, a time limit's grace runs out) rather than failing half-way.
+
+        Interrupts at once (a cancel and the time limit, say) are one: one message, as the
+        link sends, and so at most one engine signal, not a second one that would interrupt
+        the code's own clean-up after the first."""
+        if self._interrupting is None or self._interrupting.done():
+            self._interrupting = asyncio.ensure_future(self._interrupt())
+        return await asyncio.shield(self._interrupting)
+
+    async def _interrupt(self) -> bool:
         answer = await self.link.interrupt(ACK_TIMEOUT)
         if answer == "silent":
             self.signalled += 1

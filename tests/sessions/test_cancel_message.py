@@ -49,3 +49,35 @@ async def test_cancel_is_a_message_and_a_silent_agent_gets_the_signal(
     assert "cancelled" in result["errorMessage"] and result["consoleOutput"] == "started\n"
     assert caplog.text.count(FALLBACK_LOG) == 1
     assert (await execute(client, headers, session_id, "'alive'"))["consoleOutput"] == "'alive'\n"
+
+
+async def test_interrupts_at_once_send_one_fallback_signal(
+    client: TestClient[Any, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two interrupts at once (a cancel clicked twice; a cancel and the time limit) are one
+    message to the agent, and so one ``KeyboardInterrupt``; when the agent is silent they
+    must be one engine SIGINT too, not a second one that interrupts the code's own
+    clean-up after the first."""
+    caplog.set_level(logging.WARNING)
+    headers = await user_headers(client, "ivy")
+    session_id = await new_session(client, headers)
+    mute = (
+        "from o16n_agent import protocol, redial\n"
+        "def _answer(self, sock):\n"
+        "    protocol.recv_message(sock, 4096, 0)\n"
+        "    return True\n"
+        "redial.Redialer._answer = _answer"
+    )
+    assert (await execute(client, headers, session_id, mute))["success"]
+    careful = (
+        "import time\nprint('started', flush=True)\ntry:\n    time.sleep(60)\n"
+        "except KeyboardInterrupt:\n    time.sleep(1)\n    print('cleaned up')\n"
+    )
+    running = asyncio.create_task(execute(client, headers, session_id, careful))
+    await asyncio.sleep(1.5)
+    cancels = [client.post(f"/sessions/{session_id}/cancel", headers=headers) for _ in range(2)]
+    for resp in await asyncio.gather(*cancels):
+        assert await resp.json() == "Execution interrupted."
+    result = await asyncio.wait_for(running, 30)
+    assert result["consoleOutput"] == "started\ncleaned up\n", result
+    assert caplog.text.count(FALLBACK_LOG) == 1
