@@ -38,6 +38,8 @@ ExitHandler = Callable[[str, str], Awaitable[None]]
 OUTAGE_NOTE = "noticed when the Docker engine answered again after an outage or a restart"
 RETRY_FIRST = 1.0  # seconds before a failed removal is tried again, doubling while it fails
 RETRY_MAX = 60.0
+#: seconds a cancelled launch waits for the engine to finish making its container
+CREATE_WAIT = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +98,15 @@ class Sandboxes:
             ident=ident,
         )
         self._live.add(spec.key)  # before the engine has it: the sweep must not take it
+        creating = asyncio.ensure_future(self.runtime.create(spec))
+        creating.add_done_callback(_retrieved)  # a failure nobody awaits any more is no warning
         try:
-            handle = await self.runtime.create(spec)
+            handle = await asyncio.shield(creating)
+        except asyncio.CancelledError:
+            # cancelled (a shutdown, say) while the engine makes it: it goes on making it,
+            # and no sweep may come after a shutdown, so wait for it and remove it here
+            await self._remove_when_made(creating, spec.key)
+            raise
         except BaseException:
             self._live.discard(spec.key)  # if the engine made it after all, the sweep removes it
             raise
@@ -110,6 +119,17 @@ class Sandboxes:
             raise
         log.debug("sandbox launched", extra={"key": handle.key, "kind": kind})
         return Sandbox(handle, link, self._reach)
+
+    async def _remove_when_made(self, creating: asyncio.Future[ContainerHandle], key: str) -> None:
+        """Remove the container a cancelled launch was creating, once the engine has made
+        it (waiting at most ``CREATE_WAIT`` seconds; what comes later, the sweep takes)."""
+        try:
+            async with asyncio.timeout(CREATE_WAIT):
+                handle = await asyncio.shield(creating)
+        except BaseException:  # it failed, or took too long, or we are cancelled again
+            self._live.discard(key)
+            return
+        await self._remove(handle)
 
     async def adopt(self, handle: ContainerHandle, timeout: float) -> Sandbox:
         """Re-link with the agent of a container left by an earlier controller."""
@@ -280,3 +300,8 @@ class Sandboxes:
 
 #: The app's sandboxes.
 SANDBOXES = web.AppKey("sandboxes", Sandboxes)
+
+
+def _retrieved(future: asyncio.Future[ContainerHandle]) -> None:
+    if not future.cancelled():
+        future.exception()

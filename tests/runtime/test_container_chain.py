@@ -3,7 +3,9 @@ ping round-trips, the container is removed; leftovers of an earlier run are reap
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -148,3 +150,57 @@ async def test_a_container_without_a_key_never_takes_the_sockets_directory(
         with contextlib.suppress(docker.errors.NotFound):
             stray.remove(force=True)
         await sandboxes.destroy(sandbox)
+
+
+class _CreateAfterCancel:
+    """The engine's create as the gateway runs it, on a thread that goes on after its caller
+    was cancelled; held at a gate so the launch is cancelled before the engine makes it."""
+
+    def __init__(self, runtime: Any) -> None:
+        self._runtime = runtime
+        self.gate = threading.Event()
+        self.made = threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._runtime, name)
+
+    async def create(self, spec: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        made: asyncio.Future[Any] = loop.create_future()
+
+        def work() -> None:
+            self.gate.wait(30)
+            try:
+                handle = asyncio.run_coroutine_threadsafe(self._runtime.create(spec), loop)
+                handle = handle.result(30)
+                loop.call_soon_threadsafe(_settle, made, handle)
+            finally:
+                self.made.set()
+
+        threading.Thread(target=work, daemon=True).start()
+        return await made
+
+
+def _settle(future: asyncio.Future[Any], value: Any) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+async def test_a_launch_cancelled_while_the_engine_creates_leaves_no_container(
+    sandboxes: Sandboxes, settings: Settings
+) -> None:
+    """A warm pool's refill cancelled at shutdown while Docker made its container: the
+    launch waits for the container and removes it (no sweep comes after a shutdown)."""
+    slow = _CreateAfterCancel(sandboxes.runtime)
+    sandboxes.runtime = slow
+    launch = asyncio.ensure_future(sandboxes.launch("warm"))
+    await asyncio.sleep(0.2)
+    launch.cancel()
+    await asyncio.sleep(0.1)
+    slow.gate.set()
+    with pytest.raises(asyncio.CancelledError):
+        await launch
+    assert await asyncio.to_thread(slow.made.wait, 30)  # the engine has made it by now
+    engine = docker.from_env()
+    label = f"o16n.instance={settings.instance}"
+    assert engine.containers.list(all=True, filters={"label": label}) == []
