@@ -129,6 +129,54 @@ class Settings(BaseModel):
         "believed (the rightmost untrusted hop); from anyone else it is ignored.",
     )
 
+    # --- directories (ML Server's appsettings.json: controller.auth.appsettings) -------------
+    appsettings: Path | None = Field(
+        None,
+        description="ML Server's appsettings.json: its Authentication (LDAP or Azure AD) and "
+        "Authorization sections are used; unset: local accounts only.",
+    )
+    local_accounts: bool = Field(
+        False,
+        description="Keep local accounts usable while a directory is enabled (break-glass); "
+        "without a directory they always are.",
+    )
+    ldap_query_password: SecretStr | None = Field(
+        None, description="Password of LDAP's QueryUserDn (instead of the file's)."
+    )
+    ldap_query_password_file: Path | None = Field(
+        None, description="A file holding that password (instead of the file's)."
+    )
+    ldap_starttls: bool | None = Field(
+        None,
+        description="Upgrade ldap:// with StartTLS; unset: on unless UseLDAPS is True.",
+    )
+    ldap_ca_file: Path | None = Field(
+        None, description="CA certificates (PEM) that verify the LDAP server; unset: the system's."
+    )
+    ldap_timeout: float = Field(
+        10.0, gt=0, le=300, description="Seconds to connect to LDAP, and for each operation."
+    )
+    aad_key: SecretStr | None = Field(
+        None, description="Azure AD's Key (client secret), instead of the file's."
+    )
+    aad_key_file: Path | None = Field(
+        None, description="A file holding Azure AD's Key (instead of the file's)."
+    )
+    oidc_ca_file: Path | None = Field(
+        None,
+        description="CA certificates (PEM) that verify the identity provider's https; unset: "
+        "the system's.",
+    )
+    oidc_jwks_cooldown: float = Field(
+        60.0,
+        ge=0,
+        description="Seconds between two fetches of the provider's keys that an unknown key "
+        "id may cause.",
+    )
+    oidc_leeway: float = Field(
+        60.0, ge=0, le=600, description="Seconds of clock skew allowed on a token's exp and nbf."
+    )
+
     audit_retention_days: int = Field(
         365, ge=1, description="Days audit-trail entries are kept (purged hourly)."
     )

@@ -153,4 +153,16 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX audit_at ON audit(at);
     """,
+    # 7: directory users (LDAP / Active Directory, Azure AD): where an account comes from,
+    #    the directory's own id for it, and when its roles were last looked up there
+    """
+    ALTER TABLE users ADD COLUMN source TEXT NOT NULL DEFAULT 'local'
+        CHECK (source IN ('local', 'ldap', 'aad'));
+    ALTER TABLE users ADD COLUMN external_id TEXT;
+    ALTER TABLE users ADD COLUMN display_name TEXT;
+    ALTER TABLE users ADD COLUMN email TEXT;
+    ALTER TABLE users ADD COLUMN roles_checked_at REAL;
+    CREATE UNIQUE INDEX users_external ON users(source, external_id)
+        WHERE external_id IS NOT NULL;
+    """,
 ]

@@ -1,4 +1,5 @@
-"""Repository of local user accounts."""
+"""Repository of user accounts: local ones, and directory users (LDAP, Azure AD) recorded
+at their first login."""
 
 from __future__ import annotations
 
@@ -20,6 +21,18 @@ class UserRecord:
     password_hash: str
     role: Role
     disabled: bool
+    #: ``local`` (a password here), ``ldap`` or ``aad`` (the directory checks who it is)
+    source: str = "local"
+    #: the directory's id of the account (LDAP: the unique-id attribute; Azure AD: oid)
+    external_id: str | None = None
+    display_name: str | None = None
+    email: str | None = None
+    #: when the directory was last asked for this user's roles (epoch seconds)
+    roles_checked_at: float | None = None
+
+    @property
+    def is_local(self) -> bool:
+        return self.source == "local"
 
     @classmethod
     def from_row(cls, row: Row) -> UserRecord:
@@ -29,6 +42,11 @@ class UserRecord:
             password_hash=row["password_hash"],
             role=Role(row["role"]),
             disabled=bool(row["disabled"]),
+            source=row["source"],
+            external_id=row["external_id"],
+            display_name=row["display_name"],
+            email=row["email"],
+            roles_checked_at=row["roles_checked_at"],
         )
 
 
@@ -58,6 +76,82 @@ class UsersRepo:
             user_id = cur.lastrowid
         assert user_id is not None
         return UserRecord(user_id, username, password_hash, role, disabled=False)
+
+    async def by_external(self, source: str, external_id: str) -> UserRecord | None:
+        row = await self._db.fetchone(
+            "SELECT * FROM users WHERE source = ? AND external_id = ?", (source, external_id)
+        )
+        return UserRecord.from_row(row) if row else None
+
+    async def sync_directory_user(
+        self,
+        source: str,
+        external_id: str,
+        username: str,
+        role: Role,
+        *,
+        display_name: str | None,
+        email: str | None,
+        disabled: bool,
+        checked_at: float,
+    ) -> UserRecord:
+        """Record what the directory says of one of its users: created at first sight,
+        updated after. 409 if ``username`` already names another account (a local one, or
+        another directory object): it never takes over what that account owns."""
+        async with self._db.transaction() as conn:
+            cur = await conn.execute(
+                "SELECT * FROM users WHERE source = ? AND external_id = ?", (source, external_id)
+            )
+            row = await cur.fetchone()
+            if row is None:
+                cur = await conn.execute("SELECT 1 FROM users WHERE username = ?", (username,))
+                if await cur.fetchone():
+                    raise ConflictError(f"the name '{username}' belongs to another account")
+                cur = await conn.execute(
+                    "INSERT INTO users (username, password_hash, role, disabled, created_at,"
+                    " updated_at, source, external_id, display_name, email, roles_checked_at)"
+                    " VALUES (?, '', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        username,
+                        role.value,
+                        int(disabled),
+                        checked_at,
+                        checked_at,
+                        source,
+                        external_id,
+                        display_name,
+                        email,
+                        checked_at,
+                    ),
+                )
+            else:
+                if row["username"] != username:
+                    cur = await conn.execute(
+                        "SELECT 1 FROM users WHERE username = ? AND id != ?",
+                        (username, row["id"]),
+                    )
+                    if await cur.fetchone():
+                        raise ConflictError(f"the name '{username}' belongs to another account")
+                await conn.execute(
+                    "UPDATE users SET username = ?, role = ?, disabled = ?, display_name = ?,"
+                    " email = ?, roles_checked_at = ?, updated_at = ? WHERE id = ?",
+                    (
+                        username,
+                        role.value,
+                        int(disabled),
+                        display_name,
+                        email,
+                        checked_at,
+                        checked_at,
+                        row["id"],
+                    ),
+                )
+            cur = await conn.execute(
+                "SELECT * FROM users WHERE source = ? AND external_id = ?", (source, external_id)
+            )
+            fresh = await cur.fetchone()
+        assert fresh is not None
+        return UserRecord.from_row(fresh)
 
     async def update(
         self,
