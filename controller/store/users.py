@@ -95,7 +95,8 @@ class UsersRepo:
         disabled: bool,
         checked_at: float,
     ) -> UserRecord:
-        """Record what the directory says of one of its users: created at first sight,
+        """Record what the directory says of one of its users: created at first sight
+        (``disabled`` applies then only: later, a local operator's ``disabled`` stands),
         updated after. 409 if ``username`` already names another account (a local one, or
         another directory object): it never takes over what that account owns."""
         async with self._db.transaction() as conn:
@@ -133,12 +134,11 @@ class UsersRepo:
                     if await cur.fetchone():
                         raise ConflictError(f"the name '{username}' belongs to another account")
                 await conn.execute(
-                    "UPDATE users SET username = ?, role = ?, disabled = ?, display_name = ?,"
+                    "UPDATE users SET username = ?, role = ?, display_name = ?,"
                     " email = ?, roles_checked_at = ?, updated_at = ? WHERE id = ?",
                     (
                         username,
                         role.value,
-                        int(disabled),
                         display_name,
                         email,
                         checked_at,
