@@ -72,6 +72,8 @@ class OidcProvider:
         self._generation = 0
         self.rotate("RSA")
         self.rotate("EC")
+        #: served instead of the JWKS when set
+        self.jwks_override: dict[str, Any] | None = None
         self._unavailable = False
         self._huge: tuple[int, bool] | None = None
         self._huge_sent = 0
@@ -335,6 +337,8 @@ class _Handler(BaseHTTPRequestHandler):
             idp._count("jwks")
             if idp._huge is not None:
                 self._huge(*idp._huge)
+            elif idp.jwks_override is not None:
+                self._json(200, idp.jwks_override)
             else:
                 self._json(200, idp.jwks())
         else:
