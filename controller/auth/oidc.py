@@ -441,6 +441,12 @@ def _read_discovery(document: dict[str, Any]) -> tuple[str, str]:
     jwks_uri = document.get("jwks_uri")
     if not isinstance(issuer, str) or not issuer:
         raise _ProviderError("its discovery document has no issuer")
+    if "{tenantid}" in issuer:
+        # ``common``/``organizations``: any tenant's tokens would do; ML Server names one.
+        raise _ProviderError(
+            "the Authority is multi-tenant (its issuer is a {tenantid} template); name your "
+            "tenant in Authority, e.g. https://login.microsoftonline.com/<tenant id>"
+        )
     if not isinstance(jwks_uri, str) or not _fetchable(jwks_uri):
         raise _ProviderError("its discovery document has no https jwks_uri")
     return issuer, jwks_uri

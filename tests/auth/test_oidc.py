@@ -322,3 +322,42 @@ async def test_a_verified_token_is_cached_until_it_expires(oidc_provider: OidcPr
     assert oidc_provider.jwks_fetches == 1
     digest = hashlib.sha256(tokens[0].encode()).digest()
     assert digest in v._cache  # keyed by the token's hash, not the token
+
+
+# --- what the provider publishes ------------------------------------------------------------
+
+
+async def test_keys_unfit_for_signatures_are_skipped(oidc_provider: OidcProvider) -> None:
+    real = oidc_provider.jwks()["keys"]
+    rsa_key = next(k for k in real if k["kty"] == "RSA")
+    short_n = b64((1 << 1023 | 1).to_bytes(128, "big"))
+    oidc_provider.jwks_override = {
+        "keys": [
+            *real,
+            {**rsa_key, "kid": "enc", "use": "enc"},
+            {**rsa_key, "kid": "ops", "key_ops": ["encrypt"]},
+            {**rsa_key, "kid": "hs", "alg": "HS256"},
+            {**rsa_key, "kid": "short", "n": short_n},
+            {**rsa_key, "kid": "private", "d": "AQAB"},
+            {"kty": "oct", "kid": "oct", "k": b64(oidc_provider.public_pem())},
+            {"kty": "EC", "kid": "curve", "crv": "secp256k1", "x": "AA", "y": "AA"},
+            {"kty": "RSA", "kid": "broken", "n": "!!", "e": "AQAB"},
+            "not a key",
+        ]
+    }
+    async with verifier(oidc_provider, jwks_cooldown=300) as v:
+        assert (await v.verify(oidc_provider.token())).username
+        assert v.status()["keys"] == 2
+        for kid in ("enc", "ops", "hs", "short", "private", "oct", "curve", "broken"):
+            assert "unknown kid" in await rejected(v, oidc_provider.token(kid=kid))
+
+
+async def test_a_multi_tenant_authority_is_refused_saying_why(
+    oidc_provider: OidcProvider,
+) -> None:
+    token = oidc_provider.token()
+    oidc_provider.issuer = "https://sts.windows.net/{tenantid}/"
+    async with verifier(oidc_provider) as v:
+        await rejected(v, token, ServiceUnavailableError)
+        status = v.status()
+    assert status["status"] == "fail" and "name your tenant in Authority" in str(status["detail"])
