@@ -14,6 +14,7 @@ own, never on the test's event loop, so the controller's client sees a real serv
         idp.rotate()                            # new RSA key and kid; the old one leaves the JWKS
         idp.down(); idp.up()                    # refuse connections, or down("503"): 503s
         idp.jwks_fetches, idp.discovery_fetches # how often each was served
+    OidcProvider(tls=True)                      # https, its own CA in .ca_file
 
 Tokens carry the claims of Azure AD's v1 access tokens (``aud``, ``iss`` =
 ``https://sts.windows.net/<tenant>/`` as the discovery document says, ``oid``, ``upn``,
@@ -22,17 +23,25 @@ Tokens carry the claims of Azure AD's v1 access tokens (``aud``, ``iss`` =
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import json
+import shutil
+import ssl
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Iterable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Literal
 
 import jwt
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from controller.auth.appsettings import AadConfig
@@ -59,7 +68,9 @@ def _new_key(kty: str, alg: str = "ES256") -> PrivateKey:
 class OidcProvider:
     """An identity provider the tests start and stop; see the module's docstring."""
 
-    def __init__(self, *, tenant: str | None = None, audience: str = AUDIENCE) -> None:
+    def __init__(
+        self, *, tenant: str | None = None, audience: str = AUDIENCE, tls: bool = False
+    ) -> None:
         self.tenant = tenant or str(uuid.uuid4())
         self.audience = audience
         self.issuer = f"https://sts.windows.net/{self.tenant}/"
@@ -81,6 +92,13 @@ class OidcProvider:
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.port = 0
+        #: with ``tls``: the CA (PEM) that signed its certificate (O16N_OIDC_CA_FILE)
+        self.ca_file: Path | None = None
+        self._tls: ssl.SSLContext | None = None
+        self._scratch: Path | None = None
+        if tls:
+            self._scratch = Path(tempfile.mkdtemp(prefix="o16n-idp-"))
+            self._tls, self.ca_file = _tls_files(self._scratch)
 
     # --- life -------------------------------------------------------------------------------
 
@@ -89,6 +107,12 @@ class OidcProvider:
         return self
 
     def stop(self) -> None:
+        self._halt()
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
+
+    def _halt(self) -> None:
         server, thread = self._server, self._thread
         self._server = self._thread = None
         if server is not None:
@@ -108,7 +132,7 @@ class OidcProvider:
         if mode == "503":
             self._unavailable = True
         else:
-            self.stop()
+            self._halt()
 
     def up(self) -> None:
         self._unavailable = False
@@ -123,6 +147,8 @@ class OidcProvider:
 
         server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         server.daemon_threads = True
+        if self._tls is not None:
+            server.socket = self._tls.wrap_socket(server.socket, server_side=True)
         self.port = server.server_address[1]
         self._server = server
         self._thread = threading.Thread(
@@ -134,7 +160,8 @@ class OidcProvider:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self._tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     @property
     def authority(self) -> str:
@@ -177,7 +204,7 @@ class OidcProvider:
             audience=self.audience,
             client_id=CLIENT_ID,
             key=None,
-            ca_file=None,
+            ca_file=self.ca_file,
             jwks_cooldown=jwks_cooldown,
             leeway=leeway,
         )
@@ -319,6 +346,77 @@ class OidcProvider:
                 self.jwks_fetches += 1
             else:
                 self.discovery_fetches += 1
+
+
+def _tls_files(scratch: Path) -> tuple[ssl.SSLContext, Path]:
+    """A CA of its own, and a certificate for 127.0.0.1 it signed: the server's context
+    and the CA's file (what O16N_OIDC_CA_FILE names)."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "o16n test identity CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_file = scratch / "ca.pem"
+    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    chain = scratch / "server.pem"
+    chain.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        + cert.public_bytes(serialization.Encoding.PEM)
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(chain)
+    return context, ca_file
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -21,6 +22,7 @@ import pytest
 
 from controller.auth.oidc import OidcIdentity, OidcVerifier
 from controller.errors import ForbiddenError, ServiceUnavailableError, UnauthorizedError
+from controller.settings import SettingsError
 from tests.oidc_provider import OidcProvider
 
 
@@ -361,3 +363,21 @@ async def test_a_multi_tenant_authority_is_refused_saying_why(
         await rejected(v, token, ServiceUnavailableError)
         status = v.status()
     assert status["status"] == "fail" and "name your tenant in Authority" in str(status["detail"])
+
+
+async def test_an_https_provider_is_trusted_through_the_ca_file() -> None:
+    with OidcProvider(tls=True) as idp:
+        assert idp.authority.startswith("https://127.0.0.1:")
+        async with verifier(idp) as v:
+            assert (await v.verify(idp.token())).username == "alice@contoso.example"
+        # without its CA file the provider's certificate is not trusted: no keys
+        untrusted = OidcVerifier(dataclasses.replace(idp.aad_config(), ca_file=None))
+        await untrusted.start()
+        try:
+            await rejected(untrusted, idp.token(), ServiceUnavailableError)
+            assert "Certificate" in str(untrusted.status()["detail"])
+        finally:
+            await untrusted.close()
+        missing = idp.aad_config().ca_file.parent / "nowhere.pem"  # type: ignore[union-attr]
+        with pytest.raises(SettingsError, match="O16N_OIDC_CA_FILE"):
+            await OidcVerifier(dataclasses.replace(idp.aad_config(), ca_file=missing)).start()
