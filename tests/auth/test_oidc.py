@@ -20,9 +20,11 @@ from typing import Any
 
 import pytest
 
+from controller.auth import appsettings
 from controller.auth.oidc import OidcIdentity, OidcVerifier
 from controller.errors import ForbiddenError, ServiceUnavailableError, UnauthorizedError
-from controller.settings import SettingsError
+from controller.roles import Role
+from controller.settings import Settings, SettingsError
 from tests.oidc_provider import OidcProvider
 
 
@@ -381,3 +383,17 @@ async def test_an_https_provider_is_trusted_through_the_ca_file() -> None:
         missing = idp.aad_config().ca_file.parent / "nowhere.pem"  # type: ignore[union-attr]
         with pytest.raises(SettingsError, match="O16N_OIDC_CA_FILE"):
             await OidcVerifier(dataclasses.replace(idp.aad_config(), ca_file=missing)).start()
+
+
+def test_the_providers_appsettings_read_as_its_aad_config(
+    oidc_provider: OidcProvider, settings: Settings
+) -> None:
+    """The helper other tests write to O16N_APPSETTINGS means what ``aad_config`` says."""
+    group = "9a0f3c5e-1b2d-4e6f-8a7b-0c1d2e3f4a5b"
+    loaded = appsettings.parse(oidc_provider.appsettings(owner=[group.upper()]), settings)
+    assert loaded.aad == oidc_provider.aad_config(
+        jwks_cooldown=settings.oidc_jwks_cooldown, leeway=settings.oidc_leeway
+    )
+    assert loaded.source == "aad" and not loaded.local_accounts
+    assert loaded.roles.role_for([group]) == Role.OWNER
+    assert loaded.roles.role_for(["another"]) == Role.CONTRIBUTOR
