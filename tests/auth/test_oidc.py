@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import hmac
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -397,3 +398,20 @@ def test_the_providers_appsettings_read_as_its_aad_config(
     assert loaded.source == "aad" and not loaded.local_accounts
     assert loaded.roles.role_for([group]) == Role.OWNER
     assert loaded.roles.role_for(["another"]) == Role.CONTRIBUTOR
+
+
+async def test_no_token_reaches_the_log(
+    oidc_provider: OidcProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    tokens = [oidc_provider.token(), oidc_provider.token(forged=True), oidc_provider.token()]
+    async with verifier(oidc_provider, jwks_cooldown=0) as v:
+        await v.verify(tokens[0])
+        await rejected(v, tokens[1])
+        oidc_provider.down()
+        await rejected(v, oidc_provider.token(kid="another"), ServiceUnavailableError)
+        await v.verify(tokens[2])
+    assert any("ClientConnectorError" in r.getMessage() for r in caplog.records)
+    for token in tokens:
+        for part in token.split("."):
+            assert part not in caplog.text
