@@ -46,6 +46,9 @@ _LDAP_KEYS = {
 }
 _AAD_KEYS = {"Enabled", "Authority", "Audience", "ClientId", "Key", "KeyEncrypted"}
 _AUTHZ_KEYS = {"Owner", "Contributor", "Reader", "CacheLifeTimeInMinutes"}
+#: ML Server's own ``Authentication`` sections o16n has no use for (its local admin
+#: account, its token-signing certificate): present in every file it wrote, so silent
+_ML_SERVER_ONLY = {"AdminAccount", "JWTSigningCertificate"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +174,7 @@ def parse(document: Mapping[str, Any], settings: Settings) -> DirectoryConfig:
     ldap_raw = _section(auth, "Authentication.LDAP", _LDAP_KEYS)
     aad_raw = _section(auth, "Authentication.AzureActiveDirectory", _AAD_KEYS)
     for key in auth:
-        if key not in ("LDAP", "AzureActiveDirectory"):
+        if key not in ("LDAP", "AzureActiveDirectory", *_ML_SERVER_ONLY):
             log.warning("appsettings: Authentication.%s is not used by o16n; ignored", key)
     ldap_on = _bool(ldap_raw, "Authentication.LDAP", "Enabled", default=False)
     aad_on = _bool(aad_raw, "Authentication.AzureActiveDirectory", "Enabled", default=False)
