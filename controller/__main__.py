@@ -135,8 +135,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             from controller import logs
             from controller.app import run
+            from controller.auth.appsettings import configured
 
             logs.configure(settings.log_level, settings.log_format)
+            configured(settings)  # a bad appsettings.json stops the start here, named
             run(settings)
         elif args.command == "users":
             asyncio.run(_users(settings, args))

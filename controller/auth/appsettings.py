@@ -14,6 +14,7 @@ unknown keys are warnings (ML Server's files carry many sections o16n does not u
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Iterable, Mapping
@@ -166,6 +167,13 @@ def load(settings: Settings) -> DirectoryConfig:
     if not isinstance(document, dict):
         raise SettingsError(f"O16N_APPSETTINGS: {path} must hold a JSON object")
     return parse(document, settings)
+
+
+@functools.lru_cache(maxsize=8)
+def configured(settings: Settings) -> DirectoryConfig:
+    """``load`` once per ``settings``: ``o16n serve`` checks the file before anything
+    starts, and the app factory takes the same result, its warnings logged once."""
+    return load(settings)
 
 
 def parse(document: Mapping[str, Any], settings: Settings) -> DirectoryConfig:

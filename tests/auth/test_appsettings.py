@@ -7,6 +7,9 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -448,3 +451,62 @@ def test_roles_from_the_file_are_case_insensitive(tmp_path: Path) -> None:
     single = load(tmp_path, ml_file(Authorization={"Owner": "Administrators", "Contributor": []}))
     assert single.roles.owner == frozenset({"administrators"})
     assert single.roles.role_for([]) is Role.CONTRIBUTOR
+
+
+# --- the start ------------------------------------------------------------------------------
+
+
+def serve(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """``python -m controller serve`` in a fresh process with only ``env`` as O16N_*."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("O16N_")}
+    return subprocess.run(
+        [sys.executable, "-m", "controller", "serve"],
+        env={
+            **clean,
+            "PYTHONPATH": f"{ROOT}:{ROOT / 'runtime_image'}",
+            "O16N_DATA_DIR": str(tmp_path / "data"),
+            "O16N_ENGINE": "fake",
+            "O16N_HOST": "192.0.2.1",  # not ours: were the start to go on, it fails at once
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("document", "named"),
+    [
+        (ml_file(LDAP={"Port": "abc"}), "Authentication.LDAP.Port"),
+        (ml_file(LDAP={"QueryUserPasswordEncrypted": True}), "O16N_LDAP_QUERY_PASSWORD_FILE"),
+        ("{not json", "is not JSON"),
+    ],
+)
+def test_serve_with_a_bad_appsettings_exits_with_the_message(
+    tmp_path: Path, document: Any, named: str
+) -> None:
+    settings = settings_for(tmp_path, document)
+    done = serve(tmp_path, O16N_APPSETTINGS=str(settings.appsettings))
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert named in done.stderr and done.stderr.startswith("o16n: ")
+    assert "Traceback" not in done.stderr + done.stdout
+    assert "query-secret-1" not in done.stderr + done.stdout
+
+
+def test_serve_with_a_missing_appsettings_exits_with_the_message(tmp_path: Path) -> None:
+    done = serve(tmp_path, O16N_APPSETTINGS=str(tmp_path / "absent.json"))
+    assert done.returncode == 2 and "absent.json" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_the_start_and_the_app_share_one_load(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``o16n serve`` checks the file, the app factory takes that result: warned once."""
+    caplog.set_level(logging.WARNING)
+    settings = settings_for(tmp_path, ml_file(LDAP={"SkipCertificateValidation": True}))
+    first = appsettings.configured(settings)
+    assert appsettings.configured(settings) is first
+    assert len(warnings(caplog)) == 1
