@@ -335,7 +335,11 @@ def _int(raw: Mapping[str, Any], where: str, key: str, *, default: int, low: int
     return number
 
 
-def _str(raw: Mapping[str, Any], where: str, key: str, *, required: bool = True) -> Any:
+def _str(
+    raw: Mapping[str, Any], where: str, key: str, *, required: bool = True, secret: bool = False
+) -> Any:
+    """A string value; a ``secret``'s wrong value is named, never shown (the message goes
+    to the terminal and the log)."""
     value = raw.get(key)
     if isinstance(value, str) and value.strip():
         return value.strip()
@@ -343,7 +347,8 @@ def _str(raw: Mapping[str, Any], where: str, key: str, *, required: bool = True)
         if required:
             raise SettingsError(f"appsettings: {where}.{key} is required")
         return None
-    raise SettingsError(f"appsettings: {where}.{key} must be a string, not {value!r}")
+    shown = f"a JSON {type(value).__name__}" if secret else repr(value)
+    raise SettingsError(f"appsettings: {where}.{key} must be a string, not {shown}")
 
 
 def _host(value: str, where: str) -> str:
@@ -403,7 +408,7 @@ def _secret(
             f"Server's key store can read it. Give the secret in {env_name}, or in a file "
             f"named by {env_name}_FILE, or write it in clear with {encrypted_key}: false"
         )
-    value = _str(raw, where, key, required=False)
+    value = _str(raw, where, key, required=False, secret=True)
     if value is None:
         raise SettingsError(
             f"appsettings: {where}.{key} is required (or give it in {env_name} or {env_name}_FILE)"

@@ -510,3 +510,14 @@ def test_the_start_and_the_app_share_one_load(
     first = appsettings.configured(settings)
     assert appsettings.configured(settings) is first
     assert len(warnings(caplog)) == 1
+
+
+def test_a_secret_of_the_wrong_type_is_named_not_shown(tmp_path: Path) -> None:
+    message = refused(tmp_path, ml_file(LDAP={"QueryUserPassword": 31415926535}))
+    assert "Authentication.LDAP.QueryUserPassword" in message and "31415926535" not in message
+    aad = ml_file(
+        LDAP={"Enabled": False},
+        AzureActiveDirectory={"Enabled": True, "Key": 27182818284, "KeyEncrypted": False},
+    )
+    message = refused(tmp_path, aad)
+    assert "Authentication.AzureActiveDirectory.Key" in message and "27182818284" not in message
