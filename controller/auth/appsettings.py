@@ -326,7 +326,7 @@ def _int(raw: Mapping[str, Any], where: str, key: str, *, default: int, low: int
     number: int | None = None
     if isinstance(value, int) and not isinstance(value, bool):
         number = value
-    elif isinstance(value, str) and value.strip().isdigit():
+    elif isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
         number = int(value.strip())
     if number is None or not low <= number <= high:
         raise SettingsError(

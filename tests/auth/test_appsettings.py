@@ -521,3 +521,10 @@ def test_a_secret_of_the_wrong_type_is_named_not_shown(tmp_path: Path) -> None:
     )
     message = refused(tmp_path, aad)
     assert "Authentication.AzureActiveDirectory.Key" in message and "27182818284" not in message
+
+
+@pytest.mark.parametrize("port", ["\u00b2", "\u0666\u0663\u0666", "6 36", "0x27c"])
+def test_a_port_of_unicode_or_other_digits_is_named(tmp_path: Path, port: str) -> None:
+    """Only ASCII digits: ``str.isdigit`` alone let ``²`` through to ``int()``, whose
+    ValueError escaped without the key's name."""
+    assert "Authentication.LDAP.Port" in refused(tmp_path, ml_file(LDAP={"Port": port}))
