@@ -178,11 +178,12 @@ def configured(settings: Settings) -> DirectoryConfig:
 
 def parse(document: Mapping[str, Any], settings: Settings) -> DirectoryConfig:
     """``document``'s ``Authentication`` and ``Authorization`` sections."""
-    auth = _section(document, "Authentication", set(), warn_unknown=False)
+    auth_keys = {"LDAP", "AzureActiveDirectory", *_ML_SERVER_ONLY}
+    auth = _section(document, "Authentication", auth_keys, warn_unknown=False)
     ldap_raw = _section(auth, "Authentication.LDAP", _LDAP_KEYS)
     aad_raw = _section(auth, "Authentication.AzureActiveDirectory", _AAD_KEYS)
     for key in auth:
-        if key not in ("LDAP", "AzureActiveDirectory", *_ML_SERVER_ONLY):
+        if key not in auth_keys:
             log.warning("appsettings: Authentication.%s is not used by o16n; ignored", key)
     ldap_on = _bool(ldap_raw, "Authentication.LDAP", "Enabled", default=False)
     aad_on = _bool(aad_raw, "Authentication.AzureActiveDirectory", "Enabled", default=False)
@@ -296,16 +297,28 @@ def _roles(raw: Mapping[str, Any]) -> RoleGroups:
 def _section(
     parent: Mapping[str, Any], where: str, known: set[str], *, warn_unknown: bool = True
 ) -> Mapping[str, Any]:
-    value = parent.get(where.rsplit(".", 1)[-1])
+    """The object ``where`` names in ``parent``, its ``known`` keys spelt as ML Server's
+    docs do. Names are compared case-insensitively, as ASP.NET Core's configuration (and
+    so ML Server) does: ``"useLdaps"`` is ``UseLDAPS``; a key given twice is refused."""
+    name = where.rsplit(".", 1)[-1]
+    found = [key for key in parent if key.casefold() == name.casefold()]
+    if len(found) > 1:
+        raise SettingsError(f"appsettings: {where} is given twice ({', '.join(found)})")
+    value = parent[found[0]] if found else None
     if value is None:
         return {}
     if not isinstance(value, dict):
         raise SettingsError(f"appsettings: {where} must be a JSON object")
-    if warn_unknown:
-        for key in value:
-            if key not in known:
-                log.warning("appsettings: %s.%s is not a known key; ignored", where, key)
-    return value
+    spelling = {key.casefold(): key for key in known}
+    section: dict[str, Any] = {}
+    for key, item in value.items():
+        canonical: str = spelling.get(key.casefold()) or key
+        if canonical in section:
+            raise SettingsError(f"appsettings: {where}.{canonical} is given twice")
+        section[canonical] = item
+        if warn_unknown and canonical not in known:
+            log.warning("appsettings: %s.%s is not a known key; ignored", where, key)
+    return section
 
 
 def _bool(raw: Mapping[str, Any], where: str, key: str, *, default: bool) -> bool:

@@ -528,3 +528,27 @@ def test_a_port_of_unicode_or_other_digits_is_named(tmp_path: Path, port: str) -
     """Only ASCII digits: ``str.isdigit`` alone let ``²`` through to ``int()``, whose
     ValueError escaped without the key's name."""
     assert "Authentication.LDAP.Port" in refused(tmp_path, ml_file(LDAP={"Port": port}))
+
+
+def _recased(value: Any) -> Any:
+    """``value`` with every key in another case (ML Server's .NET configuration ignores it)."""
+    if isinstance(value, dict):
+        return {
+            (k.lower() if i % 2 else k.upper()): _recased(v)
+            for i, (k, v) in enumerate(value.items())
+        }
+    return value
+
+
+def test_key_names_are_case_insensitive_as_in_ml_server(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ASP.NET Core's configuration compares keys case-insensitively, so ML Server took
+    ``"useLdaps"`` or ``"authentication"``; o16n read such a file as no directory at all."""
+    caplog.set_level(logging.WARNING)
+    recased = _recased(ML_SERVER_FILE)
+    assert "AUTHENTICATION" in recased or "authentication" in recased
+    assert load(tmp_path, recased) == load(tmp_path, ML_SERVER_FILE)
+    assert warnings(caplog) == []
+    twice = ml_file(LDAP={"host": "dc2.test.com"})
+    assert "Authentication.LDAP.Host" in refused(tmp_path, twice)
