@@ -5,7 +5,8 @@ o16n users add NAME [--role R]           add a user (password from --password-st
 o16n users set-role NAME ROLE
 o16n users set-password NAME
 o16n users disable NAME | enable NAME
-o16n users list
+o16n users list                          every account: name, role, state, source
+                                         (local, ldap, aad), a directory's name and email
 o16n image tag | build                   the runtime image's tag; build it if missing
 o16n admin …                             administer a running server over its REST API
                                          (``o16n_client.admin``; ``o16n admin --help``)
@@ -34,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("serve", help="run the HTTP server")
     sub.add_parser("admin", help="administer a running server (o16n admin --help)")
 
-    users = sub.add_parser("users", help="manage local user accounts").add_subparsers(
+    users = sub.add_parser("users", help="manage user accounts").add_subparsers(
         dest="action", required=True
     )
     add = users.add_parser("add", help="add a user")
@@ -112,7 +113,8 @@ async def _users(settings: Settings, args: argparse.Namespace) -> None:
         elif args.action == "list":
             for user in await repo.all():
                 state = "disabled" if user.disabled else "active"
-                print(f"{user.username}\t{user.role.value}\t{state}")
+                directory = [user.display_name or "", user.email or ""]  # where known
+                print("\t".join([user.username, user.role.value, state, user.source, *directory]))
     finally:
         await db.close()
 

@@ -40,6 +40,7 @@ Columns = list[tuple[str, str]]  # (heading, key; dotted for nested)
 USERS: Columns = [
     ("NAME", "name"),
     ("ROLE", "role"),
+    ("SOURCE", "source"),
     ("DISABLED", "disabled"),
     ("LAST LOGIN", "lastLogin"),
     ("SESSIONS", "sessions"),

@@ -1,4 +1,5 @@
-"""``/admin/users``: local accounts, their roles, logins, and what they own.
+"""``/admin/users``: accounts (local ones, and directory users recorded at their first
+login), their roles, logins, and what they own.
 
 Changes take effect at once: the in-memory directory that checks every bearer token is
 reloaded after each one, so a disabled user's (or one whose logins were ended) access
@@ -76,7 +77,9 @@ def user_json(user: UserOverview, sessions: int) -> dict[str, Any]:
     return {
         "name": user.username,
         "role": user.role.value,
-        "source": "local",
+        "source": user.source,
+        "displayName": user.display_name,
+        "email": user.email,
         "disabled": user.disabled,
         "created": iso(user.created_at),
         "lastLogin": iso(user.last_login_at),

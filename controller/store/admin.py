@@ -20,10 +20,15 @@ class UserOverview:
     last_login_at: float | None
     services: int
     snapshots: int
+    #: ``local``, ``ldap`` or ``aad`` (``UserRecord.source``)
+    source: str = "local"
+    display_name: str | None = None
+    email: str | None = None
 
 
 _OVERVIEW = (
     "SELECT u.id, u.username, u.role, u.disabled, u.created_at, u.last_login_at,"
+    " u.source, u.display_name, u.email,"
     " (SELECT COUNT(*) FROM services s WHERE s.publisher_id = u.id) AS services,"
     " (SELECT COUNT(*) FROM snapshots p WHERE p.owner_id = u.id) AS snapshots"
     " FROM users u"
@@ -49,6 +54,9 @@ class AdminRepo:
                 last_login_at=r["last_login_at"],
                 services=r["services"],
                 snapshots=r["snapshots"],
+                source=r["source"],
+                display_name=r["display_name"],
+                email=r["email"],
             )
             for r in rows
         ]

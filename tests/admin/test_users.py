@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +16,12 @@ from controller.admin import console
 from controller.admin import routes as admin_routes
 from controller.auth.service import AUTH
 from controller.errors import ConflictError
+from controller.roles import Role
 from controller.sessions.manager import SESSIONS
 from controller.settings import Settings
 from controller.store.audit import AuditQuery, AuditRepo
-from controller.store.db import Database
+from controller.store.db import DB, Database
+from controller.store.users import UsersRepo
 from tests.admin.conftest import audit_entries, create_user
 from tests.conftest import bearer, login, user_headers
 from tests.services.conftest import publish
@@ -294,3 +297,94 @@ async def test_delete_ends_the_users_logins_before_closing_sessions(
     resp = await client.delete("/admin/users/lou", headers=admin_headers)
     assert resp.status == 200, await resp.text()
     assert seen == [401]
+
+
+async def _directory_user(
+    client: TestClient[Any, Any], source: str, name: str, role: Role = Role.CONTRIBUTOR
+) -> None:
+    """A user as a directory login records them (LDAP / Azure AD), straight into the store."""
+    await UsersRepo(client.app[DB]).sync_directory_user(
+        source,
+        f"{source}-id-of-{name}",
+        name,
+        role,
+        display_name=f"{name.title()} Example" if source == "ldap" else None,
+        email=f"{name}@example.com" if source == "ldap" else None,
+        disabled=False,
+        checked_at=time.time(),
+    )
+    await client.app[AUTH].directory.reload()
+
+
+async def test_directory_users_are_listed_with_their_source(
+    client: TestClient[Any, Any], admin_headers: dict[str, str]
+) -> None:
+    await _directory_user(client, "ldap", "lena")
+    await _directory_user(client, "aad", "0000aaaa-oid")
+    resp = await client.get("/admin/users", headers=admin_headers)
+    users = {u["name"]: u for u in await resp.json()}
+    assert {n: (u["source"], u["displayName"], u["email"]) for n, u in users.items()} == {
+        "admin": ("local", None, None),
+        "lena": ("ldap", "Lena Example", "lena@example.com"),
+        "0000aaaa-oid": ("aad", None, None),
+    }
+    one = await (await client.get("/admin/users/lena", headers=admin_headers)).json()
+    assert one == users["lena"] and one["role"] == "Contributor"
+
+
+async def test_what_still_works_for_directory_users(
+    client: TestClient[Any, Any], admin_headers: dict[str, str]
+) -> None:
+    await _directory_user(client, "ldap", "dana")
+    resp = await client.patch("/admin/users/dana", json={"disabled": True}, headers=admin_headers)
+    assert resp.status == 200 and (await resp.json())["disabled"] is True
+    resp = await client.patch("/admin/users/dana", json={"disabled": False}, headers=admin_headers)
+    assert resp.status == 200 and (await resp.json())["disabled"] is False
+    resp = await client.patch("/admin/users/dana", json={"endLogins": True}, headers=admin_headers)
+    assert resp.status == 200
+    resp = await client.post(
+        "/admin/users/admin/transfer", json={"to": "dana"}, headers=admin_headers
+    )
+    assert resp.status == 200
+    resp = await client.delete("/admin/users/dana", headers=admin_headers)
+    assert resp.status == 200, await resp.text()
+    assert (await client.get("/admin/users/dana", headers=admin_headers)).status == 404
+
+
+def _seed_directory_users(settings: Settings) -> None:
+    """An LDAP and an Azure AD user, as their first logins record them."""
+
+    async def seed() -> None:
+        db = await Database.open(Path(settings.db_path))
+        try:
+            repo = UsersRepo(db)
+            for source, name in (("ldap", "lars"), ("aad", "0000bbbb-oid")):
+                await repo.sync_directory_user(
+                    source,
+                    f"id-{name}",
+                    name,
+                    Role.READER,
+                    display_name="Lars Example" if source == "ldap" else None,
+                    email="lars@example.com" if source == "ldap" else None,
+                    disabled=False,
+                    checked_at=time.time(),
+                )
+        finally:
+            await db.close()
+
+    asyncio.run(seed())
+
+
+def test_the_offline_cli_lists_directory_users(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("O16N_DATA_DIR", str(settings.data_dir))
+    _seed_directory_users(settings)
+    monkeypatch.setattr("sys.stdin", _Lines("cli-password-1\n"))
+    assert cli.main(["users", "add", "loc", "--password-stdin"]) == 0
+    capsys.readouterr()
+    assert cli.main(["users", "list"]) == 0
+    rows = {line.split("\t")[0]: line.split("\t") for line in capsys.readouterr().out.splitlines()}
+    assert rows["loc"][1:] == ["Contributor", "active", "local", "", ""]
+    assert rows["lars"][1:] == ["Reader", "active", "ldap", "Lars Example", "lars@example.com"]
+    assert rows["0000bbbb-oid"][1:] == ["Reader", "active", "aad", "", ""]
