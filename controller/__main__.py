@@ -26,7 +26,7 @@ from controller.errors import O16nError
 from controller.roles import Role
 from controller.settings import Settings, SettingsError
 from controller.store.db import Database
-from controller.store.users import UsersRepo
+from controller.store.users import UsersRepo, refuse_directory_owned
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -82,6 +82,15 @@ async def _audit(db: Database, action: str, name: str, detail: dict[str, object]
     emit(entry)
 
 
+async def _local_only(
+    repo: UsersRepo, name: str, *, password: bool = False, role: bool = False
+) -> None:
+    """Refuse (409, exit 1) what a directory user's directory decides, as the API does."""
+    user = await repo.by_name(name)
+    if user is not None:
+        refuse_directory_owned(user.username, user.source, password=password, role=role)
+
+
 async def _users(settings: Settings, args: argparse.Namespace) -> None:
     db = await Database.open(settings.db_path)
     try:
@@ -97,10 +106,12 @@ async def _users(settings: Settings, args: argparse.Namespace) -> None:
             print(f"added {args.name} ({role.value})")
         elif args.action == "set-role":
             role = Role.parse(args.role)
+            await _local_only(repo, args.name, role=True)
             await repo.update(args.name, role=role)
             await _audit(db, "user.change", args.name, {"role": role.value})
             print(f"{args.name} is now {role.value}")
         elif args.action == "set-password":
+            await _local_only(repo, args.name, password=True)  # before asking for one
             hashed = await hash_password_async(_read_password(args.password_stdin))
             await repo.update(args.name, password_hash=hashed, revoke_tokens=True)
             await _audit(db, "user.change", args.name, {"password": "set"})

@@ -4,7 +4,8 @@ login), their roles, logins, and what they own.
 Changes take effect at once: the in-memory directory that checks every bearer token is
 reloaded after each one, so a disabled user's (or one whose logins were ended) access
 tokens stop working on the next request, not when they expire. No change may leave the
-server without an enabled Owner (409).
+server without an enabled Owner (409). A directory user's password and role are the
+directory's: changing them is 409 too.
 
 Deleting a user closes their sessions and cancels their batches. Their services and
 snapshots are never deleted with them: ``DELETE`` is 409 while they own any, unless
@@ -34,6 +35,7 @@ from controller.services.registry import SERVICES
 from controller.sessions.manager import SESSIONS
 from controller.store.admin import AdminRepo, UserOverview
 from controller.store.db import DB
+from controller.store.users import refuse_directory_owned
 
 routes = web.RouteTableDef()
 
@@ -160,7 +162,10 @@ async def change_user(request: web.Request) -> web.Response:
     body = await read_model(request, ChangeUserRequest)
     if body.role is None and body.disabled is None and body.password is None and not body.endLogins:
         raise BadRequestError("nothing to change: give role, disabled, password or endLogins")
-    await AdminRepo(request.app[DB]).user(name)  # 404 first
+    user = await AdminRepo(request.app[DB]).user(name)  # 404 first
+    refuse_directory_owned(
+        user.username, user.source, password=body.password is not None, role=body.role is not None
+    )
     directory = request.app[AUTH].directory
     await directory.users_repo.update(
         name,

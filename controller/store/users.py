@@ -220,6 +220,32 @@ class UsersRepo:
             await check_an_owner_left(conn)
 
 
+#: what the admin messages call each directory
+DIRECTORY_NAMES = {"ldap": "LDAP / Active Directory", "aad": "Azure AD"}
+
+
+def refuse_directory_owned(
+    username: str, source: str, *, password: bool = False, role: bool = False
+) -> None:
+    """409 for a change the directory decides for its users: their password is the
+    directory's, and their role is set from its groups again at the next lookup, so an
+    operator's change would only seem to work."""
+    directory = DIRECTORY_NAMES.get(source)
+    if directory is None:
+        return
+    if password:
+        raise ConflictError(
+            f"'{username}' signs in with {directory}: the directory keeps the password; "
+            "change it there"
+        )
+    if role:
+        raise ConflictError(
+            f"the role of '{username}' comes from {directory} groups, as the Authorization "
+            "section of appsettings.json maps them, and is set again at each lookup; "
+            "change the user's groups or that mapping instead"
+        )
+
+
 async def check_an_owner_left(conn: aiosqlite.Connection) -> None:
     """Inside a write transaction: 409 (rolling it back) when no enabled Owner is left."""
     cur = await conn.execute("SELECT 1 FROM users WHERE role = 'Owner' AND disabled = 0 LIMIT 1")

@@ -332,6 +332,31 @@ async def test_directory_users_are_listed_with_their_source(
     assert one == users["lena"] and one["role"] == "Contributor"
 
 
+@pytest.mark.parametrize("source", ["ldap", "aad"])
+async def test_the_directory_keeps_a_directory_users_password_and_role(
+    client: TestClient[Any, Any], admin_headers: dict[str, str], source: str
+) -> None:
+    await _directory_user(client, source, "dirk")
+    resp = await client.patch(
+        "/admin/users/dirk", json={"password": "new-password-456"}, headers=admin_headers
+    )
+    assert resp.status == 409
+    body = await resp.json()
+    assert body["exceptionType"] == "ConflictError" and "password" in body["message"]
+    assert "directory" in body["message"]
+    resp = await client.patch("/admin/users/dirk", json={"role": "Owner"}, headers=admin_headers)
+    assert resp.status == 409
+    assert "Authorization" in (await resp.json())["message"]
+    # a refused change changes nothing, not even what came with it
+    resp = await client.patch(
+        "/admin/users/dirk", json={"role": "Reader", "disabled": True}, headers=admin_headers
+    )
+    assert resp.status == 409
+    record = await UsersRepo(client.app[DB]).by_name("dirk")
+    assert record is not None and record.role is Role.CONTRIBUTOR and not record.disabled
+    assert record.password_hash == ""
+
+
 async def test_what_still_works_for_directory_users(
     client: TestClient[Any, Any], admin_headers: dict[str, str]
 ) -> None:
@@ -388,3 +413,24 @@ def test_the_offline_cli_lists_directory_users(
     assert rows["loc"][1:] == ["Contributor", "active", "local", "", ""]
     assert rows["lars"][1:] == ["Reader", "active", "ldap", "Lars Example", "lars@example.com"]
     assert rows["0000bbbb-oid"][1:] == ["Reader", "active", "aad", "", ""]
+
+
+def test_the_offline_cli_leaves_a_directory_users_password_and_role_to_it(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("O16N_DATA_DIR", str(settings.data_dir))
+    _seed_directory_users(settings)
+    for name in ("lars", "0000bbbb-oid"):
+        stdin = _Lines("cli-password-2\n")
+        monkeypatch.setattr("sys.stdin", stdin)
+        assert cli.main(["users", "set-password", name, "--password-stdin"]) == 1
+        assert "keeps the password" in capsys.readouterr().err
+        assert stdin.readline() == "cli-password-2\n"  # refused before asking for one
+        assert cli.main(["users", "set-role", name, "Owner"]) == 1
+        assert "Authorization" in capsys.readouterr().err
+        assert cli.main(["users", "disable", name]) == 0
+        assert cli.main(["users", "enable", name]) == 0
+    capsys.readouterr()
+    assert cli.main(["users", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert "lars\tReader\tactive\tldap" in listed and "0000bbbb-oid\tReader\tactive" in listed
