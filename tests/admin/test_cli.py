@@ -85,8 +85,8 @@ def test_login_writes_a_0600_file_and_refuses_a_wider_one(
     done = o16n("users", "list", home=tmp_path)
     assert done.returncode == 0, done.stderr
     header, *rows = done.stdout.splitlines()
-    assert header.split()[:3] == ["NAME", "ROLE", "DISABLED"]
-    assert any(r.split()[:2] == ["admin", "Owner"] for r in rows)
+    assert header.split()[:4] == ["NAME", "ROLE", "SOURCE", "DISABLED"]
+    assert any(r.split()[:3] == ["admin", "Owner", "local"] for r in rows)
 
     # an expired access token is refreshed, and the file rewritten, still 0600
     stored["expires_on"] = 0
