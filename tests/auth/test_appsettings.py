@@ -23,7 +23,7 @@ from controller.settings import Settings, SettingsError
 
 ROOT = Path(__file__).resolve().parents[2]
 
-#: A web node's appsettings.json as ML Server 9.3 writes it (the sections o16n does not
+#: A web node's appsettings.json as ML Server 9.x writes it (the sections o16n does not
 #: use included), LDAP switched on the way its docs say, values in the file's own forms.
 ML_SERVER_FILE: dict[str, Any] = {
     "Logging": {
@@ -88,10 +88,9 @@ ML_SERVER_FILE: dict[str, Any] = {
         "HttpsEnabled": False,
         "HttpsCertificate": {"Enabled": False, "StoreName": "My", "StoreLocation": "LocalMachine"},
     },
-    "BackEndConfiguration": {"ProcessPoolSize": 10, "MaxNumberOfExecutionThreads": 50},
-    "ComputeNodesConfiguration": {
-        "Uris": {"Values": ["http://localhost:12805"], "Ranges": []},
-        "AllowAnonymousAccessToComputeNode": False,
+    "BackEndConfiguration": {
+        "Uris": {"Values": ["http://localhost:12805"], "Ranges": ["http://10.0.1.0-255:12805"]},
+        "MaxNumberOfThreadsPerBatchExecution": 100,
     },
     "CORS": {"Enabled": False, "Origins": []},
 }
