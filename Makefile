@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test test-fast check lint typecheck pytest image docker venv bench clean chromium
+.PHONY: run test test-fast check lint typecheck pytest image docker venv bench clean chromium ldap
 
 run: image                     ## serve the API on $$O16N_HOST:$$O16N_PORT (127.0.0.1:12800)
 	$(PY) -m controller serve
@@ -37,9 +37,14 @@ docker:                        ## make sure a Docker engine answers (installs on
 chromium:                      ## Debian's chromium for the console's browser test (as root)
 	bash scripts/ensure-chromium.sh
 
+ldap:                          ## OpenLDAP's headers (python-ldap builds on them) and slapd (as root)
+	PYTHON="$(PYTHON)" bash scripts/ensure-ldap.sh
+
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml runtime_image/requirements.txt
+# `| ldap`: checked before every install (python-ldap compiles against libldap), without
+# making the stamp out of date.
+$(STAMP): pyproject.toml runtime_image/requirements.txt | ldap
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]' -r runtime_image/requirements.txt
