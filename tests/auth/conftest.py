@@ -1,4 +1,12 @@
-"""Fixtures of the auth tests: directories to sign in against."""
+"""Fixtures of the auth tests: directories to sign in against.
+
+``ldap_server`` is a real OpenLDAP ``slapd`` (``tests/ldap_server.py``): one server for the
+whole session (per xdist worker), started on first use and stopped at the end; a test that
+stops it (``with ldap_server.stopped():``) gets it back running when the block ends. Tests
+must not change its data. Without Debian's slapd installed the tests that use it skip,
+saying so (``scripts/ensure-ldap.sh`` installs it). ``oidc_provider`` is an Azure AD
+look-alike identity provider on 127.0.0.1 (``tests/oidc_provider.py``).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +14,23 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.ldap_server import LdapServer, available
 from tests.oidc_provider import OidcProvider
+
+# --- LDAP / Active Directory: a real slapd -------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def ldap_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LdapServer]:
+    """A running ``LdapServer``: ``.users[key]`` (``.login``, ``.password``, ``.dn``,
+    ``.groups``), ``.config(ldaps=...)`` an ``LdapConfig``, ``.appsettings(ldaps=...)``
+    ML Server's sections, ``.ca_file``, ``.binds()``, ``.stopped()``."""
+    reason = available()
+    if reason:
+        pytest.skip(reason)
+    with LdapServer(tmp_path_factory.mktemp("slapd")) as server:
+        yield server
+
 
 # --- Azure AD / OIDC: an identity provider on 127.0.0.1 ------------------------------------
 
