@@ -20,12 +20,17 @@ from aiohttp import web
 from controller import docs, status
 from controller.admin import routes as admin_routes
 from controller.audit.log import AUDIT, AuditLog
+from controller.auth import appsettings
 from controller.auth import routes as auth_routes
 from controller.auth.bootstrap import ensure_admin, jwt_secret
 from controller.auth.directory import Directory
 from controller.auth.jwt_tokens import AccessTokenCodec
+from controller.auth.ldap_accounts import LdapAccounts
+from controller.auth.ldap_login import LdapSignIn
 from controller.auth.middleware import auth_middleware
-from controller.auth.service import AUTH, AuthService
+from controller.auth.oidc import OidcVerifier
+from controller.auth.oidc_login import OidcSignIn
+from controller.auth.service import AUTH, BAD_CREDENTIALS, AuthService
 from controller.batch import routes as batch_routes
 from controller.batch import swagger as batch_swagger
 from controller.batch.runner import BATCHES, BatchRunner
@@ -123,14 +128,35 @@ async def store_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def auth_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Tokens, local accounts, and the directory ``O16N_APPSETTINGS`` names, if any."""
     settings = app[SETTINGS]
+    config = appsettings.configured(settings)
     directory = Directory(app[DB], settings.access_token_ttl)
+    directory.sources = config.token_sources
     await ensure_admin(settings, directory.users_repo)
     await directory.reload()
     codec = AccessTokenCodec(jwt_secret(settings), settings.access_token_ttl)
-    app[AUTH] = AuthService(settings, directory, codec)
-    app[TASKS].spawn("auth-directory-watch", directory.watch())
-    yield
+    ldap = LdapAccounts(config.ldap) if config.ldap is not None else None
+    verifier = OidcVerifier(config.aad) if config.aad is not None else None
+    try:
+        if verifier is not None:
+            await verifier.start()
+        app[AUTH] = AuthService(
+            settings,
+            directory,
+            codec,
+            config,
+            ldap=LdapSignIn(ldap, config.roles, directory, BAD_CREDENTIALS) if ldap else None,
+            oidc=OidcSignIn(verifier, config.roles, directory) if verifier else None,
+        )
+        log.info("sign-in ready", extra={"directory": config.source})
+        app[TASKS].spawn("auth-directory-watch", directory.watch())
+        yield
+    finally:
+        if verifier is not None:
+            await verifier.close()
+        if ldap is not None:
+            await ldap.close()
 
 
 async def engine_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -1,5 +1,6 @@
 """``GET /status``: the 9.3 ``StatusResponse`` tree for the database, the engine (the
-Docker engine, its runc), the runtime image and free disk.
+Docker engine, its runc), the runtime image, free disk and the directory users sign in
+with (LDAP or Azure AD), if any.
 A parent's status is its worst child's."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from controller import __version__
+from controller.auth.service import AUTH
 from controller.drain import DRAIN
 from controller.health import PROBE, node
 from controller.http.responses import json_response
@@ -33,10 +35,13 @@ def worst(components: dict[str, Any]) -> str:
 async def status(request: web.Request) -> web.Response:
     app = request.app
     # side by side: the ping is bounded (under a second), so the answer is too
-    database, checks = await asyncio.gather(_database(app), app[PROBE].check())
+    database, checks, sign_in = await asyncio.gather(
+        _database(app), app[PROBE].check(), app[AUTH].checks()
+    )
     components = {
         "database": database,
         **checks,
+        **sign_in,
         "openFiles": open_files_node(),
         **app[ENGINE].checks,
     }

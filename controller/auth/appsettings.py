@@ -147,6 +147,14 @@ class DirectoryConfig:
     local_accounts: bool = True
 
     @property
+    def token_sources(self) -> frozenset[str]:
+        """Sources of the accounts our own tokens may be issued to: local ones unless off,
+        LDAP users while LDAP is on (Azure AD users bring their provider's tokens)."""
+        return frozenset({"local"} if self.local_accounts else set()) | frozenset(
+            {"ldap"} if self.ldap else set()
+        )
+
+    @property
     def source(self) -> str:
         """``ldap``, ``aad`` or ``local``: where users not known locally come from."""
         return "ldap" if self.ldap else "aad" if self.aad else "local"

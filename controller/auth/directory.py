@@ -30,6 +30,9 @@ class Directory:
         self._users: dict[int, UserRecord] = {}
         self._families: dict[str, FamilyState] = {}
         self._data_version = -1
+        #: where the accounts our tokens may belong to come from (``local`` off while a
+        #: directory is enabled, unless kept as a break-glass; ``ldap`` while LDAP is on)
+        self.sources: frozenset[str] = frozenset({"local"})
         #: more hourly clean-ups (the audit trail's retention), run by ``watch``
         self.purgers: list[Callable[[], Awaitable[object]]] = []
 
@@ -79,9 +82,13 @@ class Directory:
         if state is None or state.revoked or state.generation != generation:
             return None
         user = self._users.get(user_id)
-        if user is None or user.disabled or state.user_id != user_id:
+        if user is None or user.disabled or state.user_id != user_id or not self.admits(user):
             return None
         return Identity(user.id, user.username, user.role)
+
+    def admits(self, user: UserRecord) -> bool:
+        """Whether accounts like ``user``'s may sign in at all now."""
+        return user.source in self.sources
 
     def _prune(self) -> None:
         cutoff = time.time() - self._access_ttl - 60

@@ -63,6 +63,17 @@ class AccessTokenCodec:
         }
         return jwt.encode(claims, self._secret, algorithm=ALGORITHM), expires
 
+    def is_ours(self, token: str) -> bool:
+        """Whether ``token`` claims to be one of ours (HS256, no key id) rather than an
+        identity provider's; only ``decode`` says whether it really is."""
+        if token in self._cache:
+            return True
+        try:
+            header = jwt.get_unverified_header(token)
+        except JWTError:
+            return True  # not a JWT at all: ``decode`` answers 401
+        return header.get("alg") == ALGORITHM and "kid" not in header
+
     def decode(self, token: str) -> AccessClaims:
         """Verified claims of ``token``; 401 for anything not issued by us or expired."""
         cached = self._cache.get(token)

@@ -21,7 +21,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise UnauthorizedError("the Authorization header must be 'Bearer <access_token>'")
-    request[IDENTITY] = request.app[AUTH].authenticate(token.strip())
+    request[IDENTITY] = await request.app[AUTH].authenticate(token.strip())
     return await handler(request)
 
 

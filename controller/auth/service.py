@@ -1,4 +1,10 @@
-"""Login, refresh and revoke: the token lifecycle of API.md §3."""
+"""Login, refresh and revoke: the token lifecycle of API.md §3, and the bearer check.
+
+Who may sign in comes from ``appsettings.DirectoryConfig``: local accounts (off while a
+directory is enabled, unless the operator keeps them as a break-glass), Active Directory /
+LDAP users (``ldap_login``: ``/login`` with their directory password, our token pair) or
+Azure AD users (``oidc_login``: the provider's own access token as the bearer).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from controller.audit.log import AuditLog
+from controller.auth.appsettings import DirectoryConfig
 from controller.auth.directory import Directory
 from controller.auth.jwt_tokens import (
     AccessTokenCodec,
@@ -19,15 +26,23 @@ from controller.auth.jwt_tokens import (
     new_family_id,
     new_refresh_token,
 )
+from controller.auth.ldap_login import LdapSignIn
+from controller.auth.oidc_login import OidcSignIn
 from controller.auth.passwords import dummy_hash, verify_password_async
 from controller.auth.roles import Identity
 from controller.auth.throttle import LoginThrottle
 from controller.errors import UnauthorizedError
 from controller.settings import Settings
 from controller.store.tokens import FamilyState, RotateOutcome
+from controller.store.users import UserRecord
 
-_BAD_CREDENTIALS = "the user name or password is incorrect"
+BAD_CREDENTIALS = "the user name or password is incorrect"
 _BAD_REFRESH = "the refresh token is not valid, has expired or was revoked; log in again"
+_REVOKED = "the access token was revoked or replaced, or its user is disabled"
+_USE_AAD = (
+    "this server signs users in with Azure Active Directory: send an access token from it "
+    "as the bearer token instead of logging in here"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,10 +64,22 @@ class TokenPair:
 
 
 class AuthService:
-    def __init__(self, settings: Settings, directory: Directory, codec: AccessTokenCodec) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        directory: Directory,
+        codec: AccessTokenCodec,
+        config: DirectoryConfig | None = None,
+        *,
+        ldap: LdapSignIn | None = None,
+        oidc: OidcSignIn | None = None,
+    ) -> None:
         self._settings = settings
         self._directory = directory
         self._codec = codec
+        self._config = config or DirectoryConfig()
+        self._ldap = ldap
+        self._oidc = oidc
         self._throttle = LoginThrottle(
             settings.login_max_failures,
             settings.login_max_failures_per_address,
@@ -67,6 +94,11 @@ class AuthService:
     def directory(self) -> Directory:
         return self._directory
 
+    @property
+    def local_accounts(self) -> bool:
+        """Whether local accounts may sign in (``appsettings.DirectoryConfig``)."""
+        return self._config.local_accounts
+
     async def login(
         self, username: str, password: str, address: str, device_cookie: str | None = None
     ) -> TokenPair:
@@ -75,15 +107,12 @@ class AuthService:
         device = self._device(username, device_cookie)
         self._throttle.begin(username, address, device)
         try:
-            user = await self._directory.users_repo.by_name(username)
-            # Unknown users are checked against a dummy hash: same answer, same time.
-            hashed = user.password_hash if user else self._dummy_hash
-            ok = await verify_password_async(hashed, password)
+            user = await self._check_password(username, password)
+        except UnauthorizedError:
+            self._throttle.failed(username, address, device=device)
+            raise
         finally:
             self._throttle.end(username, address, device)
-        if user is None or not ok or user.disabled:
-            self._throttle.failed(username, address, device=device)
-            raise UnauthorizedError(_BAD_CREDENTIALS)
         self._throttle.succeeded(username, address, device)
         self._directory.put_user(user)
         now = time.time()
@@ -98,6 +127,25 @@ class AuthService:
         )
         pair = self._pair(family, user.username, refresh, now)
         return dataclasses.replace(pair, device_cookie=self._new_device_cookie(username))
+
+    async def _check_password(self, username: str, password: str) -> UserRecord:
+        """The account a user name and password prove, or 401; a local account if local
+        accounts are on and one has that name, else the LDAP directory's."""
+        user = None
+        if self._config.local_accounts:
+            user = await self._directory.users_repo.by_name(username)
+            if user is not None and not user.is_local:
+                user = None
+        if user is None and self._ldap is not None:
+            return await self._ldap.login(username, password)
+        if user is None and not self._config.local_accounts:
+            raise UnauthorizedError(_USE_AAD)
+        # Unknown users are checked against a dummy hash: same answer, same time.
+        hashed = user.password_hash if user else self._dummy_hash
+        ok = await verify_password_async(hashed, password)
+        if user is None or not ok or user.disabled:
+            raise UnauthorizedError(BAD_CREDENTIALS)
+        return user
 
     def _new_device_cookie(self, username: str) -> str:
         nonce = secrets.token_urlsafe(16)
@@ -139,7 +187,9 @@ class AuthService:
         if result.outcome is not RotateOutcome.ROTATED or result.family is None:
             raise UnauthorizedError(_BAD_REFRESH)
         user = self._directory.user(result.family.user_id)
-        if user is None or user.disabled:
+        if user is not None and self._ldap is not None and self._ldap.stale(user, now):
+            user = await self._ldap.refresh(user)
+        if user is None or user.disabled or not self._directory.admits(user):
             raise UnauthorizedError(_BAD_REFRESH)
         return self._pair(result.family, user.username, new_refresh, now)
 
@@ -151,15 +201,32 @@ class AuthService:
             raise UnauthorizedError(_BAD_REFRESH)
         self._directory.put_family(family)
 
-    def authenticate(self, token: str) -> Identity:
-        """The caller behind a bearer token, or 401. Pure memory: no I/O."""
+    async def authenticate(self, token: str) -> Identity:
+        """The caller behind a bearer token, or 401. Our own tokens cost no I/O but an LDAP
+        user's role lookup once per ``CacheLifeTimeInMinutes``; an identity provider's
+        token costs its verification once (``oidc_login``)."""
+        if self._oidc is not None and not self._codec.is_ours(token):
+            return await self._oidc.authenticate(token)
         claims = self._codec.decode(token)
         identity = self._directory.identity(claims.user_id, claims.family, claims.generation)
         if identity is None:
-            raise UnauthorizedError(
-                "the access token was revoked or replaced, or its user is disabled"
-            )
+            raise UnauthorizedError(_REVOKED)
+        if self._ldap is not None:
+            user = self._directory.user(identity.user_id)
+            if user is not None and self._ldap.stale(user, time.time()):
+                fresh = await self._ldap.refresh(user)
+                if fresh is None:
+                    raise UnauthorizedError(_REVOKED)
+                identity = Identity(fresh.id, fresh.username, fresh.role)
         return identity
+
+    async def checks(self) -> dict[str, dict[str, object]]:
+        """``/status`` nodes of the directory users sign in with (none for local accounts)."""
+        if self._ldap is not None:
+            return {"directory": await self._ldap.status()}
+        if self._oidc is not None:
+            return {"directory": self._oidc.status()}
+        return {}
 
     def _pair(self, family: FamilyState, username: str, refresh: str, now: float) -> TokenPair:
         self._directory.put_family(family)

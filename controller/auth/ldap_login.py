@@ -1,0 +1,182 @@
+"""Active Directory / LDAP users: their password checked by the directory at login, their
+role from their groups, looked up again once older than ``CacheLifeTimeInMinutes``.
+
+An LDAP user logs in through ``POST /login`` like a local one and gets the same token pair;
+the account is recorded at its first login, named by the directory's unique-id attribute.
+A user the directory disables, deletes or drops from every group that gives access loses
+the tokens it holds at the next role lookup. While the directory is unreachable, logins
+get 503 and the roles already looked up stay in force (retried every ``RETRY_SECONDS``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from controller.auth.appsettings import RoleGroups
+from controller.auth.directory import Directory
+from controller.auth.ldap_accounts import DirectoryUnavailable, LdapAccount, LdapAccounts
+from controller.errors import (
+    ConflictError,
+    ForbiddenError,
+    ServiceUnavailableError,
+    UnauthorizedError,
+)
+from controller.health import node
+from controller.roles import Role
+from controller.store.users import UserRecord
+
+log = logging.getLogger(__name__)
+
+SOURCE = "ldap"
+#: after a failed role lookup, the cached roles serve this long before the next try
+RETRY_SECONDS = 30.0
+#: how long one ``/status`` answer about the directory is reused: a good one, a bad one
+#: (it is back soon after it is back)
+STATUS_SECONDS = 5.0
+FAIL_SECONDS = 1.0
+#: how long ``/status`` waits for the directory (it answers within seconds regardless)
+STATUS_TIMEOUT = 2.0
+
+UNAVAILABLE = "the directory service (LDAP) cannot be reached now; try again later"
+
+
+class LdapSignIn:
+    def __init__(
+        self,
+        accounts: LdapAccounts,
+        roles: RoleGroups,
+        directory: Directory,
+        bad_credentials: str,
+    ) -> None:
+        self._accounts = accounts
+        self._roles = roles
+        self._directory = directory
+        self._bad_credentials = bad_credentials
+        self._lookups: dict[int, asyncio.Future[UserRecord | None]] = {}
+        self._retry_at: dict[int, float] = {}
+        self._status: dict[str, object] | None = None
+        #: when the cached ``/status`` answer is due for renewal (monotonic)
+        self._status_at = 0.0
+        self._status_lock = asyncio.Lock()
+
+    async def login(self, username: str, password: str) -> UserRecord:
+        """The account behind a correct user name and password; 401 (the same answer for
+        every wrong one), 403 for a user no listed group admits, 503 if the directory is
+        unreachable."""
+        try:
+            account = await self._accounts.authenticate(username, password)
+        except DirectoryUnavailable as exc:
+            log.warning("LDAP login impossible: the directory is unavailable: %s", exc)
+            raise ServiceUnavailableError(UNAVAILABLE) from None
+        if account is None:
+            raise UnauthorizedError(self._bad_credentials)
+        if account.disabled:
+            await self._end_logins(account.unique_id, "disabled in the directory")
+            raise UnauthorizedError(self._bad_credentials)
+        role = self._role(account)
+        user = await self._record(account, role)
+        if user.disabled:  # an Owner of o16n disabled this account
+            raise UnauthorizedError(self._bad_credentials)
+        return user
+
+    def stale(self, user: UserRecord, now: float) -> bool:
+        """Whether ``user``'s roles are due for a lookup (an LDAP user's, older than the
+        cache lifetime, and not waiting out a failed lookup)."""
+        return (
+            user.source == SOURCE
+            and (user.roles_checked_at or 0.0) + self._roles.cache_lifetime <= now
+            and self._retry_at.get(user.id, 0.0) <= now
+        )
+
+    async def refresh(self, user: UserRecord) -> UserRecord | None:
+        """``user`` with roles looked up again, or ``None`` if the directory no longer
+        lets it in (its tokens are then revoked). One lookup per user at a time."""
+        pending = self._lookups.get(user.id)
+        if pending is None:
+            pending = asyncio.ensure_future(self._lookup(user))
+            self._lookups[user.id] = pending
+            pending.add_done_callback(lambda _: self._lookups.pop(user.id, None))
+        return await asyncio.shield(pending)
+
+    async def status(self) -> dict[str, object]:
+        """The ``/status`` node of the directory: ``fail`` while it cannot be reached."""
+        async with self._status_lock:
+            if self._status is None or time.monotonic() > self._status_at:
+                try:
+                    await asyncio.wait_for(self._accounts.check(), STATUS_TIMEOUT)
+                    self._status = node("pass", {"type": "ldap"})
+                    self._status_at = time.monotonic() + STATUS_SECONDS
+                except (DirectoryUnavailable, TimeoutError) as exc:
+                    log.warning("LDAP check failed: %s", exc or "no answer in time")
+                    self._status = node("fail", {"type": "ldap", "state": "Unreachable"})
+                    self._status_at = time.monotonic() + FAIL_SECONDS
+            return self._status
+
+    async def _lookup(self, user: UserRecord) -> UserRecord | None:
+        assert user.external_id is not None
+        try:
+            account = await self._accounts.lookup(user.external_id)
+        except DirectoryUnavailable as exc:
+            log.warning(
+                "LDAP role lookup failed; the cached roles stay for now: %s",
+                exc,
+                extra={"user": user.username},
+            )
+            self._retry_at[user.id] = time.time() + RETRY_SECONDS
+            return user
+        self._retry_at.pop(user.id, None)
+        if account is None or account.disabled:
+            why = "gone from the directory" if account is None else "disabled in the directory"
+            await self._end_logins(user.external_id, why)
+            return None
+        try:
+            role = self._role(account)
+        except ForbiddenError:
+            await self._end_logins(user.external_id, "in no group that gives access")
+            return None
+        try:
+            return await self._record(account, role)
+        except UnauthorizedError:
+            return None
+
+    def _role(self, account: LdapAccount) -> Role:
+        role = self._roles.role_for(account.groups)
+        if role is None:
+            raise ForbiddenError(
+                f"'{account.unique_id}' is in none of the directory groups that give access "
+                "to this server; ask its operator"
+            )
+        return role
+
+    async def _record(self, account: LdapAccount, role: Role) -> UserRecord:
+        repo = self._directory.users_repo
+        try:
+            user = await repo.sync_directory_user(
+                SOURCE,
+                account.unique_id,
+                account.unique_id,
+                role,
+                display_name=account.display_name,
+                email=account.email,
+                disabled=False,
+                checked_at=time.time(),
+            )
+        except ConflictError:
+            log.warning(
+                "an LDAP user's unique id names another account of o16n; it cannot log in "
+                "until that account is renamed or deleted",
+                extra={"user": account.unique_id},
+            )
+            raise UnauthorizedError(self._bad_credentials) from None
+        self._directory.put_user(user)
+        return user
+
+    async def _end_logins(self, unique_id: str, why: str) -> None:
+        user = await self._directory.users_repo.by_external(SOURCE, unique_id)
+        if user is None:
+            return
+        log.info("ending the logins of an LDAP user: %s", why, extra={"user": user.username})
+        await self._directory.users_repo.update(user.username, revoke_tokens=True)
+        await self._directory.reload()
