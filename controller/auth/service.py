@@ -8,6 +8,7 @@ Azure AD users (``oidc_login``: the provider's own access token as the bearer).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import hmac
@@ -137,7 +138,15 @@ class AuthService:
             if user is not None and not user.is_local:
                 user = None
         if user is None and self._ldap is not None:
-            return await self._ldap.login(username, password)
+            if not self._config.local_accounts:
+                return await self._ldap.login(username, password)
+            # Local accounts kept beside the directory: a name that is not one costs a
+            # password hash too, so the time of a 401 does not tell which names are local.
+            dummy = asyncio.ensure_future(verify_password_async(self._dummy_hash, password))
+            try:
+                return await self._ldap.login(username, password)
+            finally:
+                await dummy
         if user is None and not self._config.local_accounts:
             raise UnauthorizedError(_USE_AAD)
         # Unknown users are checked against a dummy hash: same answer, same time.

@@ -152,6 +152,28 @@ async def test_local_accounts_are_off_unless_kept_as_a_break_glass(
     assert (await login(kept, "admin", ADMIN_PASSWORD)).status == 200
 
 
+async def test_beside_local_accounts_a_directory_login_costs_a_password_hash_too(
+    aiohttp_client: Any, data_dir: Path, directory: LdapServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Else a fast 401 would tell that a name is no local account (the hash is the time)."""
+    from controller.auth import service
+
+    hashed: list[str] = []
+    real = service.verify_password_async
+
+    async def counting(password_hash: str, password: str) -> bool:
+        hashed.append(password)
+        return await real(password_hash, password)
+
+    monkeypatch.setattr(service, "verify_password_async", counting)
+    client = await ldap_client(aiohttp_client, data_dir, directory, local_accounts=True)
+    alice = directory.users["alice"]
+    assert (await login(client, "nobody-here", "some-password")).status == 401
+    assert (await login(client, alice.login, alice.password)).status == 200
+    assert (await login(client, "admin", "wrong-password")).status == 401
+    assert hashed == ["some-password", alice.password, "wrong-password"]
+
+
 async def test_roles_are_looked_up_again_after_the_cache_lifetime(
     aiohttp_client: Any, data_dir: Path, directory: LdapServer
 ) -> None:
