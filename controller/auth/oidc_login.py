@@ -50,6 +50,10 @@ class OidcSignIn:
         else:
             self._users.move_to_end(claims.subject)
         live = self._directory.user(user.id)
+        if live is None:  # an Owner deleted the account: the next use records it anew
+            self._users.pop(claims.subject, None)
+            user = await self._record(claims)
+            live = self._directory.user(user.id)
         if live is None or live.disabled:
             raise UnauthorizedError("this account is disabled on this server")
         return Identity(user.id, user.username, role)

@@ -116,6 +116,10 @@ async def test_an_owner_can_disable_an_azure_ad_user(
     )
     assert resp.status == 200, await resp.text()
     assert (await aad.get("/services", headers=bearer(user))).status == 401
+    # deleted, the account is recorded anew at its next use (enabled: a new account)
+    resp = await aad.delete("/admin/users/dave@contoso.example", headers=owner)
+    assert resp.status in (200, 204), await resp.text()
+    assert (await aad.get("/services", headers=bearer(user))).status == 200
 
 
 async def test_rotated_keys_are_fetched_and_status_reports_the_provider(
