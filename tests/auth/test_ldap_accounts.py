@@ -1,0 +1,308 @@
+"""LdapAccounts against a real slapd (tests/ldap_server.py): sign-in, groups, look-ups,
+TLS verification, and a directory that is down or does not answer. No Docker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from controller.auth.appsettings import LdapConfig, RoleGroups
+from controller.auth.ldap_accounts import DirectoryUnavailable, LdapAccount, LdapAccounts
+from controller.roles import Role
+from tests.ldap_server import BASE, GROUPS, LdapServer
+
+
+@contextlib.asynccontextmanager
+async def accounts(config: LdapConfig, **kwargs: Any) -> AsyncIterator[LdapAccounts]:
+    directory = LdapAccounts(config, **kwargs)
+    try:
+        yield directory
+    finally:
+        await directory.close()
+
+
+async def sign_in(config: LdapConfig, username: str, password: str) -> LdapAccount | None:
+    async with accounts(config) as directory:
+        return await directory.authenticate(username, password)
+
+
+@contextlib.contextmanager
+def silent_port() -> Iterator[int]:
+    """A port that accepts connections (the kernel's backlog) and never answers."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        yield sock.getsockname()[1]
+
+
+def group(cn: str) -> set[str]:
+    return {cn, f"cn={cn},{GROUPS}"}
+
+
+# --- signing in ----------------------------------------------------------------------------
+
+
+async def test_a_user_signs_in_over_starttls_verified_by_the_ca_file(
+    ldap_server: LdapServer,
+) -> None:
+    alice = ldap_server.users["alice"]
+    account = await sign_in(ldap_server.config(host="localhost"), "alice", alice.password)
+    assert account == LdapAccount(
+        unique_id="alice",
+        display_name="Alice",
+        email="alice@o16n.test",
+        groups=frozenset(group("o16n-owners") | group("o16n-contributors")),
+        disabled=False,
+    )
+
+
+async def test_a_user_signs_in_over_ldaps_verified_by_the_ca_file(
+    ldap_server: LdapServer,
+) -> None:
+    config = ldap_server.config(ldaps=True)
+    assert config.url.startswith("ldaps://127.0.0.1:")  # the certificate's IP address SAN
+    account = await sign_in(config, "alice", ldap_server.users["alice"].password)
+    assert account is not None and account.unique_id == "alice"
+
+
+@pytest.mark.parametrize("ldaps", [False, True], ids=["starttls", "ldaps"])
+@pytest.mark.parametrize("ca", ["other", "system"])
+async def test_a_server_certificate_no_trusted_ca_signed_is_refused(
+    ldap_server: LdapServer, ldaps: bool, ca: str
+) -> None:
+    """Another CA's file, or the system's CAs: the directory is unusable, never a login."""
+    ca_file = ldap_server.other_ca_file if ca == "other" else None
+    config = ldap_server.config(ldaps=ldaps, ca_file=ca_file)
+    async with accounts(config) as directory:
+        with pytest.raises(DirectoryUnavailable, match=r"(?i)certificate|TLS|connect"):
+            await directory.authenticate("alice", ldap_server.users["alice"].password)
+        with pytest.raises(DirectoryUnavailable):
+            await directory.check()
+
+
+async def test_a_wrong_password_and_an_unknown_user_are_refused_alike(
+    ldap_server: LdapServer,
+) -> None:
+    """Both None, and both cost the server one bind (the unknown user's with the given
+    password as a DN that cannot exist), so neither answer nor work tells them apart."""
+    async with accounts(ldap_server.config(), workers=1) as directory:
+        await directory.check()
+        assert await directory.authenticate("dave", ldap_server.users["dave"].password)
+        before = ldap_server.binds()
+        assert await directory.authenticate("alice", "not-her-password") is None
+        middle = ldap_server.binds()
+        assert await directory.authenticate("nobody-at-all", "not-her-password") is None
+        after = ldap_server.binds()
+    assert middle - before == after - middle == 2  # one of the call's, one of binds()'s
+
+
+async def test_an_empty_password_is_refused_before_any_bind(ldap_server: LdapServer) -> None:
+    """RFC 4513's unauthenticated bind would succeed: no bind, no connection even."""
+    before = ldap_server.binds()
+    async with accounts(ldap_server.config()) as directory:
+        assert await directory.authenticate("alice", "") is None
+    assert ldap_server.binds() == before + 1  # binds()'s own
+    with silent_port() as port:  # no network use at all: a dead server is not noticed
+        assert await sign_in(ldap_server.config(port=port, timeout=0.5), "alice", "") is None
+
+
+@pytest.mark.parametrize(
+    "username", ["*", "alice)(uid=*", "*)(|(uid=*", "ali*", "alice)(|(uid=alice", "\\2a"]
+)
+async def test_filter_injection_strings_sign_nobody_in(
+    ldap_server: LdapServer, username: str
+) -> None:
+    """Escaped per RFC 4515, each is a literal name nobody has (``ali*`` unescaped would
+    find alice alone, and sign her in with her password)."""
+    assert (
+        await sign_in(ldap_server.config(), username, ldap_server.users["alice"].password) is None
+    )
+
+
+async def test_a_name_with_filter_characters_and_accents_signs_in(
+    ldap_server: LdapServer,
+) -> None:
+    zoe = ldap_server.users["zoe"]
+    assert zoe.login == "Zoë (ops)*"
+    account = await sign_in(ldap_server.config(), zoe.login, zoe.password)
+    assert account is not None
+    assert account.unique_id == "Zoë (ops)*"
+    assert account.display_name == "Zoë Ørsted"
+    assert account.groups == frozenset(group("o16n-readers"))  # a groupOfUniqueNames
+    assert await sign_in(ldap_server.config(), zoe.login, "wrong") is None
+
+
+async def test_a_bind_filter_binds_with_the_name_dn_escaped(ldap_server: LdapServer) -> None:
+    config = ldap_server.config(bind_filter=f"uid={{0}},ou=people,{BASE}")
+    zoe = ldap_server.users["zoe"]
+    account = await sign_in(config, zoe.login, zoe.password)
+    assert account is not None and account.unique_id == zoe.login
+    # A name that would put the bind in another entry's DN, escaped, binds as nobody.
+    alice = ldap_server.users["alice"]
+    assert await sign_in(config, "alice,ou=people", alice.password) is None
+
+
+async def test_a_user_in_two_groups_has_both(ldap_server: LdapServer) -> None:
+    account = await sign_in(ldap_server.config(), "alice", ldap_server.users["alice"].password)
+    assert account is not None
+    assert {"o16n-owners", "o16n-contributors"} <= account.groups
+    roles = RoleGroups(
+        owner=frozenset({"o16n-owners"}), contributor=frozenset({"o16n-contributors"})
+    )
+    assert roles.role_for(account.groups) is Role.OWNER
+
+
+async def test_a_user_in_no_group_has_none(ldap_server: LdapServer) -> None:
+    account = await sign_in(ldap_server.config(), "dave", ldap_server.users["dave"].password)
+    assert account is not None and account.groups == frozenset()
+
+
+async def test_an_active_directory_user_gets_groups_from_member_of(
+    ldap_server: LdapServer,
+) -> None:
+    """Found by sAMAccountName; o16n-readers lists no bob: only his memberOf says so."""
+    config = ldap_server.config(search_filter="(sAMAccountName={0})")
+    bob = ldap_server.users["bob"]
+    account = await sign_in(config, "bob", bob.password)
+    assert account is not None and not account.disabled
+    assert account.groups == frozenset(group("o16n-readers"))
+
+
+@pytest.mark.parametrize("password", ["right", "wrong"])
+async def test_a_disabled_active_directory_account_is_returned_disabled(
+    ldap_server: LdapServer, password: str
+) -> None:
+    """userAccountControl 514 (ACCOUNTDISABLE), whatever the password: the caller refuses
+    it as a wrong password and can end its tokens (AD would refuse its bind anyway)."""
+    carol = ldap_server.users["carol"]
+    config = ldap_server.config(search_filter="(sAMAccountName={0})")
+    account = await sign_in(config, "carol", carol.password if password == "right" else "x")
+    assert account is not None and account.disabled
+    assert account.unique_id == "carol"
+
+
+async def test_an_account_locked_by_ppolicy_is_disabled(ldap_server: LdapServer) -> None:
+    account = await sign_in(ldap_server.config(), "erin", ldap_server.users["erin"].password)
+    assert account is not None and account.disabled
+
+
+async def test_a_name_matching_two_entries_signs_nobody_in(ldap_server: LdapServer) -> None:
+    twin = ldap_server.users["twin"]
+    assert ldap_server.users["twin2"].login == twin.login
+    assert await sign_in(ldap_server.config(), "twin", twin.password) is None
+
+
+async def test_an_entry_without_the_unique_id_attribute_is_not_an_account(
+    ldap_server: LdapServer,
+) -> None:
+    config = ldap_server.config(unique_id_attribute="employeeNumber")
+    assert await sign_in(config, "alice", ldap_server.users["alice"].password) is None
+
+
+# --- look-ups and checks -------------------------------------------------------------------
+
+
+async def test_lookup_finds_a_present_user_and_not_an_absent_one(
+    ldap_server: LdapServer,
+) -> None:
+    async with accounts(ldap_server.config()) as directory:
+        alice = await directory.lookup("alice")
+        assert alice is not None and alice.groups >= group("o16n-owners")
+        zoe = await directory.lookup("Zoë (ops)*")
+        assert zoe is not None and zoe.display_name == "Zoë Ørsted"
+        assert await directory.lookup("nobody") is None
+        assert await directory.lookup("ali*") is None
+        assert await directory.lookup("twin") is None  # ambiguous
+        carol = await directory.lookup("carol")
+        assert carol is not None and carol.disabled
+
+
+async def test_check_binds_as_the_query_user(ldap_server: LdapServer) -> None:
+    async with accounts(ldap_server.config()) as directory:
+        await directory.check()
+    wrong = ldap_server.config(query_user_password=SecretStr("not-the-query-password"))
+    async with accounts(wrong) as directory:
+        with pytest.raises(DirectoryUnavailable, match="query user") as caught:
+            await directory.check()
+        with pytest.raises(DirectoryUnavailable):
+            await directory.authenticate("alice", ldap_server.users["alice"].password)
+    assert "not-the-query-password" not in str(caught.value)
+
+
+# --- a directory down, or silent ------------------------------------------------------------
+
+
+async def test_a_stopped_server_is_unavailable_at_once(ldap_server: LdapServer) -> None:
+    config = ldap_server.config(timeout=1.0)
+    alice = ldap_server.users["alice"]
+    async with accounts(config) as directory:
+        with ldap_server.stopped():
+            started = time.monotonic()
+            with pytest.raises(DirectoryUnavailable):
+                await directory.authenticate("alice", alice.password)
+            with pytest.raises(DirectoryUnavailable):
+                await directory.lookup("alice")
+            with pytest.raises(DirectoryUnavailable):
+                await directory.check()
+            assert time.monotonic() - started < 3
+        assert await directory.authenticate("alice", alice.password) is not None
+
+
+async def test_a_connection_the_server_dropped_is_dialled_again(ldap_server: LdapServer) -> None:
+    """The worker's query-user connection dies with a restart; the next call re-dials."""
+    alice = ldap_server.users["alice"]
+    async with accounts(ldap_server.config(), workers=1) as directory:
+        assert await directory.authenticate("alice", alice.password) is not None
+        with ldap_server.stopped():
+            pass
+        assert await directory.authenticate("alice", alice.password) is not None
+
+
+@pytest.mark.parametrize("ldaps", [False, True], ids=["starttls", "ldaps"])
+async def test_a_server_that_never_answers_is_unavailable_within_the_timeout(
+    ldap_server: LdapServer, ldaps: bool
+) -> None:
+    """Connected but silent: libldap's timeouts hold, and the event loop keeps running."""
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticker = asyncio.create_task(tick())
+    with silent_port() as port:
+        config = ldap_server.config(port=port, ldaps=ldaps, timeout=0.5)
+        started = time.monotonic()
+        with pytest.raises(DirectoryUnavailable):
+            await sign_in(config, "alice", ldap_server.users["alice"].password)
+        elapsed = time.monotonic() - started
+    ticker.cancel()
+    assert elapsed < 2.5
+    assert ticks > elapsed / 0.01 / 3  # the loop was never blocked for long
+
+
+async def test_no_password_reaches_the_log(
+    ldap_server: LdapServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """At DEBUG, through a sign-in, a refusal and a refused query user: no password."""
+    caplog.set_level("DEBUG")
+    alice = ldap_server.users["alice"]
+    async with accounts(ldap_server.config()) as directory:
+        assert await directory.authenticate("alice", alice.password) is not None
+        assert await directory.authenticate("alice", alice.password + "x") is None
+        assert await directory.authenticate("nobody", alice.password) is None
+    wrong = ldap_server.config(query_user_password=SecretStr("query-secret-" + alice.password))
+    async with accounts(wrong) as directory:
+        with pytest.raises(DirectoryUnavailable) as caught:
+            await directory.authenticate("alice", alice.password)
+    logged = caplog.text + str(caught.value)
+    assert alice.password not in logged and ldap_server.query_password not in logged
