@@ -18,6 +18,7 @@ Use (``tests/auth/conftest.py`` has the session fixture ``ldap_server``)::
         server.appsettings(ldaps=False)      # ML Server's Authentication/Authorization
         server.binds()                       # binds it has answered (cn=Monitor)
         with server.stopped(): ...           # unreachable, then back
+        with server.paused(): ...            # frozen (SIGSTOP): silent, then back
 
 The directory (``BASE`` = ``dc=o16n,dc=test``): people under ``ou=people``, groups under
 ``ou=groups``, the query user under ``ou=service``; the people are in ``_users()``.
@@ -385,6 +386,18 @@ class LdapServer:
         finally:
             self.start()
 
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """The server frozen (SIGSTOP): connections are accepted by the kernel and never
+        answered, open ones go silent; it resumes (SIGCONT) after."""
+        process = self._process
+        assert process is not None and process.poll() is None, "the server is not running"
+        process.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            process.send_signal(signal.SIGCONT)
+
     # --- life cycle --------------------------------------------------------------------
 
     def __enter__(self) -> LdapServer:
@@ -438,6 +451,7 @@ class LdapServer:
             return
         atexit.unregister(self.stop)
         if process.poll() is None:
+            process.send_signal(signal.SIGCONT)  # a paused one could not act on SIGTERM
             process.terminate()
             try:
                 process.wait(timeout=10)

@@ -290,6 +290,24 @@ async def test_a_server_that_never_answers_is_unavailable_within_the_timeout(
     assert ticks > elapsed / 0.01 / 3  # the loop was never blocked for long
 
 
+async def test_a_server_that_goes_silent_mid_session_is_unavailable_within_the_timeout(
+    ldap_server: LdapServer,
+) -> None:
+    """The worker's bound connection waits for a search answer that never comes."""
+    alice = ldap_server.users["alice"]
+    async with accounts(ldap_server.config(timeout=0.5), workers=1) as directory:
+        assert await directory.authenticate("alice", alice.password) is not None
+        with ldap_server.paused():
+            started = time.monotonic()
+            with pytest.raises(DirectoryUnavailable, match=r"(?i)time"):
+                await directory.lookup("alice")
+            with pytest.raises(DirectoryUnavailable):
+                await directory.check()
+            elapsed = time.monotonic() - started
+        assert elapsed < 2.5
+        assert await directory.authenticate("alice", alice.password) is not None
+
+
 async def test_no_password_reaches_the_log(
     ldap_server: LdapServer, caplog: pytest.LogCaptureFixture
 ) -> None:
