@@ -47,6 +47,8 @@ T = TypeVar("T")
 _ACCOUNTDISABLE = 0x2
 #: At most this many groups are read for one user (a bound on one search's answer).
 MAX_GROUPS = 1000
+#: Longer user names are nobody's (AD's userPrincipalName, the longest, stops at 1024).
+MAX_NAME = 1024
 #: The user's bind failed for a reason that is the user's, not the directory's.
 _BIND_REFUSED: tuple[type[Exception], ...] = (
     ldap.INVALID_CREDENTIALS,
@@ -109,6 +111,8 @@ class LdapAccounts:
         refuses it as it would a wrong password, and may end its tokens."""
         if not password:  # RFC 4513 5.1.2: an unauthenticated bind would "succeed"
             return None
+        if not username or len(username) > MAX_NAME:
+            return None
         if not (_utf8(username) and _utf8(password)):  # lone surrogates from JSON escapes
             return None
         return await self._run(self._authenticate, username, password)
@@ -116,7 +120,7 @@ class LdapAccounts:
     async def lookup(self, unique_id: str) -> LdapAccount | None:
         """The account whose unique id is ``unique_id`` now (its groups, whether it is
         disabled), or ``None`` when it is gone or no longer unique."""
-        if not unique_id or not _utf8(unique_id):
+        if not unique_id or len(unique_id) > MAX_NAME or not _utf8(unique_id):
             return None
         return await self._run(self._lookup, unique_id)
 
@@ -128,7 +132,10 @@ class LdapAccounts:
     async def close(self) -> None:
         """Stop the workers (waiting for calls under way) and unbind their connections."""
         self._closed = True
-        await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
+        await asyncio.to_thread(self._shut_down)
+
+    def _shut_down(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
         with self._lock:
             connections, self._query_connections = self._query_connections, set()
         for conn in connections:

@@ -114,6 +114,21 @@ async def test_an_empty_password_is_refused_before_any_bind(ldap_server: LdapSer
 
 
 @pytest.mark.parametrize(
+    "name", ["", "a" * 1025, "al\ud800ice"], ids=["empty", "long", "surrogate"]
+)
+async def test_a_name_nobody_can_have_is_refused_without_network_use(
+    ldap_server: LdapServer, name: str
+) -> None:
+    """Empty, longer than any directory's names, or not encodable (a lone surrogate from a
+    JSON escape): None at once; the silent port would make any network use a 503."""
+    with silent_port() as port:
+        async with accounts(ldap_server.config(port=port, timeout=0.5)) as directory:
+            assert await directory.authenticate(name, "a-password") is None
+            assert await directory.authenticate("alice", "pass\udc80word") is None
+            assert await directory.lookup(name) is None
+
+
+@pytest.mark.parametrize(
     "username", ["*", "alice)(uid=*", "*)(|(uid=*", "ali*", "alice)(|(uid=alice", "\\2a"]
 )
 async def test_filter_injection_strings_sign_nobody_in(
