@@ -8,14 +8,17 @@ import contextlib
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import SecretStr
 
+from controller.auth import appsettings
 from controller.auth.appsettings import LdapConfig, RoleGroups
 from controller.auth.ldap_accounts import DirectoryUnavailable, LdapAccount, LdapAccounts
 from controller.roles import Role
+from tests.conftest import make_settings
 from tests.ldap_server import BASE, GROUPS, LdapServer
 
 
@@ -339,3 +342,18 @@ async def test_no_password_reaches_the_log(
             await directory.authenticate("alice", alice.password)
     logged = caplog.text + str(caught.value)
     assert alice.password not in logged and ldap_server.query_password not in logged
+
+
+@pytest.mark.parametrize("ldaps", [False, True], ids=["starttls", "ldaps"])
+async def test_the_fixtures_appsettings_read_as_ml_servers_and_sign_in(
+    ldap_server: LdapServer, ldaps: bool, tmp_path: Path
+) -> None:
+    """What the end-to-end tests give the server: ML Server's sections, value forms and
+    all, with the CA file in O16N_LDAP_CA_FILE, is the config these tests use."""
+    settings = make_settings(tmp_path, ldap_ca_file=ldap_server.ca_file, ldap_timeout=2.0)
+    directory = appsettings.parse(ldap_server.appsettings(ldaps=ldaps), settings)
+    assert directory.ldap == ldap_server.config(ldaps=ldaps)
+    assert directory.roles.owner == {"o16n-owners"}
+    bob = ldap_server.users["bob"]
+    account = await sign_in(directory.ldap, bob.login, bob.password)
+    assert account is not None and directory.roles.role_for(account.groups) is Role.READER
