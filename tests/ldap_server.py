@@ -16,7 +16,7 @@ Use (``tests/auth/conftest.py`` has the session fixture ``ldap_server``)::
         server.users["alice"].login, server.users["alice"].password
         server.config(ldaps=True)            # an LdapConfig for it (tests of the module)
         server.appsettings(ldaps=False)      # ML Server's Authentication/Authorization
-        server.binds()                       # binds it has answered (cn=Monitor)
+        server.binds()                       # binds it has received (cn=Monitor)
         with server.stopped(): ...           # unreachable, then back
         with server.paused(): ...            # frozen (SIGSTOP): silent, then back
 
@@ -361,8 +361,9 @@ class LdapServer:
         return settings
 
     def binds(self) -> int:
-        """How many binds the server has answered since it started (``cn=Monitor``),
-        counting the one this call makes."""
+        """How many binds the server has received since it started (``cn=Monitor``),
+        counting the one this call makes. (Initiated, not completed: slapd counts a bind
+        completed only after answering it, so a client could ask before it does.)"""
         conn = ldap.initialize(self.ldap_url)
         try:
             conn.set_option(ldap.OPT_NETWORK_TIMEOUT, 5.0)
@@ -371,9 +372,9 @@ class LdapServer:
                 "cn=Bind,cn=Operations,cn=Monitor",
                 ldap.SCOPE_BASE,
                 "(objectClass=*)",
-                ["monitorOpCompleted"],
+                ["monitorOpInitiated"],
             )
-            return int(attrs["monitorOpCompleted"][0])
+            return int(attrs["monitorOpInitiated"][0])
         finally:
             conn.unbind_s()
 
