@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import itertools
 import socket
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -44,6 +45,40 @@ def silent_port() -> Iterator[int]:
         sock.bind(("127.0.0.1", 0))
         sock.listen(8)
         yield sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def starttls_then_silent() -> Iterator[int]:
+    """A port whose server agrees to StartTLS (resultCode 0) and then never shakes hands."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.settimeout(5)
+    done = threading.Event()
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = listener.accept()
+            held.append(conn)
+            request = conn.recv(4096)  # 30 len 02 01 <id> 77 ...: the StartTLS request
+            message_id = request[4]
+            conn.sendall(
+                bytes([0x30, 0x0C, 0x02, 0x01, message_id, 0x78, 0x07])
+                + bytes([0x0A, 0x01, 0x00, 0x04, 0x00, 0x04, 0x00])
+            )
+            done.wait(10)
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        done.set()
+        server.join()
+        for conn in held:
+            conn.close()
+        listener.close()
 
 
 def group(cn: str) -> set[str]:
@@ -327,6 +362,20 @@ async def test_a_server_that_goes_silent_mid_session_is_unavailable_within_the_t
             elapsed = time.monotonic() - started
         assert elapsed < 2.5
         assert await directory.authenticate("alice", alice.password) is not None
+
+
+async def test_a_server_that_never_finishes_the_starttls_handshake_is_unavailable(
+    ldap_server: LdapServer,
+) -> None:
+    """libldap 2.5 shakes hands on a blocking socket unless connecting asynchronously:
+    without that, this call (and its worker) would wait for good."""
+    with starttls_then_silent() as port:
+        config = ldap_server.config(port=port, timeout=0.5)
+        started = time.monotonic()
+        async with accounts(config) as directory:
+            with pytest.raises(DirectoryUnavailable):
+                await directory.check()
+        assert time.monotonic() - started < 2.5
 
 
 async def test_no_password_reaches_the_log(
