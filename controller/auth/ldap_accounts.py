@@ -293,8 +293,10 @@ class LdapAccounts:
             conn.set_option(ldap.OPT_REFERRALS, 0)
             conn.set_option(ldap.OPT_NETWORK_TIMEOUT, config.timeout)
             conn.set_option(ldap.OPT_TIMEOUT, config.timeout)
-            # Without it libldap 2.5 shakes hands for ldaps:// on a blocking socket, with
-            # no timeout: a server that accepts and never answers would hold a worker.
+            # Without it libldap 2.5 shakes hands (ldaps:// or StartTLS) on a blocking
+            # socket, with no timeout: a server that accepts and never answers would hold
+            # a worker for good. The price: libldap then tries only the first address a
+            # host name resolves to (Host should name one server, or a load balancer).
             conn.set_option(ldap.OPT_CONNECT_ASYNC, 1)
             conn.set_option(ldap.OPT_X_TLS_REQUIRE_CERT, ldap.OPT_X_TLS_DEMAND)
             if config.ca_file is not None:
