@@ -24,7 +24,7 @@ from tests.oidc_provider import OidcProvider
 def ldap_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LdapServer]:
     """A running ``LdapServer``: ``.users[key]`` (``.login``, ``.password``, ``.dn``,
     ``.groups``), ``.config(ldaps=...)`` an ``LdapConfig``, ``.appsettings(ldaps=...)``
-    ML Server's sections, ``.ca_file``, ``.binds()``, ``.stopped()``."""
+    ML Server's sections, ``.ca_file``, ``.binds()``, ``.stopped()``, ``.paused()``."""
     reason = available()
     if reason:
         pytest.skip(reason)
