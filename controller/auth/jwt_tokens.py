@@ -99,7 +99,9 @@ class AccessTokenCodec:
             )
         except ExpiredSignatureError:
             raise UnauthorizedError("the access token has expired; log in again") from None
-        except (JWTError, KeyError, TypeError, ValueError):
+        # RecursionError: python-jose parses the header's JSON before any check, and JSON
+        # nested deeper than the interpreter's limit raises that, not ValueError
+        except (JWTError, KeyError, TypeError, ValueError, RecursionError):
             raise UnauthorizedError("the access token is not valid") from None
         self._cache[token] = claims
         if len(self._cache) > _CACHE_SIZE:

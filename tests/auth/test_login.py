@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from typing import Any
 
@@ -77,6 +78,8 @@ async def test_bad_bearer_tokens_get_401(client: TestClient[Any, Any], settings:
         "no sub": bearer(
             jwt.encode({k: v for k, v in claims.items() if k != "sub"}, secret, algorithm="HS256")
         ),
+        # JSON nested deeper than Python's recursion limit: RecursionError, not ValueError
+        "nested header": bearer(f"{_b64(b'[' * 3000)}.{payload}.{signature}"),
     }
     for name, headers in cases.items():
         resp = await client.get("/status", headers=headers)
@@ -84,6 +87,10 @@ async def test_bad_bearer_tokens_get_401(client: TestClient[Any, Any], settings:
         body = await resp.json()
         assert body["exceptionType"] == "UnauthorizedError", name
         assert body["message"], name
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 def _alg_none(claims: dict[str, Any]) -> str:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -91,6 +92,19 @@ async def test_bad_tokens_get_401_and_local_accounts_are_off(
     resp = await aad.post("/login", json={"username": "admin", "password": ADMIN_PASSWORD})
     assert resp.status == 401
     assert "Azure Active Directory" in (await resp.json())["message"]
+
+
+async def test_a_bearer_of_deeply_nested_json_is_401_not_500(
+    aad: TestClient[Any, Any], oidc_provider: OidcProvider
+) -> None:
+    """A header no JOSE library can read goes to our own tokens' check (``is_ours``), whose
+    JSON parser then recurses too deep: that is a bad token, not a server error."""
+    _, body, signature = oidc_provider.token(groups=[OWNERS]).split(".")
+    for nested in (b"[" * 3000, b'{"alg": "RS256", "kid": ' + b"[" * 3000):
+        head = base64.urlsafe_b64encode(nested).rstrip(b"=").decode()
+        resp = await aad.get("/services", headers=bearer(f"{head}.{body}.{signature}"))
+        assert resp.status == 401, await resp.text()
+        assert (await resp.json())["exceptionType"] == "UnauthorizedError"
 
 
 async def test_break_glass_keeps_local_accounts_beside_azure_ad(
