@@ -85,6 +85,8 @@ class OidcProvider:
         self.rotate("EC")
         #: served instead of the JWKS when set
         self.jwks_override: dict[str, Any] | None = None
+        #: served as the JWKS's body, as it is, when set (what ``json.dumps`` cannot make)
+        self.jwks_raw: bytes | None = None
         self._unavailable = False
         self._huge: tuple[int, bool] | None = None
         self._huge_sent = 0
@@ -435,6 +437,8 @@ class _Handler(BaseHTTPRequestHandler):
             idp._count("jwks")
             if idp._huge is not None:
                 self._huge(*idp._huge)
+            elif idp.jwks_raw is not None:
+                self._send(200, idp.jwks_raw)
             elif idp.jwks_override is not None:
                 self._json(200, idp.jwks_override)
             else:
@@ -462,7 +466,9 @@ class _Handler(BaseHTTPRequestHandler):
         }
 
     def _json(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
+        self._send(status, json.dumps(body).encode())
+
+    def _send(self, status: int, data: bytes) -> None:
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(data)))

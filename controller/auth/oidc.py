@@ -349,7 +349,7 @@ class OidcVerifier:
             raise _ProviderError(f"fetching its {what} failed: {type(exc).__name__}") from None
         try:
             document = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # nested past the limit
             raise _ProviderError(f"its {what} is not JSON") from None
         if not isinstance(document, dict):
             raise _ProviderError(f"its {what} is not a JSON object")

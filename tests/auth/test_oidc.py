@@ -305,6 +305,23 @@ async def test_a_huge_jwks_is_refused_without_reading_it_all(
     assert oidc_provider.huge_bytes_sent() < 32 << 20  # what the socket buffers took
 
 
+async def test_a_jwks_nested_too_deep_is_a_provider_error_not_a_crash(
+    oidc_provider: OidcProvider,
+) -> None:
+    """JSON nested past the recursion limit raises RecursionError, not ValueError: it is
+    the provider answering nonsense (503, ``fail``), and the keys held stay."""
+    oidc_provider.jwks_raw = b'{"keys": ' + b"[" * 100_000
+    async with verifier(oidc_provider, jwks_cooldown=0) as v:
+        await rejected(v, oidc_provider.token(), ServiceUnavailableError)
+        status = v.status()
+        assert status["status"] == "fail" and "JWKS is not JSON" in str(status["detail"])
+        oidc_provider.jwks_raw = None
+        assert (await v.verify(oidc_provider.token())).username
+        oidc_provider.jwks_raw = b"[" * 100_000
+        await rejected(v, oidc_provider.token(kid="another"), ServiceUnavailableError)
+        assert v.status()["status"] == "warn" and v.status()["keys"] == 2
+
+
 # --- verified tokens are cached -----------------------------------------------------------
 
 
