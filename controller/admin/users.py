@@ -166,6 +166,13 @@ async def change_user(request: web.Request) -> web.Response:
     refuse_directory_owned(
         user.username, user.source, password=body.password is not None, role=body.role is not None
     )
+    if body.endLogins and not body.disabled and user.source == "aad":
+        # No login of ours to end: the provider's token stays good until it expires.
+        raise ConflictError(
+            f"'{user.username}' signs in with Azure AD access tokens, which stay valid until "
+            "they expire: ending logins here would change nothing; disable the account to "
+            "stop it now (and revoke the user's sessions in Azure AD)"
+        )
     directory = request.app[AUTH].directory
     await directory.users_repo.update(
         name,

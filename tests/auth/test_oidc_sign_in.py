@@ -136,6 +136,29 @@ async def test_an_owner_can_disable_an_azure_ad_user(
     assert (await aad.get("/services", headers=bearer(user))).status == 200
 
 
+async def test_ending_an_azure_ad_users_logins_is_refused_saying_to_disable(
+    aad: TestClient[Any, Any], oidc_provider: OidcProvider
+) -> None:
+    """Its tokens are the provider's: ending its logins here would answer 200 and change
+    nothing (the token in hand goes on working), so the Owner is told what does work."""
+    owner = bearer(oidc_provider.token("olga@contoso.example", groups=[OWNERS]))
+    user = bearer(oidc_provider.token("erin@contoso.example", groups=[CONTRIBUTORS]))
+    assert (await aad.get("/services", headers=user)).status == 200
+    resp = await aad.patch(
+        "/admin/users/erin@contoso.example", headers=owner, json={"endLogins": True}
+    )
+    assert resp.status == 409, await resp.text()
+    assert "disable" in (await resp.json())["message"]
+    assert (await aad.get("/services", headers=user)).status == 200
+    resp = await aad.patch(
+        "/admin/users/erin@contoso.example",
+        headers=owner,
+        json={"endLogins": True, "disabled": True},
+    )
+    assert resp.status == 200, await resp.text()
+    assert (await aad.get("/services", headers=user)).status == 401
+
+
 async def test_rotated_keys_are_fetched_and_status_reports_the_provider(
     aad: TestClient[Any, Any], oidc_provider: OidcProvider
 ) -> None:
