@@ -492,7 +492,7 @@ def _read_jwk(entry: object) -> _Key | None:
             return None
         default_alg = "RS256"
     else:
-        if crv not in _DEFAULT_ALG:
+        if not isinstance(crv, str) or crv not in _DEFAULT_ALG:  # a list cannot be looked up
             return None
         default_alg = _DEFAULT_ALG[crv]
     if alg is not None and alg[:2] != default_alg[:2]:

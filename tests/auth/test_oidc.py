@@ -363,6 +363,8 @@ async def test_keys_unfit_for_signatures_are_skipped(oidc_provider: OidcProvider
             {**rsa_key, "kid": "private", "d": "AQAB"},
             {"kty": "oct", "kid": "oct", "k": b64(oidc_provider.public_pem())},
             {"kty": "EC", "kid": "curve", "crv": "secp256k1", "x": "AA", "y": "AA"},
+            {"kty": "EC", "kid": "crv-list", "crv": ["P-256"], "x": "AA", "y": "AA"},
+            {**rsa_key, "kid": "alg-list", "alg": ["RS256"]},
             {"kty": "RSA", "kid": "broken", "n": "!!", "e": "AQAB"},
             "not a key",
         ]
@@ -370,7 +372,8 @@ async def test_keys_unfit_for_signatures_are_skipped(oidc_provider: OidcProvider
     async with verifier(oidc_provider, jwks_cooldown=300) as v:
         assert (await v.verify(oidc_provider.token())).username
         assert v.status()["keys"] == 2
-        for kid in ("enc", "ops", "hs", "short", "private", "oct", "curve", "broken"):
+        unfit = ("enc", "ops", "hs", "short", "private", "oct", "curve", "crv-list", "alg-list")
+        for kid in (*unfit, "broken"):
             assert "unknown kid" in await rejected(v, oidc_provider.token(kid=kid))
 
 
