@@ -87,6 +87,8 @@ class OidcProvider:
         self.jwks_override: dict[str, Any] | None = None
         #: served as the JWKS's body, as it is, when set (what ``json.dumps`` cannot make)
         self.jwks_raw: bytes | None = None
+        #: members of the discovery document that replace its own
+        self.discovery_override: dict[str, Any] = {}
         self._unavailable = False
         self._huge: tuple[int, bool] | None = None
         self._huge_sent = 0
@@ -463,6 +465,7 @@ class _Handler(BaseHTTPRequestHandler):
             "end_session_endpoint": f"{idp.authority}/oauth2/logout",
             "tenant_region_scope": "EU",
             "cloud_instance_name": "microsoftonline.com",
+            **idp.discovery_override,
         }
 
     def _json(self, status: int, body: dict[str, Any]) -> None:

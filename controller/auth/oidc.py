@@ -453,8 +453,11 @@ def _read_discovery(document: dict[str, Any]) -> tuple[str, str]:
 
 
 def _fetchable(url: str) -> bool:
-    parts = urlsplit(url)
-    loopback = parts.hostname in ("127.0.0.1", "::1", "localhost")
+    try:
+        parts = urlsplit(url)
+        loopback = parts.hostname in ("127.0.0.1", "::1", "localhost")
+    except ValueError:  # e.g. "https://[": not a URL
+        return False
     return parts.scheme == "https" or (parts.scheme == "http" and loopback)
 
 

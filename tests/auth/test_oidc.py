@@ -406,6 +406,20 @@ async def test_an_https_provider_is_trusted_through_the_ca_file() -> None:
             await OidcVerifier(dataclasses.replace(idp.aad_config(), ca_file=missing)).start()
 
 
+@pytest.mark.parametrize("jwks_uri", ["https://[o16n", "http://example.com/keys", 42])
+async def test_a_discovery_document_without_a_usable_jwks_uri_is_the_providers_error(
+    oidc_provider: OidcProvider, jwks_uri: object
+) -> None:
+    """Not https (http only on loopback), not a URL at all: nothing is fetched from it, the
+    token gets a 503 and /status says why (no exception escapes the fetch)."""
+    oidc_provider.discovery_override = {"jwks_uri": jwks_uri}
+    async with verifier(oidc_provider, jwks_cooldown=0) as v:
+        await rejected(v, oidc_provider.token(), ServiceUnavailableError)
+        status = v.status()
+    assert status["status"] == "fail" and "no https jwks_uri" in str(status["detail"])
+    assert oidc_provider.jwks_fetches == 0
+
+
 def test_the_providers_appsettings_read_as_its_aad_config(
     oidc_provider: OidcProvider, settings: Settings
 ) -> None:
