@@ -137,7 +137,8 @@ async def auth_ctx(app: web.Application) -> AsyncIterator[None]:
     await directory.reload()
     codec = AccessTokenCodec(jwt_secret(settings), settings.access_token_ttl)
     ldap = LdapAccounts(config.ldap) if config.ldap is not None else None
-    verifier = OidcVerifier(config.aad) if config.aad is not None else None
+    named = config.roles.owner | config.roles.contributor | config.roles.reader
+    verifier = OidcVerifier(config.aad, groups=named) if config.aad is not None else None
     try:
         if verifier is not None:
             await verifier.start()

@@ -33,7 +33,7 @@ import re
 import ssl
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -70,7 +70,8 @@ class OidcIdentity:
     username: str
     display_name: str | None
     email: str | None
-    #: the ``groups`` claim's values (Azure AD: object ids), casefolded
+    #: the ``groups`` claim's values (Azure AD: object ids), casefolded; only those
+    #: ``Authorization`` names when the verifier is told them
     groups: frozenset[str]
     #: the token's ``exp``
     expires_at: float
@@ -118,8 +119,11 @@ class OidcVerifier:
     #: the cooldown)
     retry_every = 60.0
 
-    def __init__(self, config: AadConfig) -> None:
+    def __init__(self, config: AadConfig, *, groups: frozenset[str] | None = None) -> None:
+        """``groups``: the only ones (casefolded) kept of a token's ``groups`` claim, the
+        ones ``Authorization`` names (roles depend on no other); ``None``: all of them."""
         self._config = config
+        self._groups = groups
         self._session: aiohttp.ClientSession | None = None
         self._background: asyncio.Task[None] | None = None
         self._inflight: asyncio.Task[None] | None = None
@@ -207,6 +211,8 @@ class OidcVerifier:
         alg, kid = _read_header(token)
         held, key = await self._key(kid)
         identity = self._decode(token, key.for_alg(alg), alg)
+        if self._groups is not None:  # up to 200 ids a token, 10,000 tokens cached
+            identity = replace(identity, groups=identity.groups & self._groups)
         self._cache[digest] = (identity, held)
         if len(self._cache) > _CACHE_SIZE:
             self._cache.popitem(last=False)

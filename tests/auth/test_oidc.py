@@ -30,8 +30,10 @@ from tests.oidc_provider import OidcProvider
 
 
 @contextlib.asynccontextmanager
-async def verifier(idp: OidcProvider, **config: Any) -> AsyncIterator[OidcVerifier]:
-    started = OidcVerifier(idp.aad_config(**config))
+async def verifier(
+    idp: OidcProvider, *, groups: frozenset[str] | None = None, **config: Any
+) -> AsyncIterator[OidcVerifier]:
+    started = OidcVerifier(idp.aad_config(**config), groups=groups)
     await started.start()
     try:
         yield started
@@ -102,6 +104,19 @@ async def test_the_user_name_falls_back_to_other_claims_and_the_subject(
     assert guest.username == "guest_fabrikam.example#EXT#" and guest.email == "g@fabrikam.ex"
     assert bare.subject == bare.username == oidc_provider.claims()["sub"]
     assert bare.display_name is None and bare.groups == frozenset()
+
+
+async def test_only_the_groups_authorization_names_are_kept(
+    oidc_provider: OidcProvider,
+) -> None:
+    """Azure AD puts up to 200 group ids in a token, and each verified token is cached
+    (10,000 of them): ~25 KB each with all 200 kept, ~250 MB in all, for a user minting
+    tokens. The roles depend only on the groups Authorization names, so only those stay."""
+    many = [str(uuid.uuid4()).upper() for _ in range(199)] + ["Owners-Group"]
+    async with verifier(oidc_provider, groups=frozenset({"owners-group", "readers"})) as v:
+        identity = await v.verify(oidc_provider.token(groups=many))
+        assert identity.groups == {"owners-group"}
+        assert (await v.verify(oidc_provider.token(groups=many[:5]))).groups == frozenset()
 
 
 # --- bad tokens: 401 naming the problem ------------------------------------------------------
