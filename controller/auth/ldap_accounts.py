@@ -28,6 +28,7 @@ import errno
 import logging
 import secrets
 import threading
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -332,6 +333,14 @@ class LdapAccounts:
 
 
 # --- helpers -------------------------------------------------------------------------------
+
+
+def matching_name(username: str) -> str:
+    """``username`` as directories compare names (RFC 4518: compatibility forms folded,
+    case ignored, leading, trailing and repeated spaces insignificant), so that " alice",
+    "ALICE " and full-width letters, which all find alice, count as one name where
+    failed logins are counted."""
+    return " ".join(unicodedata.normalize("NFKC", username).casefold().split())
 
 
 def _search(

@@ -27,6 +27,7 @@ from controller.auth.jwt_tokens import (
     new_family_id,
     new_refresh_token,
 )
+from controller.auth.ldap_accounts import matching_name
 from controller.auth.ldap_login import LdapSignIn
 from controller.auth.oidc_login import OidcSignIn
 from controller.auth.passwords import dummy_hash, verify_password_async
@@ -106,15 +107,17 @@ class AuthService:
         """Check the password, throttled (``throttle``); ``device_cookie`` is the cookie an
         earlier successful login of this user set (``TokenPair.device_cookie``)."""
         device = self._device(username, device_cookie)
-        self._throttle.begin(username, address, device)
+        # a directory finds one account under many spellings of its name: count them as one
+        counted = username if self._ldap is None else matching_name(username)
+        self._throttle.begin(counted, address, device)
         try:
             user = await self._check_password(username, password)
         except UnauthorizedError:
-            self._throttle.failed(username, address, device=device)
+            self._throttle.failed(counted, address, device=device)
             raise
         finally:
-            self._throttle.end(username, address, device)
-        self._throttle.succeeded(username, address, device)
+            self._throttle.end(counted, address, device)
+        self._throttle.succeeded(counted, address, device)
         self._directory.put_user(user)
         now = time.time()
         await self._directory.users_repo.record_login(user.id, now)

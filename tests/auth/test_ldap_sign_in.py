@@ -123,6 +123,41 @@ async def test_wrong_password_unknown_user_and_injection_get_the_same_401(
     assert "dc=" not in text.lower() and "ldap" not in text.lower()
 
 
+async def test_the_directorys_spellings_of_a_name_share_its_failed_login_count(
+    aiohttp_client: Any, data_dir: Path, directory: LdapServer
+) -> None:
+    """The directory matches " alice", "ALICE " and full-width letters as alice: counting
+    each spelling apart would give every one a fresh guess at alice's password."""
+    client = await ldap_client(
+        aiohttp_client,
+        data_dir,
+        directory,
+        login_max_failures=3,
+        login_max_failures_per_address=3,
+        login_max_failures_per_user=3,
+    )
+    alice = directory.users["alice"]
+    wrong = "wrong-" + alice.password
+    assert [(await login(client, alice.login, wrong)).status for _ in range(3)] == [401] * 3
+    spellings = [" alice", "alice  ", "ALICE", " Alice ", "\uff41\uff4c\uff49\uff43\uff45"]
+    assert (await directory_matches(directory, spellings)) == [alice.login] * len(spellings)
+    assert [(await login(client, name, wrong)).status for name in spellings] == [429] * len(
+        spellings
+    )
+
+
+async def directory_matches(server: LdapServer, names: list[str]) -> list[str | None]:
+    """Whom the directory signs in under each of ``names`` with alice's password."""
+    from controller.auth.ldap_accounts import LdapAccounts
+
+    accounts = LdapAccounts(server.config())
+    try:
+        found = [await accounts.authenticate(n, server.users["alice"].password) for n in names]
+    finally:
+        await accounts.close()
+    return [a.unique_id if a else None for a in found]
+
+
 async def test_an_empty_password_is_refused_before_any_bind(
     aiohttp_client: Any, data_dir: Path, directory: LdapServer
 ) -> None:
