@@ -269,6 +269,24 @@ async def test_an_unreachable_directory_is_503_for_logins_and_fail_in_status(
     assert status["components"]["directory"]["statusCode"] == "pass"
 
 
+async def test_switching_ldap_off_ends_its_users_tokens_not_local_ones(
+    aiohttp_client: Any, data_dir: Path, directory: LdapServer
+) -> None:
+    """A restart without the LDAP section: its users' tokens (still signed with our key)
+    stop counting, their names are no local accounts, and local tokens go on working."""
+    client = await ldap_client(aiohttp_client, data_dir, directory, local_accounts=True)
+    alice = directory.users["alice"]
+    pair = await (await login(client, alice.login, alice.password)).json()
+    local = await token_of(client, "admin", ADMIN_PASSWORD)
+    await client.close()
+    off: TestClient[Any, Any] = await aiohttp_client(create_app(make_settings(data_dir)))
+    assert (await off.get("/services", headers=bearer(pair["access_token"]))).status == 401
+    resp = await off.post("/login/refreshToken", json={"refreshToken": pair["refresh_token"]})
+    assert resp.status == 401
+    assert (await login(off, alice.login, alice.password)).status == 401
+    assert (await off.get("/services", headers=local)).status == 200
+
+
 async def test_no_password_reaches_the_log(
     aiohttp_client: Any,
     data_dir: Path,
