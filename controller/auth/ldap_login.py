@@ -39,6 +39,9 @@ FAIL_SECONDS = 1.0
 #: how long ``/status`` waits for the directory (it answers within seconds regardless)
 STATUS_TIMEOUT = 2.0
 
+#: how long a request waits for its user's role lookup (then the roles looked up last serve)
+LOOKUP_WAIT = 1.0
+
 UNAVAILABLE = "the directory service (LDAP) cannot be reached now; try again later"
 
 
@@ -54,7 +57,8 @@ class LdapSignIn:
         self._roles = roles
         self._directory = directory
         self._bad_credentials = bad_credentials
-        self._lookups: dict[int, asyncio.Future[UserRecord | None]] = {}
+        #: each user's lookup under way, and until when (monotonic) requests wait for it
+        self._lookups: dict[int, tuple[asyncio.Future[UserRecord | None], float]] = {}
         self._retry_at: dict[int, float] = {}
         self._status: dict[str, object] | None = None
         #: when the cached ``/status`` answer is due for renewal (monotonic)
@@ -92,13 +96,32 @@ class LdapSignIn:
 
     async def refresh(self, user: UserRecord) -> UserRecord | None:
         """``user`` with roles looked up again, or ``None`` if the directory no longer
-        lets it in (its tokens are then revoked). One lookup per user at a time."""
-        pending = self._lookups.get(user.id)
-        if pending is None:
-            pending = asyncio.ensure_future(self._lookup(user))
-            self._lookups[user.id] = pending
-            pending.add_done_callback(lambda _: self._lookups.pop(user.id, None))
-        return await asyncio.shield(pending)
+        lets it in (its tokens are then revoked). One lookup per user at a time. A
+        directory that is slow to answer (one that went silent takes the LDAP timeout per
+        step, more with every worker busy) holds a request ``LOOKUP_WAIT`` at most: then
+        ``user`` as it is, while the lookup goes on and applies when it ends."""
+        entry = self._lookups.get(user.id)
+        if entry is None:
+            task: asyncio.Future[UserRecord | None] = asyncio.ensure_future(self._lookup(user))
+            entry = (task, time.monotonic() + LOOKUP_WAIT)
+            self._lookups[user.id] = entry
+            task.add_done_callback(lambda done: self._lookup_ended(user, done))
+        pending, wait_until = entry
+        if pending.done():
+            return pending.result()
+        try:
+            return await asyncio.wait_for(
+                asyncio.shield(pending), max(wait_until - time.monotonic(), 0.0)
+            )
+        except TimeoutError:
+            return user
+
+    def _lookup_ended(self, user: UserRecord, done: asyncio.Future[UserRecord | None]) -> None:
+        self._lookups.pop(user.id, None)
+        if not done.cancelled() and done.exception() is not None:  # (its waiters get it too)
+            log.error(
+                "LDAP role lookup failed", exc_info=done.exception(), extra={"user": user.username}
+            )
 
     async def status(self) -> dict[str, object]:
         """The ``/status`` node of the directory: ``fail`` while it cannot be reached."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from azureml.deploy import DeployClient
 from azureml.deploy.server import MLServer
 
 from controller.app import create_app
-from controller.auth.ldap_login import FAIL_SECONDS
+from controller.auth.ldap_login import FAIL_SECONDS, LOOKUP_WAIT
 from tests.conftest import ADMIN_PASSWORD, bearer, make_settings
 from tests.ldap_server import GROUPS, LdapServer, available
 
@@ -267,6 +268,28 @@ async def test_an_unreachable_directory_is_503_for_logins_and_fail_in_status(
     await asyncio.sleep(FAIL_SECONDS + 0.1)
     status = await (await client.get("/status", headers=local)).json()
     assert status["components"]["directory"]["statusCode"] == "pass"
+
+
+async def test_a_silent_directory_does_not_stall_a_signed_in_users_requests(
+    aiohttp_client: Any, data_dir: Path, directory: LdapServer
+) -> None:
+    """Roles due for a lookup while the directory accepts and never answers: the request
+    goes on with the roles looked up last after LOOKUP_WAIT, not the LDAP timeout (with
+    4 workers and more users, several timeouts)."""
+    client = await ldap_client(
+        aiohttp_client, data_dir, directory, cache_minutes=0, ldap_timeout=3.0
+    )
+    alice = directory.users["alice"]
+    token = await token_of(client, alice.login, alice.password)
+    with directory.paused():
+        started = time.monotonic()
+        assert (await client.get("/services", headers=token)).status == 200
+        assert time.monotonic() - started < LOOKUP_WAIT + 1.0
+        started = time.monotonic()  # while the lookup goes on: no second wait
+        assert (await client.get("/services", headers=token)).status == 200
+        assert time.monotonic() - started < 0.5
+        await asyncio.sleep(3.5)  # the lookup times out: the cached roles serve for now
+    assert (await client.get("/services", headers=token)).status == 200
 
 
 async def test_switching_ldap_off_ends_its_users_tokens_not_local_ones(
