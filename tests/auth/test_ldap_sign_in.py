@@ -21,6 +21,8 @@ from azureml.deploy.server import MLServer
 
 from controller.app import create_app
 from controller.auth.ldap_login import FAIL_SECONDS, LOOKUP_WAIT
+from controller.auth.service import AUTH
+from controller.roles import Role
 from tests.conftest import ADMIN_PASSWORD, bearer, make_settings
 from tests.ldap_server import GROUPS, LdapServer, available
 
@@ -308,6 +310,26 @@ async def test_switching_ldap_off_ends_its_users_tokens_not_local_ones(
     assert resp.status == 401
     assert (await login(off, alice.login, alice.password)).status == 401
     assert (await off.get("/services", headers=local)).status == 200
+
+
+async def test_a_local_account_with_an_ldap_users_name_is_never_taken_over(
+    aiohttp_client: Any, data_dir: Path, directory: LdapServer
+) -> None:
+    """Beside local accounts, "alice" is the local one; with them off, the directory's
+    alice (whose unique id is that name) cannot log in rather than own it."""
+    client = await ldap_client(aiohttp_client, data_dir, directory, local_accounts=True)
+    admin = await token_of(client, "admin", ADMIN_PASSWORD)
+    local = {"name": "alice", "password": "local-password-1", "role": "Reader"}
+    assert (await client.post("/admin/users", headers=admin, json=local)).status == 201
+    alice = directory.users["alice"]
+    assert (await login(client, alice.login, alice.password)).status == 401
+    assert (await login(client, "alice", "local-password-1")).status == 200
+    await client.close()
+    off = await ldap_client(aiohttp_client, data_dir, directory)
+    resp = await login(off, alice.login, alice.password)
+    assert resp.status == 401 and "alice" not in await resp.text()
+    user = await off.app[AUTH].directory.users_repo.by_name("alice")
+    assert user is not None and user.source == "local" and user.role is Role.READER
 
 
 async def test_no_password_reaches_the_log(
