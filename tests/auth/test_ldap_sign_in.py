@@ -294,6 +294,18 @@ async def test_a_silent_directory_does_not_stall_a_signed_in_users_requests(
     assert (await client.get("/services", headers=token)).status == 200
 
 
+async def test_concurrent_first_logins_of_one_user_make_one_account(
+    aiohttp_client: Any, data_dir: Path, directory: LdapServer
+) -> None:
+    """They race to record zoe (under the login throttle's five attempts at a time)."""
+    client = await ldap_client(aiohttp_client, data_dir, directory)
+    zoe = directory.users["zoe"]
+    answers = await asyncio.gather(*(login(client, zoe.login, zoe.password) for _ in range(4)))
+    assert [a.status for a in answers] == [200] * 4
+    users = await client.app[AUTH].directory.users_repo.all()
+    assert [u.source for u in users if u.external_id == zoe.login] == ["ldap"]
+
+
 async def test_switching_ldap_off_ends_its_users_tokens_not_local_ones(
     aiohttp_client: Any, data_dir: Path, directory: LdapServer
 ) -> None:
