@@ -161,8 +161,11 @@ attributetype ( 1.2.840.113556.1.4.8 NAME 'userAccountControl'
     EQUALITY integerMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.27 SINGLE-VALUE )
 attributetype ( 1.2.840.113556.1.2.102 NAME 'memberOf'
     EQUALITY distinguishedNameMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.12 )
+attributetype ( 1.2.840.113556.1.4.159 NAME 'accountExpires'
+    EQUALITY integerMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.27 SINGLE-VALUE )
 objectclass ( 1.3.6.1.4.1.4203.666.100.1 NAME 'o16nAdAccount' AUXILIARY
-    MAY ( sAMAccountName $ userPrincipalName $ userAccountControl $ memberOf ) )
+    MAY ( sAMAccountName $ userPrincipalName $ userAccountControl $ memberOf $
+    accountExpires ) )
 """
 
 

@@ -28,6 +28,7 @@ import errno
 import logging
 import secrets
 import threading
+import time
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +47,10 @@ T = TypeVar("T")
 
 #: Active Directory's userAccountControl flag of a disabled account.
 _ACCOUNTDISABLE = 0x2
+#: Active Directory's accountExpires (100-ns intervals since 1601): values meaning never,
+#: and 1970-01-01 in that count
+_NEVER_EXPIRES = frozenset({0, 0x7FFFFFFFFFFFFFFF})
+_FILETIME_OF_EPOCH = 116_444_736_000_000_000
 #: At most this many groups are read for one user (a bound on one search's answer).
 MAX_GROUPS = 1000
 #: Longer user names are nobody's (AD's userPrincipalName, the longest, stops at 1024).
@@ -74,8 +79,9 @@ class LdapAccount:
     email: str | None
     #: casefolded: for each group the user is in, its CN and its full DN
     groups: frozenset[str]
-    #: Active Directory's userAccountControl has ACCOUNTDISABLE (0x2), or OpenLDAP's
-    #: ppolicy locked the account (pwdAccountLockedTime)
+    #: Active Directory's userAccountControl has ACCOUNTDISABLE (0x2) or its
+    #: accountExpires has passed, or OpenLDAP's ppolicy locked the account
+    #: (pwdAccountLockedTime)
     disabled: bool
 
 
@@ -97,6 +103,7 @@ class LdapAccounts:
                 *(a for a in (config.display_name_attribute, config.email_attribute) if a),
                 "memberOf",
                 "userAccountControl",
+                "accountExpires",
                 "pwdAccountLockedTime",
             },
             key=str.casefold,
@@ -363,10 +370,18 @@ def _search(
 
 
 def _disabled(attributes: Mapping[str, list[bytes]]) -> bool:
-    """Whether Active Directory disabled the account, or OpenLDAP's ppolicy locked it."""
+    """Whether Active Directory disabled the account or it expired there (AD refuses its
+    binds then, but the tokens o16n issued it would live on), or OpenLDAP's ppolicy
+    locked it."""
     values = {name.casefold(): vals for name, vals in attributes.items()}
     if _texts(values, "pwdAccountLockedTime"):
         return True
+    expires = _text(values, "accountExpires")
+    if expires is not None and expires.isascii() and expires.isdigit():
+        filetime = int(expires)
+        now = _FILETIME_OF_EPOCH + int(time.time() * 10_000_000)
+        if filetime not in _NEVER_EXPIRES and filetime <= now:
+            return True
     control = _text(values, "userAccountControl")
     return (
         control is not None

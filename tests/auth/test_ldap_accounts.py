@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import ldap
 import pytest
 from pydantic import SecretStr
 
@@ -240,6 +241,34 @@ async def test_a_disabled_active_directory_account_is_returned_disabled(
     account = await sign_in(config, "carol", carol.password if password == "right" else "x")
     assert account is not None and account.disabled
     assert account.unique_id == "carol"
+
+
+@pytest.mark.parametrize(
+    ("expires", "disabled"),
+    [
+        ("past", True),  # (AD refuses its bind; its o16n tokens end at the next lookup)
+        ("future", False),
+        ("0", False),  # AD's "never"
+        ("9223372036854775807", False),  # AD's "never" too
+    ],
+)
+async def test_an_active_directory_account_past_its_expiry_is_disabled(
+    ldap_server: LdapServer, expires: str, disabled: bool
+) -> None:
+    """accountExpires: 100-ns intervals since 1601 (AD's FILETIME)."""
+    filetime = {"past": time.time() - 60, "future": time.time() + 86400}
+    value = str(int((filetime[expires] + 11644473600) * 10**7)) if expires in filetime else expires
+    bob = ldap_server.users["bob"]
+    conn = ldap.initialize(ldap_server.ldap_url)
+    conn.simple_bind_s(ldap_server.admin_dn, ldap_server.admin_password)
+    conn.modify_s(bob.dn, [(ldap.MOD_REPLACE, "accountExpires", [value.encode()])])
+    try:
+        async with accounts(ldap_server.config()) as directory:
+            account = await directory.lookup("bob")
+        assert account is not None and account.disabled is disabled
+    finally:
+        conn.modify_s(bob.dn, [(ldap.MOD_DELETE, "accountExpires", None)])
+        conn.unbind_s()
 
 
 async def test_an_account_locked_by_ppolicy_is_disabled(ldap_server: LdapServer) -> None:
