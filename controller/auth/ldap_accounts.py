@@ -114,9 +114,9 @@ class LdapAccounts:
 
     async def authenticate(self, username: str, password: str) -> LdapAccount | None:
         """The account ``username`` signs in to with ``password``, or ``None`` (unknown,
-        ambiguous, wrong password, no unique id). A disabled account is returned as such
-        whatever the password (Active Directory refuses its bind anyway): the caller
-        refuses it as it would a wrong password, and may end its tokens."""
+        ambiguous, wrong password, no unique id). A disabled account whose bind the
+        directory still accepts (OpenLDAP does not read AD's flags) is returned as such:
+        the caller refuses it as it would a wrong password, and may end its tokens."""
         if not password:  # RFC 4513 5.1.2: an unauthenticated bind would "succeed"
             return None
         if not username or len(username) > MAX_NAME:
@@ -180,8 +180,10 @@ class LdapAccounts:
             bind_dn = config.bind_filter.replace("{0}", ldap.dn.escape_dn_chars(username))
         else:
             bind_dn = dn
-        if not self._user_bind(bind_dn, password) and not _disabled(attributes):
-            return None  # (no groups read: a wrong password costs what an unknown user does)
+        if not self._user_bind(bind_dn, password):
+            # (a disabled account's too: no groups read, a wrong password costs what an
+            # unknown user does; its tokens end at the next role lookup)
+            return None
         account = self._account(dn, attributes)
         if account is None:
             return None
