@@ -79,7 +79,11 @@ class LdapSignIn:
         if account.disabled:
             await self._end_logins(account.unique_id, "disabled in the directory")
             raise UnauthorizedError(self._bad_credentials)
-        role = self._role(account)
+        try:
+            role = self._role(account)
+        except ForbiddenError:  # groups read just now: the tokens it holds end too
+            await self._end_logins(account.unique_id, "in no group that gives access")
+            raise
         user = await self._record(account, role)
         if user.disabled:  # an Owner of o16n disabled this account
             raise UnauthorizedError(self._bad_credentials)

@@ -181,6 +181,23 @@ async def test_no_listed_group_means_no_access_when_reader_is_declared(
     assert "group" in (await resp.json())["message"]
 
 
+async def test_a_login_that_finds_its_user_in_no_group_ends_the_users_tokens(
+    aiohttp_client: Any, data_dir: Path, directory: LdapServer
+) -> None:
+    """The login read the user's groups now: as a new role applies at once to the tokens
+    the user holds, so does having none, not only at the next lookup an hour later."""
+    client = await ldap_client(aiohttp_client, data_dir, directory, cache_minutes=60)
+    bob = directory.users["bob"]
+    token = await token_of(client, bob.login, bob.password)
+    readers = f"cn=o16n-readers,{GROUPS}".encode()
+    modify(directory, bob.dn, [(ldap.MOD_DELETE, "memberOf", [readers])])
+    try:
+        assert (await login(client, bob.login, bob.password)).status == 403
+        assert (await client.get("/services", headers=token)).status == 401
+    finally:
+        modify(directory, bob.dn, [(ldap.MOD_ADD, "memberOf", [readers])])
+
+
 async def test_local_accounts_are_off_unless_kept_as_a_break_glass(
     aiohttp_client: Any, data_dir: Path, directory: LdapServer
 ) -> None:
