@@ -359,11 +359,12 @@ def _int(raw: Mapping[str, Any], where: str, key: str, *, default: int, low: int
 def _str(
     raw: Mapping[str, Any], where: str, key: str, *, required: bool = True, secret: bool = False
 ) -> Any:
-    """A string value; a ``secret``'s wrong value is named, never shown (the message goes
-    to the terminal and the log)."""
+    """A string value, trimmed; a ``secret`` is kept as written (its spaces are part of
+    it), and its wrong value is named, never shown (the message goes to the terminal and
+    the log)."""
     value = raw.get(key)
     if isinstance(value, str) and value.strip():
-        return value.strip()
+        return value if secret else value.strip()
     if value is None or value == "":
         if required:
             raise SettingsError(f"appsettings: {where}.{key} is required")

@@ -551,3 +551,15 @@ def test_key_names_are_case_insensitive_as_in_ml_server(
     assert warnings(caplog) == []
     twice = ml_file(LDAP={"host": "dc2.test.com"})
     assert "Authentication.LDAP.Host" in refused(tmp_path, twice)
+
+
+def test_a_secret_in_the_file_is_taken_as_written(tmp_path: Path) -> None:
+    """Spaces at either end belong to the password (ML Server binds with the string as
+    written): trimmed, the bind would fail as a wrong password nobody can see."""
+    config = load(tmp_path, ml_file(LDAP={"QueryUserPassword": " pass word "}))
+    assert config.ldap is not None
+    assert config.ldap.query_user_password.get_secret_value() == " pass word "
+    aad = {"Enabled": True, "KeyEncrypted": False, "Key": "\tkey "}
+    config = load(tmp_path, ml_file(LDAP={"Enabled": False}, AzureActiveDirectory=aad))
+    assert config.aad is not None and config.aad.key is not None
+    assert config.aad.key.get_secret_value() == "\tkey "
