@@ -29,8 +29,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
-import datetime
-import ipaddress
 import os
 import secrets
 import shutil
@@ -47,13 +45,10 @@ from typing import Any
 
 import ldap
 import ldif
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import SecretStr
 
 from controller.auth.appsettings import LdapConfig
+from tests.tls_certs import make_ca, server_certificate
 
 SLAPD = shutil.which("slapd") or "/usr/sbin/slapd"
 SLAPADD = shutil.which("slapadd") or "/usr/sbin/slapadd"
@@ -178,98 +173,6 @@ def free_ports(count: int) -> list[int]:
             sock.bind(("127.0.0.1", 0))
             ports.append(int(sock.getsockname()[1]))
         return ports
-
-
-def make_ca(
-    directory: Path, name: str
-) -> tuple[Path, ec.EllipticCurvePrivateKey, x509.Certificate]:
-    """A self-signed CA: its PEM file, key and certificate."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    path = directory / f"{name}.pem"
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return path, key, cert
-
-
-def _server_certificate(
-    directory: Path, ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate
-) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [
-                    *(x509.DNSName(n) for n in _local_names()),
-                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                ]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    cert_path = directory / "server.pem"
-    key_path = directory / "server.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    key_path.chmod(0o600)
-    return cert_path, key_path
-
-
-def _local_names() -> list[str]:
-    """``localhost``, and this machine's names: libldap checks a certificate for
-    ``ldap://localhost`` against the machine's name, not ``localhost``."""
-    names = ["localhost"]
-    for name in (socket.gethostname(), socket.getfqdn()):
-        if name and name not in names:
-            names.append(name)
-    return names
 
 
 class LdapServer:
@@ -489,7 +392,7 @@ class LdapServer:
         (d / "db").mkdir(exist_ok=True)
         self.ca_file, ca_key, ca_cert = make_ca(d, "o16n-test-ca")
         self.other_ca_file, _, _ = make_ca(d, "o16n-other-ca")
-        cert, key = _server_certificate(d, ca_key, ca_cert)
+        cert, key = server_certificate(d, ca_key, ca_cert)
         (d / "ad.schema").write_text(AD_SCHEMA)
         (d / "slapd.conf").write_text(self._slapd_conf(cert, key))
         (d / "data.ldif").write_text(self._ldif(), encoding="utf-8")
