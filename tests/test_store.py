@@ -44,3 +44,51 @@ async def test_an_acknowledged_commit_is_on_disk(tmp_path: Path) -> None:
         assert row is not None and row[0] == "wal"
     finally:
         await db.close()
+
+
+async def test_a_database_from_before_directory_users_keeps_its_users_local(
+    tmp_path: Path,
+) -> None:
+    """Migration 7 (directory users) on a database of schema 6, as o16n wrote it before:
+    its accounts stay local ones, passwords and roles kept, and a directory user cannot
+    take over one of their names."""
+    from controller.errors import ConflictError
+    from controller.roles import Role
+    from controller.store.schema import MIGRATIONS
+    from controller.store.users import UsersRepo
+
+    path = tmp_path / "o16n.db"
+    old = sqlite3.connect(path)
+    for version, script in enumerate(MIGRATIONS[:6], start=1):
+        old.executescript(script)
+        old.execute(f"PRAGMA user_version = {version}")
+    old.execute(
+        "INSERT INTO users (username, password_hash, role, disabled, created_at, updated_at)"
+        " VALUES ('alice', 'argon2-hash', 'Owner', 0, 1, 1), ('bob', 'h', 'Reader', 1, 1, 1)"
+    )
+    old.commit()
+    old.close()
+
+    db = await Database.open(path)
+    try:
+        row = await db.fetchone("PRAGMA user_version")
+        assert row is not None and row[0] == len(MIGRATIONS)
+        users = {u.username: u for u in await UsersRepo(db).all()}
+        assert {n: (u.source, u.role, u.disabled) for n, u in users.items()} == {
+            "alice": ("local", Role.OWNER, False),
+            "bob": ("local", Role.READER, True),
+        }
+        assert users["alice"].password_hash == "argon2-hash" and users["alice"].is_local
+        with pytest.raises(ConflictError):
+            await UsersRepo(db).sync_directory_user(
+                "ldap",
+                "alice@corp",
+                "alice",
+                Role.OWNER,
+                display_name=None,
+                email=None,
+                disabled=False,
+                checked_at=2.0,
+            )
+    finally:
+        await db.close()
