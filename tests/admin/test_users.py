@@ -299,11 +299,10 @@ async def test_delete_ends_the_users_logins_before_closing_sessions(
     assert seen == [401]
 
 
-async def _directory_user(
-    client: TestClient[Any, Any], source: str, name: str, role: Role = Role.CONTRIBUTOR
-) -> None:
-    """A user as a directory login records them (LDAP / Azure AD), straight into the store."""
-    await UsersRepo(client.app[DB]).sync_directory_user(
+async def _record(db: Database, source: str, name: str, role: Role) -> None:
+    """A user as a directory login records them (LDAP / Azure AD), straight into the store;
+    LDAP users with the display name and email their directory gives."""
+    await UsersRepo(db).sync_directory_user(
         source,
         f"{source}-id-of-{name}",
         name,
@@ -313,6 +312,13 @@ async def _directory_user(
         disabled=False,
         checked_at=time.time(),
     )
+
+
+async def _directory_user(
+    client: TestClient[Any, Any], source: str, name: str, role: Role = Role.CONTRIBUTOR
+) -> None:
+    """``_record``, and the running server's view of its users reloaded."""
+    await _record(client.app[DB], source, name, role)
     await client.app[AUTH].directory.reload()
 
 
@@ -382,18 +388,8 @@ def _seed_directory_users(settings: Settings) -> None:
     async def seed() -> None:
         db = await Database.open(Path(settings.db_path))
         try:
-            repo = UsersRepo(db)
-            for source, name in (("ldap", "lars"), ("aad", "0000bbbb-oid")):
-                await repo.sync_directory_user(
-                    source,
-                    f"id-{name}",
-                    name,
-                    Role.READER,
-                    display_name="Lars Example" if source == "ldap" else None,
-                    email="lars@example.com" if source == "ldap" else None,
-                    disabled=False,
-                    checked_at=time.time(),
-                )
+            await _record(db, "ldap", "lars", Role.READER)
+            await _record(db, "aad", "0000bbbb-oid", Role.READER)
         finally:
             await db.close()
 
