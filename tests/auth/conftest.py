@@ -10,12 +10,32 @@ look-alike identity provider on 127.0.0.1 (``tests/oidc_provider.py``).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient
 
+from controller.app import create_app
+from tests.conftest import make_settings
 from tests.ldap_server import LdapServer, available
 from tests.oidc_provider import OidcProvider
+
+
+async def directory_client(
+    aiohttp_client: Any, data_dir: Path, document: dict[str, Any], **settings: Any
+) -> TestClient[Any, Any]:
+    """A client of an app whose ``O16N_APPSETTINGS`` is ``document`` (written in
+    ``data_dir``), with ``settings`` besides: how the sign-in tests configure a directory."""
+    data_dir.mkdir(exist_ok=True)
+    path = data_dir / "appsettings.json"
+    path.write_text(json.dumps(document))
+    app = create_app(make_settings(data_dir, appsettings=path, **settings))
+    client: TestClient[Any, Any] = await aiohttp_client(app)
+    return client
+
 
 # --- LDAP / Active Directory: a real slapd -------------------------------------------------
 

@@ -23,6 +23,7 @@ from controller.app import create_app
 from controller.auth.ldap_login import FAIL_SECONDS, LOOKUP_WAIT
 from controller.auth.service import AUTH
 from controller.roles import Role
+from tests.auth.conftest import directory_client
 from tests.conftest import ADMIN_PASSWORD, bearer, make_settings
 from tests.ldap_server import GROUPS, LdapServer, available
 
@@ -57,19 +58,8 @@ async def ldap_client(
 ) -> TestClient[Any, Any]:
     document = server.appsettings(ldaps=ldaps)
     document["Authorization"]["CacheLifeTimeInMinutes"] = str(cache_minutes)
-    data_dir.mkdir(exist_ok=True)
-    path = data_dir / "appsettings.json"
-    path.write_text(json.dumps(document))
-    values: dict[str, Any] = {
-        "appsettings": path,
-        "ldap_ca_file": server.ca_file,
-        "ldap_timeout": 2.0,
-        **settings,
-    }
-    client: TestClient[Any, Any] = await aiohttp_client(
-        create_app(make_settings(data_dir, **values))
-    )
-    return client
+    values: dict[str, Any] = {"ldap_ca_file": server.ca_file, "ldap_timeout": 2.0, **settings}
+    return await directory_client(aiohttp_client, data_dir, document, **values)
 
 
 async def login(client: TestClient[Any, Any], name: str, password: str) -> Any:

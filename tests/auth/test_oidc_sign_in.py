@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,8 +15,8 @@ from aiohttp.test_utils import TestClient
 from azureml.deploy import DeployClient
 from azureml.deploy.server import MLServer
 
-from controller.app import create_app
-from tests.conftest import ADMIN_PASSWORD, bearer, make_settings
+from tests.auth.conftest import directory_client
+from tests.conftest import ADMIN_PASSWORD, bearer
 from tests.oidc_provider import OidcProvider
 
 OWNERS = "6f4ae5d0-0000-4000-8000-0000000000a1"
@@ -32,12 +31,10 @@ async def aad_client(
     reader: list[str] | None = None,
     **settings: Any,
 ) -> TestClient[Any, Any]:
-    path = data_dir / "appsettings.json"
     document = idp.appsettings(owner=[OWNERS], contributor=[CONTRIBUTORS], reader=reader or [])
-    path.write_text(json.dumps(document))
-    app = create_app(make_settings(data_dir, appsettings=path, oidc_jwks_cooldown=0.5, **settings))
-    client: TestClient[Any, Any] = await aiohttp_client(app)
-    return client
+    return await directory_client(
+        aiohttp_client, data_dir, document, oidc_jwks_cooldown=0.5, **settings
+    )
 
 
 @pytest.fixture
