@@ -42,8 +42,9 @@ ldap:                          ## OpenLDAP's headers (python-ldap builds on them
 
 venv: $(STAMP)
 
-# `| ldap`: checked before every install (python-ldap compiles against libldap), without
-# making the stamp out of date.
+# `| ldap`: python-ldap compiles against libldap, so its headers come first. Order-only: a
+# phony prerequisite, it runs whenever the venv is needed (ensure-ldap.sh returns at once
+# when all is there), yet never makes the stamp out of date.
 $(STAMP): pyproject.toml runtime_image/requirements.txt | ldap
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
