@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -252,7 +253,7 @@ def _ldap(raw: Mapping[str, Any], settings: Settings) -> LdapConfig:
         unique_id_attribute=_attribute(raw, where, "UniqueUserIdentifierAttributeName", True) or "",
         display_name_attribute=_attribute(raw, where, "DisplayNameAttributeName", False),
         email_attribute=_attribute(raw, where, "EmailAttributeName", False),
-        ca_file=settings.ldap_ca_file,
+        ca_file=_ca_file(settings.ldap_ca_file, "O16N_LDAP_CA_FILE"),
         timeout=settings.ldap_timeout,
     )
 
@@ -380,6 +381,20 @@ def _host(value: str, where: str) -> str:
             f"Port), not {value!r}"
         )
     return value.strip("[]")
+
+
+def _ca_file(path: Path | None, env_name: str) -> Path | None:
+    """``path`` if it holds CA certificates. libldap reads the file only at the first
+    connection, and then fails with a bare "option error" (not an ``LDAPError``): checked
+    here, a wrong path stops the start, named, instead of failing every login."""
+    if path is not None:
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=path)
+        except (OSError, ssl.SSLError) as exc:
+            raise SettingsError(
+                f"{env_name}: cannot read CA certificates from {path}: {exc}"
+            ) from None
+    return path
 
 
 def _attribute(raw: Mapping[str, Any], where: str, key: str, required: bool) -> str | None:

@@ -20,6 +20,7 @@ from controller.auth import appsettings
 from controller.auth.appsettings import RoleGroups
 from controller.roles import Role
 from controller.settings import Settings, SettingsError
+from tests.tls_certs import make_ca
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -189,7 +190,7 @@ def test_json_types_and_ml_servers_strings_mean_the_same(tmp_path: Path) -> None
 
 
 def test_o16n_settings_fill_in_what_ml_server_never_had(tmp_path: Path) -> None:
-    ca = tmp_path / "ca.pem"
+    ca, _, _ = make_ca(tmp_path, "ca")
     config = load(
         tmp_path,
         ml_file(LDAP={"UseLDAPS": "False", "Port": "389"}),
@@ -563,3 +564,13 @@ def test_a_secret_in_the_file_is_taken_as_written(tmp_path: Path) -> None:
     config = load(tmp_path, ml_file(LDAP={"Enabled": False}, AzureActiveDirectory=aad))
     assert config.aad is not None and config.aad.key is not None
     assert config.aad.key.get_secret_value() == "\tkey "
+
+
+def test_an_ldap_ca_file_that_cannot_be_read_stops_the_start(tmp_path: Path) -> None:
+    """libldap reads it only at the first connection: unchecked, a typo would start the
+    server and fail every LDAP login (with a bare "option error" from python-ldap)."""
+    message = refused(tmp_path, ml_file(), ldap_ca_file=tmp_path / "missing.pem")
+    assert "O16N_LDAP_CA_FILE" in message and "missing.pem" in message
+    not_pem = tmp_path / "not.pem"
+    not_pem.write_text("not a certificate\n")
+    assert "O16N_LDAP_CA_FILE" in refused(tmp_path, ml_file(), ldap_ca_file=not_pem)
