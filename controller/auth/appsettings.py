@@ -283,7 +283,7 @@ def _aad(raw: Mapping[str, Any], settings: Settings) -> AadConfig:
         audience=_str(raw, where, "Audience"),
         client_id=_str(raw, where, "ClientId", required=False),
         key=key,
-        ca_file=settings.oidc_ca_file,
+        ca_file=_ca_file(settings.oidc_ca_file, "O16N_OIDC_CA_FILE"),
         jwks_cooldown=settings.oidc_jwks_cooldown,
         leeway=settings.oidc_leeway,
     )
@@ -384,9 +384,10 @@ def _host(value: str, where: str) -> str:
 
 
 def _ca_file(path: Path | None, env_name: str) -> Path | None:
-    """``path`` if it holds CA certificates. libldap reads the file only at the first
-    connection, and then fails with a bare "option error" (not an ``LDAPError``): checked
-    here, a wrong path stops the start, named, instead of failing every login."""
+    """``path`` if it holds CA certificates. Checked with the rest of the configuration,
+    before anything starts: libldap reads the file only at the first connection, and then
+    fails with a bare "option error" (not an ``LDAPError``), so a wrong path would fail
+    every login; the OIDC verifier reads it as the app starts, too late for a clean exit."""
     if path is not None:
         try:
             ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=path)

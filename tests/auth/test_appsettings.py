@@ -574,3 +574,23 @@ def test_an_ldap_ca_file_that_cannot_be_read_stops_the_start(tmp_path: Path) -> 
     not_pem = tmp_path / "not.pem"
     not_pem.write_text("not a certificate\n")
     assert "O16N_LDAP_CA_FILE" in refused(tmp_path, ml_file(), ldap_ca_file=not_pem)
+
+
+def test_an_oidc_ca_file_that_cannot_be_read_stops_serve_before_it_starts(
+    tmp_path: Path,
+) -> None:
+    """Found only when the app started, it left ``o16n serve`` printing the message with
+    its store open and the process still running: the check belongs with the others."""
+    aad = ml_file(
+        LDAP={"Enabled": False},
+        AzureActiveDirectory={"Enabled": True, "Key": "", "KeyEncrypted": False},
+    )
+    missing = tmp_path / "missing-ca.pem"
+    message = refused(tmp_path, aad, oidc_ca_file=missing)
+    assert "O16N_OIDC_CA_FILE" in message and "missing-ca.pem" in message
+    settings = settings_for(tmp_path, aad)
+    done = serve(
+        tmp_path, O16N_APPSETTINGS=str(settings.appsettings), O16N_OIDC_CA_FILE=str(missing)
+    )
+    assert done.returncode == 2 and "O16N_OIDC_CA_FILE" in done.stderr, done.stderr
+    assert not (tmp_path / "data").exists()  # nothing was started
