@@ -314,6 +314,11 @@ class LdapAccounts:
             conn.set_option(ldap.OPT_X_TLS_NEWCTX, 0)  # this connection's TLS context
         except ldap.LDAPError as exc:
             raise self._unavailable("setting up a connection", exc) from None
+        except ValueError:  # python-ldap's "option error": the CA file went unreadable
+            raise DirectoryUnavailable(
+                f"LDAP {config.url}: TLS could not be set up: can the CA certificates in "
+                f"{config.ca_file} still be read?"
+            ) from None
         if config.start_tls and not config.use_ldaps:
             try:
                 conn.start_tls_s()

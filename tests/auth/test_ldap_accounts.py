@@ -153,6 +153,19 @@ async def test_an_empty_password_is_refused_before_any_bind(ldap_server: LdapSer
         assert await sign_in(ldap_server.config(port=port, timeout=0.5), "alice", "") is None
 
 
+async def test_a_ca_file_gone_after_the_start_makes_the_directory_unavailable(
+    ldap_server: LdapServer, tmp_path: Path
+) -> None:
+    """python-ldap then raises a bare ValueError, which must not reach /login as a 500."""
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(ldap_server.ca_file.read_bytes())
+    alice = ldap_server.users["alice"]
+    async with accounts(ldap_server.config(ca_file=ca_file)) as directory:
+        ca_file.unlink()
+        with pytest.raises(DirectoryUnavailable, match="CA"):
+            await directory.authenticate("alice", alice.password)
+
+
 @pytest.mark.parametrize(
     "name", ["", "a" * 1025, "al\ud800ice"], ids=["empty", "long", "surrogate"]
 )
