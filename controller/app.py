@@ -10,8 +10,10 @@ context is registered last so that background tasks are cancelled first.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+import sys
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import uvloop
@@ -102,8 +104,8 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_routes(batch_routes.routes)
     app.router.add_routes(admin_routes.routes)
 
-    app.cleanup_ctx.extend(
-        [
+    app.cleanup_ctx.append(
+        in_order(
             limits_ctx,
             store_ctx,
             auth_ctx,
@@ -113,9 +115,43 @@ def create_app(settings: Settings) -> web.Application:
             sessions_ctx,
             services_ctx,
             tasks_ctx,
-        ]
+        )
     )
     return app
+
+
+def in_order(
+    *contexts: Callable[[web.Application], AsyncIterator[None]],
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """One cleanup context entering ``contexts`` in order and leaving them in reverse.
+
+    If one fails to start, those already started are left at once. aiohttp's own list
+    would leave them only from ``runner.cleanup()``, which ``web.run_app`` never calls
+    when start-up fails: ``o16n serve`` then printed the error and hung for good, its
+    database thread still open (a Docker engine that does not answer did it)."""
+
+    async def all_of(app: web.Application) -> AsyncIterator[None]:
+        entered: list[contextlib.AbstractAsyncContextManager[None]] = []
+        try:
+            for context in contexts:
+                manager = contextlib.asynccontextmanager(context)(app)
+                await manager.__aenter__()
+                entered.append(manager)
+            yield
+        finally:
+            # Left as aiohttp leaves them, with no exception thrown in (the contexts run
+            # their clean-up after their ``yield``); one failing does not stop the rest.
+            errors: list[BaseException] = []
+            for started in reversed(entered):
+                try:
+                    await started.__aexit__(None, None, None)
+                except (Exception, asyncio.CancelledError) as exc:
+                    log.exception("clean-up failed")
+                    errors.append(exc)
+            if errors and sys.exc_info()[1] is None:
+                raise errors[0]
+
+    return all_of
 
 
 async def store_ctx(app: web.Application) -> AsyncIterator[None]:
