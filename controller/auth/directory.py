@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from controller.auth.roles import Identity
+from controller.roles import Role
 from controller.store.db import Database
 from controller.store.tokens import FamilyState, TokensRepo
 from controller.store.users import UserRecord, UsersRepo
@@ -72,6 +73,30 @@ class Directory:
 
     def put_user(self, user: UserRecord) -> None:
         self._users[user.id] = user
+
+    async def record_directory_user(
+        self,
+        source: str,
+        external_id: str,
+        username: str,
+        role: Role,
+        display_name: str | None,
+        email: str | None,
+    ) -> UserRecord:
+        """Record what a directory (LDAP, Azure AD) says of one of its users, roles checked
+        now, in the store and in this view; 409 if ``username`` names another account."""
+        user = await self.users_repo.sync_directory_user(
+            source,
+            external_id,
+            username,
+            role,
+            display_name=display_name,
+            email=email,
+            disabled=False,
+            checked_at=time.time(),
+        )
+        self.put_user(user)
+        return user
 
     def put_family(self, family: FamilyState) -> None:
         self._families[family.id] = family

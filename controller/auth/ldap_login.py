@@ -178,17 +178,14 @@ class LdapSignIn:
         return role
 
     async def _record(self, account: LdapAccount, role: Role) -> UserRecord:
-        repo = self._directory.users_repo
         try:
-            user = await repo.sync_directory_user(
+            return await self._directory.record_directory_user(
                 SOURCE,
                 account.unique_id,
                 account.unique_id,
                 role,
-                display_name=account.display_name,
-                email=account.email,
-                disabled=False,
-                checked_at=time.time(),
+                account.display_name,
+                account.email,
             )
         except ConflictError:
             log.warning(
@@ -197,8 +194,6 @@ class LdapSignIn:
                 extra={"user": account.unique_id},
             )
             raise UnauthorizedError(self._bad_credentials) from None
-        self._directory.put_user(user)
-        return user
 
     async def _end_logins(self, unique_id: str, why: str) -> None:
         user = await self._directory.users_repo.by_external(SOURCE, unique_id)

@@ -10,7 +10,6 @@ user principal name; a local Owner may disable it.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import OrderedDict
 
 from controller.auth.appsettings import RoleGroups
@@ -77,22 +76,19 @@ class OidcSignIn:
         role = self._roles.role_for(claims.groups)
         assert role is not None
         try:
-            user = await self._directory.users_repo.sync_directory_user(
+            user = await self._directory.record_directory_user(
                 SOURCE,
                 claims.subject,
                 claims.username,
                 role,
-                display_name=claims.display_name,
-                email=claims.email,
-                disabled=False,
-                checked_at=time.time(),
+                claims.display_name,
+                claims.email,
             )
         except ConflictError:
             raise UnauthorizedError(
                 f"the name '{claims.username}' belongs to another account of this server; "
                 "ask its operator"
             ) from None
-        self._directory.put_user(user)
         self._users[claims.subject] = user
         self._users.move_to_end(claims.subject)
         if len(self._users) > _KNOWN_USERS:
