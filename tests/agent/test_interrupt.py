@@ -71,6 +71,32 @@ def receive(conn: socket.socket) -> dict[str, Any]:
     return message
 
 
+def late_sigint_play(code: str, flag: str) -> Play:
+    """Run ``code`` (its reply's ``flag`` must be true), then send a late SIGINT, one that
+    lands while the agent waits for the next request; that request must be answered as
+    usual. One play, so every test of a late SIGINT sends the same one."""
+
+    def play(conn: socket.socket) -> None:
+        protocol.send_message(conn, {"id": 1, "op": "execute", "code": code, "seq": 1})
+        assert receive(conn)[flag] is True
+        os.kill(os.getpid(), signal.SIGINT)  # late: the agent waits for the next request
+        threading.Event().wait(0.3)
+        protocol.send_message(conn, {"id": 2, "op": "execute", "code": "1 + 1", "seq": 2})
+        reply = receive(conn)
+        assert reply["id"] == 2 and reply["console"] == "2\n"
+
+    return play
+
+
+def serve_surviving_sigint(agent: Agent, path: str, play: Play) -> None:
+    """``serve_once``, failing the test if a SIGINT raised ``KeyboardInterrupt`` in the
+    agent rather than letting it reach pytest, where it would end the whole run."""
+    try:
+        serve_once(agent, path, play)
+    except KeyboardInterrupt:
+        pytest.fail("a late SIGINT raised KeyboardInterrupt in the agent")
+
+
 def test_an_interrupt_message_stops_user_code_and_is_acknowledged_first(
     agent: tuple[Agent, str],
 ) -> None:
@@ -135,19 +161,7 @@ def test_a_sigint_handler_user_code_leaves_does_not_outlive_it(agent: tuple[Agen
     ag, path = agent
     code = "import signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)"
 
-    def play(conn: socket.socket) -> None:
-        protocol.send_message(conn, {"id": 1, "op": "execute", "code": code, "seq": 1})
-        assert receive(conn)["success"] is True
-        os.kill(os.getpid(), signal.SIGINT)  # late: the agent waits for the next request
-        threading.Event().wait(0.3)
-        protocol.send_message(conn, {"id": 2, "op": "execute", "code": "1 + 1", "seq": 2})
-        reply = receive(conn)
-        assert reply["id"] == 2 and reply["console"] == "2\n"
-
-    try:
-        serve_once(ag, path, play)
-    except KeyboardInterrupt:  # not pytest's to see: it would end the whole run
-        pytest.fail("a late SIGINT raised KeyboardInterrupt in the agent")
+    serve_surviving_sigint(ag, path, late_sigint_play(code, "success"))
     assert signal.getsignal(signal.SIGINT) == ag._on_sigint
 
 
@@ -168,19 +182,8 @@ def test_an_interrupt_landing_as_user_code_ends_leaves_no_trace(agent: tuple[Age
         "sys.setprofile(land)\n"
     )
 
-    def play(conn: socket.socket) -> None:
-        protocol.send_message(conn, {"id": 1, "op": "execute", "code": code, "seq": 1})
-        assert receive(conn)["cancelled"] is True
-        os.kill(os.getpid(), signal.SIGINT)  # late: the agent waits for the next request
-        threading.Event().wait(0.3)
-        protocol.send_message(conn, {"id": 2, "op": "execute", "code": "1 + 1", "seq": 2})
-        reply = receive(conn)
-        assert reply["id"] == 2 and reply["console"] == "2\n"
-
     try:
-        serve_once(ag, path, play)
-    except KeyboardInterrupt:  # not pytest's to see: it would end the whole run
-        pytest.fail("a late SIGINT raised KeyboardInterrupt in the agent")
+        serve_surviving_sigint(ag, path, late_sigint_play(code, "cancelled"))
     finally:
         sys.setprofile(None)
     assert not ag.executing
