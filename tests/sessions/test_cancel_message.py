@@ -15,6 +15,14 @@ from tests.conftest import user_headers
 from tests.sessions.conftest import execute, new_session
 
 BUSY = "import time\nprint('started', flush=True)\ntime.sleep(60)"
+# user code that makes the agent read interrupt messages and never acknowledge them
+MUTE = (
+    "from o16n_agent import protocol, redial\n"
+    "def _answer(self, sock):\n"
+    "    protocol.recv_message(sock, 4096, 0)\n"
+    "    return True\n"
+    "redial.Redialer._answer = _answer"
+)
 
 
 async def test_cancel_is_a_message_and_a_silent_agent_gets_the_signal(
@@ -37,14 +45,7 @@ async def test_cancel_is_a_message_and_a_silent_agent_gets_the_signal(
 
     # User code shares the agent's process: here it makes the agent read interrupts and
     # never acknowledge them. The engine's SIGINT still reaches the code.
-    mute = (
-        "from o16n_agent import protocol, redial\n"
-        "def _answer(self, sock):\n"
-        "    protocol.recv_message(sock, 4096, 0)\n"
-        "    return True\n"
-        "redial.Redialer._answer = _answer"
-    )
-    assert (await execute(client, headers, session_id, mute))["success"]
+    assert (await execute(client, headers, session_id, MUTE))["success"]
     result = await cancel_busy()
     assert "cancelled" in result["errorMessage"] and result["consoleOutput"] == "started\n"
     assert caplog.text.count(FALLBACK_LOG) == 1
@@ -61,14 +62,7 @@ async def test_interrupts_at_once_send_one_fallback_signal(
     caplog.set_level(logging.WARNING)
     headers = await user_headers(client, "ivy")
     session_id = await new_session(client, headers)
-    mute = (
-        "from o16n_agent import protocol, redial\n"
-        "def _answer(self, sock):\n"
-        "    protocol.recv_message(sock, 4096, 0)\n"
-        "    return True\n"
-        "redial.Redialer._answer = _answer"
-    )
-    assert (await execute(client, headers, session_id, mute))["success"]
+    assert (await execute(client, headers, session_id, MUTE))["success"]
     careful = (
         "import time\nprint('started', flush=True)\ntry:\n    time.sleep(60)\n"
         "except KeyboardInterrupt:\n    time.sleep(1)\n    print('cleaned up')\n"
