@@ -92,6 +92,12 @@ async def launch(runtime: ContainerRuntime, settings: Settings, kind: Kind = "se
     return Launched(handle, listener)
 
 
+async def finish(runtime: ContainerRuntime, launched: Launched) -> None:
+    """Ends a launched container: its listener closed first, then the container removed."""
+    await launched.listener.close()
+    await runtime.remove(launched.handle)
+
+
 async def execute(link: AgentLink, code: str, **call: Any) -> dict[str, Any]:
     reply, _ = await link.call("execute", {"code": code}, timeout=call.pop("timeout", 20), **call)
     return reply
@@ -131,8 +137,7 @@ async def test_the_real_agent_of_the_controller_answers_over_the_protocol(
     assert usage is not None
     assert usage["memoryBytes"] > 1_000_000
     assert usage["cpuSeconds"] > 0
-    await launched.listener.close()
-    await runtime.remove(launched.handle)
+    await finish(runtime, launched)
 
 
 async def test_each_container_works_in_a_directory_of_its_own(
@@ -146,8 +151,7 @@ async def test_each_container_works_in_a_directory_of_its_own(
     assert second["console"].split()[1:] == ["[]"]
     assert first[0] != second["console"].split()[0]
     for launched in (one, two):
-        await launched.listener.close()
-        await runtime.remove(launched.handle)
+        await finish(runtime, launched)
         assert not Path(first[0]).exists() or launched is two
 
 
@@ -167,8 +171,7 @@ async def test_an_interrupt_signal_stops_the_running_code_and_the_agent_lives_on
     assert not result["success"]
     assert await runtime.poll(launched.handle) is None
     assert (await execute(link, "print('still here')"))["console"] == "still here\n"
-    await launched.listener.close()
-    await runtime.remove(launched.handle)
+    await finish(runtime, launched)
 
 
 async def test_an_agent_that_exits_is_reported_with_its_code(
@@ -194,8 +197,7 @@ async def test_an_agent_that_exits_is_reported_with_its_code(
     assert report.describe() == "the container was killed by signal 9"
     await exits.aclose()
     for one in (launched, killed):
-        await one.listener.close()
-        await runtime.remove(one.handle)
+        await finish(runtime, one)
 
 
 async def test_remove_kills_what_user_code_forked_and_leaves_nothing(
@@ -207,8 +209,7 @@ async def test_remove_kills_what_user_code_forked_and_leaves_nothing(
     grandchild = int((await execute(link, code))["console"])
     folder = settings.data_dir / fake.ROOT / "containers" / launched.handle.key
     assert (folder / "work").is_dir()
-    await launched.listener.close()
-    await runtime.remove(launched.handle)
+    await finish(runtime, launched)
     assert not folder.exists()
     assert not (settings.sockets_dir / launched.handle.key).exists()
     report = await runtime.poll(launched.handle)
@@ -244,8 +245,7 @@ async def test_remove_kills_what_user_code_forked_after_the_agent_itself_ended(
             await execute(link, "import os\nos._exit(3)")
         await next_exit(exits, launched.handle.key)  # ended, and collected by its watcher
         assert fake._start_time(grandchild) == forked  # what it forked lives on
-        await launched.listener.close()
-        await runtime.remove(launched.handle)
+        await finish(runtime, launched)
         for _ in range(100):  # SIGKILLed with its process group: gone (or a zombie)
             state = fake._start_time(grandchild)
             if state is None or state[1]:
@@ -361,8 +361,7 @@ async def test_another_instance_sharing_the_data_directory_is_not_listed(
     other = fake.FakeRuntime(make_settings(settings.data_dir))
     assert await other.list_owned() == []
     assert [h.key for h in await runtime.list_owned()] == [launched.handle.key]
-    await launched.listener.close()
-    await runtime.remove(launched.handle)
+    await finish(runtime, launched)
 
 
 async def test_sweep_removes_only_what_no_container_uses(
@@ -377,8 +376,7 @@ async def test_sweep_removes_only_what_no_container_uses(
     assert not stale_socket.exists()
     assert not half_made.exists()
     assert (settings.sockets_dir / launched.handle.key).exists()
-    await launched.listener.close()
-    await runtime.remove(launched.handle)
+    await finish(runtime, launched)
 
 
 def test_the_fake_engine_refuses_to_serve_beyond_loopback(data_dir: Path) -> None:
@@ -437,8 +435,7 @@ async def test_environments_are_opaque_references_captured_pristine(
     assert await store.sweep(set(), min_age=3600) == 0
     assert await store.sweep(set()) == 1
     assert await store.resolve(store.base) == store.base
-    await launched.listener.close()
-    await runtime.remove(launched.handle)
+    await finish(runtime, launched)
     with contextlib.suppress(NotFoundError):
         await store.capture(launched.handle, "snapshot", {})
         pytest.fail("a removed container cannot be captured")
