@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from controller.app import create_app
-from tests.conftest import bearer, login, make_settings
+from tests.conftest import bearer, login
 from tests.sessions.conftest import execute, new_session
-from tests.sessions.test_dead_containers import EngineLine, _containers, _until
+from tests.sessions.engine_line import app_behind, engine_line
+from tests.sessions.test_dead_containers import _containers, _until
 
 pytestmark = pytest.mark.docker
 
@@ -33,13 +33,8 @@ MUTE = (
 async def test_a_close_goes_on_when_the_engines_sigint_fails(
     aiohttp_client: Any, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    line = EngineLine(data_dir / "engine.sock")
-    await line.up()
-    try:
-        monkeypatch.setenv("DOCKER_HOST", f"unix://{line.path}")
-        settings = make_settings(data_dir, warm_pool_size=0, service_warm_pool_size=0)
-        client = await aiohttp_client(create_app(settings))
-        monkeypatch.delenv("DOCKER_HOST")  # the app has its client; the test's own go direct
+    async with engine_line(data_dir) as line:
+        settings, client = await app_behind(line, aiohttp_client, data_dir, monkeypatch)
         headers = bearer((await login(client))["access_token"])
         session_id = await new_session(client, headers)
         assert (await execute(client, headers, session_id, MUTE))["success"]
@@ -61,5 +56,3 @@ async def test_a_close_goes_on_when_the_engines_sigint_fails(
 
         await _until(gone, timeout=60)
         await client.close()
-    finally:
-        await line.close()

@@ -5,7 +5,6 @@ replaced."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +21,7 @@ from tests.conftest import bearer, login, make_settings
 from tests.security.test_locked_database import write_lock_held
 from tests.services.conftest import consume, publish
 from tests.sessions.conftest import new_session
+from tests.sessions.engine_line import EngineLine, app_behind, engine_line
 
 pytestmark = pytest.mark.docker
 
@@ -116,88 +116,17 @@ async def test_dead_pool_containers_are_replaced(aiohttp_client: Any, data_dir: 
     }
 
 
-class EngineLine:
-    """A Unix socket in front of the real engine's, which the test can cut and restore:
-    to the controller, as if the engine went away and came back (a restart, say)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._server: asyncio.AbstractServer | None = None
-        self._cut = False
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Task[Any]] = set()
-
-    async def up(self) -> None:
-        self._cut = False
-        if self._server is None:
-            self._server = await asyncio.start_unix_server(self._serve, path=str(self.path))
-
-    async def down(self) -> None:
-        """Break every open connection and hang up on new ones (the socket stays: a
-        missing socket file makes the Docker SDK leak the socket it tried it with)."""
-        self._cut = True
-        for writer in list(self._writers):
-            writer.close()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def close(self) -> None:
-        await self.down()
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        self.path.unlink(missing_ok=True)
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        self._writers.add(writer)
-        try:
-            if self._cut:
-                return
-            engine_reader, engine_writer = await asyncio.open_unix_connection(
-                "/var/run/docker.sock"
-            )
-            self._writers.add(engine_writer)
-            await asyncio.gather(
-                self._pipe(reader, engine_writer), self._pipe(engine_reader, writer)
-            )
-        finally:
-            for end in (writer, locals().get("engine_writer")):
-                if end is not None:
-                    end.close()
-                    self._writers.discard(end)
-                    with contextlib.suppress(OSError):
-                        await end.wait_closed()
-            self._tasks.discard(task)
-
-    @staticmethod
-    async def _pipe(source: asyncio.StreamReader, target: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(OSError):
-            while data := await source.read(65536):
-                target.write(data)
-                await target.drain()
-        target.close()
-
-
 async def test_a_session_that_died_while_the_engine_was_away_is_ended_when_it_is_back(
     aiohttp_client: Any, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    line = EngineLine(data_dir / "engine.sock")
-    await line.up()
-    try:
+    async with engine_line(data_dir) as line:
         await _engine_away(aiohttp_client, data_dir, monkeypatch, line)
-    finally:
-        await line.close()
 
 
 async def _engine_away(
     aiohttp_client: Any, data_dir: Path, monkeypatch: pytest.MonkeyPatch, line: EngineLine
 ) -> None:
-    monkeypatch.setenv("DOCKER_HOST", f"unix://{line.path}")
-    settings = make_settings(data_dir, warm_pool_size=0, service_warm_pool_size=0)
-    client = await aiohttp_client(create_app(settings))
-    monkeypatch.delenv("DOCKER_HOST")  # the app has its client; the test's own go direct
+    settings, client = await app_behind(line, aiohttp_client, data_dir, monkeypatch)
     headers = bearer((await login(client))["access_token"])
     session_id = await new_session(client, headers)
     [container] = _containers(settings, f"o16n.id={session_id}")
