@@ -103,6 +103,23 @@ async def execute(link: AgentLink, code: str, **call: Any) -> dict[str, Any]:
     return reply
 
 
+async def fork_sleeper(link: AgentLink) -> int:
+    """The pid of a process user code forks, which would sleep on past its container."""
+    code = "import subprocess\nchild = subprocess.Popen(['sleep', '300'])\nprint(child.pid)"
+    return int((await execute(link, code))["console"])
+
+
+async def killed_with_its_container(pid: int) -> None:
+    """Fails unless ``pid``, SIGKILLed with its process group, is gone (or a zombie) within
+    five seconds."""
+    for _ in range(100):
+        state = fake._start_time(pid)
+        if state is None or state[1]:
+            return
+        await asyncio.sleep(0.05)
+    pytest.fail(f"process {pid} forked by user code outlived its container")
+
+
 async def next_exit(exits: Any, key: str) -> None:
     async with asyncio.timeout(10):
         async for ended, _ in exits:
@@ -205,8 +222,7 @@ async def test_remove_kills_what_user_code_forked_and_leaves_nothing(
 ) -> None:
     launched = await launch(runtime, settings)
     link = await launched.link()
-    code = "import subprocess\nchild = subprocess.Popen(['sleep', '300'])\nprint(child.pid)"
-    grandchild = int((await execute(link, code))["console"])
+    grandchild = await fork_sleeper(link)
     folder = settings.data_dir / fake.ROOT / "containers" / launched.handle.key
     assert (folder / "work").is_dir()
     await finish(runtime, launched)
@@ -215,13 +231,7 @@ async def test_remove_kills_what_user_code_forked_and_leaves_nothing(
     report = await runtime.poll(launched.handle)
     assert report is not None
     assert report.status == "missing"
-    for _ in range(100):  # SIGKILLed with its process group: gone (or a zombie) at once
-        state = fake._start_time(grandchild)
-        if state is None or state[1]:
-            break
-        await asyncio.sleep(0.05)
-    else:
-        pytest.fail(f"process {grandchild} forked by user code outlived its container")
+    await killed_with_its_container(grandchild)
     await runtime.remove(launched.handle)  # idempotent
     assert await runtime.list_owned() == []
     with pytest.raises(RuntimeFailure):
@@ -236,8 +246,7 @@ async def test_remove_kills_what_user_code_forked_after_the_agent_itself_ended(
     exits = runtime.exits()
     launched = await launch(runtime, settings)
     link = await launched.link()
-    code = "import subprocess\nchild = subprocess.Popen(['sleep', '300'])\nprint(child.pid)"
-    grandchild = int((await execute(link, code))["console"])
+    grandchild = await fork_sleeper(link)
     forked = fake._start_time(grandchild)
     assert forked is not None
     try:
@@ -246,13 +255,7 @@ async def test_remove_kills_what_user_code_forked_after_the_agent_itself_ended(
         await next_exit(exits, launched.handle.key)  # ended, and collected by its watcher
         assert fake._start_time(grandchild) == forked  # what it forked lives on
         await finish(runtime, launched)
-        for _ in range(100):  # SIGKILLed with its process group: gone (or a zombie)
-            state = fake._start_time(grandchild)
-            if state is None or state[1]:
-                break
-            await asyncio.sleep(0.05)
-        else:
-            pytest.fail(f"process {grandchild} forked by user code outlived its container")
+        await killed_with_its_container(grandchild)
     finally:
         await exits.aclose()
         state = fake._start_time(grandchild)
