@@ -4,6 +4,18 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+#: user code that prints, then runs for a minute: something to interrupt or close
+BUSY = "import time\nprint('started', flush=True)\ntime.sleep(60)"
+#: user code shares the agent's process: this makes its agent read interrupts and never
+#: acknowledge them, so that the engine's SIGINT is the only way left
+MUTE = (
+    "from o16n_agent import protocol, redial\n"
+    "def _answer(self, sock):\n"
+    "    protocol.recv_message(sock, 4096, 0)\n"
+    "    return True\n"
+    "redial.Redialer._answer = _answer"
+)
+
 
 async def new_session(client: TestClient[Any, Any], headers: dict[str, str], **body: Any) -> str:
     resp = await client.post("/sessions", json={"runtimeType": "Python", **body}, headers=headers)

@@ -12,17 +12,7 @@ from aiohttp.test_utils import TestClient
 
 from controller.runtime.sandbox import FALLBACK_LOG
 from tests.conftest import user_headers
-from tests.sessions.conftest import execute, new_session
-
-BUSY = "import time\nprint('started', flush=True)\ntime.sleep(60)"
-# user code that makes the agent read interrupt messages and never acknowledge them
-MUTE = (
-    "from o16n_agent import protocol, redial\n"
-    "def _answer(self, sock):\n"
-    "    protocol.recv_message(sock, 4096, 0)\n"
-    "    return True\n"
-    "redial.Redialer._answer = _answer"
-)
+from tests.sessions.conftest import BUSY, MUTE, execute, new_session
 
 
 async def test_cancel_is_a_message_and_a_silent_agent_gets_the_signal(

@@ -21,11 +21,9 @@ from aiohttp.test_utils import TestClient
 
 from controller.runtime.sandbox import FALLBACK_LOG
 from tests.conftest import user_headers
-from tests.sessions.conftest import execute, new_session
+from tests.sessions.conftest import BUSY, execute, new_session
 
 pytestmark = pytest.mark.docker  # it checks the engine's containers itself
-
-BUSY = "import time\nprint('started', flush=True)\ntime.sleep(60)"
 
 
 async def _start_busy(

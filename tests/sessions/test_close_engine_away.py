@@ -12,22 +12,11 @@ from typing import Any
 import pytest
 
 from tests.conftest import bearer, login
-from tests.sessions.conftest import execute, new_session
+from tests.sessions.conftest import BUSY, MUTE, execute, new_session
 from tests.sessions.engine_line import app_behind, engine_line
 from tests.sessions.test_dead_containers import _containers, _until
 
 pytestmark = pytest.mark.docker
-
-BUSY = "import time\nprint('started', flush=True)\ntime.sleep(60)"
-#: user code shares the agent's process: this makes its agent read interrupts and never
-#: acknowledge them, so that the engine's SIGINT is the only way left
-MUTE = (
-    "from o16n_agent import protocol, redial\n"
-    "def _answer(self, sock):\n"
-    "    protocol.recv_message(sock, 4096, 0)\n"
-    "    return True\n"
-    "redial.Redialer._answer = _answer"
-)
 
 
 async def test_a_close_goes_on_when_the_engines_sigint_fails(
