@@ -22,6 +22,7 @@ import urllib.parse
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from o16n_client import capacity
 from o16n_client.http import (
     OK,
     REFUSED,
@@ -281,6 +282,7 @@ def parser() -> argparse.ArgumentParser:
     audit.add_argument("--page-size", type=int, default=1000, help="entries per request (1000)")
 
     sub.add_parser("diagnostics", help="run the diagnostics", parents=[common])
+    capacity.add_parser(sub, common)
     return top
 
 
@@ -304,6 +306,15 @@ def _server(args: argparse.Namespace, stored: dict[str, Any] | None) -> str:
     if not server:
         raise CliError("no server: give --server or set O16N_SERVER (or log in)", USAGE)
     return str(server)
+
+
+def _server_of(args: argparse.Namespace) -> str:
+    """The server ``connect`` would use, found without a request (capacity checks it first)."""
+    username = args.username or os.environ.get("O16N_USERNAME")
+    stored = None
+    if not os.environ.get("O16N_TOKEN") and not (username and os.environ.get("O16N_PASSWORD")):
+        stored = read_credentials(credentials_path())
+    return _server(args, stored)
 
 
 def connect(args: argparse.Namespace) -> Client:
@@ -502,6 +513,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return do_login(args, out)
         if args.group == "logout":
             return do_logout(args, out)
+        if args.group == "capacity":  # checks its target before it logs in
+            return capacity.run(args, connect, _server_of)
         return COMMANDS[args.group](connect(args), args, out)
     except CliError as exc:
         print(f"o16n admin: {exc.message}", file=sys.stderr)
