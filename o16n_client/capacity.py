@@ -693,9 +693,16 @@ def verdict(settings: Settings, steps: list[Step], capacity: int | None) -> str:
         return f"capacity: none ({limit} not met even at concurrency {steps[0].concurrency})"
     best = next(s for s in steps if s.concurrency == capacity)
     more = "" if capacity != settings.steps[-1] else " (the last step; not stopped by the limit)"
-    return (
+    text = (
         f"capacity: concurrency {capacity}, {best.ok_rps:.1f} successful requests/s ({limit}){more}"
     )
+    peak = max((s for s in steps if s.passed), key=lambda s: s.ok_rps)
+    if peak.concurrency < capacity and peak.ok_rps > best.ok_rps * 1.05:
+        text += (
+            f"; throughput peaked at concurrency {peak.concurrency} ({peak.ok_rps:.1f}/s): "
+            "more clients than that only wait longer"
+        )
+    return text
 
 
 def run(

@@ -71,7 +71,7 @@ table.narrow { width: auto; min-width: 40%; }
 .empty { color: #64748b; background: #fff; border: 1px dashed #cbd5e1; border-radius: 10px;
   padding: 14px 16px; }
 code { font: 13px ui-monospace, SFMono-Regular, Menlo, Consolas, monospace;
-  background: #f1f5f9; padding: 1px 5px; border-radius: 4px; word-break: break-all; }
+  background: #f1f5f9; padding: 1px 5px; border-radius: 4px; overflow-wrap: anywhere; }
 footer { color: #94a3b8; font-size: 12px; margin-top: 32px; }
 """
 

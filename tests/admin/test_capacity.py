@@ -137,6 +137,26 @@ def test_refusal_and_bounds_are_exit_2_before_any_request(
     assert main([*local, "--input-file", "/nonexistent"]) == USAGE
 
 
+def _step(concurrency: int, ok_rps: float, passed: bool) -> capacity.Step:
+    latency = {"mean": 1.0, "p50": 1.0, "p90": 1.0, "p95": 1.0, "p99": 1.0, "max": 1.0}
+    n = int(ok_rps)
+    return capacity.Step(concurrency, 1.0, n, ok_rps, ok_rps, {"ok": n}, latency, {}, 0, {}, passed)
+
+
+def test_the_verdict_names_the_capacity_and_a_throughput_peak_before_it() -> None:
+    settings = Settings([1, 2, 4, 8], 1.0, 0.0, 50.0, 0.01)
+    steps = [_step(1, 100, True), _step(2, 200, True), _step(4, 150, True), _step(8, 90, False)]
+    text = capacity.verdict(settings, steps, 4)
+    assert text.startswith("capacity: concurrency 4, 150.0 successful requests/s (p95 ≤ 50 ms")
+    assert "peaked at concurrency 2 (200.0/s)" in text
+    assert "peaked" not in capacity.verdict(settings, steps[:2], 2)
+    assert capacity.verdict(settings, [_step(1, 5, False)], None).startswith("capacity: none")
+    alone = Settings([3], 1.0, 0.0, None, 0.01)
+    assert capacity.verdict(alone, [_step(3, 42, True)], 3) == (
+        "throughput 42.0 successful requests/s"
+    )
+
+
 # --- a stand-in for the target ------------------------------------------------------------
 
 
