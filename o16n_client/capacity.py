@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from o16n_client.http import OK, USAGE, Client, CliError
+from o16n_client.http import OK, REFUSED, USAGE, Client, CliError
 
 #: bounds: a capacity run is a measurement, not a soak test or a flood
 MAX_CONCURRENCY = 256
@@ -405,7 +405,7 @@ async def _worker(target: Target, stop: float, samples: list[Sample]) -> None:
                 end = time.monotonic()
                 samples.append(Sample(end, end - started, "timeout"))
                 continue
-            except (OSError, ConnectionError, asyncio.IncompleteReadError, ValueError) as exc:
+            except Exception as exc:  # an answer it cannot read is counted, never raised
                 await connection.close()
                 end = time.monotonic()
                 samples.append(Sample(end, end - started, "error", error=_error_text(exc)))
@@ -764,4 +764,16 @@ def run(
         print(text_report(report, steps))
         if args.html:
             print(f"report: {args.html}")
+    if not any(s.outcomes.get("ok") for s in steps):
+        seen = ", ".join(f"{k} {v}" for k, v in sorted(_totals(steps).items())) or "no answer"
+        print(f"o16n admin: no request succeeded ({seen})", file=sys.stderr)
+        return REFUSED
     return OK
+
+
+def _totals(steps: list[Step]) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for step in steps:
+        for outcome, count in step.outcomes.items():
+            totals[outcome] = totals.get(outcome, 0) + count
+    return totals

@@ -386,13 +386,14 @@ def _cards(report: dict[str, Any]) -> str:
     capacity = report["capacity"]
     best = next((s for s in steps if s["concurrency"] == capacity), None)
     peak = max(steps, key=lambda s: s["okPerSecond"])
+    stepped = report["settings"]["p95ThresholdMs"] is not None or len(steps) > 1
     cards = [
         ("capacity", "\u2013" if capacity is None else str(capacity), "concurrent clients")
-        if report["settings"]["p95ThresholdMs"] is not None or len(steps) > 1
+        if stepped
         else ("clients", str(steps[0]["concurrency"]), "concurrent"),
         ("peak throughput", _num(peak["okPerSecond"]), f"ok/s at {peak['concurrency']} clients"),
         (
-            "p95 at capacity" if best else "p95, first step",
+            "p95" if not stepped else "p95 at capacity" if best else "p95, first step",
             _num((best or steps[0])["latencyMs"].get("p95")),
             "ms",
         ),

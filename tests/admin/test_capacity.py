@@ -198,6 +198,8 @@ class Fake:
                 )
             if n % 4 == 3:
                 return web.json_response({"success": True})  # no Server-Timing
+        if self.mode == "down":
+            return web.json_response({"message": "no container"}, status=503)
         if self.mode == "bare":
             return web.json_response({"success": True})
         if self.mode == "chunked":
@@ -335,6 +337,13 @@ def test_the_cli_reports_a_table_json_and_html(
     report = json.loads(capsys.readouterr().out)
     assert code == 0 and report["capacity"] == 3 and report["steps"][0]["concurrency"] == 3
     assert report["steps"][0]["phasesMs"]["total"]["mean"] == 2.0
+
+    # nothing succeeded (a wrong token, a broken service): exit 1, the report all the same
+    fake.mode = "down"
+    code = main([*args, "--input", '{"x": 2}', "--concurrency", "2", "--json"])
+    captured = capsys.readouterr()
+    assert code == 1 and "no request succeeded (http 503 " in captured.err
+    assert set(json.loads(captured.out)["steps"][0]["outcomes"]) == {"http 503"}
 
 
 def test_the_report_escapes_what_came_from_outside() -> None:
