@@ -428,12 +428,19 @@ def _error_text(exc: BaseException) -> str:
 
 async def run_step(target: Target, concurrency: int, duration: float, warmup: float) -> Step:
     """``concurrency`` workers for ``warmup + duration`` seconds; the step counts the
-    requests that ended inside the measured window (after the warm-up)."""
+    requests that ended inside the measured window (after the warm-up). Requests still
+    running when it closes would not count: they are cancelled then, so that a hung server
+    cannot stretch a step by the request timeout."""
     samples: list[Sample] = []
     begin = time.monotonic()
     window = (begin + warmup, begin + warmup + duration)
     workers = [asyncio.create_task(_worker(target, window[1], samples)) for _ in range(concurrency)]
-    await asyncio.gather(*workers)
+    _, running = await asyncio.wait(workers, timeout=max(window[1] - time.monotonic(), 0))
+    for worker in running:
+        worker.cancel()
+    for outcome in await asyncio.gather(*workers, return_exceptions=True):
+        if isinstance(outcome, Exception):
+            raise outcome
     counted = [s for s in samples if window[0] <= s.end <= window[1]]
     return Step.of(concurrency, duration, counted)
 

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -298,6 +299,14 @@ def test_chunked_answers_and_timeouts(fake: Fake) -> None:
     steps, _ = asyncio.run(run_steps(target, Settings([2], 0.7, 0.0, None, 0.0)))
     assert set(steps[0].outcomes) == {"timeout"}
     assert all(v is None or v != v for v in [steps[0].latency_ms["p50"]])  # none answered
+
+
+def test_a_hung_server_does_not_stretch_a_step(fake: Fake) -> None:
+    fake.fast, fake.slow = 0, 3.0  # every answer takes 3 s; the request timeout is 5 s
+    started = time.monotonic()
+    steps, found = asyncio.run(run_steps(_target(fake), Settings([2, 4], 0.3, 0.0, None, 0.01)))
+    assert time.monotonic() - started < 1.5
+    assert found is None and steps[0].requests == 0 and steps[0].passed is False
 
 
 def test_the_cli_reports_a_table_json_and_html(
