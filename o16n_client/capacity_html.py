@@ -65,6 +65,8 @@ th { background: #f1f5f9; color: #334155; font-weight: 600; font-size: 13px; }
 td.l, th.l { text-align: left; white-space: normal; }
 tr.over td { background: #fff7ed; }
 table.narrow { width: auto; min-width: 40%; }
+div.wide { overflow-x: auto; border-radius: 10px; }
+table.phases td small { display: block; color: #64748b; font-size: 12px; }
 .pill { display: inline-block; padding: 0 8px; border-radius: 999px; font-size: 12px; }
 .pill.ok { background: #dcfce7; color: #166534; }
 .pill.over { background: #ffedd5; color: #9a3412; }
@@ -99,6 +101,13 @@ def nice_ticks(top: float, count: int = 5) -> list[float]:
     while ticks[-1] < top - 1e-9:
         ticks.append(round(ticks[-1] + step, 10))
     return ticks
+
+
+def _fine(value: Any) -> str:
+    """A phase's milliseconds: three decimals below 0.1 ms, so that 0.004 is not 0.00."""
+    if isinstance(value, float) and not math.isnan(value) and value < 0.1:
+        return f"{value:.3f}"
+    return _num(value, 2)
 
 
 def _tick_label(value: float) -> str:
@@ -349,14 +358,16 @@ def _phase_table(steps: list[dict[str, Any]]) -> str:
             cells.append(
                 "<td>\u2013</td>"
                 if p is None
-                else f"<td>{_num(p['mean'], 2)} / {_num(p['p50'], 2)} / {_num(p['p95'], 2)}</td>"
+                else f"<td>{_fine(p['mean'])}<small>{_fine(p['p50'])} \u00b7 "
+                f"{_fine(p['p95'])}</small></td>"
             )
         rows.append(
             f"<tr><td>{s['concurrency']}</td><td>{_num(s['serverTimed'])}</td>{''.join(cells)}</tr>"
         )
     return (
-        f"<table><thead><tr><th>clients</th><th>timed</th>{head}</tr></thead>"
-        f"<tbody>{''.join(rows)}</tbody></table>"
+        f'<div class="wide"><table class="phases"><thead><tr><th>clients</th><th>timed</th>{head}'
+        "</tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
     )
 
 
@@ -420,9 +431,9 @@ def render(report: dict[str, Any]) -> str:
     if timed:
         phases = (
             f"<figure>{phase_chart(steps)}</figure>"
-            '<p class="note">mean / p50 / p95 in ms of each phase the server reported in its '
-            "<code>Server-Timing</code> header; <em>timed</em> is how many answers carried "
-            "one.</p>" + _phase_table(steps)
+            '<p class="note">Each phase the server reported in its <code>Server-Timing</code> '
+            "header, in ms: the mean, and under it p50 · p95; <em>timed</em> is how many "
+            "answers carried the header.</p>" + _phase_table(steps)
         )
     else:
         phases = (
