@@ -650,6 +650,13 @@ def _ms(value: float) -> str:
     return "-" if math.isnan(value) else f"{value:.1f}"
 
 
+def fine_ms(value: float) -> str:
+    """A phase's milliseconds: three decimals below 0.1 ms (0.004 is not 0.0), else two."""
+    if math.isnan(value):
+        return "-"
+    return f"{value:.3f}" if value < 0.1 else f"{value:.2f}"
+
+
 def step_line(step: Step) -> str:
     lat = step.latency_ms
     ok = step.outcomes.get("ok", 0)
@@ -675,7 +682,7 @@ def text_report(report: dict[str, Any], steps: list[Step]) -> str:
             lines.append(
                 f"server timing at concurrency {step.concurrency} (mean/p50/p95 ms): "
                 + ", ".join(
-                    f"{name} {_ms(p['mean'])}/{_ms(p['p50'])}/{_ms(p['p95'])}"
+                    f"{name} {fine_ms(p['mean'])}/{fine_ms(p['p50'])}/{fine_ms(p['p95'])}"
                     for name, p in step.phases.items()
                 )
             )

@@ -14,7 +14,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from o16n_client.capacity import phase_order
+from o16n_client.capacity import fine_ms, phase_order
 
 LINES = (("p50", "#2563eb"), ("p95", "#d97706"), ("p99", "#dc2626"))
 THROUGHPUT = "#059669"
@@ -104,9 +104,8 @@ def nice_ticks(top: float, count: int = 5) -> list[float]:
 
 
 def _fine(value: Any) -> str:
-    """A phase's milliseconds: three decimals below 0.1 ms, so that 0.004 is not 0.00."""
-    if isinstance(value, float) and not math.isnan(value) and value < 0.1:
-        return f"{value:.3f}"
+    if isinstance(value, float) and not math.isnan(value):
+        return fine_ms(value)
     return _num(value, 2)
 
 

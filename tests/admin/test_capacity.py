@@ -189,7 +189,7 @@ class Fake:
         finally:
             self.in_flight -= 1
         body = await request.json()
-        timing = 'auth;dur=0.1, exec;dur=1.5;desc="run, it", total;dur=2, custom;dur=0.2'
+        timing = 'auth;dur=0.05, exec;dur=1.5;desc="run, it", total;dur=2, custom;dur=0.2'
         if self.mode == "mixed":
             if n % 4 == 1:
                 return web.json_response({"message": "boom"}, status=503)
@@ -336,7 +336,11 @@ def test_the_cli_reports_a_table_json_and_html(
     )
     out = capsys.readouterr().out
     assert code == 0
-    assert "capacity: concurrency 2" in out and "server timing at concurrency 1" in out
+    assert "capacity: concurrency 2" in out
+    assert (
+        "server timing at concurrency 1 (mean/p50/p95 ms): "
+        "auth 0.050/0.050/0.050, exec 1.50/1.50/1.50" in out
+    )
     page = html_path.read_text()
     assert page.count("<svg") == 3 and "<script" not in page
     for fetching in ("src=", "href=", "url(", "@import"):  # self-contained
