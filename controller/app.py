@@ -45,6 +45,7 @@ from controller.http.middlewares import (
     error_middleware,
     request_id_middleware,
 )
+from controller.http.server_timing import server_timing_middleware
 from controller.limits import limits_ctx
 from controller.runtime import agent_bundle, engines
 from controller.runtime.engines import ENGINE
@@ -75,9 +76,11 @@ SWEEP_INTERVAL = 300.0  # seconds between sweeps of what failed removals and cra
 def create_app(settings: Settings) -> web.Application:
     engines.factory(settings)  # an unknown engine stops the start here, not half-way
     drain = Drain()
+    timing = [server_timing_middleware] if settings.server_timing else []
     app = web.Application(
         middlewares=[
             request_id_middleware,
+            *timing,
             error_middleware,
             auth_middleware,
             body_limit_middleware,

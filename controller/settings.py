@@ -187,6 +187,11 @@ class Settings(BaseModel):
     )
     log_format: Literal["json", "text"] = Field("json", description="json lines or plain text.")
     access_log: bool = Field(True, description="Log one line per HTTP request.")
+    server_timing: bool = Field(
+        True,
+        description="Send `Server-Timing` (per-phase durations) on consume, execute and "
+        "session-create responses (`on` or `off`).",
+    )
 
     # --- runtime containers ---------------------------------------------------------------
     engine: str = Field(

@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[1] / "controller"
 #: Bottom to top. The root package (``controller/__init__.py``, the version) is its own
 #: module only: its prefix does not take in the rest.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    # What every layer may use: errors, settings, roles, the clock, the task supervisor.
+    # What every layer may use: errors, settings, roles, the clock, the task supervisor,
+    # the per-request timing recorder.
     (
         "base",
         (
@@ -31,6 +32,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "controller.limits",
             "controller.reserved_names",
             "controller.tasks",
+            "controller.timing",
         ),
     ),
     ("store", ("controller.store",)),

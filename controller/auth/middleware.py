@@ -9,6 +9,7 @@ from controller.auth.roles import IDENTITY, Identity
 from controller.auth.service import AUTH
 from controller.errors import UnauthorizedError
 from controller.http.public import is_public
+from controller.timing import now, record
 
 
 @web.middleware
@@ -21,7 +22,9 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise UnauthorizedError("the Authorization header must be 'Bearer <access_token>'")
+    started = now()
     request[IDENTITY] = await request.app[AUTH].authenticate(token.strip())
+    record("auth", started)
     return await handler(request)
 
 

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from controller.errors import AgentGone, AgentProtocolError, O16nError
 from controller.runtime.agent_link import AgentLink, AgentTimeout, Reply
 from controller.runtime.containers import ContainerHandle, ExitReport
+from controller.timing import now, record
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ class Sandbox:
             timed_out = True
             await self.interrupt()
 
+        started = now()
         try:
             reply, _ = await self.link.call(
                 op, args, timeout=timeout, on_timeout=on_timeout, grace=grace
@@ -90,6 +92,8 @@ class Sandbox:
             return Outcome(None, True, True, "it did not stop when interrupted")
         except (AgentGone, AgentProtocolError) as exc:
             return Outcome(None, timed_out, reason=await self.end_reason(exc))
+        finally:
+            record("exec", started)
         return Outcome(reply, timed_out)
 
     async def interrupt(self) -> bool:

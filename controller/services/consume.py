@@ -15,6 +15,7 @@ from o16n_agent.codec import DecodeError, check_input
 from controller.errors import AgentProtocolError, BadRequestError
 from controller.services.registry import Service
 from controller.sessions.models import changed_files, failed_result
+from controller.timing import now, record
 
 
 def check_inputs(service: Service, body: Any) -> dict[str, Any]:
@@ -58,11 +59,14 @@ async def run(service: Service, inputs: dict[str, Any], timeout: float) -> dict[
             return failure(
                 service, f"the service's container ended during the request: {outcome.reason}"
             )
+        started = now()
         try:
             result = shape(service, outcome.reply)
         except AgentProtocolError:
             healthy = False  # a container that answers nonsense serves nobody else
             raise
+        finally:
+            record("encode", started)
     finally:
         pool.release(sandbox, healthy)
     if outcome.timed_out and not result["success"]:

@@ -14,12 +14,14 @@ import asyncio
 import logging
 import math
 import time
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from controller.errors import O16nError, ServiceUnavailableError
 from controller.runtime.sandbox import Sandbox
+from controller.timing import now, record
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,8 @@ class ServicePool:
         self._busy: set[Sandbox] = set()
         self._starting = 0
         self._waiters: deque[asyncio.Future[Sandbox]] = deque()
+        #: containers started for a waiting request: its wait was a start, not the queue
+        self._fresh: weakref.WeakSet[Sandbox] = weakref.WeakSet()
         self._closed = False
         self.last_error = ""
         self._retry_delay = 0.0
@@ -99,13 +103,18 @@ class ServicePool:
     # --- the consume path -----------------------------------------------------------------
 
     async def acquire(self) -> Sandbox:
-        """An idle warm container, waiting in the bounded queue when all are busy."""
+        """An idle warm container, waiting in the bounded queue when all are busy.
+
+        Its time is the request's ``acquire`` phase, or ``queue`` when it waited for a
+        container another request gave back (``controller.timing``)."""
+        started = now()
         if self._closed:
             raise ServiceUnavailableError("the service is being changed or removed", retry_after=1)
         while self._idle:
             sandbox = self._idle.pop()
             if not sandbox.link.closed:
                 self._busy.add(sandbox)
+                record("acquire", started)
                 return sandbox
             self._retire(sandbox)
         self._grow(demand=1)
@@ -136,6 +145,8 @@ class ServicePool:
             if not waiter.done():
                 waiter.cancel()
                 self._waiters.remove(waiter)
+            got = waiter.done() and not waiter.cancelled() and waiter.exception() is None
+            record("acquire" if got and waiter.result() in self._fresh else "queue", started)
         if waiter.cancelled():
             self.rejected += 1
             raise ServiceUnavailableError(
@@ -161,11 +172,15 @@ class ServicePool:
             return
         self._hand_over(sandbox)
 
-    def _hand_over(self, sandbox: Sandbox) -> None:
+    def _hand_over(self, sandbox: Sandbox, fresh: bool = False) -> None:
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 self._busy.add(sandbox)
+                if fresh:
+                    self._fresh.add(sandbox)
+                else:
+                    self._fresh.discard(sandbox)
                 waiter.set_result(sandbox)
                 return
         self._last_used[sandbox] = time.monotonic()
@@ -220,7 +235,7 @@ class ServicePool:
         if self._closed or (self.size >= self.maximum and not self._waiters):
             await self._destroy(sandbox)
         else:
-            self._hand_over(sandbox)
+            self._hand_over(sandbox, fresh=True)
 
     def _retry_later(self) -> None:
         """Grow again once the back-off has passed (one timer at a time)."""

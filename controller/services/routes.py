@@ -16,6 +16,7 @@ from controller.services.models import PoolRequest, PublishWebServiceRequest
 from controller.services.registry import SERVICES
 from controller.services.shape import to_json
 from controller.settings import SETTINGS
+from controller.timing import now, record
 
 routes = web.RouteTableDef()
 
@@ -140,7 +141,10 @@ async def consume_service(request: web.Request) -> web.Response:
     service = app[SERVICES].get(request.match_info["name"], request.match_info["version"])
     inputs = consume.check_inputs(service, await read_json(request))
     result = await consume.run(service, inputs, app[SETTINGS].consume_timeout)
-    return json_response(result)
+    started = now()
+    response = json_response(result)
+    record("encode", started)
+    return response
 
 
 @routes.get("/api/{name}/{version}/swagger.json")

@@ -24,6 +24,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
+from controller import timing
 from controller.auth.roles import Identity
 from controller.errors import (
     AgentGone,
@@ -155,7 +156,11 @@ class SessionManager:
         self._reserve(caller)
         try:
             session_id = str(uuid.uuid4())
-            source = await snapshot() if snapshot is not None else None
+            source = None
+            if snapshot is not None:
+                started = timing.now()
+                source = await snapshot()
+                timing.record("restore", started)
             sandbox = await self._sandbox_for(caller, session_id, source)
             now = time.time()
             session = Session(
@@ -181,11 +186,15 @@ class SessionManager:
     async def _sandbox_for(
         self, caller: Identity, session_id: str, snapshot: tuple[str, Path] | None
     ) -> Sandbox:
+        started = timing.now()
         if snapshot is None:
             warm = await self._pool.take()
-            if warm is not None:
-                return warm
-            return await self._sandboxes.launch("session", owner=caller.username, ident=session_id)
+            if warm is None:
+                warm = await self._sandboxes.launch(
+                    "session", owner=caller.username, ident=session_id
+                )
+            timing.record("acquire", started)
+            return warm
         environment, archive = snapshot
         async with contextlib.AsyncExitStack() as stack:
             try:
@@ -195,11 +204,15 @@ class SessionManager:
             sandbox = await self._sandboxes.launch(
                 "session", owner=caller.username, ident=session_id, environment=environment
             )
+            timing.record("acquire", started)
+            started = timing.now()
             try:
                 await sandbox.call("snapshot_load", blob=blob, timeout=AGENT_TIMEOUT)
             except BaseException:
                 await self._sandboxes.destroy(sandbox)
                 raise
+            finally:
+                timing.record("restore", started)
         return sandbox
 
     def _reserve(self, caller: Identity) -> None:
@@ -337,6 +350,7 @@ class SessionManager:
             reason = session.dead_reason or outcome.reason  # a close, say, told it first
             return execute_failure(f"the session ended during the execution: {reason}"), None
         raw = outcome.reply
+        started = timing.now()
         try:
             reply = model.model_validate(raw)
         except ValidationError:
@@ -350,13 +364,15 @@ class SessionManager:
             error = "the execution was interrupted: the session was closed (DELETE /sessions/{id})"
         elif reply.cancelled and session.cancel_requested:
             error = "the execution was cancelled (POST /sessions/{id}/cancel)"
-        return {
+        result: dict[str, Any] = {
             "success": reply.success,
             "errorMessage": error,
             "consoleOutput": reply.console[: self._settings.console_output_max + 200],
             **changed_files(reply.changed_files, reply.changed_total),
             "outputParameters": [{"name": o.name, "value": o.value} for o in reply.outputs],
-        }, reply
+        }
+        timing.record("encode", started)
+        return result, reply
 
     @asynccontextmanager
     async def using(self, caller: Identity, session_id: str) -> AsyncIterator[Sandbox]:

@@ -26,6 +26,7 @@ from controller.sessions.models import (
     check_object_name,
 )
 from controller.settings import SETTINGS, Settings
+from controller.timing import now, record
 
 routes = web.RouteTableDef()
 
@@ -81,7 +82,10 @@ async def close_session_by_force(request: web.Request) -> web.Response:
 async def execute_code(request: web.Request) -> web.Response:
     body = await read_model(request, ExecuteRequest)
     result = await request.app[SESSIONS].execute(caller(request), request.match_info["id"], body)
-    return json_response(result)
+    started = now()
+    response = json_response(result)
+    record("encode", started)
+    return response
 
 
 @routes.post("/sessions/{id}/cancel")
