@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections.abc import Coroutine
 from typing import Any
 
 from aiohttp import web
+
+from controller.timing import TIMING
 
 log = logging.getLogger(__name__)
 
@@ -19,11 +22,16 @@ class TaskSupervisor:
         self._closing = False
 
     def spawn(self, name: str, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        """Run ``coro`` in the background; its failure is logged, never lost."""
+        """Run ``coro`` in the background; its failure is logged, never lost. It keeps
+        the request id of the request that started it, not its timing: a task that goes on
+        beside (or after) the request would add phases that overlap the request's own."""
         if self._closing:
             coro.close()
             raise RuntimeError("the controller is shutting down")
-        task = asyncio.create_task(coro, name=name)
+        context = contextvars.copy_context()
+        if context.get(TIMING) is not None:
+            context.run(TIMING.set, None)
+        task = asyncio.create_task(coro, name=name, context=context)
         self._tasks.add(task)
         task.add_done_callback(self._done)
         return task
