@@ -26,7 +26,9 @@ from aiohttp.typedefs import Handler
 from aiohttp.web_protocol import RequestPayloadError
 
 from controller.errors import BadRequestError, PayloadTooLargeError, RequestTimeoutError
+from controller.http.middlewares import request_id_of
 from controller.http.public import is_public
+from controller.http.responses import dumps, error_body
 from controller.settings import SETTINGS
 
 
@@ -71,8 +73,13 @@ async def expect_small_body(request: web.Request) -> web.StreamResponse | None:
         return None
     if request.version == HttpVersion11:
         if request.headers.get(hdrs.EXPECT, "").lower() != "100-continue":
-            # (this runs before any middleware: aiohttp's own 417, as its default handler)
-            raise web.HTTPExpectationFailed(text="the only Expect known here is 100-continue")
+            # (this runs before any middleware: aiohttp's own 417, as its default handler,
+            # with the JSON error body the middlewares would have made)
+            message = "the only Expect known here is 100-continue"
+            body = error_body(message, "ExpectationFailedError", 417, request_id_of(request))
+            raise web.HTTPExpectationFailed(
+                text=dumps(body).decode(), content_type="application/json"
+            )
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     return None
 

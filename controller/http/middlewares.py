@@ -36,28 +36,37 @@ SECURITY_HEADERS = {
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Name the request: a well-formed ``X-Request-Id`` from the client (a proxy's), else a
     new one. Every log line of the request carries it (``controller.logs.REQUEST_ID``)."""
-    given = request.headers.get(REQUEST_ID_HEADER, "")
-    request_id = given if _WELL_FORMED_ID.fullmatch(given) else secrets.token_hex(8)
-    request[REQUEST_ID_KEY] = request_id
-    REQUEST_ID.set(request_id)  # each request runs in a task of its own: no reset needed
+    REQUEST_ID.set(request_id_of(request))  # each request runs in its own task: no reset
     return await handler(request)
+
+
+def request_id_of(request: web.BaseRequest) -> str:
+    """The request's id, named on first use: what answers before the middlewares run (an
+    ``Expect`` handler's refusal) has one too."""
+    request_id = request.get(REQUEST_ID_KEY)
+    if request_id is None:
+        given = request.headers.get(REQUEST_ID_HEADER, "")
+        request_id = given if _WELL_FORMED_ID.fullmatch(given) else secrets.token_hex(8)
+        request[REQUEST_ID_KEY] = request_id
+    return request_id
 
 
 async def add_response_headers(request: web.BaseRequest, response: web.StreamResponse) -> None:
     """``on_response_prepare``: the security headers and the request id on every response."""
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
-    request_id = request.get(REQUEST_ID_KEY)
-    if request_id is not None:
-        response.headers[REQUEST_ID_HEADER] = request_id
+    response.headers[REQUEST_ID_HEADER] = request_id_of(request)
 
 
 def _error(
-    status: int, message: str, exception_type: str, headers: dict[str, str] | None = None
+    request: web.Request,
+    status: int,
+    message: str,
+    exception_type: str,
+    headers: dict[str, str] | None = None,
 ) -> web.Response:
-    return json_response(
-        error_body(message, exception_type, status), status=status, headers=headers
-    )
+    body = error_body(message, exception_type, status, request_id_of(request))
+    return json_response(body, status=status, headers=headers)
 
 
 @web.middleware
@@ -74,7 +83,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             return _internal_error(request, exc.exception_type)
         if exc.status > 500:
             log.warning("request failed", extra={"path": request.path, "error": exc.message})
-        response = _error(exc.status, exc.message, exc.exception_type, headers)
+        response = _error(request, exc.status, exc.message, exc.exception_type, headers)
         if exc.status in (408, 413):
             response.force_close()  # the rest of that body is not worth waiting for
         return response
@@ -92,7 +101,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
                 extra={"path": request.path, "error": repr(exc), **_request_id(request)},
             )
             headers = {"Retry-After": str(int(known.retry_after))} if known.retry_after else None
-            return _error(known.status, known.message, known.exception_type, headers)
+            return _error(request, known.status, known.message, known.exception_type, headers)
         log.exception(
             "unhandled error",
             extra={"method": request.method, "path": request.path, **_request_id(request)},
@@ -108,7 +117,7 @@ def _request_id(request: web.Request) -> dict[str, str]:
 def _internal_error(request: web.Request, exception_type: str) -> web.Response:
     """A 500 that says nothing of what failed: the log line with that id does."""
     request_id = request.get(REQUEST_ID_KEY, "-")
-    return _error(500, f"internal error (request id {request_id})", exception_type)
+    return _error(request, 500, f"internal error (request id {request_id})", exception_type)
 
 
 def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
@@ -126,4 +135,4 @@ def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
     else:
         message = exc.text or exc.reason
         kind = type(exc).__name__
-    return _error(exc.status, message, kind, headers)
+    return _error(request, exc.status, message, kind, headers)

@@ -149,6 +149,7 @@ def _common_definitions() -> dict[str, Any]:
                 "fields": {"type": "string"},
                 "exceptionType": {"type": "string"},
                 "link": {"type": "string"},
+                "requestId": {"type": "string"},
             },
         },
     }

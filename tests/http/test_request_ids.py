@@ -1,0 +1,160 @@
+"""Request ids (issue 13): ``X-Request-Id`` taken from the client when well-formed, else
+made; echoed on every response, errors and streamed ones included; given as ``requestId``
+in every error body; carried by the log lines of the request and of the tasks it starts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from controller.app import create_app
+from controller.logs import JsonFormatter
+from controller.tasks import TASKS
+from tests.conftest import bearer, login, make_settings, user_headers
+from tests.sessions.conftest import new_session
+
+ID = "X-Request-Id"
+
+
+async def error_of(resp: aiohttp.ClientResponse, status: int) -> dict[str, Any]:
+    """The error body of ``resp``, checked: the status, and the id of the header."""
+    assert resp.status == status, await resp.text()
+    body: dict[str, Any] = await resp.json()
+    assert body["exceptionType"], body
+    assert body["requestId"] == resp.headers[ID], (body, resp.headers)
+    return body
+
+
+async def test_every_kind_of_error_carries_the_request_id(
+    aiohttp_client: Any, data_dir: Path
+) -> None:
+    client = await aiohttp_client(
+        create_app(make_settings(data_dir, max_body_bytes=1024, login_max_failures=1))
+    )
+    admin = bearer((await login(client))["access_token"])
+    # before routing: no route (404), a wrong method (405)
+    await error_of(await client.get("/no/such/route"), 404)
+    await error_of(await client.get("/login"), 405)
+    # the body limits (413) and the auth middleware (401) run before the handler
+    big = b"{" + b" " * 4096 + b"}"
+    await error_of(await client.post("/services/x", data=big, headers=admin), 413)
+    await error_of(await client.get("/sessions"), 401)
+    await error_of(await client.get("/sessions", headers=bearer("not-a-token")), 401)
+    # handlers: a bad body (400), a role (403), a quota (429), a draining node (503)
+    await error_of(await client.post("/sessions", data=b"{", headers=admin), 400)
+    reader = await user_headers(client, "rita", "Reader")
+    await error_of(await client.post("/services/x/1", json={"code": "y=1"}, headers=reader), 403)
+    for status in (401, 429):  # a login throttled after a failure
+        bad = {"username": "admin", "password": "wrong"}
+        await error_of(await client.post("/login", json=bad), status)
+    resp = await client.post("/admin/node/drain", json={}, headers=admin)
+    assert resp.status == 200, await resp.text()
+    body = await error_of(await client.post("/sessions", json={}, headers=admin), 503)
+    assert "draining" in body["message"]
+    # an Expect the controller does not know: refused before any middleware runs
+    resp = await client.post(
+        "/login", data=b"{}", headers={"Expect": "something-else", ID: "from-the-proxy"}
+    )
+    body = await error_of(resp, 417)
+    assert body["requestId"] == "from-the-proxy"
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [
+        ("abc-123_X.y", True),
+        ("a" * 128, True),
+        ("a" * 129, False),  # oversized
+        ("has space", False),
+        ("<script>", False),
+        ("", False),
+    ],
+)
+async def test_a_well_formed_client_id_is_kept_else_replaced(
+    client: TestClient[Any, Any], admin_headers: dict[str, str], given: str, kept: bool
+) -> None:
+    resp = await client.get("/no/such/route", headers={ID: given})
+    body = await error_of(resp, 404)
+    assert (body["requestId"] == given) is kept
+    assert len(body["requestId"]) <= 128
+    resp = await client.get("/status", headers={**admin_headers, ID: given})
+    assert resp.status == 200
+    assert (resp.headers[ID] == given) is kept
+
+
+async def test_streamed_responses_carry_the_request_id(
+    client: TestClient[Any, Any], admin_headers: dict[str, str]
+) -> None:
+    session_id = await new_session(client, admin_headers)
+    form = aiohttp.FormData()
+    form.add_field("file", b"1,2,3", filename="data.csv")
+    resp = await client.post(f"/sessions/{session_id}/files", data=form, headers=admin_headers)
+    assert resp.status == 201, await resp.text()
+    resp = await client.get(
+        f"/sessions/{session_id}/files/data.csv", headers={**admin_headers, ID: "stream-1"}
+    )
+    assert resp.status == 200
+    assert await resp.read() == b"1,2,3"
+    assert resp.headers[ID] == "stream-1"
+
+
+class _Lines(logging.Handler):
+    """The JSON lines the controller would write, formatted when logged (as a stream
+    handler does), in the context of the task that logs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(JsonFormatter())
+        self.lines: list[dict[str, Any]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(json.loads(self.format(record)))
+
+
+@pytest.fixture
+def lines() -> Iterator[_Lines]:
+    handler = _Lines()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    level = root.level
+    root.setLevel(logging.INFO)
+    yield handler
+    root.setLevel(level)
+    root.removeHandler(handler)
+
+
+async def test_log_lines_of_the_request_and_its_tasks_carry_its_id(
+    aiohttp_client: Any, data_dir: Path, lines: _Lines
+) -> None:
+    log = logging.getLogger("tests.request_ids")
+    app = create_app(make_settings(data_dir))
+    done = asyncio.Event()
+
+    async def later() -> None:
+        await asyncio.sleep(0.01)
+        log.info("background line")
+        done.set()
+
+    async def handler(request: web.Request) -> web.Response:
+        log.info("handler line")
+        request.app[TASKS].spawn("later", later())
+        return web.Response(text="ok")
+
+    app.router.add_get("/probe-log", handler)
+    client = await aiohttp_client(app)
+    admin = bearer((await login(client))["access_token"])
+    resp = await client.get("/probe-log", headers={**admin, ID: "log-me-1"})
+    assert resp.status == 200
+    await asyncio.wait_for(done.wait(), 5)
+    ours = {line["msg"]: line for line in lines.lines if line["logger"] == "tests.request_ids"}
+    assert ours["handler line"]["requestId"] == "log-me-1"
+    assert ours["background line"]["requestId"] == "log-me-1"
