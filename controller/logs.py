@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
@@ -9,10 +10,13 @@ import time
 from typing import Any
 
 from aiohttp.abc import AbstractAccessLogger
-from aiohttp.web import BaseRequest, StreamResponse
+from aiohttp.web import BaseRequest, Request, StreamResponse
 
 from controller.auth.roles import IDENTITY
+from controller.http.client_address import request_address
+from controller.http.middlewares import request_id_of
 from controller.http.request_id import REQUEST_ID
+from controller.settings import SETTINGS, parse_networks
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
@@ -69,18 +73,41 @@ def configure(level: str, fmt: str) -> None:
 
 
 class AccessLogger(AbstractAccessLogger):
-    """One structured line per request: method, path, status, time, caller."""
+    """One structured line per request, what ML Server logged (Operation,
+    UserPrincipalName, RemoteIpAddress, CorrelationId) and more.
+
+    ``route`` is the route's template (``/api/{name}/{version}``), never the path: paths
+    hold session ids, file and object names. A request that matched no route (404, 405)
+    has no template, so its path is logged instead, shortened: what scanners and
+    misconfigured clients ask for is what an operator looks for there. The query string
+    is never logged (a token may ride in one). The source address is the client's, as
+    ``O16N_TRUSTED_PROXIES`` lets the controller believe ``X-Forwarded-For``."""
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         identity = request.get(IDENTITY)
-        self.logger.info(
-            "request",
-            extra={
-                "method": request.method,
-                "path": request.path,
-                "status": response.status,
-                "ms": round(time * 1000, 2),
-                "user": identity.username if identity else None,
-                "remote": request.remote,
-            },
-        )
+        route = None
+        if isinstance(request, Request):
+            resource = request.match_info.route.resource
+            route = resource.canonical if resource is not None else None
+        remote = request.remote
+        if isinstance(request, Request) and SETTINGS in request.app:
+            remote = request_address(request, _networks(request.app[SETTINGS].trusted_proxies))
+        entry: dict[str, Any] = {
+            "method": request.method,
+            "route": route,
+            "status": response.status,
+            "ms": round(time * 1000, 2),
+            "user": identity.username if identity else None,
+            "remote": remote,
+            "requestId": request_id_of(request),
+            "bytes": response.body_length,
+            "userAgent": request.headers.get("User-Agent", "")[:_MAX_FIELD] or None,
+        }
+        if route is None:
+            entry["path"] = request.path[:_MAX_FIELD]
+        self.logger.info("request", extra=entry)
+
+
+_MAX_FIELD = 200  # characters of a client-chosen field (a path, a user agent) in a line
+#: the trusted proxies' networks, parsed once per setting rather than once per line
+_networks = functools.lru_cache(maxsize=4)(parse_networks)
