@@ -113,6 +113,23 @@ async def test_session_create_and_execute(
         assert not {"acquire", "queue", "restore"} & set(durations), durations
 
 
+async def test_session_from_a_snapshot_restores(
+    client: TestClient[Any, Any], admin_headers: dict[str, str]
+) -> None:
+    first = await new_session(client, admin_headers)
+    resp = await client.post(
+        f"/sessions/{first}/execute", json={"code": "x = 41"}, headers=admin_headers
+    )
+    assert resp.status == 200
+    resp = await client.post(f"/sessions/{first}/snapshot", json={}, headers=admin_headers)
+    assert resp.status == 201, await resp.text()
+    snapshot_id = (await resp.json())["snapshotId"]
+    resp = await client.post("/sessions", json={"snapshotId": snapshot_id}, headers=admin_headers)
+    assert resp.status == 201, await resp.text()
+    durations = check(resp.headers.get("Server-Timing"), "auth", "acquire", "restore")
+    assert durations["restore"] > 0, durations
+
+
 async def test_off_sends_no_header(aiohttp_client: Any, data_dir: Path) -> None:
     client = await aiohttp_client(create_app(make_settings(data_dir, server_timing="off")))
     headers = bearer((await login(client))["access_token"])
