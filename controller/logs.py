@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from aiohttp.abc import AbstractAccessLogger
-from aiohttp.web import BaseRequest, Request, StreamResponse
+from aiohttp.web import Application, BaseRequest, Request, StreamResponse
 
 from controller.auth.roles import IDENTITY
 from controller.http.client_address import request_address
@@ -85,13 +85,12 @@ class AccessLogger(AbstractAccessLogger):
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         identity = request.get(IDENTITY)
-        route = None
-        if isinstance(request, Request):
-            resource = request.match_info.route.resource
-            route = resource.canonical if resource is not None else None
-        remote = request.remote
-        if isinstance(request, Request) and SETTINGS in request.app:
-            remote = request_address(request, _networks(request.app[SETTINGS].trusted_proxies))
+        route, remote = None, request.remote
+        routed = _routed(request)
+        if routed is not None:
+            route, app = routed
+            if SETTINGS in app:
+                remote = request_address(request, _networks(app[SETTINGS].trusted_proxies))
         entry: dict[str, Any] = {
             "method": request.method,
             "route": route,
@@ -106,6 +105,20 @@ class AccessLogger(AbstractAccessLogger):
         if route is None:
             entry["path"] = request.path[:_MAX_FIELD]
         self.logger.info("request", extra=entry)
+
+
+def _routed(request: BaseRequest) -> tuple[str | None, Application] | None:
+    """The template of the request's route (``None``: no route matched) and its app;
+    ``None`` for a request that never reached the router (aiohttp answered a malformed
+    request itself)."""
+    if not isinstance(request, Request):
+        return None
+    try:
+        match_info, app = request.match_info, request.app
+    except (AssertionError, AttributeError):
+        return None
+    resource = match_info.route.resource
+    return (resource.canonical if resource is not None else None), app
 
 
 _MAX_FIELD = 200  # characters of a client-chosen field (a path, a user agent) in a line

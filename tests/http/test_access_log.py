@@ -4,6 +4,7 @@ trusted proxies say), the request id, the user agent and the bytes sent."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Iterator
@@ -79,3 +80,22 @@ async def test_access_lines(aiohttp_client: Any, data_dir: Path, access: _Lines)
     resp = await client.post("/login", data=b"{}", headers={"Expect": "other"})
     assert resp.status == 417
     assert access.lines[-1]["requestId"] == resp.headers["X-Request-Id"]
+
+
+async def test_a_request_aiohttp_refuses_itself_is_logged(data_dir: Path, access: _Lines) -> None:
+    """A malformed request never reaches the router: its line has no route, and logging it
+    must not fail (the line is written while the connection is answered)."""
+    server = TestServer(create_app(make_settings(data_dir)))
+    await server.start_server(access_log_class=AccessLogger)
+    try:
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        writer.write(b"NOT A REQUEST\r\n\r\n")
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        assert b" 400 " in answer.split(b"\r\n", 1)[0], answer[:80]
+        lines = [line for line in access.lines if line["status"] == 400]
+        assert lines, access.lines
+        assert lines[-1]["route"] is None and lines[-1]["requestId"]
+    finally:
+        await server.close()
