@@ -9,6 +9,7 @@ import sys
 import time
 from typing import Any
 
+import orjson
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import Application, BaseRequest, Request, StreamResponse
 
@@ -37,7 +38,10 @@ class JsonFormatter(logging.Formatter):
         entry.update(_extras(record))
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        try:  # orjson: a line costs a tenth (the access log writes one per request)
+            return orjson.dumps(entry, default=str).decode()
+        except TypeError:  # an integer beyond 64 bits
+            return json.dumps(entry, default=str, ensure_ascii=False)
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
