@@ -90,6 +90,10 @@ async def test_consume_success_and_user_failure(
         check(r.headers.get("Server-Timing"), "exec").get("queue", 0.0) for r in (first, second)
     )
     assert waits[1] >= 200, waits  # the other's 0.3 s run, less what it had done before
+    # a refused token's 401: the time the refusal took
+    resp = await client.post("/api/Timed/1", json={"x": 0}, headers=bearer("not-a-token"))
+    assert resp.status == 401
+    assert set(check(resp.headers.get("Server-Timing"), "auth")) == {"auth", "total"}
     # other routes are not timed
     resp = await client.get("/api/Timed/1/swagger.json", headers=admin_headers)
     assert "Server-Timing" not in resp.headers
