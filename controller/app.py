@@ -47,11 +47,13 @@ from controller.http.middlewares import (
 )
 from controller.http.server_timing import server_timing_middleware
 from controller.limits import limits_ctx
+from controller.metrics import routes as metrics_routes
+from controller.metrics.http import metrics_middleware
 from controller.runtime import agent_bundle, engines
 from controller.runtime.engines import ENGINE
 from controller.runtime.sandbox import Sandbox
 from controller.runtime.sandboxes import SANDBOXES, Sandboxes
-from controller.runtime.warm_pool import WarmPool
+from controller.runtime.warm_pool import WARM_POOLS, WarmPool
 from controller.services import routes as service_routes
 from controller.services.registry import SERVICES, ServiceRegistry
 from controller.sessions import routes as session_routes
@@ -91,11 +93,14 @@ def create_app(settings: Settings) -> web.Application:
         # this long (aiohttp arms the same timer for both).
         handler_args={"keepalive_timeout": settings.http_idle_timeout},
     )
+    if settings.metrics:  # outermost: it sees the status the client gets
+        app.middlewares.insert(0, metrics_middleware)
     app.on_response_prepare.append(add_response_headers)
     app[SETTINGS] = settings
     app[DRAIN] = drain
     app[TASKS] = TaskSupervisor()
     app[SWAGGER] = docs.load_document()
+    app[WARM_POOLS] = []
 
     app.router.add_routes(auth_routes.routes)
     app.router.add_routes(status.routes)
@@ -106,10 +111,13 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_routes(service_routes.routes)
     app.router.add_routes(batch_routes.routes)
     app.router.add_routes(admin_routes.routes)
+    if settings.metrics:
+        app.router.add_routes(metrics_routes.routes)
 
     app.cleanup_ctx.append(
         in_order(
             limits_ctx,
+            *([metrics_routes.metrics_ctx] if settings.metrics else []),
             store_ctx,
             auth_ctx,
             engine_ctx,
@@ -243,6 +251,7 @@ async def sessions_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     sandboxes = app[SANDBOXES]
     pool = WarmPool(sandboxes, settings.warm_pool_size, "sessions")
+    app[WARM_POOLS].append(pool)
     manager = SessionManager(settings, SessionsRepo(app[DB]), sandboxes, pool)
     app[SESSIONS] = manager
     audit = app[AUDIT]
@@ -281,6 +290,7 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         await sandbox.call("preload", {"modules": modules}, timeout=settings.service_init_timeout)
 
     warm = WarmPool(app[SANDBOXES], settings.service_warm_pool_size, "services", preload)
+    app[WARM_POOLS].append(warm)
     registry = ServiceRegistry(
         settings, ServicesRepo(app[DB]), app[SNAPSHOTS], app[SANDBOXES], tasks.spawn, warm
     )

@@ -47,6 +47,17 @@ class SettingsError(ValueError):
     """A configuration value is invalid; the message names the variable."""
 
 
+#: The shortest ``O16N_METRICS_TOKEN`` accepted: a guessable one would open ``/metrics``.
+METRICS_TOKEN_MIN = 16
+
+
+def check_metrics_token(text: str) -> str:
+    """``text`` if it is long enough to be a metrics token, else ``ValueError``."""
+    if len(text) < METRICS_TOKEN_MIN:
+        raise ValueError(f"a metrics token must be {METRICS_TOKEN_MIN} characters at least")
+    return text
+
+
 class Settings(BaseModel):
     """Configuration of one controller process. Field ``x`` is set by ``O16N_X``."""
 
@@ -309,6 +320,28 @@ class Settings(BaseModel):
         16, ge=1, description="Largest parallelCount of a batch (MaxNumberOfThreadsPerBatch)."
     )
     batch_max_items: int = Field(100_000, ge=1, description="Records one batch may hold.")
+
+    # --- metrics (controller.metrics) ------------------------------------------------------
+    metrics: bool = Field(
+        True,
+        description="`on`: Prometheus metrics at `GET /metrics`; `off`: no HTTP metrics "
+        "middleware and `/metrics` answers 404.",
+    )
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="A bearer token (16 characters at least) that may read `/metrics` "
+        "besides an Owner's (Prometheus' `authorization` setting).",
+    )
+    metrics_token_file: Path | None = Field(
+        None, description="A file holding that token (instead of `O16N_METRICS_TOKEN`)."
+    )
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _check_metrics_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            check_metrics_token(value.get_secret_value())
+        return value
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -33,13 +33,16 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "controller.reserved_names",
             "controller.tasks",
             "controller.timing",
+            # what the metrics are (the store and the runtime time their calls with them)
+            "controller.metrics",
+            "controller.metrics.definitions",
         ),
     ),
     ("store", ("controller.store",)),
     # Where code runs: containers, agents, images. Below HTTP: it knows no requests.
     ("runtime", ("controller.runtime", "controller.health")),
     # Requests and responses: middlewares, bodies, JSON, agent blobs streamed to and fro.
-    ("http", ("controller.http", "controller.docs")),
+    ("http", ("controller.http", "controller.docs", "controller.metrics.http")),
     ("auth/audit", ("controller.auth", "controller.audit", "controller.drain")),
     # The node's own pages and access log: they read what the layers below keep.
     ("node", ("controller.status", "controller.logs")),
@@ -47,6 +50,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("snapshots", ("controller.snapshots",)),
     ("services", ("controller.services",)),
     ("batch", ("controller.batch",)),
+    # ``GET /metrics``: it reads every layer's live objects, and checks tokens (auth)
+    ("metrics", ("controller.metrics.live", "controller.metrics.routes")),
     ("admin", ("controller.admin",)),
     ("app", ("controller.app", "controller.__main__")),
 ]

@@ -13,6 +13,8 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 
+from aiohttp import web
+
 from controller.errors import O16nError
 from controller.runtime.sandbox import Sandbox
 from controller.runtime.sandboxes import Sandboxes
@@ -89,3 +91,7 @@ class WarmPool:
     async def close(self) -> None:
         while self._ready:
             await self._sandboxes.destroy(self._ready.popleft())
+
+
+#: The app's warm pools (the sessions' and the services'), for ``/metrics``.
+WARM_POOLS = web.AppKey[list[WarmPool]]("warm_pools")

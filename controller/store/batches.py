@@ -87,6 +87,13 @@ class BatchesRepo:
         )
         return [BatchRecord.from_row(r) for r in rows]
 
+    async def count_by_state(self) -> dict[str, int]:
+        """How many batches (not deleted) are in each state, for ``/metrics``."""
+        rows = await self._db.fetchall(
+            "SELECT state, COUNT(*) AS n FROM batches WHERE deleted = 0 GROUP BY state"
+        )
+        return {str(r["state"]): int(r["n"]) for r in rows}
+
     async def pending_items(self, batch_id: str) -> list[tuple[int, dict[str, Any]]]:
         rows = await self._db.fetchall(
             "SELECT idx, input FROM batch_items WHERE batch_id = ? AND result IS NULL ORDER BY idx",
