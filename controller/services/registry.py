@@ -21,6 +21,7 @@ from aiohttp import web
 from controller.auth.roles import Identity
 from controller.clock import dotnet_timestamp
 from controller.errors import BadRequestError, ConflictError, O16nError
+from controller.metrics.definitions import forget_service
 from controller.runtime.agent_link import RUNTIME
 from controller.runtime.sandboxes import Sandboxes
 from controller.runtime.warm_pool import WarmPool
@@ -197,6 +198,7 @@ class ServiceRegistry:
             access.check_manage(caller, service.record, "delete")
             await self._repo.delete(name, version)
             self._services.remove(name, version)
+            forget_service(name, version)
         await service.pool.close()
         await self._environments.drop(service.record.image, service.record.archive)
         log.info("service deleted", extra={"service": service.label, "user": caller.username})

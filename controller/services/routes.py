@@ -10,8 +10,10 @@ from controller.auth.middleware import caller
 from controller.errors import NotImplementedFeature
 from controller.http.bodies import read_json, read_model
 from controller.http.responses import json_response
+from controller.metrics.http import succeeded
 from controller.reserved_names import refuse_reserved, reserved
 from controller.services import consume
+from controller.services.metered import timed_consume
 from controller.services.models import PoolRequest, PublishWebServiceRequest
 from controller.services.registry import SERVICES
 from controller.services.shape import to_json
@@ -136,11 +138,13 @@ async def delete_pool(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/{name}/{version}")
+@timed_consume
 async def consume_service(request: web.Request) -> web.Response:
     app = request.app
     service = app[SERVICES].get(request.match_info["name"], request.match_info["version"])
     inputs = consume.check_inputs(service, await read_json(request))
     result = await consume.run(service, inputs, app[SETTINGS].consume_timeout)
+    succeeded(request, result["success"])
     started = now()
     response = json_response(result)
     record("encode", started)

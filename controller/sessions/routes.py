@@ -17,6 +17,7 @@ from controller.errors import AgentProtocolError, BadRequestError
 from controller.http.bodies import read_model
 from controller.http.responses import json_response
 from controller.http.streams import ResponseSink, body_chunks, download, spool
+from controller.metrics.http import succeeded, timed_execute
 from controller.runtime.blobs import FileSource
 from controller.sessions.manager import SESSIONS
 from controller.sessions.models import (
@@ -79,9 +80,11 @@ async def close_session_by_force(request: web.Request) -> web.Response:
 
 
 @routes.post("/sessions/{id}/execute")
+@timed_execute
 async def execute_code(request: web.Request) -> web.Response:
     body = await read_model(request, ExecuteRequest)
     result = await request.app[SESSIONS].execute(caller(request), request.match_info["id"], body)
+    succeeded(request, bool(result.get("success", True)))
     started = now()
     response = json_response(result)
     record("encode", started)
