@@ -24,6 +24,7 @@ from controller.errors import (
     UnauthorizedError,
 )
 from controller.health import node
+from controller.metrics.definitions import count_login
 from controller.roles import Role
 from controller.store.users import UserRecord
 
@@ -68,7 +69,18 @@ class LdapSignIn:
     async def login(self, username: str, password: str) -> UserRecord:
         """The account behind a correct user name and password; 401 (the same answer for
         every wrong one), 403 for a user no listed group admits, 503 if the directory is
-        unreachable."""
+        unreachable. A failure is counted here (``o16n_logins_total``), a success by
+        ``AuthService.login`` once the tokens are made."""
+        try:
+            return await self._login(username, password)
+        except ServiceUnavailableError:
+            count_login(SOURCE, "unavailable")
+            raise
+        except (UnauthorizedError, ForbiddenError):
+            count_login(SOURCE, "failure")
+            raise
+
+    async def _login(self, username: str, password: str) -> UserRecord:
         try:
             account = await self._accounts.authenticate(username, password)
         except DirectoryUnavailable as exc:

@@ -42,7 +42,13 @@ from jose import ExpiredSignatureError, JWTError, jwk, jwt
 from jose.exceptions import JOSEError, JWTClaimsError
 
 from controller.auth.appsettings import AadConfig
-from controller.errors import ForbiddenError, ServiceUnavailableError, UnauthorizedError
+from controller.errors import (
+    ForbiddenError,
+    O16nError,
+    ServiceUnavailableError,
+    UnauthorizedError,
+)
+from controller.metrics.definitions import count_login
 from controller.settings import SettingsError
 
 log = logging.getLogger(__name__)
@@ -54,6 +60,8 @@ _DEFAULT_ALG = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"}
 _MIN_RSA_BITS = 2048
 #: Azure AD's tokens with many claims stay well below this.
 _MAX_TOKEN = 64 * 1024
+#: the source of these sign-ins in ``o16n_logins_total`` (``oidc_login.SOURCE``)
+SOURCE = "aad"
 _MAX_KID = 256
 _MAX_KEYS = 256
 _CACHE_SIZE = 10_000
@@ -199,6 +207,7 @@ class OidcVerifier:
         """The identity ``token`` names; 401 for any token that is not good, 403 for one
         whose groups Azure AD left out (overage), 503 when its key cannot be fetched."""
         if not isinstance(token, str) or not token or len(token) > _MAX_TOKEN:
+            count_login(SOURCE, "failure")
             raise UnauthorizedError("the access token is not a valid JWT")
         digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
         cached = self._cache.get(digest)
@@ -208,9 +217,18 @@ class OidcVerifier:
                 self._cache.move_to_end(digest)
                 return identity
             del self._cache[digest]
-        alg, kid = _read_header(token)
-        held, key = await self._key(kid)
-        identity = self._decode(token, key.for_alg(alg), alg)
+        # a token not verified before is a sign-in (o16n_logins_total); later uses are not
+        try:
+            alg, kid = _read_header(token)
+            held, key = await self._key(kid)
+            identity = self._decode(token, key.for_alg(alg), alg)
+        except ServiceUnavailableError:
+            count_login(SOURCE, "unavailable")
+            raise
+        except O16nError:
+            count_login(SOURCE, "failure")
+            raise
+        count_login(SOURCE, "success")
         if self._groups is not None:  # up to 200 ids a token, 10,000 tokens cached
             identity = replace(identity, groups=identity.groups & self._groups)
         self._cache[digest] = (identity, held)

@@ -33,7 +33,8 @@ from controller.auth.oidc_login import OidcSignIn
 from controller.auth.passwords import dummy_hash, verify_password_async
 from controller.auth.roles import Identity
 from controller.auth.throttle import LoginThrottle
-from controller.errors import UnauthorizedError
+from controller.errors import TooManyRequestsError, UnauthorizedError
+from controller.metrics.definitions import count_login
 from controller.settings import Settings
 from controller.store.tokens import FamilyState, RotateOutcome
 from controller.store.users import UserRecord
@@ -109,7 +110,11 @@ class AuthService:
         device = self._device(username, device_cookie)
         # a directory finds one account under many spellings of its name: count them as one
         counted = username if self._ldap is None else matching_name(username)
-        self._throttle.begin(counted, address, device)
+        try:
+            self._throttle.begin(counted, address, device)
+        except TooManyRequestsError:  # counted under the directory /login checks, if any
+            count_login("local" if self._ldap is None else "ldap", "throttled")
+            raise
         try:
             user = await self._check_password(username, password)
         except UnauthorizedError:
@@ -130,6 +135,7 @@ class AuthService:
             now + min(self._settings.refresh_token_idle_ttl, self._settings.refresh_chain_max_age),
         )
         pair = self._pair(family, user.username, refresh, now)
+        count_login(user.source, "success")
         return dataclasses.replace(pair, device_cookie=self._new_device_cookie(username))
 
     async def _check_password(self, username: str, password: str) -> UserRecord:
@@ -151,11 +157,13 @@ class AuthService:
             finally:
                 await dummy
         if user is None and not self._config.local_accounts:
+            count_login("local", "failure")
             raise UnauthorizedError(_USE_AAD)
         # Unknown users are checked against a dummy hash: same answer, same time.
         hashed = user.password_hash if user else self._dummy_hash
         ok = await verify_password_async(hashed, password)
         if user is None or not ok or user.disabled:
+            count_login("local", "failure")
             raise UnauthorizedError(BAD_CREDENTIALS)
         return user
 
