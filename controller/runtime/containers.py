@@ -53,6 +53,17 @@ class ExitReport:
     oom_killed: bool
     error: str = ""
 
+    @property
+    def cause(self) -> str:
+        """``describe`` in one word: the reason of ``o16n_container_deaths_total``."""
+        if self.oom_killed:
+            return "oom"
+        if self.status == "missing":
+            return "missing"
+        if self.exit_code is not None and self.exit_code >= 128:
+            return "killed"
+        return "exited"
+
     def describe(self) -> str:
         if self.oom_killed:
             return "the container ran out of memory and was killed"

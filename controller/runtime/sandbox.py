@@ -41,6 +41,10 @@ class Engine(Protocol):
     async def remove(self, handle: ContainerHandle) -> None:
         """Kill and remove; idempotent."""
 
+    def ended(self, handle: ContainerHandle, reason: str) -> None:
+        """Why the container ended or is about to be removed (``ExitReport.cause``, or
+        ``timeout``): counted at its removal instead of ``removed``."""
+
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
@@ -89,6 +93,7 @@ class Sandbox:
                 op, args, timeout=timeout, on_timeout=on_timeout, grace=grace
             )
         except AgentTimeout:
+            self.engine.ended(self.handle, "timeout")
             return Outcome(None, True, True, "it did not stop when interrupted")
         except (AgentGone, AgentProtocolError) as exc:
             return Outcome(None, timed_out, reason=await self.end_reason(exc))
@@ -144,6 +149,7 @@ class Sandbox:
         except O16nError:
             report = None
         if report is not None:
+            self.engine.ended(self.handle, report.cause)
             return report.describe()
         if isinstance(exc, AgentTimeout):
             return "its agent stopped answering"

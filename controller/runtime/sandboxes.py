@@ -22,6 +22,7 @@ from pathlib import Path
 from aiohttp import web
 
 from controller.errors import AgentGone, NotFoundError, O16nError, RuntimeFailure
+from controller.metrics.definitions import CONTAINER_DEATHS, CONTAINER_STARTS
 from controller.runtime.agent_link import AgentLink, AgentListener, listener
 from controller.runtime.containers import ContainerHandle, ContainerRuntime, ExitReport
 from controller.runtime.environments import EnvironmentStore
@@ -59,6 +60,10 @@ class _Reach:
     async def remove(self, handle: ContainerHandle) -> None:
         await self.sandboxes._remove(handle)
 
+    def ended(self, handle: ContainerHandle, reason: str) -> None:
+        if handle.key in self.sandboxes._counted:
+            self.sandboxes._causes[handle.key] = reason
+
 
 class Sandboxes:
     def __init__(
@@ -82,12 +87,26 @@ class Sandboxes:
         self._unremoved: dict[str, ContainerHandle] = {}
         self._removal_failed = asyncio.Event()
         self._exit_handlers: list[ExitHandler] = []
+        #: the containers this process launched or adopted, until counted as ended
+        #: (``o16n_container_deaths_total``), and why they ended where a sandbox said so
+        self._counted: dict[str, ContainerHandle] = {}
+        self._causes: dict[str, str] = {}
 
     async def launch(
         self, kind: Kind, *, owner: str = "", ident: str = "", environment: str | None = None
     ) -> Sandbox:
         """Create and start a hardened container on ``environment`` (a reference of the
         environment store; the base one if ``None``) and wait until its agent has dialled in."""
+        try:
+            sandbox = await self._launch(kind, owner, ident, environment)
+        except Exception:  # not a cancellation: nothing failed then
+            CONTAINER_STARTS.labels(kind, "failed").inc()
+            raise
+        CONTAINER_STARTS.labels(kind, "ok").inc()
+        self._counted[sandbox.key] = sandbox.handle
+        return sandbox
+
+    async def _launch(self, kind: Kind, owner: str, ident: str, environment: str | None) -> Sandbox:
         spec = ContainerSpec.from_settings(
             self._settings,
             image=await self.environments.resolve(environment or self.environments.base),
@@ -136,6 +155,7 @@ class Sandboxes:
         self._live.add(handle.key)
         await self._listen(handle)
         link = await self._await_agent(handle, timeout)
+        self._counted[handle.key] = handle
         return Sandbox(handle, link, self._reach)
 
     async def reconnect(self, handle: ContainerHandle, timeout: float) -> Sandbox:
@@ -150,6 +170,7 @@ class Sandboxes:
 
     async def _remove(self, handle: ContainerHandle) -> None:
         """Remove a container; when the engine fails, keep it to try again later."""
+        self._count_end(handle.key, self._causes.get(handle.key, "removed"))
         await self._drop_listener(handle.key)
         try:
             await self.runtime.remove(handle)
@@ -227,11 +248,25 @@ class Sandboxes:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _exited(self, key: str, note: str) -> None:
+        handle = self._counted.get(key)
+        if handle is not None:
+            try:
+                report = await self.runtime.poll(handle)
+            except O16nError:
+                report = None
+            self._count_end(key, report.cause if report is not None else "exited")
         for handler in list(self._exit_handlers):
             try:
                 await handler(key, note)
             except Exception:  # one handler's failure must not hide the exit from the rest
                 log.exception("exit handler failed", extra={"key": key})
+
+    def _count_end(self, key: str, reason: str) -> None:
+        """Count a container's end once, if this process launched or adopted it."""
+        handle = self._counted.pop(key, None)
+        self._causes.pop(key, None)
+        if handle is not None:
+            CONTAINER_DEATHS.labels(handle.kind, reason).inc()
 
     async def owned(self) -> list[ContainerHandle]:
         return await self.runtime.list_owned()
