@@ -25,6 +25,7 @@ import docker.errors
 import requests.exceptions
 
 from controller.errors import EngineUnavailable, NotFoundError, RuntimeFailure, out_of_space
+from controller.metrics.definitions import docker_call
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +85,14 @@ class DockerGateway:
         await asyncio.to_thread(self._client.close)
 
     async def _run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        return await self._call(self._pool, fn, *args, **kwargs)
+        """One engine call on the ordinary pool, timed by the SDK call's name (what
+        ``o16n_docker_call_duration_seconds`` calls its operation)."""
+        with docker_call(fn.__name__):
+            return await self._call(self._pool, fn, *args, **kwargs)
 
     async def _run_slow(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        return await self._call(self._slow, fn, *args, **kwargs)
+        with docker_call(fn.__name__):
+            return await self._call(self._slow, fn, *args, **kwargs)
 
     async def _call(
         self, pool: ThreadPoolExecutor, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs
@@ -160,7 +165,7 @@ class DockerGateway:
     ) -> None:
         """``docker build`` of ``context``, streaming its output lines to ``progress``."""
 
-        def run() -> None:
+        def build() -> None:
             stream = self._client.api.build(
                 path=str(context), tag=tag, buildargs=buildargs, rm=True, forcerm=True, decode=True
             )
@@ -171,7 +176,7 @@ class DockerGateway:
                 if text and text.strip():
                     progress(text.rstrip("\n"))
 
-        await self._run_slow(run)
+        await self._run_slow(build)
 
     async def image_tags(self, labels: dict[str, str], made_before: float | None) -> list[str]:
         """Every ``repository:tag`` name of the images carrying all ``labels`` exactly
@@ -201,7 +206,7 @@ class DockerGateway:
         lines = [f"FROM {source}", "LABEL " + " ".join(f'{k}="{v}"' for k, v in labels.items())]
         dockerfile = io.BytesIO(("\n".join(lines) + "\n").encode())
 
-        def run() -> None:
+        def derive_image() -> None:
             stream = self._client.api.build(
                 fileobj=dockerfile,
                 tag=f"{repository}:{tag}",
@@ -215,14 +220,14 @@ class DockerGateway:
                 if "error" in chunk:
                     raise RuntimeFailure(f"image build failed: {chunk['error'].strip()}")
 
-        await self._run_slow(run)
+        await self._run_slow(derive_image)
 
     async def remove_image(self, ref: str) -> bool:
         """Remove an image reference; absent counts as removed. One that a container still
         uses (a session started from a snapshot being deleted, say) is kept and ``False``
         returned: the start-up reap removes it once nothing uses it."""
 
-        def remove() -> bool:
+        def remove_image() -> bool:
             try:
                 self._client.api.remove_image(ref, noprune=False)
             except docker.errors.APIError as exc:
@@ -233,7 +238,7 @@ class DockerGateway:
             return True
 
         with contextlib.suppress(NotFoundError):
-            return await self._run_slow(remove)
+            return await self._run_slow(remove_image)
         return True
 
     async def commit(
