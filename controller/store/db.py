@@ -16,6 +16,7 @@ import aiosqlite
 from aiohttp import web
 
 from controller.errors import STORE_RETRY_AFTER, StoreBusy, translate
+from controller.metrics.definitions import db_child
 from controller.store.schema import MIGRATIONS
 
 log = logging.getLogger(__name__)
@@ -75,25 +76,30 @@ class Database:
             await self._conn.close()
 
     @asynccontextmanager
-    async def _locked(self) -> AsyncIterator[None]:
+    async def _locked(self, operation: str) -> AsyncIterator[None]:
         """This connection, waited for at most ``BUSY_TIMEOUT`` (a unit of work stuck on
-        another process's lock holds it that long); SQLite's errors translated."""
+        another process's lock holds it that long); SQLite's errors translated. The unit,
+        its wait included, is timed as ``operation`` (``o16n_db_call_duration_seconds``)."""
+        start = time.perf_counter()
         try:
-            async with asyncio.timeout(BUSY_TIMEOUT):
-                await self._lock.acquire()
-        except TimeoutError:
-            raise StoreBusy(
-                "the database is busy; try again shortly", retry_after=STORE_RETRY_AFTER
-            ) from None
-        try:
-            yield
-        except sqlite3.Error as exc:
-            known = translate(exc)
-            if known is None:
-                raise
-            raise known from exc
+            try:
+                async with asyncio.timeout(BUSY_TIMEOUT):
+                    await self._lock.acquire()
+            except TimeoutError:
+                raise StoreBusy(
+                    "the database is busy; try again shortly", retry_after=STORE_RETRY_AFTER
+                ) from None
+            try:
+                yield
+            except sqlite3.Error as exc:
+                known = translate(exc)
+                if known is None:
+                    raise
+                raise known from exc
+            finally:
+                self._lock.release()
         finally:
-            self._lock.release()
+            db_child(operation).observe(time.perf_counter() - start)
 
     async def migrate(self) -> None:
         """Apply every migration newer than ``PRAGMA user_version``, each in its own transaction."""
@@ -113,11 +119,13 @@ class Database:
                 await conn.execute(f"PRAGMA user_version = {version}")
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def transaction(
+        self, operation: str = "transaction"
+    ) -> AsyncIterator[aiosqlite.Connection]:
         """Exclusive write transaction; rolls back on any exception, cancellation included
         (even one that lands while BEGIN is on its way, which would otherwise leave the
-        connection inside a transaction)."""
-        async with self._locked():
+        connection inside a transaction). ``operation``: its name in the metrics."""
+        async with self._locked(operation):
             try:
                 await self._conn.execute("BEGIN IMMEDIATE")
                 yield self._conn
@@ -129,17 +137,17 @@ class Database:
 
     async def execute(self, sql: str, params: Params = ()) -> int:
         """One write statement in its own transaction; returns the row count."""
-        async with self.transaction() as conn:
+        async with self.transaction("write") as conn:
             cur = await conn.execute(sql, params)
             return cur.rowcount
 
     async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
-        async with self._locked():
+        async with self._locked("read"):
             cur = await self._conn.execute(sql, params)
             return await cur.fetchone()
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
-        async with self._locked():
+        async with self._locked("read"):
             cur = await self._conn.execute(sql, params)
             return list(await cur.fetchall())
 
