@@ -111,8 +111,9 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_routes(service_routes.routes)
     app.router.add_routes(batch_routes.routes)
     app.router.add_routes(admin_routes.routes)
-    if settings.metrics:
+    if settings.metrics:  # a bad metrics token stops the start here
         app.router.add_routes(metrics_routes.routes)
+        app[metrics_routes.METRICS_TOKEN] = metrics_routes.metrics_token(settings)
 
     app.cleanup_ctx.append(
         in_order(

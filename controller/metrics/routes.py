@@ -24,7 +24,7 @@ from controller.http.public import public
 from controller.metrics.definitions import REGISTRY
 from controller.metrics.live import LIVE, LiveMetrics
 from controller.roles import Role
-from controller.settings import SETTINGS, Settings, SettingsError, check_metrics_token
+from controller.settings import Settings, SettingsError, check_metrics_token
 
 routes = web.RouteTableDef()
 
@@ -81,8 +81,7 @@ def metrics_token(settings: Settings) -> bytes | None:
 
 
 async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The metrics token, and the app's scrape-time collectors while it runs."""
-    app[METRICS_TOKEN] = metrics_token(app[SETTINGS])
+    """The app's scrape-time collectors, while it runs."""
     live = LiveMetrics(app)
     app[LIVE] = live
     yield
