@@ -1,0 +1,39 @@
+"""``scrape``: ``GET /metrics`` of a test client, parsed, for any test that wants a metric."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+
+
+class Scrape:
+    """The samples of one scrape: ``value(name, **labels)``, ``samples(name)``."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.families = {f.name: f for f in text_string_to_metric_families(text)}
+        self.all = [s for f in self.families.values() for s in f.samples]
+
+    def samples(self, name: str, **labels: str) -> list[Sample]:
+        """Every sample named ``name`` (``_total``, ``_bucket``… included) whose labels
+        include ``labels``."""
+        return [
+            s
+            for s in self.all
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+        ]
+
+    def value(self, name: str, **labels: str) -> float:
+        """The sum of the matching samples (0 when there are none)."""
+        return sum(s.value for s in self.samples(name, **labels))
+
+
+async def scrape(client: TestClient[Any, Any], headers: dict[str, str]) -> Scrape:
+    """``GET /metrics`` with ``headers`` (an Owner's bearer, or the metrics token), parsed."""
+    resp = await client.get("/metrics", headers=headers)
+    assert resp.status == 200, await resp.text()
+    assert resp.content_type == "text/plain"
+    return Scrape(await resp.text())
