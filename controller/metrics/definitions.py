@@ -53,9 +53,19 @@ HTTP_SECONDS = Histogram(
     buckets=REQUEST_BUCKETS,
     registry=REGISTRY,
 )
+
+
+class InFlight:
+    """Requests being served: a plain count the middleware bumps (no lock: one event loop
+    per process), read by the gauge at scrape time."""
+
+    count = 0
+
+
 HTTP_IN_FLIGHT = Gauge(
     "o16n_http_requests_in_flight", "HTTP requests being served.", registry=REGISTRY
 )
+HTTP_IN_FLIGHT.set_function(lambda: InFlight.count)
 
 Outcome = Literal["success", "failure", "rejected", "client_error", "error"]
 OUTCOMES: tuple[Outcome, ...] = ("success", "failure", "rejected", "client_error", "error")

@@ -21,7 +21,7 @@ from prometheus_client import Histogram
 
 from controller.errors import O16nError, translate
 from controller.metrics.definitions import (
-    HTTP_IN_FLIGHT,
+    InFlight,
     Outcome,
     execute_child,
     http_child,
@@ -38,7 +38,7 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 @web.middleware
 async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     start = perf_counter()
-    HTTP_IN_FLIGHT.inc()
+    InFlight.count += 1
     status = 500
     try:
         response = await handler(request)
@@ -51,7 +51,7 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         status = CLIENT_GONE
         raise
     finally:
-        HTTP_IN_FLIGHT.dec()
+        InFlight.count -= 1
         resource = request.match_info.route.resource
         method = request.method
         http_child(
