@@ -3,15 +3,18 @@ the container it started and its end when the service is deleted."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
 
 from controller.app import create_app
 from tests.conftest import bearer, login, make_settings
 from tests.metrics.conftest import scrape
 from tests.services.conftest import consume, publish
+from tests.sessions.conftest import new_session
 
 pytestmark = pytest.mark.docker
 
@@ -62,3 +65,39 @@ async def test_a_service_on_docker_in_the_metrics(aiohttp_client: Any, data_dir:
     assert found.value(calls, operation="remove_container") > before.value(
         calls, operation="remove_container"
     )
+
+
+async def test_a_killed_session_container_is_counted_as_killed_once(
+    aiohttp_client: Any, data_dir: Path
+) -> None:
+    settings = make_settings(data_dir, warm_pool_size=0, service_warm_pool_size=0)
+    client = await aiohttp_client(create_app(settings))
+    headers = bearer((await login(client))["access_token"])
+    before = await scrape(client, headers)
+    session_id = await new_session(client, headers)
+    engine = docker.from_env()
+    try:
+        [container] = engine.containers.list(
+            filters={"label": [f"o16n.instance={settings.instance}", f"o16n.id={session_id}"]}
+        )
+        container.kill()
+    finally:
+        engine.close()
+    for _ in range(100):  # the engine's event ends the session
+        resp = await client.get(f"/sessions/{session_id}/console-output", headers=headers)
+        if resp.status == 410:
+            break
+        await asyncio.sleep(0.05)
+    assert resp.status == 410
+
+    found = await scrape(client, headers)
+    deaths = "o16n_container_deaths_total"
+
+    def grown(reason: str) -> float:
+        return found.value(deaths, kind="session", reason=reason) - before.value(
+            deaths, kind="session", reason=reason
+        )
+
+    assert grown("killed") == 1
+    assert grown("removed") == 0
+    assert session_id not in found.text
