@@ -18,6 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from controller.reserved_names import reserved
 from controller.runtime.warm_pool import WARM_POOLS
 from controller.services.registry import SERVICES
 from controller.sessions.manager import SESSIONS
@@ -81,6 +82,8 @@ class LiveCollector(Collector):
         )
         registry = self._app.get(SERVICES)
         for service in registry.all() if registry is not None else ():
+            if reserved(service.record.name):  # a diagnostics run's temporary, hidden
+                continue
             pool, labels = service.pool, [service.record.name, service.record.version]
             containers.add_metric([*labels, "idle"], pool.ready)
             containers.add_metric([*labels, "busy"], pool.busy)

@@ -12,7 +12,12 @@ from aiohttp.test_utils import TestClient
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from controller.app import create_app
+from controller.auth.roles import Identity
 from controller.metrics.definitions import REGISTRY
+from controller.reserved_names import PREFIX
+from controller.roles import Role
+from controller.services.models import PublishWebServiceRequest
+from controller.services.registry import SERVICES
 from controller.settings import Settings, SettingsError
 from tests.conftest import bearer, login, make_settings, user_headers
 from tests.metrics.conftest import scrape
@@ -228,3 +233,18 @@ async def test_two_apps_in_one_process_each_have_their_own_live_series(
     await publish(first, bearer((await login(first))["access_token"]), "OnlyFirst", "1", code="y=1")
     assert (await scrape(first, bearer(TOKEN))).samples("o16n_service_pool_containers")
     assert not (await scrape(second, bearer(TOKEN))).samples("o16n_service_pool_containers")
+
+
+async def test_a_diagnostics_temporary_service_has_no_series(
+    client: TestClient[Any, Any], admin_headers: dict[str, str]
+) -> None:
+    """Diagnostics publishes under a fresh reserved name each run, through the registry
+    (no HTTP); the API hides it, and so does /metrics (no series churned per run)."""
+    name = f"{PREFIX}{secrets.token_hex(4)}"
+    owner = Identity(1, "admin", Role.OWNER)
+    await client.app[SERVICES].publish(
+        owner, name, "1", PublishWebServiceRequest(runtimeType="Python", code="y = 1")
+    )
+    found = await scrape(client, admin_headers)
+    assert name not in found.text
+    assert found.samples("o16n_warm_pool_target")  # the scrape did read the live objects
