@@ -243,7 +243,10 @@ async def test_a_diagnostics_temporary_service_has_no_series(
     name = f"{PREFIX}{secrets.token_hex(4)}"
     owner = Identity(1, "admin", Role.OWNER)
     await client.app[SERVICES].publish(
-        owner, name, "1", PublishWebServiceRequest(runtimeType="Python", code="y = 1")
+        owner,
+        name,
+        "1",
+        PublishWebServiceRequest.model_validate({"runtimeType": "Python", "code": "y = 1"}),
     )
     found = await scrape(client, admin_headers)
     assert name not in found.text
