@@ -3,6 +3,7 @@ may read it, route templates, outcomes, logins, sessions, the database, and the 
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from pathlib import Path
 from typing import Any
@@ -251,3 +252,48 @@ async def test_a_diagnostics_temporary_service_has_no_series(
     found = await scrape(client, admin_headers)
     assert name not in found.text
     assert found.samples("o16n_warm_pool_target")  # the scrape did read the live objects
+
+
+async def test_a_refused_consume_is_rejected_and_batches_are_counted_by_state(
+    aiohttp_client: Any, data_dir: Path
+) -> None:
+    settings = make_settings(data_dir, service_pool_max=1, service_queue_max=0)
+    client = await aiohttp_client(create_app(settings))
+    headers = bearer((await login(client))["access_token"])
+    await publish(
+        client,
+        headers,
+        "Slow",
+        "1",
+        code="import time\ntime.sleep(t)\ny = t",
+        inputParameterDefinitions=[{"name": "t", "type": "numeric"}],
+        outputParameterDefinitions=[{"name": "y", "type": "numeric"}],
+    )
+    for _ in range(300):  # no queue: consume only once its one container is warm
+        pool = await (await client.get("/services/Slow/1/pool", headers=headers)).json()
+        if pool[0]["ready"] == 1:
+            break
+        await asyncio.sleep(0.05)
+    await consume(client, headers, "Slow", "1", {"t": 0})
+    busy = asyncio.ensure_future(consume(client, headers, "Slow", "1", {"t": 1.0}))
+    await asyncio.sleep(0.3)
+    await consume(client, headers, "Slow", "1", {"t": 0}, expect=503)  # no queue: refused
+    await busy
+
+    resp = await client.post("/api/Slow/1/batch", json=[{"t": 0}, {"t": 0}], headers=headers)
+    assert resp.status == 202, await resp.text()
+    batch = (await resp.json())["batchExecutionId"]
+    for _ in range(300):
+        body = await (await client.get(f"/api/Slow/1/batch/{batch}", headers=headers)).json()
+        if body["state"] == "Complete":
+            break
+        await asyncio.sleep(0.05)
+
+    found = await scrape(client, headers)
+    labels = {"service": "Slow", "version": "1"}
+    assert found.value("o16n_consume_duration_seconds_count", outcome="rejected", **labels) == 1
+    assert found.value("o16n_consume_duration_seconds_count", outcome="success", **labels) == 2
+    assert found.value("o16n_service_pool_rejected_total", **labels) >= 1  # batch items too
+    assert found.value("o16n_batch_records", state="Complete") == 1
+    assert found.value("o16n_batch_records", state="Pending") == 0
+    assert batch not in found.text
