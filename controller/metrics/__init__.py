@@ -4,8 +4,8 @@
                   Docker and database calls, build info, the process's own), in one
                   ``CollectorRegistry`` of ours, not the client library's global one. A low
                   layer: the store and the runtime import it to time their calls.
-* ``http``        the HTTP middleware (requests by route template, in flight) and
-                  ``@timed`` for the consume and execute outcome histograms.
+* ``http``        the HTTP middleware (requests by route template, in flight), which
+                  also times the handlers marked ``@timed`` (consume, execute) by outcome.
 * ``live``        what is read at scrape time from one app's live objects (service pools,
                   warm pools, sessions, batch records), in a registry of that app's,
                   registered by ``metrics_ctx`` while the app runs.
