@@ -160,7 +160,9 @@ class Sandboxes:
 
     async def reconnect(self, handle: ContainerHandle, timeout: float) -> Sandbox:
         """Wait longer for the agent of a container ``adopt`` listens for already."""
-        return Sandbox(handle, await self._await_agent(handle, timeout), self._reach)
+        link = await self._await_agent(handle, timeout)
+        self._counted[handle.key] = handle
+        return Sandbox(handle, link, self._reach)
 
     async def destroy(self, sandbox: Sandbox | ContainerHandle) -> None:
         if isinstance(sandbox, Sandbox):
