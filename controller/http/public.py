@@ -14,7 +14,8 @@ _PUBLIC = "__o16n_public__"
 
 def public(handler: F) -> F:
     """Mark a handler as reachable without a bearer token (only the ``/login`` family and
-    the web console's static files, which hold no data)."""
+    the web console's static files, which hold no data), or as one that checks its bearer
+    itself (``/metrics``: an access token or the metrics token)."""
     setattr(handler, _PUBLIC, True)
     return handler
 
