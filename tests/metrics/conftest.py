@@ -8,14 +8,31 @@ from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+#: The sample names a family of each type has (a counter ``o16n_logins`` is exposed as
+#: ``o16n_logins_total``; the parser names the family without the suffix).
+SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "histogram": ("_bucket", "_count", "_sum", "_created"),
+    "summary": ("", "_count", "_sum", "_created"),
+    "gauge": ("",),
+}
+
 
 class Scrape:
-    """The samples of one scrape: ``value(name, **labels)``, ``samples(name)``."""
+    """The samples of one scrape: ``value(name, **labels)``, ``samples(name)``, and
+    ``names``: every metric name a PromQL selector could name, a family with no sample
+    yet included (a fresh app has consumed nothing, but its histogram is declared)."""
 
     def __init__(self, text: str) -> None:
         self.text = text
         self.families = {f.name: f for f in text_string_to_metric_families(text)}
         self.all = [s for f in self.families.values() for s in f.samples]
+        declared = {
+            f.name + suffix
+            for f in self.families.values()
+            for suffix in SUFFIXES.get(f.type, ("",))
+        }
+        self.names = {s.name for s in self.all} | declared
 
     def samples(self, name: str, **labels: str) -> list[Sample]:
         """Every sample named ``name`` (``_total``, ``_bucket``… included) whose labels

@@ -59,6 +59,16 @@ async def test_only_an_owner_or_the_metrics_token_reads_metrics(
         assert resp.headers["Content-Type"] == CONTENT_TYPE_LATEST
     found = await scrape(client, bearer(TOKEN))
     assert found.value("o16n_build_info") == 1
+    # declared before anything happened, as a dashboard's queries name them
+    assert {
+        "o16n_consume_duration_seconds_bucket",
+        "o16n_execute_duration_seconds_count",
+        "o16n_logins_total",
+        "o16n_container_deaths_total",
+        "o16n_service_pool_containers",
+        "o16n_service_pool_rejected_total",
+        "o16n_batch_records",
+    } <= found.names
     for family in ("process_cpu_seconds", "python_gc_objects_collected", "python_info"):
         assert family in found.families
 
