@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from controller.app import create_app
 from controller.auth.roles import Identity
 from controller.metrics.definitions import REGISTRY
+from controller.metrics.live import LIVE
 from controller.reserved_names import PREFIX
 from controller.roles import Role
 from controller.services.models import PublishWebServiceRequest
@@ -262,6 +267,26 @@ async def test_a_diagnostics_temporary_service_has_no_series(
     found = await scrape(client, admin_headers)
     assert name not in found.text
     assert found.samples("o16n_warm_pool_target")  # the scrape did read the live objects
+
+
+async def test_the_live_series_are_formatted_off_the_event_loop(
+    client: TestClient[Any, Any], admin_headers: dict[str, str]
+) -> None:
+    """A scrape copies the pools on the loop and formats the text on a worker thread: the
+    series of many services do not hold the loop, and no thread reads a pool the loop is
+    changing."""
+    threads: list[int] = []
+
+    class Probe(Collector):
+        def collect(self) -> Iterable[Metric]:
+            threads.append(threading.get_ident())
+            return []
+
+    client.app[LIVE].registry.register(Probe())
+    await publish(client, admin_headers, "Copied", "1", code="y = 1")
+    found = await scrape(client, admin_headers)
+    assert threads and threading.get_ident() not in threads
+    assert found.samples("o16n_service_pool_containers", service="Copied", version="1")
 
 
 async def test_a_refused_consume_is_rejected_and_batches_are_counted_by_state(
