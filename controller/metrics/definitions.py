@@ -96,7 +96,8 @@ CONTAINER_STARTS = Counter(
 )
 CONTAINER_DEATHS = Counter(
     "o16n_container_deaths",
-    "Containers of this controller that ended, by kind and reason: oom, killed (by a "
+    "Containers of this controller that ended, by kind (a warm one taken for a session or "
+    "a service counts as that) and reason: oom, killed (by a "
     "signal), exited (by itself), missing (gone from the engine), timeout (did not stop "
     "when interrupted), removed (by the controller: the normal end).",
     ["kind", "reason"],

@@ -88,8 +88,9 @@ class Sandboxes:
         self._removal_failed = asyncio.Event()
         self._exit_handlers: list[ExitHandler] = []
         #: the containers this process launched or adopted, until counted as ended
-        #: (``o16n_container_deaths_total``), and why they ended where a sandbox said so
-        self._counted: dict[str, ContainerHandle] = {}
+        #: (``o16n_container_deaths_total``), with the kind they serve; and why they
+        #: ended where a sandbox said so
+        self._counted: dict[str, tuple[ContainerHandle, str]] = {}
         self._causes: dict[str, str] = {}
 
     async def launch(
@@ -103,8 +104,15 @@ class Sandboxes:
             CONTAINER_STARTS.labels(kind, "failed").inc()
             raise
         CONTAINER_STARTS.labels(kind, "ok").inc()
-        self._counted[sandbox.key] = sandbox.handle
+        self._counted[sandbox.key] = (sandbox.handle, kind)
         return sandbox
+
+    def serve(self, sandbox: Sandbox, kind: Kind) -> None:
+        """A warm container taken for a session or a service: its end counts under that
+        kind, where an out-of-memory kill of a session or a service is looked for."""
+        counted = self._counted.get(sandbox.key)
+        if counted is not None:
+            self._counted[sandbox.key] = (counted[0], kind)
 
     async def _launch(self, kind: Kind, owner: str, ident: str, environment: str | None) -> Sandbox:
         spec = ContainerSpec.from_settings(
@@ -155,13 +163,13 @@ class Sandboxes:
         self._live.add(handle.key)
         await self._listen(handle)
         link = await self._await_agent(handle, timeout)
-        self._counted[handle.key] = handle
+        self._counted[handle.key] = (handle, handle.kind)
         return Sandbox(handle, link, self._reach)
 
     async def reconnect(self, handle: ContainerHandle, timeout: float) -> Sandbox:
         """Wait longer for the agent of a container ``adopt`` listens for already."""
         link = await self._await_agent(handle, timeout)
-        self._counted[handle.key] = handle
+        self._counted[handle.key] = (handle, handle.kind)
         return Sandbox(handle, link, self._reach)
 
     async def destroy(self, sandbox: Sandbox | ContainerHandle) -> None:
@@ -250,10 +258,10 @@ class Sandboxes:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _exited(self, key: str, note: str) -> None:
-        handle = self._counted.get(key)
-        if handle is not None:
+        counted = self._counted.get(key)
+        if counted is not None:
             try:
-                report = await self.runtime.poll(handle)
+                report = await self.runtime.poll(counted[0])
             except O16nError:
                 report = None
             self._count_end(key, report.cause if report is not None else "exited")
@@ -265,10 +273,10 @@ class Sandboxes:
 
     def _count_end(self, key: str, reason: str) -> None:
         """Count a container's end once, if this process launched or adopted it."""
-        handle = self._counted.pop(key, None)
+        counted = self._counted.pop(key, None)
         self._causes.pop(key, None)
-        if handle is not None:
-            CONTAINER_DEATHS.labels(handle.kind, reason).inc()
+        if counted is not None:
+            CONTAINER_DEATHS.labels(counted[1], reason).inc()
 
     async def owned(self) -> list[ContainerHandle]:
         return await self.runtime.list_owned()

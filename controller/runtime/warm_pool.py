@@ -18,11 +18,14 @@ from aiohttp import web
 from controller.errors import O16nError
 from controller.runtime.sandbox import Sandbox
 from controller.runtime.sandboxes import Sandboxes
+from controller.runtime.spec import Kind
 
 log = logging.getLogger(__name__)
 
 
 Prepare = Callable[[Sandbox], Awaitable[None]]
+#: what a warm container of each pool becomes when taken (the kind its end counts under)
+SERVES: dict[str, Kind] = {"sessions": "session", "services": "service"}
 
 
 class WarmPool:
@@ -50,6 +53,8 @@ class WarmPool:
         while self._ready:
             sandbox = self._ready.popleft()
             if not sandbox.link.closed:
+                if self.purpose in SERVES:
+                    self._sandboxes.serve(sandbox, SERVES[self.purpose])
                 return sandbox
             await self._sandboxes.destroy(sandbox)
         return None

@@ -163,6 +163,33 @@ async def test_execute_outcomes_and_session_states(
     assert session_id not in after.text
 
 
+async def test_a_warm_container_taken_for_a_session_ends_as_a_session_one(
+    aiohttp_client: Any, data_dir: Path
+) -> None:
+    """Most session and service containers come from a warm pool: their end (an OOM kill,
+    say) counts under the kind they served, not under ``warm``."""
+    client = await aiohttp_client(create_app(make_settings(data_dir, warm_pool_size=1)))
+    headers = bearer((await login(client))["access_token"])
+    for _ in range(300):
+        before = await scrape(client, headers)
+        if before.value("o16n_warm_pool_containers", pool="sessions") == 1:
+            break
+        await asyncio.sleep(0.05)
+    session_id = await new_session(client, headers)
+    resp = await client.delete(f"/sessions/{session_id}", headers=headers)
+    assert resp.status == 200, await resp.text()
+
+    after = await scrape(client, headers)
+    starts, deaths = "o16n_container_starts_total", "o16n_container_deaths_total"
+    assert after.value(starts, kind="session") == before.value(starts, kind="session")  # warm
+    assert (
+        after.value(deaths, kind="session", reason="removed")
+        - before.value(deaths, kind="session", reason="removed")
+        == 1
+    )
+    assert after.value(deaths, kind="warm") == before.value(deaths, kind="warm")
+
+
 async def test_logins_are_counted_by_source_and_outcome(
     aiohttp_client: Any, data_dir: Path
 ) -> None:
