@@ -183,7 +183,7 @@ class ServiceRegistry:
                 old.record = record
                 old.document = self._document(record)
                 return old
-            service = self._make(record)
+            service = self._successor(old, record)
             self._services.put(service)
         await old.pool.close()
         if new_environment:
@@ -247,8 +247,7 @@ class ServiceRegistry:
         on the old containers finish there, then those containers go."""
         async with self._lock:
             old = self.get(name, version)
-            service = self._make(old.record)
-            service.pool.served, service.pool.rejected = old.pool.served, old.pool.rejected
+            service = self._successor(old, old.record)
             self._services.put(service)
         await old.pool.close()
         service.pool.warm()
@@ -295,6 +294,13 @@ class ServiceRegistry:
 
     def _make(self, record: ServiceRecord) -> Service:
         return Service(record, self._launcher.pool(record), inputs(record), self._document(record))
+
+    def _successor(self, old: Service, record: ServiceRecord) -> Service:
+        """The version with a new pool in place of ``old``'s; the pool's counts carry over
+        (``/metrics`` has them as counters since the version was published)."""
+        service = self._make(record)
+        service.pool.served, service.pool.rejected = old.pool.served, old.pool.rejected
+        return service
 
 
 #: The app's service registry.

@@ -268,6 +268,26 @@ async def test_consume_outcomes_and_pool_series_of_existing_services_only(
     assert not [s for s in found.all if s.labels.get("service") == "Metered"]
 
 
+async def test_a_patched_version_keeps_its_pool_counters(
+    client: TestClient[Any, Any], admin_headers: dict[str, str]
+) -> None:
+    """A PATCH of the code replaces the version's pool; its served and rejected counts are
+    counters "since the version was published", so they carry over (as on a recycle)."""
+    await publish(
+        client,
+        admin_headers,
+        "Patched",
+        "1",
+        code="y = 1",
+        outputParameterDefinitions=[{"name": "y", "type": "integer"}],
+    )
+    assert (await consume(client, admin_headers, "Patched", "1", {}))["success"]
+    resp = await client.patch("/services/Patched/1", json={"code": "y = 2"}, headers=admin_headers)
+    assert resp.status == 200, await resp.text()
+    found = await scrape(client, admin_headers)
+    assert found.value("o16n_service_pool_served_total", service="Patched", version="1") == 1
+
+
 async def test_two_apps_in_one_process_each_have_their_own_live_series(
     aiohttp_client: Any, data_dir: Path
 ) -> None:
