@@ -206,6 +206,13 @@ class OidcVerifier:
     async def verify(self, token: str) -> OidcIdentity:
         """The identity ``token`` names; 401 for any token that is not good, 403 for one
         whose groups Azure AD left out (overage), 503 when its key cannot be fetched."""
+        identity, _ = await self.verify_new(token)
+        return identity
+
+    async def verify_new(self, token: str) -> tuple[OidcIdentity, bool]:
+        """``verify``, and whether the token was new (not verified before): its first use is
+        the sign-in of ``o16n_logins_total``, counted by the caller, which knows whether it
+        admits the user. A token refused here is counted here, at each use."""
         if not isinstance(token, str) or not token or len(token) > _MAX_TOKEN:
             count_login(SOURCE, "failure")
             raise UnauthorizedError("the access token is not a valid JWT")
@@ -215,9 +222,8 @@ class OidcVerifier:
             identity, held = cached
             if identity.expires_at + self._config.leeway > time.time() and held in self._keys:
                 self._cache.move_to_end(digest)
-                return identity
+                return identity, False
             del self._cache[digest]
-        # a token not verified before is a sign-in (o16n_logins_total); later uses are not
         try:
             alg, kid = _read_header(token)
             held, key = await self._key(kid)
@@ -228,13 +234,12 @@ class OidcVerifier:
         except O16nError:
             count_login(SOURCE, "failure")
             raise
-        count_login(SOURCE, "success")
         if self._groups is not None:  # up to 200 ids a token, 10,000 tokens cached
             identity = replace(identity, groups=identity.groups & self._groups)
         self._cache[digest] = (identity, held)
         if len(self._cache) > _CACHE_SIZE:
             self._cache.popitem(last=False)
-        return identity
+        return identity, True
 
     async def _key(self, kid: str | None) -> tuple[str, _Key]:
         found = self._find(kid)

@@ -16,8 +16,15 @@ from controller.auth.appsettings import RoleGroups
 from controller.auth.directory import Directory
 from controller.auth.oidc import OidcIdentity, OidcVerifier
 from controller.auth.roles import Identity
-from controller.errors import ConflictError, ForbiddenError, UnauthorizedError
+from controller.errors import (
+    ConflictError,
+    ForbiddenError,
+    O16nError,
+    ServiceUnavailableError,
+    UnauthorizedError,
+)
 from controller.health import node
+from controller.metrics.definitions import count_login
 from controller.store.users import UserRecord
 
 SOURCE = "aad"
@@ -35,8 +42,24 @@ class OidcSignIn:
 
     async def authenticate(self, token: str) -> Identity:
         """The caller behind a provider's access token: 401 for an invalid one, 403 for a
-        user no listed group admits (or a token that lists no groups, only an overage)."""
-        claims = await self._verifier.verify(token)
+        user no listed group admits (or a token that lists no groups, only an overage).
+        A token's first use is a sign-in (``o16n_logins_total``): a success only if the
+        user is admitted, as with LDAP."""
+        claims, new = await self._verifier.verify_new(token)
+        if not new:
+            return await self._admit(claims)
+        try:
+            identity = await self._admit(claims)
+        except ServiceUnavailableError:
+            count_login(SOURCE, "unavailable")
+            raise
+        except O16nError:
+            count_login(SOURCE, "failure")
+            raise
+        count_login(SOURCE, "success")
+        return identity
+
+    async def _admit(self, claims: OidcIdentity) -> Identity:
         role = self._roles.role_for(claims.groups)
         if role is None:
             raise ForbiddenError(

@@ -17,6 +17,7 @@ from tests.metrics.conftest import Scrape, scrape
 from tests.oidc_provider import OidcProvider
 
 OWNERS = "6f4ae5d0-0000-4000-8000-0000000000a1"
+READERS = "6f4ae5d0-0000-4000-8000-0000000000a3"
 LOGINS = "o16n_logins_total"
 
 
@@ -57,6 +58,23 @@ async def test_azure_ad_sign_ins_are_counted_once_per_token(
     assert grown(before, after, "aad", "failure") == 1
     assert after.value(LOGINS, source="aad", outcome="success") >= 1
     assert "olga" not in after.text and "mallory" not in after.text
+
+
+async def test_an_azure_ad_user_no_group_admits_is_a_failed_sign_in(
+    aiohttp_client: Any, data_dir: Path, oidc_provider: OidcProvider
+) -> None:
+    """A good token of a user in none of the role groups gets 403, as an LDAP user no group
+    admits does: a failure (once per token, as a success is), not a success."""
+    document = oidc_provider.appsettings(owner=[OWNERS], contributor=[], reader=[READERS])
+    client: TestClient[Any, Any] = await directory_client(aiohttp_client, data_dir, document)
+    owner = bearer(oidc_provider.token("olga@contoso.example", groups=[OWNERS]))
+    before = await scrape(client, owner)
+    stranger = bearer(oidc_provider.token("sven@contoso.example", groups=[]))
+    for _ in range(2):
+        assert (await client.get("/services", headers=stranger)).status == 403
+    after = await scrape(client, owner)
+    assert grown(before, after, "aad", "success") == 0
+    assert grown(before, after, "aad", "failure") == 1
 
 
 async def test_ldap_logins_are_counted_by_outcome(
