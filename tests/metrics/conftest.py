@@ -1,4 +1,5 @@
-"""``scrape``: ``GET /metrics`` of a test client, parsed, for any test that wants a metric."""
+"""``scrape``: ``GET /metrics`` of a test client, parsed, for any test that wants a metric;
+``owner_client`` and ``publish_divider``, what the metrics tests start from."""
 
 from __future__ import annotations
 
@@ -7,6 +8,11 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
+
+from controller.app import create_app
+from controller.settings import Settings
+from tests.conftest import bearer, login
+from tests.services.conftest import publish
 
 #: The sample names a family of each type has (a counter ``o16n_logins`` is exposed as
 #: ``o16n_logins_total``; the parser names the family without the suffix).
@@ -54,3 +60,27 @@ async def scrape(client: TestClient[Any, Any], headers: dict[str, str]) -> Scrap
     assert resp.status == 200, await resp.text()
     assert resp.content_type == "text/plain"
     return Scrape(await resp.text())
+
+
+async def owner_client(
+    aiohttp_client: Any, settings: Settings
+) -> tuple[TestClient[Any, Any], dict[str, str]]:
+    """A client of an app made with ``settings``, and the headers of its admin (an Owner)."""
+    client: TestClient[Any, Any] = await aiohttp_client(create_app(settings))
+    return client, bearer((await login(client))["access_token"])
+
+
+async def publish_divider(
+    client: TestClient[Any, Any], headers: dict[str, str], name: str, version: str = "1"
+) -> None:
+    """Publish ``y = 10 / x``: a consume with ``x`` 0 is the service's code failing (the
+    ``failure`` outcome), with any other integer a success."""
+    await publish(
+        client,
+        headers,
+        name,
+        version,
+        code="y = 10 / x",
+        inputParameterDefinitions=[{"name": "x", "type": "integer"}],
+        outputParameterDefinitions=[{"name": "y", "type": "numeric"}],
+    )

@@ -26,7 +26,7 @@ from controller.services.models import PublishWebServiceRequest
 from controller.services.registry import SERVICES
 from controller.settings import Settings, SettingsError
 from tests.conftest import bearer, login, make_settings, user_headers
-from tests.metrics.conftest import scrape
+from tests.metrics.conftest import owner_client, publish_divider, scrape
 from tests.services.conftest import consume, publish
 from tests.sessions.conftest import execute, new_session
 
@@ -100,8 +100,7 @@ async def test_the_metrics_token_may_come_from_a_file(aiohttp_client: Any, data_
 async def test_metrics_off_has_no_route_and_counts_nothing(
     aiohttp_client: Any, data_dir: Path
 ) -> None:
-    client = await aiohttp_client(create_app(make_settings(data_dir, metrics=False)))
-    headers = bearer((await login(client))["access_token"])
+    client, headers = await owner_client(aiohttp_client, make_settings(data_dir, metrics=False))
     labels = {"route": "/metrics", "method": "GET", "code": "404"}
     before = REGISTRY.get_sample_value("o16n_http_request_duration_seconds_count", labels) or 0
     unmatched = {"route": "unmatched", "method": "GET", "code": "404"}
@@ -168,8 +167,7 @@ async def test_a_warm_container_taken_for_a_session_ends_as_a_session_one(
 ) -> None:
     """Most session and service containers come from a warm pool: their end (an OOM kill,
     say) counts under the kind they served, not under ``warm``."""
-    client = await aiohttp_client(create_app(make_settings(data_dir, warm_pool_size=1)))
-    headers = bearer((await login(client))["access_token"])
+    client, headers = await owner_client(aiohttp_client, make_settings(data_dir, warm_pool_size=1))
     for _ in range(300):
         before = await scrape(client, headers)
         if before.value("o16n_warm_pool_containers", pool="sessions") == 1:
@@ -193,8 +191,8 @@ async def test_a_warm_container_taken_for_a_session_ends_as_a_session_one(
 async def test_logins_are_counted_by_source_and_outcome(
     aiohttp_client: Any, data_dir: Path
 ) -> None:
-    client = await aiohttp_client(create_app(make_settings(data_dir, login_max_failures=2)))
-    headers = bearer((await login(client))["access_token"])
+    settings = make_settings(data_dir, login_max_failures=2)
+    client, headers = await owner_client(aiohttp_client, settings)
     before = await scrape(client, headers)
     await login(client)
     for _ in range(2):
@@ -230,15 +228,7 @@ async def test_consume_outcomes_and_pool_series_of_existing_services_only(
     client: TestClient[Any, Any], admin_headers: dict[str, str]
 ) -> None:
     """On the fake engine by default; ``test_metrics_docker`` runs a consume on Docker."""
-    await publish(
-        client,
-        admin_headers,
-        "Metered",
-        "1",
-        code="y = 10 / x",
-        inputParameterDefinitions=[{"name": "x", "type": "integer"}],
-        outputParameterDefinitions=[{"name": "y", "type": "numeric"}],
-    )
+    await publish_divider(client, admin_headers, "Metered")
     assert (await consume(client, admin_headers, "Metered", "1", {"x": 2}))["success"]
     assert not (await consume(client, admin_headers, "Metered", "1", {"x": 0}))["success"]
     await consume(client, admin_headers, "Metered", "1", {}, expect=400)
@@ -340,8 +330,7 @@ async def test_a_refused_consume_is_rejected_and_batches_are_counted_by_state(
     aiohttp_client: Any, data_dir: Path
 ) -> None:
     settings = make_settings(data_dir, service_pool_max=1, service_queue_max=0)
-    client = await aiohttp_client(create_app(settings))
-    headers = bearer((await login(client))["access_token"])
+    client, headers = await owner_client(aiohttp_client, settings)
     await publish(
         client,
         headers,

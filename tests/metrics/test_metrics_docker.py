@@ -10,10 +10,9 @@ from typing import Any
 import docker
 import pytest
 
-from controller.app import create_app
-from tests.conftest import bearer, login, make_settings
-from tests.metrics.conftest import scrape
-from tests.services.conftest import consume, publish
+from tests.conftest import make_settings
+from tests.metrics.conftest import owner_client, publish_divider, scrape
+from tests.services.conftest import consume
 from tests.sessions.conftest import new_session
 
 pytestmark = pytest.mark.docker
@@ -21,18 +20,9 @@ pytestmark = pytest.mark.docker
 
 async def test_a_service_on_docker_in_the_metrics(aiohttp_client: Any, data_dir: Path) -> None:
     settings = make_settings(data_dir, warm_pool_size=0, service_warm_pool_size=0)
-    client = await aiohttp_client(create_app(settings))
-    headers = bearer((await login(client))["access_token"])
+    client, headers = await owner_client(aiohttp_client, settings)
     before = await scrape(client, headers)
-    await publish(
-        client,
-        headers,
-        "DockerMetered",
-        "1",
-        code="y = 10 / x",
-        inputParameterDefinitions=[{"name": "x", "type": "integer"}],
-        outputParameterDefinitions=[{"name": "y", "type": "numeric"}],
-    )
+    await publish_divider(client, headers, "DockerMetered")
     assert (await consume(client, headers, "DockerMetered", "1", {"x": 2}))["success"]
     assert not (await consume(client, headers, "DockerMetered", "1", {"x": 0}))["success"]
 
@@ -71,8 +61,7 @@ async def test_a_killed_session_container_is_counted_as_killed_once(
     aiohttp_client: Any, data_dir: Path
 ) -> None:
     settings = make_settings(data_dir, warm_pool_size=0, service_warm_pool_size=0)
-    client = await aiohttp_client(create_app(settings))
-    headers = bearer((await login(client))["access_token"])
+    client, headers = await owner_client(aiohttp_client, settings)
     before = await scrape(client, headers)
     session_id = await new_session(client, headers)
     engine = docker.from_env()
