@@ -24,7 +24,7 @@ from controller.errors import (
     UnauthorizedError,
 )
 from controller.health import node
-from controller.metrics.definitions import count_login
+from controller.metrics.definitions import login_refusals
 from controller.roles import Role
 from controller.store.users import UserRecord
 
@@ -71,14 +71,8 @@ class LdapSignIn:
         every wrong one), 403 for a user no listed group admits, 503 if the directory is
         unreachable. A failure is counted here (``o16n_logins_total``), a success by
         ``AuthService.login`` once the tokens are made."""
-        try:
+        with login_refusals(SOURCE):
             return await self._login(username, password)
-        except ServiceUnavailableError:
-            count_login(SOURCE, "unavailable")
-            raise
-        except (UnauthorizedError, ForbiddenError):
-            count_login(SOURCE, "failure")
-            raise
 
     async def _login(self, username: str, password: str) -> UserRecord:
         try:

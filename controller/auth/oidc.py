@@ -42,13 +42,8 @@ from jose import ExpiredSignatureError, JWTError, jwk, jwt
 from jose.exceptions import JOSEError, JWTClaimsError
 
 from controller.auth.appsettings import AadConfig
-from controller.errors import (
-    ForbiddenError,
-    O16nError,
-    ServiceUnavailableError,
-    UnauthorizedError,
-)
-from controller.metrics.definitions import count_login
+from controller.errors import ForbiddenError, ServiceUnavailableError, UnauthorizedError
+from controller.metrics.definitions import count_login, login_refusals
 from controller.settings import SettingsError
 
 log = logging.getLogger(__name__)
@@ -224,16 +219,10 @@ class OidcVerifier:
                 self._cache.move_to_end(digest)
                 return identity, False
             del self._cache[digest]
-        try:
+        with login_refusals(SOURCE):
             alg, kid = _read_header(token)
             held, key = await self._key(kid)
             identity = self._decode(token, key.for_alg(alg), alg)
-        except ServiceUnavailableError:
-            count_login(SOURCE, "unavailable")
-            raise
-        except O16nError:
-            count_login(SOURCE, "failure")
-            raise
         if self._groups is not None:  # up to 200 ids a token, 10,000 tokens cached
             identity = replace(identity, groups=identity.groups & self._groups)
         self._cache[digest] = (identity, held)

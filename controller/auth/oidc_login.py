@@ -16,15 +16,9 @@ from controller.auth.appsettings import RoleGroups
 from controller.auth.directory import Directory
 from controller.auth.oidc import OidcIdentity, OidcVerifier
 from controller.auth.roles import Identity
-from controller.errors import (
-    ConflictError,
-    ForbiddenError,
-    O16nError,
-    ServiceUnavailableError,
-    UnauthorizedError,
-)
+from controller.errors import ConflictError, ForbiddenError, UnauthorizedError
 from controller.health import node
-from controller.metrics.definitions import count_login
+from controller.metrics.definitions import count_login, login_refusals
 from controller.store.users import UserRecord
 
 SOURCE = "aad"
@@ -48,14 +42,8 @@ class OidcSignIn:
         claims, new = await self._verifier.verify_new(token)
         if not new:
             return await self._admit(claims)
-        try:
+        with login_refusals(SOURCE):
             identity = await self._admit(claims)
-        except ServiceUnavailableError:
-            count_login(SOURCE, "unavailable")
-            raise
-        except O16nError:
-            count_login(SOURCE, "failure")
-            raise
         count_login(SOURCE, "success")
         return identity
 

@@ -21,6 +21,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from controller import __version__
+from controller.errors import O16nError, ServiceUnavailableError
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 ProcessCollector(registry=REGISTRY)
@@ -179,6 +180,20 @@ def outcome_of(status: int, success: bool = True) -> Outcome:
 
 def count_login(source: str, outcome: str) -> None:
     LOGINS.labels(source, outcome).inc()
+
+
+@contextmanager
+def login_refusals(source: str) -> Iterator[None]:
+    """Count a sign-in refused inside: ``unavailable`` for a 503 (the directory, its keys
+    or the store out of reach), ``failure`` for any other of our errors."""
+    try:
+        yield
+    except ServiceUnavailableError:
+        count_login(source, "unavailable")
+        raise
+    except O16nError:
+        count_login(source, "failure")
+        raise
 
 
 @contextmanager
