@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,33 +14,18 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from controller.app import create_app
-from controller.logs import AccessLogger, JsonFormatter
+from controller.logs import AccessLogger
 from tests.conftest import bearer, login, make_settings
-
-
-class _Lines(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.setFormatter(JsonFormatter())
-        self.lines: list[dict[str, Any]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(json.loads(self.format(record)))
+from tests.http.log_lines import JsonLines, json_lines
 
 
 @pytest.fixture
-def access() -> Iterator[_Lines]:
-    handler = _Lines()
-    logger = logging.getLogger("aiohttp.access")
-    logger.addHandler(handler)
-    level = logger.level
-    logger.setLevel(logging.INFO)
-    yield handler
-    logger.setLevel(level)
-    logger.removeHandler(handler)
+def access() -> Iterator[JsonLines]:
+    with json_lines("aiohttp.access") as lines:
+        yield lines
 
 
-async def test_access_lines(aiohttp_client: Any, data_dir: Path, access: _Lines) -> None:
+async def test_access_lines(aiohttp_client: Any, data_dir: Path, access: JsonLines) -> None:
     settings = make_settings(data_dir, trusted_proxies="127.0.0.1/32")
     server = TestServer(create_app(settings))
     await server.start_server(access_log_class=AccessLogger)  # as ``o16n serve`` has it
@@ -82,7 +66,9 @@ async def test_access_lines(aiohttp_client: Any, data_dir: Path, access: _Lines)
     assert access.lines[-1]["requestId"] == resp.headers["X-Request-Id"]
 
 
-async def test_a_request_aiohttp_refuses_itself_is_logged(data_dir: Path, access: _Lines) -> None:
+async def test_a_request_aiohttp_refuses_itself_is_logged(
+    data_dir: Path, access: JsonLines
+) -> None:
     """A malformed request never reaches the router: its line has no route, and logging it
     must not fail (the line is written while the connection is answered)."""
     server = TestServer(create_app(make_settings(data_dir)))

@@ -5,7 +5,6 @@ in every error body; carried by the log lines of the request and of the tasks it
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,9 +16,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from controller.app import create_app
-from controller.logs import JsonFormatter
 from controller.tasks import TASKS
 from tests.conftest import bearer, login, make_settings, user_headers
+from tests.http.log_lines import JsonLines, json_lines
 from tests.sessions.conftest import new_session
 
 ID = "X-Request-Id"
@@ -107,33 +106,14 @@ async def test_streamed_responses_carry_the_request_id(
     assert resp.headers[ID] == "stream-1"
 
 
-class _Lines(logging.Handler):
-    """The JSON lines the controller would write, formatted when logged (as a stream
-    handler does), in the context of the task that logs."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.setFormatter(JsonFormatter())
-        self.lines: list[dict[str, Any]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(json.loads(self.format(record)))
-
-
 @pytest.fixture
-def lines() -> Iterator[_Lines]:
-    handler = _Lines()
-    root = logging.getLogger()
-    root.addHandler(handler)
-    level = root.level
-    root.setLevel(logging.INFO)
-    yield handler
-    root.setLevel(level)
-    root.removeHandler(handler)
+def lines() -> Iterator[JsonLines]:
+    with json_lines() as caught:
+        yield caught
 
 
 async def test_log_lines_of_the_request_and_its_tasks_carry_its_id(
-    aiohttp_client: Any, data_dir: Path, lines: _Lines
+    aiohttp_client: Any, data_dir: Path, lines: JsonLines
 ) -> None:
     log = logging.getLogger("tests.request_ids")
     app = create_app(make_settings(data_dir))
