@@ -10,8 +10,6 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from controller.http.request_id import REQUEST_ID
-
 
 def dumps(value: Any) -> bytes:
     """Compact UTF-8 JSON; NaN and infinities are never written (orjson makes them null)."""
@@ -34,19 +32,14 @@ def json_response(
     )
 
 
-def error_body(
-    message: str, exception_type: str, status: int, request_id: str | None = None
-) -> dict[str, Any]:
+def error_body(message: str, exception_type: str, status: int, request_id: str) -> dict[str, Any]:
     """The error shape: the core swagger's ``Error`` plus the per-service ``code``, and the
-    request's id (``X-Request-Id``; the request being served unless given), which ties a
-    client's error to the controller's log lines."""
-    body: dict[str, Any] = {
+    request's id (``X-Request-Id``), which ties a client's error to the controller's log
+    lines."""
+    return {
         "message": message,
         "exceptionType": exception_type,
         "link": "",
         "code": status,
+        "requestId": request_id,
     }
-    request_id = request_id or REQUEST_ID.get()
-    if request_id is not None:
-        body["requestId"] = request_id
-    return body
