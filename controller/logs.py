@@ -21,10 +21,6 @@ from controller.settings import SETTINGS, parse_networks
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
-#: The id of the HTTP request being handled (set by ``request_id_middleware``). Each request
-#: runs in its own task, so every line logged while handling it, and by the tasks it starts,
-#: carries the id a client sees in ``X-Request-Id`` and in a 500's message.
-
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
