@@ -36,8 +36,22 @@ class JsonFormatter(logging.Formatter):
             entry["exc"] = self.formatException(record.exc_info)
         try:  # orjson: a line costs a tenth (the access log writes one per request)
             return orjson.dumps(entry, default=str).decode()
-        except TypeError:  # an integer beyond 64 bits
+        except TypeError:  # an integer beyond 64 bits, a key not a str, a cycle
+            pass
+        try:
             return json.dumps(entry, default=str, ensure_ascii=False)
+        except Exception:  # a key json refuses too, a cycle: the line all the same, in reprs
+            plain = {k: v if isinstance(v, str) else _printable(v) for k, v in entry.items()}
+            return json.dumps(plain, ensure_ascii=False)
+
+
+def _printable(value: Any) -> str:
+    """``repr(value)``, or its type's name when even that fails: logging never loses a line
+    to what a caller put in ``extra``."""
+    try:
+        return repr(value)
+    except Exception:
+        return f"<unprintable {type(value).__name__}>"
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
