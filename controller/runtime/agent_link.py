@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -102,6 +103,8 @@ class _Call:
     streaming: bool = False
     #: the request is on the wire whole: an ``interrupt`` may follow it
     sent: bool = False
+    #: the caller's context: what the reader logs about this call carries its request id
+    context: contextvars.Context = field(default_factory=contextvars.copy_context)
 
 
 class AgentLink:
@@ -213,7 +216,9 @@ class AgentLink:
             error = AgentGone("the agent's connection ended")
         except protocol.ProtocolError as exc:
             error = self.failure = AgentProtocolError(f"the agent broke the protocol: {exc}")
-            log.warning("agent link closed", extra={"reason": error.message[:300]})
+            in_flight = self._call
+            context = in_flight.context if in_flight is not None else contextvars.Context()
+            context.run(log.warning, "agent link closed", extra={"reason": error.message[:300]})
         except AgentTimeout as exc:
             error = exc
         except Exception as exc:  # the agent is untrusted: whatever it sends, tell the caller
@@ -631,7 +636,11 @@ class AgentListener:
                 return
             conn.setblocking(False)
             self._pending.add(conn)
-            task = asyncio.get_running_loop().create_task(self._handshake(conn))
+            # In a context of its own, and so the link it makes and its reader: the listener
+            # started in a request's (a session's create), but the link serves later ones.
+            task = asyncio.get_running_loop().create_task(
+                self._handshake(conn), context=contextvars.Context()
+            )
             self._handshakes.add(task)
             task.add_done_callback(self._handshakes.discard)
 

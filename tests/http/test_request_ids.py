@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from o16n_agent import protocol
 
 from controller.app import create_app
+from controller.errors import AgentProtocolError
+from controller.http.request_id import REQUEST_ID
+from controller.runtime.agent_link import AgentLink, AgentListener
 from controller.tasks import TASKS
 from tests.conftest import bearer, login, make_settings, user_headers
 from tests.http.log_lines import JsonLines, json_lines
@@ -138,3 +143,56 @@ async def test_log_lines_of_the_request_and_its_tasks_carry_its_id(
     ours = {line["msg"]: line for line in lines.lines if line["logger"] == "tests.request_ids"}
     assert ours["handler line"]["requestId"] == "log-me-1"
     assert ours["background line"]["requestId"] == "log-me-1"
+
+
+async def test_the_agent_links_lines_carry_the_id_of_the_request_in_flight(
+    tmp_path: Path, lines: JsonLines
+) -> None:
+    """A container's link outlives the request that started it (a session's create, a
+    pool's first consume): a line its reader writes when the agent breaks the protocol
+    carries the id of the request whose call was in flight, never the starter's; with no
+    call in flight, no id at all."""
+
+    async def started_by(request_id: str) -> tuple[AgentListener, AgentLink, socket.socket]:
+        REQUEST_ID.set(request_id)  # this task's context, as a request's own task
+        listener = AgentListener(tmp_path / request_id, 1 << 20, 1 << 20)
+        await listener.start()
+        agent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        await asyncio.to_thread(agent.connect, str(listener.socket_path))
+        hello = protocol.encode_head({"op": "hello", "version": protocol.VERSION})
+        await asyncio.to_thread(agent.sendall, hello)
+        return listener, await listener.wait_link(5), agent
+
+    async def served_by(request_id: str, link: AgentLink) -> None:
+        REQUEST_ID.set(request_id)
+        with pytest.raises(AgentProtocolError):
+            await link.call("execute", timeout=5)
+
+    # a reply with the wrong id while request "exec-2" waits
+    listener, link, agent = await asyncio.create_task(started_by("create-1"))
+    try:
+        call = asyncio.create_task(served_by("exec-2", link))
+        await asyncio.to_thread(agent.recv, 4096)
+        await asyncio.to_thread(agent.sendall, protocol.encode_head({"id": 99, "ok": True}))
+        await call
+    finally:
+        agent.close()
+        await listener.close()
+    # a second dial-in (code in the container can connect), a frame when no request waits
+    listener, link, agent = await asyncio.create_task(started_by("create-3"))
+    intruder = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        await asyncio.to_thread(intruder.connect, str(listener.socket_path))
+        await asyncio.to_thread(intruder.recv, 1)  # the listener hangs up on it
+        await asyncio.to_thread(agent.sendall, protocol.encode_head({"id": 1, "ok": True}))
+        await asyncio.wait_for(link._closed.wait(), 5)
+    finally:
+        intruder.close()
+        agent.close()
+        await listener.close()
+    closed = [line for line in lines.lines if line["msg"] == "agent link closed"]
+    assert len(closed) == 2, lines.lines
+    assert closed[0]["requestId"] == "exec-2", closed[0]
+    assert "requestId" not in closed[1], closed[1]
+    [refused] = [line for line in lines.lines if line["msg"] == "agent connection refused"]
+    assert "requestId" not in refused, refused
