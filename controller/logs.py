@@ -54,6 +54,16 @@ def _printable(value: Any) -> str:
         return f"<unprintable {type(value).__name__}>"
 
 
+def _one_line(value: Any) -> str:
+    """A text line's field, control characters escaped: a path a client chose (``%0A``
+    decodes to a newline) must not start a forged line of its own."""
+    try:
+        text = str(value)
+    except Exception:
+        return f"<unprintable {type(value).__name__}>"
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
     """What the call added with ``extra={...}``, and the id of the request being handled."""
     extras = {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
@@ -65,7 +75,7 @@ def _extras(record: logging.LogRecord) -> dict[str, Any]:
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        extras = " ".join(f"{k}={v}" for k, v in _extras(record).items())
+        extras = " ".join(f"{k}={_one_line(v)}" for k, v in _extras(record).items())
         base = (
             f"{self.formatTime(record)} {record.levelname:<7} {record.name}: {record.getMessage()}"
         )

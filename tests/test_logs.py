@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from controller.logs import JsonFormatter
+from controller.logs import JsonFormatter, TextFormatter
 
 
 class _Unprintable:
@@ -44,3 +44,14 @@ def test_every_line_is_written(value: Any, expected: Any) -> None:
     line = json.loads(JsonFormatter().format(record))
     assert line["msg"] == "it ran" and line["logger"] == "tests.logs"
     assert line["detail"] == expected
+
+
+def test_a_text_line_is_one_line() -> None:
+    """A path a client chose (``%0A`` decodes to a newline) cannot forge a line of its own
+    in the text format."""
+    record = logging.LogRecord("aiohttp.access", logging.INFO, __file__, 1, "request", (), None)
+    record.path = '/x\n2026-12-02 08:00:00,000 WARNING controller: forged\r\x00"'
+    record.status = 404
+    line = TextFormatter().format(record)
+    assert "\n" not in line and "\r" not in line and "\x00" not in line
+    assert "path=/x\\n2026-12-02" in line and "status=404" in line
