@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 from aiohttp.abc import AbstractAccessLogger
-from aiohttp.web import Application, BaseRequest, Request, StreamResponse
+from aiohttp.web import Application, BaseRequest, HTTPMethodNotAllowed, Request, StreamResponse
 
 from controller.auth.roles import IDENTITY
 from controller.http.client_address import request_address
@@ -101,8 +101,9 @@ class AccessLogger(AbstractAccessLogger):
     UserPrincipalName, RemoteIpAddress, CorrelationId) and more.
 
     ``route`` is the route's template (``/api/{name}/{version}``), never the path: paths
-    hold session ids, file and object names. A request that matched no route (404, 405)
-    has no template, so its path is logged instead, shortened: what scanners and
+    hold session ids, file and object names, a refresh token; a 405's is the template of
+    the route its path matched. A request whose path matched no route (404) has no
+    template, so its path is logged instead, shortened: what scanners and
     misconfigured clients ask for is what an operator looks for there. The query string
     is never logged (a token may ride in one). The source address is the client's, as
     ``O16N_TRUSTED_PROXIES`` lets the controller believe ``X-Forwarded-For``."""
@@ -142,7 +143,23 @@ def _routed(request: BaseRequest) -> tuple[str | None, Application] | None:
     except (AssertionError, AttributeError):
         return None
     resource = match_info.route.resource
-    return (resource.canonical if resource is not None else None), app
+    if resource is not None:
+        return resource.canonical, app
+    if isinstance(match_info.http_exception, HTTPMethodNotAllowed):
+        return _template_of(app, request.rel_url.path_safe), app
+    return None, app
+
+
+def _template_of(app: Application, path: str) -> str | None:
+    """The template of the route whose path a 405's request matched (its method did not):
+    that path may hold a secret (``GET /login/refreshToken/{refreshToken}``). A rare
+    answer, so a walk over the routes, as the router's own match does."""
+    for resource in app.router.resources():
+        info = resource.get_info()
+        pattern = info.get("pattern")
+        if pattern.fullmatch(path) if pattern is not None else info.get("path") == path:
+            return resource.canonical
+    return None
 
 
 _MAX_FIELD = 200  # characters of a client-chosen field (a path, a user agent) in a line

@@ -58,6 +58,13 @@ async def test_access_lines(aiohttp_client: Any, data_dir: Path, access: JsonLin
     assert line["user"] is None and line["requestId"] == "r-1"
     assert line["remote"] == "127.0.0.1"  # no X-Forwarded-For: the peer
 
+    # a wrong method: no route matched, but the path is a route's, and may hold a secret
+    resp = await client.get("/login/refreshToken/s3cret-refresh")
+    assert resp.status == 405
+    line = access.lines[-1]
+    assert line["route"] == "/login/refreshToken/{refreshToken}", line
+    assert "s3cret" not in json.dumps(line)
+
     # a successful request with a body, and the Expect refusal that runs before routing
     resp = await client.post("/login", json={"username": "admin", "password": "nope"})
     assert access.lines[-1]["route"] == "/login" and access.lines[-1]["status"] == 401
