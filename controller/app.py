@@ -39,7 +39,7 @@ from controller.batch.runner import BATCHES, BatchRunner
 from controller.docs import SWAGGER
 from controller.drain import DRAIN, Drain, make_middleware
 from controller.health import PROBE, HealthProbe
-from controller.http.body_limits import body_limit_middleware
+from controller.http.body_limits import body_limit_middleware, with_expect_continue
 from controller.http.middlewares import (
     add_response_headers,
     error_middleware,
@@ -102,17 +102,17 @@ def create_app(settings: Settings) -> web.Application:
     app[SWAGGER] = docs.load_document()
     app[WARM_POOLS] = []
 
-    app.router.add_routes(auth_routes.routes)
-    app.router.add_routes(status.routes)
-    app.router.add_routes(docs.routes)
+    app.router.add_routes(with_expect_continue(auth_routes.routes))
+    app.router.add_routes(with_expect_continue(status.routes))
+    app.router.add_routes(with_expect_continue(docs.routes))
 
-    app.router.add_routes(session_routes.routes)
-    app.router.add_routes(snapshot_routes.routes)
-    app.router.add_routes(service_routes.routes)
-    app.router.add_routes(batch_routes.routes)
-    app.router.add_routes(admin_routes.routes)
+    app.router.add_routes(with_expect_continue(session_routes.routes))
+    app.router.add_routes(with_expect_continue(snapshot_routes.routes))
+    app.router.add_routes(with_expect_continue(service_routes.routes))
+    app.router.add_routes(with_expect_continue(batch_routes.routes))
+    app.router.add_routes(with_expect_continue(admin_routes.routes))
     if settings.metrics:  # a bad metrics token stops the start here
-        app.router.add_routes(metrics_routes.routes)
+        app.router.add_routes(with_expect_continue(metrics_routes.routes))
         app[metrics_routes.METRICS_TOKEN] = metrics_routes.metrics_token(settings)
 
     app.cleanup_ctx.append(

@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 
 from aiohttp import HttpVersion11, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -71,17 +72,34 @@ async def expect_small_body(request: web.Request) -> web.StreamResponse | None:
     limit = min(int(settings.max_body_bytes), int(settings.max_anonymous_body_bytes))
     if request.content_length is not None and request.content_length > limit:
         return None
+    return await expect_continue(request)
+
+
+async def expect_continue(request: web.Request) -> web.StreamResponse | None:
+    """Every other route's ``expect_handler`` (``with_expect_continue``): aiohttp's default,
+    but its 417 is the JSON error body with the request id, not aiohttp's text. It runs
+    before any middleware, so it makes that body itself."""
     if request.version == HttpVersion11:
         if request.headers.get(hdrs.EXPECT, "").lower() != "100-continue":
-            # (this runs before any middleware: aiohttp's own 417, as its default handler,
-            # with the JSON error body the middlewares would have made)
             message = "the only Expect known here is 100-continue"
             body = error_body(message, "ExpectationFailedError", 417, request_id_of(request))
             raise web.HTTPExpectationFailed(
                 text=dumps(body).decode(), content_type="application/json"
             )
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # (as aiohttp's: the response's bytes start here)
     return None
+
+
+def with_expect_continue(table: Iterable[web.AbstractRouteDef]) -> list[web.AbstractRouteDef]:
+    """``table``'s routes, those without an ``expect_handler`` of their own given
+    :func:`expect_continue`: aiohttp has no setting for the default one."""
+    return [
+        web.RouteDef(d.method, d.path, d.handler, {"expect_handler": expect_continue, **d.kwargs})
+        if isinstance(d, web.RouteDef)
+        else d
+        for d in table
+    ]
 
 
 def _describe(exc: Exception) -> str:

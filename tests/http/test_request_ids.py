@@ -70,6 +70,11 @@ async def test_every_kind_of_error_carries_the_request_id(
     )
     body = await error_of(resp, 417)
     assert body["requestId"] == "from-the-proxy"
+    for path in ("/sessions", "/api/Some/1"):  # every route, not only the anonymous ones
+        resp = await client.post(path, data=b"{}", headers={**admin, "Expect": "other"})
+        await error_of(resp, 417)
+    resp = await client.post("/api/Some/1", json={}, headers=admin, expect100=True)
+    await error_of(resp, 404)  # 100-continue: invited, and answered as without it
 
 
 @pytest.mark.parametrize(
