@@ -35,7 +35,7 @@ SECURITY_HEADERS = {
 @web.middleware
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Name the request: a well-formed ``X-Request-Id`` from the client (a proxy's), else a
-    new one. Every log line of the request carries it (``controller.logs.REQUEST_ID``)."""
+    new one. Every log line of the request carries it (``controller.http.request_id``)."""
     REQUEST_ID.set(request_id_of(request))  # each request runs in its own task: no reset
     return await handler(request)
 
