@@ -78,11 +78,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status == 500:  # its message may hold an agent's text: the log keeps it
             log.error(
                 "request failed",
-                extra={"path": request.path, "error": exc.message, **_request_id(request)},
+                extra={**_where(request), "error": exc.message, **_request_id(request)},
             )
             return _internal_error(request, exc.exception_type)
         if exc.status > 500:
-            log.warning("request failed", extra={"path": request.path, "error": exc.message})
+            log.warning("request failed", extra={**_where(request), "error": exc.message})
         response = _error(request, exc.status, exc.message, exc.exception_type, headers)
         if exc.status in (408, 413):
             response.force_close()  # the rest of that body is not worth waiting for
@@ -98,15 +98,24 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if known is not None:
             log.warning(
                 "request failed",
-                extra={"path": request.path, "error": repr(exc), **_request_id(request)},
+                extra={**_where(request), "error": repr(exc), **_request_id(request)},
             )
             headers = {"Retry-After": str(int(known.retry_after))} if known.retry_after else None
             return _error(request, known.status, known.message, known.exception_type, headers)
         log.exception(
             "unhandled error",
-            extra={"method": request.method, "path": request.path, **_request_id(request)},
+            extra={"method": request.method, **_where(request), **_request_id(request)},
         )
         return _internal_error(request, "InternalError")
+
+
+def _where(request: web.Request) -> dict[str, str]:
+    """Where a failed request went: its route's template, as in the access log, not its
+    path, which can hold a secret (``DELETE /login/refreshToken/{refreshToken}``)."""
+    resource = request.match_info.route.resource
+    if resource is not None:
+        return {"route": resource.canonical}
+    return {"path": request.path[:200]}
 
 
 def _request_id(request: web.Request) -> dict[str, str]:

@@ -5,6 +5,7 @@ in every error body; carried by the log lines of the request and of the tasks it
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 from collections.abc import Iterator
@@ -201,3 +202,24 @@ async def test_the_agent_links_lines_carry_the_id_of_the_request_in_flight(
     assert "requestId" not in closed[1], closed[1]
     [refused] = [line for line in lines.lines if line["msg"] == "agent connection refused"]
     assert "requestId" not in refused, refused
+
+
+async def test_a_failed_requests_line_names_its_route_not_its_path(
+    aiohttp_client: Any, data_dir: Path, lines: JsonLines
+) -> None:
+    """A path can hold a secret (``DELETE /login/refreshToken/{refreshToken}``): the lines
+    of a request that failed name its route's template, as the access log does."""
+    app = create_app(make_settings(data_dir))
+
+    async def failing(request: web.Request) -> web.Response:
+        raise RuntimeError("boom")
+
+    app.router.add_delete("/probe-fail/{secret}", failing)
+    client = await aiohttp_client(app)
+    admin = bearer((await login(client))["access_token"])
+    resp = await client.delete("/probe-fail/s3cret-token", headers={**admin, ID: "fail-1"})
+    assert resp.status == 500
+    [line] = [line for line in lines.lines if line["msg"] == "unhandled error"]
+    assert line["requestId"] == "fail-1"
+    assert line["route"] == "/probe-fail/{secret}"
+    assert "s3cret" not in json.dumps(line)
