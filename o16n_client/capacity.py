@@ -21,11 +21,13 @@ import contextlib
 import ipaddress
 import json
 import math
+import random
 import re
 import ssl
 import sys
 import time
 import urllib.parse
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +42,12 @@ MAX_SECONDS = 3600.0
 KNOWN_PHASES = ("auth", "queue", "acquire", "restore", "exec", "encode", "total")
 #: a body larger than this is not read (a consume answer is small; this is a load tool)
 MAX_BODY = 64 * 1024 * 1024
+#: per step, the latencies (and each phase's durations) percentiles are computed from: all
+#: of them up to this many, then a uniform sample of this size; counts, means and the
+#: maximum stay exact. An hour at thousands of requests a second is millions of requests.
+RESERVOIR = 100_000
+#: distinct error texts and phase names counted per step (a server could make each unique)
+MAX_KINDS = 50
 
 
 # --- Server-Timing (W3C) ----------------------------------------------------------------
@@ -368,16 +376,77 @@ def make_target(
     return Target(host, port, context, head + payload, timeout, f"{name}/{version}")
 
 
-@dataclass
-class Sample:
-    """One counted request: when it ended (monotonic s), its latency (s), its outcome."""
+class Reservoir:
+    """A stream of values in bounded memory: exact count, sum and maximum, and a uniform
+    random sample of at most ``size`` of them (Algorithm R) for the percentiles, which are
+    exact while there were no more values than that."""
 
-    end: float
-    latency: float
-    outcome: str  # ok, failed (success false), http <status>, timeout, error
-    status: int | None = None
-    timing: dict[str, float] | None = None
-    error: str = ""
+    __slots__ = ("count", "maximum", "random", "size", "total", "values")
+
+    def __init__(self, size: int, rng: random.Random) -> None:
+        self.size, self.random = size, rng
+        self.count, self.total, self.maximum = 0, 0.0, -math.inf
+        self.values = array("d")
+
+    def add(self, value: float) -> None:
+        self.count += 1
+        self.total += value
+        self.maximum = max(self.maximum, value)
+        if len(self.values) < self.size:
+            self.values.append(value)
+        else:
+            slot = self.random.randrange(self.count)
+            if slot < self.size:
+                self.values[slot] = value
+
+    def sorted(self) -> list[float]:
+        return sorted(self.values)
+
+
+class Tally:
+    """What one step counts, as its requests end: only those that ended inside ``window``
+    (the warm-up's are not), by outcome, with their latencies and Server-Timing phases in
+    :class:`Reservoir` s; nothing is kept per request."""
+
+    def __init__(self, window: tuple[float, float], size: int | None = None) -> None:
+        self.window = window
+        self.size = RESERVOIR if size is None else size
+        self.random = random.Random(0)  # noqa: S311 (sampling, not secrets)
+        self.requests = self.timed = 0
+        self.outcomes: dict[str, int] = {}
+        self.errors: dict[str, int] = {}
+        self.latency = Reservoir(self.size, self.random)  # in seconds, of answered requests
+        self.phases: dict[str, Reservoir] = {}
+
+    def add(
+        self,
+        end: float,
+        latency: float,
+        outcome: str,
+        answered: bool = False,
+        timing: dict[str, float] | None = None,
+        error: str = "",
+    ) -> None:
+        """Count one request that ended at ``end`` (monotonic s) after ``latency`` s;
+        ``outcome``: ok, failed (success false), http <status>, timeout, error."""
+        if not self.window[0] <= end <= self.window[1]:
+            return
+        self.requests += 1
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+        if error:
+            key = error if error in self.errors or len(self.errors) < MAX_KINDS else "other"
+            self.errors[key] = self.errors.get(key, 0) + 1
+        if answered:
+            self.latency.add(latency * 1000)
+        if timing is not None:
+            self.timed += 1
+            for name, dur in timing.items():
+                phase = self.phases.get(name)
+                if phase is None:
+                    if len(self.phases) >= MAX_KINDS:
+                        continue
+                    phase = self.phases[name] = Reservoir(self.size, self.random)
+                phase.add(dur)
 
 
 def _outcome(answer: Answer) -> tuple[str, str]:
@@ -393,7 +462,7 @@ def _outcome(answer: Answer) -> tuple[str, str]:
     return "failed", str(message or "success is not true")[:200]
 
 
-async def _worker(target: Target, stop: float, samples: list[Sample]) -> None:
+async def _worker(target: Target, stop: float, tally: Tally) -> None:
     connection = Connection(target.host, target.port, target.context)
     try:
         while (started := time.monotonic()) < stop:
@@ -403,12 +472,12 @@ async def _worker(target: Target, stop: float, samples: list[Sample]) -> None:
             except TimeoutError:
                 await connection.close()
                 end = time.monotonic()
-                samples.append(Sample(end, end - started, "timeout"))
+                tally.add(end, end - started, "timeout")
                 continue
             except Exception as exc:  # an answer it cannot read is counted, never raised
                 await connection.close()
                 end = time.monotonic()
-                samples.append(Sample(end, end - started, "error", error=_error_text(exc)))
+                tally.add(end, end - started, "error", error=_error_text(exc))
                 await asyncio.sleep(0.05)  # a refused connect would otherwise spin
                 continue
             end = time.monotonic()
@@ -416,7 +485,7 @@ async def _worker(target: Target, stop: float, samples: list[Sample]) -> None:
             timing = None
             if "server-timing" in answer.headers:
                 timing = parse_server_timing(answer.headers["server-timing"])
-            samples.append(Sample(end, end - started, outcome, answer.status, timing, error))
+            tally.add(end, end - started, outcome, True, timing, error)
     finally:
         await connection.close()
 
@@ -431,18 +500,17 @@ async def run_step(target: Target, concurrency: int, duration: float, warmup: fl
     requests that ended inside the measured window (after the warm-up). Requests still
     running when it closes would not count: they are cancelled then, so that a hung server
     cannot stretch a step by the request timeout."""
-    samples: list[Sample] = []
     begin = time.monotonic()
     window = (begin + warmup, begin + warmup + duration)
-    workers = [asyncio.create_task(_worker(target, window[1], samples)) for _ in range(concurrency)]
+    tally = Tally(window)
+    workers = [asyncio.create_task(_worker(target, window[1], tally)) for _ in range(concurrency)]
     _, running = await asyncio.wait(workers, timeout=max(window[1] - time.monotonic(), 0))
     for worker in running:
         worker.cancel()
     for outcome in await asyncio.gather(*workers, return_exceptions=True):
         if isinstance(outcome, Exception):
             raise outcome
-    counted = [s for s in samples if window[0] <= s.end <= window[1]]
-    return Step.of(concurrency, duration, counted)
+    return Step.of(concurrency, duration, tally)
 
 
 # --- figures ------------------------------------------------------------------------------
@@ -473,47 +541,36 @@ class Step:
     passed: bool | None = None
 
     @classmethod
-    def of(cls, concurrency: int, duration: float, samples: list[Sample]) -> Step:
-        outcomes: dict[str, int] = {}
-        errors: dict[str, int] = {}
-        for s in samples:
-            outcomes[s.outcome] = outcomes.get(s.outcome, 0) + 1
-            if s.error:
-                errors[s.error] = errors.get(s.error, 0) + 1
-        answered = sorted(s.latency * 1000 for s in samples if s.status is not None)
+    def of(cls, concurrency: int, duration: float, tally: Tally) -> Step:
+        lat = tally.latency
+        answered = lat.sorted()
         latency = {
-            "mean": sum(answered) / len(answered) if answered else math.nan,
+            "mean": lat.total / lat.count if lat.count else math.nan,
             **{f"p{p}": percentile(answered, p) for p in (50, 90, 95, 99)},
-            "max": answered[-1] if answered else math.nan,
+            "max": lat.maximum if lat.count else math.nan,
         }
-        by_phase: dict[str, list[float]] = {}
-        timed = 0
-        for s in samples:
-            if s.timing is not None:
-                timed += 1
-                for name, dur in s.timing.items():
-                    by_phase.setdefault(name, []).append(dur)
         phases = {}
-        for name in phase_order(by_phase):
-            values = sorted(by_phase[name])
+        for name in phase_order(tally.phases):
+            phase = tally.phases[name]
+            values = phase.sorted()
             phases[name] = {
-                "count": float(len(values)),
-                "mean": sum(values) / len(values),
+                "count": float(phase.count),
+                "mean": phase.total / phase.count,
                 "p50": percentile(values, 50),
                 "p95": percentile(values, 95),
             }
-        ok = outcomes.get("ok", 0)
+        ok = tally.outcomes.get("ok", 0)
         return cls(
             concurrency,
             duration,
-            len(samples),
-            len(samples) / duration,
+            tally.requests,
+            tally.requests / duration,
             ok / duration,
-            dict(sorted(outcomes.items())),
+            dict(sorted(tally.outcomes.items())),
             latency,
             phases,
-            timed,
-            dict(sorted(errors.items(), key=lambda kv: -kv[1])[:10]),
+            tally.timed,
+            dict(sorted(tally.errors.items(), key=lambda kv: -kv[1])[:10]),
         )
 
     @property

@@ -7,13 +7,16 @@ the HTML report in a real Chromium, and one short run against a real server and 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import random
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+import tracemalloc
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -421,6 +424,108 @@ def test_no_server_timing_is_said_not_charted(
     assert "no Server-Timing header" in capsys.readouterr().out
     page = html_path.read_text()
     assert "no per-phase breakdown" in page and page.count("<svg") == 2
+
+
+# --- a raw HTTP/1.1 server, for what aiohttp would never send ---------------------------
+
+BODY = b'{"success": true}'
+ANSWER = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+    b"Server-Timing: auth;dur=0.05, exec;dur=1.5, encode;dur=0.1, total;dur=2\r\n"
+    b"Content-Length: %d\r\n\r\n%s" % (len(BODY), BODY)
+)
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def _read_request(reader: asyncio.StreamReader) -> None:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+    await reader.readexactly(length)
+
+
+async def _canned(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A well-formed keep-alive answer to each request, as fast as it can."""
+    while True:
+        await _read_request(reader)
+        writer.write(ANSWER)
+
+
+@dataclass
+class Raw:
+    """A server in a thread of its own that answers with ``handler`` (bytes, not aiohttp)."""
+
+    url: str = ""
+    handler: Handler = _canned
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception):
+            await self.handler(reader, writer)
+        writer.close()
+
+    def target(self, timeout: float = 5.0) -> capacity.Target:
+        return make_target(check_target(self.url, None), "Fake", "1", TOKEN, {"x": 1}, timeout)
+
+
+@pytest.fixture
+def raw() -> Iterator[Raw]:
+    state = Raw()
+    loop = asyncio.new_event_loop()
+    server = loop.run_until_complete(asyncio.start_server(state.serve, "127.0.0.1", 0))
+    state.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        server.close()
+        loop.run_until_complete(server.wait_closed())
+        loop.close()
+
+
+def test_a_step_keeps_nothing_per_request(raw: Raw, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An hour at thousands of requests a second must not keep millions of records: the
+    memory a step holds does not grow with its requests once the reservoir is full."""
+    monkeypatch.setattr(capacity, "RESERVOIR", 64, raising=False)
+    target = raw.target()
+    tracemalloc.start()
+    try:
+        seen = []
+        for duration in (0.3, 2.0):
+            tracemalloc.reset_peak()
+            base = tracemalloc.get_traced_memory()[0]
+            step = asyncio.run(capacity.run_step(target, 4, duration, 0.0))
+            seen.append((step.requests, tracemalloc.get_traced_memory()[1] - base))
+    finally:
+        tracemalloc.stop()
+    (few, small), (many, large) = seen
+    assert many - few > 500, seen
+    assert (large - small) / (many - few) < 100, seen  # bytes a request; a record was ~700
+
+
+def test_the_reservoir_is_bounded_and_its_percentiles_close() -> None:
+    tally = capacity.Tally((0.0, 1.0), size=2000)
+    rng = random.Random(1)
+    values = [rng.random() * 100 for _ in range(100_000)]
+    for v in values:
+        tally.add(0.5, v / 1000, "ok", True, {"exec": v}, error=f"e{int(v)}")
+        tally.add(1.5, 1.0, "ok", True)  # after the window: not counted
+    step = capacity.Step.of(1, 1.0, tally)
+    assert len(tally.latency.values) == len(tally.phases["exec"].values) == 2000
+    assert len(tally.errors) == capacity.MAX_KINDS + 1 and "other" in tally.errors
+    assert step.requests == step.timed == 100_000 == int(step.phases["exec"]["count"])
+    exact = sorted(values)
+    assert step.latency_ms["mean"] == pytest.approx(sum(values) / len(values))
+    assert step.latency_ms["max"] == exact[-1]
+    for p in (50, 90, 95, 99):
+        assert step.latency_ms[f"p{p}"] == pytest.approx(capacity.percentile(exact, p), abs=1.5)
+    small = capacity.Tally((0.0, 1.0), size=2000)
+    for v in values[:2000]:  # no more than the reservoir holds: exact
+        small.add(0.5, v / 1000, "ok", True)
+    assert capacity.Step.of(1, 1.0, small).latency_ms["p95"] == pytest.approx(
+        capacity.percentile(sorted(values[:2000]), 95)
+    )
 
 
 # --- the report in a real browser ---------------------------------------------------------
