@@ -42,6 +42,8 @@ MAX_SECONDS = 3600.0
 KNOWN_PHASES = ("auth", "queue", "acquire", "restore", "exec", "encode", "total")
 #: a body larger than this is not read (a consume answer is small; this is a load tool)
 MAX_BODY = 64 * 1024 * 1024
+#: an answer's status line and headers together (a server could send headers forever)
+MAX_HEAD = 64 * 1024
 #: per step, the latencies (and each phase's durations) percentiles are computed from: all
 #: of them up to this many, then a uniform sample of this size; counts, means and the
 #: maximum stay exact. An hour at thousands of requests a second is millions of requests.
@@ -286,15 +288,23 @@ class Connection:
         if not line:
             raise _Closed
         parts = line.split(None, 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+        if (
+            len(parts) < 2
+            or not parts[0].startswith(b"HTTP/1.")
+            or not (len(parts[1]) == 3 and parts[1].isdigit())
+        ):
             await self.close()
             raise ConnectionError(f"not an HTTP answer: {line[:80]!r}")
         status = int(parts[1])
         headers: dict[str, str] = {}
+        size = len(line)
         while True:
             raw = await self.reader.readline()
             if raw in (b"\r\n", b"\n", b""):
                 break
+            size += len(raw)
+            if size > MAX_HEAD:
+                raise ConnectionError(f"the answer's headers pass {MAX_HEAD} bytes")
             name, _, value = raw.decode("latin-1").partition(":")
             key, value = name.strip().lower(), value.strip()
             headers[key] = f"{headers[key]}, {value}" if key in headers else value

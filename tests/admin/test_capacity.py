@@ -528,6 +528,29 @@ def test_the_reservoir_is_bounded_and_its_percentiles_close() -> None:
     )
 
 
+async def _endless_headers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await _read_request(reader)
+    writer.write(b"HTTP/1.1 200 OK\r\n")
+    while True:
+        writer.write(b"X-More: yes\r\n" * 1000)
+        await writer.drain()
+
+
+async def _long_status(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while True:
+        await _read_request(reader)
+        writer.write(ANSWER.replace(b"200 OK", b"20000 OK"))
+
+
+@pytest.mark.parametrize("handler", [_endless_headers, _long_status])
+def test_an_answer_head_out_of_bounds_is_an_error(raw: Raw, handler: Handler) -> None:
+    """Headers that never end are an error at 64 KiB, not held until the request times
+    out; a status is three digits (each odd one would be an outcome of its own)."""
+    raw.handler = handler
+    step = asyncio.run(capacity.run_step(raw.target(timeout=3), 1, 1.0, 0.0))
+    assert set(step.outcomes) == {"error"}, step.outcomes
+
+
 # --- the report in a real browser ---------------------------------------------------------
 
 
