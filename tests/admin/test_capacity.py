@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import random
@@ -456,11 +457,21 @@ class Raw:
 
     url: str = ""
     handler: Handler = _canned
+    #: the connections being served, closed at the end of the test
+    serving: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(Exception):
-            await self.handler(reader, writer)
-        writer.close()
+        task = asyncio.current_task()
+        assert task is not None
+        self.serving.add(task)
+        try:
+            with contextlib.suppress(Exception):
+                await self.handler(reader, writer)
+        finally:
+            self.serving.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
 
     def target(self, timeout: float = 5.0) -> capacity.Target:
         return make_target(check_target(self.url, None), "Fake", "1", TOKEN, {"x": 1}, timeout)
@@ -477,9 +488,16 @@ def raw() -> Iterator[Raw]:
     try:
         yield state
     finally:
+
+        async def shut() -> None:
+            server.close()
+            for task in list(state.serving):
+                task.cancel()
+            await asyncio.gather(*state.serving, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(shut(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
-        server.close()
         loop.run_until_complete(server.wait_closed())
         loop.close()
 
@@ -493,6 +511,7 @@ def test_a_step_keeps_nothing_per_request(raw: Raw, monkeypatch: pytest.MonkeyPa
     try:
         seen = []
         for duration in (0.3, 2.0):
+            gc.collect()  # the garbage of earlier tests would be noise
             tracemalloc.reset_peak()
             base = tracemalloc.get_traced_memory()[0]
             step = asyncio.run(capacity.run_step(target, 4, duration, 0.0))
