@@ -336,9 +336,13 @@ class Connection:
             if length > MAX_BODY:
                 raise ConnectionError("answer too large")
             return await self.reader.readexactly(length)
-        body = await self.reader.read(MAX_BODY)
+        body = bytearray()  # no length: the body runs to the end of the connection
+        while chunk := await self.reader.read(1 << 16):
+            body += chunk
+            if len(body) > MAX_BODY:
+                raise ConnectionError("answer too large")
         await self.close()
-        return body
+        return bytes(body)
 
 
 class _Closed(Exception):

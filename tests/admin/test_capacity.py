@@ -570,6 +570,22 @@ def test_an_answer_head_out_of_bounds_is_an_error(raw: Raw, handler: Handler) ->
     assert set(step.outcomes) == {"error"}, step.outcomes
 
 
+async def _to_the_end(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """HTTP/1.0 style: no length, the body ends with the connection, sent in two parts."""
+    await _read_request(reader)
+    writer.write(b'HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{"success": ')
+    await writer.drain()
+    await asyncio.sleep(0.02)
+    writer.write(b"true}")
+    await writer.drain()
+
+
+def test_an_answer_without_length_is_read_to_the_end(raw: Raw) -> None:
+    raw.handler = _to_the_end
+    step = asyncio.run(capacity.run_step(raw.target(), 1, 0.5, 0.0))
+    assert step.requests > 0 and step.outcomes == {"ok": step.requests}, step.outcomes
+
+
 # --- the report in a real browser ---------------------------------------------------------
 
 
