@@ -800,6 +800,8 @@ def run(
     settings = settings_of(args)
     url = check_target(server_of(args), args.target_host)
     given = read_input(args)
+    if args.html and not Path(args.html).parent.is_dir():  # not found out after an hour
+        raise CliError(f"cannot write {args.html}: no such directory", USAGE)
     timeout = parse_seconds(args.request_timeout)
     client = connect(args)
     name, version = args.name, args.version
@@ -836,6 +838,10 @@ def run(
         "capacity": capacity,
         "verdict": verdict(settings, steps, capacity),
     }
+    if args.json:  # printed first: an unwritable --html must not lose the figures
+        print(json.dumps(report, indent=2))
+    else:
+        print(text_report(report, steps))
     if args.html:
         from o16n_client.capacity_html import render
 
@@ -843,11 +849,7 @@ def run(
             Path(args.html).write_text(render(report), encoding="utf-8")
         except OSError as exc:
             raise CliError(f"cannot write {args.html}: {exc.strerror}", USAGE) from None
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print(text_report(report, steps))
-        if args.html:
+        if not args.json:
             print(f"report: {args.html}")
     if not any(s.outcomes.get("ok") for s in steps):
         seen = ", ".join(f"{k} {v}" for k, v in sorted(_totals(steps).items())) or "no answer"

@@ -363,6 +363,23 @@ def test_the_cli_reports_a_table_json_and_html(
     assert set(json.loads(captured.out)["steps"][0]["outcomes"]) == {"http 503"}
 
 
+def test_an_unwritable_report_loses_no_run(
+    fake: Fake, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A report in a directory that does not exist is refused before any request; one that
+    cannot be written after the run still leaves the figures printed."""
+    monkeypatch.setenv("O16N_TOKEN", TOKEN)
+    args = ["capacity", "Fake", "1", "--server", fake.url, "--input", '{"x": 1}']
+    args += ["--duration", "0.2s", "--warmup", "0", "--json"]
+    assert main([*args, "--html", str(tmp_path / "no" / "r.html")]) == USAGE
+    assert fake.requests == 0 and "no such directory" in capsys.readouterr().err
+    (tmp_path / "taken").mkdir()  # a directory where the file should go
+    assert main([*args, "--html", str(tmp_path / "taken")]) == USAGE
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["steps"][0]["requests"] > 0
+    assert "cannot write" in captured.err
+
+
 def test_the_report_escapes_what_came_from_outside() -> None:
     step = {
         "concurrency": 1,
