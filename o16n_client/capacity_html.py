@@ -276,13 +276,18 @@ def _phase_colours(names: Sequence[str]) -> dict[str, str]:
 
 def phase_chart(steps: list[dict[str, Any]]) -> str:
     """A stacked bar per step: the mean of each phase the server named, what else its total
-    held, and what the client waited beyond it (network, the client's own work)."""
+    held, and what the client waited beyond it (network, the client's own work). A phase
+    only some answers went through (``queue``, ``restore``) counts as 0 in the others: its
+    mean over the answers that had it would overstate it."""
     names = phase_order({n for s in steps for n in s["phasesMs"]} - {"total"})
     colours = _phase_colours(names)
     stacks: list[list[tuple[str, float]]] = []
     for s in steps:
         phases = s["phasesMs"]
-        stack = [(n, float(phases[n]["mean"])) for n in names if n in phases]
+        timed = max(s["serverTimed"], 1)
+        stack = [
+            (n, float(phases[n]["mean"]) * phases[n]["count"] / timed) for n in names if n in phases
+        ]
         inside = sum(v for _, v in stack)
         total = phases.get("total", {}).get("mean")
         if total is not None and total > inside:
@@ -431,8 +436,9 @@ def render(report: dict[str, Any]) -> str:
         phases = (
             f"<figure>{phase_chart(steps)}</figure>"
             '<p class="note">Each phase the server reported in its <code>Server-Timing</code> '
-            "header, in ms: the mean, and under it p50 · p95; <em>timed</em> is how many "
-            "answers carried the header.</p>" + _phase_table(steps)
+            "header, in ms, over the answers that went through it: the mean, and under it "
+            "p50 · p95; <em>timed</em> is how many answers carried the header (the chart "
+            "counts a phase an answer did not go through as 0).</p>" + _phase_table(steps)
         )
     else:
         phases = (

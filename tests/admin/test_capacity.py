@@ -35,7 +35,7 @@ from o16n_client.capacity import (
     phase_order,
     run_steps,
 )
-from o16n_client.capacity_html import render
+from o16n_client.capacity_html import phase_chart, render
 from o16n_client.http import USAGE, CliError
 from tests.live_server import LiveServer, run_server
 
@@ -413,6 +413,26 @@ def test_the_report_escapes_what_came_from_outside() -> None:
     page = render(report)
     assert "<script" not in page and "<img" not in page
     assert "&lt;script&gt;" in page
+
+
+def test_the_phase_chart_weighs_a_phase_by_the_answers_that_had_it() -> None:
+    """One answer in ten queued 50 ms: that is 5 ms per request, not 50, and the bar
+    must not pass the server's total."""
+    step = {
+        "concurrency": 2,
+        "serverTimed": 10,
+        "latencyMs": {"mean": 8.0},
+        "phasesMs": {
+            "queue": {"count": 1, "mean": 50.0, "p50": 50.0, "p95": 50.0},
+            "exec": {"count": 10, "mean": 1.0, "p50": 1.0, "p95": 1.0},
+            "total": {"count": 10, "mean": 7.0, "p50": 2.0, "p95": 50.0},
+        },
+    }
+    chart = phase_chart([step])
+    assert "<title>queue: 5.00 ms</title>" in chart
+    assert "<title>exec: 1.00 ms</title>" in chart
+    assert "<title>server, unnamed: 1.00 ms</title>" in chart  # 7 - 5 - 1
+    assert "<title>outside the server: 1.00 ms</title>" in chart
 
 
 def test_no_server_timing_is_said_not_charted(
