@@ -85,6 +85,17 @@ def write_credentials(path: Path, data: dict[str, Any]) -> None:
         raise
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is an answer like any other, never followed: urllib would send the
+    ``Authorization`` header on to wherever it points (another host, say)."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
 @dataclass
 class Client:
     server: str
@@ -120,7 +131,7 @@ class Client:
         if auth and self.token:
             request.add_header("Authorization", f"Bearer {self.token}")
         try:
-            with urllib.request.urlopen(request, timeout=timeout or self.timeout) as resp:  # noqa: S310
+            with _OPENER.open(request, timeout=timeout or self.timeout) as resp:
                 return resp.status, _decode(resp.read())
         except urllib.error.HTTPError as exc:
             return exc.code, _decode(exc.read())
@@ -144,7 +155,7 @@ class Client:
             status, reply = self.raw(method, path, body, query, timeout=timeout)
         if status == 401:
             raise CliError(f"not authenticated: {message_of(reply, status)}", UNREACHABLE)
-        if status >= 400:
+        if status >= 300:  # a redirect is not followed (see _NoRedirect)
             raise CliError(message_of(reply, status), REFUSED)
         return reply
 

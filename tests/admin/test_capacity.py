@@ -180,6 +180,8 @@ class Fake:
     connections: dict[int, object] = field(default_factory=dict)
     bad_tokens: int = 0
     inputs: list[str] = field(default_factory=lambda: ["x"])
+    #: where GET /services/... redirects to, when set
+    redirect: str = ""
 
     async def consume(self, request: web.Request) -> web.StreamResponse:
         if request.headers.get("Authorization") != f"Bearer {TOKEN}":
@@ -221,6 +223,8 @@ class Fake:
         )
 
     async def service(self, request: web.Request) -> web.Response:
+        if self.redirect:
+            raise web.HTTPFound(self.redirect)
         if request.match_info["name"] != "Fake":
             return web.json_response({"message": "no such service"}, status=404)
         return web.json_response(
@@ -621,6 +625,27 @@ def test_an_answer_without_length_is_read_to_the_end(raw: Raw) -> None:
     raw.handler = _to_the_end
     step = asyncio.run(capacity.run_step(raw.target(), 1, 0.5, 0.0))
     assert step.requests > 0 and step.outcomes == {"ok": step.requests}, step.outcomes
+
+
+def test_the_token_does_not_follow_a_redirect(
+    fake: Fake, raw: Raw, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service look-up before the load is answered with a redirect to another server:
+    it is an error, and nothing (the bearer token least of all) is sent there."""
+    heads: list[bytes] = []
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n[]")
+        await writer.drain()
+
+    raw.handler = record
+    fake.redirect = f"{raw.url}/services/Fake/1"
+    monkeypatch.setenv("O16N_TOKEN", TOKEN)
+    args = ["capacity", "Fake", "1", "--server", fake.url, "--input", '{"x": 1}']
+    assert main([*args, "--duration", "0.2s", "--warmup", "0"]) == 1
+    assert heads == [] and fake.requests == 0
+    assert "302" in capsys.readouterr().err
 
 
 # --- the report in a real browser ---------------------------------------------------------
