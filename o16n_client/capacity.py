@@ -23,6 +23,7 @@ import json
 import math
 import random
 import re
+import socket
 import ssl
 import sys
 import time
@@ -126,12 +127,23 @@ def parse_seconds(text: str, bare: str = "s") -> float:
 
 
 def is_loopback(host: str) -> bool:
-    if host.lower() in ("localhost", "localhost.") or host.lower().endswith(".localhost"):
-        return True
+    """A loopback address, or a ``localhost`` name every address of which is loopback: the
+    resolver may well ask DNS about ``x.localhost`` (and try the search domains after it),
+    and the answer may be any host."""
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
+        pass
+    if not (host.lower() in ("localhost", "localhost.") or host.lower().endswith(".localhost")):
         return False
+    try:
+        found = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return False
+    addresses = {info[4][0] for info in found}
+    return bool(addresses) and all(
+        ipaddress.ip_address(str(a).partition("%")[0]).is_loopback for a in addresses
+    )
 
 
 def check_target(server: str, target_host: str | None) -> urllib.parse.SplitResult:

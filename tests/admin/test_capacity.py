@@ -12,6 +12,7 @@ import gc
 import json
 import os
 import random
+import socket
 import subprocess
 import sys
 import threading
@@ -20,6 +21,7 @@ import tracemalloc
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -111,6 +113,27 @@ def test_other_targets_are_refused(url: str, named: str | None) -> None:
     with pytest.raises(CliError) as caught:
         check_target(url, named)
     assert caught.value.code == USAGE
+
+
+def test_a_localhost_name_must_resolve_to_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``x.localhost`` is loopback only if the resolver says so: without a local answer it
+    goes to DNS (and the search domains), which may answer with any host."""
+    real = socket.getaddrinfo
+    elsewhere = {"svc.localhost": "10.0.0.5", "both.localhost": "127.0.0.1"}
+
+    def resolve(host: str, *args: Any, **kwargs: Any) -> Any:
+        if host in elsewhere:
+            found = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (elsewhere[host], 0))]
+            if host == "both.localhost":
+                found.append((socket.AF_INET, socket.SOCK_STREAM, 6, "", ("192.0.2.7", 0)))
+            return found
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    for url in ("http://svc.localhost:8000", "http://both.localhost", "http://no.such.localhost"):
+        with pytest.raises(CliError):
+            check_target(url, None)
+    assert check_target("http://localhost:1", None).hostname == "localhost"
 
 
 def test_a_named_target_is_allowed() -> None:
