@@ -299,6 +299,21 @@ class Connection:
             raise _Closed from exc
         if not line:
             raise _Closed
+        size = 0
+        while True:  # an interim answer (1xx) is followed by the real one
+            status, headers, size = await self._head(line, size)
+            if not 100 <= status < 200:
+                break
+            line = await self.reader.readline()
+        body = await self._body(status, headers)
+        if headers.get("connection", "").lower() == "close":
+            await self.close()
+        return Answer(status, headers, body)
+
+    async def _head(self, line: bytes, size: int) -> tuple[int, dict[str, str], int]:
+        """The status of the status ``line`` and the headers that follow it, and the bytes
+        of head read so far (``size`` before), which may not pass :data:`MAX_HEAD`."""
+        assert self.reader is not None
         parts = line.split(None, 2)
         if (
             len(parts) < 2
@@ -309,25 +324,22 @@ class Connection:
             raise ConnectionError(f"not an HTTP answer: {line[:80]!r}")
         status = int(parts[1])
         headers: dict[str, str] = {}
-        size = len(line)
+        raw = line
         while True:
-            raw = await self.reader.readline()
-            if raw in (b"\r\n", b"\n", b""):
-                break
             size += len(raw)
             if size > MAX_HEAD:
                 raise ConnectionError(f"the answer's headers pass {MAX_HEAD} bytes")
+            raw = await self.reader.readline()
+            if raw in (b"\r\n", b"\n", b""):
+                break
             name, _, value = raw.decode("latin-1").partition(":")
             key, value = name.strip().lower(), value.strip()
             headers[key] = f"{headers[key]}, {value}" if key in headers else value
-        body = await self._body(status, headers)
-        if headers.get("connection", "").lower() == "close":
-            await self.close()
-        return Answer(status, headers, body)
+        return status, headers, size
 
     async def _body(self, status: int, headers: dict[str, str]) -> bytes:
         assert self.reader is not None
-        if status in (204, 304) or 100 <= status < 200:
+        if status in (204, 304):
             return b""
         if "chunked" in headers.get("transfer-encoding", "").lower():
             chunks: list[bytes] = []

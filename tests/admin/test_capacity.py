@@ -625,7 +625,27 @@ async def _long_status(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
         writer.write(ANSWER.replace(b"200 OK", b"20000 OK"))
 
 
-@pytest.mark.parametrize("handler", [_endless_headers, _long_status])
+async def _continues(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while True:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n" + b"HTTP/1.1 103 Early Hints\r\n\r\n")
+        writer.write(ANSWER)
+
+
+async def _continues_forever(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await _read_request(reader)
+    while True:
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n" * 1000)
+        await writer.drain()
+
+
+def test_interim_answers_are_skipped(raw: Raw) -> None:
+    raw.handler = _continues
+    step = asyncio.run(capacity.run_step(raw.target(), 1, 0.5, 0.0))
+    assert step.requests > 0 and step.outcomes == {"ok": step.requests}, step.outcomes
+
+
+@pytest.mark.parametrize("handler", [_endless_headers, _long_status, _continues_forever])
 def test_an_answer_head_out_of_bounds_is_an_error(raw: Raw, handler: Handler) -> None:
     """Headers that never end are an error at 64 KiB, not held until the request times
     out; a status is three digits (each odd one would be an outcome of its own)."""
