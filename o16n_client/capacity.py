@@ -179,7 +179,7 @@ def step_list(args: argparse.Namespace) -> list[int]:
             raise CliError(
                 f"--step takes integers separated by commas: {args.step}", USAGE
             ) from None
-    elif args.max_concurrency:
+    elif args.max_concurrency is not None:
         steps, c = [], 1
         while c < args.max_concurrency:
             steps.append(c)
@@ -718,8 +718,10 @@ def settings_of(args: argparse.Namespace) -> Settings:
     duration = parse_seconds(args.duration)
     warmup = parse_seconds(args.warmup)
     steps = step_list(args)
-    if not 0.1 <= duration <= MAX_SECONDS or warmup > MAX_SECONDS:
+    if not 0.1 <= duration <= MAX_SECONDS:
         raise CliError(f"--duration must be 0.1 s to {MAX_SECONDS:.0f} s", USAGE)
+    if warmup > MAX_SECONDS:
+        raise CliError(f"--warmup must be at most {MAX_SECONDS:.0f} s", USAGE)
     total = len(steps) * (duration + warmup)
     if total > MAX_SECONDS:
         raise CliError(
@@ -827,6 +829,8 @@ def run(
     if args.html and not Path(args.html).parent.is_dir():  # not found out after an hour
         raise CliError(f"cannot write {args.html}: no such directory", USAGE)
     timeout = parse_seconds(args.request_timeout)
+    if not 0 < timeout <= MAX_SECONDS:  # 0 would make every request a timeout
+        raise CliError(f"--request-timeout must be over 0 s, at most {MAX_SECONDS:.0f} s", USAGE)
     client = connect(args)
     name, version = args.name, args.version
     quoted = f"{urllib.parse.quote(name, safe='')}/{urllib.parse.quote(version, safe='')}"

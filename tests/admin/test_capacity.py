@@ -159,6 +159,8 @@ def test_refusal_and_bounds_are_exit_2_before_any_request(
         ["--step", "1,x"],
         ["--duration", "soon"],
         ["--max-errors", "150"],
+        ["--request-timeout", "0"],
+        ["--max-concurrency", "0"],
     ):
         assert main(local + extra) == USAGE, extra
     assert main([*local[:-2], "--input", "[1]"]) == USAGE
