@@ -287,6 +287,11 @@ def _target(fake: Fake) -> capacity.Target:
     return make_target(url, "Fake", "1", TOKEN, {"x": 1}, timeout=5)
 
 
+def _capacity(fake: Fake, *extra: str) -> int:
+    """``o16n admin capacity Fake 1`` against the stand-in, input ``{"x": 1}``."""
+    return main(["capacity", "Fake", "1", "--server", fake.url, "--input", '{"x": 1}', *extra])
+
+
 def test_steps_stop_at_the_first_over_the_threshold(fake: Fake) -> None:
     settings = Settings([1, 2, 4, 8, 16], 0.6, 0.2, 50.0, 0.01)
     seen: list[int] = []
@@ -398,12 +403,11 @@ def test_an_unwritable_report_loses_no_run(
     """A report in a directory that does not exist is refused before any request; one that
     cannot be written after the run still leaves the figures printed."""
     monkeypatch.setenv("O16N_TOKEN", TOKEN)
-    args = ["capacity", "Fake", "1", "--server", fake.url, "--input", '{"x": 1}']
-    args += ["--duration", "0.2s", "--warmup", "0", "--json"]
-    assert main([*args, "--html", str(tmp_path / "no" / "r.html")]) == USAGE
+    args = ["--duration", "0.2s", "--warmup", "0", "--json"]
+    assert _capacity(fake, *args, "--html", str(tmp_path / "no" / "r.html")) == USAGE
     assert fake.requests == 0 and "no such directory" in capsys.readouterr().err
     (tmp_path / "taken").mkdir()  # a directory where the file should go
-    assert main([*args, "--html", str(tmp_path / "taken")]) == USAGE
+    assert _capacity(fake, *args, "--html", str(tmp_path / "taken")) == USAGE
     captured = capsys.readouterr()
     assert json.loads(captured.out)["steps"][0]["requests"] > 0
     assert "cannot write" in captured.err
@@ -470,23 +474,7 @@ def test_no_server_timing_is_said_not_charted(
     fake.mode = "bare"
     monkeypatch.setenv("O16N_TOKEN", TOKEN)
     html_path = tmp_path / "r.html"
-    code = main(
-        [
-            "capacity",
-            "Fake",
-            "1",
-            "--server",
-            fake.url,
-            "--input",
-            '{"x": 1}',
-            "--duration",
-            "0.3s",
-            "--warmup",
-            "0",
-            "--html",
-            str(html_path),
-        ]
-    )
+    code = _capacity(fake, "--duration", "0.3s", "--warmup", "0", "--html", str(html_path))
     assert code == 0
     assert "no Server-Timing header" in capsys.readouterr().out
     page = html_path.read_text()
@@ -687,8 +675,7 @@ def test_the_token_does_not_follow_a_redirect(
     raw.handler = record
     fake.redirect = f"{raw.url}/services/Fake/1"
     monkeypatch.setenv("O16N_TOKEN", TOKEN)
-    args = ["capacity", "Fake", "1", "--server", fake.url, "--input", '{"x": 1}']
-    assert main([*args, "--duration", "0.2s", "--warmup", "0"]) == 1
+    assert _capacity(fake, "--duration", "0.2s", "--warmup", "0") == 1
     assert heads == [] and fake.requests == 0
     assert "302" in capsys.readouterr().err
 
@@ -705,26 +692,10 @@ def test_the_report_renders_in_chromium(
     sync_api = pytest.importorskip("playwright.sync_api")
     monkeypatch.setenv("O16N_TOKEN", TOKEN)
     html_path = tmp_path / "report.html"
-    code = main(
-        [
-            "capacity",
-            "Fake",
-            "1",
-            "--server",
-            fake.url,
-            "--input",
-            '{"x": 1}',
-            "--step",
-            "1,2,4,8",
-            "--p95-threshold",
-            "50ms",
-            "--duration",
-            "0.4s",
-            "--warmup",
-            "0.1s",
-            "--html",
-            str(html_path),
-        ]
+    code = _capacity(
+        fake,
+        *("--step", "1,2,4,8", "--p95-threshold", "50ms"),
+        *("--duration", "0.4s", "--warmup", "0.1s", "--html", str(html_path)),
     )
     assert code == 0
     errors: list[str] = []
