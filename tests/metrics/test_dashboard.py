@@ -75,3 +75,16 @@ async def test_every_metric_the_dashboard_queries_is_served(
     served = (await scrape(client, admin_headers)).names
     missing = sorted(dashboard_metrics() - served)
     assert not missing, f"the dashboard queries metrics /metrics does not serve: {missing}"
+
+
+def test_what_the_dashboard_says_is_there() -> None:
+    """The files its description points to exist, and a panel of an ``_info`` metric (whose
+    value is always 1) shows the labels, not the 1."""
+    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    root = DASHBOARD.parents[1]
+    for path in re.findall(r"[\w/-]+\.md", dashboard["description"]):
+        assert (root / path).is_file(), path
+    info = [p for p in dashboard["panels"] if "_info{" in json.dumps(p.get("targets", []))]
+    assert info
+    for panel in info:
+        assert panel["type"] != "stat" or panel["options"]["textMode"] == "name", panel["title"]
