@@ -1,4 +1,4 @@
-"""The Grafana dashboard in docs/ queries only what ``GET /metrics`` serves.
+"""The Grafana dashboard in docs/ queries only what ``GET /metrics`` serves, as its type allows.
 
 Every query of every panel and template variable is parsed as PromQL (after putting in
 what Grafana would for its variables), and every metric it selects must be a series of a
@@ -88,3 +88,47 @@ def test_what_the_dashboard_says_is_there() -> None:
     assert info
     for panel in info:
         assert panel["type"] != "stat" or panel["options"]["textMode"] == "name", panel["title"]
+
+
+def _selectors(node: Any) -> set[str]:
+    names: set[str] = set()
+
+    def visit(inner: Any) -> None:
+        if isinstance(inner, promql_parser.VectorSelector) and inner.name:
+            names.add(inner.name)
+
+    promql_parser.walk(node, visit)
+    return names
+
+
+async def test_each_query_suits_its_metrics_type(
+    client: TestClient[Any, Any], admin_headers: dict[str, str]
+) -> None:
+    """rate() only over counters and a histogram's series; a gauge never rated; every
+    histogram_quantile() over buckets summed by ``le``."""
+    families = (await scrape(client, admin_headers)).families
+    counted = {
+        name + suffix
+        for name, f in families.items()
+        if f.type in ("counter", "histogram")
+        for suffix in ("_total", "_bucket", "_count", "_sum")
+    }
+    problems: list[str] = []
+
+    def visit(node: Any) -> None:
+        if not isinstance(node, promql_parser.Call):
+            return
+        name = node.func.name
+        if name in ("rate", "irate", "increase"):
+            for metric in _selectors(node) - counted:
+                problems.append(f"{name}() of {metric}, not a counter")
+        elif name == "histogram_quantile":
+            inner = node.args[1]
+            labels = inner.modifier.labels if getattr(inner, "modifier", None) else []
+            if "le" not in labels or not all(m.endswith("_bucket") for m in _selectors(inner)):
+                problems.append(f"histogram_quantile() not over buckets by le: {inner}")
+
+    for query in _queries(json.loads(DASHBOARD.read_text(encoding="utf-8"))):
+        tree = promql_parser.parse(_promql(query))
+        promql_parser.walk(tree, visit)
+    assert not problems, problems
