@@ -105,10 +105,10 @@ def summarise(figures: dict[str, Any], args: argparse.Namespace) -> str:
         f"{'clients':>8}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}  not ok",
     ]
     for step in report["steps"]:
-        lat = step["latencyMs"]
-        lines.append(
-            f"{step['concurrency']:>8}{step['requestsPerSecond']:>9.1f}{lat['p50']:>9.2f}"
-            f"{lat['p95']:>9.2f}{lat['p99']:>9.2f}  "
+        lat = {k: "-" if v is None else f"{v:.2f}" for k, v in step["latencyMs"].items()}
+        lines.append(  # a step nothing answered has no latencies (null in the JSON)
+            f"{step['concurrency']:>8}{step['requestsPerSecond']:>9.1f}{lat['p50']:>9}"
+            f"{lat['p95']:>9}{lat['p99']:>9}  "
             f"{step['requests'] - step['outcomes'].get('ok', 0)}"
         )
     lines.append(report["verdict"])

@@ -6,6 +6,7 @@ the HTML report in a real Chromium, and one short run against a real server and 
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import gc
@@ -185,6 +186,32 @@ def test_the_verdict_names_the_capacity_and_a_throughput_peak_before_it() -> Non
     assert capacity.verdict(alone, [_step(3, 42, True)], 3) == (
         "throughput 42.0 successful requests/s"
     )
+
+
+def test_the_iris_bench_summarises_a_step_nothing_answered(tmp_path: Path) -> None:
+    """A last step whose every request timed out has null latencies in the JSON: the
+    bench's summary says '-', and still writes its figures."""
+    from bench.capacity_iris import summarise
+
+    lat = {"mean": 1.0, "p50": 1.0, "p90": 1.0, "p95": 1.0, "p99": 1.0, "max": 1.0}
+    steps = [
+        {"concurrency": 1, "requestsPerSecond": 9.0, "requests": 9, "outcomes": {"ok": 9}},
+        {"concurrency": 2, "requestsPerSecond": 2.0, "requests": 2, "outcomes": {"timeout": 2}},
+    ]
+    steps[0] |= {"latencyMs": lat, "phasesMs": {}}
+    steps[1] |= {"latencyMs": dict.fromkeys(lat), "phasesMs": {}}
+    machine = {"load_1min": 0.5, "other_containers": 0}
+    figures = {
+        "capacity": {"steps": steps, "verdict": "capacity: concurrency 1"},
+        "machine_at_start": machine,
+        "machine_at_end": machine,
+    }
+    args = argparse.Namespace(
+        pool_initial=2, pool_max=2, warmup=0, duration=1, html="r.html", json_out=tmp_path / "j"
+    )
+    text = summarise(figures, args)
+    assert "       2      2.0        -        -        -  2" in text
+    assert json.loads(args.json_out.read_text())["steps"][1]["latencyMs"]["p50"] is None
 
 
 # --- a stand-in for the target ------------------------------------------------------------
