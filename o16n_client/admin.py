@@ -308,13 +308,18 @@ def _server(args: argparse.Namespace, stored: dict[str, Any] | None) -> str:
     return str(server)
 
 
-def _server_of(args: argparse.Namespace) -> str:
-    """The server ``connect`` would use, found without a request (capacity checks it first)."""
+def _stored(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The stored login, read only when the environment gives no credentials of its own."""
     username = args.username or os.environ.get("O16N_USERNAME")
-    stored = None
-    if not os.environ.get("O16N_TOKEN") and not (username and os.environ.get("O16N_PASSWORD")):
-        stored = read_credentials(credentials_path())
-    return _server(args, stored)
+    if os.environ.get("O16N_TOKEN") or (username and os.environ.get("O16N_PASSWORD")):
+        return None
+    return read_credentials(credentials_path())
+
+
+def _server_of(args: argparse.Namespace) -> str:
+    """The server ``connect`` uses, found the same way but without a request: capacity
+    checks it before the token is sent anywhere."""
+    return _server(args, _stored(args))
 
 
 def connect(args: argparse.Namespace) -> Client:
@@ -322,9 +327,7 @@ def connect(args: argparse.Namespace) -> Client:
     username = args.username or os.environ.get("O16N_USERNAME")
     token = os.environ.get("O16N_TOKEN")
     password = os.environ.get("O16N_PASSWORD")
-    stored = None
-    if not token and not (username and password):
-        stored = read_credentials(credentials_path())
+    stored = _stored(args)
     client = Client(_server(args, stored), timeout=args.timeout)
     if token:
         client.token = token

@@ -39,7 +39,7 @@ from o16n_client.capacity import (
     run_steps,
 )
 from o16n_client.capacity_html import phase_chart, render
-from o16n_client.http import USAGE, CliError
+from o16n_client.http import USAGE, CliError, credentials_path, stored_pair, write_credentials
 from tests.live_server import LiveServer, run_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -685,6 +685,24 @@ def test_an_answer_without_length_is_read_to_the_end(raw: Raw) -> None:
     raw.handler = _to_the_end
     step = asyncio.run(capacity.run_step(raw.target(), 1, 0.5, 0.0))
     assert step.requests > 0 and step.outcomes == {"ok": step.requests}, step.outcomes
+
+
+def test_a_stored_login_is_checked_as_its_server(
+    fake: Fake, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without --server or a token in the environment, the stored login's server is the
+    one checked and loaded: the same choice connect makes for the token."""
+    for name in ("O16N_TOKEN", "O16N_SERVER", "O16N_USERNAME", "O16N_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    login = {"access_token": TOKEN, "refresh_token": "r", "expires_on": time.time() + 3600}
+    args = ["capacity", "Fake", "1", "--input", '{"x": 1}', "--duration", "0.2s"]
+    write_credentials(credentials_path(), stored_pair("http://192.0.2.1:9", "admin", login))
+    assert main([*args, "--warmup", "0"]) == USAGE  # not loopback, not named
+    assert "--target-host 192.0.2.1" in capsys.readouterr().err
+    write_credentials(credentials_path(), stored_pair(fake.url, "admin", login))
+    assert main([*args, "--warmup", "0"]) == 0
+    assert fake.requests > 0 and fake.bad_tokens == 0
 
 
 def test_the_token_does_not_follow_a_redirect(
