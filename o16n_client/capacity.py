@@ -382,7 +382,6 @@ class Target:
     context: ssl.SSLContext | None
     request: bytes
     timeout: float
-    label: str = ""
 
 
 def make_target(
@@ -411,7 +410,7 @@ def make_target(
         lines.append(f"Authorization: Bearer {token}")
     head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
     context = ssl.create_default_context() if url.scheme == "https" else None
-    return Target(host, port, context, head + payload, timeout, f"{name}/{version}")
+    return Target(host, port, context, head + payload, timeout)
 
 
 class Reservoir:
