@@ -601,7 +601,8 @@ def test_a_step_keeps_nothing_per_request(raw: Raw, monkeypatch: pytest.MonkeyPa
         tracemalloc.stop()
     (few, small), (many, large) = seen
     assert many - few > 500, seen
-    assert (large - small) / (many - few) < 100, seen  # bytes a request; a record was ~700
+    # bytes a request: a record was about 700; uncollected garbage makes up to ~110 of noise
+    assert (large - small) / (many - few) < 250, seen
 
 
 def test_the_reservoir_is_bounded_and_its_percentiles_close() -> None:
