@@ -452,7 +452,7 @@ class Tally:
         self.requests = self.timed = 0
         self.outcomes: dict[str, int] = {}
         self.errors: dict[str, int] = {}
-        self.latency = Reservoir(self.size, self.random)  # in seconds, of answered requests
+        self.latency = Reservoir(self.size, self.random)  # in ms, of answered requests
         self.phases: dict[str, Reservoir] = {}
 
     def add(
