@@ -117,7 +117,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             instance=INSTANCES[name],
             tree=args.tree,
             name=name,
-            env={**pools, **(OFF if name == "off" else {})},
+            env={**pools, **(OFF if name == "off" or args.control else {})},
         )
         for name in INSTANCES
     }
@@ -130,7 +130,8 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             snapshot_id, _ = iris.snapshot(api)
             iris.publish(api, server, snapshot_id, LOADED)
             iris.wait_pool(api, LOADED, args.pool_initial)
-            figures[f"switches_{name}"] = check_switches(api, server, name, token)
+            if not args.control:
+                figures[f"switches_{name}"] = check_switches(api, server, name, token)
         body = json.dumps(iris.INPUT, separators=(",", ":"))
         scripts = {
             name: write_script(tmp / f"{name}.lua", "POST", api.token or "", body, EXPECT)
@@ -162,7 +163,7 @@ def measured(
     """One wrk run with the server's CPU per request; ``on`` is scraped meanwhile."""
     cpu = cpu_seconds(server.pid)
     load = (url, script, args.connections, args.threads, args.duration)
-    if name == "on":
+    if name == "on" and not args.control:
         with Scraper(server.url, token, args.scrape_interval) as scraper:
             result = wrk(*load, check_answers=True)
         if scraper.error or not scraper.scrapes:
@@ -188,9 +189,12 @@ def summarise(figures: dict[str, Any], args: argparse.Namespace) -> str:
         }
         for name, results in runs.items()
     }
-    cost = 1 - median["on"]["rps"] / median["off"]["rps"]
+    # each round's two runs are neighbours in time: their ratio cancels the machine's drift
+    paired = [a["rps"] / b["rps"] for a, b in zip(runs["on"], runs["off"], strict=True)]
+    cost = 1 - statistics.median(paired)
     cpu_cost = median["on"]["cpu_us"] - median["off"]["cpu_us"]
-    figures["median"], figures["cost"] = median, {"throughput": cost, "cpu_us": cpu_cost}
+    figures["median"], figures["paired_ratios"] = median, paired
+    figures["cost"] = {"throughput": cost, "cpu_us": cpu_cost}
     each = {name: ", ".join(f"{r['rps']:.0f}" for r in results) for name, results in runs.items()}
     lines = [
         f"POST /api/Iris/{LOADED} at c={args.connections}, pool {args.pool_initial}/"
@@ -206,11 +210,20 @@ def summarise(figures: dict[str, Any], args: argparse.Namespace) -> str:
             )
         ),
         f"runs, requests/s: on {each['on']}; off {each['off']}",
-        f"/metrics scraped every {args.scrape_interval:g} s during the on runs "
-        f"({runs['on'][-1]['metrics_bytes']} bytes a scrape)",
-        f"an on answer's Server-Timing: {figures['switches_on']['server_timing']}",
+        "on/off of each round: " + ", ".join(f"{r:.3f}" for r in paired),
         machine_line(figures["machine_at_start"], figures["machine_at_end"]),
     ]
+    if args.control:
+        lines.insert(1, "CONTROL RUN: both servers off; the cost below is the bench's noise")
+    else:
+        scrapes = runs["on"][-1]["metrics_bytes"]
+        lines.insert(
+            -1,
+            f"/metrics scraped every {args.scrape_interval:g} s during the on runs "
+            f"({scrapes} bytes a scrape)",
+        )
+        timing = figures["switches_on"]["server_timing"]
+        lines.insert(-1, f"an on answer's Server-Timing: {timing}")
     checks = [(f"throughput cost at c={args.connections} < 3 %", cost * 100, cost < 0.03)]
     figures["targets"] = [{"target": t, "value": v, "pass": p} for t, v, p in checks]
     lines.append(f"CPU per request, on - off: {cpu_cost:+.1f} µs")
@@ -229,6 +242,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pool-max", type=int, default=2, help="MaxPoolSize (2)")
     parser.add_argument(
         "--scrape-interval", type=float, default=1.0, help="seconds between scrapes (1)"
+    )
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="both servers off (an A/A run): the difference is the bench's own noise",
     )
     common_options(parser)
     args = parser.parse_args(argv)
