@@ -308,6 +308,23 @@ def _server(args: argparse.Namespace, stored: dict[str, Any] | None) -> str:
     return str(server)
 
 
+def same_server(one: str, other: str) -> bool:
+    """Whether two server URLs name the same origin (scheme, host and port): a stored
+    token goes only to the server that issued it."""
+    a, b = urllib.parse.urlsplit(one), urllib.parse.urlsplit(other)
+    try:
+        return (a.scheme.lower(), a.hostname, a.port or _PORTS.get(a.scheme.lower())) == (
+            b.scheme.lower(),
+            b.hostname,
+            b.port or _PORTS.get(b.scheme.lower()),
+        )
+    except ValueError:  # a port that is no number
+        return False
+
+
+_PORTS = {"http": 80, "https": 443}
+
+
 def _stored(args: argparse.Namespace) -> dict[str, Any] | None:
     """The stored login, read only when the environment gives no credentials of its own."""
     username = args.username or os.environ.get("O16N_USERNAME")
@@ -334,6 +351,12 @@ def connect(args: argparse.Namespace) -> Client:
     elif username and password:
         client.login(username, password)
     elif stored is not None:
+        if not same_server(client.server, str(stored.get("server", ""))):
+            raise CliError(
+                f"the stored login is for {stored.get('server')}, not {client.server}: run "
+                f"`o16n admin login --server {client.server}`, or set O16N_TOKEN",
+                UNREACHABLE,
+            )
         client.stored, client.path = stored, credentials_path()
         client.token = str(stored.get("access_token", ""))
     else:
@@ -361,8 +384,8 @@ def do_login(args: argparse.Namespace, out: Output) -> int:
 def do_logout(args: argparse.Namespace, out: Output) -> int:
     path = credentials_path()
     stored = read_credentials(path)
-    if stored is not None:
-        client = Client(_server(args, stored), timeout=args.timeout)
+    if stored is not None:  # revoked where it was issued, whatever --server says
+        client = Client(str(stored.get("server") or _server(args, stored)), timeout=args.timeout)
         token = str(stored.get("refresh_token", ""))
         with contextlib.suppress(CliError):  # forgotten here all the same
             client.raw("DELETE", "/login/refreshToken", query={"refreshToken": token}, auth=False)
