@@ -51,6 +51,25 @@ class SettingsError(ValueError):
 METRICS_TOKEN_MIN = 16
 
 
+def env_or_file_secret(
+    from_env: SecretStr | None, from_file: Path | None, env_name: str
+) -> SecretStr | None:
+    """A secret given in ``<env_name>`` or in the file ``<env_name>_FILE`` names (its
+    trailing newline dropped), or ``None`` for neither; ``SettingsError`` for both, an
+    unreadable file or an empty one."""
+    if from_env is not None and from_file is not None:
+        raise SettingsError(f"{env_name} and {env_name}_FILE are both set; give one")
+    if from_file is None:
+        return from_env
+    try:
+        text = from_file.read_text(encoding="utf-8").rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"{env_name}_FILE: cannot read {from_file}: {exc}") from None
+    if not text:
+        raise SettingsError(f"{env_name}_FILE: {from_file} is empty")
+    return SecretStr(text)
+
+
 def check_metrics_token(text: str) -> str:
     """``text`` if it is long enough to be a metrics token, else ``ValueError``."""
     if len(text) < METRICS_TOKEN_MIN:

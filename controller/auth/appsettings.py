@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 from pydantic import SecretStr
 
 from controller.roles import Role
-from controller.settings import Settings, SettingsError
+from controller.settings import Settings, SettingsError, env_or_file_secret
 
 log = logging.getLogger(__name__)
 
@@ -428,18 +428,9 @@ def _secret(
 ) -> SecretStr:
     """The secret ``key`` names: from ``<env_name>`` or ``<env_name>_FILE`` if set, else
     from the file in clear. ML Server's encrypted form cannot be read without its key store."""
-    if from_env is not None and from_file is not None:
-        raise SettingsError(f"{env_name} and {env_name}_FILE are both set; give one")
-    if from_env is not None:
-        return from_env
-    if from_file is not None:
-        try:
-            text = from_file.read_text(encoding="utf-8").rstrip("\r\n")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise SettingsError(f"{env_name}_FILE: cannot read {from_file}: {exc}") from None
-        if not text:
-            raise SettingsError(f"{env_name}_FILE: {from_file} is empty")
-        return SecretStr(text)
+    given = env_or_file_secret(from_env, from_file, env_name)
+    if given is not None:
+        return given
     if _bool(raw, where, encrypted_key, default=False):
         raise SettingsError(
             f"appsettings: {where}.{key} is encrypted ({encrypted_key} is true), and only ML "

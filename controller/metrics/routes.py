@@ -24,7 +24,7 @@ from controller.http.public import public
 from controller.metrics.definitions import REGISTRY
 from controller.metrics.live import LIVE, LiveMetrics
 from controller.roles import Role
-from controller.settings import Settings, SettingsError, check_metrics_token
+from controller.settings import Settings, SettingsError, check_metrics_token, env_or_file_secret
 
 routes = web.RouteTableDef()
 
@@ -64,20 +64,18 @@ async def _authorize(request: web.Request) -> None:
 def metrics_token(settings: Settings) -> bytes | None:
     """The metrics token, from ``O16N_METRICS_TOKEN`` or the file ``_FILE`` names;
     ``SettingsError`` (the start stops) for both, an unreadable file or a short token."""
-    if settings.metrics_token is not None and settings.metrics_token_file is not None:
-        raise SettingsError("O16N_METRICS_TOKEN and O16N_METRICS_TOKEN_FILE are both set; give one")
-    if settings.metrics_token is not None:
-        return settings.metrics_token.get_secret_value().encode("utf-8", "surrogatepass")
-    path = settings.metrics_token_file
-    if path is None:
+    secret = env_or_file_secret(
+        settings.metrics_token, settings.metrics_token_file, "O16N_METRICS_TOKEN"
+    )
+    if secret is None:
         return None
-    try:
-        text = path.read_text(encoding="utf-8").strip()
-        return check_metrics_token(text).encode("utf-8", "surrogatepass")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SettingsError(f"O16N_METRICS_TOKEN_FILE: cannot read {path}: {exc}") from None
-    except ValueError as exc:
-        raise SettingsError(f"O16N_METRICS_TOKEN_FILE: {exc}") from None
+    text = secret.get_secret_value()
+    if settings.metrics_token_file is not None:  # the variable's value was checked at parse
+        try:
+            text = check_metrics_token(text.strip())
+        except ValueError as exc:
+            raise SettingsError(f"O16N_METRICS_TOKEN_FILE: {exc}") from None
+    return text.encode("utf-8", "surrogatepass")
 
 
 async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
