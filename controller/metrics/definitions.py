@@ -132,27 +132,33 @@ BUILD_INFO.labels(__version__).set(1)
 
 # --- cached children: the hot paths' one dict lookup ---------------------------------------------
 
-_http: dict[tuple[str, str, int], Histogram] = {}
-_consume: dict[tuple[str, str, str], Histogram] = {}
-_execute: dict[str, Histogram] = {}
-_docker: dict[str, Histogram] = {}
-_db: dict[str, Histogram] = {}
+
+class Children(dict[tuple[str | int, ...], Histogram]):
+    """The labelled children of one histogram, keyed by their label values: a hit is a
+    plain dict lookup; a miss makes the child (``labels()``, its lock) once."""
+
+    def __init__(self, metric: Histogram) -> None:
+        super().__init__()
+        self.metric = metric
+
+    def __missing__(self, key: tuple[str | int, ...]) -> Histogram:
+        child = self[key] = self.metric.labels(*map(str, key))
+        return child
+
+
+_http = Children(HTTP_SECONDS)
+_consume = Children(CONSUME_SECONDS)
+_execute = Children(EXECUTE_SECONDS)
+_docker = Children(DOCKER_SECONDS)
+_db = Children(DB_SECONDS)
 
 
 def http_child(route: str, method: str, code: int) -> Histogram:
-    key = (route, method, code)
-    child = _http.get(key)
-    if child is None:
-        child = _http[key] = HTTP_SECONDS.labels(route, method, str(code))
-    return child
+    return _http[route, method, code]
 
 
 def consume_child(service: str, version: str, outcome: Outcome) -> Histogram:
-    key = (service, version, outcome)
-    child = _consume.get(key)
-    if child is None:
-        child = _consume[key] = CONSUME_SECONDS.labels(service, version, outcome)
-    return child
+    return _consume[service, version, outcome]
 
 
 def forget_service(service: str, version: str) -> None:
@@ -163,10 +169,7 @@ def forget_service(service: str, version: str) -> None:
 
 
 def execute_child(outcome: Outcome) -> Histogram:
-    child = _execute.get(outcome)
-    if child is None:
-        child = _execute[outcome] = EXECUTE_SECONDS.labels(outcome)
-    return child
+    return _execute[(outcome,)]
 
 
 def outcome_of(status: int, success: bool = True) -> Outcome:
@@ -199,9 +202,7 @@ def login_refusals(source: str) -> Iterator[None]:
 @contextmanager
 def docker_call(operation: str) -> Iterator[None]:
     """Time one Docker engine call (whatever its end)."""
-    child = _docker.get(operation)
-    if child is None:
-        child = _docker[operation] = DOCKER_SECONDS.labels(operation)
+    child = _docker[(operation,)]
     start = time.perf_counter()
     try:
         yield
@@ -210,7 +211,4 @@ def docker_call(operation: str) -> Iterator[None]:
 
 
 def db_child(operation: str) -> Histogram:
-    child = _db.get(operation)
-    if child is None:
-        child = _db[operation] = DB_SECONDS.labels(operation)
-    return child
+    return _db[(operation,)]
