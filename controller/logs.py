@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import sys
@@ -17,7 +16,7 @@ from controller.auth.roles import IDENTITY
 from controller.http.client_address import request_address
 from controller.http.middlewares import request_id_of
 from controller.http.request_id import REQUEST_ID
-from controller.settings import SETTINGS, parse_networks
+from controller.settings import SETTINGS
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
@@ -115,7 +114,7 @@ class AccessLogger(AbstractAccessLogger):
         if routed is not None:
             route, app = routed
             if SETTINGS in app:
-                remote = request_address(request, _networks(app[SETTINGS].trusted_proxies))
+                remote = request_address(request, app[SETTINGS].trusted_networks)
         entry: dict[str, Any] = {
             "method": request.method,
             "route": route,
@@ -163,5 +162,3 @@ def _template_of(app: Application, path: str) -> str | None:
 
 
 _MAX_FIELD = 200  # characters of a client-chosen field (a path, a user agent) in a line
-#: the trusted proxies' networks, parsed once per setting rather than once per line
-_networks = functools.lru_cache(maxsize=4)(parse_networks)

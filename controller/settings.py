@@ -8,6 +8,7 @@ masked in logs and reprs.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 from collections.abc import Mapping
@@ -368,8 +369,9 @@ class Settings(BaseModel):
         parse_networks(value)
         return value
 
-    @property
+    @functools.cached_property
     def trusted_networks(self) -> tuple[Network, ...]:
+        """Parsed once: the access log and every login ask for it."""
         return parse_networks(self.trusted_proxies)
 
     @property
