@@ -125,8 +125,8 @@ def _request_id(request: web.Request) -> dict[str, str]:
 
 def _internal_error(request: web.Request, exception_type: str) -> web.Response:
     """A 500 that says nothing of what failed: the log line with that id does."""
-    request_id = request.get(REQUEST_ID_KEY, "-")
-    return _error(request, 500, f"internal error (request id {request_id})", exception_type)
+    message = f"internal error (request id {request_id_of(request)})"
+    return _error(request, 500, message, exception_type)
 
 
 def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
