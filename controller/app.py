@@ -242,7 +242,7 @@ async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         int(settings.disk_warn_bytes),
     )
     yield
-    app[PROBE].close()
+    await app[PROBE].close()
     await sandboxes.close()
 
 

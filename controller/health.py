@@ -1,26 +1,93 @@
-"""Health checks behind ``GET /status``: the engine and its runtime environment, when the
-engine reports them (slow: cached for a couple of seconds, so a load balancer polling
-``/status`` does not turn into a stream of engine calls) and free disk (one ``statvfs``:
-checked on every request, so a disk that just filled up shows at once). (The database is
-pinged on every request too.)"""
+"""Health checks behind ``GET /status``, and how they are cached.
+
+``Recent`` keeps a check's last answer for a short while and lets the callers that find it
+stale share one run of the check, so that a load balancer (or a crowd of them) polling
+``/status`` costs one set of checks a second, not one per request. ``HealthProbe`` holds
+the engine and its runtime environment, when the engine reports them (slow: cached for
+``ENGINE_CACHE_SECONDS`` more, so polling does not turn into a stream of engine calls),
+free disk (one ``statvfs``) and the process's open files (one listing of
+``/proc/self/fd``), both on threads of the probe's own."""
 
 from __future__ import annotations
 
 import asyncio
 import shutil
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from aiohttp import web
 
+from controller.clock import dotnet_timestamp
 from controller.errors import O16nError
+from controller.limits import open_files_node
 from controller.runtime.engines import Engine
 
-CACHE_SECONDS = 2.0
-#: Seconds the disk check may take before it counts as failed.
+#: Seconds the engine and runtime-image checks are reused for (they call the engine).
+ENGINE_CACHE_SECONDS = 2.0
+#: Seconds the disk check (and the open-file count) may take before it counts as failed.
 DISK_TIMEOUT = 0.5
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Checked(Generic[T]):
+    """One run's answer: ``value``, and when that run started (``started`` on the
+    monotonic clock, ``at`` as a wall-clock timestamp, for the answer's readers)."""
+
+    value: T
+    started: float
+    at: str
+
+
+class Recent(Generic[T]):
+    """The answer of ``check``, reused while it is younger than ``max_age`` seconds (counted
+    from when its run started). Callers that find it older share one run of ``check``:
+    at most one runs at a time, and it goes on if they are cancelled (a client hanging up
+    wastes no check, and the next caller gets its answer). A run that raises caches
+    nothing; its callers get the exception."""
+
+    def __init__(
+        self,
+        check: Callable[[], Awaitable[T]],
+        max_age: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_age = max_age
+        self.runs = 0  # how many times ``check`` was started (what the tests count)
+        self._check = check
+        self._clock = clock
+        self._last: Checked[T] | None = None
+        self._running: asyncio.Task[Checked[T]] | None = None
+
+    async def get(self) -> Checked[T]:
+        last = self._last
+        if last is not None and self._clock() - last.started < self.max_age:
+            return last  # the common case: no task, no wait
+        if self._running is None:
+            self._running = asyncio.create_task(self._run(), name="health-check")
+            # retrieved even when every caller was cancelled, so it is never "unretrieved"
+            self._running.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return await asyncio.shield(self._running)
+
+    async def close(self) -> None:
+        """Stop a run in progress (at shutdown)."""
+        if self._running is not None:
+            self._running.cancel()
+            await asyncio.wait([self._running])
+
+    async def _run(self) -> Checked[T]:
+        self.runs += 1
+        started, at = self._clock(), time.time()
+        try:
+            self._last = Checked(await self._check(), started, dotnet_timestamp(at))
+            return self._last
+        finally:
+            self._running = None
 
 
 def node(
@@ -38,9 +105,9 @@ def disk(path: Path, fail_below: int, warn_below: int) -> dict[str, Any]:
 
 
 class HealthProbe:
-    """Checks of the engine and its runtime environment (cached; those the engine has hooks
-    for) and of the data directory's disk (fresh): ``fail`` below ``disk_fail`` free bytes,
-    ``warn`` below ``disk_warn``."""
+    """Checks of the engine and its runtime environment (those the engine has hooks for,
+    reused for ``ENGINE_CACHE_SECONDS``), of the data directory's disk (``fail`` below
+    ``disk_fail`` free bytes, ``warn`` below ``disk_warn``) and of the open files."""
 
     def __init__(
         self,
@@ -54,26 +121,24 @@ class HealthProbe:
         self._data_dir = data_dir
         self._disk_fail = disk_fail
         self._disk_warn = disk_warn
-        # a thread of its own: the shared default executor may be busy with long file work
-        # (tarballs being written), and ``/status`` must answer within a second regardless
+        # threads of their own: the shared default executor may be busy with long file
+        # work (tarballs being written), and ``/status`` must answer within a second
+        # regardless; one each, so that a disk that hangs does not hold up the fd count
         self._disk_reader = ThreadPoolExecutor(1, thread_name_prefix="disk-check")
-        self._at = 0.0
-        self._result: dict[str, dict[str, Any]] | None = None
-        self._lock = asyncio.Lock()
+        self._fd_reader = ThreadPoolExecutor(1, thread_name_prefix="open-files-check")
+        self._engine_checks = Recent(self._engine_and_image, ENGINE_CACHE_SECONDS)
 
     async def check(self) -> dict[str, dict[str, Any]]:
-        """``{"dockerEngine", "runtimeImage", "disk"}`` status nodes (the first two if the
-        engine has the hooks for them, at most a few seconds old)."""
-        async with self._lock:
-            if self._result is None or time.monotonic() - self._at > CACHE_SECONDS:
-                self._result = await self._engine_and_image()
-                self._at = time.monotonic()
-            cached = self._result
-        return {**cached, "disk": await self._disk()}
+        """``{"dockerEngine", "runtimeImage", "disk", "openFiles"}`` status nodes (the first
+        two if the engine has the hooks for them, at most ``ENGINE_CACHE_SECONDS`` old, and
+        their ``checkedAt`` says when they were checked)."""
+        engine, disk_node, open_files = await asyncio.gather(
+            self._engine_checks.get(), self._disk(), self._open_files()
+        )
+        return {**engine.value, "disk": disk_node, "openFiles": open_files}
 
     async def _disk(self) -> dict[str, Any]:
-        loop = asyncio.get_running_loop()
-        check = loop.run_in_executor(
+        check = asyncio.get_running_loop().run_in_executor(
             self._disk_reader, disk, self._data_dir, self._disk_fail, self._disk_warn
         )
         try:
@@ -82,31 +147,45 @@ class HealthProbe:
             error = f"the disk did not answer within {DISK_TIMEOUT} s"
             return node("fail", {"path": str(self._data_dir), "error": error})
 
-    def close(self) -> None:
+    async def _open_files(self) -> dict[str, Any]:
+        count = asyncio.get_running_loop().run_in_executor(self._fd_reader, open_files_node)
+        try:
+            return await asyncio.wait_for(count, DISK_TIMEOUT)
+        except TimeoutError:
+            return node("fail", {"error": f"/proc did not answer within {DISK_TIMEOUT} s"})
+
+    async def close(self) -> None:
+        await self._engine_checks.close()
         self._disk_reader.shutdown(wait=False, cancel_futures=True)
+        self._fd_reader.shutdown(wait=False, cancel_futures=True)
 
     async def _engine_and_image(self) -> dict[str, dict[str, Any]]:
         about, base_size = self._engine.about, self._engine.base_size
         if about is None or base_size is None:
             return {}
+        checked = {"checkedAt": dotnet_timestamp(time.time())}
         try:
-            engine = node("pass", await about())
+            engine = node("pass", {**await about(), **checked})
         except O16nError as exc:
-            failed = node("fail", {"image": self._image})
-            return {"dockerEngine": node("fail", {"error": exc.message}), "runtimeImage": failed}
+            failed = node("fail", {"image": self._image, **checked})
+            return {
+                "dockerEngine": node("fail", {"error": exc.message, **checked}),
+                "runtimeImage": failed,
+            }
         try:
             size = await base_size()
-            image = node("pass", {"image": self._image, "sizeBytes": size})
+            image = node("pass", {"image": self._image, "sizeBytes": size, **checked})
         except O16nError:
             image = node(
                 "fail",
                 {
                     "image": self._image,
                     "error": "the runtime image is missing; build it with `make image`",
+                    **checked,
                 },
             )
         return {"dockerEngine": engine, "runtimeImage": image}
 
 
-#: The app's cached health checks.
+#: The app's health checks.
 PROBE = web.AppKey("health_probe", HealthProbe)

@@ -1,5 +1,5 @@
 """``GET /status``: the 9.3 ``StatusResponse`` tree for the database, the engine (the
-Docker engine, its runc), the runtime image, free disk and the directory users sign in
+Docker engine, its runc), the runtime image, free disk, open files and the directory users sign in
 with (LDAP or Azure AD), if any.
 A parent's status is its worst child's."""
 
@@ -15,7 +15,6 @@ from controller.auth.service import AUTH
 from controller.drain import DRAIN
 from controller.health import PROBE, node
 from controller.http.responses import json_response
-from controller.limits import open_files_node
 from controller.runtime.engines import ENGINE
 from controller.settings import SETTINGS
 from controller.store.db import DB
@@ -42,7 +41,6 @@ async def status(request: web.Request) -> web.Response:
         "database": database,
         **checks,
         **sign_in,
-        "openFiles": open_files_node(),
         **app[ENGINE].checks,
     }
     if app[DRAIN].draining:  # new work is refused until an operator undrains the node
