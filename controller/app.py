@@ -124,6 +124,7 @@ def create_app(settings: Settings) -> web.Application:
             engine_ctx,
             admin_ctx,
             runtime_ctx,
+            status.status_ctx,
             sessions_ctx,
             services_ctx,
             tasks_ctx,

@@ -116,6 +116,14 @@ class Settings(BaseModel):
         ByteSize(2 * 1024**3),
         description="Free space under data_dir below which /status reports the disk `warn`.",
     )
+    status_cache_seconds: float = Field(
+        1.0,
+        ge=0,
+        le=60,
+        description="Seconds /status reuses its checks (the engine's and the runtime image's "
+        "up to 2 s more): a failure shows within that bound; requests that find them older "
+        "share one new check.",
+    )
 
     # --- authentication -------------------------------------------------------------------
     admin_password: SecretStr | None = Field(

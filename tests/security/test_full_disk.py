@@ -54,6 +54,9 @@ async def full_disk_client(
         disk_warn_bytes="2MiB",
         warm_pool_size=1,
         service_warm_pool_size=0,
+        # every /status checks afresh: this test is about what the disk check sees (how
+        # long an answer is reused is tests/test_status_cache.py's)
+        status_cache_seconds=0,
     )
     yield await aiohttp_client(create_app(settings))
 
@@ -119,7 +122,7 @@ async def test_a_full_disk_is_507_reads_and_consume_go_on_and_it_recovers(
     filler = small_disk / "filler"
     fill(filler)
     try:
-        # /status says so at once (the disk check is not cached)
+        # /status says so at once (its checks are not reused here)
         status = await (await client.get("/status", headers=headers)).json()
         assert status["components"]["disk"]["statusCode"] == "fail"
         assert status["statusCode"] == "fail"
