@@ -4,8 +4,11 @@ Starts its own o16n server (``python -m controller serve``, fresh data dir, free
 random admin password), logs in, and drives ``GET /status`` with ``wrk``: p50 latency at
 concurrency 1 and requests/s at concurrency 16. The same loads are run against a minimal
 aiohttp app (a subprocess answering ``GET /status`` with a small JSON body) and figures are
-reported as ratios o16n / baseline. /status caches its Docker checks for 2 s (intended), so
-the load measures the HTTP stack, token check, SQLite ping and disk check.
+reported as ratios o16n / baseline, with each server's CPU per request (from /proc) and a
+PASS/MISS line for the target (requests/s at the rps run's concurrency >= ``TARGET`` x the
+baseline). /status reuses its checks for ``O16N_STATUS_CACHE_SECONDS`` (1 s by default), so
+the load measures the HTTP stack, the token check and the handler, plus one set of checks
+(SQLite ping, disk, engine) a second.
 
     .venv/bin/python -m bench.status [--duration 10] [--threads 1] [--tree DIR]
 
@@ -22,10 +25,12 @@ from typing import Any
 
 from bench._bench import run_bench
 from bench._client import Api
+from bench._docker import machine_line, machine_load
 from bench._server import (
     BenchError,
     Server,
     common_options,
+    cpu_seconds,
     say,
     start_app,
     start_o16n,
@@ -34,6 +39,8 @@ from bench._wrk import write_script, wrk, wrk_version
 
 INSTANCE = "o16n-bench"
 LABEL = f"o16n.instance={INSTANCE}"
+#: The target of issue 14: o16n's requests/s at the rps run's concurrency over the baseline's.
+TARGET = 0.5
 
 #: The baseline: the smallest aiohttp app answering GET /status with a small JSON body.
 BASELINE_APP = """
@@ -71,6 +78,11 @@ def report(figures: dict[str, Any], args: argparse.Namespace) -> str:
             o16n["cN"]["p50_us"] / 1000,
             base["cN"]["p50_us"] / 1000,
         ),
+        (
+            f"server CPU/request, c={args.connections} (µs)",
+            o16n["cN"]["server_cpu_us_per_request"],
+            base["cN"]["server_cpu_us_per_request"],
+        ),
     ]
     lines = [
         f"GET /status (authenticated) vs bare aiohttp baseline — wrk, {args.duration} s per "
@@ -82,6 +94,11 @@ def report(figures: dict[str, Any], args: argparse.Namespace) -> str:
     components = ", ".join(f"{k}={v}" for k, v in figures["status_components"].items())
     lines.append(f"o16n /status answered {figures['status_code']!r} ({components})")
     lines.append("ratio o16n/base: > 1 is slower for latency, < 1 is slower for requests/s")
+    lines.append(machine_line(figures["machine_at_start"], figures["machine_at_end"]))
+    ratio = figures["ratios"]["rps_cN"]
+    target = f"requests/s at c={args.connections} >= {TARGET} x baseline"
+    figures["targets"] = [{"target": target, "value": ratio, "pass": ratio >= TARGET}]
+    lines.append(f"{'PASS' if ratio >= TARGET else 'MISS'}  {target}: {ratio:.2f}")
     return "\n".join(lines)
 
 
@@ -102,7 +119,11 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         tree = api.ok("GET", "/status")
         script = write_script(tmp / "auth.lua", "GET", api.token or "")
 
-        figures: dict[str, Any] = {"o16n": {}, "baseline": {}}
+        figures: dict[str, Any] = {
+            "o16n": {},
+            "baseline": {},
+            "machine_at_start": machine_load(LABEL),
+        }
         targets = {"o16n": o16n, "baseline": baseline}
         for server in targets.values() if args.warmup else ():  # warm-up, not recorded
             wrk(f"{server.url}/status", script, args.connections, args.threads, args.warmup)
@@ -110,9 +131,14 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         for key, connections in (("c1", 1), ("cN", args.connections)):
             for name, server in targets.items():
                 say(f"{name}: c={connections}, {args.duration} s ...")
-                figures[name][key] = wrk(
+                cpu = cpu_seconds(server.pid)
+                result = wrk(
                     f"{server.url}/status", script, connections, args.threads, args.duration
                 )
+                used = cpu_seconds(server.pid) - cpu
+                result["server_cpu_us_per_request"] = used / max(result["requests"], 1) * 1e6
+                figures[name][key] = result
+        figures["machine_at_end"] = machine_load(LABEL)
         for server in servers:
             if server.process.poll() is not None:
                 raise BenchError(f"{server.name} died during the run:\n{server.log_tail()}")
