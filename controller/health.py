@@ -30,8 +30,15 @@ from controller.runtime.engines import Engine
 ENGINE_CACHE_SECONDS = 2.0
 #: Seconds the disk check (and the open-file count) may take before it counts as failed.
 DISK_TIMEOUT = 0.5
+#: Seconds each engine call may take before the engine counts as failed: a daemon that
+#: hangs shows as ``fail`` instead of holding every ``/status`` until its client gives up.
+ENGINE_TIMEOUT = 2.0
 
 T = TypeVar("T")
+
+
+class EngineTimeout(O16nError):
+    """An engine call took longer than the probe waits."""
 
 
 @dataclass(frozen=True)
@@ -115,8 +122,10 @@ class HealthProbe:
         data_dir: Path,
         disk_fail: int = 256 * 1024**2,
         disk_warn: int = 2 * 1024**3,
+        engine_timeout: float = ENGINE_TIMEOUT,
     ) -> None:
         self._engine = engine
+        self._engine_timeout = engine_timeout
         self._image = engine.environments.base
         self._data_dir = data_dir
         self._disk_fail = disk_fail
@@ -165,7 +174,7 @@ class HealthProbe:
             return {}
         checked = {"checkedAt": dotnet_timestamp(time.time())}
         try:
-            engine = node("pass", {**await about(), **checked})
+            engine = node("pass", {**await self._bounded(about()), **checked})
         except O16nError as exc:
             failed = node("fail", {"image": self._image, **checked})
             return {
@@ -173,8 +182,10 @@ class HealthProbe:
                 "runtimeImage": failed,
             }
         try:
-            size = await base_size()
+            size = await self._bounded(base_size())
             image = node("pass", {"image": self._image, "sizeBytes": size, **checked})
+        except EngineTimeout as exc:
+            image = node("fail", {"image": self._image, "error": exc.message, **checked})
         except O16nError:
             image = node(
                 "fail",
@@ -185,6 +196,15 @@ class HealthProbe:
                 },
             )
         return {"dockerEngine": engine, "runtimeImage": image}
+
+    async def _bounded(self, call: Awaitable[T]) -> T:
+        """``call``'s answer, or ``EngineTimeout`` once it has taken ``engine_timeout``."""
+        try:
+            return await asyncio.wait_for(call, self._engine_timeout)
+        except TimeoutError:
+            raise EngineTimeout(
+                f"the engine did not answer within {self._engine_timeout} s"
+            ) from None
 
 
 #: The app's health checks.

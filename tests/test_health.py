@@ -1,13 +1,18 @@
-"""``controller.health.Recent``: an answer is reused while young and checked again once
-old; callers that find it stale share one run, which outlives a caller cancelled."""
+"""``controller.health``: ``Recent`` reuses an answer while young and checks again once
+old, and callers that find it stale share one run, which outlives a caller cancelled;
+``HealthProbe`` reports an engine that hangs as failed instead of waiting for it."""
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
-from controller.health import Recent
+from controller.health import HealthProbe, Recent
+from controller.runtime.engines import Engine
 
 
 class Clock:
@@ -84,3 +89,45 @@ async def test_a_run_that_raises_is_not_reused() -> None:
     with pytest.raises(RuntimeError, match="broken"):
         await recent.get()
     assert (await recent.get()).value == "answer"
+
+
+# --- HealthProbe ----------------------------------------------------------------------------
+
+
+def _engine(about: Any, base_size: Any) -> Engine:
+    """An engine with only the hooks the probe calls (it runs no containers)."""
+    environments = SimpleNamespace(base="o16n-runtime:stub")
+    return Engine("stub", None, environments, about=about, base_size=base_size)  # type: ignore[arg-type]
+
+
+async def _never() -> Any:
+    await asyncio.Event().wait()
+
+
+async def _about() -> dict[str, Any]:
+    return {"version": "stub"}
+
+
+async def test_an_engine_that_hangs_fails_the_engine_and_the_image(tmp_path: Path) -> None:
+    probe = HealthProbe(_engine(_never, _never), tmp_path, engine_timeout=0.05)
+    try:
+        nodes = await probe.check()
+    finally:
+        await probe.close()
+    assert nodes["dockerEngine"]["statusCode"] == "fail"
+    assert "did not answer" in nodes["dockerEngine"]["details"]["error"]
+    assert nodes["runtimeImage"]["statusCode"] == "fail"
+    assert nodes["disk"]["statusCode"] in ("pass", "warn")
+    assert nodes["openFiles"]["details"]["open"] > 0
+
+
+async def test_an_image_check_that_hangs_is_not_called_a_missing_image(tmp_path: Path) -> None:
+    probe = HealthProbe(_engine(_about, _never), tmp_path, engine_timeout=0.05)
+    try:
+        nodes = await probe.check()
+    finally:
+        await probe.close()
+    assert nodes["dockerEngine"]["statusCode"] == "pass"
+    assert nodes["dockerEngine"]["details"]["checkedAt"]
+    assert nodes["runtimeImage"]["statusCode"] == "fail"
+    assert "did not answer" in nodes["runtimeImage"]["details"]["error"]
