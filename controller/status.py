@@ -18,8 +18,8 @@ from aiohttp import web
 from controller import __version__
 from controller.auth.service import AUTH
 from controller.drain import DRAIN
-from controller.health import PROBE, Recent, node
-from controller.http.responses import json_response
+from controller.health import PROBE, Checked, Recent, node
+from controller.http.responses import dumps, json_response
 from controller.runtime.engines import ENGINE
 from controller.settings import SETTINGS
 from controller.store.db import DB
@@ -40,13 +40,29 @@ def worst(components: dict[str, Any]) -> str:
 @routes.get("/status")
 async def status(request: web.Request) -> web.Response:
     app = request.app
-    checks = app[CHECKS]
+    checks, drain = app[CHECKS], app[DRAIN]
     checked = await checks.get()
-    components = dict(checked.value)
-    if app[DRAIN].draining:  # new work is refused until an operator undrains the node
-        components["drain"] = node("warn", app[DRAIN].to_json())
-    details = {"version": __version__, "checkedAt": checked.at, "maxAgeSeconds": checks.max_age}
-    return json_response(node(worst(components), details, components))
+    if drain.draining:  # new work is refused until an operator undrains the node
+        components = {**checked.value, "drain": node("warn", drain.to_json())}
+        return json_response(_tree(checked, components, checks.max_age))
+    rendered = app[RENDERED]
+    if rendered.of is not checked:  # once per set of checks, not per request
+        rendered.body, rendered.of = dumps(_tree(checked, checked.value, checks.max_age)), checked
+    return web.Response(body=rendered.body, content_type="application/json", charset="utf-8")
+
+
+def _tree(checked: Checked[Components], components: Components, max_age: float) -> dict[str, Any]:
+    details = {"version": __version__, "checkedAt": checked.at, "maxAgeSeconds": max_age}
+    return node(worst(components), details, components)
+
+
+class Rendered:
+    """The body last written from a set of checks: until the checks run again, every
+    answer of a node that is not draining is the same bytes, so they are encoded once."""
+
+    def __init__(self) -> None:
+        self.of: Checked[Components] | None = None
+        self.body = b""
 
 
 async def check_all(app: web.Application) -> Components:
@@ -78,9 +94,12 @@ async def _database(app: web.Application) -> dict[str, Any]:
 async def status_ctx(app: web.Application) -> AsyncIterator[None]:
     """The cached checks; entered after the database, the auth service and the probe."""
     app[CHECKS] = Recent(lambda: check_all(app), app[SETTINGS].status_cache_seconds)
+    app[RENDERED] = Rendered()
     yield
     await app[CHECKS].close()
 
 
 #: The app's cached ``/status`` checks.
 CHECKS = web.AppKey("status_checks", Recent[Components])
+#: The body last written from them.
+RENDERED = web.AppKey("status_rendered", Rendered)

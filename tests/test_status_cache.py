@@ -90,3 +90,21 @@ async def test_concurrent_requests_share_one_check(aiohttp_client: Any, data_dir
     assert client.app[CHECKS].runs == 1
     assert len({body["details"]["checkedAt"] for body in bodies}) == 1
     assert all(body["components"]["database"]["statusCode"] == "fail" for body in bodies)
+
+
+async def test_draining_shows_at_once_and_goes_at_once_within_the_lifetime(
+    aiohttp_client: Any, data_dir: Path
+) -> None:
+    """The drain state is the node's own: it is read at each request, never reused."""
+    client, headers = await _status_client(aiohttp_client, data_dir, 60.0)
+    assert "drain" not in (await _status(client, headers))["components"]
+    resp = await client.post("/admin/node/drain", json={"reason": "patching"}, headers=headers)
+    assert resp.status == 200, await resp.text()
+    drained = await _status(client, headers)
+    assert drained["statusCode"] == "warn"
+    assert drained["components"]["drain"]["details"]["reason"] == "patching"
+    assert (await client.post("/admin/node/undrain", headers=headers)).status == 200
+    undrained = await _status(client, headers)
+    assert "drain" not in undrained["components"]
+    assert len({b["details"]["checkedAt"] for b in (drained, undrained)}) == 1
+    assert client.app[CHECKS].runs == 1
