@@ -11,6 +11,7 @@ Nothing here touches SQLite or the engine unless the pool must grow or shrink.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -31,6 +32,20 @@ START_RETRY_MAX = 60.0
 Launch = Callable[[bool], Awaitable[Sandbox]]  # urgent: a request is waiting for it
 Destroy = Callable[[Sandbox], Coroutine[Any, Any, None]]
 Spawn = Callable[[str, Coroutine[Any, Any, Any]], Any]
+
+
+class QueueWaitExpired(Exception):
+    """A queued request waited ``queue_wait`` seconds without a container."""
+
+
+def _expire(waiter: asyncio.Future[Sandbox]) -> None:
+    if not waiter.done():
+        waiter.set_exception(QueueWaitExpired())
+
+
+def _handed(waiter: asyncio.Future[Sandbox]) -> bool:
+    """Whether a container was handed to ``waiter``."""
+    return waiter.done() and not waiter.cancelled() and waiter.exception() is None
 
 
 class ServicePool:
@@ -133,31 +148,33 @@ class ServicePool:
                 f"{len(self._waiters)} requests are waiting; try again shortly",
                 retry_after=1,
             )
-        waiter: asyncio.Future[Sandbox] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Sandbox] = loop.create_future()
         self._waiters.append(waiter)
+        # A plain timer on the waiter, not asyncio.wait: no extra future, set or callback
+        # for every request that queues (at concurrency 16 most of them do).
+        timer = loop.call_later(self._queue_wait, _expire, waiter)
         try:
-            await asyncio.wait({waiter}, timeout=self._queue_wait)
-        except BaseException:  # cancelled: a container handed over meanwhile goes back
-            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                self.release(waiter.result())
-            raise
-        finally:
-            if not waiter.done():
-                waiter.cancel()
-                self._waiters.remove(waiter)
-            got = waiter.done() and not waiter.cancelled() and waiter.exception() is None
-            record("acquire" if got and waiter.result() in self._fresh else "queue", started)
-        if waiter.cancelled():
+            sandbox = await waiter
+        except QueueWaitExpired:
             self.rejected += 1
             raise ServiceUnavailableError(
                 f"no container of {self.label} became free within {self._queue_wait:g} s"
                 + (f" (last start failure: {self.last_error})" if self.last_error else ""),
                 retry_after=1,
-            )
-        exc = waiter.exception()
-        if exc is not None:
-            raise exc
-        return waiter.result()
+            ) from None
+        except BaseException:  # cancelled: a container handed over meanwhile goes back
+            if _handed(waiter):
+                self.release(waiter.result())
+            raise
+        finally:
+            timer.cancel()
+            handed = _handed(waiter)
+            if not handed:  # expired or cancelled: it no longer counts as queued
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+            record("acquire" if handed and waiter.result() in self._fresh else "queue", started)
+        return sandbox
 
     def release(self, sandbox: Sandbox, healthy: bool = True) -> None:
         """Give a container back after a request; an unhealthy one is replaced."""

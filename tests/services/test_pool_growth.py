@@ -8,6 +8,9 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
+from controller.errors import ServiceUnavailableError
 from controller.services.pool import ServicePool
 
 
@@ -82,3 +85,53 @@ async def test_a_container_handed_to_a_cancelled_waiter_goes_back() -> None:
     await asyncio.gather(waiting, return_exceptions=True)
     assert (pool.ready, pool.busy) == (1, 0)
     assert await pool.acquire() is held
+
+
+async def test_a_request_that_waits_too_long_is_refused_and_leaves_the_queue() -> None:
+    launch, tasks = Launches(), set[asyncio.Task[Any]]()
+    pool = ServicePool(
+        "S/1",
+        launch,
+        _no_destroy,
+        _spawner(tasks),
+        initial=1,
+        maximum=1,
+        queue_max=10,
+        queue_wait=0.05,
+        idle_timeout=60,
+    )
+    pool.warm()
+    await asyncio.gather(*tasks)
+    held = await pool.acquire()
+    with pytest.raises(ServiceUnavailableError, match=r"became free within 0\.05 s"):
+        await pool.acquire()
+    assert (pool.queued, pool.rejected) == (0, 1)
+    pool.release(held)  # nobody waits for it any more: it goes back to the idle
+    assert (pool.ready, pool.busy) == (1, 0)
+
+
+async def test_a_cancelled_waiter_leaves_the_queue() -> None:
+    launch, tasks = Launches(), set[asyncio.Task[Any]]()
+    pool = _pool(launch, tasks, initial=1, maximum=1)
+    pool.warm()
+    await asyncio.gather(*tasks)
+    held = await pool.acquire()
+    waiting = asyncio.create_task(pool.acquire())
+    await asyncio.sleep(0)
+    assert pool.queued == 1
+    waiting.cancel()
+    await asyncio.gather(waiting, return_exceptions=True)
+    assert pool.queued == 0
+    pool.release(held)
+    assert pool.ready == 1
+
+
+async def _no_destroy(sandbox: Any) -> None:
+    pass
+
+
+def _spawner(tasks: set[asyncio.Task[Any]]) -> Any:
+    def spawn(name: str, coro: Any) -> None:
+        tasks.add(asyncio.create_task(coro, name=name))
+
+    return spawn
