@@ -6,11 +6,18 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 import pytest
 
-from controller.logs import JsonFormatter, TextFormatter
+from controller.logs import (
+    BUFFER_LIMIT,
+    FLUSH_INTERVAL,
+    BufferedStreamHandler,
+    JsonFormatter,
+    TextFormatter,
+)
 
 
 class _Unprintable:
@@ -55,3 +62,87 @@ def test_a_text_line_is_one_line() -> None:
     line = TextFormatter().format(record)
     assert "\n" not in line and "\r" not in line and "\x00" not in line
     assert "path=/x\\n2026-12-02" in line and "status=404" in line
+
+
+class _Stream:
+    """A stream that records each write (one write is one write(2) of stderr)."""
+
+    def __init__(self) -> None:
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> None:
+        self.writes.append(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def _record(level: int, msg: str) -> logging.LogRecord:
+    return logging.LogRecord("t", level, __file__, 1, msg, None, None)
+
+
+def test_info_lines_go_out_together_and_a_warning_at_once() -> None:
+    stream = _Stream()
+    handler = BufferedStreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    try:
+        for i in range(3):
+            handler.handle(_record(logging.INFO, f"line {i}"))
+        assert stream.writes == []  # buffered: no write per line
+        handler.handle(_record(logging.WARNING, "careful"))
+        assert stream.writes == ["line 0\nline 1\nline 2\ncareful\n"]  # in order, at once
+        handler.handle(_record(logging.INFO, "later"))
+        handler.flush()
+        assert stream.writes[1:] == ["later\n"]
+    finally:
+        handler.close()
+
+
+def test_buffered_lines_are_written_within_the_flush_interval() -> None:
+    stream = _Stream()
+    handler = BufferedStreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    try:
+        handler.handle(_record(logging.INFO, "soon"))
+        deadline = time.monotonic() + 10 * FLUSH_INTERVAL + 5
+        while not stream.writes and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert stream.writes == ["soon\n"]
+    finally:
+        handler.close()
+
+
+def test_a_full_buffer_is_written_without_waiting() -> None:
+    stream = _Stream()
+    handler = BufferedStreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    try:
+        line = "x" * 1000
+        for _ in range(BUFFER_LIMIT // 1000 + 1):
+            handler.handle(_record(logging.INFO, line))
+        assert stream.writes and len(stream.writes[0]) >= BUFFER_LIMIT
+    finally:
+        handler.close()
+
+
+def test_close_writes_what_is_left() -> None:
+    stream = _Stream()
+    handler = BufferedStreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.handle(_record(logging.INFO, "last words"))
+    handler.close()
+    assert stream.writes == ["last words\n"]
+
+
+def test_json_timestamps_follow_the_clock_across_seconds() -> None:
+    formatter = JsonFormatter()
+    lines = []
+    for created in (1_700_000_000.25, 1_700_000_000.75, 1_700_000_001.5):
+        record = _record(logging.INFO, "tick")
+        record.created, record.msecs = created, (created % 1) * 1000
+        lines.append(json.loads(formatter.format(record))["ts"])
+    assert lines == [
+        "2023-11-14T22:13:20.250Z",
+        "2023-11-14T22:13:20.750Z",
+        "2023-11-14T22:13:21.500Z",
+    ]
