@@ -4,16 +4,23 @@ its ``repr`` rather than the line being lost."""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 
+from controller import logs
 from controller.logs import (
     BUFFER_LIMIT,
     FLUSH_INTERVAL,
+    AccessLogger,
     BufferedStreamHandler,
     JsonFormatter,
     TextFormatter,
@@ -146,3 +153,91 @@ def test_json_timestamps_follow_the_clock_across_seconds() -> None:
         "2023-11-14T22:13:20.750Z",
         "2023-11-14T22:13:21.500Z",
     ]
+
+
+@pytest.fixture
+def configured(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
+    """``logs.configure`` as ``serve`` calls it, writing to a string; logging as it was after."""
+    root, access = logging.getLogger(), logging.getLogger("aiohttp.access")
+    saved = (root.handlers[:], root.level, access.level, logs._srcfile_saved())
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    logs.configure("INFO", "json")
+    try:
+        yield stream
+    finally:
+        handler = logs._configured
+        logs._configured = None
+        if handler is not None:
+            handler.close()
+        root.handlers[:], _, _, flags = saved
+        root.setLevel(saved[1])
+        access.setLevel(saved[2])
+        logs._srcfile_restore(flags)
+
+
+class _Dropper(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return True  # drops nothing; its presence sends lines through logging
+
+
+async def _access_line(stream: io.StringIO, *, through_logging: bool) -> dict[str, Any]:
+    app = web.Application()
+    app.router.add_post("/api/{name}/{version}", _ok)
+    request = make_mocked_request(
+        "POST", "/api/Iris/V1.0", app=app, headers={"User-Agent": "ua", "X-Request-Id": "r-1"}
+    )
+    match = await app.router.resolve(request)
+    match.add_app(app)
+    request._match_info = match
+    access = logging.getLogger("aiohttp.access")
+    dropper = _Dropper()
+    if through_logging:
+        access.addFilter(dropper)
+    try:
+        AccessLogger(access, "").log(request, web.Response(body=b"12345"), 0.0123)
+    finally:
+        access.removeFilter(dropper)
+    assert logs._configured is not None
+    logs._configured.flush()
+    lines = stream.getvalue().splitlines()
+    stream.seek(0)
+    stream.truncate()
+    assert len(lines) == 1, lines
+    line: dict[str, Any] = json.loads(lines[0])
+    return line
+
+
+async def _ok(request: web.Request) -> web.Response:
+    return web.Response()
+
+
+def _only_ours(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The root logger as ``serve`` has it: pytest adds its own handlers for each test."""
+    monkeypatch.setattr(logging.getLogger(), "handlers", [logs._configured])
+
+
+async def test_an_access_line_written_directly_is_the_formatters_line(
+    configured: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _only_ours(monkeypatch)
+    assert logs._direct_handler(logging.getLogger("aiohttp.access")) is logs._configured
+    direct = await _access_line(configured, through_logging=False)
+    logged = await _access_line(configured, through_logging=True)
+    assert direct.pop("ts")[:10] == logged.pop("ts")[:10]
+    assert direct == logged
+    assert list(direct) == list(logged)  # the same fields, in the same order
+    assert direct["route"] == "/api/{name}/{version}" and direct["requestId"] == "r-1"
+
+
+async def test_a_handler_of_a_test_still_sees_access_lines(
+    configured: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _only_ours(monkeypatch)
+    catcher = logging.NullHandler()
+    logging.getLogger("aiohttp.access").addHandler(catcher)
+    try:
+        assert logs._direct_handler(logging.getLogger("aiohttp.access")) is None
+    finally:
+        logging.getLogger("aiohttp.access").removeHandler(catcher)
+    assert logs._direct_handler(logging.getLogger("aiohttp.access")) is logs._configured
