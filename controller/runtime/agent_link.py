@@ -351,10 +351,12 @@ class AgentLink:
             waiter = self._new_waiter()
             try:
                 if isinstance(blob, bytes | None):
-                    self._writer.write(protocol.encode_head(message, blob))
+                    writer = self._writer
+                    writer.write(protocol.encode_head(message, blob))
                     if blob:
-                        self._writer.write(blob)
-                    await self._writer.drain()
+                        writer.write(blob)
+                    if writer.transport.get_write_buffer_size():  # else it all went out
+                        await writer.drain()
                 else:
                     await self._send_source(message, blob, timeout)
                 call.sent = True
