@@ -31,6 +31,15 @@ ENV_PREFIX = "O16N_"
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity, as a container's cpuset limits
+    it), the machine's count where that cannot be read."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def parse_networks(text: str) -> tuple[Network, ...]:
     """``"10.0.0.0/8, ::1"`` → networks; ``ValueError`` naming a bad entry."""
     networks = []
@@ -322,10 +331,16 @@ class Settings(BaseModel):
         1, ge=0, description="Warm containers per service version (InitialPoolSize default)."
     )
     service_pool_max: int = Field(
-        4, ge=1, description="Containers per service version at most (MaxPoolSize default)."
+        default_factory=lambda: max(4, usable_cores()),
+        ge=1,
+        description="Containers per service version at most (MaxPoolSize default; "
+        "4, or the cores this process may use if more).",
     )
     service_pool_limit: int = Field(
-        32, ge=1, description="Largest MaxPoolSize a pool request may ask for."
+        default_factory=lambda: max(32, 2 * usable_cores()),
+        ge=1,
+        description="Largest MaxPoolSize a pool request may ask for (32, or twice the "
+        "cores if more).",
     )
     service_pool_idle: int = Field(
         300, ge=1, description="Seconds an extra idle service container lives before removal."

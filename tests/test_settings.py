@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -45,3 +46,13 @@ def test_every_setting_is_in_the_readme_table() -> None:
         if f"`O16N_{name.upper()}`" not in text
     ]
     assert missing == []
+
+
+def test_service_pool_defaults_follow_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(2)))
+    settings = Settings.from_env({})
+    assert (settings.service_pool_max, settings.service_pool_limit) == (4, 32)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(24)))
+    settings = Settings.from_env({})
+    assert (settings.service_pool_max, settings.service_pool_limit) == (24, 48)
+    assert Settings.from_env({"O16N_SERVICE_POOL_MAX": "3"}).service_pool_max == 3
