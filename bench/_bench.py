@@ -1,8 +1,8 @@
 """One bench run, from parsed options to its results file: what every bench's main shares.
 
 Check the tools and the runtime image, turn SIGTERM into Ctrl-C, run in a scratch
-directory whose containers (and images) are swept however the run ends, then report and
-write the figures with the run's details.
+directory whose servers are stopped and whose containers (and images) are swept however
+the run ends, then report and write the figures with the run's details.
 """
 
 from __future__ import annotations
@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from bench._docker import preflight, scratch_dir
-from bench._server import BenchError, failed, finish, interrupt_on_sigterm, run_meta
+from bench._server import (
+    BenchError,
+    failed,
+    finish,
+    interrupt_on_sigterm,
+    run_meta,
+    stop_servers,
+)
 
 
 def run_bench(
@@ -35,7 +42,10 @@ def run_bench(
     interrupt_on_sigterm()
     try:
         with scratch_dir(name, labels, images=images) as tmp:
-            figures = run(args, tmp)
+            try:
+                figures = run(args, tmp)
+            finally:  # what the run did not stop (an error, Ctrl-C), before the sweep
+                stop_servers()
     except (BenchError, KeyboardInterrupt) as exc:
         return failed(name, exc)
     text = summarise(figures, args)

@@ -11,6 +11,7 @@ bench/_wrk.py.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -23,6 +24,8 @@ import time
 from pathlib import Path
 from types import FrameType
 from typing import Any
+
+from bench._procs import alive, kill_leftovers, tree
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = PROJECT_ROOT / "bench" / "results"
@@ -42,11 +45,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+#: Every server started in this process, for ``stop_servers``.
+_STARTED: list[Server] = []
+
+
 class Server:
     """A server subprocess with its output in a log file.
 
     With ``detach`` it runs in a session of its own, so that Ctrl-C in the terminal reaches
-    only the benchmark, which can then still use the server to clean up before stopping it.
+    only the benchmark, which can then still use the server to clean up before stopping it;
+    ``stop`` then signals its whole process group. Processes it spawned that outlive it
+    (workers in sessions of their own) are killed.
     """
 
     def __init__(
@@ -64,6 +73,7 @@ class Server:
         self.port = port
         self.log = log
         self.url = f"http://{HOST}:{port}"
+        self.detach = detach
         with log.open("wb") as out:
             self.process = subprocess.Popen(
                 cmd,
@@ -73,6 +83,7 @@ class Server:
                 stderr=subprocess.STDOUT,
                 start_new_session=detach,
             )
+        _STARTED.append(self)
 
     @property
     def pid(self) -> int:
@@ -96,20 +107,41 @@ class Server:
                 f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}"
             )
 
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)  # aiohttp's graceful shutdown
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+    def stop(self, timeout: float = 20) -> None:
+        """SIGINT (aiohttp's and uvicorn's graceful shutdown) to the server, or to its
+        process group if detached; SIGKILL after ``timeout`` s; then SIGKILL whatever of
+        its tree outlived it."""
+        if self.process.poll() is not None:
+            return
+        processes = tree(self.pid)
+        with contextlib.suppress(ProcessLookupError):
+            if self.detach:
+                os.killpg(self.pid, signal.SIGINT)
+            else:
+                self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        deadline = time.monotonic() + 5  # a worker's own graceful exit, briefly
+        while any(alive(s) for s in processes[1:]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if killed := kill_leftovers(processes[1:]):
+            say(f"{self.name}: killed {killed} process(es) it left behind")
 
     def log_tail(self, lines: int = 30) -> str:
         try:
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
+
+
+def stop_servers() -> None:
+    """Stop every server this process started that still runs: the last resort after an
+    error or Ctrl-C, before the containers are swept."""
+    while _STARTED:
+        _STARTED.pop().stop()
 
 
 def say(text: str) -> None:
