@@ -92,11 +92,14 @@ def wrk(
     duration: int,
     *,
     check_answers: bool = False,
+    fail: bool = True,
 ) -> dict[str, Any]:
-    """One wrk run: the script's summary plus ``rps`` and ``connections``.
+    """One wrk run: the script's summary plus ``rps``, ``connections`` and ``failures``
+    (answers not 200, wrong bodies, socket errors).
 
     It fails on a status, connect or timeout error; with ``check_answers`` (the script
-    counts ``non200`` and ``bad_body``) on any of those counts or any socket error."""
+    counts ``non200`` and ``bad_body``) on any of those counts or any socket error. Without
+    ``fail`` it raises on none of these: the caller reads ``failures``."""
     cmd = [
         "wrk",
         f"-t{min(threads, connections)}",
@@ -118,17 +121,26 @@ def wrk(
     else:
         raise BenchError(f"no summary in wrk's output:\n{done.stdout}")
     errors = result["errors"]
-    if check_answers:
-        if result["non200"] or result["bad_body"] or any(errors.values()):
-            raise BenchError(
-                f"wrk against {url}: {result['non200']} answers not 200, {result['bad_body']} "
-                f"bodies without the expected answer, errors {errors}"
-            )
-    elif errors["status"] or errors["connect"] or errors["timeout"]:
+    result["failures"] = failures(result)
+    if fail and check_answers and (result["failures"] or any(errors.values())):
+        raise BenchError(
+            f"wrk against {url}: {result['non200']} answers not 200, {result['bad_body']} "
+            f"bodies without the expected answer, errors {errors}"
+        )
+    if fail and not check_answers and (errors["status"] or errors["connect"] or errors["timeout"]):
         raise BenchError(f"wrk saw errors against {url}: {errors} (output: {done.stdout})")
     result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
     result["connections"] = connections
     return result
+
+
+def failures(result: dict[str, Any]) -> int:
+    """Requests of a wrk run that went wrong: socket errors, answers that lacked the
+    expected body, and answers that were not 200 (wrk counts a status of 400 and above,
+    the script, when it checks answers, anything but 200: the same answer, counted once)."""
+    errors = result["errors"]
+    sockets = sum(int(errors[k]) for k in ("connect", "read", "write", "timeout"))
+    return sockets + int(result["bad_body"]) + max(int(result["non200"]), int(errors["status"]))
 
 
 def wrk_version() -> str:
