@@ -101,13 +101,24 @@ def publish(api: Api, server: Server, snapshot_id: str, version: str) -> dict[st
     }
 
 
-def wait_pool(api: Api, version: str, size: int, timeout: float = 180, fatal: bool = True) -> bool:
-    """Until the version's pool has ``size`` ready containers and none busy; False (or an
-    error, with ``fatal``) when that does not happen within ``timeout`` seconds."""
+def pool(api: Api, version: str) -> dict[str, Any]:
+    """The version's pool as ``GET /services/Iris/{version}/pool`` reports it (sizes,
+    ready, busy, queued)."""
+    status: dict[str, Any] = api.ok("GET", f"/services/{SERVICE}/{version}/pool")[0]
+    return status
+
+
+def wait_pool(
+    api: Api, version: str, size: int | None = None, timeout: float = 180, fatal: bool = True
+) -> bool:
+    """Until the version's pool has ``size`` ready containers (default: its own
+    ``initialPoolSize``) and none busy; False (or an error, with ``fatal``) when that does
+    not happen within ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
-        status = api.ok("GET", f"/services/{SERVICE}/{version}/pool")[0]
-        if status["ready"] >= size and status["busy"] == 0:
+        status = pool(api, version)
+        want = status["initialPoolSize"] if size is None else size
+        if status["ready"] >= want and status["busy"] == 0:
             return True
         if time.monotonic() > deadline:
             if fatal:
