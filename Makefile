@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test test-fast check lint typecheck pytest image docker venv bench clean chromium ldap
+.PHONY: run test test-fast check lint typecheck pytest image docker venv bench bench-baselines clean chromium ldap
 
 run: image                     ## serve the API on $$O16N_HOST:$$O16N_PORT (127.0.0.1:12800)
 	$(PY) -m controller serve
@@ -54,5 +54,17 @@ $(STAMP): pyproject.toml runtime_image/requirements.txt | ldap
 bench: image                   ## benchmarks (figures in bench/results/)
 	$(PY) -m bench.run_all
 
+# MLflow and BentoML, bench.consume's further baselines, in a virtualenv of their own: their
+# dependencies would fight the project's. bench.consume uses it when it is there.
+BASELINES := .venv-baselines
+
+bench-baselines: $(BASELINES)/.installed-stamp  ## MLflow and BentoML for bench.consume
+
+$(BASELINES)/.installed-stamp: bench/baselines-requirements.txt
+	$(PYTHON) -m venv $(BASELINES)
+	$(BASELINES)/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BASELINES)/bin/python -m pip install --quiet --disable-pip-version-check -r bench/baselines-requirements.txt
+	touch $@
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache runtime_image/wheels
+	rm -rf $(VENV) $(BASELINES) .mypy_cache .ruff_cache .pytest_cache runtime_image/wheels
