@@ -41,7 +41,7 @@ from bench._server import PROJECT_ROOT, RESULTS_DIR, write_results
 #: Counts that keep a whole comparison (2 rounds of consume and sessions) near 10 minutes
 #: on a 2-core machine; each is the bench's own option, overridable with --<bench>-args.
 DEFAULT_ARGS = {
-    "consume": "--n 3 --duration 5 --warmup 2 --predict-calls 200",
+    "consume": "--n 3 --duration 5 --warmup 2 --predict-calls 200 --no-frameworks",
     "sessions": "--n 10 --requests 1000 --warmup-requests 100 --duration 3",
     "batch": "--rows 3000 --sequential 1000 --warmup 100 --warmup-rows 100",
     "idle": "--idle 10",
