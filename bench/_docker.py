@@ -160,6 +160,24 @@ def containers_cpu(ids: list[str]) -> float | None:
     return total
 
 
+def wait_containers_idle(label: str, timeout: float = 60, cores: float = 0.02) -> float | None:
+    """Until the running containers carrying ``label`` stayed the same for a second and
+    together used under ``cores`` of a core over it: nothing of the instance is starting
+    (a warm pool refilling imports its modules first). Seconds waited, or None when that
+    did not happen within ``timeout`` or their CPU cannot be read."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        ids = instance_containers(label)
+        before = containers_cpu(ids)
+        time.sleep(1)
+        after = containers_cpu(ids)
+        if before is None or after is None:
+            return None
+        if after - before < cores and instance_containers(label) == ids:
+            return time.monotonic() - started
+    return None
+
+
 def machine_line(start: dict[str, Any], end: dict[str, Any]) -> str:
     """``machine_load`` at the start and end of a run, for the report."""
     return (

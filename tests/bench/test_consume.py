@@ -97,7 +97,10 @@ def figures(frameworks_run: bool) -> dict[str, Any]:
         "publish_first_consume": {
             "p50_s": 0.7,
             "max_s": 0.8,
-            "samples": [{"first_consume_s": 0.7}, {"first_consume_s": 0.8}],
+            "samples": [
+                {"version": "V1.0", "first_consume_s": 0.7, "idle_before_s": 1.0},
+                {"version": "V1.1", "first_consume_s": 0.8, "idle_before_s": None},
+            ],
         },
         "pool_at_start": pool,
         "pool_before_runs": {**pool, "full": True},
@@ -133,6 +136,7 @@ def test_the_report_has_the_issues_table_and_targets(tmp_path: Path) -> None:
         "publish → first consume <= 2 s, every sample": True,
     }
     assert "PASS  requests/s at c=16 >= 1.5 x in-process: 1.600" in text
+    assert "(except before V1.1: not idle within 60 s)" in text
 
 
 def test_without_the_frameworks_the_report_says_how_to_get_them() -> None:
