@@ -153,13 +153,16 @@ def test_code_that_blocks_sigint_on_its_thread_is_interrupted_all_the_same(
     assert ag.redialer.interrupts == 1
 
 
-def test_a_sigint_handler_user_code_leaves_does_not_outlive_it(agent: tuple[Agent, str]) -> None:
+@pytest.mark.parametrize("handler", ["signal.default_int_handler", "signal.SIG_IGN"])
+def test_a_sigint_handler_user_code_leaves_does_not_outlive_it(
+    agent: tuple[Agent, str], handler: str
+) -> None:
     """User code may install its own SIGINT handler and leave it (``default_int_handler``,
-    or a library's). A late interrupt (the engine's fallback signal, one crossing the
-    reply) then arrives while the agent, not user code, runs: it must not raise
-    ``KeyboardInterrupt`` there, which would end the agent."""
+    or a library's, or ``SIG_IGN``). A late interrupt (the engine's fallback signal, one
+    crossing the reply) then arrives while the agent, not user code, runs: it must not raise
+    ``KeyboardInterrupt`` there, which would end the agent, nor be ignored for good."""
     ag, path = agent
-    code = "import signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)"
+    code = f"import signal\nsignal.signal(signal.SIGINT, {handler})"
 
     serve_surviving_sigint(ag, path, late_sigint_play(code, "success"))
     assert signal.getsignal(signal.SIGINT) == ag._on_sigint
