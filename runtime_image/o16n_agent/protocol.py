@@ -149,10 +149,23 @@ def blob_length(message: dict[str, Any]) -> int | None:
 # --- blocking side (the agent) -----------------------------------------------------------
 
 
+#: frames up to this size are read with one ``recv`` into a buffer of their size, the
+#: usual case; larger ones go into a preallocated buffer, piece by piece
+SMALL_FRAME = 64 * 1024
+
+
 def recv_exactly(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    if n <= SMALL_FRAME:  # almost always all there: no buffer to fill and copy again
+        data = sock.recv(n, socket.MSG_WAITALL)
+        if len(data) == n:
+            return data
+        if not data:
+            raise EOFError("peer closed the connection")
     buf = bytearray(n)
+    got = len(data)
+    buf[:got] = data
     view = memoryview(buf)
-    got = 0
     while got < n:
         count = sock.recv_into(view[got:], n - got)
         if count == 0:

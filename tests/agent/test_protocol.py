@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import socket
+import threading
+import time
 
 import pytest
 from o16n_agent import protocol
@@ -59,3 +62,39 @@ async def test_asyncio_reader_matches_the_blocking_writer() -> None:
             await protocol.read_message(reader, 1 << 20, 1 << 20)
     finally:
         writer.close()
+
+
+@pytest.mark.parametrize("size", [10, protocol.SMALL_FRAME - 4, 3 * protocol.SMALL_FRAME])
+@pytest.mark.parametrize("timeout", [None, 10.0])
+def test_a_frame_arriving_in_pieces_is_read_whole(size: int, timeout: float | None) -> None:
+    """Small frames are read with one ``recv`` that waits for all of them, large ones piece
+    by piece; either way a frame that trickles in (a signal, a slow writer, a socket with a
+    timeout, which does not wait for all) comes out whole."""
+    a, b = socket.socketpair()
+    b.settimeout(timeout)
+    data = protocol.encode_head({"pad": "x" * size}) + protocol.encode_head({"id": 2})
+    cut = [0, 1, 3, 7, len(data) // 2, len(data) - 5, len(data)]
+
+    def trickle() -> None:
+        for start, end in itertools.pairwise(cut):
+            time.sleep(0.02)
+            a.sendall(data[start:end])
+
+    with a, b:
+        writer = threading.Thread(target=trickle)
+        writer.start()
+        try:
+            assert protocol.recv_message(b, 1 << 20, 0) == ({"pad": "x" * size}, None)
+            assert protocol.recv_message(b, 1 << 20, 0) == ({"id": 2}, None)
+        finally:
+            writer.join()
+
+
+@pytest.mark.parametrize("size", [10, 3 * protocol.SMALL_FRAME])
+def test_a_frame_cut_short_is_the_end_of_the_stream(size: int) -> None:
+    a, b = socket.socketpair()
+    with a, b:
+        a.sendall(protocol.encode_head({"pad": "x" * size})[:-3])
+        a.shutdown(socket.SHUT_WR)
+        with pytest.raises(EOFError):
+            protocol.recv_message(b, 1 << 20, 0)
