@@ -34,6 +34,8 @@ from o16n_agent.service import ServiceOps
 from o16n_agent.session import SessionOps
 
 Reply = tuple[dict[str, Any], bytes | protocol.FileBlob | None]
+#: a reply, its blob, and its JSON when it goes without a blob (encoded once, when checked)
+Answer = tuple[dict[str, Any], bytes | protocol.FileBlob | None, bytes | None]
 Handler = Callable[[dict[str, Any], Any], Reply]
 
 #: the ``SIGINT`` handler as stored: ``signal.getsignal`` turns ``SIG_DFL``/``SIG_IGN`` into
@@ -141,11 +143,11 @@ class Agent:
                     continue
                 redial, interrupts = op in self.redialled, op in INTERRUPTIBLE
                 if not (redial or interrupts):
-                    reply, reply_blob = self._handle(message, blob)
+                    reply, reply_blob, encoded = self._handle(message, blob)
                 else:
                     self.redialer.watch(sock, redial=redial, interrupts=interrupts)
                     try:
-                        reply, reply_blob = self._handle(message, blob)
+                        reply, reply_blob, encoded = self._handle(message, blob)
                     finally:
                         lost, replacement = self.redialer.unwatch()
                     if replacement is not None or lost:
@@ -157,7 +159,7 @@ class Agent:
                     if lost:
                         return
                 with self.redialer.send_lock:
-                    protocol.send_message(sock, reply, reply_blob)
+                    protocol.send_message(sock, reply, reply_blob, encoded=encoded)
         except (EOFError, OSError, protocol.ProtocolError):
             pass  # the controller went away: dial again
         finally:
@@ -172,10 +174,10 @@ class Agent:
             return message, protocol.IncomingBlob(sock, length)
         return message, protocol.recv_blob(sock, length, BLOB_LIMIT)
 
-    def _handle(self, message: dict[str, Any], blob: Any) -> Reply:
-        """``handle``, then what the operation left unread of a streamed blob is read and
+    def _handle(self, message: dict[str, Any], blob: Any) -> Answer:
+        """``answer``, then what the operation left unread of a streamed blob is read and
         dropped, so the stream stays in step (a broken connection shows when replying)."""
-        reply = self.handle(message, blob)
+        reply = self.answer(message, blob)
         if isinstance(blob, protocol.IncomingBlob):
             with contextlib.suppress(EOFError, OSError):
                 blob.drain()
@@ -185,6 +187,11 @@ class Agent:
 
     def handle(self, message: dict[str, Any], blob: Any) -> Reply:
         """Run one request; always returns a reply, whatever the handler did."""
+        reply, out_blob, _ = self.answer(message, blob)
+        return reply, out_blob
+
+    def answer(self, message: dict[str, Any], blob: Any) -> Answer:
+        """``handle``, with the reply's JSON as its size was checked on (no blob)."""
         request_id = message.get("id")
         op = message.get("op")
         handler = self.handlers.get(op) if isinstance(op, str) else None
@@ -212,7 +219,7 @@ class Agent:
             self._set_executing(False)
         self.exit_if_forked()
         reap_children()
-        return sendable(reply, out_blob)
+        return checked(reply, out_blob)
 
     def exit_if_forked(self) -> None:
         """A process forked by user code must never answer on the agent's socket."""
@@ -259,21 +266,33 @@ def sendable(reply: dict[str, Any], blob: bytes | protocol.FileBlob | None) -> R
     read; this is the last guard, because an error while writing one would end the agent:
     strings that are not valid UTF-8 (a file name, a message) are escaped, and a reply that
     still cannot be written, or is larger than the controller reads, becomes an error."""
+    reply, blob, _ = checked(reply, blob)
+    return reply, blob
+
+
+def checked(reply: dict[str, Any], blob: bytes | protocol.FileBlob | None) -> Answer:
+    """``sendable``, and the reply's JSON when it goes without a blob: the encoding its
+    size was checked on is the one sent, not made again (an output of megabytes)."""
     try:
-        size = len(protocol.dumps(reply))
+        data = protocol.dumps(reply)
     except Exception:
         try:
             reply = _clean(reply)
-            size = len(protocol.dumps(reply))
+            data = protocol.dumps(reply)
         except Exception as exc:
             why = f"the agent's reply cannot be written as JSON: {codec.describe(exc)}"
             _drop(blob)
-            return {"id": reply.get("id"), "ok": False, "error": why}, None
-    if size > REPLY_MAX - 64:  # the frame also carries the blob's length, when any
-        why = f"the agent's reply takes {size:,} bytes, more than the {REPLY_MAX:,} allowed"
+            return _failed(reply, why)
+    if len(data) > REPLY_MAX - 64:  # the frame also carries the blob's length, when any
+        why = f"the agent's reply takes {len(data):,} bytes, more than the {REPLY_MAX:,} allowed"
         _drop(blob)
-        return {"id": reply.get("id"), "ok": False, "error": why}, None
-    return reply, blob
+        return _failed(reply, why)
+    return reply, blob, data if blob is None else None
+
+
+def _failed(reply: dict[str, Any], why: str) -> Answer:
+    failed = {"id": reply.get("id"), "ok": False, "error": why}
+    return failed, None, protocol.dumps(failed)
 
 
 def _drop(blob: bytes | protocol.FileBlob | None) -> None:

@@ -251,8 +251,17 @@ class FileBlob:
 
 
 def send_message(
-    sock: socket.socket, message: dict[str, Any], blob: bytes | FileBlob | None = None
+    sock: socket.socket,
+    message: dict[str, Any],
+    blob: bytes | FileBlob | None = None,
+    *,
+    encoded: bytes | None = None,
 ) -> None:
+    """Send ``message`` and its ``blob``. ``encoded``, when given, is ``dumps(message)``,
+    made by a caller that needed it already; it is sent as it is when no blob goes along."""
+    if encoded is not None and blob is None:
+        sock.sendall(_frame(encoded))
+        return
     if isinstance(blob, FileBlob):
         try:
             sock.sendall(encode_head(message, blob.size))
