@@ -69,6 +69,7 @@ class Redialer:
         self._since = 0.0  # when the watch began (monotonic)
         self._lost = False
         self._dialling = False
+        self._idle = False  # the thread waits for a connection to watch: wake it for one
         self._replacement: socket.socket | None = None
         self._thread: threading.Thread | None = None
         #: interrupts received and passed on to the main thread (for tests and logs)
@@ -84,7 +85,8 @@ class Redialer:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="o16n-redial", daemon=True)
                 self._thread.start()
-            self._cond.notify_all()
+            if self._idle:  # else it polls the connection, and sees the new one after
+                self._cond.notify_all()
 
     def unwatch(self) -> tuple[bool, socket.socket | None]:
         """Stop watching. Returns whether the watched connection was lost and, when the
@@ -93,7 +95,8 @@ class Redialer:
         with self._cond:
             self._sock = None
             self._generation += 1
-            self._cond.notify_all()
+            if self._dialling:  # it waits between dials: it stops dialling at once
+                self._cond.notify_all()
             while self._dialling or self._busy:  # each ends within a moment
                 self._cond.wait()
             lost, replacement = self._lost, self._replacement
@@ -108,7 +111,11 @@ class Redialer:
         while True:
             with self._cond:
                 while self._sock is None:
-                    self._cond.wait()
+                    self._idle = True
+                    try:
+                        self._cond.wait()
+                    finally:
+                        self._idle = False
                 sock, generation = self._sock, self._generation
                 reading = self._reading and self._replacement is None
                 early = READ_AFTER - (time.monotonic() - self._since)

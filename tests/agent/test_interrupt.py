@@ -210,6 +210,36 @@ def test_a_service_request_is_interrupted_too(agent: tuple[Agent, str]) -> None:
     serve_once(ag, path, play)
 
 
+@pytest.mark.parametrize("pause", [0.0, 0.4])
+def test_an_interrupt_after_a_run_of_short_requests_is_read(
+    agent: tuple[Agent, str], pause: float
+) -> None:
+    """The watching thread is woken for a request only when it waits for one; after short
+    requests it is still polling the connection (for ``READ_AFTER``), or has gone back to
+    waiting (``pause``): either way it reads the long request's interrupt."""
+    ag, path = agent
+    code = "import time\nif wait:\n    time.sleep(60)"
+
+    def play(conn: socket.socket) -> None:
+        init = {"id": 1, "op": "service_init", "code": code}
+        init["inputs"] = [{"name": "wait", "type": "logical"}]
+        protocol.send_message(conn, init)
+        assert receive(conn)["init_error"] == ""
+        for n in range(2, 50):
+            protocol.send_message(conn, {"id": n, "op": "run", "inputs": {"wait": False}})
+            assert receive(conn)["success"] is True
+        threading.Event().wait(pause)
+        protocol.send_message(conn, {"id": 50, "op": "run", "inputs": {"wait": True}})
+        threading.Event().wait(0.3)
+        protocol.send_message(conn, {"id": 51, "op": "interrupt"})
+        assert receive(conn) == {"id": 51, "ok": True}
+        reply = receive(conn)
+        assert reply["id"] == 50 and "interrupted" in reply["error"]
+
+    serve_once(ag, path, play)
+    assert ag.redialer.interrupts == 1
+
+
 def test_any_other_message_mid_request_breaks_the_connection(agent: tuple[Agent, str]) -> None:
     ag, path = agent
 
