@@ -61,6 +61,7 @@ from controller.sessions.models import (
 )
 from controller.settings import Settings
 from controller.store.sessions import SessionRecord, SessionsRepo
+from controller.tasks import TaskSupervisor
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,9 @@ CLOSED_BY_ADMIN = "closed by an administrator"
 CLOSED_BY_FORCE = "closed by force (DELETE /sessions/{id}/force)"
 #: seconds a plain close waits for interrupted code to stop before it removes the container
 CLOSE_GRACE = 10.0
+#: seconds a shutdown waits for the containers of closed sessions to go (the next start
+#: removes what is left: no record names them)
+SHUTDOWN_WAIT = 5.0
 
 
 @dataclass(eq=False)
@@ -123,6 +127,11 @@ class SessionManager:
         #: or has not dialled in yet (``None``: busy in code that holds the GIL, say)
         self._unfinished: list[tuple[Session, int | None]] = []
         self.log = ExecutionLog(repo)
+        #: closed sessions whose container is still going (``close``), by id
+        self._closing: dict[str, Session] = {}
+        #: their closes, run in the background, waited for a moment at shutdown
+        self._tasks = TaskSupervisor()
+        self._pending: set[asyncio.Task[Any]] = set()
         #: told of each session the idle reaper closes (the audit trail's "closed by whom")
         self.on_reaped: Callable[[Session, str], object] | None = None
 
@@ -229,7 +238,12 @@ class SessionManager:
         self._creating[caller.user_id] = pending + 1
 
     async def close(self, caller: Identity, session_id: str, *, force: bool = False) -> None:
-        """Close a session and remove its container.
+        """Close a session; its container goes in the background.
+
+        The session's record is deleted before this returns, so from then on every call
+        finds no session (404), the owner's quota no longer counts it, and a controller
+        that dies before the container is gone reaps it at its next start (it adopts only
+        containers an alive record names). Then, in the background:
 
         A plain close (ML Server's ``closeSession``) does not kill the interpreter: running
         code is interrupted, its execution answered as for a cancel, and the container
@@ -237,9 +251,22 @@ class SessionManager:
         (``closeSessionByForce``) kills it: the container is removed at once, and a
         running execution is answered with why. A force may cut a plain close short."""
         session = self._sessions.get(check_session_id(session_id))
+        if session is None and force:
+            session = self._closing.get(session_id)
         if session is None or session.owner_id != caller.user_id or (session.closing and not force):
             raise NotFoundError(f"no session '{session_id}'")
-        session.closing = True
+        if not session.closing:
+            await self._repo.delete(session.id)
+            if not force and session.id in self._closing:  # another close came first
+                raise NotFoundError(f"no session '{session_id}'")
+        if not session.closing:
+            session.closing = True
+            self._sessions.pop(session.id, None)
+            self._closing[session.id] = session
+        self._background(f"session-close-{session.id}", self._finish_close(session, force))
+
+    async def _finish_close(self, session: Session, force: bool) -> None:
+        """Stop what runs (a plain close) and remove the container of a closed session."""
         try:
             if force:
                 await self._end(session, CLOSED_BY_FORCE)
@@ -247,8 +274,12 @@ class SessionManager:
                 await self._stop_running(session)
                 await self._end(session, "closed")
         finally:
-            self._sessions.pop(session.id, None)
-        await self._repo.delete(session.id)
+            self._closing.pop(session.id, None)
+
+    def _background(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
+        task = self._tasks.spawn(name, coro)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
     async def _stop_running(self, session: Session) -> None:
         """Interrupt what runs in ``session`` and wait, up to ``CLOSE_GRACE`` seconds, for
@@ -502,8 +533,12 @@ class SessionManager:
                 log.exception("idle reaper failed")
 
     async def detach(self) -> None:
-        """At shutdown: write what is pending. The containers stay for the next controller;
-        their links close with the sandboxes' listeners, after this."""
+        """At shutdown: write what is pending, and give closed sessions' containers a
+        moment to go. The others stay for the next controller; their links close with the
+        sandboxes' listeners, after this."""
+        if self._pending:
+            await asyncio.wait(list(self._pending), timeout=SHUTDOWN_WAIT)
+        await self._tasks.close()
         await self.log.flush()
 
     # --- restart --------------------------------------------------------------------------
