@@ -75,6 +75,11 @@ CLOSED_BY_ADMIN = "closed by an administrator"
 CLOSED_BY_FORCE = "closed by force (DELETE /sessions/{id}/force)"
 #: seconds a plain close waits for interrupted code to stop before it removes the container
 CLOSE_GRACE = 10.0
+#: executions of a session whose history may wait to be written: beyond, an ``execute``
+#: waits for the write first (each session's agent keeps the results not yet written, for
+#: a controller that restarts meanwhile, and at most ``UNRECORDED_MAX``)
+WRITE_BEHIND_MAX = 256
+UNRECORDED_MAX = 1000
 #: seconds a shutdown waits for the containers of closed sessions to go (the next start
 #: removes what is left: no record names them)
 SHUTDOWN_WAIT = 5.0
@@ -187,6 +192,7 @@ class SessionManager:
                 await self._sandboxes.destroy(sandbox)
                 raise
             self._sessions[session.id] = session
+            self.log.follow(session.id)
             log.info("session created", extra={"session": session.id, "user": caller.username})
             return session
         finally:
@@ -336,12 +342,15 @@ class SessionManager:
         async with self._exclusive(session) as sandbox:
             session.executing, session.cancel_requested = True, False
             seq = session.history_length + 1
+            if seq - self.log.written(session.id) > WRITE_BEHIND_MAX:
+                await self._catch_up()
             args = {
                 "code": request.code,
                 "inputs": [p.model_dump() for p in request.inputParameters or []],
                 "outputs": request.outputParameters or [],
                 "console_limit": self._settings.console_output_max,
                 "seq": seq,  # the agent keeps the result under it, for a restarted controller
+                "recorded": self.log.written(session.id),  # until the history has it
             }
             try:
                 result, _ = await self._run(session, sandbox, "execute", args, ExecuteReply)
@@ -349,6 +358,12 @@ class SessionManager:
                 session.executing = False
             self._remember(session, seq, request.code, result)
         return result
+
+    async def _catch_up(self) -> None:
+        """Write the history now: the session's agent keeps what is not written. A store
+        that fails (full, locked) does not fail the execution; the writer retries."""
+        with contextlib.suppress(InsufficientStorage, StoreBusy):
+            await self.log.flush()
 
     def _remember(self, session: Session, seq: int, code: str, result: dict[str, Any]) -> None:
         if session.closing:
@@ -496,6 +511,7 @@ class SessionManager:
         when the database cannot take the mark (full or locked): nothing else would."""
         sandbox, session.sandbox = session.sandbox, None
         handle, session.reconnecting = session.reconnecting, None
+        self.log.forget(session.id)
         try:
             if session.dead_reason is None:
                 session.dead_reason = reason
@@ -566,6 +582,7 @@ class SessionManager:
                 # background (``collect_unfinished``), the session busy meanwhile.
                 session = self._session(record, None, None)
                 session.history_length = await self._repo.history_length(record.id)
+                self.log.follow(record.id, session.history_length)
                 session.reconnecting = handle
                 await session.lock.acquire()
                 session.executing = True
@@ -579,6 +596,7 @@ class SessionManager:
             else:
                 session = self._session(record, sandbox, None)
                 session.history_length = await self._repo.history_length(record.id)
+                self.log.follow(record.id, session.history_length)
                 self._sessions[record.id] = session
                 seq = _unrecorded_execution(sandbox.link.hello, session.history_length)
                 if seq is not None:  # busy until its result is in: callers get the usual 409
@@ -601,32 +619,39 @@ class SessionManager:
             spawn(f"session-collect-{session.id}", self._collect(session, seq))
 
     async def _collect(self, session: Session, seq: int | None) -> None:
-        """Ask the agent for the result of execution ``seq`` (answered when it ends, under
-        the usual time limit, counted from now) and record it as ``execute`` would have.
-        The session's lock, taken at adoption, is held until then."""
+        """Ask the agent for the results of the executions up to ``seq`` the history does
+        not record (answered when ``seq`` ends, under the usual time limit, counted from
+        now) and record them as ``execute`` would have. The session's lock, taken at
+        adoption, is held until then."""
         try:
             if session.reconnecting is not None:
                 seq = await self._reconnect(session, session.reconnecting)
-            sandbox = session.sandbox
-            if sandbox is None or not session.alive or seq is None:
+            if seq is None:
                 return
-            session.cancel_requested = False
-            try:
-                result, reply = await self._run(
-                    session, sandbox, "execution_result", {"seq": seq}, CollectedReply
-                )
-            except O16nError as exc:  # the agent kept no such result (404): nothing to record
-                log.warning(
-                    "execution result not collected",
-                    extra={"session": session.id, "execution": seq, "reason": exc.message},
-                )
-                return
-            if isinstance(reply, CollectedReply):
-                self._remember(session, seq, reply.code, result)
-                log.info("execution collected", extra={"session": session.id, "execution": seq})
+            for number in range(session.history_length + 1, seq + 1):
+                sandbox = session.sandbox
+                if sandbox is None or not session.alive:
+                    return
+                await self._collect_one(session, sandbox, number)
         finally:
             session.executing = False
             session.lock.release()
+
+    async def _collect_one(self, session: Session, sandbox: Sandbox, seq: int) -> None:
+        session.cancel_requested = False
+        try:
+            result, reply = await self._run(
+                session, sandbox, "execution_result", {"seq": seq}, CollectedReply
+            )
+        except O16nError as exc:  # the agent kept no such result (404): nothing to record
+            log.warning(
+                "execution result not collected",
+                extra={"session": session.id, "execution": seq, "reason": exc.message},
+            )
+            return
+        if isinstance(reply, CollectedReply):
+            self._remember(session, seq, reply.code, result)
+            log.info("execution collected", extra={"session": session.id, "execution": seq})
 
     async def _reconnect(self, session: Session, handle: ContainerHandle) -> int | None:
         """Wait, up to the execution time limit, for an adopted session's silent agent; the
@@ -683,13 +708,14 @@ class SessionManager:
 
 def _unrecorded_execution(hello: dict[str, Any], recorded: int) -> int | None:
     """The number of the execution an agent's hello names (running, or ended while no
-    controller was there) when the history does not record it yet. The hello is untrusted:
-    anything but the next number is ignored."""
+    controller was there) when the history does not record it yet: the results from
+    ``recorded + 1`` up to it are to be collected. The hello is untrusted: anything but a
+    number at most ``UNRECORDED_MAX`` ahead is ignored."""
     execution = hello.get("execution")
     if not isinstance(execution, dict):
         return None
     seq = execution.get("seq")
-    return seq if type(seq) is int and seq == recorded + 1 else None
+    return seq if type(seq) is int and recorded < seq <= recorded + UNRECORDED_MAX else None
 
 
 def _busy(session: Session) -> ConflictError:

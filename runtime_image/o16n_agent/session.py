@@ -15,6 +15,10 @@ from o16n_agent.execution import REPLY_MAX, Runner
 
 Reply = tuple[dict[str, Any], bytes | protocol.FileBlob | None]
 DEFAULT_CONSOLE_LIMIT = 1 << 20
+#: Results of executions the controller has not recorded yet that are kept at most, and
+#: the characters of code and console output they may hold (the newest is always kept).
+KEPT_MAX = 1000
+KEPT_CHARS = 16 << 20
 
 
 def new_namespace() -> dict[str, Any]:
@@ -26,11 +30,14 @@ class SessionOps:
         self.workdir = workdir
         self.namespace = new_namespace()
         self.runner = Runner(workdir, on_state)
-        #: the controller's number of the execution running now, and the last one's number,
-        #: code and result, kept until the next one starts: a controller that restarted
-        #: while it ran asks for it (``execution_result``)
+        #: the controller's number of the execution running now, and the code and result of
+        #: those it has not recorded yet, by number, oldest first: a controller that
+        #: restarted meanwhile asks for them (``execution_result``). The controller writes
+        #: its history behind its answers, a batch at a time, and says in each ``execute``
+        #: up to which number it has (``recorded``); without it only the last is kept.
         self.running: int | None = None
-        self.last: tuple[int, str, dict[str, Any]] | None = None
+        self.kept: dict[int, tuple[str, dict[str, Any]]] = {}
+        self._kept_chars = 0
 
     def handlers(self) -> dict[str, Callable[[dict[str, Any], Any], Reply]]:
         return {
@@ -86,36 +93,57 @@ class SessionOps:
         return reply, None
 
     def numbered_execute(self, message: dict[str, Any], blob: bytes | None) -> Reply:
-        """``execute``, keeping the result under the controller's number ``seq``."""
+        """``execute``, keeping the result under the controller's number ``seq`` until the
+        controller says it is recorded."""
         seq = message.get("seq")
         if not isinstance(seq, int) or isinstance(seq, bool):
             seq = None
+        recorded = message.get("recorded")
+        if not isinstance(recorded, int) or isinstance(recorded, bool):
+            recorded = None
         self.running = seq
         try:
             result, out_blob = self.execute(message, blob)
             if seq is not None:  # kept before ``running`` clears: a hello in between
-                self.last = (seq, message["code"], result)  # still names this execution
+                self._keep(seq, message["code"], result, recorded)  # still names this execution
         finally:
             self.running = None
         return result, out_blob
 
+    def _keep(self, seq: int, code: str, result: dict[str, Any], recorded: int | None) -> None:
+        """Keep execution ``seq``'s result; drop those recorded (all, when the controller
+        does not say: it records each before the next), those a controller numbering from
+        ``seq`` again gave up, and the oldest beyond the bounds."""
+        for old in list(self.kept):
+            if recorded is None or old <= recorded or old >= seq:
+                self._drop(old)
+        self.kept[seq] = (code, result)
+        self._kept_chars += len(code) + len(result.get("console", ""))
+        while len(self.kept) > 1 and (len(self.kept) > KEPT_MAX or self._kept_chars > KEPT_CHARS):
+            self._drop(next(iter(self.kept)))
+
+    def _drop(self, seq: int) -> None:
+        code, result = self.kept.pop(seq)
+        self._kept_chars -= len(code) + len(result.get("console", ""))
+
     def execution_state(self) -> dict[str, Any] | None:
-        """For the hello: the execution running now, else the last one (its result kept)."""
-        running, last = self.running, self.last
+        """For the hello: the execution running now, else the last one (its result kept);
+        the controller asks for those before it that it has not recorded."""
+        running = self.running
         if running is not None:
             return {"seq": running, "running": True}
-        if last is not None:
-            return {"seq": last[0], "running": False}
+        if self.kept:
+            return {"seq": next(reversed(self.kept)), "running": False}
         return None
 
     def execution_result(self, message: dict[str, Any], blob: bytes | None) -> Reply:
         """The kept result of execution ``seq``, with its code, as ``execute`` answered it.
         Requests are answered one at a time, so the execution has ended when this is read."""
         seq = message.get("seq")
-        last = self.last
-        if last is None or isinstance(seq, bool) or last[0] != seq:
+        kept = None if isinstance(seq, bool) or not isinstance(seq, int) else self.kept.get(seq)
+        if kept is None:
             raise OpError(f"no result of execution {seq!r} is kept", "not_found")
-        return {**last[2], "code": last[1]}, None
+        return {**kept[1], "code": kept[0]}, None
 
     def workspace_list(self, message: dict[str, Any], blob: bytes | None) -> Reply:
         return {"names": workspace.visible_names(self.namespace)}, None

@@ -9,7 +9,7 @@ from typing import Any
 
 import dill
 import pytest
-from o16n_agent import workspace
+from o16n_agent import session, workspace
 from o16n_agent.errors import OpError
 from o16n_agent.session import SessionOps
 
@@ -141,3 +141,45 @@ def test_extraction_drops_setuid_and_group_write(tmp_path: Path) -> None:
     setuid.size = 1
     workspace.restore({}, str(work), _tar((setuid, b"x")))
     assert (work / "tool").stat().st_mode & 0o7777 == 0o755
+
+
+def numbered(ops: SessionOps, seq: int, code: str, recorded: int | None) -> dict[str, Any]:
+    message: dict[str, Any] = {"code": code, "seq": seq}
+    if recorded is not None:
+        message["recorded"] = recorded
+    reply, _ = ops.numbered_execute(message, None)
+    return reply
+
+
+def test_results_are_kept_until_the_controller_has_recorded_them(ops: SessionOps) -> None:
+    """The controller writes its history behind its answers: a controller restarted
+    before it wrote them collects every result it had not recorded yet."""
+    for seq in (1, 2, 3):
+        numbered(ops, seq, f"x = {seq}", recorded=0)
+    assert ops.execution_state() == {"seq": 3, "running": False}
+    for seq in (1, 2, 3):
+        reply, _ = ops.execution_result({"seq": seq}, None)
+        assert reply["code"] == f"x = {seq}" and reply["success"]
+    numbered(ops, 4, "print('four')", recorded=2)  # 1 and 2 are written: dropped
+    assert list(ops.kept) == [3, 4]
+    with pytest.raises(OpError) as info:
+        ops.execution_result({"seq": 2}, None)
+    assert info.value.code == "not_found"
+    numbered(ops, 3, "y = 1", recorded=2)  # numbered from 3 again: the old 3 and 4 are given up
+    assert list(ops.kept) == [3] and ops.execution_result({"seq": 3}, None)[0]["code"] == "y = 1"
+    numbered(ops, 4, "z = 1", recorded=None)  # a controller that does not say: the last only
+    assert list(ops.kept) == [4]
+
+
+def test_kept_results_are_bounded(ops: SessionOps, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(session, "KEPT_CHARS", 100)
+    numbered(ops, 1, "print('a' * 60)", recorded=0)
+    numbered(ops, 2, "print('b' * 60)", recorded=0)  # over the bound: the oldest goes
+    assert list(ops.kept) == [2]
+    numbered(ops, 3, "print('c' * 200)", recorded=0)  # the newest stays, whatever its size
+    assert list(ops.kept) == [3]
+    monkeypatch.setattr(session, "KEPT_MAX", 2)
+    monkeypatch.setattr(session, "KEPT_CHARS", 1 << 20)
+    for seq in (4, 5, 6):
+        numbered(ops, seq, "1", recorded=0)
+    assert list(ops.kept) == [5, 6]

@@ -10,6 +10,7 @@ import docker
 import pytest
 
 from controller.app import create_app
+from controller.sessions.history import ExecutionLog
 from tests.conftest import bearer, login, make_settings
 from tests.sessions.conftest import execute, new_session
 
@@ -106,3 +107,33 @@ async def test_warm_containers_serve_one_session_each(aiohttp_client: Any, data_
             break
         await asyncio.sleep(0.1)
     assert key not in remaining  # removed with its session, never reused
+
+
+async def test_executions_not_yet_written_are_collected_after_a_crash(
+    aiohttp_client: Any, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The history is written behind the answers, a batch at a time. A controller that
+    dies before writing (here its writes never happen, as after a SIGKILL) loses none of
+    it: the session's agent keeps the results not written, and the next one collects them."""
+    settings = make_settings(data_dir, warm_pool_size=0)
+
+    async def never(self: ExecutionLog) -> None:
+        return None
+
+    monkeypatch.setattr(ExecutionLog, "flush", never)
+    first = await aiohttp_client(create_app(settings))
+    headers = bearer((await login(first))["access_token"])
+    session_id = await new_session(first, headers)
+    codes = [f"x{n} = {n}\nprint({n})" for n in range(1, 4)]
+    for code in codes:
+        assert (await execute(first, headers, session_id, code))["success"]
+    await first.close()
+    monkeypatch.undo()
+
+    second = await aiohttp_client(create_app(settings))
+    headers = bearer((await login(second))["access_token"])
+    # waits for the session, busy collecting meanwhile
+    assert (await execute(second, headers, session_id, "x1 + x2 + x3"))["consoleOutput"] == "6\n"
+    history = await (await second.get(f"/sessions/{session_id}/history", headers=headers)).json()
+    assert history == [*codes, "x1 + x2 + x3"]
+    await second.close()
