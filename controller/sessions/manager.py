@@ -339,7 +339,8 @@ class SessionManager:
         self, caller: Identity, session_id: str, request: ExecuteRequest
     ) -> dict[str, Any]:
         session = self.get(caller, session_id)
-        async with self._exclusive(session) as sandbox:
+        sandbox = await self._hold(session)
+        try:
             session.executing, session.cancel_requested = True, False
             seq = session.history_length + 1
             if seq - self.log.written(session.id) > WRITE_BEHIND_MAX:
@@ -357,6 +358,8 @@ class SessionManager:
             finally:
                 session.executing = False
             self._remember(session, seq, request.code, result)
+        finally:
+            session.lock.release()
         return result
 
     async def _catch_up(self) -> None:
@@ -464,6 +467,16 @@ class SessionManager:
     @asynccontextmanager
     async def _exclusive(self, session: Session) -> AsyncIterator[Sandbox]:
         """Hold the session's lock, waiting a bounded time for a running execution."""
+        sandbox = await self._hold(session)
+        try:
+            yield sandbox
+        finally:
+            session.lock.release()
+
+    async def _hold(self, session: Session) -> Sandbox:
+        """Take the session's lock, waiting a bounded time for a running execution; its
+        sandbox. The caller releases the lock (``execute`` itself: a context manager per
+        call was a tenth of its own time)."""
         wait = self._settings.session_busy_wait
         if session.lock.locked() and wait <= 0:
             raise _busy(session)
@@ -472,17 +485,13 @@ class SessionManager:
                 await session.lock.acquire()
         except TimeoutError:
             raise _busy(session) from None
-        try:
+        if session.closing or not session.alive or session.sandbox is None:
+            session.lock.release()
             if session.closing:
                 raise NotFoundError(f"no session '{session.id}'")
-            if not session.alive or session.sandbox is None:
-                raise GoneError(
-                    f"session '{session.id}' is no longer available: {session.dead_reason}"
-                )
-            session.last_used = time.time()
-            yield session.sandbox
-        finally:
-            session.lock.release()
+            raise GoneError(f"session '{session.id}' is no longer available: {session.dead_reason}")
+        session.last_used = time.time()
+        return session.sandbox
 
     # --- death and teardown ---------------------------------------------------------------
 
