@@ -17,11 +17,13 @@ code and is untrusted.
 
 Hello fields: ``version``, ``pid``, ``python`` and, once a session has run a numbered
 ``execute`` (the controller sends ``"seq": n``, its history number), ``"execution":
-{"seq": n, "running": bool}``: the one running now, else the last one, whose result the
-agent keeps until the next ``execute``. The agent dials again at once when the controller
-goes away during an execution, so a restarted controller learns that the session is busy;
-it then asks ``{"op": "execution_result", "seq": n}``, answered (when the execution ends)
-with the ``execute`` reply's fields plus ``"code"``.
+{"seq": n, "running": bool}``: the one running now, else the last one. Each ``execute``
+also says up to which number the controller has written its history (``"recorded": m``);
+the agent keeps the results after that (bounded; the newest always), since the controller
+writes its history in batches. The agent dials again at once when the controller goes
+away during an execution, so a restarted controller learns that the session is busy; it
+then asks ``{"op": "execution_result", "seq": n}`` for each execution it has not recorded,
+answered (when the execution ends) with the ``execute`` reply's fields plus ``"code"``.
 
 Interrupts (version 2). While ``execute``, ``execution_result`` or a service's ``run``
 runs, the controller may send ``{"id": k, "op": "interrupt"}`` (``k`` a fresh id): the one
