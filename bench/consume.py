@@ -267,7 +267,12 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     figures["predict_in_process"] = predict_timing(args.predict_calls)
     password = "bench-" + secrets.token_urlsafe(18)
     pools = figures["pool_settings"] = pool_settings(args)
-    o16n = start_o16n(tmp, password, args.image, instance=INSTANCE, tree=args.tree, env=pools)
+    # the logging defaults too: a line per request in the access log, at INFO (to the
+    # server's log file); bench/_server.py turns them off for the other benches
+    logging = {"O16N_ACCESS_LOG": "true", "O16N_LOG_LEVEL": "INFO"}
+    o16n = start_o16n(
+        tmp, password, args.image, instance=INSTANCE, tree=args.tree, env={**logging, **pools}
+    )
     baseline = start_app(tmp, "baseline", BASELINE_APP)
     others = start_frameworks(args, tmp, figures)
     servers = [o16n, baseline, *(server for _, server in others)]
