@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +22,7 @@ from o16n_agent import protocol
 
 from controller.app import create_app
 from controller.errors import AgentProtocolError
+from controller.http.middlewares import new_request_id
 from controller.http.request_id import REQUEST_ID
 from controller.runtime.agent_link import AgentLink, AgentListener
 from controller.tasks import TASKS
@@ -223,3 +226,16 @@ async def test_a_failed_requests_line_names_its_route_not_its_path(
     assert line["requestId"] == "fail-1"
     assert line["route"] == "/probe-fail/{secret}"
     assert "s3cret" not in json.dumps(line)
+
+
+def test_made_ids_are_unique_well_formed_and_cost_no_random_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_random(*args: object) -> bytes:
+        raise AssertionError("a request id read the random pool")
+
+    monkeypatch.setattr(os, "urandom", no_random)
+    made = [new_request_id() for _ in range(10_000)]
+    assert len(set(made)) == len(made)
+    assert all(re.fullmatch(r"[0-9a-f]{16}", i) for i in made)
+    assert len({i[:8] for i in made}) == 1  # one process, one prefix
