@@ -341,10 +341,12 @@ class SessionManager:
         session = self.get(caller, session_id)
         sandbox = await self._hold(session)
         try:
-            session.executing, session.cancel_requested = True, False
             seq = session.history_length + 1
             if seq - self.log.written(session.id) > WRITE_BEHIND_MAX:
                 await self._catch_up()
+                if session.closing:  # closed meanwhile: its close interrupted nothing
+                    raise NotFoundError(f"no session '{session.id}'")
+            session.executing, session.cancel_requested = True, False
             args = {
                 "code": request.code,
                 "inputs": [p.model_dump() for p in request.inputParameters or []],
