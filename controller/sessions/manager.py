@@ -234,12 +234,19 @@ class SessionManager:
         open_now = sum(
             1 for s in self._sessions.values() if s.owner_id == caller.user_id and s.alive
         )
+        # A closed session whose code still runs (code that ignores the interrupt keeps its
+        # container for up to CLOSE_GRACE seconds) counts until it stops: else closing and
+        # opening sessions in a loop would hold any number of containers.
+        stopping = sum(
+            1 for s in self._closing.values() if s.owner_id == caller.user_id and s.lock.locked()
+        )
         pending = self._creating.get(caller.user_id, 0)
         limit = self._settings.sessions_per_user
-        if open_now + pending >= limit:
+        if open_now + stopping + pending >= limit:
+            held = f" and {stopping} closed ones whose code has not stopped yet" if stopping else ""
             raise TooManyRequestsError(
-                f"'{caller.username}' already has {open_now} open sessions, the limit is {limit}; "
-                "close one (DELETE /sessions/{id}) first"
+                f"'{caller.username}' already has {open_now} open sessions{held}, the limit is "
+                f"{limit}; close one (DELETE /sessions/{{id}}) first"
             )
         self._creating[caller.user_id] = pending + 1
 

@@ -68,7 +68,10 @@ async def test_delete_answers_while_the_container_still_runs(
         resp = await client.request(method, path, json={"code": "1"}, headers=headers)
         assert resp.status == 404, (method, path, await resp.text())
     assert await (await client.get("/sessions", headers=headers)).json() == []
-    other = await new_session(client, headers)  # the limit is 1
+    # ...but while its code runs on, its container counts against the limit (1)
+    resp = await client.post("/sessions", json={"runtimeType": "Python"}, headers=headers)
+    assert resp.status == 429, await resp.text()
+    assert "closed ones whose code has not stopped yet" in (await resp.json())["message"]
     assert _session_containers(settings.instance, session_id)
 
     # a force still cuts the close short: the execution in flight answers, and it goes
@@ -81,6 +84,7 @@ async def test_delete_answers_while_the_container_still_runs(
         return not _session_containers(settings.instance, session_id)
 
     await _until(gone, timeout=30)
+    other = await new_session(client, headers)  # its code stopped: the limit has room
     assert (await execute(client, headers, other, "1"))["success"]
 
 
