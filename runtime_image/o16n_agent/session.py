@@ -16,9 +16,21 @@ from o16n_agent.execution import REPLY_MAX, Runner
 Reply = tuple[dict[str, Any], bytes | protocol.FileBlob | None]
 DEFAULT_CONSOLE_LIMIT = 1 << 20
 #: Results of executions the controller has not recorded yet that are kept at most, and
-#: the characters of code and console output they may hold (the newest is always kept).
+#: the characters they may hold: code, console output, error, changed files' names and
+#: output values as JSON (the newest is always kept).
 KEPT_MAX = 1000
 KEPT_CHARS = 16 << 20
+
+
+def _kept_size(code: str, result: dict[str, Any]) -> int:
+    """About how much a kept result holds. Every part counts: while the controller's store
+    cannot write, ``recorded`` stays behind, and any part (an output value, above all) may
+    take megabytes. Output values are encoded once more for it, only when there are any."""
+    size = len(code) + len(result["console"]) + len(result["error"] or "")
+    size += sum(map(len, result["changed_files"]))
+    if result["outputs"]:
+        size += codec.encoded_size(result["outputs"])
+    return size
 
 
 def new_namespace() -> dict[str, Any]:
@@ -36,7 +48,7 @@ class SessionOps:
         #: its history behind its answers, a batch at a time, and says in each ``execute``
         #: up to which number it has (``recorded``); without it only the last is kept.
         self.running: int | None = None
-        self.kept: dict[int, tuple[str, dict[str, Any]]] = {}
+        self.kept: dict[int, tuple[str, dict[str, Any], int]] = {}  # code, result, its size
         self._kept_chars = 0
 
     def handlers(self) -> dict[str, Callable[[dict[str, Any], Any], Reply]]:
@@ -117,14 +129,14 @@ class SessionOps:
         for old in list(self.kept):
             if recorded is None or old <= recorded or old >= seq:
                 self._drop(old)
-        self.kept[seq] = (code, result)
-        self._kept_chars += len(code) + len(result.get("console", ""))
+        size = _kept_size(code, result)
+        self.kept[seq] = (code, result, size)
+        self._kept_chars += size
         while len(self.kept) > 1 and (len(self.kept) > KEPT_MAX or self._kept_chars > KEPT_CHARS):
             self._drop(next(iter(self.kept)))
 
     def _drop(self, seq: int) -> None:
-        code, result = self.kept.pop(seq)
-        self._kept_chars -= len(code) + len(result.get("console", ""))
+        self._kept_chars -= self.kept.pop(seq)[2]
 
     def execution_state(self) -> dict[str, Any] | None:
         """For the hello: the execution running now, else the last one (its result kept);

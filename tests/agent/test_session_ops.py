@@ -183,3 +183,26 @@ def test_kept_results_are_bounded(ops: SessionOps, monkeypatch: pytest.MonkeyPat
     for seq in (4, 5, 6):
         numbered(ops, seq, "1", recorded=0)
     assert list(ops.kept) == [5, 6]
+
+
+@pytest.mark.parametrize(
+    ("code", "outputs"),
+    [
+        ("x = 'a' * 600", ["x"]),  # an output value: up to a reply's size, megabytes
+        ("raise ValueError('e' * 600)", []),  # an error text: up to ERROR_MAX
+        ("for c in 'fgh':\n    open(c * 200, 'w').close()", []),  # changed files' names
+    ],
+)
+def test_the_bound_on_kept_results_counts_all_they_hold(
+    ops: SessionOps, monkeypatch: pytest.MonkeyPatch, code: str, outputs: list[str]
+) -> None:
+    """A store that cannot write leaves the controller's ``recorded`` behind for good: what
+    the agent keeps must stay within its bound whatever part of a result is large, not only
+    when its console output is (an output value of megabytes, a thousand times over)."""
+    monkeypatch.setattr(session, "KEPT_CHARS", 1000)
+    for seq in (1, 2, 3):
+        reply, _ = ops.numbered_execute(
+            {"code": code, "outputs": outputs, "seq": seq, "recorded": 0}, None
+        )
+        assert reply["console"] == ""
+    assert list(ops.kept) == [3]
