@@ -25,7 +25,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench._procs import alive, kill_leftovers, tree
+from bench._procs import Stat, alive, kill_leftovers, tree
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = PROJECT_ROOT / "bench" / "results"
@@ -74,6 +74,9 @@ class Server:
         self.log = log
         self.url = f"http://{HOST}:{port}"
         self.detach = detach
+        #: The server's process tree as last seen alive (detached: by ``check_alive``),
+        #: for ``stop`` to end what it leaves behind even if it died first.
+        self.seen: list[Stat] = []
         with log.open("wb") as out:
             self.process = subprocess.Popen(
                 cmd,
@@ -106,28 +109,29 @@ class Server:
             raise BenchError(
                 f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}"
             )
+        if self.detach:  # what stop() ends if it dies first (a /proc scan: not for the
+            self.seen = tree(self.pid)  # servers polled in a tight loop, as o16n's is)
 
     def stop(self, timeout: float = 20) -> None:
         """SIGINT (aiohttp's and uvicorn's graceful shutdown) to the server, or to its
         process group if detached; SIGKILL after ``timeout`` s; then SIGKILL whatever of
-        its tree outlived it."""
-        if self.process.poll() is not None:
-            return
-        processes = tree(self.pid)
-        with contextlib.suppress(ProcessLookupError):
-            if self.detach:
-                os.killpg(self.pid, signal.SIGINT)
-            else:
-                self.process.send_signal(signal.SIGINT)
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        deadline = time.monotonic() + 5  # a worker's own graceful exit, briefly
-        while any(alive(s) for s in processes[1:]) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if killed := kill_leftovers(processes[1:]):
+        its tree outlived it (if the server died first: of its tree as last seen)."""
+        if self.process.poll() is None:
+            self.seen = tree(self.pid)
+            with contextlib.suppress(ProcessLookupError):
+                if self.detach:
+                    os.killpg(self.pid, signal.SIGINT)
+                else:
+                    self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            deadline = time.monotonic() + 5  # a worker's own graceful exit, briefly
+            while any(alive(s) for s in self.seen[1:]) and time.monotonic() < deadline:
+                time.sleep(0.1)
+        if killed := kill_leftovers(self.seen[1:]):
             say(f"{self.name}: killed {killed} process(es) it left behind")
 
     def log_tail(self, lines: int = 30) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bench import _procs as procs
-from bench._server import Server, free_port, stop_servers
+from bench._server import BenchError, Server, free_port, stop_servers
 
 
 def stat_line(pid: int, ppid: int, comm: str = "python3", ticks: int = 1, start: int = 7) -> str:
@@ -71,28 +72,64 @@ time.sleep(300)
 """
 
 
+def spawner(tmp_path: Path, detach: bool) -> tuple[Server, Path]:
+    """A server running SPAWNS_A_WORKER, and the file it writes its worker's pid to."""
+    pid_file = tmp_path / "worker.pid"
+    cmd = [sys.executable, "-c", SPAWNS_A_WORKER, str(pid_file)]
+    server = Server("spawner", cmd, dict(os.environ), free_port(), tmp_path / "log", detach=detach)
+    return server, pid_file
+
+
+def worker_of(server: Server, pid_file: Path) -> procs.Stat:
+    deadline = time.monotonic() + 30
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.monotonic() < deadline, server.log_tail()
+        time.sleep(0.05)
+    worker = procs.stat(int(pid_file.read_text()))
+    assert worker is not None and worker.ppid == server.pid
+    return worker
+
+
+def wait_gone(process: procs.Stat, timeout: float = 5) -> bool:
+    """Whether the process ended within ``timeout`` s (killed; init reaps it)."""
+    deadline = time.monotonic() + timeout
+    while procs.alive(process) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not procs.alive(process)
+
+
 @pytest.mark.parametrize("detach", [True, False])
 def test_stopping_a_server_ends_the_worker_it_left_in_another_session(
     tmp_path: Path, detach: bool
 ) -> None:
-    pid_file = tmp_path / "worker.pid"
-    cmd = [sys.executable, "-c", SPAWNS_A_WORKER, str(pid_file)]
-    server = Server("spawner", cmd, dict(os.environ), free_port(), tmp_path / "log", detach=detach)
+    server, pid_file = spawner(tmp_path, detach)
     worker = None
     try:
-        deadline = time.monotonic() + 30
-        while not pid_file.exists() or not pid_file.read_text():
-            assert time.monotonic() < deadline, server.log_tail()
-            time.sleep(0.05)
-        worker = procs.stat(int(pid_file.read_text()))
-        assert worker is not None and worker.ppid == server.pid
+        worker = worker_of(server, pid_file)
         server.stop(timeout=5)
         assert server.process.returncode is not None
-        deadline = time.monotonic() + 5  # killed; init reaps it
-        while procs.alive(worker) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not procs.alive(worker)
+        assert wait_gone(worker)
     finally:
         stop_servers()
         if worker is not None:  # however the test went, nothing of it is left running
+            procs.kill_leftovers([worker])
+
+
+def test_a_detached_server_that_died_first_still_has_its_workers_ended(tmp_path: Path) -> None:
+    """MLflow's or BentoML's server dying mid-run: the bench stops with an error, and the
+    workers the server had are not left running."""
+    server, pid_file = spawner(tmp_path, detach=True)
+    worker = None
+    try:
+        worker = worker_of(server, pid_file)
+        server.check_alive()  # seen alive, with its worker
+        os.kill(server.pid, signal.SIGKILL)
+        server.process.wait()
+        with pytest.raises(BenchError):
+            server.check_alive()
+        server.stop(timeout=5)
+        assert wait_gone(worker)
+    finally:
+        stop_servers()
+        if worker is not None:
             procs.kill_leftovers([worker])
