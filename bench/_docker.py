@@ -171,9 +171,11 @@ def wait_containers_idle(label: str, timeout: float = 60, cores: float = 0.02) -
         before = containers_cpu(ids)
         time.sleep(1)
         after = containers_cpu(ids)
+        if instance_containers(label) != ids:
+            continue  # one came or went (a removed one's CPU is unreadable): not idle yet
         if before is None or after is None:
             return None
-        if after - before < cores and instance_containers(label) == ids:
+        if after - before < cores:
             return time.monotonic() - started
     return None
 
