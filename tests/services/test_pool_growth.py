@@ -30,7 +30,9 @@ class Launches:
         return FakeSandbox()
 
 
-def _pool(launch: Launches, tasks: set[asyncio.Task[Any]], **sizes: int) -> ServicePool:
+def _pool(
+    launch: Launches, tasks: set[asyncio.Task[Any]], queue_wait: float = 5, **sizes: int
+) -> ServicePool:
     async def destroy(sandbox: Any) -> None:
         pass
 
@@ -38,7 +40,7 @@ def _pool(launch: Launches, tasks: set[asyncio.Task[Any]], **sizes: int) -> Serv
         tasks.add(asyncio.create_task(coro, name=name))
 
     return ServicePool(
-        "S/1", launch, destroy, spawn, queue_max=10, queue_wait=5, idle_timeout=60, **sizes
+        "S/1", launch, destroy, spawn, queue_max=10, queue_wait=queue_wait, idle_timeout=60, **sizes
     )
 
 
@@ -89,17 +91,7 @@ async def test_a_container_handed_to_a_cancelled_waiter_goes_back() -> None:
 
 async def test_a_request_that_waits_too_long_is_refused_and_leaves_the_queue() -> None:
     launch, tasks = Launches(), set[asyncio.Task[Any]]()
-    pool = ServicePool(
-        "S/1",
-        launch,
-        _no_destroy,
-        _spawner(tasks),
-        initial=1,
-        maximum=1,
-        queue_max=10,
-        queue_wait=0.05,
-        idle_timeout=60,
-    )
+    pool = _pool(launch, tasks, queue_wait=0.05, initial=1, maximum=1)
     pool.warm()
     await asyncio.gather(*tasks)
     held = await pool.acquire()
@@ -124,14 +116,3 @@ async def test_a_cancelled_waiter_leaves_the_queue() -> None:
     assert pool.queued == 0
     pool.release(held)
     assert pool.ready == 1
-
-
-async def _no_destroy(sandbox: Any) -> None:
-    pass
-
-
-def _spawner(tasks: set[asyncio.Task[Any]]) -> Any:
-    def spawn(name: str, coro: Any) -> None:
-        tasks.add(asyncio.create_task(coro, name=name))
-
-    return spawn
