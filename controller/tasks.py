@@ -45,10 +45,13 @@ class TaskSupervisor:
                 extra={"task": task.get_name()},
             )
 
-    async def close(self) -> None:
-        """Cancel every task and wait for it. A task that swallowed its cancellation (on
-        Python 3.11 ``asyncio.wait_for`` can) is cancelled again until it ends."""
+    async def close(self, grace: float = 0.0) -> None:
+        """Give the tasks ``grace`` seconds to end by themselves, then cancel every one
+        left and wait for it. A task that swallowed its cancellation (on Python 3.11
+        ``asyncio.wait_for`` can) is cancelled again until it ends."""
         self._closing = True
+        if grace > 0 and self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=grace)
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()

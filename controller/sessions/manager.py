@@ -136,7 +136,6 @@ class SessionManager:
         self._closing: dict[str, Session] = {}
         #: their closes, run in the background, waited for a moment at shutdown
         self._tasks = TaskSupervisor()
-        self._pending: set[asyncio.Task[Any]] = set()
         #: told of each session the idle reaper closes (the audit trail's "closed by whom")
         self.on_reaped: Callable[[Session, str], object] | None = None
 
@@ -276,7 +275,7 @@ class SessionManager:
             session.closing = True
             self._sessions.pop(session.id, None)
             self._closing[session.id] = session
-        self._background(f"session-close-{session.id}", self._finish_close(session, force))
+        self._tasks.spawn(f"session-close-{session.id}", self._finish_close(session, force))
 
     async def _finish_close(self, session: Session, force: bool) -> None:
         """Stop what runs (a plain close) and remove the container of a closed session."""
@@ -288,11 +287,6 @@ class SessionManager:
                 await self._end(session, "closed")
         finally:
             self._closing.pop(session.id, None)
-
-    def _background(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
-        task = self._tasks.spawn(name, coro)
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
 
     async def _stop_running(self, session: Session) -> None:
         """Interrupt what runs in ``session`` and wait, up to ``CLOSE_GRACE`` seconds, for
@@ -570,9 +564,7 @@ class SessionManager:
         """At shutdown: write what is pending, and give closed sessions' containers a
         moment to go. The others stay for the next controller; their links close with the
         sandboxes' listeners, after this."""
-        if self._pending:
-            await asyncio.wait(list(self._pending), timeout=SHUTDOWN_WAIT)
-        await self._tasks.close()
+        await self._tasks.close(grace=SHUTDOWN_WAIT)
         await self.log.flush()
 
     # --- restart --------------------------------------------------------------------------
