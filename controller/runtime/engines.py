@@ -21,6 +21,7 @@ from aiohttp import web
 from controller.runtime import docker, fake
 from controller.runtime.containers import ContainerRuntime
 from controller.runtime.environments import EnvironmentStore
+from controller.runtime.nodes import NodeControl
 from controller.settings import Settings, SettingsError
 
 #: A status node of ``GET /status``: ``{"statusCode", "components", "details"}``.
@@ -49,6 +50,9 @@ class Engine:
     #: Memory and CPU of containers, by their ``engine_id`` (``None`` for one that did not
     #: answer in time).
     stats: Callable[[list[str]], Awaitable[dict[str, dict[str, Any] | None]]] | None = None
+    #: The compute nodes, for an engine that spreads containers over several
+    #: (``/computenodes``, ``/status``'s ``computeNodes``, ``/admin/nodes``).
+    nodes: NodeControl | None = None
 
 
 #: The app's engine.
