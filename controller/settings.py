@@ -23,8 +23,11 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
+
+from controller.runtime.nodes import NodeAddress, NodeAddressError, parse_node
 
 ENV_PREFIX = "O16N_"
 
@@ -55,6 +58,20 @@ def parse_networks(text: str) -> tuple[Network, ...]:
 
 class SettingsError(ValueError):
     """A configuration value is invalid; the message names the variable."""
+
+
+def parse_node_list(text: str) -> list[NodeAddress]:
+    """``"ssh://a@h1, unix:///s.sock"`` (commas or whitespace between entries) → node
+    addresses, duplicates dropped, in order; ``ValueError`` naming a bad entry."""
+    nodes: dict[str, NodeAddress] = {}
+    for item in text.replace(",", " ").split():
+        try:
+            node = parse_node(item)
+        except NodeAddressError as exc:
+            named = str(exc) if repr(item) in str(exc) else f"{item[:100]!r}: {exc}"
+            raise ValueError(named) from None
+        nodes.setdefault(node.entry, node)
+    return list(nodes.values())
 
 
 #: The shortest ``O16N_METRICS_TOKEN`` accepted: a guessable one would open ``/metrics``.
@@ -288,6 +305,34 @@ class Settings(BaseModel):
         "other operations: none).",
     )
 
+    # --- compute nodes (controller.runtime.nodes; /computenodes) ---------------------------
+    # Declared before compute_nodes, whose check reads ssh_known_hosts.
+    ssh_key: Path | None = Field(
+        None,
+        description="Private key the controller signs in to ssh:// compute nodes with; unset: "
+        "generated once into <data_dir>/ssh/id_ed25519 (0600), its public key shown by "
+        "`GET /admin/nodes`.",
+    )
+    ssh_known_hosts: Path | None = Field(
+        None,
+        description="known_hosts file pinning the ssh:// compute nodes' host keys (no key is "
+        "ever accepted on first use); required when an ssh:// node is configured.",
+    )
+    compute_nodes: str = Field(
+        "",
+        description="Compute nodes besides the local engine, separated by commas or spaces: "
+        "unix:///path/docker.sock or ssh://user@host[:port]. Set: replaces the stored list "
+        "(`/computenodes`) at each start; unset: the stored list is kept.",
+    )
+    node_dir: Path = Field(
+        Path("/var/lib/o16n-node"),
+        description="Directory on each ssh:// compute node for this controller's agent bundle "
+        "and sockets (absolute).",
+    )
+    node_probe_seconds: float = Field(
+        2.0, gt=0, description="Seconds between two probes of each compute node."
+    )
+
     # --- sessions -----------------------------------------------------------------------
     sessions_per_user: int = Field(
         10, ge=1, description="Live sessions one user may hold (429 above)."
@@ -385,6 +430,28 @@ class Settings(BaseModel):
         if value is not None:
             check_metrics_token(value.get_secret_value())
         return value
+
+    @field_validator("compute_nodes")
+    @classmethod
+    def _check_compute_nodes(cls, value: str, info: ValidationInfo) -> str:
+        nodes = parse_node_list(value)
+        if any(n.scheme == "ssh" for n in nodes) and info.data.get("ssh_known_hosts") is None:
+            raise ValueError(
+                "ssh:// compute nodes need O16N_SSH_KNOWN_HOSTS (their pinned host keys)"
+            )
+        return value
+
+    @field_validator("node_dir")
+    @classmethod
+    def _check_node_dir(cls, value: Path) -> Path:
+        if not value.is_absolute():
+            raise ValueError("the node directory must be an absolute path")
+        return value
+
+    @functools.cached_property
+    def compute_node_list(self) -> list[NodeAddress]:
+        """``compute_nodes`` parsed (in order, duplicates dropped)."""
+        return parse_node_list(self.compute_nodes)
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -36,6 +36,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             # what the metrics are (the store and the runtime time their calls with them)
             "controller.metrics",
             "controller.metrics.definitions",
+            # compute node addresses: settings parse O16N_COMPUTE_NODES with them
+            "controller.runtime.nodes",
         ),
     ),
     ("store", ("controller.store",)),
