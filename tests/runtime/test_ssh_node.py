@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
 import shutil
 import signal
 import socket
@@ -21,6 +22,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
 
 from controller.errors import EngineUnavailable, RuntimeFailure
@@ -362,3 +364,29 @@ def test_ensure_client_key(root: Path) -> None:
     assert ensure_client_key(key) == public  # kept, not replaced
     key.with_name("id_ed25519.pub").unlink()
     assert ensure_client_key(key).split()[:2] == public.split()[:2]  # derived from the key
+
+
+# -- the node's engine, through the link --------------------------------------------------
+
+LOCAL_ENGINE = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("sshd", [LOCAL_ENGINE], indirect=True)
+async def test_the_engine_answers_through_the_forwarded_socket(node: SshNode, root: Path) -> None:
+    """What the multi-node engine does: find the node's engine socket, forward it, and talk
+    Docker's API to the local end (here the node is this machine: its engine is ours)."""
+    if not LOCAL_ENGINE.startswith("unix://"):
+        pytest.skip(f"DOCKER_HOST={LOCAL_ENGINE} is not a Unix socket")
+    local = root / "engine.sock"
+    await node.forward_local(local, await node.docker_host())
+    client = docker.DockerClient(base_url=f"unix://{local}", version="auto", timeout=30)
+    try:
+        direct = docker.DockerClient(base_url=LOCAL_ENGINE, version="auto", timeout=30)
+        try:
+            expected = await asyncio.to_thread(lambda: direct.info()["ID"])
+        finally:
+            direct.close()
+        assert await asyncio.to_thread(lambda: client.info()["ID"]) == expected
+    finally:
+        client.close()
