@@ -27,6 +27,7 @@ import pytest
 
 from controller.errors import EngineUnavailable, RuntimeFailure
 from controller.runtime.docker.ssh import SshNode, ensure_client_key
+from controller.runtime.nodes import parse_node
 from tests.runtime.sshd import SSHD, Sshd, running_sshd
 
 pytestmark = pytest.mark.skipif(
@@ -203,6 +204,28 @@ async def test_a_missing_or_unauthorised_key_is_refused(sshd: Sshd, root: Path) 
     node = make_node(sshd, key_file=stranger)
     with pytest.raises(EngineUnavailable, match=r"Permission denied \(publickey\)"):
         await asyncio.wait_for(node.open(), 30)  # BatchMode: no passphrase or password prompt
+    assert not node.alive
+
+
+async def test_a_node_that_does_not_answer_is_given_up(sshd: Sshd, root: Path) -> None:
+    """Nothing listening: refused at once. A listener that never says a word (a node whose
+    sshd hangs): given up after the connect timeout, not waited on for ever."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()  # the kernel accepts; nobody reads or writes
+        port = silent.getsockname()[1]
+        address = parse_node(f"ssh://{sshd.user}@127.0.0.1:{port}")
+        node = SshNode(
+            address,
+            key_file=sshd.client_key,
+            known_hosts=sshd.known_hosts,
+            control_dir=root / "ctl",
+            connect_timeout=1,
+        )
+        with pytest.raises(EngineUnavailable, match="banner exchange"):
+            await asyncio.wait_for(node.open(), 20)
+    with pytest.raises(EngineUnavailable, match="Connection refused"):
+        await asyncio.wait_for(node.open(), 20)
     assert not node.alive
 
 
