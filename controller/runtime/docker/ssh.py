@@ -188,6 +188,7 @@ class SshNode:
         options = {
             "BatchMode": "yes",
             "StrictHostKeyChecking": "yes",
+            "UpdateHostKeys": "no",  # the pinned keys are the operator's to change
             "UserKnownHostsFile": str(self.known_hosts),
             "GlobalKnownHostsFile": "/dev/null",
             "IdentitiesOnly": "yes",
