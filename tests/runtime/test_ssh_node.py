@@ -150,6 +150,15 @@ async def test_run_with_stdin(node: SshNode) -> None:
     assert await node.run(["cat"]) == b""  # no stdin: the command reads an end at once
 
 
+async def test_a_command_that_stops_reading_its_stdin(node: SshNode) -> None:
+    async def endless() -> AsyncIterator[bytes]:
+        while True:
+            yield b"y" * 65536
+
+    assert await node.run(["head", "-c", "10"], stdin=endless(), timeout=20) == b"y" * 10
+    assert await node.run(["true"], stdin=b"x" * (8 << 20), timeout=20) == b""
+
+
 async def test_output_is_bounded(node: SshNode) -> None:
     assert len(await node.run(["head", "-c", "5000", "/dev/zero"], limit=5000)) == 5000
     with pytest.raises(RuntimeFailure, match="wrote more than 4999 bytes"):
