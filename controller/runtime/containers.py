@@ -38,6 +38,12 @@ class ContainerHandle:
     state: Mapping[str, str] = field(default_factory=dict)
 
     @property
+    def place(self) -> str:
+        """Where the container runs, for an engine with several places (a compute node's
+        name; "" for the default one)."""
+        return self.state.get("node", "")
+
+    @property
     def engine_id(self) -> str:
         """The engine's own name of the container (``state["id"]``, "" if it has none):
         shown to operators and kept in the sessions table, never interpreted."""
@@ -58,6 +64,8 @@ class ExitReport:
         """``describe`` in one word: the reason of ``o16n_container_deaths_total``."""
         if self.oom_killed:
             return "oom"
+        if self.status == "lost":
+            return "lost"
         if self.status == "missing":
             return "missing"
         if self.exit_code is not None and self.exit_code >= 128:
@@ -67,6 +75,8 @@ class ExitReport:
     def describe(self) -> str:
         if self.oom_killed:
             return "the container ran out of memory and was killed"
+        if self.status == "lost":  # its engine is unreachable: the container is given up
+            return f"compute node lost ({self.error})" if self.error else "compute node lost"
         if self.status == "missing":
             return "the container no longer exists"
         if self.exit_code is not None and self.exit_code >= 128:
@@ -80,9 +90,14 @@ class ExitReport:
 class ContainerRuntime(Protocol):
     """Create, start, poll, signal, remove and list the containers of this instance."""
 
+    def places(self) -> list[str]:
+        """Where a new container may go now, the best first, as ``handle.place`` names
+        them (``[""]`` for an engine with one place): warm pools keep containers in each."""
+
     async def create(self, spec: ContainerSpec) -> ContainerHandle:
-        """Create a container (not started). Its agent will dial ``handle.endpoint``, so
-        the caller listens there before ``start``."""
+        """Create a container (not started) at ``spec.place`` if it is among ``places()``,
+        else at the best place. Its agent will dial ``handle.endpoint``, so the caller
+        listens there before ``start``."""
 
     async def start(self, handle: ContainerHandle) -> None: ...
 

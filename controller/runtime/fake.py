@@ -293,6 +293,9 @@ class FakeRuntime:
             raise NotFoundError(f"no container {key[:40]!r}")
         return self._root / key
 
+    def places(self) -> list[str]:
+        return [""]
+
     async def create(self, spec: ContainerSpec) -> ContainerHandle:
         folder = self._dir(spec.key)
         endpoint = self._endpoint(spec.key)

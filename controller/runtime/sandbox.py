@@ -57,6 +57,9 @@ class Outcome:
     timed_out: bool = False
     stuck: bool = False
     reason: str = ""
+    #: the container's compute node was lost: the request never finished anywhere, and
+    #: may be run again on another container (a batch record is)
+    lost: bool = False
 
 
 @dataclass(eq=False)
@@ -66,6 +69,8 @@ class Sandbox:
     engine: Engine
     #: interrupts the agent did not acknowledge, sent as the engine's SIGINT instead
     signalled: int = 0
+    #: how the container ended, in one word (``ExitReport.cause``), once known
+    cause: str = ""
     #: the interrupt under way: interrupts at once share it, and so its one fallback signal
     _interrupting: asyncio.Task[bool] | None = field(default=None, init=False, repr=False)
 
@@ -96,7 +101,8 @@ class Sandbox:
             self.engine.ended(self.handle, "timeout")
             return Outcome(None, True, True, "it did not stop when interrupted")
         except (AgentGone, AgentProtocolError) as exc:
-            return Outcome(None, timed_out, reason=await self.end_reason(exc))
+            reason = await self.end_reason(exc)
+            return Outcome(None, timed_out, reason=reason, lost=self.cause == "lost")
         finally:
             record("exec", started)
         return Outcome(reply, timed_out)
@@ -149,6 +155,7 @@ class Sandbox:
         except O16nError:
             report = None
         if report is not None:
+            self.cause = report.cause
             self.engine.ended(self.handle, report.cause)
             return report.describe()
         if isinstance(exc, AgentTimeout):

@@ -94,12 +94,19 @@ class Sandboxes:
         self._causes: dict[str, str] = {}
 
     async def launch(
-        self, kind: Kind, *, owner: str = "", ident: str = "", environment: str | None = None
+        self,
+        kind: Kind,
+        *,
+        owner: str = "",
+        ident: str = "",
+        environment: str | None = None,
+        place: str | None = None,
     ) -> Sandbox:
         """Create and start a hardened container on ``environment`` (a reference of the
-        environment store; the base one if ``None``) and wait until its agent has dialled in."""
+        environment store; the base one if ``None``), at ``place`` if the runtime can
+        (``ContainerRuntime.places``), and wait until its agent has dialled in."""
         try:
-            sandbox = await self._launch(kind, owner, ident, environment)
+            sandbox = await self._launch(kind, owner, ident, environment, place)
         except Exception:  # not a cancellation: nothing failed then
             CONTAINER_STARTS.labels(kind, "failed").inc()
             raise
@@ -114,7 +121,9 @@ class Sandboxes:
         if counted is not None:
             self._counted[sandbox.key] = (counted[0], kind)
 
-    async def _launch(self, kind: Kind, owner: str, ident: str, environment: str | None) -> Sandbox:
+    async def _launch(
+        self, kind: Kind, owner: str, ident: str, environment: str | None, place: str | None
+    ) -> Sandbox:
         spec = ContainerSpec.from_settings(
             self._settings,
             image=await self.environments.resolve(environment or self.environments.base),
@@ -123,6 +132,7 @@ class Sandboxes:
             agent_dir=self.agent_dir,
             owner=owner,
             ident=ident,
+            place=place,
         )
         self._live.add(spec.key)  # before the engine has it: the sweep must not take it
         creating = asyncio.ensure_future(self.runtime.create(spec))

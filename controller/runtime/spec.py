@@ -70,6 +70,8 @@ class ContainerSpec(BaseModel):
     ident: str = ""
     #: the host directory of the agent bundle, mounted read-only at ``AGENT_MOUNT``
     agent_dir: Path
+    #: where to run it (one of ``ContainerRuntime.places``); ``None``: the runtime chooses
+    place: str | None = Field(None, pattern=r"^[a-z0-9]{0,32}$")
     user: str = Field(pattern=r"^\d+:\d+$")
     environment: dict[str, str]
     network_mode: str = Field(pattern=r"^[a-z0-9_-]+$")
@@ -122,6 +124,7 @@ class ContainerSpec(BaseModel):
         agent_dir: Path,
         owner: str = "",
         ident: str = "",
+        place: str | None = None,
     ) -> ContainerSpec:
         uid = settings.container_user.split(":")[0]
         return cls(
@@ -132,6 +135,7 @@ class ContainerSpec(BaseModel):
             owner=owner,
             ident=ident,
             agent_dir=agent_dir,
+            place=place,
             user=settings.container_user,
             environment={
                 "HOME": WORKDIR,

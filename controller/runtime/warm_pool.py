@@ -3,12 +3,14 @@ wait for one.
 
 A warm container serves one session only and is removed when that session ends; the
 pool refills in the background, one container at a time, backing off when the engine
-fails.
+fails. With several compute nodes the pool keeps ``size`` ready on each
+(``ContainerRuntime.places``), and ``take`` hands out one from the best place that has one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -22,6 +24,8 @@ from controller.runtime.spec import Kind
 
 log = logging.getLogger(__name__)
 
+
+RECHECK = 5.0  # seconds between two looks at the places, when nothing asked for a refill
 
 Prepare = Callable[[Sandbox], Awaitable[None]]
 #: what a warm container of each pool becomes when taken (the kind its end counts under)
@@ -48,10 +52,13 @@ class WarmPool:
         return len(self._ready)
 
     async def take(self) -> Sandbox | None:
-        """A warm sandbox whose agent is still connected, or ``None``; asks for a refill."""
+        """A warm sandbox whose agent is still connected, from the best place that has one
+        (the least-loaded compute node), or ``None``; asks for a refill."""
         self._wanted.set()
+        rank = {place: i for i, place in enumerate(self._sandboxes.runtime.places())}
         while self._ready:
-            sandbox = self._ready.popleft()
+            sandbox = min(self._ready, key=lambda s: rank.get(s.handle.place, len(rank)))
+            self._ready.remove(sandbox)
             if not sandbox.link.closed:
                 if self.purpose in SERVES:
                     self._sandboxes.serve(sandbox, SERVES[self.purpose])
@@ -68,23 +75,37 @@ class WarmPool:
                 await self._sandboxes.destroy(sandbox)
 
     async def keep_full(self) -> None:
-        """Run forever (owned by the task supervisor): top the pool up whenever asked."""
+        """Run forever (owned by the task supervisor): top the pool up whenever asked, and
+        every ``RECHECK`` seconds (a compute node that came up gets its share)."""
         backoff = 1.0
         while True:
-            await self._wanted.wait()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(RECHECK):
+                    await self._wanted.wait()
             self._wanted.clear()
-            while len(self._ready) < self.size:
+            while (place := self._short()) is not None:
                 try:
-                    self._ready.append(await self._launch())
+                    sandbox = await self._launch(place)
                     backoff = 1.0
                 except Exception as exc:  # the engine refused, the listener could not start, ...
                     error = exc.message if isinstance(exc, O16nError) else repr(exc)
                     log.warning("warm pool could not start a container", extra={"error": error})
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 60.0)
+                    continue
+                self._ready.append(sandbox)
+                if sandbox.handle.place != place:
+                    break  # the place went away meanwhile: look again at the next round
 
-    async def _launch(self) -> Sandbox:
-        sandbox = await self._sandboxes.launch("warm", ident=self.purpose)
+    def _short(self) -> str | None:
+        """A place with fewer than ``size`` ready containers, if any."""
+        for place in self._sandboxes.runtime.places():
+            if sum(s.handle.place == place for s in self._ready) < self.size:
+                return place
+        return None
+
+    async def _launch(self, place: str) -> Sandbox:
+        sandbox = await self._sandboxes.launch("warm", ident=self.purpose, place=place)
         if self._prepare is not None:
             try:
                 await self._prepare(sandbox)
