@@ -4,6 +4,10 @@
 * ``containers``    the container runtime (``ContainerRuntime``), the hardened
                     ``docker_kwargs`` and the seccomp profile
 * ``environments``  the environment store (``EnvironmentStore``): images, by name
+* ``nodes``         compute nodes: the runtime and the store over several engines, placement,
+                    probes, a lost node's containers (``NodeControl``)
+* ``remote``, ``ssh``  a node reached over SSH: its engine, files and agents' sockets
+* ``image_moves``   an image copied from one node's engine to another's
 * ``image``         the runtime image: its content-hash tag and its build
 * ``runc``          whether the engine's runc is fixed for CVE-2024-21626
 * ``stats``         memory and CPU of containers, disk use of the engine
@@ -15,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from controller.settings import Settings
@@ -35,6 +40,8 @@ async def open_engine(settings: Settings) -> AsyncIterator[Engine]:
     from controller.runtime.docker.environments import DockerEnvironments
     from controller.runtime.docker.gateway import DockerGateway
     from controller.runtime.docker.image import runtime_tag
+    from controller.runtime.docker.nodes import DockerNodes, NodeEnvironments
+    from controller.runtime.docker.ssh import ensure_client_key
     from controller.runtime.docker.stats import StatsSampler
     from controller.runtime.engines import Engine
 
@@ -50,16 +57,29 @@ async def open_engine(settings: Settings) -> AsyncIterator[Engine]:
         environments = DockerEnvironments(gateway, settings, image)
         sampler = StatsSampler(gateway)
         report = DockerReport(gateway, environments, sampler, settings.instance)
-        yield Engine(
-            "docker",
-            containers,
-            environments,
-            about=report.about,
-            base_size=report.base_size,
-            checks={"runc": verdict.node()},
-            node=report.node,
-            stats=sampler.sample,
-        )
-        await containers.close()
+
+        def key_file() -> Path:
+            """The controller's SSH key: ``O16N_SSH_KEY``, else one generated once."""
+            if settings.ssh_key is not None:
+                return settings.ssh_key
+            path = settings.data_dir.absolute() / "ssh" / "id_ed25519"
+            ensure_client_key(path)
+            return path
+
+        nodes = DockerNodes(settings, gateway, containers, environments, key_file)
+        try:
+            yield Engine(
+                "docker",
+                nodes,
+                NodeEnvironments(nodes, environments),
+                about=report.about,
+                base_size=report.base_size,
+                checks={"runc": verdict.node()},
+                node=report.node,
+                stats=sampler.sample,
+                nodes=nodes,
+            )
+        finally:
+            await nodes.close()
     finally:
         await gateway.close()

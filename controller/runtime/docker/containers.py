@@ -12,7 +12,7 @@ import os
 import shutil
 from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from docker.types import LogConfig, Mount, Ulimit
 
@@ -54,21 +54,108 @@ def seccomp_profile() -> str:
     return json.dumps(profile, separators=(",", ":"))
 
 
-class DockerContainers:
-    """Containers on the engine behind ``gateway``. Each gets a host directory (under
-    ``O16N_DATA_DIR``'s sockets) mounted read-only at ``SOCKET_MOUNT``; its agent dials
-    ``agent.sock`` there, where the sandbox layer listens (``handle.endpoint``)."""
+class NodeFiles(Protocol):
+    """Where a node's containers find their agent and their socket directory, on the node's
+    own filesystem: the controller's (``LocalFiles``), or a remote host's (``ssh``)."""
 
-    def __init__(self, gateway: DockerGateway, settings: Settings) -> None:
+    def agent_dir(self, spec: ContainerSpec) -> str:
+        """The agent bundle's directory on the node, mounted read-only at ``AGENT_MOUNT``."""
+
+    def socket_dir(self, key: str) -> str:
+        """The container's socket directory on the node, mounted read-only at
+        ``SOCKET_MOUNT``."""
+
+    async def prepare(self, key: str) -> None:
+        """Make the socket directory (the bind mount's source must exist), and whatever
+        carries a connection there to the controller's listener."""
+
+    async def release(self, key: str) -> None:
+        """Undo ``prepare``; idempotent."""
+
+    async def sweep(self, in_use: Callable[[str], bool]) -> int:
+        """Remove the socket directories of containers not ``in_use``; returns how many."""
+
+
+class LocalFiles:
+    """A node on this machine: each container gets a directory under ``O16N_DATA_DIR``'s
+    sockets, where the controller listens itself."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    def agent_dir(self, spec: ContainerSpec) -> str:
+        return str(spec.agent_dir)
+
+    def socket_dir(self, key: str) -> str:
+        return str(self._settings.sockets_dir / key)
+
+    async def prepare(self, key: str) -> None:
+        folder = self._settings.sockets_dir / key
+        # the bind mount's source must exist; the container's uid must reach the socket
+        folder.mkdir(mode=0o755, parents=True, exist_ok=True)
+        os.chmod(folder, 0o755)  # noqa: PTH101, S103
+
+    async def release(self, key: str) -> None:
+        if not is_key(key):
+            return  # not a key of ours (a container labelled by hand): never the whole folder
+        with contextlib.suppress(OSError):
+            await asyncio.to_thread(shutil.rmtree, self._settings.sockets_dir / key)
+
+    async def sweep(self, in_use: Callable[[str], bool]) -> int:
+        """Listed first, then judged on the loop: a directory listed was made before the
+        listing, so a launch that made it is in use by then (asked at judging time, not
+        before a thread that may wait its turn)."""
+        folder = self._settings.sockets_dir
+
+        def listing() -> list[str]:
+            with contextlib.suppress(FileNotFoundError):
+                return [e.name for e in os.scandir(folder) if e.is_dir(follow_symlinks=False)]
+            return []
+
+        names = await asyncio.to_thread(listing)
+        stale = [n for n in names if not in_use(n)]
+
+        def remove() -> None:
+            for name in stale:
+                shutil.rmtree(folder / name, ignore_errors=True)
+
+        if stale:
+            await asyncio.to_thread(remove)
+            log.info("removed socket directories left behind", extra={"count": len(stale)})
+        return len(stale)
+
+
+def is_key(key: str) -> bool:
+    """Whether ``key`` can be a container key of ours (never a path of several parts)."""
+    return key not in ("", ".", "..") and "/" not in key
+
+
+class DockerContainers:
+    """Containers on the engine behind ``gateway`` (one compute node). Each gets a
+    directory on the node (``files``) mounted read-only at ``SOCKET_MOUNT``; its agent dials
+    ``agent.sock`` there, which reaches the controller's listener at ``handle.endpoint``
+    (the same directory for a node on this machine; forwarded over SSH for a remote one)."""
+
+    def __init__(
+        self,
+        gateway: DockerGateway,
+        settings: Settings,
+        files: NodeFiles | None = None,
+        node: str = "",
+    ) -> None:
         self._gateway = gateway
         self._settings = settings
+        self._files: NodeFiles = files or LocalFiles(settings)
+        self.node = node  # "" for the default node: its handles carry no ``node`` state
         seccomp_profile()  # read at start: a missing or broken profile stops the controller
 
     def socket_dir(self, key: str) -> Path:
+        """The controller's own directory for the container's agent socket (its listener)."""
         return self._settings.sockets_dir / key
 
     def _handle(self, container_id: str, labels: dict[str, str], image: str) -> ContainerHandle:
         key = labels.get(LABEL_PREFIX + "key", "")
+        state = {"id": container_id, "node": self.node} if self.node else {"id": container_id}
         return ContainerHandle(
             key=key,
             kind=labels.get(LABEL_PREFIX + "kind", ""),
@@ -76,25 +163,27 @@ class DockerContainers:
             ident=labels.get(LABEL_PREFIX + "id", ""),
             endpoint=f"unix:{self.socket_dir(key) / SOCKET_NAME}" if key else "",
             environment=image,
-            state={"id": container_id},
+            state=state,
         )
 
     async def create(self, spec: ContainerSpec) -> ContainerHandle:
-        folder = self.socket_dir(spec.key)
         try:
-            # the bind mount's source must exist; the container's uid must reach the socket
-            folder.mkdir(mode=0o755, parents=True, exist_ok=True)
-            os.chmod(folder, 0o755)  # noqa: PTH101, S103
-            container_id = await self._gateway.create_container(docker_kwargs(spec, folder))
+            await self._files.prepare(spec.key)
+            container_id = await self._gateway.create_container(
+                docker_kwargs(spec, self._files.socket_dir(spec.key), self._files.agent_dir(spec))
+            )
         except NotFoundError:
-            await self._remove_dir(spec.key)
+            await self._files.release(spec.key)
             raise RuntimeFailure(
                 f"image {spec.image} is missing (the runtime image is built by `make image`)"
             ) from None
         except BaseException:
-            await self._remove_dir(spec.key)
+            await self._files.release(spec.key)
             raise
         return self._handle(container_id, spec.labels, spec.image)
+
+    def places(self) -> list[str]:
+        return [""]
 
     async def start(self, handle: ContainerHandle) -> None:
         await self._gateway.start(_id(handle))
@@ -113,13 +202,16 @@ class DockerContainers:
 
     async def remove(self, handle: ContainerHandle) -> None:
         await self._gateway.remove_container(_id(handle))
-        await self._remove_dir(handle.key)
+        await self._files.release(handle.key)
 
-    async def _remove_dir(self, key: str) -> None:
-        if key in ("", ".", "..") or "/" in key:
-            return  # not a key of ours (a container labelled by hand): never the whole folder
-        with contextlib.suppress(OSError):
-            await asyncio.to_thread(shutil.rmtree, self.socket_dir(key))
+    async def reattach(self, handle: ContainerHandle) -> None:
+        """Make again what ``create`` prepared (a remote node's socket forward), for a
+        container this process adopts."""
+        await self._files.prepare(handle.key)
+
+    async def forget(self, handle: ContainerHandle) -> None:
+        """Let go of what ``create`` prepared for a container that is gone with its node."""
+        await self._files.release(handle.key)
 
     async def list_owned(self) -> list[ContainerHandle]:
         return [self._handle(i.id, i.labels, i.image) for i in await self._owned()]
@@ -156,27 +248,8 @@ class DockerContainers:
 
     async def sweep(self, in_use: Callable[[str], bool]) -> int:
         """Remove the socket directories of containers not ``in_use`` (left by a failed
-        start or a crash); returns how many. Listed first, then judged on the loop: a
-        directory listed was made before the listing, so a launch that made it is in use
-        by then (asked at judging time, not before a thread that may wait its turn)."""
-        folder = self._settings.sockets_dir
-
-        def listing() -> list[str]:
-            with contextlib.suppress(FileNotFoundError):
-                return [e.name for e in os.scandir(folder) if e.is_dir(follow_symlinks=False)]
-            return []
-
-        names = await asyncio.to_thread(listing)
-        stale = [n for n in names if not in_use(n)]
-
-        def remove() -> None:
-            for name in stale:
-                shutil.rmtree(folder / name, ignore_errors=True)
-
-        if stale:
-            await asyncio.to_thread(remove)
-            log.info("removed socket directories left behind", extra={"count": len(stale)})
-        return len(stale)
+        start or a crash); returns how many."""
+        return await self._files.sweep(in_use)
 
     async def close(self) -> None:
         """Nothing to let go of: the gateway is closed by the engine's owner."""
@@ -186,9 +259,9 @@ def _id(handle: ContainerHandle) -> str:
     return handle.state.get("id", "")
 
 
-def docker_kwargs(spec: ContainerSpec, socket_dir: Path) -> dict[str, Any]:
-    """Arguments for ``docker.containers.create``; ``socket_dir`` is mounted for the agent's
-    socket."""
+def docker_kwargs(spec: ContainerSpec, socket_dir: str, agent_dir: str) -> dict[str, Any]:
+    """Arguments for ``docker.containers.create``; ``socket_dir`` (on the node) is mounted for
+    the agent's socket, ``agent_dir`` (on the node) for the agent."""
     uid, gid = spec.user.split(":")
     return {
         "image": spec.image,
@@ -217,8 +290,8 @@ def docker_kwargs(spec: ContainerSpec, socket_dir: Path) -> dict[str, Any]:
             "/tmp": f"rw,nosuid,nodev,size={spec.tmp_size},mode=1777",  # noqa: S108
         },
         "mounts": [
-            Mount(target=SOCKET_MOUNT, source=str(socket_dir), type="bind", read_only=True),
-            Mount(target=AGENT_MOUNT, source=str(spec.agent_dir), type="bind", read_only=True),
+            Mount(target=SOCKET_MOUNT, source=socket_dir, type="bind", read_only=True),
+            Mount(target=AGENT_MOUNT, source=agent_dir, type="bind", read_only=True),
         ],
         "log_config": LogConfig(type="json-file", config={"max-size": "1m", "max-file": "1"}),
         "ipc_mode": "private",

@@ -13,7 +13,7 @@ import contextlib
 import io
 import logging
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -64,17 +64,33 @@ class DockerGateway:
         self._slow = ThreadPoolExecutor(slow_workers, thread_name_prefix="docker-slow")
 
     @classmethod
-    async def connect(cls, workers: int = 8, slow_workers: int = 2) -> DockerGateway:
-        """Connect to the engine named by DOCKER_HOST (default: the local socket)."""
+    async def connect(
+        cls,
+        workers: int = 8,
+        slow_workers: int = 2,
+        *,
+        base_url: str | None = None,
+        timeout: int = 120,
+    ) -> DockerGateway:
+        """Connect to the engine at ``base_url`` (a compute node's), else the one named by
+        DOCKER_HOST (default: the local socket)."""
         try:
-            client = await asyncio.to_thread(
-                partial(
+            if base_url is None:
+                make = partial(
                     docker.from_env,
                     version="auto",
-                    timeout=120,
+                    timeout=timeout,
                     max_pool_size=workers + slow_workers,
                 )
-            )
+            else:
+                make = partial(
+                    docker.DockerClient,
+                    base_url=base_url,
+                    version="auto",
+                    timeout=timeout,
+                    max_pool_size=workers + slow_workers,
+                )
+            client = await asyncio.to_thread(make)
         except docker.errors.DockerException as exc:
             raise EngineUnavailable(f"the Docker engine does not answer: {exc}") from None
         return cls(client, workers, slow_workers)
@@ -187,6 +203,31 @@ class DockerGateway:
             tag for image in images for tag in image.get("RepoTags") or []
             if made_before is None or int(image.get("Created", 0)) < made_before
         )  # fmt: skip
+
+    async def image_layers(self, ref: str) -> list[str]:
+        """The image's layers, bottom first, by their content digests (``RootFS.Layers``)."""
+        data = await self._run(self._client.api.inspect_image, ref)
+        return [str(layer) for layer in (data.get("RootFS") or {}).get("Layers") or []]
+
+    async def save_image(self, ref: str, sink: Callable[[bytes], object]) -> None:
+        """``docker save`` of ``ref``, handed to ``sink`` chunk by chunk on a worker thread
+        (the archive is the image's size: it never sits in memory)."""
+
+        def save_image() -> None:
+            for chunk in self._client.api.get_image(ref, chunk_size=1 << 20):
+                sink(chunk)
+
+        await self._run_slow(save_image)
+
+    async def load_image(self, source: Callable[[], Iterator[bytes]]) -> None:
+        """``docker load`` of the archive ``source`` yields, streamed from a worker thread."""
+
+        def load_image() -> None:
+            for item in self._client.api.load_image(source()) or ():
+                if isinstance(item, dict) and item.get("error"):
+                    raise RuntimeFailure(f"image load failed: {str(item['error']).strip()}")
+
+        await self._run_slow(load_image)
 
     async def image_labels(self, ref: str) -> dict[str, str]:
         data = await self._run(self._client.api.inspect_image, ref)

@@ -1,0 +1,557 @@
+"""Compute nodes: this instance's containers spread over several Docker engines.
+
+``DockerNodes`` is the Docker engine's ``ContainerRuntime`` and ``NodeControl``: one
+``DockerContainers`` per node (the local engine, the default node, first), new containers
+placed on the least-loaded node that is up and not draining, every later call sent to the
+node a handle names (``state["node"]``; none: the local node). ``NodeEnvironments`` is its
+``EnvironmentStore``: images live on the node that made them and are copied to another
+when a container placed there needs them (``image_moves``).
+
+A remote node has a keeper task: it connects (``remote.RemoteNode`` for ``ssh://``, the
+engine's socket for ``unix://``), then probes it every ``O16N_NODE_PROBE_SECONDS``. Two
+failed probes, or the end of its SSH connection, and the node is **lost**: its containers
+are reported as ended ("compute node lost", so their sessions answer 410 and service pools
+replace theirs) and nothing more is placed there. The keeper keeps reconnecting; when the
+node is back, every container of this instance on it is removed before it takes new ones,
+so no session comes back to life. See docs/compute-nodes.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from controller.errors import EngineUnavailable, NotFoundError, O16nError
+from controller.runtime import agent_bundle
+from controller.runtime.containers import ContainerHandle, ExitReport
+from controller.runtime.docker.containers import DockerContainers, LocalFiles
+from controller.runtime.docker.environments import DockerEnvironments
+from controller.runtime.docker.gateway import DockerGateway
+from controller.runtime.docker.image_moves import copy_image
+from controller.runtime.docker.remote import RemoteNode
+from controller.runtime.environments import Captured
+from controller.runtime.nodes import LOCAL, NodeAddress
+from controller.runtime.spec import ContainerSpec
+from controller.settings import Settings, usable_cores
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+PROBE_FAILURES = 2  # consecutive failed probes that make a node lost
+RECONNECT_FIRST = 1.0  # seconds before reconnecting to a lost node, doubling
+RECONNECT_MAX = 30.0
+FIRST_CONNECT_WAIT = 20.0  # seconds ``apply`` waits for a new node's first connection
+REMOTE_TIMEOUT = 60  # seconds of one engine call to a remote node
+
+
+@dataclass(eq=False)
+class Node:
+    """One engine and what this controller knows of it."""
+
+    name: str
+    address: NodeAddress | None  # None: the local engine
+    containers: DockerContainers | None = None
+    environments: DockerEnvironments | None = None
+    gateway: DockerGateway | None = None
+    remote: RemoteNode | None = None
+    state: str = "connecting"  # connecting | up | lost | removed
+    draining: bool = False
+    error: str = ""
+    version: str = ""
+    cpus: int = 1
+    since: float = field(default_factory=time.time)
+    #: this instance's containers here, by key, with their kind
+    keys: dict[str, str] = field(default_factory=dict)
+    #: keys given up when the node was lost: their containers go when it is back
+    lost: set[str] = field(default_factory=set)
+    keeper: asyncio.Task[None] | None = None
+    follower: asyncio.Task[None] | None = None
+    connected: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def entry(self) -> str:
+        return self.address.entry if self.address is not None else LOCAL
+
+    @property
+    def usable(self) -> bool:
+        return self.state == "up" and not self.draining and self.containers is not None
+
+
+class DockerNodes:
+    """The container runtime over every node, and the operator's control of the nodes."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        gateway: DockerGateway,
+        containers: DockerContainers,
+        environments: DockerEnvironments,
+        key_file: Callable[[], Path],
+    ) -> None:
+        self._settings = settings
+        self._base = environments.base
+        self._key_file = key_file
+        local = Node(LOCAL, None, containers, environments, gateway, state="up")
+        local.cpus = usable_cores()
+        self._nodes: dict[str, Node] = {LOCAL: local}
+        self._where: dict[str, str] = {}  # container key -> node name
+        self._exits: asyncio.Queue[tuple[str, bool]] = asyncio.Queue()
+        self._control_dir = Path(tempfile.mkdtemp(prefix="o16n-ssh-"))  # short socket paths
+        self._moves: dict[tuple[str, str], asyncio.Future[None]] = {}
+        self._apply_lock = asyncio.Lock()
+        local.follower = asyncio.create_task(self._follow(local), name="exits:local")
+
+    # --- placement ------------------------------------------------------------------------
+
+    def _ranked(self) -> list[Node]:
+        """The usable nodes, the least loaded first (this instance's containers per CPU;
+        ties: the order of the list, the local node first)."""
+        usable = [node for node in self._nodes.values() if node.usable]
+        return sorted(usable, key=lambda node: len(node.keys) / max(node.cpus, 1))
+
+    def _place(self, wanted: str | None = None) -> Node:
+        """The node ``wanted`` names if it is usable, else the least loaded."""
+        ranked = self._ranked()
+        if not ranked:
+            raise EngineUnavailable("no compute node is up and taking containers")
+        return next((node for node in ranked if _place_of(node) == wanted), ranked[0])
+
+    def places(self) -> list[str]:
+        return [_place_of(node) for node in self._ranked()]
+
+    def _node_of(self, handle: ContainerHandle) -> Node | None:
+        return self._nodes.get(handle.place or LOCAL)
+
+    def node_of(self, handle: ContainerHandle) -> str:
+        """The entry of the node a container runs on (shown to operators)."""
+        node = self._node_of(handle)
+        return node.entry if node is not None else handle.state.get("node", "")
+
+    # --- ContainerRuntime -----------------------------------------------------------------
+
+    async def create(self, spec: ContainerSpec) -> ContainerHandle:
+        node = self._place(spec.place)
+        assert node.containers is not None
+        if spec.image != self._base:
+            await self._ensure_image(node, spec.image)
+        node.keys[spec.key] = spec.kind  # counts toward its load from now
+        self._where[spec.key] = node.name
+        try:
+            return await node.containers.create(spec)
+        except BaseException:
+            node.keys.pop(spec.key, None)
+            self._where.pop(spec.key, None)
+            raise
+
+    async def start(self, handle: ContainerHandle) -> None:
+        await self._live(handle).start(handle)
+
+    async def poll(self, handle: ContainerHandle) -> ExitReport | None:
+        node = self._node_of(handle)
+        if node is None or node.state in ("lost", "removed") or handle.key in node.lost:
+            entry = node.entry if node is not None else handle.state.get("node", "")
+            return ExitReport("lost", None, oom_killed=False, error=entry)
+        if node.containers is None:
+            return None  # connecting: nothing known yet
+        try:
+            return await node.containers.poll(handle)
+        except EngineUnavailable:
+            if node.address is None:
+                raise  # the local engine restarting: its containers are found again
+            # a remote engine that does not answer while asked about a container (its agent's
+            # link broke, say): given up now, as its node will be, removed when it is back
+            node.lost.add(handle.key)
+            return ExitReport("lost", None, oom_killed=False, error=node.entry)
+
+    async def signal(self, handle: ContainerHandle, signal: str) -> None:
+        await self._live(handle).signal(handle, signal)
+
+    async def remove(self, handle: ContainerHandle) -> None:
+        node = self._node_of(handle)
+        if node is None:
+            return
+        if node.state != "up" or node.containers is None:
+            # unreachable: given up here, removed when the node is back (``_settle``)
+            node.lost.add(handle.key)
+            node.keys.pop(handle.key, None)
+            self._where.pop(handle.key, None)
+            return
+        await node.containers.remove(handle)
+        node.keys.pop(handle.key, None)
+        node.lost.discard(handle.key)
+        self._where.pop(handle.key, None)
+
+    def _live(self, handle: ContainerHandle) -> DockerContainers:
+        node = self._node_of(handle)
+        if node is None or node.state != "up" or node.containers is None:
+            entry = node.entry if node is not None else handle.state.get("node", "?")
+            raise EngineUnavailable(f"compute node lost ({entry})")
+        return node.containers
+
+    async def list_owned(self) -> list[ContainerHandle]:
+        found: list[ContainerHandle] = []
+        for node in list(self._nodes.values()):
+            if node.state != "up" or node.containers is None:
+                continue
+            handles = await node.containers.list_owned()
+            for handle in handles:
+                if handle.key:
+                    node.keys.setdefault(handle.key, handle.kind)
+                    self._where[handle.key] = node.name
+            found.extend(handles)
+        return found
+
+    async def exits(self) -> AsyncGenerator[tuple[str, bool], None]:
+        while True:
+            yield await self._exits.get()
+
+    async def _follow(self, node: Node) -> None:
+        """Hand the node's container ends to ``exits`` while it is connected."""
+        assert node.containers is not None
+        async with contextlib.aclosing(node.containers.exits()) as ends:
+            async for key, after_outage in ends:
+                self._exits.put_nowait((key, after_outage))
+
+    async def sweep(self, in_use: Callable[[str], bool]) -> int:
+        removed = 0
+        for node in list(self._nodes.values()):
+            if node.state == "up" and node.containers is not None:
+                removed += await node.containers.sweep(in_use)
+        return removed
+
+    async def close(self) -> None:
+        """Stop the keepers and let go of the remote nodes (containers keep running)."""
+        for node in list(self._nodes.values()):
+            await self._stop(node)
+        await asyncio.to_thread(shutil.rmtree, self._control_dir, True)
+
+    async def _stop(self, node: Node) -> None:
+        for task in (node.keeper, node.follower):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+        node.keeper = node.follower = None
+        if node.name != LOCAL:
+            await self._disconnect(node)
+
+    # --- images ---------------------------------------------------------------------------
+
+    async def _ensure_image(self, node: Node, image: str) -> None:
+        """Copy ``image`` to ``node`` from a node that has it, once at a time per pair."""
+        assert node.gateway is not None
+        if await node.gateway.image_exists(image):
+            return
+        key = (node.name, image)
+        running = self._moves.get(key)
+        if running is None:
+            running = asyncio.ensure_future(self._move(node, image))
+            self._moves[key] = running
+            running.add_done_callback(lambda _: self._moves.pop(key, None))
+        await asyncio.shield(running)
+
+    async def _move(self, target: Node, image: str) -> None:
+        assert target.gateway is not None
+        for source in self._nodes.values():
+            if source is target or source.state != "up" or source.gateway is None:
+                continue
+            if await source.gateway.image_exists(image):
+                spool = self._settings.data_dir.absolute() / "spool"
+                await copy_image(source.gateway, target.gateway, image, spool, self._base)
+                return
+        raise NotFoundError(f"no compute node that is up has the environment {image}")
+
+    async def holder(self, image: str) -> Node:
+        """A node that is up and has ``image`` (the local one first)."""
+        for node in self._nodes.values():
+            if node.state == "up" and node.gateway and await node.gateway.image_exists(image):
+                return node
+        raise NotFoundError(f"no compute node that is up has the environment {image}")
+
+    def up(self) -> list[Node]:
+        return [n for n in self._nodes.values() if n.state == "up" and n.environments]
+
+    def node_named(self, handle: ContainerHandle) -> Node:
+        node = self._node_of(handle)
+        if node is None or node.state != "up":
+            raise EngineUnavailable(f"compute node lost ({self.node_of(handle)})")
+        return node
+
+    # --- NodeControl ----------------------------------------------------------------------
+
+    def entries(self) -> list[str]:
+        return [n.entry for n in self._nodes.values() if n.address is not None]
+
+    async def apply(self, entries: list[NodeAddress]) -> None:
+        async with self._apply_lock:
+            wanted = {a.name: a for a in entries}
+            for name in [n for n in self._nodes if n != LOCAL and n not in wanted]:
+                await self._retire(self._nodes[name])
+            added = []
+            for name, address in wanted.items():
+                if name not in self._nodes:
+                    node = Node(name, address)
+                    self._nodes[name] = node
+                    node.keeper = asyncio.create_task(self._keep(node), name=f"node:{name}")
+                    added.append(node)
+            # a node's first connection decides whether its containers are adopted: wait a
+            # little for it, so a restarted controller finds its sessions there
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(FIRST_CONNECT_WAIT):
+                    await asyncio.gather(*(node.connected.wait() for node in added))
+
+    async def _retire(self, node: Node) -> None:
+        """A node removed from the list: its containers end here (and go, if it answers)."""
+        log.info("compute node removed", extra={"node": node.entry})
+        if node.state == "up" and node.containers is not None:
+            for handle in await _quietly(node.containers.list_owned(), []):
+                await _quietly(node.containers.remove(handle), None)
+        node.state = "removed"
+        self._give_up(node)
+        await self._stop(node)
+        del self._nodes[node.name]
+
+    async def describe(self) -> list[dict[str, Any]]:
+        local = self._nodes[LOCAL]
+        if local.gateway is not None:
+            try:
+                info = await asyncio.wait_for(local.gateway.info(), 2.0)
+                local.state, local.version, local.error = "up", info.version, ""
+            except (O16nError, TimeoutError) as exc:
+                local.state = "lost"
+                local.error = exc.message if isinstance(exc, O16nError) else "no answer in 2 s"
+        return [self._describe(node) for node in self._nodes.values()]
+
+    def _describe(self, node: Node) -> dict[str, Any]:
+        kinds: dict[str, int] = {}
+        for kind in node.keys.values():
+            kinds[kind] = kinds.get(kind, 0) + 1
+        return {
+            "name": node.name,
+            "entry": node.entry,
+            "state": node.state,
+            "draining": node.draining,
+            "version": node.version or None,
+            "cpus": node.cpus,
+            "containers": kinds,
+            "load": round(len(node.keys) / max(node.cpus, 1), 3),
+            "since": node.since,
+            "error": node.error or None,
+        }
+
+    async def drain(self, name: str, draining: bool) -> None:
+        node = self._nodes.get(name) or next(
+            (n for n in self._nodes.values() if n.entry == name), None
+        )
+        if node is None:
+            raise NotFoundError(f"no compute node {name!r}")
+        node.draining = draining
+        log.info("compute node drain", extra={"node": node.entry, "draining": draining})
+
+    # --- a remote node's life -------------------------------------------------------------
+
+    async def _keep(self, node: Node) -> None:
+        """Run forever: connect, settle, probe until lost, reconnect (backing off)."""
+        delay = RECONNECT_FIRST
+        first = True
+        while True:
+            try:
+                await self._connect(node)
+            except (O16nError, OSError) as exc:
+                node.error = exc.message if isinstance(exc, O16nError) else repr(exc)
+                log.warning(
+                    "compute node unreachable", extra={"node": node.entry, "error": node.error}
+                )
+                await self._disconnect(node)
+                node.connected.set()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX)
+                continue
+            delay = RECONNECT_FIRST
+            try:
+                await self._settle(node, first)
+            except O16nError as exc:
+                node.error = exc.message
+                await self._disconnect(node)
+                await asyncio.sleep(delay)
+                continue
+            first = False
+            node.state, node.error, node.since = "up", "", time.time()
+            node.connected.set()
+            log.info("compute node up", extra={"node": node.entry, "version": node.version})
+            node.follower = asyncio.create_task(self._follow(node), name=f"exits:{node.name}")
+            reason = await self._probe(node)
+            node.follower.cancel()
+            with contextlib.suppress(BaseException):
+                await node.follower
+            node.follower = None
+            node.state, node.error, node.since = "lost", reason, time.time()
+            log.warning("compute node lost", extra={"node": node.entry, "error": reason})
+            self._give_up(node)
+            await self._disconnect(node)
+
+    async def _connect(self, node: Node) -> None:
+        assert node.address is not None
+        settings = self._settings
+        if node.address.scheme == "ssh":
+            key_file = await asyncio.to_thread(self._key_file)
+            node.remote = RemoteNode(node.address, settings, key_file, self._control_dir)
+            base_url = await node.remote.open()
+        else:
+            base_url = node.entry
+        node.gateway = await DockerGateway.connect(
+            settings.docker_workers,
+            settings.docker_slow_workers,
+            base_url=base_url,
+            timeout=REMOTE_TIMEOUT,
+        )
+        info, details = await node.gateway.info(), await node.gateway.engine_details()
+        node.version, node.cpus = info.version, int(details[0].get("NCPU") or 1)
+        if node.remote is not None:
+            local_bundle = await asyncio.to_thread(agent_bundle.stage, settings.data_dir)
+            bundle = await node.remote.ensure_bundle(local_bundle)
+            files: Any = node.remote.files(bundle)
+        else:
+            files = LocalFiles(settings)
+        node.containers = DockerContainers(node.gateway, settings, files, node=node.name)
+        node.environments = DockerEnvironments(node.gateway, settings, self._base)
+        if not await node.gateway.image_exists(self._base):
+            local = self._nodes[LOCAL].gateway
+            assert local is not None
+            log.info("copying the runtime image to a compute node", extra={"node": node.entry})
+            await copy_image(
+                local, node.gateway, self._base, settings.data_dir.absolute() / "spool"
+            )
+
+    async def _settle(self, node: Node, first: bool) -> None:
+        """Take the node's containers in hand: at this process's first connection they are
+        adopted (their agents' sockets forwarded again); after a loss they are removed."""
+        assert node.containers is not None
+        for handle in await node.containers.list_owned():
+            if not handle.key:
+                continue
+            if first and handle.key not in node.lost:
+                await node.containers.reattach(handle)
+                node.keys[handle.key] = handle.kind
+                self._where[handle.key] = node.name
+            else:
+                log.info(
+                    "removing a container from before its node was lost",
+                    extra={"node": node.entry, "key": handle.key},
+                )
+                await node.containers.remove(handle)
+        node.lost.clear()
+
+    async def _probe(self, node: Node) -> str:
+        """Wait until the node is lost; returns why."""
+        assert node.gateway is not None
+        interval = self._settings.node_probe_seconds
+        closed = (
+            asyncio.ensure_future(node.remote.ssh.wait_closed())
+            if node.remote is not None
+            else asyncio.get_running_loop().create_future()
+        )
+        failures = 0
+        try:
+            while True:
+                done, _ = await asyncio.wait({closed}, timeout=interval)
+                if done:
+                    return "the SSH connection to the node ended"
+                try:
+                    async with asyncio.timeout(interval):
+                        await node.gateway.info()
+                    failures = 0
+                except (O16nError, TimeoutError) as exc:
+                    failures += 1
+                    node.error = exc.message if isinstance(exc, O16nError) else "no answer"
+                    if failures >= PROBE_FAILURES:
+                        return f"the engine did not answer {failures} probes: {node.error}"
+        finally:
+            closed.cancel()
+
+    def _give_up(self, node: Node) -> None:
+        """Report the node's containers as ended; they are removed when it is back."""
+        for key in list(node.keys):
+            node.lost.add(key)
+            self._exits.put_nowait((key, True))
+        node.keys.clear()
+
+    async def _disconnect(self, node: Node) -> None:
+        node.containers = node.environments = None
+        gateway, node.gateway = node.gateway, None
+        remote, node.remote = node.remote, None
+        if gateway is not None:
+            with contextlib.suppress(Exception):
+                await gateway.close()
+        if remote is not None:
+            with contextlib.suppress(Exception):
+                await remote.close()
+
+
+def _place_of(node: Node) -> str:
+    """The node as ``ContainerHandle.place`` names it ("" for the local one)."""
+    return "" if node.address is None else node.name
+
+
+async def _quietly(call: Awaitable[T], default: T) -> T:
+    try:
+        return await call
+    except O16nError as exc:
+        log.warning("compute node call failed", extra={"error": exc.message})
+        return default
+
+
+class NodeEnvironments:
+    """The environment store over every node: images are made on the node of the container
+    they capture, kept where they are, released and swept everywhere."""
+
+    def __init__(self, nodes: DockerNodes, local: DockerEnvironments) -> None:
+        self._nodes = nodes
+        self._local = local
+
+    @property
+    def base(self) -> str:
+        return self._local.base
+
+    async def capture(self, handle: ContainerHandle, kind: str, labels: dict[str, str]) -> Captured:
+        node = self._nodes.node_named(handle)
+        assert node.environments is not None
+        return await node.environments.capture(handle, kind, labels)
+
+    async def keep(self, ref: str, kind: str) -> str:
+        node = await self._nodes.holder(ref)
+        assert node.environments is not None
+        return await node.environments.keep(ref, kind)
+
+    async def release(self, ref: str) -> bool:
+        released = True
+        for node in self._nodes.up():
+            assert node.environments is not None
+            released = await node.environments.release(ref) and released
+        return released
+
+    async def resolve(self, ref: str) -> str:
+        return ref
+
+    async def origin(self, ref: str) -> str:
+        node = await self._nodes.holder(ref)
+        assert node.environments is not None
+        return await node.environments.origin(ref)
+
+    async def sweep(self, keep: set[str], min_age: float = 0.0) -> int:
+        removed = 0
+        for node in self._nodes.up():
+            assert node.environments is not None
+            removed += await node.environments.sweep(keep, min_age)
+        return removed
+
+    async def count(self, kind: str) -> int:
+        return await self._local.count(kind)
