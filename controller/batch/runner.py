@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 DEFAULT_PARALLEL = 10
 FLUSH_EVERY = 64
 FLUSH_SECONDS = 0.5
+LOST_RUNS_MAX = 3  # runs of one record whose compute node was lost, before its failure is kept
 START_FAILURES = 20  # consecutive failed container starts before a batch is Failed
 
 
@@ -204,11 +205,23 @@ class BatchRunner:
             if job.cancelled:
                 return
             service = self._registry.get(job.record.service_name, job.record.service_version)
-            failures = 0
+            failures = lost_runs = 0
             while True:
                 try:
-                    result = await consume.run(service, inputs, timeout)
+                    result = await consume.run(service, inputs, timeout, again_if_lost=True)
                     break
+                except consume.NodeLost as lost:
+                    # its container went with its compute node: the record runs again on
+                    # another container (the pool replaces the lost ones elsewhere), a few
+                    # times at most (a node that keeps coming and going is not waited out)
+                    lost_runs += 1
+                    if lost_runs > LOST_RUNS_MAX:
+                        result = lost.result
+                        break
+                    log.info("batch record resumed elsewhere", extra={"batch": job.record.id})
+                    service = self._registry.get(
+                        job.record.service_name, job.record.service_version
+                    )
                 except ServiceUnavailableError as exc:
                     # A busy pool is waited for, however long; a pool whose containers keep
                     # failing to start is infrastructure trouble: the batch fails.

@@ -45,8 +45,20 @@ def failure(service: Service, message: str) -> dict[str, Any]:
     )
 
 
-async def run(service: Service, inputs: dict[str, Any], timeout: float) -> dict[str, Any]:
-    """One request in one of the service's warm containers."""
+class NodeLost(Exception):
+    """The container's compute node was lost during the request, which never finished: a
+    caller that may run it again (a batch record) does, on another container."""
+
+    def __init__(self, result: dict[str, Any]) -> None:
+        super().__init__(result.get("errorMessage", ""))
+        self.result = result  # the answer for a caller that does not run it again
+
+
+async def run(
+    service: Service, inputs: dict[str, Any], timeout: float, *, again_if_lost: bool = False
+) -> dict[str, Any]:
+    """One request in one of the service's warm containers. With ``again_if_lost``, a
+    request whose container's node was lost raises :class:`NodeLost` instead of answering."""
     pool = service.pool
     sandbox = await pool.acquire()
     healthy = True
@@ -56,9 +68,12 @@ async def run(service: Service, inputs: dict[str, Any], timeout: float) -> dict[
         if outcome.stuck:
             return failure(service, f"the request exceeded the time limit of {timeout:g} s")
         if outcome.reply is None:
-            return failure(
+            ended = failure(
                 service, f"the service's container ended during the request: {outcome.reason}"
             )
+            if outcome.lost and again_if_lost:
+                raise NodeLost(ended)
+            return ended
         started = now()
         try:
             result = shape(service, outcome.reply)
