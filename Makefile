@@ -6,17 +6,17 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test test-fast check lint typecheck pytest image docker venv bench bench-baselines clean chromium ldap
+.PHONY: run test test-fast check lint typecheck pytest image docker venv bench bench-baselines clean chromium ldap nodes
 
 run: image                     ## serve the API on $$O16N_HOST:$$O16N_PORT (127.0.0.1:12800)
 	$(PY) -m controller serve
 
-test: image chromium check pytest  ## lint, type-check, then every test against the real engine
+test: image chromium nodes check pytest  ## lint, type-check, then every test against the real engine
 
 test-fast: venv                ## the tests that need no Docker engine, on the fake engine (~1 min)
 	$(PY) -m pytest -m "not docker" -n 2
 
-pytest: image
+pytest: image nodes
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 check: lint typecheck
@@ -36,6 +36,9 @@ docker:                        ## make sure a Docker engine answers (installs on
 
 chromium:                      ## Debian's chromium for the console's browser test (as root)
 	bash scripts/ensure-chromium.sh
+
+nodes:                         ## sshd and ip for the compute-node tests' namespaces (as root)
+	bash scripts/ensure-nodes.sh
 
 ldap:                          ## OpenLDAP's headers (python-ldap builds on them) and slapd (as root)
 	PYTHON="$(PYTHON)" bash scripts/ensure-ldap.sh
