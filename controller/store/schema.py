@@ -165,4 +165,14 @@ MIGRATIONS: list[str] = [
     CREATE UNIQUE INDEX users_external ON users(source, external_id)
         WHERE external_id IS NOT NULL;
     """,
+    # 8: compute nodes (/computenodes, O16N_COMPUTE_NODES): Docker engine addresses,
+    #    normalised (controller.runtime.nodes), in the order they were configured
+    """
+    CREATE TABLE compute_nodes (
+        entry     TEXT PRIMARY KEY,
+        position  INTEGER NOT NULL,
+        added_at  REAL NOT NULL,
+        added_by  TEXT NOT NULL
+    );
+    """,
 ]
