@@ -36,6 +36,8 @@ from controller.auth.service import AUTH, BAD_CREDENTIALS, AuthService
 from controller.batch import routes as batch_routes
 from controller.batch import swagger as batch_swagger
 from controller.batch.runner import BATCHES, BatchRunner
+from controller.computenodes import routes as compute_node_routes
+from controller.computenodes.registry import compute_nodes_ctx
 from controller.docs import SWAGGER
 from controller.drain import DRAIN, Drain, make_middleware
 from controller.health import PROBE, HealthProbe
@@ -104,6 +106,7 @@ def create_app(settings: Settings) -> web.Application:
 
     app.router.add_routes(with_expect_continue(auth_routes.routes))
     app.router.add_routes(with_expect_continue(status.routes))
+    app.router.add_routes(with_expect_continue(compute_node_routes.routes))
     app.router.add_routes(with_expect_continue(docs.routes))
 
     app.router.add_routes(with_expect_continue(session_routes.routes))
@@ -123,6 +126,7 @@ def create_app(settings: Settings) -> web.Application:
             auth_ctx,
             engine_ctx,
             admin_ctx,
+            compute_nodes_ctx,
             runtime_ctx,
             status.status_ctx,
             sessions_ctx,

@@ -48,6 +48,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("auth/audit", ("controller.auth", "controller.audit", "controller.drain")),
     # The node's own pages and access log: they read what the layers below keep.
     ("node", ("controller.status", "controller.logs")),
+    # /computenodes: the stored list and the engine's nodes (the engine does the work)
+    ("computenodes", ("controller.computenodes",)),
     ("sessions", ("controller.sessions",)),
     ("snapshots", ("controller.snapshots",)),
     ("services", ("controller.services",)),
