@@ -104,6 +104,17 @@ def node(
     return {"statusCode": status, "components": components or {}, "details": details or {}}
 
 
+#: A compute node's status by its state: ``up`` passes; ``draining`` (the operator's
+#: choice) and ``connecting`` warn; ``lost`` and anything else fail.
+NODE_STATES = {"up": "pass", "draining": "warn", "connecting": "warn"}
+
+
+def compute_node(described: dict[str, Any]) -> dict[str, Any]:
+    """One node of ``NodeControl.describe`` as a status node."""
+    details = {k: v for k, v in described.items() if k != "name"}
+    return node(NODE_STATES.get(str(described.get("state")), "fail"), details)
+
+
 def disk(path: Path, fail_below: int, warn_below: int) -> dict[str, Any]:
     usage = shutil.disk_usage(path)
     status = "fail" if usage.free < fail_below else "warn" if usage.free < warn_below else "pass"
@@ -135,12 +146,12 @@ class HealthProbe:
         # regardless; one each, so that a disk that hangs does not hold up the fd count
         self._disk_reader = ThreadPoolExecutor(1, thread_name_prefix="disk-check")
         self._fd_reader = ThreadPoolExecutor(1, thread_name_prefix="open-files-check")
-        self._engine_checks = Recent(self._engine_and_image, ENGINE_CACHE_SECONDS)
+        self._engine_checks = Recent(self._engine_calls, ENGINE_CACHE_SECONDS)
 
     async def check(self) -> dict[str, dict[str, Any]]:
-        """``{"dockerEngine", "runtimeImage", "disk", "openFiles"}`` status nodes (the first
-        two if the engine has the hooks for them, at most ``ENGINE_CACHE_SECONDS`` old, and
-        their ``checkedAt`` says when they were checked)."""
+        """``{"dockerEngine", "runtimeImage", "computeNodes", "disk", "openFiles"}`` status
+        nodes (the first three if the engine has the hooks for them, at most
+        ``ENGINE_CACHE_SECONDS`` old, and their ``checkedAt`` says when they were checked)."""
         engine, disk_node, open_files = await asyncio.gather(
             self._engine_checks.get(), self._disk(), self._open_files()
         )
@@ -167,6 +178,36 @@ class HealthProbe:
         await self._engine_checks.close()
         self._disk_reader.shutdown(wait=False, cancel_futures=True)
         self._fd_reader.shutdown(wait=False, cancel_futures=True)
+
+    async def _engine_calls(self) -> dict[str, dict[str, Any]]:
+        """The checks that call the engine, side by side."""
+        engine, nodes = await asyncio.gather(self._engine_and_image(), self._compute_nodes())
+        return {**engine, **nodes}
+
+    async def _compute_nodes(self) -> dict[str, dict[str, Any]]:
+        """``computeNodes``: each node a child, judged by its state (``compute_node``); the
+        component is ``fail`` when no node answers (all lost or still connecting), else
+        ``warn`` when any is not ``up``. A lost node does not fail it while others answer:
+        they still serve, and a ``fail`` would take this web node out of its load
+        balancer."""
+        control = self._engine.nodes
+        if control is None:
+            return {}
+        checked = {"checkedAt": dotnet_timestamp(time.time())}
+        try:
+            described = await self._bounded(control.describe())
+        except O16nError as exc:
+            return {"computeNodes": node("fail", {"error": exc.message, **checked})}
+        children = {str(n.get("name")): compute_node(n) for n in described}
+        states = [str(n.get("state")) for n in described]
+        if not {"up", "draining"} & set(states):
+            status = "fail"  # no node answers: sessions and services have nowhere to run
+        elif all(c["statusCode"] == "pass" for c in children.values()):
+            status = "pass"
+        else:
+            status = "warn"
+        counts = {state: states.count(state) for state in sorted(set(states))}
+        return {"computeNodes": node(status, {"nodes": counts, **checked}, children)}
 
     async def _engine_and_image(self) -> dict[str, dict[str, Any]]:
         about, base_size = self._engine.about, self._engine.base_size

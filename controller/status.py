@@ -1,6 +1,8 @@
 """``GET /status``: the 9.3 ``StatusResponse`` tree for the database, the engine (the
-Docker engine, its runc), the runtime image, free disk, open files and the directory users
-sign in with (LDAP or Azure AD), if any. A parent's status is its worst child's.
+Docker engine, its runc), the runtime image, the compute nodes, free disk, open files and
+the directory users sign in with (LDAP or Azure AD), if any. A parent's status is its worst
+child's, but for ``computeNodes``: a lost node warns while another still answers
+(``health.HealthProbe``).
 
 The checks are reused for ``O16N_STATUS_CACHE_SECONDS`` (``Recent``): polling costs one set
 of checks a second however many clients poll, and a failure shows within that bound. The
