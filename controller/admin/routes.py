@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from controller.admin import audit_routes, batches, diagnostics, node, services, sessions, users
+from controller.admin import (
+    audit_routes,
+    batches,
+    diagnostics,
+    node,
+    nodes,
+    services,
+    sessions,
+    users,
+)
 from controller.admin.console import routes as console_routes
 
 routes: list[web.RouteDef] = [
@@ -14,6 +23,7 @@ routes: list[web.RouteDef] = [
     *services.routes,
     *batches.routes,
     *node.routes,
+    *nodes.routes,
     *audit_routes.routes,
     *diagnostics.routes,
 ]
