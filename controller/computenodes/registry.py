@@ -63,6 +63,18 @@ def public_key(settings: Settings) -> str | None:
     return text or None
 
 
+def _stored(entry: str) -> NodeAddress:
+    """A stored entry parsed at start; one an earlier version accepted and this one does
+    not stops the start, named, with the way out."""
+    try:
+        return parse_node(entry)
+    except NodeAddressError as exc:
+        raise SettingsError(
+            f"stored compute node {entry!r} is refused: {exc}; set O16N_COMPUTE_NODES to "
+            "the list to use (it replaces the stored one)"
+        ) from None
+
+
 class ComputeNodes:
     """The stored list and the engine's nodes, changed together, one change at a time."""
 
@@ -159,7 +171,7 @@ class ComputeNodes:
                     actor=SETTINGS_ACTOR,
                     detail={"before": before, "after": entries},
                 )
-        stored = [parse_node(e) for e in await self._repo.entries()]
+        stored = [_stored(e) for e in await self._repo.entries()]
         self.check_at_start(stored)
         if self._engine.nodes is not None:
             await self._engine.nodes.apply(stored)

@@ -83,3 +83,17 @@ async def test_stored_ssh_nodes_need_known_hosts_at_start(
     with pytest.raises(SettingsError, match="O16N_SSH_KNOWN_HOSTS"):
         async with running(node_settings(data_dir, ssh_known_hosts=None)):
             pass
+
+
+async def test_a_stored_entry_that_no_longer_parses_stops_the_start_and_the_setting_fixes_it(
+    data_dir: Path, recorder: RecordingNodes
+) -> None:
+    async with running(node_settings(data_dir)) as server:
+        await server.app[DB].execute(
+            "INSERT INTO compute_nodes VALUES ('tcp://10.0.0.1:2375', 0, 0, 'admin')"
+        )
+    with pytest.raises(SettingsError, match=r"stored compute node 'tcp://10\.0\.0\.1:2375'"):
+        async with running(node_settings(data_dir)):
+            pass
+    async with running(node_settings(data_dir, compute_nodes=C)) as server:
+        assert await stored(server) == [C]
