@@ -5,6 +5,7 @@ each change, and a change it refuses leaves the store as it was; every write aud
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from controller.settings import Settings
 from controller.store.db import DB
 from controller.store.nodes import NodesRepo
 from tests.admin.conftest import audit_entries
-from tests.computenodes.conftest import RecordingNodes
+from tests.computenodes.conftest import RecordingNodes, node_settings
 from tests.conftest import bearer, login, user_headers
 
 A, B, C = "ssh://o16n@node-a", "ssh://o16n@node-b:2222", "unix:///run/docker-c.sock"
@@ -187,3 +188,15 @@ async def test_an_engine_without_nodes_takes_only_an_empty_list(
     status, body = await change(client, "POST", headers, {"entries": []})
     assert (status, body) == (200, {"computeNodes": []})
     assert await nodes_of(client, headers) == []
+
+
+async def test_ssh_nodes_need_pinned_host_keys(
+    aiohttp_client: Any, data_dir: Path, recorder: RecordingNodes
+) -> None:
+    client = await aiohttp_client(create_app(node_settings(data_dir, ssh_known_hosts=None)))
+    headers = bearer((await login(client))["access_token"])
+    status, body = await change(client, "PUT", headers, {"entries": [C, A]})
+    assert status == 400 and "O16N_SSH_KNOWN_HOSTS" in body["message"]
+    assert await nodes_of(client, headers) == []
+    status, body = await change(client, "PUT", headers, {"entries": [C]})
+    assert (status, body) == (200, {"computeNodes": [C]})
