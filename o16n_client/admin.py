@@ -94,6 +94,15 @@ AUDIT: Columns = [
     ("STATUS", "status"),
 ]
 STEPS: Columns = [("STEP", "name"), ("STATUS", "status"), ("MS", "durationMs"), ("ERROR", "error")]
+ENTRY_HELP = "unix:///path/docker.sock or ssh://user@host[:port]"
+NODES: Columns = [
+    ("NAME", "name"),
+    ("ENTRY", "entry"),
+    ("STATE", "state"),
+    ("VERSION", "version"),
+    ("LOAD", "load"),
+    ("ERROR", "error"),
+]
 
 
 # --- output ---------------------------------------------------------------------------------
@@ -271,6 +280,18 @@ def parser() -> argparse.ArgumentParser:
     drain.add_argument("--reason")
     drain.add_argument("--retry-after", type=int)
     leaf(node, "undrain", "accept new work again")
+
+    nodes = group("nodes", "compute nodes (Docker engines besides the local one)")
+    leaf(nodes, "list", "each node's state, version, load; the controller's SSH public key")
+    for name, help, count in (
+        ("set", "make these the compute nodes (none: only the local engine)", "*"),
+        ("add", "add compute nodes", "+"),
+        ("remove", "remove compute nodes", "+"),
+    ):
+        entries = leaf(nodes, name, help)
+        entries.add_argument("entries", nargs=count, metavar="entry", help=ENTRY_HELP)
+    leaf(nodes, "drain", "place no new containers on a node", "name")
+    leaf(nodes, "undrain", "place new containers on a node again", "name")
 
     audit = sub.add_parser("audit", help="the audit trail, newest first", parents=[common])
     audit.add_argument("--since", help="ISO 8601 or Unix seconds")
@@ -474,6 +495,33 @@ def node(client: Client, args: argparse.Namespace, out: Output) -> int:
     return OK
 
 
+#: ``o16n admin nodes set|add|remove`` → the ``/computenodes`` method.
+NODE_LIST_METHODS = {"set": "POST", "add": "PUT", "remove": "DELETE"}
+
+
+def nodes(client: Client, args: argparse.Namespace, out: Output) -> int:
+    if args.action == "list":
+        answer = client.call("GET", "/admin/nodes")
+        if out.as_json:
+            out.show(answer)
+        else:
+            print(table(answer["nodes"], NODES))
+            if answer.get("error"):
+                print(answer["error"])
+            print(f"ssh public key: {answer.get('sshPublicKey') or '-'}")
+    elif args.action in NODE_LIST_METHODS:
+        method = NODE_LIST_METHODS[args.action]
+        answer = client.call(method, "/computenodes", {"entries": args.entries})
+        if out.as_json:
+            out.show(answer)
+        else:
+            print("\n".join(answer["computeNodes"]) or "(only the local engine)")
+    else:
+        path = f"/admin/nodes/{_seg(args.name)}/drain"
+        out.show(client.call("POST" if args.action == "drain" else "DELETE", path))
+    return OK
+
+
 def audit(client: Client, args: argparse.Namespace, out: Output) -> int:
     """Pages through the cursor until ``--limit`` entries (or all, with ``--all``)."""
     if args.limit < 1 or not 1 <= args.page_size <= 1000:
@@ -523,6 +571,7 @@ COMMANDS: dict[str, Callable[[Client, argparse.Namespace, Output], int]] = {
     "snapshots": snapshots,
     "batches": batches,
     "node": node,
+    "nodes": nodes,
     "audit": audit,
     "diagnostics": diagnostics,
 }
