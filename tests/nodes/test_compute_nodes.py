@@ -1,0 +1,211 @@
+"""Sessions and services over three compute nodes: the local engine and two real engines
+reached over SSH (``conftest.compute_nodes``), placement, image moves, drain and loss."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from controller.app import create_app
+from controller.settings import Settings
+from tests.conftest import bearer, login, make_settings
+from tests.nodes import engines
+from tests.services.conftest import consume, publish
+from tests.sessions.conftest import execute, new_session
+
+pytestmark = pytest.mark.docker
+
+Client = TestClient[Any, Any]
+
+
+@pytest.fixture(scope="module")
+def access(compute_nodes: list[engines.Node], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One client key every node takes (the first node's), and one known_hosts pinning all."""
+    folder = tmp_path_factory.mktemp("ssh")
+    folder.chmod(0o700)
+    key = compute_nodes[0].client_key
+    public = key.with_suffix(".pub").read_text()
+    for node in compute_nodes[1:]:
+        authorized = node.client_key.with_suffix(".pub")
+        if public not in authorized.read_text():
+            authorized.write_text(authorized.read_text() + public)
+    known = folder / "known_hosts"
+    known.write_text("".join(node.known_hosts.read_text() for node in compute_nodes))
+    known.chmod(0o600)
+    return folder
+
+
+@pytest.fixture
+def node_settings(
+    compute_nodes: list[engines.Node], access: Path, data_dir: Path
+) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "compute_nodes": " ".join(node.ssh_entry for node in compute_nodes),
+            "ssh_key": compute_nodes[0].client_key,
+            "ssh_known_hosts": access / "known_hosts",
+            "node_dir": data_dir / "n",
+            "node_probe_seconds": 0.5,
+            "warm_pool_size": 0,
+            "service_warm_pool_size": 0,
+        }
+        values.update(overrides)
+        return make_settings(data_dir, **values)
+
+    return make
+
+
+async def nodes_of(client: Client, headers: dict[str, str]) -> dict[str, dict[str, Any]]:
+    resp = await client.get("/admin/nodes", headers=headers)
+    assert resp.status == 200, await resp.text()
+    return {node["entry"]: node for node in (await resp.json())["nodes"]}
+
+
+async def drain_all_but(client: Client, headers: dict[str, str], entry: str) -> None:
+    for node in (await nodes_of(client, headers)).values():
+        if node["entry"] != entry:
+            resp = await client.post(f"/admin/nodes/{node['name']}/drain", headers=headers)
+            assert resp.status == 200, await resp.text()
+
+
+def containers_on(node: engines.Node, instance: str) -> list[str]:
+    listed = node.docker("ps", "-aq", "--filter", f"label=o16n.instance={instance}")
+    return listed.stdout.split()
+
+
+async def test_sessions_spread_over_the_nodes_and_run_where_they_were_placed(
+    aiohttp_client: Any, node_settings: Callable[..., Settings], compute_nodes: list[engines.Node]
+) -> None:
+    settings = node_settings()
+    client = await aiohttp_client(create_app(settings))
+    headers = bearer((await login(client))["access_token"])
+    nodes = await nodes_of(client, headers)
+    assert [node["state"] for node in nodes.values()] == ["up", "up", "up"], nodes
+
+    sessions = [await new_session(client, headers) for _ in range(6)]
+    counts = {
+        entry: node["containers"].get("session", 0)
+        for entry, node in (await nodes_of(client, headers)).items()
+    }
+    assert sorted(counts.values()) == [2, 2, 2], counts
+    for node in compute_nodes:
+        assert len(containers_on(node, settings.instance)) == 2
+    for session in sessions:  # each runs code, over its own node's forwarded socket
+        ran = await execute(client, headers, session, "x = sum(range(10))\nprint(x)")
+        assert ran["success"] and ran["consoleOutput"].strip() == "45", ran
+
+    for session in sessions:
+        assert (await client.delete(f"/sessions/{session}", headers=headers)).status == 200
+    deadline = time.monotonic() + 30
+    while any(containers_on(node, settings.instance) for node in compute_nodes):
+        assert time.monotonic() < deadline, "the remote containers were not removed"
+        await asyncio.sleep(0.2)
+
+
+async def test_a_drained_node_takes_no_new_container(
+    aiohttp_client: Any, node_settings: Callable[..., Settings], compute_nodes: list[engines.Node]
+) -> None:
+    settings = node_settings()
+    client = await aiohttp_client(create_app(settings))
+    headers = bearer((await login(client))["access_token"])
+    target = compute_nodes[1]
+    await drain_all_but(client, headers, target.ssh_entry)
+    for _ in range(3):
+        await new_session(client, headers)
+    assert len(containers_on(target, settings.instance)) == 3
+    assert containers_on(compute_nodes[0], settings.instance) == []
+    nodes = await nodes_of(client, headers)
+    assert nodes[target.ssh_entry]["containers"] == {"session": 3}
+    assert nodes["local"]["draining"] is True and nodes["local"]["containers"] == {}
+
+
+async def test_a_snapshot_made_on_one_node_runs_on_another(
+    aiohttp_client: Any, node_settings: Callable[..., Settings], compute_nodes: list[engines.Node]
+) -> None:
+    settings = node_settings(container_read_only=False)
+    client = await aiohttp_client(create_app(settings))
+    headers = bearer((await login(client))["access_token"])
+    first, second = compute_nodes
+    await drain_all_but(client, headers, first.ssh_entry)
+    session = await new_session(client, headers)
+    wrote = await execute(client, headers, session, "open('/var/tmp/made-on', 'w').write('A')")
+    assert wrote["success"], wrote
+    resp = await client.post(f"/sessions/{session}/snapshot", json={}, headers=headers)
+    assert resp.status == 201, await resp.text()
+    snapshot = (await resp.json())["snapshotId"]
+
+    # only the second node takes containers now: the snapshot's image must move there
+    name = (await nodes_of(client, headers))[second.ssh_entry]["name"]
+    await client.delete(f"/admin/nodes/{name}/drain", headers=headers)
+    name = (await nodes_of(client, headers))[first.ssh_entry]["name"]
+    await client.post(f"/admin/nodes/{name}/drain", headers=headers)
+    moved = await new_session(client, headers, snapshotId=snapshot)
+    there = await execute(client, headers, moved, "print(open('/var/tmp/made-on').read())")
+    assert there["success"] and there["consoleOutput"].strip() == "A", there
+    assert len(containers_on(second, settings.instance)) == 1
+
+    # published from the snapshot, a service consumed on the second node
+    await publish(
+        client,
+        headers,
+        "MadeOn",
+        "1",
+        snapshotId=snapshot,
+        code="made = open('/var/tmp/made-on').read()",
+        outputParameterDefinitions=[{"name": "made", "type": "character"}],
+    )
+    result = await consume(client, headers, "MadeOn", "1", {})
+    assert result["success"] and result["outputParameters"] == {"made": "A"}, result
+
+
+async def test_a_lost_node_s_sessions_answer_410_and_it_comes_back_empty(
+    aiohttp_client: Any, node_settings: Callable[..., Settings], compute_nodes: list[engines.Node]
+) -> None:
+    settings = node_settings()
+    client = await aiohttp_client(create_app(settings))
+    headers = bearer((await login(client))["access_token"])
+    node = compute_nodes[1]
+    await drain_all_but(client, headers, node.ssh_entry)
+    sessions = [await new_session(client, headers) for _ in range(2)]
+    assert len(containers_on(node, settings.instance)) == 2
+
+    node.cut_link()
+    try:
+        cut = time.monotonic()
+        gone: list[str] = []
+        while len(gone) < len(sessions):
+            assert time.monotonic() - cut < 30, "the node's sessions still answer"
+            for session in sessions:
+                if session in gone:
+                    continue
+                resp = await client.post(
+                    f"/sessions/{session}/execute", json={"code": "1"}, headers=headers
+                )
+                if resp.status == 410:
+                    body = await resp.json()
+                    assert "compute node lost" in body["message"], body
+                    gone.append(session)
+            await asyncio.sleep(0.2)
+        print(f"cut to 410: {time.monotonic() - cut:.1f} s")
+        state = (await nodes_of(client, headers))[node.ssh_entry]
+        assert state["state"] == "lost" and state["containers"] == {}, state
+    finally:
+        node.restore_link()
+
+    deadline = time.monotonic() + 60
+    while (await nodes_of(client, headers))[node.ssh_entry]["state"] != "up":
+        assert time.monotonic() < deadline, "the node did not come back"
+        await asyncio.sleep(0.5)
+    # back, and empty: its sessions stay ended
+    assert containers_on(node, settings.instance) == []
+    for session in sessions:
+        resp = await client.post(
+            f"/sessions/{session}/execute", json={"code": "1"}, headers=headers
+        )
+        assert resp.status in (404, 410), await resp.text()
