@@ -110,9 +110,13 @@ NODE_STATES = {"up": "pass", "draining": "warn", "connecting": "warn"}
 
 
 def compute_node(described: dict[str, Any]) -> dict[str, Any]:
-    """One node of ``NodeControl.describe`` as a status node."""
+    """One node of ``NodeControl.describe`` as a status node (a node ``up`` but drained,
+    ``"draining": true``, warns as one in state ``draining`` does)."""
     details = {k: v for k, v in described.items() if k != "name"}
-    return node(NODE_STATES.get(str(described.get("state")), "fail"), details)
+    status = NODE_STATES.get(str(described.get("state")), "fail")
+    if status == "pass" and described.get("draining") is True:
+        status = "warn"
+    return node(status, details)
 
 
 def disk(path: Path, fail_below: int, warn_below: int) -> dict[str, Any]:

@@ -56,6 +56,21 @@ async def test_each_node_is_a_child_judged_by_its_state(tmp_path: Path) -> None:
     assert component["details"]["nodes"] == {"draining": 1, "lost": 1, "up": 1}
 
 
+async def test_a_drained_node_that_is_up_warns(tmp_path: Path) -> None:
+    """The Docker engine reports a drain beside the state: ``up`` and ``draining: true``."""
+
+    async def described() -> list[dict[str, Any]]:
+        return [
+            {"name": "local", "entry": "unix:///var/run/docker.sock", "state": "up"},
+            {"name": "n1", "entry": "ssh://o@h1", "state": "up", "draining": True},
+        ]
+
+    component = await _compute_nodes(SimpleNamespace(describe=described), tmp_path)
+    assert component["statusCode"] == "warn"
+    assert component["components"]["n1"]["statusCode"] == "warn"
+    assert component["components"]["local"]["statusCode"] == "pass"
+
+
 async def test_no_node_answering_fails_it(tmp_path: Path) -> None:
     lost = SimpleNamespace(describe=lambda: _described("lost", "connecting"))
     component = await _compute_nodes(lost, tmp_path)
