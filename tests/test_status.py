@@ -20,8 +20,18 @@ async def test_status_reports_each_component(
     body = await resp.json()
     assert body["statusCode"] in ("pass", "warn")
     components = body["components"]
-    expected = {"database", "dockerEngine", "runtimeImage", "disk", "openFiles", "runc"}
+    expected = {
+        "database",
+        "dockerEngine",
+        "runtimeImage",
+        "computeNodes",
+        "disk",
+        "openFiles",
+        "runc",
+    }
     assert set(components) == expected
+    assert components["computeNodes"]["statusCode"] == "pass"
+    assert components["computeNodes"]["components"]["local"]["details"]["state"] == "up"
     assert components["database"]["statusCode"] == "pass"
     assert components["database"]["details"]["type"] == "sqlite"
     assert components["dockerEngine"]["statusCode"] == "pass"
