@@ -100,7 +100,7 @@ def _keygen(path: Path) -> str:
     return path.with_name(path.name + ".pub").read_text().strip()
 
 
-def _config(root: Path, port: int, docker_host: str | None) -> str:
+def _config(root: Path, port: int, user: str, docker_host: str | None) -> str:
     lines = [
         f"Port {port}",
         "ListenAddress 127.0.0.1",
@@ -113,17 +113,22 @@ def _config(root: Path, port: int, docker_host: str | None) -> str:
         "PubkeyAuthentication yes",
         "PermitRootLogin prohibit-password",
         "StrictModes no",
-        "AllowStreamLocalForwarding yes",
-        # not "AllowTcpForwarding no": it disables streamlocal forwarding too (sshd 9.2),
-        # and "PermitOpen none" refuses -L to a socket; TCP listening is refused, though
-        "PermitListen none",
-        "StreamLocalBindUnlink yes",
-        "StreamLocalBindMask 0111",
         "PrintMotd no",
         "PrintLastLog no",
+        # What a node needs, for the controller's user only (as a node's sshd_config would
+        # say it). Not "AllowTcpForwarding no": sshd 9.2 then refuses streamlocal forwards
+        # too; nor "PermitOpen none": it refuses -L to a socket. TCP listening is refused.
+        f"Match User {user}",
+        "    AllowStreamLocalForwarding yes",
+        "    StreamLocalBindUnlink yes",
+        "    StreamLocalBindMask 0111",
+        "    PermitListen none",
+        "    PermitTTY no",
+        "    X11Forwarding no",
+        "    AllowAgentForwarding no",
     ]
     if docker_host is not None:
-        lines.append(f"SetEnv DOCKER_HOST={docker_host}")
+        lines.append(f"    SetEnv DOCKER_HOST={docker_host}")
     return "\n".join(lines) + "\n"
 
 
@@ -141,7 +146,7 @@ def running_sshd(
     (root / "authorized_keys").write_text(ensure_client_key(client_key) + "\n")
     for _attempt in range(5):
         port = _free_port()
-        (root / "sshd_config").write_text(_config(root, port, docker_host))
+        (root / "sshd_config").write_text(_config(root, port, getpass.getuser(), docker_host))
         known_hosts = root / "known_hosts"
         known_hosts.write_text(f"[127.0.0.1]:{port} {host_public_key}\n")
         with (root / "sshd.log").open("wb") as log:
