@@ -189,7 +189,10 @@ async def test_a_command_past_its_timeout_is_killed(node: SshNode, sshd: Sshd) -
     assert len(sshd.processes()) <= before
 
 
-async def test_an_unknown_host_key_is_refused(sshd: Sshd, root: Path) -> None:
+async def test_an_unknown_host_key_is_refused(
+    sshd: Sshd, root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "controller.runtime.docker.ssh")
     other = root / "other"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", other], check=True)
     pinned = root / "pinned_hosts"
@@ -198,6 +201,8 @@ async def test_an_unknown_host_key_is_refused(sshd: Sshd, root: Path) -> None:
     with pytest.raises(EngineUnavailable, match="Host key verification failed"):
         await asyncio.wait_for(node.open(), 30)
     assert not node.alive
+    # a login that failed is not reported as a link that went down
+    assert [r.getMessage() for r in caplog.records] == ["ssh master could not log in"]
     empty = root / "empty_hosts"
     empty.touch()  # no key for the host at all: refused too, no "accept new key"
     with pytest.raises(EngineUnavailable, match="Host key verification failed"):

@@ -174,6 +174,7 @@ class SshNode:
         self._watcher: asyncio.Task[None] | None = None
         self._stderr = _Tail()
         self._closing = False
+        self._ready = False  # the running master logged in
         self._engine_socket: str | None = None
         self._remote_forwards: set[tuple[str, str]] = set()
         self._local_forwards: set[Path] = set()
@@ -234,6 +235,7 @@ class SshNode:
                     f"cannot prepare ssh for {self.address.entry}: {exc}"
                 ) from exc
             self._closing = False
+            self._ready = False
             self._engine_socket = None
             self._remote_forwards.clear()
             self._stderr = _Tail()
@@ -260,13 +262,14 @@ class SshNode:
                 ) from exc
             self._process = process
             self._watcher = asyncio.create_task(
-                self._watch(process), name=f"ssh master {self.address.name}"
+                self._watch(process, self._stderr), name=f"ssh master {self.address.name}"
             )
             try:
                 await self._wait_ready(process)
             except BaseException:
                 await self._stop_process(process)
                 raise
+            self._ready = True
             log.info(
                 "ssh master started",
                 extra={
@@ -347,20 +350,22 @@ class SshNode:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._watcher), 5)
 
-    async def _watch(self, process: asyncio.subprocess.Process) -> None:
+    async def _watch(self, process: asyncio.subprocess.Process, tail: _Tail) -> None:
         """Drain the master's stderr (bounded) and log its end."""
         assert process.stderr is not None
-        await self._stderr.drain(process.stderr)
+        await tail.drain(process.stderr)
         code = await process.wait()
         extra = {
             "node": self.address.entry,
             "node_name": self.address.name,
             "pid": process.pid,
             "exit_code": code,
-            "stderr": _last_lines(self._stderr.data),
+            "stderr": _last_lines(tail.data),
         }
         if self._closing:
             log.info("ssh master ended", extra=extra)
+        elif not self._ready:
+            log.info("ssh master could not log in", extra=extra)  # open() raises it
         else:
             log.warning("ssh master ended by itself: the link to the node is down", extra=extra)
 
