@@ -10,6 +10,15 @@ the master's control socket (``-S``): one TCP connection and one login per node.
 
 Nothing the node sends is trusted: every output read here is bounded, and what is quoted
 into an error or a log line is cut short and stripped of control characters.
+
+What a node's sshd needs, for the controller's user (a ``Match User`` block will do; see
+``tests/runtime/sshd.py``): ``StreamLocalBindUnlink yes`` (a forward replaces the socket an
+earlier one left), ``StreamLocalBindMask 0111`` (the container's uid connects), and
+forwarding left on: ``AllowTcpForwarding no`` refuses streamlocal forwards too (OpenSSH
+9.2), ``PermitOpen none`` refuses ``-L`` to the engine socket (``PermitListen none`` is
+fine). ``MaxSessions`` (10) bounds concurrent commands: ``sessions`` stays below it. The
+user may reach the engine socket (the ``docker`` group) and owns the node directory; its
+login shell is POSIX (commands are quoted for one) and starts fast: each ``run`` starts it.
 """
 
 from __future__ import annotations
