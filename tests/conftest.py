@@ -110,8 +110,13 @@ def _sweep_test_containers() -> Iterator[None]:
         for container in owned:
             labels = container.attrs.get("Labels") or {}
             if labels.get("o16n.instance") in INSTANCES:
-                with contextlib.suppress(docker.errors.NotFound):
+                try:
                     container.remove(force=True)
+                except docker.errors.NotFound:
+                    pass
+                except docker.errors.APIError as exc:  # its app is removing it right now
+                    if exc.status_code != 409:
+                        raise
         for image in client.api.images(filters={"label": "o16n.instance"}):  # no inspect
             if (image.get("Labels") or {}).get("o16n.instance") in INSTANCES:
                 for tag in image.get("RepoTags") or ():

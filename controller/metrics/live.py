@@ -103,7 +103,7 @@ class LiveCollector(Collector):
 
     def _warm(self) -> tuple[tuple[str, int, int], ...]:
         return tuple(
-            (pool.purpose, pool.ready, pool.size) for pool in self._app.get(WARM_POOLS, [])
+            (pool.purpose, pool.ready, pool.target) for pool in self._app.get(WARM_POOLS, [])
         )
 
     def _sessions(self) -> dict[str, int]:
@@ -186,7 +186,9 @@ def _warm_pools(warm: Iterable[tuple[str, int, int]]) -> Iterable[Metric]:
         labels=["pool"],
     )
     target = GaugeMetricFamily(
-        "o16n_warm_pool_target", "The size each warm pool is kept at.", labels=["pool"]
+        "o16n_warm_pool_target",
+        "How many containers each warm pool keeps ready (its size on each compute node).",
+        labels=["pool"],
     )
     for purpose, ready, size in warm:
         level.add_metric([purpose], ready)

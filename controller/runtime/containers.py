@@ -99,6 +99,10 @@ class ContainerRuntime(Protocol):
         else at the best place. Its agent will dial ``handle.endpoint``, so the caller
         listens there before ``start``."""
 
+    def serving(self, key: str, kind: str) -> None:
+        """A warm container now serves ``kind`` (a session, a service): for an engine that
+        reports its containers by kind."""
+
     async def start(self, handle: ContainerHandle) -> None: ...
 
     async def poll(self, handle: ContainerHandle) -> ExitReport | None:

@@ -296,6 +296,9 @@ class FakeRuntime:
     def places(self) -> list[str]:
         return [""]
 
+    def serving(self, key: str, kind: str) -> None:
+        """Nothing to count."""
+
     async def create(self, spec: ContainerSpec) -> ContainerHandle:
         folder = self._dir(spec.key)
         endpoint = self._endpoint(spec.key)

@@ -120,6 +120,7 @@ class Sandboxes:
         counted = self._counted.get(sandbox.key)
         if counted is not None:
             self._counted[sandbox.key] = (counted[0], kind)
+        self.runtime.serving(sandbox.key, kind)
 
     async def _launch(
         self, kind: Kind, owner: str, ident: str, environment: str | None, place: str | None

@@ -51,6 +51,11 @@ class WarmPool:
     def ready(self) -> int:
         return len(self._ready)
 
+    @property
+    def target(self) -> int:
+        """How many it keeps ready: ``size`` in each place containers may go now."""
+        return self.size * len(self._sandboxes.runtime.places())
+
     async def take(self) -> Sandbox | None:
         """A warm sandbox whose agent is still connected, from the best place that has one
         (the least-loaded compute node), or ``None``; asks for a refill."""

@@ -51,7 +51,7 @@ def node_settings(
             "ssh_key": compute_nodes[0].client_key,
             "ssh_known_hosts": access / "known_hosts",
             "node_dir": data_dir / "n",
-            "node_probe_seconds": 0.5,
+            "node_probe_seconds": 1.0,
             "warm_pool_size": 0,
             "service_warm_pool_size": 0,
         }
@@ -149,6 +149,9 @@ async def test_a_snapshot_made_on_one_node_runs_on_another(
     there = await execute(client, headers, moved, "print(open('/var/tmp/made-on').read())")
     assert there["success"] and there["consoleOutput"].strip() == "A", there
     assert len(containers_on(second, settings.instance)) == 1
+    copied = (await nodes_of(client, headers))[second.ssh_entry]
+    # only the snapshot's own layer moved, not the runtime image's (hundreds of MB)
+    assert copied["imagesCopied"] == 1 and 0 < copied["bytesCopied"] < 20 * 1024**2, copied
 
     # published from the snapshot, a service consumed on the second node
     await publish(
@@ -209,3 +212,122 @@ async def test_a_lost_node_s_sessions_answer_410_and_it_comes_back_empty(
             f"/sessions/{session}/execute", json={"code": "1"}, headers=headers
         )
         assert resp.status in (404, 410), await resp.text()
+
+
+async def test_a_pristine_snapshot_moves_nothing(
+    aiohttp_client: Any, node_settings: Callable[..., Settings], compute_nodes: list[engines.Node]
+) -> None:
+    settings = node_settings()  # a read-only root: no session changes its image
+    client = await aiohttp_client(create_app(settings))
+    headers = bearer((await login(client))["access_token"])
+    first, second = compute_nodes
+    await drain_all_but(client, headers, first.ssh_entry)
+    session = await new_session(client, headers)
+    resp = await client.post(f"/sessions/{session}/snapshot", json={}, headers=headers)
+    assert resp.status == 201, await resp.text()
+    snapshot = (await resp.json())["snapshotId"]
+    nodes = await nodes_of(client, headers)
+    await client.delete(f"/admin/nodes/{nodes[second.ssh_entry]['name']}/drain", headers=headers)
+    await client.post(f"/admin/nodes/{nodes[first.ssh_entry]['name']}/drain", headers=headers)
+    moved = await new_session(client, headers, snapshotId=snapshot)
+    assert (await execute(client, headers, moved, "1"))["success"]
+    copied = (await nodes_of(client, headers))[second.ssh_entry]
+    assert copied["imagesCopied"] == 1 and copied["bytesCopied"] == 0, copied
+
+
+async def test_warm_containers_wait_on_every_node_and_sessions_take_the_nearest(
+    aiohttp_client: Any, node_settings: Callable[..., Settings], compute_nodes: list[engines.Node]
+) -> None:
+    settings = node_settings(warm_pool_size=1)
+    client = await aiohttp_client(create_app(settings))
+    headers = bearer((await login(client))["access_token"])
+    deadline = time.monotonic() + 60
+    while True:  # one ready on each node (their agents connected)
+        warm = {
+            e: n["containers"].get("warm", 0) for e, n in (await nodes_of(client, headers)).items()
+        }
+        metrics = await (await client.get("/metrics", headers=headers)).text()
+        if list(warm.values()) == [1, 1, 1] and (
+            'o16n_warm_pool_containers{pool="sessions"} 3.0' in metrics
+        ):
+            assert 'o16n_warm_pool_target{pool="sessions"} 3.0' in metrics
+            break
+        assert time.monotonic() < deadline, warm
+        await asyncio.sleep(0.2)
+    await drain_all_but(client, headers, compute_nodes[1].ssh_entry)
+    await new_session(client, headers)
+    nodes = await nodes_of(client, headers)
+    # the session took the remote node's warm container (it counts as a session now)
+    assert nodes[compute_nodes[1].ssh_entry]["containers"].get("session") == 1, [
+        (n["entry"], n["containers"]) for n in nodes.values()
+    ]
+
+
+async def test_sessions_on_a_node_survive_a_controller_restart(
+    aiohttp_client: Any, node_settings: Callable[..., Settings], compute_nodes: list[engines.Node]
+) -> None:
+    settings = node_settings()
+    first = await aiohttp_client(create_app(settings))
+    headers = bearer((await login(first))["access_token"])
+    node = compute_nodes[0]
+    await drain_all_but(first, headers, node.ssh_entry)
+    kept = await new_session(first, headers)
+    await execute(first, headers, kept, "state = 41")
+    await first.close()
+    assert len(containers_on(node, settings.instance)) == 1, "the session outlives us"
+
+    second = await aiohttp_client(create_app(settings))
+    headers = bearer((await login(second))["access_token"])
+    result = await execute(second, headers, kept, "state += 1\nprint(state)")
+    assert result["success"] and result["consoleOutput"].strip() == "42", result
+    assert (await nodes_of(second, headers))[node.ssh_entry]["containers"] == {"session": 1}
+
+
+async def test_a_service_pool_spread_over_two_nodes_outlives_one_of_them(
+    aiohttp_client: Any, node_settings: Callable[..., Settings], compute_nodes: list[engines.Node]
+) -> None:
+    settings = node_settings()
+    client = await aiohttp_client(create_app(settings))
+    headers = bearer((await login(client))["access_token"])
+    nodes = await nodes_of(client, headers)
+    await client.post(f"/admin/nodes/{nodes['local']['name']}/drain", headers=headers)
+    await publish(client, headers, "Spread", "1", code="y = 2")
+    resp = await client.post(
+        "/services/Spread/1/pool", json={"InitialPoolSize": 2, "MaxPoolSize": 2}, headers=headers
+    )
+    assert resp.status == 200, await resp.text()
+    deadline = time.monotonic() + 60
+    while not all(containers_on(node, settings.instance) for node in compute_nodes):
+        assert time.monotonic() < deadline, [
+            (n["entry"], n["containers"]) for n in (await nodes_of(client, headers)).values()
+        ]
+        await asyncio.sleep(0.2)
+
+    cut = compute_nodes[0]
+    cut.cut_link()
+    try:
+        answers = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            resp = await client.post("/api/Spread/1", json={}, headers=headers)
+            answers.append((resp.status, (await resp.json()).get("success")))
+            if answers[-5:] == [(200, True)] * 5 and len(answers) > 5:
+                break
+            await asyncio.sleep(0.1)
+        # every answer is an answer (no 500), and the pool serves again from the other node
+        assert all(status in (200, 503) for status, _ in answers), answers
+        assert answers[-5:] == [(200, True)] * 5, answers
+    finally:
+        cut.restore_link()
+
+
+async def test_the_local_engine_is_not_a_second_node(aiohttp_client: Any, data_dir: Path) -> None:
+    """The same engine under another address would be counted twice and its containers
+    listed twice: it is refused, and says why."""
+    settings = make_settings(data_dir, compute_nodes="unix:///var/run/docker.sock")
+    client = await aiohttp_client(create_app(settings))
+    headers = bearer((await login(client))["access_token"])
+    nodes = await nodes_of(client, headers)
+    again = nodes["unix:///var/run/docker.sock"]
+    assert again["state"] != "up" and "same Docker engine" in again["error"], again
+    assert (await new_session(client, headers)) and nodes["local"]["state"] == "up"

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -66,6 +67,8 @@ async def open_engine(settings: Settings) -> AsyncIterator[Engine]:
             ensure_client_key(path)
             return path
 
+        if settings.ssh_key is None:  # made now, so /admin/nodes shows it before any node
+            await asyncio.to_thread(key_file)
         nodes = DockerNodes(settings, gateway, containers, environments, key_file)
         try:
             yield Engine(

@@ -185,6 +185,9 @@ class DockerContainers:
     def places(self) -> list[str]:
         return [""]
 
+    def serving(self, key: str, kind: str) -> None:
+        """Nothing to count."""
+
     async def start(self, handle: ContainerHandle) -> None:
         await self._gateway.start(_id(handle))
 

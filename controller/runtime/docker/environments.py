@@ -15,7 +15,7 @@ import secrets
 import time
 
 from controller.runtime.containers import ContainerHandle
-from controller.runtime.docker.gateway import DockerGateway
+from controller.runtime.docker.gateway import DockerGateway, dockerfile_safe
 from controller.runtime.environments import Captured
 from controller.runtime.spec import AGENT_MOUNT, LABEL_PREFIX, SOCKET_MOUNT, WORKDIR
 from controller.settings import Settings
@@ -63,11 +63,22 @@ class DockerEnvironments:
 
     async def capture(self, handle: ContainerHandle, kind: str, labels: dict[str, str]) -> Captured:
         """``docker commit``, after ``docker diff`` told whether the container changed
-        anything of its image."""
+        anything of its image; a container that changed nothing gets its own image's layers
+        under a new name instead (no layer of its own, so another compute node that has
+        those layers makes the same image without a byte moved)."""
         pristine = await self.pristine(handle)
         name = self._name(kind, secrets.token_hex(16))
         repository, _, tag = name.rpartition(":")
-        await self._gateway.commit(handle.engine_id, repository, tag, self._labels(kind, labels))
+        labelled = self._labels(kind, labels)
+        source = handle.environment  # an image name (an adopted container's may be an id)
+        if (
+            pristine
+            and not source.startswith("sha256:")
+            and dockerfile_safe(source, *labelled, *labelled.values())
+        ):
+            await self._gateway.derive_image(source, repository, tag, labelled)
+        else:
+            await self._gateway.commit(handle.engine_id, repository, tag, labelled)
         return Captured(name, pristine)
 
     async def pristine(self, handle: ContainerHandle) -> bool:

@@ -32,6 +32,12 @@ log = logging.getLogger(__name__)
 #: What may go into a Dockerfile line we write: image names, label keys and values.
 _LABEL_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,200}$")
 
+
+def dockerfile_safe(*values: str) -> bool:
+    """Whether every value may go into a Dockerfile line ``derive_image`` writes."""
+    return all(_LABEL_SAFE.match(value) for value in values)
+
+
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -122,7 +128,7 @@ class DockerGateway:
             if "no space left on device" in _explain(exc):  # often the data dir's disk too
                 raise out_of_space("the Docker engine's disk") from None
             raise RuntimeFailure(f"the Docker engine refused: {_explain(exc)}") from None
-        except (requests.exceptions.ConnectionError, docker.errors.DockerException) as exc:
+        except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
             raise EngineUnavailable(f"the Docker engine does not answer: {exc}") from None
 
     # --- engine ---------------------------------------------------------------------------
@@ -136,6 +142,10 @@ class DockerGateway:
             containers_running=int(data.get("ContainersRunning", 0)),
             storage_driver=str(data.get("Driver", "?")),
         )
+
+    async def ping(self) -> None:
+        """The engine's cheapest call (``/_ping``): it answers, or this raises."""
+        await self._run(self._client.api.ping)
 
     async def runc_version(self) -> tuple[str | None, str | None]:
         """The engine's runc: its version and commit (a distribution's package version)."""
@@ -241,9 +251,8 @@ class DockerGateway:
         commit, no container is left behind if the controller dies meanwhile. Never from the
         build cache: a cached image keeps the time of its first build, and the periodic reap
         would take an image published a moment ago for an old one no row names."""
-        for value in (source, *labels, *labels.values()):
-            if not _LABEL_SAFE.match(value):
-                raise ValueError(f"not a safe image name or label: {value!r}")
+        if not dockerfile_safe(source, *labels, *labels.values()):
+            raise ValueError(f"not a safe image name or label: {source!r} {labels!r}")
         lines = [f"FROM {source}", "LABEL " + " ".join(f'{k}="{v}"' for k, v in labels.items())]
         dockerfile = io.BytesIO(("\n".join(lines) + "\n").encode())
 

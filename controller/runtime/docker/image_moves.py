@@ -37,7 +37,7 @@ async def copy_image(
     """Copy image ``ref`` from ``source`` to ``target``; returns the bytes sent to the target.
     The layers ``target`` has as the bottom of ``base`` (the runtime image) are left out."""
     started = time.monotonic()
-    known = await _layers_or_none(target, base) if base else []
+    known = await layers_or_none(target, base) if base else []
     folder = Path(await asyncio.to_thread(_spool_dir, spool))
     try:
         saved, trimmed = folder / "saved.tar", folder / "trimmed.tar"
@@ -68,7 +68,8 @@ def _spool_dir(spool: Path) -> str:
     return tempfile.mkdtemp(dir=spool, prefix="move-")
 
 
-async def _layers_or_none(gateway: DockerGateway, ref: str) -> list[str]:
+async def layers_or_none(gateway: DockerGateway, ref: str) -> list[str]:
+    """``ref``'s layers on ``gateway``'s engine; none when it does not have it."""
     try:
         return await gateway.image_layers(ref)
     except NotFoundError:

@@ -29,23 +29,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from controller.errors import EngineUnavailable, NotFoundError, O16nError
+from controller.errors import EngineUnavailable, NotFoundError, O16nError, RuntimeFailure
 from controller.runtime import agent_bundle
 from controller.runtime.containers import ContainerHandle, ExitReport
 from controller.runtime.docker.containers import DockerContainers, LocalFiles
 from controller.runtime.docker.environments import DockerEnvironments
-from controller.runtime.docker.gateway import DockerGateway
-from controller.runtime.docker.image_moves import copy_image
+from controller.runtime.docker.gateway import DockerGateway, dockerfile_safe
+from controller.runtime.docker.image_moves import copy_image, layers_or_none
 from controller.runtime.docker.remote import RemoteNode
 from controller.runtime.environments import Captured
 from controller.runtime.nodes import LOCAL, NodeAddress
-from controller.runtime.spec import ContainerSpec
+from controller.runtime.spec import LABEL_PREFIX, ContainerSpec
 from controller.settings import Settings, usable_cores
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 PROBE_FAILURES = 2  # consecutive failed probes that make a node lost
+PROBE_TIMEOUT = 5.0  # seconds a probe may take (a busy machine answers slowly, not never)
 RECONNECT_FIRST = 1.0  # seconds before reconnecting to a lost node, doubling
 RECONNECT_MAX = 30.0
 FIRST_CONNECT_WAIT = 20.0  # seconds ``apply`` waits for a new node's first connection
@@ -67,11 +68,15 @@ class Node:
     error: str = ""
     version: str = ""
     cpus: int = 1
+    engine: str = ""  # which engine it is (``_identity``)
     since: float = field(default_factory=time.time)
     #: this instance's containers here, by key, with their kind
     keys: dict[str, str] = field(default_factory=dict)
     #: keys given up when the node was lost: their containers go when it is back
     lost: set[str] = field(default_factory=set)
+    #: images copied here from other nodes, and the bytes their archives took
+    copied: int = 0
+    copied_bytes: int = 0
     keeper: asyncio.Task[None] | None = None
     follower: asyncio.Task[None] | None = None
     connected: asyncio.Event = field(default_factory=asyncio.Event)
@@ -139,17 +144,25 @@ class DockerNodes:
 
     async def create(self, spec: ContainerSpec) -> ContainerHandle:
         node = self._place(spec.place)
-        assert node.containers is not None
-        if spec.image != self._base:
-            await self._ensure_image(node, spec.image)
-        node.keys[spec.key] = spec.kind  # counts toward its load from now
+        containers = node.containers  # this connection's, even if the node is lost meanwhile
+        assert containers is not None
+        # counted toward the node's load before anything is awaited: creates placed at once
+        # (a pool starting several) see each other
+        node.keys[spec.key] = spec.kind
         self._where[spec.key] = node.name
         try:
-            return await node.containers.create(spec)
+            if spec.image != self._base:
+                await self._ensure_image(node, spec.image)
+            return await containers.create(spec)
         except BaseException:
             node.keys.pop(spec.key, None)
             self._where.pop(spec.key, None)
             raise
+
+    def serving(self, key: str, kind: str) -> None:
+        node = self._nodes.get(self._where.get(key, ""))
+        if node is not None and key in node.keys:
+            node.keys[key] = kind
 
     async def start(self, handle: ContainerHandle) -> None:
         await self._live(handle).start(handle)
@@ -259,14 +272,29 @@ class DockerNodes:
         await asyncio.shield(running)
 
     async def _move(self, target: Node, image: str) -> None:
+        """Copy ``image`` to ``target``: made again there from the runtime image when it has
+        no layer of its own (a pristine snapshot: nothing moves), else by save/load."""
         assert target.gateway is not None
         for source in self._nodes.values():
             if source is target or source.state != "up" or source.gateway is None:
                 continue
-            if await source.gateway.image_exists(image):
+            if not await source.gateway.image_exists(image):
+                continue
+            layers = await source.gateway.image_layers(image)
+            labels = await source.gateway.image_labels(image)
+            ours = {k: v for k, v in labels.items() if k.startswith(LABEL_PREFIX)}
+            repository, _, tag = image.rpartition(":")
+            if layers == await layers_or_none(target.gateway, self._base) and dockerfile_safe(
+                image, *ours, *ours.values()
+            ):
+                await target.gateway.derive_image(self._base, repository, tag, ours)
+                moved = 0
+            else:
                 spool = self._settings.data_dir.absolute() / "spool"
-                await copy_image(source.gateway, target.gateway, image, spool, self._base)
-                return
+                moved = await copy_image(source.gateway, target.gateway, image, spool, self._base)
+            target.copied += 1
+            target.copied_bytes += moved
+            return
         raise NotFoundError(f"no compute node that is up has the environment {image}")
 
     async def holder(self, image: str) -> Node:
@@ -344,6 +372,8 @@ class DockerNodes:
             "containers": kinds,
             "load": round(len(node.keys) / max(node.cpus, 1), 3),
             "since": node.since,
+            "imagesCopied": node.copied,
+            "bytesCopied": node.copied_bytes,
             "error": node.error or None,
         }
 
@@ -415,6 +445,16 @@ class DockerNodes:
         )
         info, details = await node.gateway.info(), await node.gateway.engine_details()
         node.version, node.cpus = info.version, int(details[0].get("NCPU") or 1)
+        node.engine = _identity(details[0])
+        for other in self._nodes.values():
+            if (
+                other is not node
+                and other.state == "up"
+                and await self._engine_id(other) == node.engine
+            ):
+                raise RuntimeFailure(
+                    f"{node.entry} is the same Docker engine as {other.entry}: a node once only"
+                )
         if node.remote is not None:
             local_bundle = await asyncio.to_thread(agent_bundle.stage, settings.data_dir)
             bundle = await node.remote.ensure_bundle(local_bundle)
@@ -430,6 +470,12 @@ class DockerNodes:
             await copy_image(
                 local, node.gateway, self._base, settings.data_dir.absolute() / "spool"
             )
+
+    async def _engine_id(self, node: Node) -> str:
+        """Which engine the node is (``_identity``)."""
+        if not node.engine and node.gateway is not None:
+            node.engine = _identity((await node.gateway.engine_details())[0])
+        return node.engine
 
     async def _settle(self, node: Node, first: bool) -> None:
         """Take the node's containers in hand: at this process's first connection they are
@@ -466,8 +512,8 @@ class DockerNodes:
                 if done:
                     return "the SSH connection to the node ended"
                 try:
-                    async with asyncio.timeout(interval):
-                        await node.gateway.info()
+                    async with asyncio.timeout(max(interval, PROBE_TIMEOUT)):
+                        await node.gateway.ping()
                     failures = 0
                 except (O16nError, TimeoutError) as exc:
                     failures += 1
@@ -494,6 +540,12 @@ class DockerNodes:
         if remote is not None:
             with contextlib.suppress(Exception):
                 await remote.close()
+
+
+def _identity(info: dict[str, Any]) -> str:
+    """What tells two addresses of one engine: its ID with its host name and data root
+    (engines on one machine can share an ID: it lives in /etc/docker/key.json)."""
+    return "|".join(str(info.get(k) or "") for k in ("ID", "Name", "DockerRootDir"))
 
 
 def _place_of(node: Node) -> str:

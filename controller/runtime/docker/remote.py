@@ -27,6 +27,10 @@ from controller.settings import Settings
 log = logging.getLogger(__name__)
 
 BUNDLE_MAX = 16 * 1024 * 1024  # bytes of the agent bundle's tarball (it is ~200 KiB)
+#: A link silent for ALIVE_INTERVAL x ALIVE_COUNT seconds is down (ssh's ServerAlive): long
+#: enough for a loaded machine's sshd to answer, short enough to end a cut one's sessions soon
+ALIVE_INTERVAL = 2
+ALIVE_COUNT = 3
 
 
 class RemoteNode:
@@ -46,6 +50,8 @@ class RemoteNode:
             key_file=key_file,
             known_hosts=settings.ssh_known_hosts,
             control_dir=control_dir,
+            alive_interval=ALIVE_INTERVAL,
+            alive_count=ALIVE_COUNT,
         )
         self.engine_socket = control_dir / f"{address.name}.sock"
         self.base = PurePosixPath(settings.node_dir) / f"{settings.instance}-{address.name}"
@@ -127,9 +133,8 @@ class SshFiles:
     async def prepare(self, key: str) -> None:
         if not is_key(key):
             raise RuntimeFailure(f"not a container key: {key!r}")
-        folder = str(self._sockets / key)
-        await self._ssh.run(["mkdir", "-p", "-m", "0755", "--", folder])
-        await self._ssh.run(["chmod", "0755", "--", folder])
+        folder = str(self._sockets / key)  # one command: each costs the account's shell start
+        await self._ssh.run(["sh", "-c", 'mkdir -p -- "$1" && chmod 0755 -- "$1"', "-", folder])
         await self._ssh.forward_remote(*self._pair(key))
         self._forwarded.add(key)
 
