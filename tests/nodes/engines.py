@@ -28,7 +28,6 @@ import functools
 import json
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -176,9 +175,13 @@ class Node:
         (self.dir / "node.json").write_text(json.dumps(asdict(self)))
 
 
-def start_node(log: Callable[[str], None] | None = None) -> Node:
+def start_node(log: Callable[[str], None] | None = None, *, in_memory: bool = True) -> Node:
     """Start a node: namespace and veth, sshd, containerd, dockerd; wait until the engine
-    and sshd answer. On any failure, undo what was done and raise :class:`NodeError`."""
+    and sshd answer. On any failure, undo what was done and raise :class:`NodeError`.
+
+    ``in_memory``: the engine's data root is a tmpfs (what its images and containers take,
+    some 0.7 GB of memory with the runtime image), which loads the image two to four times
+    as fast as this machine's disk did and frees it at once."""
     say = log or (lambda _: None)
     BASE.mkdir(mode=0o755, exist_ok=True)
     me = os.getpid()
@@ -189,7 +192,7 @@ def start_node(log: Callable[[str], None] | None = None) -> Node:
         started = time.monotonic()
         _network(node)
         _sshd(node)
-        _engine(node)
+        _engine(node, in_memory)
         _wait_for_ssh(node)
         say(f"node {node.name} at {node.address} up in {time.monotonic() - started:.1f} s")
     except BaseException:
@@ -199,14 +202,16 @@ def start_node(log: Callable[[str], None] | None = None) -> Node:
     return node
 
 
-def start_nodes(count: int, log: Callable[[str], None] | None = None) -> list[Node]:
+def start_nodes(
+    count: int, log: Callable[[str], None] | None = None, *, in_memory: bool = True
+) -> list[Node]:
     """Start ``count`` nodes side by side (each mostly waits on its daemons); if one fails,
     stop those that started and raise."""
     results: list[Node | BaseException] = [NodeError("not started")] * count
 
     def one(i: int) -> None:
         try:
-            results[i] = start_node(log)
+            results[i] = start_node(log, in_memory=in_memory)
         except BaseException as exc:
             results[i] = exc
 
@@ -226,9 +231,11 @@ def start_nodes(count: int, log: Callable[[str], None] | None = None) -> list[No
 
 
 @contextlib.contextmanager
-def running_nodes(count: int, log: Callable[[str], None] | None = None) -> Iterator[list[Node]]:
+def running_nodes(
+    count: int, log: Callable[[str], None] | None = None, *, in_memory: bool = True
+) -> Iterator[list[Node]]:
     """``count`` started nodes, stopped on the way out whatever happened in between."""
-    nodes = start_nodes(count, log)
+    nodes = start_nodes(count, log, in_memory=in_memory)
     try:
         yield nodes
     finally:
@@ -326,7 +333,7 @@ def stop_node(node: Node) -> None:
     what could not be undone."""
     errors: list[str] = []
 
-    def step(what: str, action: Callable[[], None]) -> None:
+    def step(what: str, action: Callable[[], object]) -> None:
         try:
             action()
         except Exception as exc:
@@ -339,8 +346,8 @@ def stop_node(node: Node) -> None:
     step("mounts", lambda: _unmount_under(node.dir))
     step("cgroups", lambda: _remove_cgroups(node))
     step("network", lambda: _remove_network(node))
-    if not errors:
-        step("directory", lambda: shutil.rmtree(node.dir))
+    if not errors:  # (--one-file-system: never through a mount that is somehow still there)
+        step("directory", lambda: _run(["rm", "-rf", "--one-file-system", str(node.dir)]))
     if errors:
         raise NodeError(f"node {node.name} not fully cleaned up: " + "; ".join(errors))
 
@@ -436,7 +443,7 @@ def _sshd(node: Node) -> None:
     _spawn(node, "sshd", [SSHD, "-D", "-e", "-f", str(config)])
 
 
-def _engine(node: Node) -> None:
+def _engine(node: Node, in_memory: bool) -> None:
     """containerd (its own: never the host's, whose namespaces another engine uses) and
     dockerd on it, in the node's namespace; returns once the engine answers."""
     cdir = node.containerd_socket.parent
@@ -463,6 +470,9 @@ def _engine(node: Node) -> None:
     _spawn(node, "containerd", ["containerd", "--config", str(config)])
     _wait(lambda: node.containerd_socket.exists(), 30, node, "containerd")
     (node.dir / "daemon.json").write_text("{}\n")
+    if in_memory:
+        node.data_root.mkdir(mode=0o711)
+        _run(["mount", "-t", "tmpfs", "-o", "mode=0711", "tmpfs", str(node.data_root)])
     node.made.append("cgroup")
     node._save()
     _spawn(

@@ -137,8 +137,9 @@ def _root_and_tools() -> None:
 
 
 @pytest.mark.usefixtures("_root_and_tools")
-def test_a_stopped_node_leaves_nothing_behind() -> None:
-    node = engines.start_node()
+@pytest.mark.parametrize("in_memory", [True, False], ids=["tmpfs", "disk"])
+def test_a_stopped_node_leaves_nothing_behind(in_memory: bool) -> None:
+    node = engines.start_node(in_memory=in_memory)
     try:
         # a container, so that there are mounts, cgroups and a shim to clean up as well
         node.docker("run", "-d", "--network", "none", engines.tiny_image(node), "600")
@@ -168,9 +169,9 @@ def test_a_start_failing_half_way_leaves_nothing_behind(monkeypatch: pytest.Monk
     started: list[engines.Node] = []
     real_engine = engines._engine
 
-    def engine_then_fail(node: engines.Node) -> None:
+    def engine_then_fail(node: engines.Node, in_memory: bool) -> None:
         started.append(node)
-        real_engine(node)  # namespace, veth, sshd, containerd, dockerd all up
+        real_engine(node, in_memory)  # namespace, veth, sshd, containerd, dockerd all up
         raise engines.NodeError("failing on purpose, after the engine started")
 
     monkeypatch.setattr(engines, "_engine", engine_then_fail)
