@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import hashlib
 import json
 import os
 import secrets
@@ -49,6 +50,8 @@ PREFIX = "o16n-t-"
 #: The /16 the nodes' veth pairs take their /30s from: 10.213.<k>.0/30, k in 1..254.
 SUBNET = "10.213"
 SSHD = "/usr/sbin/sshd"
+#: Where containerd's shims put their sockets, whichever containerd started them.
+SHIM_SOCKETS = Path("/run/containerd/s")
 #: One allocation of k at a time, across test processes (pytest-xdist workers, helpers).
 _LOCK = BASE / ".lock"
 #: The daemons this process started, by pid: kept so that they are reaped (and a running
@@ -343,6 +346,7 @@ def stop_node(node: Node) -> None:
     for daemon in ("sshd", "dockerd", "containerd"):
         step(daemon, functools.partial(_stop_pid, node, daemon))
     step("processes", lambda: _kill_node_processes(node))
+    step("shim sockets", lambda: _remove_shim_sockets(node))
     step("mounts", lambda: _unmount_under(node.dir))
     step("cgroups", lambda: _remove_cgroups(node))
     step("network", lambda: _remove_network(node))
@@ -609,6 +613,25 @@ def _kill_node_processes(node: Node) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     _wait_gone(node, pids)
+
+
+def shim_sockets(node: Node) -> list[Path]:
+    """The sockets of the node's containerd shims, which containerd 1.6 keeps outside its
+    state, in ``/run/containerd/s/``, named by a hash of the containerd address, namespace
+    and container (a shim that is killed leaves its socket there)."""
+    tasks = node.containerd_socket.parent / "state" / "io.containerd.runtime.v2.task"
+    found: list[Path] = []
+    for task in tasks.glob("*/*"):
+        key = str(node.containerd_socket / task.parent.name / task.name).encode()
+        path = SHIM_SOCKETS / hashlib.sha256(key).hexdigest()
+        if path.is_socket():
+            found.append(path)
+    return found
+
+
+def _remove_shim_sockets(node: Node) -> None:
+    for path in shim_sockets(node):
+        path.unlink(missing_ok=True)
 
 
 def _unmount_under(root: Path) -> None:

@@ -157,11 +157,14 @@ def test_a_node_whose_daemons_died_leaves_nothing_behind() -> None:
     node = engines.start_node()
     try:
         node.docker("run", "-d", "--network", "none", engines.tiny_image(node), "600")
+        sockets = engines.shim_sockets(node)
+        assert len(sockets) == 1
         for daemon in ("dockerd", "containerd"):
             os.kill(node.pids[daemon], signal.SIGKILL)
     finally:
         engines.stop_node(node)
     assert leftovers(node) == []
+    assert not any(socket.exists() for socket in sockets)
 
 
 @pytest.mark.usefixtures("_root_and_tools")
