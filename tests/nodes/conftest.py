@@ -43,15 +43,29 @@ def nodes_unavailable() -> str | None:
 
 
 @pytest.fixture(scope="session")
-def compute_nodes(runtime_image: None) -> Iterator[list[engines.Node]]:
-    """Two started compute nodes with the runtime image loaded; stopped at the end of the
-    run, whatever the tests did (their containers go with them)."""
+def compute_nodes(
+    runtime_image: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[engines.Node]]:
+    """Two started compute nodes with the runtime image loaded, taking one client key
+    (``node.client_key``, as a controller has one ``O16N_SSH_KEY``); stopped at the end of
+    the run, whatever the tests did (their containers go with them)."""
     reason = nodes_unavailable()
     if reason:
         pytest.skip(reason)
     for name in engines.sweep_stale(_log):
         _log(f"swept {name}, left by a test run that died")
-    with engines.running_nodes(2, _log) as nodes:
+    key = engines.make_key(tmp_path_factory.mktemp("nodes-ssh") / "id_ed25519")
+    with engines.running_nodes(2, _log, client_key=key) as nodes:
         seconds = engines.load_image(nodes, default_tag())
         _log(f"runtime image loaded into {len(nodes)} nodes in {seconds:.1f} s")
         yield nodes
+
+
+@pytest.fixture(scope="session")
+def compute_nodes_known_hosts(
+    compute_nodes: list[engines.Node], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """One ``known_hosts`` pinning both nodes' host keys (``O16N_SSH_KNOWN_HOSTS``)."""
+    return engines.write_known_hosts(
+        compute_nodes, tmp_path_factory.mktemp("nodes-known") / "known_hosts"
+    )

@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -75,6 +76,9 @@ class Node:
     pids: dict[str, int] = field(default_factory=dict)
     #: what was made: "netns", "veth", "cgroup" (stop_node undoes only those)
     made: list[str] = field(default_factory=list)
+    #: the client's private key, if not the node's own (nodes started together share one,
+    #: as a controller has one ``O16N_SSH_KEY`` for all its nodes)
+    key: str = ""
 
     @property
     def name(self) -> str:
@@ -106,7 +110,7 @@ class Node:
     @property
     def client_key(self) -> Path:
         """The private key the node's sshd accepts (root), 0600."""
-        return self.dir / "ssh" / "id_ed25519"
+        return Path(self.key) if self.key else self.dir / "ssh" / "id_ed25519"
 
     @property
     def known_hosts(self) -> Path:
@@ -178,17 +182,28 @@ class Node:
         (self.dir / "node.json").write_text(json.dumps(asdict(self)))
 
 
-def start_node(log: Callable[[str], None] | None = None, *, in_memory: bool = True) -> Node:
+def start_node(
+    log: Callable[[str], None] | None = None,
+    *,
+    in_memory: bool = True,
+    client_key: Path | None = None,
+) -> Node:
     """Start a node: namespace and veth, sshd, containerd, dockerd; wait until the engine
     and sshd answer. On any failure, undo what was done and raise :class:`NodeError`.
 
     ``in_memory``: the engine's data root is a tmpfs (what its images and containers take,
     some 0.7 GB of memory with the runtime image), which loads the image two to four times
-    as fast as this machine's disk did and frees it at once."""
+    as fast as this machine's disk did and frees it at once. ``client_key``: the private
+    key (its ``.pub`` beside it) the node accepts; by default one of its own."""
     say = log or (lambda _: None)
     BASE.mkdir(mode=0o755, exist_ok=True)
     me = os.getpid()
-    node = Node(id=secrets.token_hex(3), owner_pid=me, owner_start=_start_time(me))
+    node = Node(
+        id=secrets.token_hex(3),
+        owner_pid=me,
+        owner_start=_start_time(me),
+        key=str(client_key or ""),
+    )
     node.dir.mkdir(mode=0o755)
     node._save()
     try:
@@ -206,7 +221,11 @@ def start_node(log: Callable[[str], None] | None = None, *, in_memory: bool = Tr
 
 
 def start_nodes(
-    count: int, log: Callable[[str], None] | None = None, *, in_memory: bool = True
+    count: int,
+    log: Callable[[str], None] | None = None,
+    *,
+    in_memory: bool = True,
+    client_key: Path | None = None,
 ) -> list[Node]:
     """Start ``count`` nodes side by side (each mostly waits on its daemons); if one fails,
     stop those that started and raise."""
@@ -214,7 +233,7 @@ def start_nodes(
 
     def one(i: int) -> None:
         try:
-            results[i] = start_node(log, in_memory=in_memory)
+            results[i] = start_node(log, in_memory=in_memory, client_key=client_key)
         except BaseException as exc:
             results[i] = exc
 
@@ -235,10 +254,14 @@ def start_nodes(
 
 @contextlib.contextmanager
 def running_nodes(
-    count: int, log: Callable[[str], None] | None = None, *, in_memory: bool = True
+    count: int,
+    log: Callable[[str], None] | None = None,
+    *,
+    in_memory: bool = True,
+    client_key: Path | None = None,
 ) -> Iterator[list[Node]]:
     """``count`` started nodes, stopped on the way out whatever happened in between."""
-    nodes = start_nodes(count, log, in_memory=in_memory)
+    nodes = start_nodes(count, log, in_memory=in_memory, client_key=client_key)
     try:
         yield nodes
     finally:
@@ -381,6 +404,18 @@ def sweep_stale(log: Callable[[str], None] | None = None) -> list[str]:
 # -- starting ---------------------------------------------------------------------------
 
 
+def make_key(path: Path, comment: str = "o16n test") -> Path:
+    """A new ed25519 key pair at ``path`` (private, 0600) and ``path``.pub."""
+    _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)])
+    return path
+
+
+def write_known_hosts(nodes: Iterable[Node], path: Path) -> Path:
+    """One ``known_hosts`` pinning every node's host key (``O16N_SSH_KNOWN_HOSTS``)."""
+    path.write_text("".join(node.known_hosts.read_text() for node in nodes))
+    return path
+
+
 def _network(node: Node) -> None:
     """The namespace, and a veth pair on a free 10.213.<k>.0/30 (chosen under a lock)."""
     _run(["ip", "netns", "add", node.name])
@@ -414,7 +449,11 @@ def _sshd(node: Node) -> None:
     ssh.mkdir(mode=0o700)
     host_key = ssh / "host_ed25519"
     for key in (host_key, node.client_key):
-        _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", node.name, "-f", str(key)])
+        if not key.exists():
+            make_key(key, node.name)
+    # a copy: sshd's StrictModes refuses a key file in a world-writable directory
+    authorized = ssh / "authorized_keys"
+    shutil.copyfile(f"{node.client_key}.pub", authorized)
     kind, blob = host_key.with_suffix(".pub").read_text().split()[:2]
     node.known_hosts.write_text(f"{node.address} {kind} {blob}\n")
     config = ssh / "sshd_config"
@@ -423,7 +462,7 @@ def _sshd(node: Node) -> None:
             [
                 f"ListenAddress {node.address}:22",
                 f"HostKey {host_key}",
-                f"AuthorizedKeysFile {node.client_key}.pub",
+                f"AuthorizedKeysFile {authorized}",
                 f"PidFile {node.dir / 'sshd.pid'}",
                 "PermitRootLogin prohibit-password",
                 "PasswordAuthentication no",

@@ -56,10 +56,21 @@ def test_a_host_key_not_pinned_is_refused(
     assert answer.returncode == 255, answer.stderr
 
 
-def test_another_client_key_is_refused(compute_nodes: list[engines.Node]) -> None:
+def test_the_controllers_key_and_known_hosts_reach_both_nodes(
+    compute_nodes: list[engines.Node], compute_nodes_known_hosts: Path
+) -> None:
+    """One client key and one known_hosts for all nodes, as in the controller's settings."""
     first, second = compute_nodes
-    argv = first.ssh_command("true")
-    argv[argv.index(str(first.client_key))] = str(second.client_key)
+    assert first.client_key == second.client_key
+    for node in compute_nodes:
+        answer = ssh(node, "true", known_hosts=compute_nodes_known_hosts)
+        assert answer.returncode == 0, answer.stderr
+
+
+def test_another_client_key_is_refused(compute_nodes: list[engines.Node], tmp_path: Path) -> None:
+    node = compute_nodes[0]
+    argv = node.ssh_command("true")
+    argv[argv.index(str(node.client_key))] = str(engines.make_key(tmp_path / "other"))
     answer = subprocess.run(argv, capture_output=True, text=True, timeout=30)
     assert answer.returncode == 255
     assert "Permission denied" in answer.stderr, answer.stderr
