@@ -69,3 +69,13 @@ def compute_nodes_known_hosts(
     return engines.write_known_hosts(
         compute_nodes, tmp_path_factory.mktemp("nodes-known") / "known_hosts"
     )
+
+
+@pytest.fixture(autouse=True)
+def _links_restored(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every node's link is up again after each test that used the nodes, whatever the test
+    cut and however it ended: the next test starts from connected nodes."""
+    yield
+    if "compute_nodes" in request.fixturenames:
+        for node in request.getfixturevalue("compute_nodes"):
+            node.restore_link()
