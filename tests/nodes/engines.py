@@ -2,20 +2,22 @@
 
 A node is what an operator's compute node is, on this machine: a network namespace of its
 own (a veth pair to the host, 10.213.<k>.1 on the host's side, 10.213.<k>.2 on the node's),
-a containerd and a ``dockerd`` with their own roots, pid files, sockets and cgroup parent,
-and an ``sshd`` on 10.213.<k>.2:22 that only takes the node's generated client key and whose
-host key is pinned in a ``known_hosts`` of its own. Its sshd sets ``DOCKER_HOST`` to the
-node's engine socket, the convention ``docker -H ssh://`` follows.
+a containerd and a ``dockerd`` with their own roots, pid files, sockets and cgroup parent
+(the data root a tmpfs unless asked otherwise), and an ``sshd`` on 10.213.<k>.2:22 that
+only takes one client key (generated) and whose host key is pinned in a ``known_hosts`` of
+its own. Its sshd sets ``DOCKER_HOST`` to the node's engine socket, the convention
+``docker -H ssh://`` follows.
 
 The daemons run with ``nsenter --net``, not ``ip netns exec``: the latter also makes a mount
 namespace of its own and mounts a fresh ``/sys`` there, hiding ``/sys/fs/cgroup`` from dockerd.
 So the engines' mounts are the host's, and :func:`stop_node` unmounts them.
 
 Everything a node starts is recorded in its directory (``node.json``) as it goes, and
-:func:`stop_node` undoes exactly that, whatever state a start or a test left it in: it
-signals only the pids it recorded, after checking each still runs a command naming the
-node's directory, and the processes left in the node's own namespace. :func:`sweep_stale`
-does the same for nodes whose test process died without cleaning up.
+:func:`stop_node` undoes exactly that, whatever state a start or a test left it in. It
+signals the daemons it recorded (its own children, or, for a node of a dead run, a pid
+whose command line still names the node's directory), then what is left in the node's
+own namespace or cgroups and its containerd's shims; never a process by name.
+:func:`sweep_stale` does the same for nodes whose test process died without cleaning up.
 
 No pytest here: the fixtures (``conftest.py``) and benches use it alike.
 """
@@ -43,8 +45,8 @@ from pathlib import Path
 from typing import Any
 
 #: Where nodes keep their files: short (Unix socket paths max out at 107 bytes), root-only
-#: path components (sshd's StrictModes refuses keys under a world-writable /tmp), and on
-#: the same disk as Docker's own data root (overlay2 cannot stack on overlay).
+#: path components (sshd's StrictModes refuses keys under a world-writable /tmp), and, for
+#: a data root on disk, the same disk as Docker's own (overlay2 cannot stack on overlay).
 BASE = Path("/var/lib/o16t")
 #: Network namespaces and cgroup parents of test nodes are named this and the node's id.
 PREFIX = "o16n-t-"
