@@ -4,6 +4,7 @@ that stay on their node, a link that can be cut and restored, and nothing left b
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -192,4 +193,21 @@ def test_a_start_failing_half_way_leaves_nothing_behind(monkeypatch: pytest.Monk
     with pytest.raises(engines.NodeError, match="on purpose"):
         engines.start_node()
     [node] = started
+    assert leftovers(node) == []
+
+
+@pytest.mark.usefixtures("_root_and_tools")
+def test_a_node_whose_test_run_died_is_swept() -> None:
+    node = engines.start_node()
+    try:
+        node.docker("run", "-d", "--network", "none", engines.tiny_image(node), "600")
+        gone = subprocess.Popen(["true"])
+        gone.wait()
+        record = node.dir / "node.json"
+        recorded = json.loads(record.read_text())
+        record.write_text(json.dumps({**recorded, "owner_pid": gone.pid}))  # a run that died
+        assert node.name in engines.sweep_stale()
+    finally:
+        if node.dir.exists():
+            engines.stop_node(node)
     assert leftovers(node) == []
