@@ -34,6 +34,9 @@ def test_each_engine_answers_over_ssh_with_the_pinned_keys(
         answer = ssh(node, *VERSION)
         assert answer.returncode == 0, answer.stderr
         assert answer.stdout.strip() == node.docker(*VERSION[1:]).stdout.strip()
+        # and that engine is the node's own, not the host's or the other node's
+        root = ssh(node, "docker", "info", "--format", "{{.DockerRootDir}}").stdout.strip()
+        assert root == str(node.data_root)
         # the node's DOCKER_HOST is its own engine's socket, as `docker -H ssh://` expects
         assert ssh(node, "printenv", "DOCKER_HOST").stdout.strip() == (
             f"unix://{node.engine_socket}"
