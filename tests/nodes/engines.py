@@ -800,3 +800,31 @@ def _run(
     if check and proc.returncode != 0:
         raise NodeError(f"{' '.join(argv)}: exit {proc.returncode}: {proc.stderr.strip()[-2000:]}")
     return proc
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m tests.nodes.engines [COUNT]``: start nodes by hand (to try a controller
+    against them), print the settings that reach them, stop them on Ctrl-C or SIGTERM."""
+    import argparse  # (only for this entry point)
+
+    parser = argparse.ArgumentParser(prog="python -m tests.nodes.engines", description=main.__doc__)
+    parser.add_argument("count", type=int, nargs="?", default=2, help="how many nodes (2)")
+    parser.add_argument("--image", help="an image of the host's engine to load into each")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    with tempfile.TemporaryDirectory(prefix="o16n-nodes-") as folder:
+        key = make_key(Path(folder) / "id_ed25519")
+        with running_nodes(args.count, print, client_key=key) as nodes:
+            if args.image:
+                print(f"{args.image} loaded in {load_image(nodes, args.image):.1f} s")
+            known = write_known_hosts(nodes, Path(folder) / "known_hosts")
+            print(f"O16N_COMPUTE_NODES='{' '.join(node.ssh_entry for node in nodes)}'")
+            print(f"O16N_SSH_KEY={key}")
+            print(f"O16N_SSH_KNOWN_HOSTS={known}")
+            print("Ctrl-C stops the nodes", flush=True)
+            with contextlib.suppress(KeyboardInterrupt):
+                signal.pause()
+
+
+if __name__ == "__main__":
+    main()
