@@ -24,32 +24,17 @@ pytestmark = pytest.mark.docker
 Client = TestClient[Any, Any]
 
 
-@pytest.fixture(scope="module")
-def access(compute_nodes: list[engines.Node], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One client key every node takes (the first node's), and one known_hosts pinning all."""
-    folder = tmp_path_factory.mktemp("ssh")
-    folder.chmod(0o700)
-    key = compute_nodes[0].client_key
-    public = key.with_suffix(".pub").read_text()
-    for node in compute_nodes[1:]:
-        authorized = node.client_key.with_suffix(".pub")
-        if public not in authorized.read_text():
-            authorized.write_text(authorized.read_text() + public)
-    known = folder / "known_hosts"
-    known.write_text("".join(node.known_hosts.read_text() for node in compute_nodes))
-    known.chmod(0o600)
-    return folder
-
-
 @pytest.fixture
 def node_settings(
-    compute_nodes: list[engines.Node], access: Path, data_dir: Path
+    compute_nodes: list[engines.Node], compute_nodes_known_hosts: Path, data_dir: Path
 ) -> Callable[..., Settings]:
+    """Settings of an app with both nodes (and the local engine) as compute nodes."""
+
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "compute_nodes": " ".join(node.ssh_entry for node in compute_nodes),
             "ssh_key": compute_nodes[0].client_key,
-            "ssh_known_hosts": access / "known_hosts",
+            "ssh_known_hosts": compute_nodes_known_hosts,
             "node_dir": data_dir / "n",
             "node_probe_seconds": 1.0,
             "warm_pool_size": 0,

@@ -13,6 +13,7 @@ import contextlib
 import io
 import logging
 import re
+import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from typing import Any, ParamSpec, TypeVar
 import docker
 import docker.errors
 import requests.exceptions
+from docker.transport import unixconn
 
 from controller.errors import EngineUnavailable, NotFoundError, RuntimeFailure, out_of_space
 from controller.metrics.definitions import docker_call
@@ -37,6 +39,23 @@ def dockerfile_safe(*values: str) -> bool:
     """Whether every value may go into a Dockerfile line ``derive_image`` writes."""
     return all(_LABEL_SAFE.match(value) for value in values)
 
+
+def _connect_closing(self: Any) -> None:
+    """docker-py's ``UnixHTTPConnection.connect``, closing the socket when the connect
+    fails: 7.x leaves it to the garbage collector (a ResourceWarning) on every failed
+    connect to an engine that is away, a lost compute node's say, which probes and polls
+    make over and over."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(self.timeout)
+    try:
+        sock.connect(self.unix_socket)
+    except BaseException:
+        sock.close()
+        raise
+    self.sock = sock
+
+
+unixconn.UnixHTTPConnection.connect = _connect_closing
 
 P = ParamSpec("P")
 T = TypeVar("T")
