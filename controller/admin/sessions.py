@@ -11,6 +11,7 @@ from controller.admin.common import iso, owner, query
 from controller.audit.trail import audited
 from controller.http.responses import json_response
 from controller.runtime.engines import ENGINE
+from controller.runtime.nodes import LOCAL
 from controller.sessions.manager import SESSIONS, Session
 
 routes = web.RouteTableDef()
@@ -41,6 +42,8 @@ def session_json(session: Session) -> dict[str, Any]:
         "deadReason": session.dead_reason,
         "snapshotId": session.snapshot_id,
         "containerId": sandbox.handle.engine_id[:12] if sandbox is not None else None,
+        # the compute node's name, as /admin/nodes lists it
+        "computeNode": (sandbox.handle.place or LOCAL) if sandbox is not None else None,
         "historyLength": session.history_length,
     }
 

@@ -100,6 +100,18 @@ class ServicePool:
     def size(self) -> int:
         return len(self._idle) + len(self._busy)
 
+    def by_place(self) -> dict[str, tuple[int, int]]:
+        """Ready and busy containers by where they run (``ContainerHandle.place``: a
+        compute node's name, "" for the local engine)."""
+        counts: dict[str, tuple[int, int]] = {}
+        for sandbox in self._idle:
+            ready, busy = counts.get(sandbox.handle.place, (0, 0))
+            counts[sandbox.handle.place] = (ready + 1, busy)
+        for sandbox in self._busy:
+            ready, busy = counts.get(sandbox.handle.place, (0, 0))
+            counts[sandbox.handle.place] = (ready, busy + 1)
+        return counts
+
     @property
     def starting(self) -> int:
         return self._starting

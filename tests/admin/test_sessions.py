@@ -53,6 +53,7 @@ async def test_admin_closes_a_session_while_code_runs(
     item = listed[session_id]
     assert (item["owner"], item["name"], item["state"]) == ("nina", "work", "busy")
     assert item["created"].endswith("Z") and item["containerId"]
+    assert item["computeNode"] == "local"
     assert item["stats"]["memoryBytes"] > 1_000_000 and item["stats"]["cpuSeconds"] >= 0
 
     started = time.monotonic()

@@ -287,6 +287,15 @@ async def test_a_service_pool_spread_over_two_nodes_outlives_one_of_them(
             (n["entry"], n["containers"]) for n in (await nodes_of(client, headers)).values()
         ]
         await asyncio.sleep(0.2)
+    while True:  # the pool's status names the nodes its containers run on (ML Server's shape)
+        pool = await (await client.get("/services/Spread/1/pool", headers=headers)).json()
+        if sum(item["ready"] for item in pool) == 2:
+            break
+        assert time.monotonic() < deadline, pool
+        await asyncio.sleep(0.2)
+    assert sorted(item["computeNodeEndpoint"] for item in pool) == sorted(
+        node.ssh_entry for node in compute_nodes
+    ), pool
 
     cut = compute_nodes[0]
     cut.cut_link()
@@ -316,3 +325,57 @@ async def test_the_local_engine_is_not_a_second_node(aiohttp_client: Any, data_d
     again = nodes["unix:///var/run/docker.sock"]
     assert again["state"] != "up" and "same Docker engine" in again["error"], again
     assert (await new_session(client, headers)) and nodes["local"]["state"] == "up"
+
+
+async def test_batch_records_on_a_lost_node_run_again_elsewhere(
+    aiohttp_client: Any, node_settings: Callable[..., Settings], compute_nodes: list[engines.Node]
+) -> None:
+    settings = node_settings()
+    client = await aiohttp_client(create_app(settings))
+    headers = bearer((await login(client))["access_token"])
+    nodes = await nodes_of(client, headers)
+    await client.post(f"/admin/nodes/{nodes['local']['name']}/drain", headers=headers)
+    await publish(
+        client,
+        headers,
+        "Slow",
+        "1",
+        code="import time\ntime.sleep(pause)\ny = x * 2",
+        inputParameterDefinitions=[
+            {"name": "x", "type": "integer"},
+            {"name": "pause", "type": "numeric"},
+        ],
+        outputParameterDefinitions=[{"name": "y", "type": "integer"}],
+    )
+    resp = await client.post(
+        "/services/Slow/1/pool", json={"InitialPoolSize": 2, "MaxPoolSize": 2}, headers=headers
+    )
+    assert resp.status == 200, await resp.text()
+    deadline = time.monotonic() + 60
+    while not all(containers_on(node, settings.instance) for node in compute_nodes):
+        assert time.monotonic() < deadline, "the pool did not spread over both nodes"
+        await asyncio.sleep(0.2)
+
+    records = [{"x": i, "pause": 0.3} for i in range(24)]
+    resp = await client.post("/api/Slow/1/batch?parallelCount=2", json=records, headers=headers)
+    assert resp.status == 202, await resp.text()
+    batch = (await resp.json())["batchExecutionId"]
+    while True:  # some records done on both nodes, then one node goes
+        status = await (await client.get(f"/api/Slow/1/batch/{batch}", headers=headers)).json()
+        if status["completedItemCount"] >= 4:
+            break
+        assert time.monotonic() < deadline + 60, status
+        await asyncio.sleep(0.1)
+    compute_nodes[0].cut_link()
+    try:
+        deadline = time.monotonic() + 120
+        while status["state"] not in ("Complete", "Failed"):
+            assert time.monotonic() < deadline, status
+            await asyncio.sleep(0.2)
+            status = await (await client.get(f"/api/Slow/1/batch/{batch}", headers=headers)).json()
+    finally:
+        compute_nodes[0].restore_link()
+    assert status["state"] == "Complete", status
+    results = status["batchExecutionResults"]
+    assert [r["success"] for r in results] == [True] * 24, results
+    assert [r["outputParameters"]["y"] for r in results] == [2 * i for i in range(24)]
