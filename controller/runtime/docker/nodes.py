@@ -295,7 +295,7 @@ class DockerNodes:
             target.copied += 1
             target.copied_bytes += moved
             return
-        raise NotFoundError(f"no compute node that is up has the environment {image}")
+        raise RuntimeFailure(f"image {image} is missing (no compute node that is up has it)")
 
     async def holder(self, image: str) -> Node:
         """A node that is up and has ``image`` (the local one first)."""
