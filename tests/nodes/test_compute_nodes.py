@@ -53,10 +53,33 @@ async def nodes_of(client: Client, headers: dict[str, str]) -> dict[str, dict[st
 
 
 async def drain_all_but(client: Client, headers: dict[str, str], entry: str) -> None:
+    """New containers go to the node ``entry`` only (the others drained, it not)."""
     for node in (await nodes_of(client, headers)).values():
-        if node["entry"] != entry:
-            resp = await client.post(f"/admin/nodes/{node['name']}/drain", headers=headers)
-            assert resp.status == 200, await resp.text()
+        method = client.delete if node["entry"] == entry else client.post
+        resp = await method(f"/admin/nodes/{node['name']}/drain", headers=headers)
+        assert resp.status == 200, await resp.text()
+
+
+async def started(aiohttp_client: Any, settings: Settings) -> tuple[Client, dict[str, str]]:
+    """The app, started, and the Owner's headers."""
+    client = await aiohttp_client(create_app(settings))
+    return client, bearer((await login(client))["access_token"])
+
+
+async def spread_pool(
+    client: Client, headers: dict[str, str], name: str, nodes: list[engines.Node], instance: str
+) -> None:
+    """Give service ``name`` a pool of two, and wait until it runs on both ``nodes``."""
+    resp = await client.post(
+        f"/services/{name}/1/pool", json={"InitialPoolSize": 2, "MaxPoolSize": 2}, headers=headers
+    )
+    assert resp.status == 200, await resp.text()
+    deadline = time.monotonic() + 60
+    while not all(containers_on(node, instance) for node in nodes):
+        assert time.monotonic() < deadline, [
+            (n["entry"], n["containers"]) for n in (await nodes_of(client, headers)).values()
+        ]
+        await asyncio.sleep(0.2)
 
 
 def containers_on(node: engines.Node, instance: str) -> list[str]:
@@ -68,8 +91,7 @@ async def test_sessions_spread_over_the_nodes_and_run_where_they_were_placed(
     aiohttp_client: Any, node_settings: Callable[..., Settings], compute_nodes: list[engines.Node]
 ) -> None:
     settings = node_settings()
-    client = await aiohttp_client(create_app(settings))
-    headers = bearer((await login(client))["access_token"])
+    client, headers = await started(aiohttp_client, settings)
     nodes = await nodes_of(client, headers)
     assert [node["state"] for node in nodes.values()] == ["up", "up", "up"], nodes
 
@@ -97,8 +119,7 @@ async def test_a_drained_node_takes_no_new_container(
     aiohttp_client: Any, node_settings: Callable[..., Settings], compute_nodes: list[engines.Node]
 ) -> None:
     settings = node_settings()
-    client = await aiohttp_client(create_app(settings))
-    headers = bearer((await login(client))["access_token"])
+    client, headers = await started(aiohttp_client, settings)
     target = compute_nodes[1]
     await drain_all_but(client, headers, target.ssh_entry)
     for _ in range(3):
@@ -114,8 +135,7 @@ async def test_a_snapshot_made_on_one_node_runs_on_another(
     aiohttp_client: Any, node_settings: Callable[..., Settings], compute_nodes: list[engines.Node]
 ) -> None:
     settings = node_settings(container_read_only=False)
-    client = await aiohttp_client(create_app(settings))
-    headers = bearer((await login(client))["access_token"])
+    client, headers = await started(aiohttp_client, settings)
     first, second = compute_nodes
     await drain_all_but(client, headers, first.ssh_entry)
     session = await new_session(client, headers)
@@ -126,10 +146,7 @@ async def test_a_snapshot_made_on_one_node_runs_on_another(
     snapshot = (await resp.json())["snapshotId"]
 
     # only the second node takes containers now: the snapshot's image must move there
-    name = (await nodes_of(client, headers))[second.ssh_entry]["name"]
-    await client.delete(f"/admin/nodes/{name}/drain", headers=headers)
-    name = (await nodes_of(client, headers))[first.ssh_entry]["name"]
-    await client.post(f"/admin/nodes/{name}/drain", headers=headers)
+    await drain_all_but(client, headers, second.ssh_entry)
     moved = await new_session(client, headers, snapshotId=snapshot)
     there = await execute(client, headers, moved, "print(open('/var/tmp/made-on').read())")
     assert there["success"] and there["consoleOutput"].strip() == "A", there
@@ -156,8 +173,7 @@ async def test_a_lost_node_s_sessions_answer_410_and_it_comes_back_empty(
     aiohttp_client: Any, node_settings: Callable[..., Settings], compute_nodes: list[engines.Node]
 ) -> None:
     settings = node_settings()
-    client = await aiohttp_client(create_app(settings))
-    headers = bearer((await login(client))["access_token"])
+    client, headers = await started(aiohttp_client, settings)
     node = compute_nodes[1]
     await drain_all_but(client, headers, node.ssh_entry)
     sessions = [await new_session(client, headers) for _ in range(2)]
@@ -203,17 +219,14 @@ async def test_a_pristine_snapshot_moves_nothing(
     aiohttp_client: Any, node_settings: Callable[..., Settings], compute_nodes: list[engines.Node]
 ) -> None:
     settings = node_settings()  # a read-only root: no session changes its image
-    client = await aiohttp_client(create_app(settings))
-    headers = bearer((await login(client))["access_token"])
+    client, headers = await started(aiohttp_client, settings)
     first, second = compute_nodes
     await drain_all_but(client, headers, first.ssh_entry)
     session = await new_session(client, headers)
     resp = await client.post(f"/sessions/{session}/snapshot", json={}, headers=headers)
     assert resp.status == 201, await resp.text()
     snapshot = (await resp.json())["snapshotId"]
-    nodes = await nodes_of(client, headers)
-    await client.delete(f"/admin/nodes/{nodes[second.ssh_entry]['name']}/drain", headers=headers)
-    await client.post(f"/admin/nodes/{nodes[first.ssh_entry]['name']}/drain", headers=headers)
+    await drain_all_but(client, headers, second.ssh_entry)
     moved = await new_session(client, headers, snapshotId=snapshot)
     assert (await execute(client, headers, moved, "1"))["success"]
     copied = (await nodes_of(client, headers))[second.ssh_entry]
@@ -224,8 +237,7 @@ async def test_warm_containers_wait_on_every_node_and_sessions_take_the_nearest(
     aiohttp_client: Any, node_settings: Callable[..., Settings], compute_nodes: list[engines.Node]
 ) -> None:
     settings = node_settings(warm_pool_size=1)
-    client = await aiohttp_client(create_app(settings))
-    headers = bearer((await login(client))["access_token"])
+    client, headers = await started(aiohttp_client, settings)
     deadline = time.monotonic() + 60
     while True:  # one ready on each node (their agents connected)
         warm = {
@@ -272,21 +284,12 @@ async def test_a_service_pool_spread_over_two_nodes_outlives_one_of_them(
     aiohttp_client: Any, node_settings: Callable[..., Settings], compute_nodes: list[engines.Node]
 ) -> None:
     settings = node_settings()
-    client = await aiohttp_client(create_app(settings))
-    headers = bearer((await login(client))["access_token"])
+    client, headers = await started(aiohttp_client, settings)
     nodes = await nodes_of(client, headers)
     await client.post(f"/admin/nodes/{nodes['local']['name']}/drain", headers=headers)
     await publish(client, headers, "Spread", "1", code="y = 2")
-    resp = await client.post(
-        "/services/Spread/1/pool", json={"InitialPoolSize": 2, "MaxPoolSize": 2}, headers=headers
-    )
-    assert resp.status == 200, await resp.text()
+    await spread_pool(client, headers, "Spread", compute_nodes, settings.instance)
     deadline = time.monotonic() + 60
-    while not all(containers_on(node, settings.instance) for node in compute_nodes):
-        assert time.monotonic() < deadline, [
-            (n["entry"], n["containers"]) for n in (await nodes_of(client, headers)).values()
-        ]
-        await asyncio.sleep(0.2)
     while True:  # the pool's status names the nodes its containers run on (ML Server's shape)
         pool = await (await client.get("/services/Spread/1/pool", headers=headers)).json()
         if sum(item["ready"] for item in pool) == 2:
@@ -319,8 +322,7 @@ async def test_the_local_engine_is_not_a_second_node(aiohttp_client: Any, data_d
     """The same engine under another address would be counted twice and its containers
     listed twice: it is refused, and says why."""
     settings = make_settings(data_dir, compute_nodes="unix:///var/run/docker.sock")
-    client = await aiohttp_client(create_app(settings))
-    headers = bearer((await login(client))["access_token"])
+    client, headers = await started(aiohttp_client, settings)
     nodes = await nodes_of(client, headers)
     again = nodes["unix:///var/run/docker.sock"]
     assert again["state"] != "up" and "same Docker engine" in again["error"], again
@@ -331,8 +333,7 @@ async def test_batch_records_on_a_lost_node_run_again_elsewhere(
     aiohttp_client: Any, node_settings: Callable[..., Settings], compute_nodes: list[engines.Node]
 ) -> None:
     settings = node_settings()
-    client = await aiohttp_client(create_app(settings))
-    headers = bearer((await login(client))["access_token"])
+    client, headers = await started(aiohttp_client, settings)
     nodes = await nodes_of(client, headers)
     await client.post(f"/admin/nodes/{nodes['local']['name']}/drain", headers=headers)
     await publish(
@@ -347,14 +348,8 @@ async def test_batch_records_on_a_lost_node_run_again_elsewhere(
         ],
         outputParameterDefinitions=[{"name": "y", "type": "integer"}],
     )
-    resp = await client.post(
-        "/services/Slow/1/pool", json={"InitialPoolSize": 2, "MaxPoolSize": 2}, headers=headers
-    )
-    assert resp.status == 200, await resp.text()
+    await spread_pool(client, headers, "Slow", compute_nodes, settings.instance)
     deadline = time.monotonic() + 60
-    while not all(containers_on(node, settings.instance) for node in compute_nodes):
-        assert time.monotonic() < deadline, "the pool did not spread over both nodes"
-        await asyncio.sleep(0.2)
 
     records = [{"x": i, "pause": 0.3} for i in range(24)]
     resp = await client.post("/api/Slow/1/batch?parallelCount=2", json=records, headers=headers)
