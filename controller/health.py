@@ -104,15 +104,18 @@ def node(
     return {"statusCode": status, "components": components or {}, "details": details or {}}
 
 
-#: A compute node's status by its state: ``up`` passes; ``draining`` (the operator's
-#: choice) and ``connecting`` warn; ``lost`` and anything else fail.
-NODE_STATES = {"up": "pass", "draining": "warn", "connecting": "warn"}
+#: A compute node's status by its state: ``up`` passes; ``connecting`` warns, as a node
+#: ``up`` but drained (``"draining": true``, the operator's choice) does; ``lost`` and
+#: anything else fail.
+NODE_STATES = {"up": "pass", "connecting": "warn"}
+#: What ``/status`` (any signed-in user's) shows of a node: not its address or its last
+#: error (an account, a host, ssh's words), which only the Owner's ``/admin/nodes`` shows.
+NODE_PUBLIC = ("state", "draining", "version", "cpus", "containers", "load", "since")
 
 
 def compute_node(described: dict[str, Any]) -> dict[str, Any]:
-    """One node of ``NodeControl.describe`` as a status node (a node ``up`` but drained,
-    ``"draining": true``, warns as one in state ``draining`` does)."""
-    details = {k: v for k, v in described.items() if k != "name"}
+    """One node of ``NodeControl.describe`` as a status node."""
+    details = {k: described[k] for k in NODE_PUBLIC if k in described}
     status = NODE_STATES.get(str(described.get("state")), "fail")
     if status == "pass" and described.get("draining") is True:
         status = "warn"
@@ -190,7 +193,7 @@ class HealthProbe:
 
     async def _compute_nodes(self) -> dict[str, dict[str, Any]]:
         """``computeNodes``: each node a child, judged by its state (``compute_node``); the
-        component is ``fail`` when no node answers (all lost or still connecting), else
+        component is ``fail`` when no node is up (all lost or still connecting), else
         ``warn`` when any is not ``up``. A lost node does not fail it while others answer:
         they still serve, and a ``fail`` would take this web node out of its load
         balancer."""
@@ -204,13 +207,16 @@ class HealthProbe:
             return {"computeNodes": node("fail", {"error": exc.message, **checked})}
         children = {str(n.get("name")): compute_node(n) for n in described}
         states = [str(n.get("state")) for n in described]
-        if not {"up", "draining"} & set(states):
+        if "up" not in states:
             status = "fail"  # no node answers: sessions and services have nowhere to run
         elif all(c["statusCode"] == "pass" for c in children.values()):
             status = "pass"
         else:
             status = "warn"
         counts = {state: states.count(state) for state in sorted(set(states))}
+        drained = sum(n.get("draining") is True for n in described)
+        if drained:
+            counts["draining"] = drained  # of those up or not: the operator's choice
         return {"computeNodes": node(status, {"nodes": counts, **checked}, children)}
 
     async def _engine_and_image(self) -> dict[str, dict[str, Any]]:

@@ -58,7 +58,10 @@ def parse_node(entry: str) -> NodeAddress:
         parts = urlsplit(text)
         port = parts.port
     except ValueError as exc:
-        raise NodeAddressError(f"{text!r} is not a URI: {exc}") from None
+        raise NodeAddressError(f"{_shown(text)!r} is not a URI: {exc}") from None
+    if parts.password is not None:  # said without it: messages reach logs and the audit
+        raise NodeAddressError(f"{_shown(text)!r}: no passwords in node addresses (use a key)")
+    text = _shown(text)
     if parts.scheme == "unix":
         if parts.netloc or parts.query or parts.fragment or not _PATH.match(parts.path):
             raise NodeAddressError(
@@ -69,8 +72,6 @@ def parse_node(entry: str) -> NodeAddress:
         return NodeAddress("unix", f"unix://{parts.path}", path=parts.path)
     if parts.scheme == "ssh":
         user, host = parts.username or "", parts.hostname or ""
-        if parts.password is not None:
-            raise NodeAddressError(f"{text!r}: no passwords in node addresses (use a key)")
         if parts.path not in ("", "/") or parts.query or parts.fragment:
             raise NodeAddressError(f"{text!r}: an SSH engine is ssh://user@host[:port], no path")
         if not _USER.match(user):
@@ -97,6 +98,15 @@ def parse_node(entry: str) -> NodeAddress:
     )
 
 
+def _shown(text: str) -> str:
+    """``text`` with whatever is between ``://`` and ``@`` past a ``:`` hidden (a password)."""
+    scheme, sep, rest = text.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if sep and at and ":" in userinfo:
+        return f"{scheme}://{userinfo.partition(':')[0]}:***@{host}"
+    return text
+
+
 class NodeControl(Protocol):
     """What an engine with several nodes offers the operator's endpoints."""
 
@@ -108,9 +118,10 @@ class NodeControl(Protocol):
         containers are drained first: sessions end, service containers are replaced)."""
 
     async def describe(self) -> list[dict[str, Any]]:
-        """Each node's ``name``, ``entry``, ``state`` (``up``, ``lost``, ``draining``,
-        ``connecting``), ``version``, ``containers`` (this instance's, by kind), ``load``
-        and the last ``error``; the local node first."""
+        """Each node's ``name``, ``entry``, ``state`` (``connecting``, ``up``, ``lost``),
+        ``draining`` (a flag beside the state), ``version``, ``containers`` (this
+        instance's, by kind), ``load`` and the last ``error``; the local node first."""
 
     async def drain(self, name: str, draining: bool) -> None:
-        """Stop (or resume) placing new containers on a node; raises ``NotFoundError``."""
+        """Stop (or resume) placing new containers on the node ``name`` (its name, never
+        its entry); raises ``NotFoundError``."""

@@ -12,8 +12,6 @@ from controller.http.bodies import read_json, read_model
 from controller.http.responses import json_response
 from controller.metrics.http import succeeded
 from controller.reserved_names import refuse_reserved, reserved
-from controller.runtime.engines import ENGINE
-from controller.runtime.nodes import parse_node
 from controller.services import consume
 from controller.services.metered import timed_consume
 from controller.services.models import PoolRequest, PublishWebServiceRequest
@@ -110,16 +108,17 @@ async def create_or_update_pool(request: web.Request) -> web.Response:
 
 @routes.get("/services/{name}/{version}/pool")
 async def get_pool_status(request: web.Request) -> web.Response:
-    """One item per compute node holding the pool's containers (ML Server's shape), with
-    that node's ``ready`` and ``busy``; the sizes and the queue are the pool's."""
+    """One item per compute node holding the pool's containers (ML Server's shape), named
+    by the node's name (its address is the Owner's, in ``/admin/nodes``), with that node's
+    ``ready`` and ``busy``; ``initialPoolSize``, ``maxPoolSize`` and ``queued`` are the
+    whole pool's, in every item."""
     service = request.app[SERVICES].get(request.match_info["name"], request.match_info["version"])
     pool = service.pool
     places = pool.by_place() or {"": (0, 0)}
-    entries = _node_entries(request.app)
     return json_response(
         [
             {
-                "computeNodeEndpoint": entries.get(place, place) if place else COMPUTE_NODE,
+                "computeNodeEndpoint": place or COMPUTE_NODE,
                 "status": pool.status,
                 "initialPoolSize": pool.initial,
                 "maxPoolSize": pool.maximum,
@@ -130,14 +129,6 @@ async def get_pool_status(request: web.Request) -> web.Response:
             for place, (ready, busy) in sorted(places.items())
         ]
     )
-
-
-def _node_entries(app: web.Application) -> dict[str, str]:
-    """The compute nodes' entries by their names (what a container's place is)."""
-    nodes = app[ENGINE].nodes
-    if nodes is None:
-        return {}
-    return {parse_node(entry).name: entry for entry in nodes.entries()}
 
 
 @routes.delete("/services/{name}/{version}/pool")

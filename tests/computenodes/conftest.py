@@ -49,11 +49,12 @@ class RecordingNodes:
         return [self._node(name, entry) for name, entry in nodes]
 
     def _node(self, name: str, entry: str) -> dict[str, Any]:
-        state = "lost" if entry in self.lost else "draining" if name in self.draining else "up"
+        state = "lost" if entry in self.lost else "up"  # a drain is a flag beside the state
         return {
             "name": name,
             "entry": entry,
             "state": state,
+            "draining": name in self.draining,
             "version": "27.0",
             "containers": {"session": 0},
             "load": 0.0,

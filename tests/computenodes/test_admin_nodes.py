@@ -50,9 +50,10 @@ async def test_drain_and_undrain(
     name = parse_node(A).name
     resp = await client.post(f"/admin/nodes/{name}/drain", headers=admin_headers)
     assert resp.status == 200, await resp.text()
-    assert (await resp.json())["state"] == "draining" and recorder.draining == {name}
+    drained = await resp.json()
+    assert (drained["state"], drained["draining"]) == ("up", True) and recorder.draining == {name}
     resp = await client.delete(f"/admin/nodes/{name}/drain", headers=admin_headers)
-    assert resp.status == 200 and (await resp.json())["state"] == "up"
+    assert resp.status == 200 and (await resp.json())["draining"] is False
     assert recorder.draining == set()
     resp = await client.post("/admin/nodes/n0000000000/drain", headers=admin_headers)
     assert resp.status == 404 and "n0000000000" in (await resp.json())["message"]

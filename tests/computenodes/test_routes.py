@@ -103,6 +103,7 @@ async def test_bad_bodies_change_nothing(
         status, answer = await change(client, method, admin_headers, body)
         assert status == 400, answer
         assert said in answer["message"] and answer["exceptionType"]
+        assert "secret" not in answer["message"]  # a password is never said back
     assert await nodes_of(client, admin_headers) == [C]
     assert recorder.applied == [[], [C]]
 
