@@ -50,6 +50,10 @@ class Job:
     buffer: list[tuple[int, Any]] = field(default_factory=list)
     flushed_at: float = field(default_factory=time.monotonic)
 
+    def stopped(self) -> bool:
+        """Whether the batch was cancelled (asked anew after each await)."""
+        return self.cancelled
+
 
 class BatchRunner:
     def __init__(
@@ -215,6 +219,8 @@ class BatchRunner:
                     # another container (the pool replaces the lost ones elsewhere), a few
                     # times at most (a node that keeps coming and going is not waited out)
                     lost_runs += 1
+                    if job.stopped():
+                        return
                     if lost_runs > LOST_RUNS_MAX:
                         result = lost.result
                         break

@@ -19,10 +19,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from controller.errors import O16nError
 from controller.settings import Settings
 
 if TYPE_CHECKING:
@@ -68,9 +70,13 @@ async def open_engine(settings: Settings) -> AsyncIterator[Engine]:
             return path
 
         if settings.ssh_key is None:  # made now, so /admin/nodes shows it before any node
-            await asyncio.to_thread(key_file)
+            try:
+                await asyncio.to_thread(key_file)
+            except (OSError, subprocess.SubprocessError, O16nError) as exc:  # no ssh-keygen
+                log.warning("no SSH key for compute nodes yet", extra={"error": str(exc)})
         nodes = DockerNodes(settings, gateway, containers, environments, key_file)
         try:
+            await nodes.begin()
             yield Engine(
                 "docker",
                 nodes,

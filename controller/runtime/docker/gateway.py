@@ -87,6 +87,9 @@ class DockerGateway:
         self._client = client
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="docker")
         self._slow = ThreadPoolExecutor(slow_workers, thread_name_prefix="docker-slow")
+        # a thread of its own: a probe measures the engine, not our own queue of calls
+        self._probe = ThreadPoolExecutor(1, thread_name_prefix="docker-probe")
+        self._closed = False
 
     @classmethod
     async def connect(
@@ -105,7 +108,7 @@ class DockerGateway:
                     docker.from_env,
                     version="auto",
                     timeout=timeout,
-                    max_pool_size=workers + slow_workers,
+                    max_pool_size=workers + slow_workers + 1,
                 )
             else:
                 make = partial(
@@ -113,7 +116,7 @@ class DockerGateway:
                     base_url=base_url,
                     version="auto",
                     timeout=timeout,
-                    max_pool_size=workers + slow_workers,
+                    max_pool_size=workers + slow_workers + 1,
                 )
             client = await asyncio.to_thread(make)
         except docker.errors.DockerException as exc:
@@ -121,8 +124,13 @@ class DockerGateway:
         return cls(client, workers, slow_workers)
 
     async def close(self) -> None:
+        """Let go of the engine. Calls still waiting for a thread, and calls made after,
+        fail with ``EngineUnavailable`` (a lost compute node's gateway is closed while
+        requests still hold it), never with a cancellation nobody asked for."""
+        self._closed = True
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._slow.shutdown(wait=False, cancel_futures=True)
+        self._probe.shutdown(wait=False, cancel_futures=True)
         await asyncio.to_thread(self._client.close)
 
     async def _run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
@@ -141,6 +149,19 @@ class DockerGateway:
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(pool, partial(fn, *args, **kwargs))
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self._closed and task is not None and not task.cancelling():
+                raise EngineUnavailable(
+                    "the Docker engine was let go of (its node was lost)"
+                ) from None
+            raise
+        except RuntimeError as exc:  # "cannot schedule new futures after shutdown"
+            if self._closed:
+                raise EngineUnavailable(
+                    "the Docker engine was let go of (its node was lost)"
+                ) from None
+            raise RuntimeFailure(f"the Docker engine call failed: {exc}") from None
         except docker.errors.NotFound as exc:
             raise NotFoundError(_explain(exc)) from None
         except docker.errors.APIError as exc:
@@ -163,8 +184,10 @@ class DockerGateway:
         )
 
     async def ping(self) -> None:
-        """The engine's cheapest call (``/_ping``): it answers, or this raises."""
-        await self._run(self._client.api.ping)
+        """The engine's cheapest call (``/_ping``), on a thread of its own: it answers, or
+        this raises."""
+        with docker_call("ping"):
+            await self._call(self._probe, self._client.api.ping)
 
     async def runc_version(self) -> tuple[str | None, str | None]:
         """The engine's runc: its version and commit (a distribution's package version)."""

@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
+import os
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -32,7 +35,7 @@ from typing import Any, TypeVar
 from controller.errors import EngineUnavailable, NotFoundError, O16nError, RuntimeFailure
 from controller.runtime import agent_bundle
 from controller.runtime.containers import ContainerHandle, ExitReport
-from controller.runtime.docker.containers import DockerContainers, LocalFiles
+from controller.runtime.docker.containers import DockerContainers, LocalFiles, is_key
 from controller.runtime.docker.environments import DockerEnvironments
 from controller.runtime.docker.gateway import DockerGateway, dockerfile_safe
 from controller.runtime.docker.image_moves import copy_image, layers_or_none
@@ -109,7 +112,8 @@ class DockerNodes:
         self._nodes: dict[str, Node] = {LOCAL: local}
         self._where: dict[str, str] = {}  # container key -> node name
         self._exits: asyncio.Queue[tuple[str, bool]] = asyncio.Queue()
-        self._control_dir = Path(tempfile.mkdtemp(prefix="o16n-ssh-"))  # short socket paths
+        self._control_dir = control_dir(settings.data_dir)
+        self._spool = settings.data_dir.absolute() / "spool"
         self._moves: dict[tuple[str, str], asyncio.Future[None]] = {}
         self._apply_lock = asyncio.Lock()
         local.follower = asyncio.create_task(self._follow(local), name="exits:local")
@@ -214,7 +218,14 @@ class DockerNodes:
         for node in list(self._nodes.values()):
             if node.state != "up" or node.containers is None:
                 continue
-            handles = await node.containers.list_owned()
+            try:
+                handles = await node.containers.list_owned()
+            except O16nError as exc:  # that node is going: the others are still listed
+                log.warning(
+                    "a compute node did not list its containers",
+                    extra={"node": node.entry, "error": exc.message},
+                )
+                continue
             for handle in handles:
                 if handle.key:
                     node.keys.setdefault(handle.key, handle.kind)
@@ -240,11 +251,42 @@ class DockerNodes:
                 removed += await node.containers.sweep(in_use)
         return removed
 
+    async def begin(self) -> None:
+        """At start: end an earlier run's SSH masters, clear its spool, and learn which
+        engine the local one is (a node that is the same engine is refused)."""
+        await self.end_stale_masters()
+        await self.clear_spool()
+        local = self._nodes[LOCAL]
+        assert local.gateway is not None
+        local.engine = _identity((await local.gateway.engine_details())[0])
+
+    async def clear_spool(self) -> None:
+        """Remove image archives a controller that died while moving one left behind."""
+        await asyncio.to_thread(shutil.rmtree, self._spool, True)
+
+    async def end_stale_masters(self) -> None:
+        """End the SSH masters a controller of this data directory left when it died (each
+        keeps its node's forwards and connection otherwise, for as long as it lives)."""
+        for control in await asyncio.to_thread(sorted, self._control_dir.glob("*.ctl")):
+            log.info("ending an ssh master left by an earlier run", extra={"control": str(control)})
+            ending = await asyncio.create_subprocess_exec(
+                "ssh", "-F", "/dev/null", "-S", str(control), "-O", "exit", "o16n",
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )  # fmt: skip
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5):
+                    await ending.wait()
+            if ending.returncode is None:
+                ending.kill()
+                await ending.wait()
+            await asyncio.to_thread(control.unlink, True)
+
     async def close(self) -> None:
         """Stop the keepers and let go of the remote nodes (containers keep running)."""
         for node in list(self._nodes.values()):
             await self._stop(node)
-        await asyncio.to_thread(shutil.rmtree, self._control_dir, True)
 
     async def _stop(self, node: Node) -> None:
         for task in (node.keeper, node.follower):
@@ -274,44 +316,54 @@ class DockerNodes:
     async def _move(self, target: Node, image: str) -> None:
         """Copy ``image`` to ``target``: made again there from the runtime image when it has
         no layer of its own (a pristine snapshot: nothing moves), else by save/load."""
-        assert target.gateway is not None
-        for source in self._nodes.values():
-            if source is target or source.state != "up" or source.gateway is None:
+        into = target.gateway  # this connection's, whatever happens to the node meanwhile
+        assert into is not None
+        for source in list(self._nodes.values()):
+            origin = source.gateway
+            if source is target or source.state != "up" or origin is None:
                 continue
-            if not await source.gateway.image_exists(image):
+            if not await origin.image_exists(image):
                 continue
-            layers = await source.gateway.image_layers(image)
-            labels = await source.gateway.image_labels(image)
+            layers = await origin.image_layers(image)
+            labels = await origin.image_labels(image)
             ours = {k: v for k, v in labels.items() if k.startswith(LABEL_PREFIX)}
             repository, _, tag = image.rpartition(":")
-            if layers == await layers_or_none(target.gateway, self._base) and dockerfile_safe(
+            if layers == await layers_or_none(into, self._base) and dockerfile_safe(
                 image, *ours, *ours.values()
             ):
-                await target.gateway.derive_image(self._base, repository, tag, ours)
+                await into.derive_image(self._base, repository, tag, ours)
                 moved = 0
             else:
-                spool = self._settings.data_dir.absolute() / "spool"
-                moved = await copy_image(source.gateway, target.gateway, image, spool, self._base)
+                moved = await copy_image(origin, into, image, self._spool, self._base)
             target.copied += 1
             target.copied_bytes += moved
             return
+        if any(node.state != "up" for node in self._nodes.values()):
+            raise EngineUnavailable(f"no compute node that is up has {image}; one is away")
         raise RuntimeFailure(f"image {image} is missing (no compute node that is up has it)")
 
-    async def holder(self, image: str) -> Node:
-        """A node that is up and has ``image`` (the local one first)."""
-        for node in self._nodes.values():
-            if node.state == "up" and node.gateway and await node.gateway.image_exists(image):
-                return node
+    async def holder(self, image: str) -> DockerEnvironments:
+        """The environments of a node that is up and has ``image`` (the local one first)."""
+        for node in list(self._nodes.values()):
+            gateway, environments = node.gateway, node.environments
+            if node.state != "up" or gateway is None or environments is None:
+                continue
+            if await gateway.image_exists(image):
+                return environments
+        if any(node.state != "up" for node in self._nodes.values()):
+            raise EngineUnavailable(f"no compute node that is up has {image}; one is away")
         raise NotFoundError(f"no compute node that is up has the environment {image}")
 
-    def up(self) -> list[Node]:
-        return [n for n in self._nodes.values() if n.state == "up" and n.environments]
+    def up(self) -> list[DockerEnvironments]:
+        """The environments of the nodes that are up now."""
+        return [n.environments for n in self._nodes.values() if n.state == "up" and n.environments]
 
-    def node_named(self, handle: ContainerHandle) -> Node:
+    def environments_of(self, handle: ContainerHandle) -> DockerEnvironments:
+        """The environments of the node a container runs on."""
         node = self._node_of(handle)
-        if node is None or node.state != "up":
+        if node is None or node.state != "up" or node.environments is None:
             raise EngineUnavailable(f"compute node lost ({self.node_of(handle)})")
-        return node
+        return node.environments
 
     # --- NodeControl ----------------------------------------------------------------------
 
@@ -339,24 +391,36 @@ class DockerNodes:
     async def _retire(self, node: Node) -> None:
         """A node removed from the list: its containers end here (and go, if it answers)."""
         log.info("compute node removed", extra={"node": node.entry})
-        if node.state == "up" and node.containers is not None:
-            for handle in await _quietly(node.containers.list_owned(), []):
-                await _quietly(node.containers.remove(handle), None)
-        node.state = "removed"
+        for task in (node.keeper, node.follower):  # no reconnect or loss meanwhile
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+        node.keeper = node.follower = None
+        containers, was_up = node.containers, node.state == "up"
+        node.state = "removed"  # nothing more placed there
         self._give_up(node)
-        await self._stop(node)
+        if was_up and containers is not None:
+            handles = await _quietly(containers.list_owned(), [])
+            await asyncio.gather(*(_quietly(containers.remove(h), None) for h in handles))
+        await self._disconnect(node)
         del self._nodes[node.name]
 
     async def describe(self) -> list[dict[str, Any]]:
+        """Each node; the local one as its engine answers now. Only shown: the local node
+        is never placed around or given up (its engine's outages are followed as before
+        compute nodes, by its events), so a slow answer here changes nothing."""
         local = self._nodes[LOCAL]
+        shown = self._describe(local)
         if local.gateway is not None:
             try:
                 info = await asyncio.wait_for(local.gateway.info(), 2.0)
-                local.state, local.version, local.error = "up", info.version, ""
+                local.version, local.error = info.version, ""
             except (O16nError, TimeoutError) as exc:
-                local.state = "lost"
                 local.error = exc.message if isinstance(exc, O16nError) else "no answer in 2 s"
-        return [self._describe(node) for node in self._nodes.values()]
+                shown["state"] = "lost"
+            shown.update(version=local.version or None, error=local.error or None)
+        return [shown, *(self._describe(n) for n in self._nodes.values() if n is not local)]
 
     def _describe(self, node: Node) -> dict[str, Any]:
         kinds: dict[str, int] = {}
@@ -378,9 +442,7 @@ class DockerNodes:
         }
 
     async def drain(self, name: str, draining: bool) -> None:
-        node = self._nodes.get(name) or next(
-            (n for n in self._nodes.values() if n.entry == name), None
-        )
+        node = self._nodes.get(name)  # by name only: what /admin/nodes answers with
         if node is None:
             raise NotFoundError(f"no compute node {name!r}")
         node.draining = draining
@@ -395,8 +457,10 @@ class DockerNodes:
         while True:
             try:
                 await self._connect(node)
-            except (O16nError, OSError) as exc:
+            except Exception as exc:  # a keeper that died would leave the node as it is
                 node.error = exc.message if isinstance(exc, O16nError) else repr(exc)
+                if not isinstance(exc, O16nError | OSError):
+                    log.exception("compute node connection failed", extra={"node": node.entry})
                 log.warning(
                     "compute node unreachable", extra={"node": node.entry, "error": node.error}
                 )
@@ -405,25 +469,31 @@ class DockerNodes:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_MAX)
                 continue
-            delay = RECONNECT_FIRST
             try:
+                self._claim(node)
                 await self._settle(node, first)
-            except O16nError as exc:
-                node.error = exc.message
+            except Exception as exc:
+                node.error = exc.message if isinstance(exc, O16nError) else repr(exc)
+                log.warning(
+                    "compute node not taken", extra={"node": node.entry, "error": node.error}
+                )
                 await self._disconnect(node)
+                node.connected.set()
                 await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX)
                 continue
+            delay = RECONNECT_FIRST
             first = False
             node.state, node.error, node.since = "up", "", time.time()
             node.connected.set()
             log.info("compute node up", extra={"node": node.entry, "version": node.version})
             node.follower = asyncio.create_task(self._follow(node), name=f"exits:{node.name}")
             reason = await self._probe(node)
+            node.state, node.error, node.since = "lost", reason, time.time()  # nothing placed
             node.follower.cancel()
             with contextlib.suppress(BaseException):
                 await node.follower
             node.follower = None
-            node.state, node.error, node.since = "lost", reason, time.time()
             log.warning("compute node lost", extra={"node": node.entry, "error": reason})
             self._give_up(node)
             await self._disconnect(node)
@@ -444,17 +514,11 @@ class DockerNodes:
             timeout=REMOTE_TIMEOUT,
         )
         info, details = await node.gateway.info(), await node.gateway.engine_details()
-        node.version, node.cpus = info.version, int(details[0].get("NCPU") or 1)
+        cpus = details[0].get("NCPU")
+        node.version = info.version
+        node.cpus = min(max(cpus, 1), 4096) if isinstance(cpus, int) else 1
         node.engine = _identity(details[0])
-        for other in self._nodes.values():
-            if (
-                other is not node
-                and other.state == "up"
-                and await self._engine_id(other) == node.engine
-            ):
-                raise RuntimeFailure(
-                    f"{node.entry} is the same Docker engine as {other.entry}: a node once only"
-                )
+        self._claim(node)
         if node.remote is not None:
             local_bundle = await asyncio.to_thread(agent_bundle.stage, settings.data_dir)
             bundle = await node.remote.ensure_bundle(local_bundle)
@@ -467,25 +531,35 @@ class DockerNodes:
             local = self._nodes[LOCAL].gateway
             assert local is not None
             log.info("copying the runtime image to a compute node", extra={"node": node.entry})
-            await copy_image(
-                local, node.gateway, self._base, settings.data_dir.absolute() / "spool"
-            )
+            await copy_image(local, node.gateway, self._base, self._spool)
 
-    async def _engine_id(self, node: Node) -> str:
-        """Which engine the node is (``_identity``)."""
-        if not node.engine and node.gateway is not None:
-            node.engine = _identity((await node.gateway.engine_details())[0])
-        return node.engine
+    def _claim(self, node: Node) -> None:
+        """Refuse a node whose engine another node is already (the local socket added as a
+        node, an engine under its name and its address): its containers would be listed,
+        counted and given up twice. No await between this check and ``up``, so two
+        addresses of one engine connecting at once cannot both pass."""
+        for other in self._nodes.values():
+            if other is not node and other.engine and other.engine == node.engine:
+                raise RuntimeFailure(
+                    f"{node.entry} is the same Docker engine as {other.entry}: a node once only"
+                )
 
     async def _settle(self, node: Node, first: bool) -> None:
         """Take the node's containers in hand: at this process's first connection they are
         adopted (their agents' sockets forwarded again); after a loss they are removed."""
         assert node.containers is not None
         for handle in await node.containers.list_owned():
-            if not handle.key:
-                continue
+            if not is_key(handle.key):
+                continue  # labelled by hand, not ours to touch
             if first and handle.key not in node.lost:
-                await node.containers.reattach(handle)
+                try:
+                    await node.containers.reattach(handle)
+                except O16nError as exc:
+                    log.warning(
+                        "a container on a node could not be reached again",
+                        extra={"node": node.entry, "key": handle.key, "error": exc.message},
+                    )
+                    continue  # no sandbox adopts it: the periodic sweep removes it
                 node.keys[handle.key] = handle.kind
                 self._where[handle.key] = node.name
             else:
@@ -494,7 +568,8 @@ class DockerNodes:
                     extra={"node": node.entry, "key": handle.key},
                 )
                 await node.containers.remove(handle)
-        node.lost.clear()
+        # given-up keys stay ``lost`` until their removal is asked for (``remove``): a late
+        # poll of one says "lost", never what the new connection finds
 
     async def _probe(self, node: Node) -> str:
         """Wait until the node is lost; returns why."""
@@ -542,6 +617,21 @@ class DockerNodes:
                 await remote.close()
 
 
+def control_dir(data_dir: Path) -> Path:
+    """Where the SSH masters' control sockets and the nodes' forwarded engine sockets live:
+    a short path (Unix socket paths are short), this user's alone, and the same at every
+    start of a controller of ``data_dir``, so that one that died has its masters found and
+    ended (``DockerNodes.end_stale_masters``). Blocking (a mkdir and an lstat)."""
+    digest = hashlib.sha256(str(data_dir.absolute()).encode()).hexdigest()[:12]
+    path = Path(tempfile.gettempdir()) / f"o16n-ssh-{os.geteuid()}-{digest}"
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700)
+    found = path.lstat()
+    if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.geteuid() or found.st_mode & 0o077:
+        raise RuntimeFailure(f"{path} is not a directory of this user's alone: remove it")
+    return path
+
+
 def _identity(info: dict[str, Any]) -> str:
     """What tells two addresses of one engine: its ID with its host name and data root
     (engines on one machine can share an ID: it lives in /etc/docker/key.json)."""
@@ -574,36 +664,34 @@ class NodeEnvironments:
         return self._local.base
 
     async def capture(self, handle: ContainerHandle, kind: str, labels: dict[str, str]) -> Captured:
-        node = self._nodes.node_named(handle)
-        assert node.environments is not None
-        return await node.environments.capture(handle, kind, labels)
+        return await self._nodes.environments_of(handle).capture(handle, kind, labels)
 
     async def keep(self, ref: str, kind: str) -> str:
-        node = await self._nodes.holder(ref)
-        assert node.environments is not None
-        return await node.environments.keep(ref, kind)
+        return await (await self._nodes.holder(ref)).keep(ref, kind)
 
     async def release(self, ref: str) -> bool:
+        """Released on the nodes up now; the others' copies go with their next sweep."""
         released = True
-        for node in self._nodes.up():
-            assert node.environments is not None
-            released = await node.environments.release(ref) and released
+        for environments in self._nodes.up():
+            try:
+                released = await environments.release(ref) and released
+            except EngineUnavailable:
+                released = False  # that node went meanwhile: try again later
         return released
 
     async def resolve(self, ref: str) -> str:
         return ref
 
     async def origin(self, ref: str) -> str:
-        node = await self._nodes.holder(ref)
-        assert node.environments is not None
-        return await node.environments.origin(ref)
+        return await (await self._nodes.holder(ref)).origin(ref)
 
     async def sweep(self, keep: set[str], min_age: float = 0.0) -> int:
         removed = 0
-        for node in self._nodes.up():
-            assert node.environments is not None
-            removed += await node.environments.sweep(keep, min_age)
+        for environments in self._nodes.up():
+            with contextlib.suppress(EngineUnavailable):  # that node went: its next round
+                removed += await environments.sweep(keep, min_age)
         return removed
 
     async def count(self, kind: str) -> int:
+        """The local engine's images of ``kind`` (``/admin/node``'s figure)."""
         return await self._local.count(kind)
