@@ -330,7 +330,7 @@ class Settings(BaseModel):
         "and sockets (absolute).",
     )
     node_probe_seconds: float = Field(
-        2.0, gt=0, description="Seconds between two probes of each compute node."
+        2.0, ge=0.2, le=60, description="Seconds between two probes of each compute node."
     )
 
     # --- sessions -----------------------------------------------------------------------

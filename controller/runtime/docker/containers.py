@@ -9,6 +9,7 @@ import functools
 import json
 import logging
 import os
+import re
 import shutil
 from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
@@ -90,6 +91,8 @@ class LocalFiles:
         return str(self._settings.sockets_dir / key)
 
     async def prepare(self, key: str) -> None:
+        if not is_key(key):
+            raise RuntimeFailure(f"not a container key: {key[:100]!r}")
         folder = self._settings.sockets_dir / key
         # the bind mount's source must exist; the container's uid must reach the socket
         folder.mkdir(mode=0o755, parents=True, exist_ok=True)
@@ -125,9 +128,13 @@ class LocalFiles:
         return len(stale)
 
 
+_KEY = re.compile(r"^[0-9a-f]{12,32}$")  # ContainerSpec.key's own pattern
+
+
 def is_key(key: str) -> bool:
-    """Whether ``key`` can be a container key of ours (never a path of several parts)."""
-    return key not in ("", ".", "..") and "/" not in key
+    """Whether ``key`` can be a container key of ours: never a path, a ``..`` or anything
+    that would mean something on a command line (keys come back from engines' labels)."""
+    return bool(_KEY.match(key))
 
 
 class DockerContainers:

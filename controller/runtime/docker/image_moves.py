@@ -12,8 +12,11 @@ docs/compute-nodes.md.
 from __future__ import annotations
 
 import asyncio
+import errno
+import io
 import json
 import logging
+import posixpath
 import shutil
 import tarfile
 import tempfile
@@ -22,13 +25,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from controller.errors import NotFoundError, RuntimeFailure
+from controller.errors import NotFoundError, RuntimeFailure, out_of_space
 from controller.runtime.docker.gateway import DockerGateway
 
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
 JSON_MAX = 4 * 1024 * 1024  # bytes of an archive's manifest or image config we read
+#: What ``docker save`` writes that names tags beside the manifest: never passed on.
+LEFT_OUT = frozenset({"repositories", "index.json", "oci-layout"})
 
 
 async def copy_image(
@@ -46,7 +51,14 @@ async def copy_image(
             await source.save_image(ref, out.write)  # written on the gateway's thread
         finally:
             await asyncio.to_thread(out.close)
-        size = await asyncio.to_thread(_trim, saved, trimmed, known)
+        try:
+            size = await asyncio.to_thread(_trim, saved, trimmed, known, ref)
+        except (tarfile.TarError, EOFError) as exc:  # a save cut short, or not an archive
+            raise RuntimeFailure(f"the archive of {ref} could not be read: {exc}") from None
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise out_of_space() from None
+            raise
 
         def chunks() -> Iterator[bytes]:
             with trimmed.open("rb") as archive:
@@ -76,29 +88,46 @@ async def layers_or_none(gateway: DockerGateway, ref: str) -> list[str]:
         return []
 
 
-def _trim(saved: Path, trimmed: Path, known: list[str]) -> int:
+def _trim(saved: Path, trimmed: Path, known: list[str], ref: str) -> int:
     """Write ``saved`` to ``trimmed`` without the layer files of the image's bottom layers
-    that are the ``known`` ones; returns the size written. Blocking."""
+    that are the ``known`` ones; returns the size written. The archive comes from another
+    node's engine and is not trusted to say what it is: its manifest is written anew to
+    name ``ref`` alone (a node cannot retag the runtime image or another service's image on
+    this one), and the legacy ``repositories`` file, which names tags too, is left out.
+    Blocking."""
     with tarfile.open(saved, mode="r:") as archive:
-        layers, diff_ids = _layers(archive)
+        layers, diff_ids, manifest = _layers(archive)
         shared = 0
         while shared < min(len(known), len(diff_ids)) and known[shared] == diff_ids[shared]:
             shared += 1
         skipped = set(layers[:shared])
+        members = archive.getmembers()
+        for member in members:  # a kept link to a skipped layer keeps that layer
+            if member.issym():
+                skipped.discard(posixpath.normpath(posixpath.join(
+                    posixpath.dirname(member.name), member.linkname
+                )))  # fmt: skip
+        manifest[0]["RepoTags"] = [ref]
+        named = json.dumps(manifest).encode()
         with trimmed.open("wb") as out:
             with tarfile.open(fileobj=out, mode="w:") as result:
-                for member in archive:
-                    if member.name in skipped:
+                for member in members:
+                    if member.name in skipped or member.name in LEFT_OUT:
                         continue
-                    if member.isfile():
+                    if member.name == "manifest.json":
+                        header = tarfile.TarInfo("manifest.json")
+                        header.size, header.mode = len(named), 0o644
+                        result.addfile(header, io.BytesIO(named))
+                    elif member.isfile():
                         result.addfile(member, archive.extractfile(member))
                     elif member.isdir() or member.issym():  # docker save links shared layers
                         result.addfile(member)
             return out.tell()
 
 
-def _layers(archive: tarfile.TarFile) -> tuple[list[str], list[str]]:
-    """The archive's layer files and their content digests, bottom first."""
+def _layers(archive: tarfile.TarFile) -> tuple[list[str], list[str], list[dict[str, Any]]]:
+    """The archive's layer files and their content digests, bottom first, and its
+    manifest."""
     manifest = _json(archive, "manifest.json")
     if not isinstance(manifest, list) or len(manifest) != 1 or not isinstance(manifest[0], dict):
         raise RuntimeFailure("docker save wrote an archive of an unexpected shape")
@@ -110,7 +139,7 @@ def _layers(archive: tarfile.TarFile) -> tuple[list[str], list[str]]:
         raise RuntimeFailure("docker save wrote an archive without its layers' digests")
     if len(layers) != len(diff_ids):
         raise RuntimeFailure("docker save wrote an archive whose layers do not match")
-    return [str(name) for name in layers], [str(digest) for digest in diff_ids]
+    return [str(name) for name in layers], [str(digest) for digest in diff_ids], manifest
 
 
 def _json(archive: tarfile.TarFile, name: str) -> Any:

@@ -133,8 +133,19 @@ class SshFiles:
     async def prepare(self, key: str) -> None:
         if not is_key(key):
             raise RuntimeFailure(f"not a container key: {key!r}")
-        folder = str(self._sockets / key)  # one command: each costs the account's shell start
-        await self._ssh.run(["sh", "-c", 'mkdir -p -- "$1" && chmod 0755 -- "$1"', "-", folder])
+        # one command (each costs the account's shell start); sockets/ is 0711: other users
+        # of the node cannot list the keys to dial a new container's socket before its agent
+        folder = str(self._sockets / key)
+        await self._ssh.run(
+            [
+                "sh",
+                "-c",
+                'mkdir -p -- "$1" && chmod 0711 -- "$2" && chmod 0755 -- "$1"',
+                "-",
+                folder,
+                str(self._sockets),
+            ]
+        )
         await self._ssh.forward_remote(*self._pair(key))
         self._forwarded.add(key)
 

@@ -206,6 +206,8 @@ class SshNode:
             "IdentityAgent": "none",
             "PasswordAuthentication": "no",
             "KbdInteractiveAuthentication": "no",
+            "PreferredAuthentications": "publickey",
+            "CheckHostIP": "no",  # nothing written into the pinned file, whatever the client
             "ExitOnForwardFailure": "yes",
             "ServerAliveInterval": str(self.alive_interval),
             "ServerAliveCountMax": str(self.alive_count),
