@@ -13,6 +13,9 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from controller.app import create_app
+from controller.runtime.docker.nodes import control_dir
+from controller.runtime.docker.ssh import SshNode
+from controller.runtime.nodes import parse_node
 from controller.settings import Settings
 from tests.conftest import bearer, login, make_settings
 from tests.nodes import engines
@@ -296,8 +299,9 @@ async def test_a_service_pool_spread_over_two_nodes_outlives_one_of_them(
             break
         assert time.monotonic() < deadline, pool
         await asyncio.sleep(0.2)
+    names = {n["entry"]: n["name"] for n in (await nodes_of(client, headers)).values()}
     assert sorted(item["computeNodeEndpoint"] for item in pool) == sorted(
-        node.ssh_entry for node in compute_nodes
+        names[node.ssh_entry] for node in compute_nodes
     ), pool
 
     cut = compute_nodes[0]
@@ -374,3 +378,27 @@ async def test_batch_records_on_a_lost_node_run_again_elsewhere(
     results = status["batchExecutionResults"]
     assert [r["success"] for r in results] == [True] * 24, results
     assert [r["outputParameters"]["y"] for r in results] == [2 * i for i in range(24)]
+
+
+async def test_a_master_left_by_a_controller_that_died_is_ended_at_start(
+    aiohttp_client: Any, node_settings: Callable[..., Settings], compute_nodes: list[engines.Node]
+) -> None:
+    """A killed controller's SSH masters live on in sessions of their own, holding their
+    node's connection and forwards: the next start of a controller of that data directory
+    ends them."""
+    settings = node_settings(compute_nodes="")
+    assert settings.ssh_key is not None and settings.ssh_known_hosts is not None
+    left = SshNode(
+        parse_node(compute_nodes[0].ssh_entry),
+        key_file=settings.ssh_key,
+        known_hosts=settings.ssh_known_hosts,
+        control_dir=control_dir(settings.data_dir),
+    )
+    await left.open()
+    try:
+        assert left.alive
+        await started(aiohttp_client, settings)
+        async with asyncio.timeout(10):
+            await left.wait_closed()
+    finally:
+        await left.close()
