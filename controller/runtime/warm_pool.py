@@ -58,11 +58,12 @@ class WarmPool:
 
     async def take(self) -> Sandbox | None:
         """A warm sandbox whose agent is still connected, from the best place that has one
-        (the least-loaded compute node), or ``None``; asks for a refill."""
+        (the least-loaded compute node), or ``None``; asks for a refill. Places that take
+        no new containers now (a drained or lost node) are passed over: theirs wait."""
         self._wanted.set()
         rank = {place: i for i, place in enumerate(self._sandboxes.runtime.places())}
-        while self._ready:
-            sandbox = min(self._ready, key=lambda s: rank.get(s.handle.place, len(rank)))
+        while candidates := [s for s in self._ready if s.handle.place in rank]:
+            sandbox = min(candidates, key=lambda s: rank[s.handle.place])
             self._ready.remove(sandbox)
             if not sandbox.link.closed:
                 if self.purpose in SERVES:
