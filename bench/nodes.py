@@ -479,6 +479,7 @@ def consume_cut(c: Cluster, args: argparse.Namespace, idle: dict[str, int]) -> d
     victim = max(remote, key=lambda e: placed.get(e, 0))
     say(f"consume: pool of {args.pool} placed {placed}; cutting {victim} after {args.cut_after} s")
     events: list[tuple[float, str]] = []
+    failures: list[dict[str, Any]] = []
     lock = threading.Lock()
     path = f"/api/{iris.SERVICE}/V1.0"
     body = json.dumps(iris.INPUT).encode()
@@ -490,13 +491,22 @@ def consume_cut(c: Cluster, args: argparse.Namespace, idle: dict[str, int]) -> d
         try:
             while time.monotonic() < end:
                 status: int | None
+                sent = time.monotonic()
                 try:
                     status, raw = api.send("POST", path, body)
-                except BenchError:
-                    status, raw = None, b""
+                except BenchError as exc:
+                    status, raw = None, str(exc).encode()
                 kind = outcome(status, raw)
                 with lock:
                     events.append((time.monotonic(), kind))
+                    if kind != "ok" and len(failures) < 20:  # what they said, and when
+                        failures.append(
+                            {
+                                "kind": kind,
+                                "sent_s": sent - start,
+                                "answer": raw[:300].decode(errors="replace"),
+                            }
+                        )
                 if kind == "connection":
                     time.sleep(0.05)
         finally:
@@ -525,10 +535,13 @@ def consume_cut(c: Cluster, args: argparse.Namespace, idle: dict[str, int]) -> d
         "longest_gap_s": longest_gap(successes, start, max(last, end)),
         "first_success_after_cut_s": (after_cut[0] - cut) if after_cut else None,
         "pool_after": pool_after,
+        "cut_s": cut - start,
+        "failures": failures,
     }
     c.wait_up()
     c.api.ok("DELETE", f"/services/{iris.SERVICE}/V1.0")
     c.api.call("DELETE", f"/snapshots/{snapshot}")
+    c.only(*c.entries)
     return figures
 
 
@@ -681,6 +694,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 began = time.monotonic()
                 try:
                     cluster.wait_up()
+                    cluster.only(*cluster.entries)
                     settled = cluster.wait_stable()  # every pool full again
                     if settled != idle:
                         say(f"{name}: the nodes hold {settled}, not {idle} as at the start")
