@@ -599,10 +599,12 @@ class DockerNodes:
             closed.cancel()
 
     def _give_up(self, node: Node) -> None:
-        """Report the node's containers as ended; they are removed when it is back."""
+        """Report the node's containers as ended; they are removed when it is back. Not as
+        noticed after an engine outage: their reason, "compute node lost", says what
+        happened, and the outage note would say the engine answered again."""
         for key in list(node.keys):
             node.lost.add(key)
-            self._exits.put_nowait((key, True))
+            self._exits.put_nowait((key, False))
         node.keys.clear()
 
     async def _disconnect(self, node: Node) -> None:
