@@ -410,6 +410,7 @@ def node_loss(c: Cluster, args: argparse.Namespace, idle: dict[str, int]) -> dic
     answers: dict[str, list[int | None]] = {s: [] for s in sessions}
     gone: dict[str, float] = {}
     messages: dict[str, str] = {}
+    errors: list[str] = []  # requests that got no answer: when (after the cut), and why
 
     def poll(session: str, cut: float) -> None:
         api = Api(c.api.url, c.api.token, timeout=60)
@@ -420,8 +421,9 @@ def node_loss(c: Cluster, args: argparse.Namespace, idle: dict[str, int]) -> dic
                 status: int | None
                 try:
                     status, raw = api.send("POST", path, b'{"code":"1"}')
-                except BenchError:
+                except BenchError as exc:
                     status, raw = None, b""
+                    errors.append(f"{time.monotonic() - cut:.2f} s: {exc}"[:300])
                 answers[session].append(status)
                 if status == 410:
                     gone[session] = time.monotonic() - cut
@@ -474,6 +476,7 @@ def node_loss(c: Cluster, args: argparse.Namespace, idle: dict[str, int]) -> dic
         "restore_to_old_containers_gone_s": back_empty,
         "statuses_before_410": tally(a for s in sessions for a in answers[s] if a != 410),
         "message": next(iter(messages.values()), None),
+        "no_answer": errors,
         "after_restore_execute_status": sorted(set(after.values())),
     }
 
@@ -489,6 +492,7 @@ def consume_cut(c: Cluster, args: argparse.Namespace) -> dict[str, Any]:
     iris.wait_pool(c.api, "V1.0", args.pool)
     c.wait_stable()
     placed = c.serving()
+    images = {e: c.docker(e, "images", "-q", "--filter", "reference=o16n-service") for e in remote}
     victim = max(remote, key=lambda e: placed.get(e, 0))
     say(f"consume: pool of {args.pool} placed {placed}; cutting {victim} after {args.cut_after} s")
     events: list[tuple[float, str]] = []
@@ -550,6 +554,7 @@ def consume_cut(c: Cluster, args: argparse.Namespace) -> dict[str, Any]:
         "first_success_after_cut_s": (after_cut[0] - cut) if after_cut else None,
         "pool_after": pool_after,
         "placed_at_end_of_load": placed_after,
+        "service_images_before_cut": images,
         "cut_s": cut - start,
         "failures": failures,
     }
