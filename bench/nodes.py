@@ -191,14 +191,18 @@ class Cluster:
 
     def pools_full(self, nodes: dict[str, dict[str, Any]]) -> bool:
         """Whether each warm pool (sessions', services') has its size ready on every node
-        that is up (``/metrics``: ``o16n_warm_pool_containers`` and ``o16n_warm_pool_target``
-        count them all): a drained node's stay ready, none being handed out there."""
+        that is up (``/metrics``: ``o16n_warm_pool_containers`` counts them all, a drained
+        node's too, which stay ready; ``o16n_warm_pool_target`` is the size times the
+        nodes taking containers)."""
         status, raw = self.api.send("GET", "/metrics")
         if status != 200:
             raise BenchError(f"GET /metrics: HTTP {status}: {raw[:200]!r}")
         ready, target = warm_pools(raw.decode())
         up = sum(n["state"] == "up" for n in nodes.values())
-        return all(ready.get(pool, 0) >= size * up for pool, size in target.items())
+        taking = sum(n["state"] == "up" and not n["draining"] for n in nodes.values())
+        return taking > 0 and all(
+            ready.get(pool, 0) * taking >= wanted * up for pool, wanted in target.items()
+        )
 
     def wait_stable(self, seconds: float = 0.5, timeout: float = 240) -> dict[str, int]:
         """Until the warm pools are full (:meth:`pools_full`), each node's container count
@@ -593,9 +597,14 @@ def image_moves(c: Cluster, args: argparse.Namespace) -> dict[str, Any]:
     figures: dict[str, Any] = {"a": where["a"], "b": where["b"]}
     for version, made_on, changed in MOVES:
         offset = c.server.log.stat().st_size
+        copied = c.describe()[where["b"]].get("bytesCopied", 0)
         took = publish_and_consume(c, snapshots[made_on, changed], version, changed)
         time.sleep(0.5)  # the log's buffer (flushed every 0.2 s)
-        figures[version] = {"first_consume_s": took, "moves": moved_lines(c.server.log, offset)}
+        figures[version] = {
+            "first_consume_s": took,
+            "moves": moved_lines(c.server.log, offset),
+            "admin_bytes_copied": c.describe()[where["b"]].get("bytesCopied", 0) - copied,
+        }
         say(f"image moves: {version}: first consume {took:.2f} s, {figures[version]['moves']}")
         c.api.ok("DELETE", f"/services/Moved/{version}")
     for snapshot in snapshots.values():
@@ -646,21 +655,11 @@ def cut_link(node: engines.Node) -> Iterator[float]:
 # --- the run ------------------------------------------------------------------------------
 
 
-def access(nodes: list[engines.Node], tmp: Path) -> tuple[Path, Path]:
-    """One client key every node takes (the first node's) and one known_hosts pinning all."""
+def access(tmp: Path) -> Path:
+    """The controller's client key (``O16N_SSH_KEY``), which every node is started to take."""
     folder = tmp / "ssh"
     folder.mkdir(mode=0o700)
-    key = folder / "id_ed25519"
-    shutil.copyfile(nodes[0].client_key, key)
-    key.chmod(0o600)
-    public = nodes[0].client_key.with_suffix(".pub").read_text()
-    for node in nodes[1:]:
-        authorized = node.client_key.with_suffix(".pub")
-        authorized.write_text(authorized.read_text() + public)
-    known = folder / "known_hosts"
-    known.write_text("".join(node.known_hosts.read_text() for node in nodes))
-    known.chmod(0o600)
-    return key, known
+    return engines.make_key(folder / "id_ed25519", "o16n bench")
 
 
 PHASES: list[tuple[str, Callable[..., dict[str, Any]], bool]] = [  # name, phase, takes idle
@@ -679,11 +678,12 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     for name in engines.sweep_stale(say):
         say(f"swept {name}, left by a run that died")
     started = time.monotonic()
-    with engines.running_nodes(2, say) as nodes:
+    key = access(tmp)
+    with engines.running_nodes(2, say, client_key=key) as nodes:
         figures["nodes_start_s"] = time.monotonic() - started
         figures["image_load_s"] = engines.load_image(nodes, image)
         say(f"runtime image loaded into the nodes in {figures['image_load_s']:.0f} s")
-        key, known = access(nodes, tmp)
+        known = engines.write_known_hosts(nodes, tmp / "ssh" / "known_hosts")
         env = {
             "O16N_COMPUTE_NODES": " ".join(node.ssh_entry for node in nodes),
             "O16N_SSH_KEY": str(key),
@@ -841,7 +841,8 @@ def summarise(figures: dict[str, Any], args: argparse.Namespace) -> str:
             seconds = sum(float(x["seconds"] or 0) for x in v["moves"])
             lines.append(
                 f"  {version:16} first consume {v['first_consume_s']:6.2f} s; "
-                f"{len(v['moves'])} move(s), {moved / 1e6:.1f} MB in {seconds:.2f} s"
+                f"{len(v['moves'])} move(s), {moved / 1e3:.1f} kB in {seconds:.2f} s "
+                f"(/admin/nodes: {v.get('admin_bytes_copied', 0) / 1e3:.1f} kB)"
             )
     lines.append(
         "load average at each phase's start: "
