@@ -103,8 +103,14 @@ def publish(api: Api, server: Server, snapshot_id: str, version: str) -> dict[st
 
 def pool(api: Api, version: str) -> dict[str, Any]:
     """The version's pool as ``GET /services/Iris/{version}/pool`` reports it (sizes,
-    ready, busy, queued)."""
-    status: dict[str, Any] = api.ok("GET", f"/services/{SERVICE}/{version}/pool")[0]
+    ready, busy, queued): with compute nodes one entry per node it runs on, with that
+    node's ``ready`` and ``busy`` (summed here) and the pool's sizes and queue; ``nodes``
+    names them."""
+    entries: list[dict[str, Any]] = api.ok("GET", f"/services/{SERVICE}/{version}/pool")
+    status = dict(entries[0])
+    for count in ("ready", "busy"):
+        status[count] = sum(int(entry[count]) for entry in entries)
+    status["nodes"] = [entry.get("computeNodeEndpoint") for entry in entries]
     return status
 
 

@@ -25,3 +25,34 @@ def test_wait_pool_waits_for_the_pools_own_initial_size() -> None:
     assert api.statuses == [{"ready": 3, "busy": 0}]
     short = FakeApi({"ready": 2, "busy": 0})
     assert not iris.wait_pool(short, "V1.0", timeout=0.2, fatal=False)  # type: ignore[arg-type]
+
+
+class NodesApi:
+    """``GET …/pool`` as with compute nodes: one entry per node the pool runs on."""
+
+    def ok(self, method: str, path: str, body: Any = None) -> Any:
+        sizes = {"initialPoolSize": 4, "maxPoolSize": 4}
+        return [
+            {
+                "computeNodeEndpoint": "ssh://root@10.0.0.2",
+                **sizes,
+                "ready": 2,
+                "busy": 1,
+                "queued": 5,
+            },
+            {
+                "computeNodeEndpoint": "ssh://root@10.0.0.3",
+                **sizes,
+                "ready": 1,
+                "busy": 0,
+                "queued": 5,
+            },
+        ]
+
+
+def test_the_pool_is_counted_over_every_node_it_runs_on() -> None:
+    status = iris.pool(NodesApi(), "V1.0")  # type: ignore[arg-type]
+    # ready and busy are each node's; the queue is the pool's, the same in every entry
+    assert (status["ready"], status["busy"], status["queued"]) == (3, 1, 5)
+    assert status["initialPoolSize"] == 4
+    assert status["nodes"] == ["ssh://root@10.0.0.2", "ssh://root@10.0.0.3"]
