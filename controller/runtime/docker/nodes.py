@@ -608,6 +608,10 @@ class DockerNodes:
         node.keys.clear()
 
     async def _disconnect(self, node: Node) -> None:
+        """Let go of the node's connection. Its engine's identity goes too: a node refused
+        as another's engine must not, once let go of, keep that one from coming back."""
+        if node.address is not None:
+            node.engine = ""
         node.containers = node.environments = None
         gateway, node.gateway = node.gateway, None
         remote, node.remote = node.remote, None

@@ -1,0 +1,23 @@
+"""One engine under two addresses is one node: the second is refused while the first holds
+it, and a node let go of (lost, refused) no longer holds it."""
+
+from __future__ import annotations
+
+import pytest
+
+from controller.errors import RuntimeFailure
+from controller.runtime.docker.nodes import DockerNodes, Node
+from controller.runtime.nodes import parse_node
+
+
+async def test_a_node_let_go_of_no_longer_holds_its_engine() -> None:
+    nodes = DockerNodes.__new__(DockerNodes)  # only the bookkeeping of claims
+    first = Node("a", parse_node("ssh://o16n@node-a"), engine="engine-1|host|/var/lib/docker")
+    second = Node("b", parse_node("ssh://o16n@10.0.0.7"), engine=first.engine)
+    nodes._nodes = {"a": first, "b": second}
+    with pytest.raises(RuntimeFailure, match="same Docker engine"):
+        nodes._claim(second)
+    await nodes._disconnect(second)  # refused: let go of, to be tried again later
+    await nodes._disconnect(first)  # then the first is lost
+    first.engine = "engine-1|host|/var/lib/docker"  # and comes back: its own engine again
+    nodes._claim(first)
