@@ -284,9 +284,12 @@ class DockerNodes:
             await asyncio.to_thread(control.unlink, True)
 
     async def close(self) -> None:
-        """Stop the keepers and let go of the remote nodes (containers keep running)."""
+        """Stop the keepers and let go of the remote nodes (containers keep running); the
+        control directory goes if nothing is left in it (a master that would not end is)."""
         for node in list(self._nodes.values()):
             await self._stop(node)
+        with contextlib.suppress(OSError):
+            await asyncio.to_thread(self._control_dir.rmdir)
 
     async def _stop(self, node: Node) -> None:
         for task in (node.keeper, node.follower):
@@ -623,13 +626,18 @@ class DockerNodes:
                 await remote.close()
 
 
+def control_path(data_dir: Path) -> Path:
+    """The name of ``control_dir`` (nothing made)."""
+    digest = hashlib.sha256(str(data_dir.absolute()).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"o16n-ssh-{os.geteuid()}-{digest}"
+
+
 def control_dir(data_dir: Path) -> Path:
     """Where the SSH masters' control sockets and the nodes' forwarded engine sockets live:
     a short path (Unix socket paths are short), this user's alone, and the same at every
     start of a controller of ``data_dir``, so that one that died has its masters found and
     ended (``DockerNodes.end_stale_masters``). Blocking (a mkdir and an lstat)."""
-    digest = hashlib.sha256(str(data_dir.absolute()).encode()).hexdigest()[:12]
-    path = Path(tempfile.gettempdir()) / f"o16n-ssh-{os.geteuid()}-{digest}"
+    path = control_path(data_dir)
     with contextlib.suppress(FileExistsError):
         path.mkdir(mode=0o700)
     found = path.lstat()
