@@ -460,25 +460,13 @@ class DockerNodes:
         while True:
             try:
                 await self._connect(node)
+                await self._settle(node, first)
             except Exception as exc:  # a keeper that died would leave the node as it is
                 node.error = exc.message if isinstance(exc, O16nError) else repr(exc)
                 if not isinstance(exc, O16nError | OSError):
                     log.exception("compute node connection failed", extra={"node": node.entry})
                 log.warning(
                     "compute node unreachable", extra={"node": node.entry, "error": node.error}
-                )
-                await self._disconnect(node)
-                node.connected.set()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RECONNECT_MAX)
-                continue
-            try:
-                self._claim(node)
-                await self._settle(node, first)
-            except Exception as exc:
-                node.error = exc.message if isinstance(exc, O16nError) else repr(exc)
-                log.warning(
-                    "compute node not taken", extra={"node": node.entry, "error": node.error}
                 )
                 await self._disconnect(node)
                 node.connected.set()
@@ -539,8 +527,9 @@ class DockerNodes:
     def _claim(self, node: Node) -> None:
         """Refuse a node whose engine another node is already (the local socket added as a
         node, an engine under its name and its address): its containers would be listed,
-        counted and given up twice. No await between this check and ``up``, so two
-        addresses of one engine connecting at once cannot both pass."""
+        counted and given up twice. A node holds its engine's identity from this check,
+        made as soon as the engine answers, until it is let go of; of two addresses of one
+        engine connecting at once, whichever checks second is refused."""
         for other in self._nodes.values():
             if other is not node and other.engine and other.engine == node.engine:
                 raise RuntimeFailure(
