@@ -85,6 +85,20 @@ async def spread_pool(
         await asyncio.sleep(0.2)
 
 
+async def snapshot_on(client: Client, headers: dict[str, str], entry: str, code: str = "") -> str:
+    """A snapshot of a session on the node ``entry`` (the only one taking containers then),
+    after running ``code`` there; its id."""
+    await drain_all_but(client, headers, entry)
+    session = await new_session(client, headers)
+    if code:
+        ran = await execute(client, headers, session, code)
+        assert ran["success"], ran
+    resp = await client.post(f"/sessions/{session}/snapshot", json={}, headers=headers)
+    assert resp.status == 201, await resp.text()
+    snapshot: str = (await resp.json())["snapshotId"]
+    return snapshot
+
+
 def containers_on(node: engines.Node, instance: str) -> list[str]:
     listed = node.docker("ps", "-aq", "--filter", f"label=o16n.instance={instance}")
     return listed.stdout.split()
@@ -140,13 +154,9 @@ async def test_a_snapshot_made_on_one_node_runs_on_another(
     settings = node_settings(container_read_only=False)
     client, headers = await started(aiohttp_client, settings)
     first, second = compute_nodes
-    await drain_all_but(client, headers, first.ssh_entry)
-    session = await new_session(client, headers)
-    wrote = await execute(client, headers, session, "open('/var/tmp/made-on', 'w').write('A')")
-    assert wrote["success"], wrote
-    resp = await client.post(f"/sessions/{session}/snapshot", json={}, headers=headers)
-    assert resp.status == 201, await resp.text()
-    snapshot = (await resp.json())["snapshotId"]
+    snapshot = await snapshot_on(
+        client, headers, first.ssh_entry, "open('/var/tmp/made-on', 'w').write('A')"
+    )
 
     # only the second node takes containers now: the snapshot's image must move there
     await drain_all_but(client, headers, second.ssh_entry)
@@ -225,11 +235,7 @@ async def test_a_pristine_snapshot_moves_nothing(
     settings = node_settings()  # a read-only root: no session changes its image
     client, headers = await started(aiohttp_client, settings)
     first, second = compute_nodes
-    await drain_all_but(client, headers, first.ssh_entry)
-    session = await new_session(client, headers)
-    resp = await client.post(f"/sessions/{session}/snapshot", json={}, headers=headers)
-    assert resp.status == 201, await resp.text()
-    snapshot = (await resp.json())["snapshotId"]
+    snapshot = await snapshot_on(client, headers, first.ssh_entry)
     await drain_all_but(client, headers, second.ssh_entry)
     moved = await new_session(client, headers, snapshotId=snapshot)
     assert (await execute(client, headers, moved, "1"))["success"]
