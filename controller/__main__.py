@@ -25,7 +25,7 @@ from controller.auth.passwords import hash_password_async
 from controller.errors import O16nError
 from controller.roles import Role
 from controller.settings import Settings, SettingsError
-from controller.store.db import Database
+from controller.store.db import Database, open_database
 from controller.store.users import UsersRepo, refuse_directory_owned
 
 
@@ -92,7 +92,7 @@ async def _local_only(
 
 
 async def _users(settings: Settings, args: argparse.Namespace) -> None:
-    db = await Database.open(settings.db_path)
+    db = await open_database(settings)
     try:
         repo = UsersRepo(db)
         if args.action == "add":

@@ -66,7 +66,7 @@ from controller.snapshots.manager import SNAPSHOTS, SnapshotManager
 from controller.snapshots.manager import SWEEP_AGE as SNAPSHOT_SWEEP_AGE
 from controller.store.audit import AuditRepo
 from controller.store.batches import BatchesRepo
-from controller.store.db import DB, Database
+from controller.store.db import DB, open_database
 from controller.store.services import ServicesRepo
 from controller.store.sessions import SessionsRepo
 from controller.store.snapshots import SnapshotsRepo
@@ -173,9 +173,9 @@ def in_order(
 
 async def store_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    db = await Database.open(settings.db_path)
+    db = await open_database(settings)
     app[DB] = db
-    log.info("store open", extra={"path": str(settings.db_path)})
+    log.info("store open", extra={"database": db.where})
     yield
     await db.close()
 

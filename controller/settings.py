@@ -134,6 +134,14 @@ class Settings(BaseModel):
 
     # --- storage ------------------------------------------------------------------------
     data_dir: Path = Field(Path("./data"), description="Database, secrets, snapshots.")
+    database_url: SecretStr | None = Field(
+        None,
+        description="`postgresql://user:password@host:port/database`: the store on PostgreSQL, "
+        "shared by a group of controllers (docs/web-nodes.md); unset: SQLite in data_dir.",
+    )
+    database_pool_size: int = Field(
+        8, ge=1, le=100, description="Most connections to PostgreSQL one controller holds."
+    )
     disk_fail_bytes: ByteSize = Field(
         ByteSize(256 * 1024**2),
         description="Free space under data_dir below which /status reports the disk `fail`.",
@@ -446,6 +454,15 @@ class Settings(BaseModel):
     def _check_node_dir(cls, value: Path) -> Path:
         if not value.is_absolute():
             raise ValueError("the node directory must be an absolute path")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            scheme = value.get_secret_value().partition("://")[0]
+            if scheme not in ("postgresql", "postgres"):
+                raise ValueError("the database URL must be postgresql://… (unset: SQLite)")
         return value
 
     @functools.cached_property

@@ -78,15 +78,16 @@ async def check_all(app: web.Application) -> Components:
 
 
 async def _database(app: web.Application) -> dict[str, Any]:
+    db = app[DB]
     try:
-        elapsed = await app[DB].ping()
+        elapsed = await db.ping()
     except Exception as exc:  # the database is what we report on, not what fails the request
-        return node("fail", {"type": "sqlite", "state": "Error", "error": str(exc)})
+        return node("fail", {"type": db.dialect, "state": "Error", "error": str(exc)})
     return node(
         "pass",
         {
-            "type": "sqlite",
-            "name": app[SETTINGS].db_path.name,
+            "type": db.dialect,
+            "name": db.name,
             "state": "Open",
             "latencyMs": round(elapsed * 1000, 3),
         },

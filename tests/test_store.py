@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from controller.store.db import Database
+from controller.store.sqlite import SqliteDatabase
 
 
 async def test_a_failed_commit_rolls_back_and_the_connection_goes_on(tmp_path: Path) -> None:
-    db = await Database.open(tmp_path / "o16n.db")
+    db = await SqliteDatabase.open(tmp_path / "o16n.db")
     try:
         await db.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
         await db.execute(
@@ -29,14 +29,14 @@ async def test_a_failed_commit_rolls_back_and_the_connection_goes_on(tmp_path: P
 
 
 async def test_the_data_directory_is_created_private(tmp_path: Path) -> None:
-    db = await Database.open(tmp_path / "data" / "o16n.db")
+    db = await SqliteDatabase.open(tmp_path / "data" / "o16n.db")
     await db.close()
     assert stat.S_IMODE((tmp_path / "data").stat().st_mode) == 0o700
 
 
 async def test_an_acknowledged_commit_is_on_disk(tmp_path: Path) -> None:
     """synchronous=FULL: with WAL, NORMAL acknowledges commits a power loss can roll back."""
-    db = await Database.open(tmp_path / "o16n.db")
+    db = await SqliteDatabase.open(tmp_path / "o16n.db")
     try:
         row = await db.fetchone("PRAGMA synchronous")
         assert row is not None and row[0] == 2  # FULL
@@ -69,7 +69,7 @@ async def test_a_database_from_before_directory_users_keeps_its_users_local(
     old.commit()
     old.close()
 
-    db = await Database.open(path)
+    db = await SqliteDatabase.open(path)
     try:
         row = await db.fetchone("PRAGMA user_version")
         assert row is not None and row[0] == len(MIGRATIONS)

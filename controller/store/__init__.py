@@ -1,5 +1,7 @@
-"""The store: SQLite through aiosqlite, the one place SQL lives.
+"""The store, the one place SQL lives: SQLite through aiosqlite (the embedded default) or
+PostgreSQL through psycopg, for a group of controllers.
 
-``db.Database`` owns the connection, WAL mode, the write lock and migrations;
-each other module here is a small repository for one group of tables.
+``db.Database`` is what the repositories ask of either (``sqlite.py``, ``postgres.py``:
+connections, the write lock, migrations); each other module here is a small repository
+for one group of tables.
 """

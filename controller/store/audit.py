@@ -97,7 +97,7 @@ class AuditRepo:
             params.append(query.actor)
         if query.action is not None:
             if query.action.endswith("*"):
-                where.append("substr(action, 1, ?) = ?")
+                where.append("substr(action, 1, CAST(? AS INTEGER)) = ?")
                 prefix = query.action[:-1]
                 params.extend([len(prefix), prefix])
             else:

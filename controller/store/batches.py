@@ -119,11 +119,20 @@ class BatchesRepo:
     async def result_file(self, batch_id: str, index: int, name: str) -> str | None:
         """One output file (base64) of an item's result, without reading the rest of the
         result (other files) out of the database; ``None`` when there is no such file."""
-        row = await self._db.fetchone(
-            "SELECT (SELECT value FROM json_each(result, '$.outputFiles') WHERE key = ?)"
-            " AS data FROM batch_items WHERE batch_id = ? AND idx = ?",
-            (name, batch_id, index),
-        )
+        if self._db.dialect == "postgres":
+            sql = (
+                "SELECT CASE WHEN jsonb_typeof(result::jsonb -> 'outputFiles' -> CAST(? AS TEXT))"
+                " = 'string' THEN result::jsonb -> 'outputFiles' ->> CAST(? AS TEXT) END"
+                " AS data FROM batch_items WHERE batch_id = ? AND idx = ?"
+            )
+            params: tuple[object, ...] = (name, name, batch_id, index)
+        else:
+            sql = (
+                "SELECT (SELECT value FROM json_each(result, '$.outputFiles') WHERE key = ?)"
+                " AS data FROM batch_items WHERE batch_id = ? AND idx = ?"
+            )
+            params = (name, batch_id, index)
+        row = await self._db.fetchone(sql, params)
         if row is None:
             raise KeyError(index)
         data = row["data"]

@@ -1,139 +1,87 @@
-"""The SQLite connection, its pragmas, the write lock and schema migrations."""
+"""What the repositories ask of a database, and the choice of one.
+
+Two backends answer it: SQLite through aiosqlite (``sqlite.py``, the embedded default) and
+PostgreSQL through psycopg's pool (``postgres.py``, ``O16N_DATABASE_URL``), for a group of
+controllers sharing one database (docs/web-nodes.md). The repositories write one portable
+SQL: ``?`` placeholders (or ``:name`` with a mapping), ``ON CONFLICT``, ``RETURNING``, no
+``rowid``, no ``PRAGMA``, integers for booleans, ``CAST(? AS …)`` where a function needs a
+typed parameter; ``dialect`` is there for the rare statement that cannot be.
+
+Both keep SQLite's discipline: one writer at a time (``transaction``), every wait bounded,
+and a busy or full database reported as :class:`~controller.errors.StoreBusy` (503) or
+:class:`~controller.errors.InsufficientStorage` (507), never as a driver's own error.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-import sqlite3
-import time
-from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
-from pathlib import Path
-from typing import Any
+import abc
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-import aiosqlite
 from aiohttp import web
 
-from controller.errors import STORE_RETRY_AFTER, StoreBusy, translate
-from controller.metrics.definitions import db_child
-from controller.store.schema import MIGRATIONS
+if TYPE_CHECKING:
+    from controller.settings import Settings
 
-log = logging.getLogger(__name__)
-
-Row = aiosqlite.Row
 Params = Sequence[Any] | dict[str, Any]
+Dialect = Literal["sqlite", "postgres"]
 
-#: Seconds a statement waits for another connection's write lock, and a unit of work for
-#: this connection (behind other coroutines' statements), before the database counts as busy.
+#: Seconds a unit of work waits for the write lock (another controller's or process's
+#: included), or for a connection, before the database counts as busy.
 BUSY_TIMEOUT = 5.0
 #: Seconds ``ping`` may take: ``GET /status`` must answer within a second whatever holds the lock.
 PING_TIMEOUT = 0.5
 
 
-class Database:
-    """One aiosqlite connection in WAL mode.
+class Row(Protocol):
+    """A result row: by position (``row[0]``) and by column name (``row["id"]``)."""
 
-    aiosqlite runs every statement on its own thread, so the event loop never waits on
-    the disk. Statements from different coroutines would interleave on the one
-    connection, so every unit of work takes ``self._lock``: ``transaction()`` for writes
-    (``BEGIN IMMEDIATE`` … ``COMMIT``), ``fetch*`` for single reads.
+    def __getitem__(self, key: int | str, /) -> Any: ...
 
-    Waiting is bounded: for the lock, and (``busy_timeout``) for another process's write
-    lock, each at most ``BUSY_TIMEOUT``; beyond it a caller gets :class:`StoreBusy` (503),
-    and a full disk :class:`InsufficientStorage` (507), never a bare ``sqlite3`` error.
-    """
+    def keys(self) -> list[str]: ...
 
-    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
-        self._conn = conn
-        self.path = path
-        self._lock = asyncio.Lock()
-        self._probe: aiosqlite.Connection | None = None
-        self._ping: asyncio.Task[float] | None = None
 
-    @classmethod
-    async def open(cls, path: Path) -> Database:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # hashes and tokens live here
-        conn = await aiosqlite.connect(path, isolation_level=None)
-        conn.row_factory = aiosqlite.Row
-        await conn.execute("PRAGMA journal_mode=WAL")
-        # FULL: a commit is on disk before it is acknowledged (NORMAL could lose the last
-        # publishes and snapshots to a power loss). About 0.1 ms a commit here; no request
-        # path commits more than a few times, and consume commits nothing.
-        await conn.execute("PRAGMA synchronous=FULL")
-        await conn.execute("PRAGMA foreign_keys=ON")
-        await conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
-        db = cls(conn, path)
-        await db.migrate()
-        return db
+class Cursor(Protocol):
+    @property
+    def rowcount(self) -> int: ...
 
-    async def close(self) -> None:
-        if self._ping is not None:
-            await asyncio.wait([self._ping])  # bounded by its busy timeout
-        if self._probe is not None:
-            await self._probe.close()
-        async with self._lock:
-            await self._conn.close()
+    async def fetchone(self) -> Any: ...
 
-    @asynccontextmanager
-    async def _locked(self, operation: str) -> AsyncIterator[None]:
-        """This connection, waited for at most ``BUSY_TIMEOUT`` (a unit of work stuck on
-        another process's lock holds it that long); SQLite's errors translated. The unit,
-        its wait included, is timed as ``operation`` (``o16n_db_call_duration_seconds``)."""
-        start = time.perf_counter()
-        try:
-            try:
-                async with asyncio.timeout(BUSY_TIMEOUT):
-                    await self._lock.acquire()
-            except TimeoutError:
-                raise StoreBusy(
-                    "the database is busy; try again shortly", retry_after=STORE_RETRY_AFTER
-                ) from None
-            try:
-                yield
-            except sqlite3.Error as exc:
-                known = translate(exc)
-                if known is None:
-                    raise
-                raise known from exc
-            finally:
-                self._lock.release()
-        finally:
-            db_child(operation).observe(time.perf_counter() - start)
+    async def fetchall(self) -> Iterable[Any]: ...
 
-    async def migrate(self) -> None:
-        """Apply every migration newer than ``PRAGMA user_version``, each in its own transaction."""
-        row = await self.fetchone("PRAGMA user_version")
-        current = int(row[0]) if row else 0
-        latest = len(MIGRATIONS)
-        if current > latest:
-            raise RuntimeError(
-                f"database {self.path} has schema version {current}, newer than this "
-                f"controller's {latest}; upgrade o16n"
-            )
-        for version in range(current + 1, latest + 1):
-            log.info("applying schema migration", extra={"version": version})
-            async with self.transaction() as conn:
-                for statement in _split_sql(MIGRATIONS[version - 1]):
-                    await conn.execute(statement)
-                await conn.execute(f"PRAGMA user_version = {version}")
 
-    @asynccontextmanager
-    async def transaction(
+class Connection(Protocol):
+    """The connection a transaction hands out: statements run inside it."""
+
+    async def execute(self, sql: str, params: Params = ()) -> Cursor: ...
+
+    async def executemany(self, sql: str, params: Iterable[Params]) -> Cursor: ...
+
+
+class Database(abc.ABC):
+    """A database the repositories share; see the module's docstring."""
+
+    #: which SQL the rare dialect-specific statement is written in
+    dialect: Dialect
+    #: where the data is, for logs and the CLI: a path, or a URL without its password
+    where: str
+    #: what ``/status`` calls it: the file's or the database's name, never a host
+    name: str
+
+    @abc.abstractmethod
+    def transaction(
         self, operation: str = "transaction"
-    ) -> AsyncIterator[aiosqlite.Connection]:
-        """Exclusive write transaction; rolls back on any exception, cancellation included
-        (even one that lands while BEGIN is on its way, which would otherwise leave the
-        connection inside a transaction). ``operation``: its name in the metrics."""
-        async with self._locked(operation):
-            try:
-                await self._conn.execute("BEGIN IMMEDIATE")
-                yield self._conn
-                await self._conn.execute("COMMIT")  # a failed COMMIT rolls back too
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):  # BEGIN itself may have failed
-                    await self._conn.execute("ROLLBACK")
-                raise
+    ) -> AbstractAsyncContextManager[Connection]:
+        """A write transaction, exclusive across every connection and controller: it
+        commits when the block ends, and rolls back on any exception, cancellation
+        included. ``operation``: its name in the metrics."""
+
+    @abc.abstractmethod
+    async def fetchone(self, sql: str, params: Params = ()) -> Row | None: ...
+
+    @abc.abstractmethod
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]: ...
 
     async def execute(self, sql: str, params: Params = ()) -> int:
         """One write statement in its own transaction; returns the row count."""
@@ -141,58 +89,55 @@ class Database:
             cur = await conn.execute(sql, params)
             return cur.rowcount
 
-    async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
-        async with self._locked("read"):
-            cur = await self._conn.execute(sql, params)
-            return await cur.fetchone()
-
-    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
-        async with self._locked("read"):
-            cur = await self._conn.execute(sql, params)
-            return list(await cur.fetchall())
-
+    @abc.abstractmethod
     async def data_version(self) -> int:
-        """SQLite's ``data_version``: changes when *another* connection commits."""
-        row = await self.fetchone("PRAGMA data_version")
-        return int(row[0]) if row else 0
+        """A number that changes when users or tokens were changed by another connection
+        (a CLI, another controller) since it was last read: the token directory's cue to
+        reload (``auth/directory.py``)."""
 
+    @abc.abstractmethod
     async def ping(self) -> float:
-        """Seconds to take and give back the write lock, on a connection of its own so it
-        never queues behind this one. Answers within about ``PING_TIMEOUT`` whatever holds
-        the lock (:class:`StoreBusy` then); concurrent pings share one probe."""
-        if self._ping is None or self._ping.done():
-            self._ping = asyncio.create_task(self._write_probe(), name="db-ping")
-            self._ping.add_done_callback(lambda t: t.cancelled() or t.exception())
-        try:
-            return await asyncio.wait_for(asyncio.shield(self._ping), PING_TIMEOUT + 0.25)
-        except TimeoutError:
-            raise StoreBusy(
-                f"the database did not answer within {PING_TIMEOUT + 0.25:.2f} s",
-                retry_after=STORE_RETRY_AFTER,
-            ) from None
+        """Seconds to take and give back the write lock; :class:`StoreBusy` within about
+        ``PING_TIMEOUT`` whatever holds it."""
 
-    async def _write_probe(self) -> float:
-        start = time.perf_counter()
-        try:
-            if self._probe is None:
-                self._probe = await aiosqlite.connect(
-                    self.path, isolation_level=None, timeout=PING_TIMEOUT
-                )
-            await self._probe.execute("BEGIN IMMEDIATE")  # a read would pass a held write lock
-            await self._probe.execute("ROLLBACK")
-        except sqlite3.Error as exc:
-            known = translate(exc)
-            if known is None:
-                raise
-            raise known from exc
-        return time.perf_counter() - start
+    @abc.abstractmethod
+    async def close(self) -> None: ...
 
 
-def _split_sql(script: str) -> Iterable[str]:
-    """Split a migration script into statements (our scripts hold no ';' inside literals)."""
-    for statement in script.split(";"):
-        if statement.strip():
-            yield statement
+async def open_database(settings: Settings) -> Database:
+    """The database ``settings`` name, opened and migrated: PostgreSQL when
+    ``O16N_DATABASE_URL`` is set, else SQLite in the data directory."""
+    if settings.database_url is not None:
+        from controller.store.postgres import PostgresDatabase
+
+        return await PostgresDatabase.open(
+            settings.database_url.get_secret_value(), pool_size=settings.database_pool_size
+        )
+    from controller.store.sqlite import SqliteDatabase
+
+    return await SqliteDatabase.open(settings.db_path)
+
+
+def split_sql(script: str) -> Iterable[str]:
+    """Split a migration script into statements: at ``;``, except inside a ``$$`` body
+    (PostgreSQL's functions); our scripts hold no ``;`` inside literals."""
+    statement: list[str] = []
+    quoted = False
+    for part in script.split("$$"):
+        if quoted:
+            statement.append("$$" + part + "$$")
+        else:
+            pieces = part.split(";")
+            statement.append(pieces[0])
+            for piece in pieces[1:]:
+                text = "".join(statement)
+                if text.strip():
+                    yield text
+                statement = [piece]
+        quoted = not quoted
+    text = "".join(statement)
+    if text.strip():
+        yield text
 
 
 #: The app's database.

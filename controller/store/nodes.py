@@ -8,9 +8,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import aiosqlite
-
-from controller.store.db import Database, Row
+from controller.store.db import Connection, Database, Row
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,12 +26,12 @@ _SELECT = "SELECT entry, added_at, added_by FROM compute_nodes ORDER BY position
 _INSERT = "INSERT INTO compute_nodes (entry, position, added_at, added_by) VALUES (?, ?, ?, ?)"
 
 
-async def _all(conn: aiosqlite.Connection) -> list[StoredNode]:
+async def _all(conn: Connection) -> list[StoredNode]:
     cursor = await conn.execute(_SELECT)
     return [StoredNode.from_row(r) for r in await cursor.fetchall()]
 
 
-async def _write(conn: aiosqlite.Connection, nodes: Iterable[StoredNode]) -> None:
+async def _write(conn: Connection, nodes: Iterable[StoredNode]) -> None:
     await conn.execute("DELETE FROM compute_nodes")
     await conn.executemany(
         _INSERT, [(n.entry, i, n.added_at, n.added_by) for i, n in enumerate(nodes)]

@@ -1,7 +1,12 @@
 """Versioned schema migrations. Entry N brings the schema from version N-1 to N.
 
 Never edit a migration that has shipped: append a new one. ``PRAGMA user_version``
-records how far a database has come.
+(SQLite) or the ``schema_version`` table (PostgreSQL) records how far a database has come.
+
+One list serves both databases: the scripts are written in SQLite's types, which the
+PostgreSQL backend translates (``postgres.py``: ``REAL`` is ``DOUBLE PRECISION``, an
+``INTEGER`` is a ``BIGINT``, an ``INTEGER PRIMARY KEY`` an identity column).
+``POSTGRES_ONLY`` adds what only PostgreSQL needs, run right after the migration it is keyed by.
 """
 
 from __future__ import annotations
@@ -176,3 +181,32 @@ MIGRATIONS: list[str] = [
     );
     """,
 ]
+
+#: Statements PostgreSQL runs after the migration of the same number. 8: SQLite's
+#: ``data_version`` has no equivalent there, so a statement-level trigger counts every
+#: change to users and tokens in ``store_changes``, which every controller polls (a
+#: revocation reaches them all within a second: ``auth/directory.py``). Keyed to 8, the
+#: last migration before PostgreSQL was supported, so every PostgreSQL database has it.
+POSTGRES_ONLY: dict[int, str] = {
+    8: """
+    CREATE TABLE store_changes (
+        id          INTEGER PRIMARY KEY CHECK (id = 1),
+        generation  INTEGER NOT NULL
+    );
+    INSERT INTO store_changes (id, generation) VALUES (1, 0);
+    CREATE FUNCTION o16n_count_change() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        UPDATE store_changes SET generation = generation + 1 WHERE id = 1;
+        RETURN NULL;
+    END
+    $$;
+    CREATE TRIGGER users_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON users
+        FOR EACH STATEMENT EXECUTE FUNCTION o16n_count_change();
+    CREATE TRIGGER token_families_changed
+        AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON token_families
+        FOR EACH STATEMENT EXECUTE FUNCTION o16n_count_change();
+    CREATE TRIGGER refresh_tokens_changed
+        AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON refresh_tokens
+        FOR EACH STATEMENT EXECUTE FUNCTION o16n_count_change();
+    """,
+}

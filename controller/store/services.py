@@ -83,15 +83,19 @@ class ServicesRepo:
     async def insert(self, record: ServiceRecord) -> None:
         values = record.columns()
         names = ", ".join(values)
-        marks = ", ".join(f":{k}" for k in values)
-        await self._db.execute(f"INSERT INTO services ({names}) VALUES ({marks})", values)  # noqa: S608
+        marks = ", ".join("?" for _ in values)
+        await self._db.execute(
+            f"INSERT INTO services ({names}) VALUES ({marks})",  # noqa: S608 (our column names)
+            list(values.values()),
+        )
 
     async def update(self, record: ServiceRecord) -> None:
         values = record.columns()
-        sets = ", ".join(f"{k} = :{k}" for k in values if k not in ("name", "version"))
+        changed = {k: v for k, v in values.items() if k not in ("name", "version")}
+        sets = ", ".join(f"{k} = ?" for k in changed)
         await self._db.execute(
-            f"UPDATE services SET {sets} WHERE name = :name AND version = :version",  # noqa: S608
-            values,
+            f"UPDATE services SET {sets} WHERE name = ? AND version = ?",  # noqa: S608
+            [*changed.values(), values["name"], values["version"]],
         )
 
     async def set_pool(self, name: str, version: str, initial: int, maximum: int) -> None:
@@ -106,5 +110,5 @@ class ServicesRepo:
         )
 
     async def all(self) -> list[ServiceRecord]:
-        rows = await self._db.fetchall(_SELECT + " ORDER BY s.created_at, s.rowid")
+        rows = await self._db.fetchall(_SELECT + " ORDER BY s.created_at, s.name, s.version")
         return [ServiceRecord.from_row(r) for r in rows]

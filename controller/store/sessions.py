@@ -93,8 +93,9 @@ class SessionsRepo:
         latest = {session_id: console for session_id, _, _, console in entries}
         async with self._db.transaction() as conn:
             await conn.executemany(
-                "INSERT OR IGNORE INTO session_history (session_id, seq, code, executed_at)"
-                " SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM sessions WHERE id = ?)",
+                "INSERT INTO session_history (session_id, seq, code, executed_at)"
+                " SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM sessions WHERE id = ?)"
+                " ON CONFLICT DO NOTHING",
                 [(sid, seq, code, now, sid) for sid, seq, code, _ in entries],
             )
             await conn.executemany(

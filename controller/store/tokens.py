@@ -12,9 +12,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-import aiosqlite
-
-from controller.store.db import Database, Row
+from controller.store.db import Connection, Database, Row
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +141,7 @@ class TokensRepo:
 
 
 async def revoke_families(
-    conn: aiosqlite.Connection, now: float, reason: str, where: str, *params: object
+    conn: Connection, now: float, reason: str, where: str, *params: object
 ) -> None:
     """Revoke the token families matching ``where`` (a fixed SQL condition), inside the
     caller's transaction."""
@@ -154,7 +152,7 @@ async def revoke_families(
     )
 
 
-async def _token_and_family(conn: aiosqlite.Connection, token_hash: str) -> Row | None:
+async def _token_and_family(conn: Connection, token_hash: str) -> Row | None:
     """A refresh token's row joined with its family's (``token_gen`` is the token's)."""
     cur = await conn.execute(
         "SELECT t.generation AS token_gen, t.expires_at, f.*"
@@ -162,4 +160,5 @@ async def _token_and_family(conn: aiosqlite.Connection, token_hash: str) -> Row 
         " WHERE t.token_hash = ?",
         (token_hash,),
     )
-    return await cur.fetchone()
+    row: Row | None = await cur.fetchone()
+    return row

@@ -6,11 +6,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import aiosqlite
-
 from controller.errors import ConflictError, NotFoundError
 from controller.roles import Role
-from controller.store.db import Database, Row
+from controller.store.db import Connection, Database, Row
 from controller.store.tokens import revoke_families
 
 
@@ -70,11 +68,12 @@ class UsersRepo:
                 raise ConflictError(f"user '{username}' already exists")
             cur = await conn.execute(
                 "INSERT INTO users (username, password_hash, role, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?) RETURNING id",
                 (username, password_hash, role.value, now, now),
             )
-            user_id = cur.lastrowid
-        assert user_id is not None
+            row = await cur.fetchone()
+        assert row is not None
+        user_id = int(row[0])
         return UserRecord(user_id, username, password_hash, role, disabled=False)
 
     async def by_external(self, source: str, external_id: str) -> UserRecord | None:
@@ -246,7 +245,7 @@ def refuse_directory_owned(
         )
 
 
-async def check_an_owner_left(conn: aiosqlite.Connection) -> None:
+async def check_an_owner_left(conn: Connection) -> None:
     """Inside a write transaction: 409 (rolling it back) when no enabled Owner is left."""
     cur = await conn.execute("SELECT 1 FROM users WHERE role = 'Owner' AND disabled = 0 LIMIT 1")
     if await cur.fetchone() is None:

@@ -21,6 +21,7 @@ from controller.sessions.manager import SESSIONS
 from controller.settings import Settings
 from controller.store.audit import AuditQuery, AuditRepo
 from controller.store.db import DB, Database
+from controller.store.sqlite import SqliteDatabase
 from controller.store.users import UsersRepo
 from tests.admin.conftest import audit_entries, create_user
 from tests.conftest import bearer, login, user_headers
@@ -240,7 +241,7 @@ def test_the_offline_cli_is_audited(
     assert cli.main(["users", "disable", "jo"]) == 0
 
     async def read() -> list[tuple[str, str, str, str]]:
-        db = await Database.open(Path(settings.db_path))
+        db = await SqliteDatabase.open(Path(settings.db_path))
         try:
             entries = await AuditRepo(db).page(AuditQuery(actor="cli"))
         finally:
@@ -386,7 +387,7 @@ def _seed_directory_users(settings: Settings) -> None:
     """An LDAP and an Azure AD user, as their first logins record them."""
 
     async def seed() -> None:
-        db = await Database.open(Path(settings.db_path))
+        db = await SqliteDatabase.open(Path(settings.db_path))
         try:
             await _record(db, "ldap", "lars", Role.READER)
             await _record(db, "aad", "0000bbbb-oid", Role.READER)

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from controller.roles import Role
-from controller.store.db import Database
+from controller.store.sqlite import SqliteDatabase
 from controller.store.tokens import RotateOutcome, TokensRepo
 from controller.store.users import UsersRepo
 
 
 async def test_purge_forgets_what_nobody_can_use(data_dir: Path) -> None:
-    db = await Database.open(data_dir / "t.sqlite3")
+    db = await SqliteDatabase.open(data_dir / "t.sqlite3")
     try:
         user = await UsersRepo(db).add("u", "hash", Role.READER)
         tokens = TokensRepo(db)

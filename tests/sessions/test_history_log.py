@@ -14,12 +14,13 @@ from controller.sessions import history
 from controller.sessions.history import ExecutionLog
 from controller.store.db import Database
 from controller.store.sessions import SessionRecord, SessionsRepo
+from controller.store.sqlite import SqliteDatabase
 from controller.store.users import UsersRepo
 
 
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    db = await Database.open(tmp_path / "o16n.db")
+    db = await SqliteDatabase.open(tmp_path / "o16n.db")
     yield db
     await db.close()
 
