@@ -1,9 +1,10 @@
 """In-memory view of users and recent token families, so checking a request costs no I/O.
 
 The controller is the only writer of these tables except for the ``o16n users`` CLI,
-which runs in another process. A background task polls SQLite's ``data_version`` (it
-changes only when *another* connection commits) and reloads when the CLI changed
-something, so a disabled user or a new role takes effect within a second.
+which runs in another process, and the other controllers of a group (docs/web-nodes.md).
+A background task polls the store's count of changes to users and tokens
+(``Database.changes``) and reloads when another process changed something, so a
+disabled user, a new role or a revoked token takes effect within a second everywhere.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class Directory:
         Any unexpired access token was issued (login or refresh) within that window, and
         issuing touches its family, so the map answers for every token that can be live.
         """
-        version = await self._db.data_version()
+        version = await self._db.changes("auth")
         users = await self.users_repo.all()
         families = await self.tokens_repo.touched_since(time.time() - self._access_ttl - 60)
         self._users = {u.id: u for u in users}
@@ -57,7 +58,7 @@ class Directory:
         while True:
             await asyncio.sleep(interval)
             try:
-                if await self._db.data_version() != self._data_version:
+                if await self._db.changes("auth") != self._data_version:
                     await self.reload()
                 if time.monotonic() - purged > purge_every:
                     purged = time.monotonic()
@@ -110,6 +111,27 @@ class Directory:
         if user is None or user.disabled or state.user_id != user_id or not self.admits(user):
             return None
         return Identity(user.id, user.username, user.role)
+
+    async def look_up(self, user_id: int, family: str, generation: int) -> Identity | None:
+        """``identity``, after reading the family (and the user) from the store when this
+        view does not know it yet: another controller of the group issued or rotated the
+        token since the last reload. A known verdict (revoked, or a newer generation
+        seen) is final and costs no I/O; the token's signature was checked before."""
+        identity = self.identity(user_id, family, generation)
+        if identity is not None:
+            return identity
+        known = self._families.get(family)
+        if known is not None and (known.revoked or known.generation >= generation):
+            return None
+        fresh = await self.tokens_repo.family(family)
+        if fresh is None:
+            return None
+        self._families[family] = fresh
+        if user_id not in self._users:
+            user = await self.users_repo.by_id(user_id)
+            if user is not None:
+                self._users[user.id] = user
+        return self.identity(user_id, family, generation)
 
     def admits(self, user: UserRecord) -> bool:
         """Whether accounts like ``user``'s may sign in at all now."""

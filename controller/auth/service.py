@@ -229,6 +229,10 @@ class AuthService:
             return await self._oidc.authenticate(token)
         claims = self._codec.decode(token)
         identity = self._directory.identity(claims.user_id, claims.family, claims.generation)
+        if identity is None:  # issued or rotated by another controller of the group?
+            identity = await self._directory.look_up(
+                claims.user_id, claims.family, claims.generation
+            )
         if identity is None:
             raise UnauthorizedError(_REVOKED)
         if self._ldap is not None:

@@ -26,12 +26,19 @@ if TYPE_CHECKING:
 
 Params = Sequence[Any] | dict[str, Any]
 Dialect = Literal["sqlite", "postgres"]
+#: What ``changes`` counts: users and tokens, the published services, the compute nodes.
+Topic = Literal["auth", "services", "nodes"]
 
 #: Seconds a unit of work waits for the write lock (another controller's or process's
 #: included), or for a connection, before the database counts as busy.
 BUSY_TIMEOUT = 5.0
 #: Seconds ``ping`` may take: ``GET /status`` must answer within a second whatever holds the lock.
 PING_TIMEOUT = 0.5
+
+
+class DuplicateKey(Exception):
+    """A row with the same primary or unique key is there already (another controller of
+    the group, say, wrote it first): the repository turns it into a 409 naming what."""
 
 
 class Row(Protocol):
@@ -90,10 +97,10 @@ class Database(abc.ABC):
             return cur.rowcount
 
     @abc.abstractmethod
-    async def data_version(self) -> int:
-        """A number that changes when users or tokens were changed by another connection
-        (a CLI, another controller) since it was last read: the token directory's cue to
-        reload (``auth/directory.py``)."""
+    async def changes(self, topic: Topic) -> int:
+        """A number that changes when ``topic``'s tables were changed by another connection
+        (a CLI, another controller of the group) since it was last read: a cue for what
+        keeps them in memory to reload (``auth/directory.py``, the service catalogue)."""
 
     @abc.abstractmethod
     async def ping(self) -> float:

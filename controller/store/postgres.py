@@ -34,8 +34,10 @@ from controller.store.db import (
     Connection,
     Cursor,
     Database,
+    DuplicateKey,
     Params,
     Row,
+    Topic,
     split_sql,
 )
 from controller.store.schema import MIGRATIONS, POSTGRES_ONLY
@@ -106,8 +108,6 @@ _TYPES = (
 def postgres_ddl(statement: str) -> str:
     """A migration statement in SQLite's types, in PostgreSQL's: SQLite's ``REAL`` is 8
     bytes (PostgreSQL's 4 would round our timestamps to minutes) and its ``INTEGER`` 8."""
-    if "PRIMARY KEY CHECK (id = 1)" in statement:  # a one-row table keeps a plain key
-        statement = statement.replace("INTEGER PRIMARY KEY CHECK", "BIGINT PRIMARY KEY CHECK")
     for pattern, replacement in _TYPES:
         statement = pattern.sub(replacement, statement)
     return statement
@@ -217,6 +217,8 @@ class PostgresDatabase(Database):
         try:
             async with self._pool.connection() as conn:
                 yield conn
+        except psycopg.errors.UniqueViolation as exc:
+            raise DuplicateKey(str(exc)) from exc
         except (psycopg.Error, psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed) as exc:
             known = translate(exc)
             if known is None:
@@ -278,8 +280,10 @@ class PostgresDatabase(Database):
             cur = await _Connection(conn).execute(sql, params)
             return list(await cur.fetchall())
 
-    async def data_version(self) -> int:
-        row = await self.fetchone("SELECT generation FROM store_changes WHERE id = 1")
+    async def changes(self, topic: Topic) -> int:
+        """Counted by triggers (``schema.POSTGRES_ONLY``), this controller's own changes
+        included."""
+        row = await self.fetchone("SELECT generation FROM store_changes WHERE topic = ?", (topic,))
         return int(row[0]) if row else 0
 
     async def ping(self) -> float:

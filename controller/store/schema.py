@@ -183,30 +183,38 @@ MIGRATIONS: list[str] = [
 ]
 
 #: Statements PostgreSQL runs after the migration of the same number. 8: SQLite's
-#: ``data_version`` has no equivalent there, so a statement-level trigger counts every
-#: change to users and tokens in ``store_changes``, which every controller polls (a
-#: revocation reaches them all within a second: ``auth/directory.py``). Keyed to 8, the
-#: last migration before PostgreSQL was supported, so every PostgreSQL database has it.
+#: ``data_version`` has no equivalent there, so statement-level triggers count the changes
+#: to each topic's tables in ``store_changes``, which every controller of a group polls:
+#: ``auth`` (users and tokens: a revocation reaches them all within a second,
+#: ``auth/directory.py``), ``services`` (the catalogue), ``nodes`` (the compute nodes).
+#: Keyed to 8, the last migration before PostgreSQL was supported, so every PostgreSQL
+#: database has it.
 POSTGRES_ONLY: dict[int, str] = {
     8: """
     CREATE TABLE store_changes (
-        id          INTEGER PRIMARY KEY CHECK (id = 1),
+        topic       TEXT PRIMARY KEY,
         generation  INTEGER NOT NULL
     );
-    INSERT INTO store_changes (id, generation) VALUES (1, 0);
+    INSERT INTO store_changes (topic, generation)
+        VALUES ('auth', 0), ('services', 0), ('nodes', 0);
     CREATE FUNCTION o16n_count_change() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
-        UPDATE store_changes SET generation = generation + 1 WHERE id = 1;
+        UPDATE store_changes SET generation = generation + 1 WHERE topic = TG_ARGV[0];
         RETURN NULL;
     END
     $$;
     CREATE TRIGGER users_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON users
-        FOR EACH STATEMENT EXECUTE FUNCTION o16n_count_change();
+        FOR EACH STATEMENT EXECUTE FUNCTION o16n_count_change('auth');
     CREATE TRIGGER token_families_changed
         AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON token_families
-        FOR EACH STATEMENT EXECUTE FUNCTION o16n_count_change();
+        FOR EACH STATEMENT EXECUTE FUNCTION o16n_count_change('auth');
     CREATE TRIGGER refresh_tokens_changed
         AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON refresh_tokens
-        FOR EACH STATEMENT EXECUTE FUNCTION o16n_count_change();
+        FOR EACH STATEMENT EXECUTE FUNCTION o16n_count_change('auth');
+    CREATE TRIGGER services_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON services
+        FOR EACH STATEMENT EXECUTE FUNCTION o16n_count_change('services');
+    CREATE TRIGGER compute_nodes_changed
+        AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON compute_nodes
+        FOR EACH STATEMENT EXECUTE FUNCTION o16n_count_change('nodes');
     """,
 }

@@ -21,13 +21,18 @@ from controller.store.db import (
     Connection,
     Cursor,
     Database,
+    DuplicateKey,
     Params,
     Row,
+    Topic,
     split_sql,
 )
 from controller.store.schema import MIGRATIONS
 
 log = logging.getLogger(__name__)
+
+#: SQLITE_CONSTRAINT_PRIMARYKEY, SQLITE_CONSTRAINT_UNIQUE
+_DUPLICATE = (1555, 2067)
 
 
 class _Connection:
@@ -110,6 +115,10 @@ class SqliteDatabase(Database):
                 ) from None
             try:
                 yield
+            except sqlite3.IntegrityError as exc:
+                if getattr(exc, "sqlite_errorcode", 0) in _DUPLICATE:
+                    raise DuplicateKey(str(exc)) from exc
+                raise
             except sqlite3.Error as exc:
                 known = translate(exc)
                 if known is None:
@@ -162,9 +171,9 @@ class SqliteDatabase(Database):
             cur = await self._conn.execute(sql, params)
             return list(await cur.fetchall())
 
-    async def data_version(self) -> int:
-        """SQLite's ``data_version``: changes when *another* connection commits (to any
-        table: a reload now and then that was not needed costs little)."""
+    async def changes(self, topic: Topic) -> int:
+        """SQLite's ``data_version``, whatever the topic: it changes when *another*
+        connection commits, to any table (a reload that was not needed costs little)."""
         row = await self.fetchone("PRAGMA data_version")
         return int(row[0]) if row else 0
 

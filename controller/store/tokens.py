@@ -121,6 +121,10 @@ class TokensRepo:
             await revoke_families(conn, now, "revoked by client", "id = ?", row["id"])
             return FamilyState(row["id"], row["user_id"], row["generation"], True, now)
 
+    async def family(self, family_id: str) -> FamilyState | None:
+        row = await self._db.fetchone("SELECT * FROM token_families WHERE id = ?", (family_id,))
+        return FamilyState.from_row(row) if row else None
+
     async def touched_since(self, since: float) -> list[FamilyState]:
         rows = await self._db.fetchall(
             "SELECT * FROM token_families WHERE touched_at >= ?", (since,)

@@ -56,6 +56,10 @@ class UsersRepo:
         rows = await self._db.fetchall("SELECT * FROM users ORDER BY id")
         return [UserRecord.from_row(r) for r in rows]
 
+    async def by_id(self, user_id: int) -> UserRecord | None:
+        row = await self._db.fetchone("SELECT * FROM users WHERE id = ?", (user_id,))
+        return UserRecord.from_row(row) if row else None
+
     async def by_name(self, username: str) -> UserRecord | None:
         row = await self._db.fetchone("SELECT * FROM users WHERE username = ?", (username,))
         return UserRecord.from_row(row) if row else None
