@@ -313,6 +313,7 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     await registry.sweep()
     tasks.spawn("file-sweep", sweep_files(app[SANDBOXES], app[SNAPSHOTS], registry))
     tasks.spawn("service-pool-trim", registry.keep_pools_trim())
+    tasks.spawn("service-catalogue-watch", registry.watch())
     tasks.spawn("service-warm-pool", warm.keep_full())
     yield
     await registry.close()

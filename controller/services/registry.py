@@ -33,9 +33,10 @@ from controller.services.launcher import ServiceLauncher
 from controller.services.models import PublishWebServiceRequest, check_name, check_version
 from controller.services.pool import Spawn
 from controller.services.shape import definitions, inputs
-from controller.services.sizing import requested_sizes
+from controller.services.sizing import pool_sizes, requested_sizes
 from controller.settings import Settings
 from controller.snapshots.manager import SnapshotManager
+from controller.store.db import DuplicateKey
 from controller.store.services import ServiceRecord, ServicesRepo
 
 log = logging.getLogger(__name__)
@@ -95,10 +96,7 @@ class ServiceRegistry:
             existing = self.versions(name)
             access.check_publish(caller, name, existing[0].record if existing else None)
             if (name, version) in self._services:
-                raise ConflictError(
-                    f"web service '{name}' version '{version}' already exists; "
-                    f"PATCH /services/{name}/{version} to change it, or publish another version"
-                )
+                raise _exists(name, version)
             if not request.code:
                 raise BadRequestError("'code' is required to publish a web service")
             key = secrets.token_hex(8)
@@ -128,8 +126,10 @@ class ServiceRegistry:
             )
             try:
                 await self._repo.insert(record)
-            except BaseException:
+            except BaseException as exc:
                 await self._environments.drop(image, archive)
+                if isinstance(exc, DuplicateKey):  # another controller of the group was first
+                    raise _exists(name, version) from None
                 raise
             service = self._make(record)
             self._services.put(service)
@@ -286,6 +286,71 @@ class ServiceRegistry:
         for service in self.all():
             await service.pool.close()
 
+    # --- the group: what other controllers changed ------------------------------------------
+
+    async def watch(self, interval: float = 1.0) -> None:
+        """Run forever: bring the catalogue in line with the store when another controller
+        of the group (docs/web-nodes.md) published, changed or deleted a version."""
+        seen = await self._repo.changes()
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                now = await self._repo.changes()
+                if now != seen:
+                    await self.refresh()
+                    seen = now
+            except O16nError as exc:
+                log.warning("catalogue refresh failed", extra={"error": exc.message})
+            except Exception:  # the database, say: try again at the next round
+                log.exception("catalogue refresh failed")
+
+    async def refresh(self) -> None:
+        """Versions the store has and the catalogue does not get a pool of this controller;
+        those gone from the store lose theirs; a changed version gets a new pool when what
+        its containers run changed, its new sizes or description otherwise. The one that
+        deleted a version removes its environment, not this."""
+        started: list[Service] = []
+        resized: list[Service] = []
+        ended: list[Service] = []
+        async with self._lock:
+            stored = {(r.name, r.version): r for r in await self._repo.all()}
+            for service in self.all():
+                name, version = service.record.name, service.record.version
+                record = stored.pop((name, version), None)
+                if record is None:
+                    self._services.remove(name, version)
+                    forget_service(name, version)
+                    ended.append(service)
+                elif record != service.record:
+                    if _containers_differ(record, service.record):
+                        successor = self._successor(service, record)
+                        self._services.put(successor)
+                        ended.append(service)
+                        started.append(successor)
+                    else:
+                        sizes = (record.pool_initial, record.pool_max)
+                        if sizes != (service.record.pool_initial, service.record.pool_max):
+                            resized.append(service)
+                        service.record = record
+                        service.document = self._document(record)
+            for record in stored.values():
+                service = self._make(record)
+                self._services.put(service)
+                started.append(service)
+        for service in ended:
+            await service.pool.close()
+        for service in resized:
+            first, most = pool_sizes(self._settings, service.record)
+            await service.pool.resize(first, most)
+            if first == 0:  # its pool was deleted: no container stays warm
+                await service.pool.drain()
+        for service in started:
+            service.pool.warm()
+        if started or ended:
+            log.info(
+                "catalogue refreshed", extra={"started": len(started), "ended": len(ended)}
+            )
+
     # --- internals ------------------------------------------------------------------------
 
     def _document(self, record: ServiceRecord) -> dict[str, Any]:
@@ -301,6 +366,32 @@ class ServiceRegistry:
         service = self._make(record)
         service.pool.served, service.pool.rejected = old.pool.served, old.pool.rejected
         return service
+
+
+#: What a version's containers run: a change to any of these needs new containers.
+_CONTAINER_FIELDS = (
+    "key",
+    "image",
+    "archive",
+    "code",
+    "init_code",
+    "inputs",
+    "outputs",
+    "output_files",
+    "isolation",
+    "generic",
+)
+
+
+def _containers_differ(new: ServiceRecord, old: ServiceRecord) -> bool:
+    return any(getattr(new, f) != getattr(old, f) for f in _CONTAINER_FIELDS)
+
+
+def _exists(name: str, version: str) -> ConflictError:
+    return ConflictError(
+        f"web service '{name}' version '{version}' already exists; "
+        f"PATCH /services/{name}/{version} to change it, or publish another version"
+    )
 
 
 #: The app's service registry.

@@ -104,6 +104,10 @@ class ServicesRepo:
             (initial, maximum, name, version),
         )
 
+    async def changes(self) -> int:
+        """Changes when another controller of the group (or a CLI) changed the services."""
+        return await self._db.changes("services")
+
     async def delete(self, name: str, version: str) -> None:
         await self._db.execute(
             "DELETE FROM services WHERE name = ? AND version = ?", (name, version)

@@ -1,0 +1,120 @@
+"""Two controllers on one database: what one publishes, changes or deletes, the other
+serves within a second or two, and a token revoked on one is refused by the other."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from controller.app import create_app
+from tests.conftest import bearer, login, make_settings
+from tests.services.conftest import consume, publish
+
+Client = TestClient[Any, Any]
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, "not within the time"
+        await asyncio.sleep(0.1)
+
+
+async def two(aiohttp_client: Any, data_dir: Path) -> tuple[Client, Client]:
+    """Two controllers of one group: one database, one shared directory, their own
+    containers (instances)."""
+    first = await aiohttp_client(create_app(make_settings(data_dir, service_pool_initial=0)))
+    second = await aiohttp_client(create_app(make_settings(data_dir, service_pool_initial=0)))
+    return first, second
+
+
+async def test_a_version_published_on_one_controller_is_served_by_the_other(
+    aiohttp_client: Any, data_dir: Path
+) -> None:
+    a, b = await two(aiohttp_client, data_dir)
+    headers = bearer((await login(a))["access_token"])
+    definitions = {
+        "inputParameterDefinitions": [{"name": "x", "type": "integer"}],
+        "outputParameterDefinitions": [{"name": "y", "type": "integer"}],
+    }
+    await publish(a, headers, "twice", "v1", code="y = x * 2", **definitions)
+
+    async def served() -> bool:
+        resp = await b.post("/api/twice/v1", json={"x": 4}, headers=headers)
+        return resp.status == 200
+
+    await eventually(served)
+    assert (await consume(b, headers, "twice", "v1", {"x": 4}))["outputParameters"] == {"y": 8}
+
+    # a change of code reaches the other controller's containers too
+    resp = await a.patch("/services/twice/v1", json={"code": "y = x * 3"}, headers=headers)
+    assert resp.status == 200, await resp.text()
+
+    async def changed() -> bool:
+        body = await consume(b, headers, "twice", "v1", {"x": 4})
+        return bool(body["outputParameters"] == {"y": 12})
+
+    await eventually(changed)
+
+    # the same version published on the other before it heard of it: 409, never a 500
+    resp = await b.post(
+        "/services/twice/v1", json={"code": "y = 0", "runtimeType": "Python"}, headers=headers
+    )
+    assert resp.status == 409, await resp.text()
+
+    resp = await a.delete("/services/twice/v1", headers=headers)
+    assert resp.status == 200, await resp.text()
+
+    async def gone() -> bool:
+        resp = await b.post("/api/twice/v1", json={"x": 4}, headers=headers)
+        return resp.status == 404
+
+    await eventually(gone)
+
+
+async def test_a_version_another_controller_just_published_is_a_409_not_a_500(
+    aiohttp_client: Any, data_dir: Path
+) -> None:
+    a, b = await two(aiohttp_client, data_dir)
+    headers = bearer((await login(a))["access_token"])
+    body = {"code": "y = 1", "runtimeType": "Python"}
+    answers = await asyncio.gather(
+        a.post("/services/race/v1", json=body, headers=headers),
+        b.post("/services/race/v1", json=body, headers=headers),
+    )
+    assert sorted(r.status for r in answers) == [201, 409], [r.status for r in answers]
+
+
+async def test_a_user_disabled_on_one_controller_is_refused_by_the_other_within_a_second(
+    aiohttp_client: Any, data_dir: Path
+) -> None:
+    a, b = await two(aiohttp_client, data_dir)
+    admin = bearer((await login(a))["access_token"])
+    resp = await a.post(
+        "/admin/users",
+        json={"name": "carol", "password": "password-123", "role": "Contributor"},
+        headers=admin,
+    )
+    assert resp.status == 201, await resp.text()
+
+    async def known() -> bool:  # the other controller learns of the new user as well
+        resp = await b.post("/login", json={"username": "carol", "password": "password-123"})
+        return resp.status == 200
+
+    await eventually(known)
+    carol = bearer((await login(b, "carol", "password-123"))["access_token"])
+    assert (await b.get("/services", headers=carol)).status == 200
+
+    resp = await a.patch("/admin/users/carol", json={"disabled": True}, headers=admin)
+    assert resp.status == 200, await resp.text()
+    started = asyncio.get_running_loop().time()
+
+    async def refused() -> bool:
+        return (await b.get("/services", headers=carol)).status == 401
+
+    await eventually(refused, within=3.0)
+    assert asyncio.get_running_loop().time() - started < 2.5
