@@ -10,6 +10,12 @@ and sweeps Docker at its end.
 
 Every test app gets its own data directory and a per-run ``instance`` label, so the
 containers a test leaves behind are found and swept at the end of the run.
+
+``O16N_TEST_DATABASE=postgres`` (default ``sqlite``) puts every test app's store in a
+throw-away PostgreSQL 15 cluster (``tests.postgres_cluster``; one per xdist worker),
+stopped at the end of the run: one database per data directory, so an app restarted on
+its directory finds its data, dropped with the ``data_dir`` fixture (the others with the
+cluster). Tests about SQLite itself are marked ``sqlite_only`` and skipped there.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from controller.auth import passwords
 from controller.runtime import fake
 from controller.runtime.docker.image import default_tag
 from controller.settings import Settings
+from tests.postgres_cluster import PostgresCluster, database_name
 
 RUN_ID = secrets.token_hex(3)
 INSTANCE_PREFIX = "o16n-test-"
@@ -48,6 +55,18 @@ ENGINE = "fake"
 #: The engine of the apps the running test makes (``make_settings``).
 TEST_ENGINE = "fake"
 
+#: The store of the run's apps: ``sqlite`` or ``postgres`` (``O16N_TEST_DATABASE``).
+DATABASE = os.environ.get("O16N_TEST_DATABASE", "") or "sqlite"
+#: The run's PostgreSQL cluster (``_postgres_cluster``).
+_CLUSTER: PostgresCluster | None = None
+#: The databases made in it so far, each with the data directory it belongs to.
+_DATABASES: dict[str, Path] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if DATABASE not in ("sqlite", "postgres"):
+        raise pytest.UsageError(f"O16N_TEST_DATABASE={DATABASE!r}: sqlite or postgres")
+
 
 @pytest.hookimpl(trylast=True)  # after ``-m`` and ``-k`` have deselected what they do
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -57,6 +76,61 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         raise pytest.UsageError(f"O16N_TEST_ENGINE={chosen!r}: fake or docker")
     on_docker = any(item.get_closest_marker("docker") is not None for item in items)
     ENGINE = chosen or ("docker" if on_docker else "fake")
+    if DATABASE != "sqlite":
+        skip = pytest.mark.skip(reason=f"about SQLite itself; this run is on {DATABASE}")
+        for item in items:
+            if item.get_closest_marker("sqlite_only") is not None:
+                item.add_marker(skip)
+
+
+def database_url(data_dir: Path) -> str | None:
+    """The PostgreSQL database of the apps on ``data_dir`` in a run on PostgreSQL (made at
+    its first use), None in one on SQLite: the app's own file then."""
+    if DATABASE != "postgres":
+        return None
+    if _CLUSTER is None:
+        raise RuntimeError("the run's PostgreSQL cluster is not running")
+    directory = data_dir.resolve()
+    name = database_name(directory)
+    if name not in _DATABASES:
+        _CLUSTER.create_database(name)
+        _DATABASES[name] = directory
+    return _CLUSTER.url(name)
+
+
+def database_env(data_dir: Path) -> dict[str, str]:
+    """``database_url`` for an ``o16n serve`` process: the environment that says it."""
+    url = database_url(data_dir)
+    return {} if url is None else {"O16N_DATABASE_URL": url}
+
+
+def drop_databases(under: Path) -> None:
+    """Drop the databases of ``under`` and of the directories inside it."""
+    if _CLUSTER is None:
+        return
+    root = under.resolve()
+    for name, directory in list(_DATABASES.items()):
+        if directory.is_relative_to(root):
+            _CLUSTER.drop_database(name)
+            del _DATABASES[name]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _postgres_cluster() -> Iterator[None]:
+    """The run's PostgreSQL cluster, in a run on PostgreSQL: started here, in the main
+    thread (the postmaster dies with the thread that started it, so a killed run leaves no
+    server behind), and stopped at the end of the run, also after a failure or a Ctrl-C
+    (pytest tears the session's fixtures down then too)."""
+    global _CLUSTER
+    if DATABASE == "postgres":
+        _CLUSTER = PostgresCluster().start()
+    try:
+        yield
+    finally:
+        cluster, _CLUSTER = _CLUSTER, None
+        _DATABASES.clear()
+        if cluster is not None:
+            cluster.stop()
 
 
 @pytest.fixture(scope="session")
@@ -136,6 +210,7 @@ def data_dir() -> Iterator[Path]:
     # of apps a test gave a directory inside this one
     for engine_dir in [path / fake.ROOT, *path.glob(f"*/{fake.ROOT}")]:
         fake.purge(engine_dir.parent)
+    drop_databases(path)
     shutil.rmtree(path, ignore_errors=True)
 
 
@@ -152,6 +227,9 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
         # importing the data stack per app start, most of the CPU of a Docker-free run,
         # and the tests run there are about something else.
         values.update(warm_pool_size=0, service_warm_pool_size=0)
+    url = database_url(data_dir)
+    if url is not None:
+        values["database_url"] = url
     values.update(overrides)
     settings = Settings.from_env({}, **values)
     INSTANCES.add(settings.instance)
