@@ -6,18 +6,23 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test test-fast check lint typecheck pytest image docker venv bench bench-baselines clean chromium ldap nodes
+.PHONY: run test test-fast check lint typecheck pytest pytest-postgres image docker venv bench bench-baselines clean chromium ldap nodes postgres
 
 run: image                     ## serve the API on $$O16N_HOST:$$O16N_PORT (127.0.0.1:12800)
 	$(PY) -m controller serve
 
-test: image chromium nodes check pytest  ## lint, type-check, then every test against the real engine
+test: image chromium nodes postgres check pytest pytest-postgres  ## lint, type-check, every test on the real engine, then on PostgreSQL
 
-test-fast: venv                ## the tests that need no Docker engine, on the fake engine (~1 min)
+test-fast: venv postgres       ## the tests that need no Docker engine, on the fake engine (~1 min)
 	$(PY) -m pytest -m "not docker" -n 2
 
-pytest: image nodes
+pytest: image nodes postgres
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The same tests but Docker's and those about SQLite itself, their apps on a throw-away
+# PostgreSQL 15 cluster (tests/postgres_cluster.py, one per worker).
+pytest-postgres: venv postgres
+	O16N_TEST_DATABASE=postgres $(PY) -m pytest -m "not docker and not sqlite_only" -n 2 $(PYTEST_ARGS)
 
 check: lint typecheck
 
@@ -39,6 +44,9 @@ chromium:                      ## Debian's chromium for the console's browser te
 
 nodes:                         ## sshd and ip for the compute-node tests' namespaces (as root)
 	bash scripts/ensure-nodes.sh
+
+postgres:                      ## Debian's PostgreSQL 15 server binaries for the tests' clusters (as root)
+	bash scripts/ensure-postgres.sh
 
 ldap:                          ## OpenLDAP's headers (python-ldap builds on them) and slapd (as root)
 	PYTHON="$(PYTHON)" bash scripts/ensure-ldap.sh
