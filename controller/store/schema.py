@@ -180,6 +180,24 @@ MIGRATIONS: list[str] = [
         added_by  TEXT NOT NULL
     );
     """,
+    # 9: the controllers of a group sharing this database (each heartbeats its row; a row
+    #    whose expires_at has passed is a dead controller's) and named leases, so a job
+    #    meant to run once across the group runs on the one controller holding its lease
+    """
+    CREATE TABLE controllers (
+        id            TEXT PRIMARY KEY,
+        name          TEXT NOT NULL,
+        internal_url  TEXT NOT NULL,
+        started_at    REAL NOT NULL,
+        heartbeat_at  REAL NOT NULL,
+        expires_at    REAL NOT NULL
+    );
+    CREATE TABLE leases (
+        name        TEXT PRIMARY KEY,
+        holder      TEXT NOT NULL,
+        expires_at  REAL NOT NULL
+    );
+    """,
 ]
 
 #: Statements PostgreSQL runs after the migration of the same number. 8: SQLite's
