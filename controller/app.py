@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import sys
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -40,6 +41,8 @@ from controller.computenodes import routes as compute_node_routes
 from controller.computenodes.registry import compute_nodes_ctx
 from controller.docs import SWAGGER
 from controller.drain import DRAIN, Drain, make_middleware
+from controller.group.membership import BATCHES as BATCHES_LEASE
+from controller.group.membership import MEMBERSHIP, PURGES, Membership, internal_url
 from controller.health import PROBE, HealthProbe
 from controller.http.body_limits import body_limit_middleware, with_expect_continue
 from controller.http.middlewares import (
@@ -67,6 +70,7 @@ from controller.snapshots.manager import SWEEP_AGE as SNAPSHOT_SWEEP_AGE
 from controller.store.audit import AuditRepo
 from controller.store.batches import BatchesRepo
 from controller.store.db import DB, open_database
+from controller.store.group import GroupRepo
 from controller.store.services import ServicesRepo
 from controller.store.sessions import SessionsRepo
 from controller.store.snapshots import SnapshotsRepo
@@ -123,6 +127,7 @@ def create_app(settings: Settings) -> web.Application:
             limits_ctx,
             *([metrics_routes.metrics_ctx] if settings.metrics else []),
             store_ctx,
+            group_ctx,
             auth_ctx,
             engine_ctx,
             admin_ctx,
@@ -180,12 +185,30 @@ async def store_ctx(app: web.Application) -> AsyncIterator[None]:
     await db.close()
 
 
+async def group_ctx(app: web.Application) -> AsyncIterator[None]:
+    """This controller's row among the controllers sharing the database, heartbeated, and
+    the leases of group-wide jobs; the row and leases go at a clean stop (the jobs have
+    stopped by then: the task supervisor's context is left first)."""
+    settings = app[SETTINGS]
+    membership = Membership(
+        GroupRepo(app[DB]), socket.gethostname(), internal_url(settings), settings.lease_seconds
+    )
+    await membership.join()
+    app[MEMBERSHIP] = membership
+    app[TASKS].spawn("group-heartbeat", membership.run())
+    yield
+    await membership.leave()
+
+
 async def auth_ctx(app: web.Application) -> AsyncIterator[None]:
     """Tokens, local accounts, and the directory ``O16N_APPSETTINGS`` names, if any."""
     settings = app[SETTINGS]
     config = appsettings.configured(settings)
     directory = Directory(app[DB], settings.access_token_ttl)
     directory.sources = config.token_sources
+    membership = app[MEMBERSHIP]
+    membership.want(PURGES)
+    directory.purge_here = lambda: membership.holds(PURGES)
     await ensure_admin(settings, directory.users_repo)
     await directory.reload()
     codec = AccessTokenCodec(jwt_secret(settings), settings.access_token_ttl)
@@ -264,6 +287,8 @@ async def sessions_ctx(app: web.Application) -> AsyncIterator[None]:
     manager.on_reaped = lambda session, why: audit.record(
         "session.close", session.id, actor="system", detail={"reason": why}
     )
+    membership = app[MEMBERSHIP]
+    manager.purge_here = lambda: membership.holds(PURGES)
     owned = await sandboxes.owned()
     kept = await manager.adopt(owned)
     await sandboxes.reap([h for h in owned if h.key not in kept])
@@ -305,11 +330,15 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     await registry.load()
     runner = BatchRunner(settings, BatchesRepo(app[DB]), registry, tasks)
     app[BATCHES] = runner
-    await runner.resume()
+    membership = app[MEMBERSHIP]
+    await membership.acquire(BATCHES_LEASE)  # alone, it resumes the batches at once
+    tasks.spawn("batch-lead", membership.run_as_leader(BATCHES_LEASE, runner.lead))
     await sweep_environments(app[SANDBOXES], app[SNAPSHOTS], registry)
     app[SANDBOXES].on_exit(registry.on_exit)
     app[SANDBOXES].on_exit(warm.on_exit)
-    await app[SNAPSHOTS].sweep(everything=True)
+    # every snapshot file no row names is a leftover at start, unless another controller
+    # of the group (sharing the files) is writing one right now
+    await app[SNAPSHOTS].sweep(everything=await membership.alone())
     await registry.sweep()
     tasks.spawn("file-sweep", sweep_files(app[SANDBOXES], app[SNAPSHOTS], registry))
     tasks.spawn("service-pool-trim", registry.keep_pools_trim())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import os
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -130,6 +131,20 @@ class Settings(BaseModel):
         gt=0,
         description="Seconds a request body may send nothing while the controller waits for it "
         "(408, and the connection is closed).",
+    )
+
+    # --- a group of controllers sharing one database (docs/web-nodes.md) ------------------
+    internal_url: str | None = Field(
+        None,
+        description="Where the other controllers of the group reach this one (`http://host:port`); "
+        "unset: http://<host>:<port> (this machine's name if host is a wildcard address).",
+    )
+    lease_seconds: float = Field(
+        10.0,
+        ge=3,
+        le=300,
+        description="Seconds a controller counts as alive after its last heartbeat (sent every "
+        "third of it), and that a group-wide job's lease lasts.",
     )
 
     # --- storage ------------------------------------------------------------------------
@@ -438,6 +453,19 @@ class Settings(BaseModel):
         if value is not None:
             check_metrics_token(value.get_secret_value())
         return value
+
+    @field_validator("internal_url")
+    @classmethod
+    def _check_internal_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        url = urllib.parse.urlsplit(value)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError("the internal URL must be http(s)://host[:port]")
+        if url.path not in ("", "/") or url.query or url.fragment or url.username:
+            raise ValueError("the internal URL names a host and port only, no path or user")
+        url.port  # noqa: B018 (a bad port raises ValueError here)
+        return value.rstrip("/")
 
     @field_validator("compute_nodes")
     @classmethod

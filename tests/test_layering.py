@@ -41,6 +41,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         ),
     ),
     ("store", ("controller.store",)),
+    # The controllers sharing the database: membership and the leases of group-wide jobs.
+    # It knows the store only, so that any layer above may run a job on one controller.
+    ("group", ("controller.group",)),
     # Where code runs: containers, agents, images. Below HTTP: it knows no requests.
     ("runtime", ("controller.runtime", "controller.health")),
     # Requests and responses: middlewares, bodies, JSON, agent blobs streamed to and fro.

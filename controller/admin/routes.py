@@ -7,6 +7,7 @@ from aiohttp import web
 from controller.admin import (
     audit_routes,
     batches,
+    controllers,
     diagnostics,
     node,
     nodes,
@@ -24,6 +25,7 @@ routes: list[web.RouteDef] = [
     *batches.routes,
     *node.routes,
     *nodes.routes,
+    *controllers.routes,
     *audit_routes.routes,
     *diagnostics.routes,
 ]

@@ -37,6 +37,9 @@ class Directory:
         self.sources: frozenset[str] = frozenset({"local"})
         #: more hourly clean-ups (the audit trail's retention), run by ``watch``
         self.purgers: list[Callable[[], Awaitable[object]]] = []
+        #: whether this controller runs the group's purges now (the purges' lease holder:
+        #: the rows are shared, one controller of the group is enough)
+        self.purge_here: Callable[[], bool] = lambda: True
 
     async def reload(self) -> None:
         """Load every user and every family touched within one access-token lifetime.
@@ -52,8 +55,9 @@ class Directory:
         self._data_version = version
 
     async def watch(self, interval: float = 1.0, purge_every: float = 3600.0) -> None:
-        """Reload whenever another process (the CLI) committed to the database; now and
-        then, delete refresh tokens and families nobody can use any more."""
+        """Reload whenever another process (the CLI, another controller) committed to the
+        database; now and then, delete refresh tokens and families nobody can use any more
+        (if this controller runs the group's purges)."""
         purged = time.monotonic()
         while True:
             await asyncio.sleep(interval)
@@ -63,9 +67,10 @@ class Directory:
                 if time.monotonic() - purged > purge_every:
                     purged = time.monotonic()
                     self._prune()  # only memory: a pruned family's tokens have all expired
-                    await self.tokens_repo.purge(time.time(), keep_revoked_for=self._access_ttl)
-                    for purge in self.purgers:
-                        await purge()
+                    if self.purge_here():
+                        await self.tokens_repo.purge(time.time(), keep_revoked_for=self._access_ttl)
+                        for purge in self.purgers:
+                            await purge()
             except Exception:  # keep watching; the next round retries
                 log.exception("reloading users and tokens failed")
 

@@ -1,5 +1,10 @@
-"""Where a batch runs. Every record and result lives in SQLite, so a restarted controller
-resumes the records that had not finished; there is no wall-clock limit.
+"""Where a batch runs. Every record and result lives in the database, so a restarted
+controller resumes the records that had not finished; there is no wall-clock limit.
+
+In a group of controllers sharing the database, batches run on the one holding the
+``batches`` lease (``lead``): it takes every unfinished batch, whichever controller
+recorded it, and stops those cancelled elsewhere; when its lease goes, it stops them all,
+keeping what is done, and the next holder resumes them.
 
 Records are checked before anything is stored (400 naming the record and its columns).
 ``parallelCount`` workers take records in order and run each like a consume request in
@@ -40,6 +45,7 @@ FLUSH_EVERY = 64
 FLUSH_SECONDS = 0.5
 LOST_RUNS_MAX = 3  # runs of one record whose compute node was lost, before its failure is kept
 START_FAILURES = 20  # consecutive failed container starts before a batch is Failed
+LEAD_POLL = 1.0  # seconds between the lease holder's looks for batches recorded or cancelled
 
 
 @dataclass(eq=False)
@@ -68,6 +74,8 @@ class BatchRunner:
         self._registry = registry
         self._tasks = tasks
         self._jobs: dict[str, Job] = {}
+        #: whether ``lead`` runs here: a new batch then starts at once, not at its next look
+        self._leading = False
 
     # --- API ------------------------------------------------------------------------------
 
@@ -101,7 +109,8 @@ class BatchRunner:
             created_at=time.time(),
         )
         await self._repo.create(record, inputs)
-        self._launch(Job(record))
+        if self._leading and record.id not in self._jobs:
+            self._launch(Job(record))
         log.info("batch started", extra={"batch": record.id, "items": record.total})
         return record
 
@@ -161,11 +170,36 @@ class BatchRunner:
         finished = record.state in ("Complete", "Failed")
         await self._repo.delete(record.id, record.state if finished else "Canceled")
 
-    async def resume(self) -> None:
-        """At start: run the records of every batch a stopped controller left unfinished."""
-        for record in await self._repo.unfinished():
-            log.info("batch resumed", extra={"batch": record.id})
-            self._launch(Job(record))
+    async def lead(self, poll: float = LEAD_POLL) -> None:
+        """Run while this controller holds the group's ``batches`` lease (until cancelled):
+        run every unfinished batch (those a stopped controller left, those another one
+        recorded) and stop the ones cancelled meanwhile; when it ends, stop every batch,
+        keeping the results done, for the next holder to resume."""
+        self._leading = True
+        try:
+            while True:
+                running = {batch_id for batch_id, job in self._jobs.items() if not job.cancelled}
+                unfinished = await self._repo.unfinished()
+                for record in unfinished:
+                    if record.id not in self._jobs:
+                        log.info("batch resumed", extra={"batch": record.id})
+                        self._launch(Job(record))
+                for gone in running - {record.id for record in unfinished}:
+                    # cancelled on another controller (or just ended: nothing to stop then)
+                    job = self._jobs.pop(gone, None)
+                    if job is not None and job.task is not None:
+                        job.cancelled = True
+                        job.task.cancel()
+                await asyncio.sleep(poll)
+        finally:
+            self._leading = False
+            jobs, self._jobs = list(self._jobs.values()), {}
+            for job in jobs:
+                if job.task is not None:
+                    job.task.cancel()  # not ``cancelled``: what is done is kept
+            await asyncio.gather(
+                *(job.task for job in jobs if job.task is not None), return_exceptions=True
+            )
 
     # --- the work ---------------------------------------------------------------------------
 

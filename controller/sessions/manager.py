@@ -138,6 +138,9 @@ class SessionManager:
         self._tasks = TaskSupervisor()
         #: told of each session the idle reaper closes (the audit trail's "closed by whom")
         self.on_reaped: Callable[[Session, str], object] | None = None
+        #: whether this controller purges the group's old dead sessions' rows now (the
+        #: purges' lease holder); closing its own idle sessions it does regardless
+        self.purge_here: Callable[[], bool] = lambda: True
 
     # --- lookup ---------------------------------------------------------------------------
 
@@ -547,7 +550,8 @@ class SessionManager:
                     self.on_reaped(session, "idle")
             elif not session.alive and now - session.last_used > DEAD_RECORDS_KEPT:
                 self._sessions.pop(session.id, None)
-        await self._repo.purge_dead(now - DEAD_RECORDS_KEPT)
+        if self.purge_here():  # the rows are the group's: one controller purges them
+            await self._repo.purge_dead(now - DEAD_RECORDS_KEPT)
 
     async def run_idle_reaper(self) -> None:
         interval = min(30.0, self._settings.session_idle_timeout / 4)

@@ -157,7 +157,8 @@ class BatchesRepo:
     async def set_state(self, batch_id: str, state: str, error: str | None = None) -> None:
         finished = time.time() if state in ("Complete", "Failed", "Canceled") else None
         await self._db.execute(
-            "UPDATE batches SET state = ?, error = ?, finished_at = ? WHERE id = ?",
+            # a batch cancelled meanwhile (on another controller, say) stays cancelled
+            "UPDATE batches SET state = ?, error = ?, finished_at = ? WHERE id = ? AND deleted = 0",
             (state, error, finished, batch_id),
         )
 

@@ -1,0 +1,285 @@
+"""Group membership: controllers sharing one database run a group-wide job on one of them.
+
+The first tests drive ``Membership`` directly on two connections to one database (two
+controllers), with a short lease; the last ones start two apps on one data directory, the
+way a restart test starts two apps on one database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller.app import create_app
+from controller.auth.directory import Directory
+from controller.auth.service import AUTH
+from controller.batch.runner import BATCHES
+from controller.group.membership import BATCHES as BATCHES_LEASE
+from controller.group.membership import MEMBERSHIP, PURGES, Membership, internal_url
+from controller.sessions.manager import SESSIONS
+from controller.store.db import Database
+from controller.store.group import GroupRepo
+from tests.batch.test_batch import first_progress, publish_doubler, start, wait_done
+from tests.conftest import bearer, login, make_settings
+
+LEASE = 0.6
+
+
+@pytest.fixture
+async def dbs(data_dir: Path) -> AsyncIterator[tuple[Database, Database]]:
+    settings = make_settings(data_dir)
+    first = await Database.open(settings.db_path)
+    try:
+        second = await Database.open(settings.db_path)
+        try:
+            yield first, second
+        finally:
+            await second.close()
+    finally:
+        await first.close()
+
+
+class Leaders:
+    """Who runs the job now, checking that it is never two at once."""
+
+    def __init__(self) -> None:
+        self.running: set[str] = set()
+        self.ran: list[str] = []
+        self.overlaps: list[tuple[str, set[str]]] = []
+
+    def job(self, member: Membership) -> Callable[[], Any]:
+        async def work() -> None:
+            if self.running:  # checked by the test: a failure here would only be logged
+                self.overlaps.append((member.id, set(self.running)))
+            self.running.add(member.id)
+            self.ran.append(member.id)
+            try:
+                await asyncio.Event().wait()
+            finally:
+                self.running.discard(member.id)
+
+        return work
+
+    async def wait_for(self, member: Membership, within: float) -> float:
+        """Seconds until ``member`` runs the job (fails after ``within``)."""
+        start = time.monotonic()
+        while self.running != {member.id}:
+            assert time.monotonic() - start < within, f"{member.id} did not take over"
+            await asyncio.sleep(0.02)
+        assert self.overlaps == []
+        return time.monotonic() - start
+
+
+async def _stop(*tasks: asyncio.Task[Any]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_one_member_runs_the_job_and_a_dead_ones_lease_is_taken_after_it_expires(
+    dbs: tuple[Database, Database],
+) -> None:
+    a = Membership(GroupRepo(dbs[0]), "a", "http://a:1", LEASE)
+    b = Membership(GroupRepo(dbs[1]), "b", "http://b:1", LEASE)
+    await a.join()
+    await b.join()
+    leaders = Leaders()
+    a_beat = asyncio.create_task(a.run())
+    a_lead = asyncio.create_task(a.run_as_leader("job", leaders.job(a)))
+    await leaders.wait_for(a, within=LEASE)
+    b_beat = asyncio.create_task(b.run())
+    b_lead = asyncio.create_task(b.run_as_leader("job", leaders.job(b)))
+    try:
+        await asyncio.sleep(LEASE * 3)  # b beats several times meanwhile: a keeps it
+        assert leaders.ran == [a.id] and a.holds("job") and not b.holds("job")
+        assert {m.id for m in await b.members()} == {a.id, b.id}
+        assert not await a.alone()
+
+        # a "dies": its heartbeat stops, no clean leave. Its own job stops when the lease
+        # lapses there (2/3 of it); b takes it once it has expired in the database
+        await _stop(a_beat)
+        took = await leaders.wait_for(b, within=LEASE * 3)
+        assert took >= LEASE * 0.5  # not before a's lease ran out
+        assert leaders.ran == [a.id, b.id] and not a.holds("job")
+        await asyncio.sleep(LEASE)
+        assert [m.id for m in await b.members()] == [b.id] and await b.alone()
+    finally:
+        await _stop(a_lead, b_lead, b_beat)
+        assert leaders.running == set() and leaders.overlaps == []
+
+
+async def test_a_clean_stop_hands_the_lease_over_at_the_next_beat(
+    dbs: tuple[Database, Database],
+) -> None:
+    lease = 3.0  # the shortest O16N_LEASE_SECONDS: a beat a second
+    a = Membership(GroupRepo(dbs[0]), "a", "http://a:1", lease)
+    b = Membership(GroupRepo(dbs[1]), "b", "http://b:1", lease)
+    await a.join()
+    await b.join()
+    assert await a.acquire("job") and not await b.acquire("job")
+    leaders = Leaders()
+    tasks = [
+        asyncio.create_task(a.run()),
+        asyncio.create_task(b.run()),
+        asyncio.create_task(b.run_as_leader("job", leaders.job(b))),
+    ]
+    a_lead = asyncio.create_task(a.run_as_leader("job", leaders.job(a)))
+    try:
+        await leaders.wait_for(a, within=1.0)
+        await _stop(a_lead, tasks[0])
+        await a.leave()  # its row and leases go now, not when they would expire
+        took = await leaders.wait_for(b, within=lease / 3 + 1.0)
+        assert took < lease * HOLD_MARGIN
+        assert [m.id for m in await b.members()] == [b.id]
+    finally:
+        await _stop(*tasks)
+
+
+HOLD_MARGIN = 2 / 3  # a takeover after a clean stop is sooner than any expiry
+
+
+async def test_a_member_whose_row_was_lost_registers_again(
+    dbs: tuple[Database, Database],
+) -> None:
+    a = Membership(GroupRepo(dbs[0]), "a", "http://a:1", LEASE)
+    await a.join()
+    await GroupRepo(dbs[1]).forget(a.id)  # an operator's clean-up, say
+    beat = asyncio.create_task(a.run())
+    try:
+        await asyncio.sleep(LEASE / 3 + 0.2)
+        assert [m.id for m in await a.members()] == [a.id]
+    finally:
+        await _stop(beat)
+
+
+async def test_the_token_and_audit_purges_run_only_where_purge_here_says(
+    dbs: tuple[Database, Database],
+) -> None:
+    purged: list[str] = []
+    watches = []
+    for name, db, here in (("holder", dbs[0], True), ("other", dbs[1], False)):
+        directory = Directory(db, access_ttl=60)
+        directory.purge_here = lambda here=here: here  # type: ignore[misc]
+
+        async def purge(name: str = name) -> None:
+            purged.append(name)
+
+        directory.purgers.append(purge)
+        watches.append(asyncio.create_task(directory.watch(interval=0.05, purge_every=0.1)))
+    try:
+        await asyncio.sleep(0.6)
+    finally:
+        await _stop(*watches)
+    assert purged and set(purged) == {"holder"}
+
+
+def test_the_internal_url(data_dir: Path) -> None:
+    assert internal_url(make_settings(data_dir, port=8123)) == "http://127.0.0.1:8123"
+    everywhere = internal_url(make_settings(data_dir, host="0.0.0.0", port=1))
+    assert everywhere.startswith("http://") and "0.0.0.0" not in everywhere
+    assert internal_url(make_settings(data_dir, host="::1", port=2)) == "http://[::1]:2"
+    given = make_settings(data_dir, internal_url="http://web-1.internal:12800/")
+    assert internal_url(given) == "http://web-1.internal:12800"
+    for bad in ("web-1:12800", "http://web-1/path", "ftp://web-1", "http://u@web-1"):
+        with pytest.raises(ValueError, match="O16N_INTERNAL_URL"):
+            make_settings(data_dir, internal_url=bad)
+
+
+# --- two apps on one database ---------------------------------------------------------------
+
+
+async def _until(check: Callable[[], bool], within: float) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        assert time.monotonic() < deadline, "not within the time given"
+        await asyncio.sleep(0.05)
+
+
+async def test_two_controllers_run_the_groups_jobs_once_and_hand_them_over(
+    aiohttp_client: Any, data_dir: Path
+) -> None:
+    first = await aiohttp_client(create_app(make_settings(data_dir, lease_seconds=3)))
+    a = first.app[MEMBERSHIP]
+    await _until(lambda: a.held() == [BATCHES_LEASE, PURGES], within=2.0)
+    second = await aiohttp_client(create_app(make_settings(data_dir, lease_seconds=3)))
+    b = second.app[MEMBERSHIP]
+    await asyncio.sleep(1.5)  # beats of both
+    assert a.held() == [BATCHES_LEASE, PURGES] and b.held() == []
+    # the purges of shared rows run on the holder only; each closes its own idle sessions
+    for app, here in ((first.app, True), (second.app, False)):
+        assert app[AUTH].directory.purge_here() is here
+        assert app[SESSIONS].purge_here() is here
+    assert a.id != b.id and {m.id for m in await b.members()} == {a.id, b.id}
+
+    # the Owner's view of the group, from either controller
+    headers = bearer((await login(second))["access_token"])
+    resp = await second.get("/admin/controllers", headers=headers)
+    assert resp.status == 200, await resp.text()
+    listed = {c["id"]: c for c in (await resp.json())["controllers"]}
+    assert listed[a.id]["leases"] == [BATCHES_LEASE, PURGES] and listed[b.id]["leases"] == []
+    assert listed[b.id]["self"] and not listed[a.id]["self"] and listed[a.id]["alive"]
+
+    await first.close()  # a clean stop: the other takes over at its next beat
+    await _until(lambda: b.held() == [BATCHES_LEASE, PURGES], within=3.0)
+    assert second.app[AUTH].directory.purge_here() and second.app[SESSIONS].purge_here()
+    assert [m.id for m in await b.members()] == [b.id]
+
+
+async def test_a_batch_recorded_anywhere_runs_on_the_lease_holder_and_moves_with_it(
+    aiohttp_client: Any, data_dir: Path
+) -> None:
+    first = await aiohttp_client(
+        create_app(make_settings(data_dir, lease_seconds=3, service_pool_initial=0))
+    )
+    headers = bearer((await login(first))["access_token"])
+    await publish_doubler(first, headers)  # before the second starts: it loads it then
+    second = await aiohttp_client(
+        create_app(make_settings(data_dir, lease_seconds=3, service_pool_initial=0))
+    )
+    assert first.app[MEMBERSHIP].held() == [BATCHES_LEASE, PURGES]
+
+    # recorded by the second, run by the first (the lease holder)
+    records = [{"x": i, "pause": 0.2} for i in range(12)]
+    batch_id = (await start(second, headers, records, "?parallelCount=1"))["batchExecutionId"]
+    await first_progress(second, headers, batch_id)
+    assert batch_id in first.app[BATCHES]._jobs and not second.app[BATCHES]._jobs
+
+    # the holder stops: the other resumes the records not done
+    await first.close()
+    status = await wait_done(second, headers, batch_id)
+    assert status["state"] == "Complete" and status["completedItemCount"] == 12
+    assert [r["outputParameters"]["y"] for r in status["batchExecutionResults"]] == [
+        i * 2 for i in range(12)
+    ]
+
+
+async def test_a_batch_cancelled_on_another_controller_stops_on_the_holder(
+    aiohttp_client: Any, data_dir: Path
+) -> None:
+    first = await aiohttp_client(
+        create_app(make_settings(data_dir, lease_seconds=3, service_pool_initial=0))
+    )
+    headers = bearer((await login(first))["access_token"])
+    await publish_doubler(first, headers)
+    second = await aiohttp_client(
+        create_app(make_settings(data_dir, lease_seconds=3, service_pool_initial=0))
+    )
+    records = [{"x": i, "pause": 0.3} for i in range(30)]
+    batch_id = (await start(first, headers, records, "?parallelCount=1"))["batchExecutionId"]
+    await first_progress(first, headers, batch_id)
+    job = first.app[BATCHES]._jobs[batch_id]
+    assert job.task is not None
+    resp = await second.delete(f"/api/Batchy/1/batch/{batch_id}", headers=headers)
+    assert resp.status == 200
+    await _until(job.task.done, within=3.0)  # stopped, not left running its records
+    assert job.task.cancelled() and batch_id not in first.app[BATCHES]._jobs
+    resp = await first.get(f"/api/Batchy/1/batch/{batch_id}", headers=headers)
+    assert resp.status == 404  # cancelled: gone, and not brought back as InProgress
