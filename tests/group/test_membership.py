@@ -23,7 +23,7 @@ from controller.batch.runner import BATCHES
 from controller.group.membership import BATCHES as BATCHES_LEASE
 from controller.group.membership import MEMBERSHIP, PURGES, Membership, internal_url
 from controller.sessions.manager import SESSIONS
-from controller.store.db import Database
+from controller.store.db import Database, open_database
 from controller.store.group import GroupRepo
 from tests.batch.test_batch import first_progress, publish_doubler, start, wait_done
 from tests.conftest import bearer, login, make_settings
@@ -34,9 +34,9 @@ LEASE = 0.6
 @pytest.fixture
 async def dbs(data_dir: Path) -> AsyncIterator[tuple[Database, Database]]:
     settings = make_settings(data_dir)
-    first = await Database.open(settings.db_path)
+    first = await open_database(settings)
     try:
-        second = await Database.open(settings.db_path)
+        second = await open_database(settings)
         try:
             yield first, second
         finally:
