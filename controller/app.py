@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import sys
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -62,6 +61,7 @@ from controller.runtime.warm_pool import WARM_POOLS, WarmPool
 from controller.services import routes as service_routes
 from controller.services.registry import SERVICES, ServiceRegistry
 from controller.sessions import routes as session_routes
+from controller.sessions.forwarding import forwarding_ctx, forwarding_middleware
 from controller.sessions.manager import SESSIONS, SessionManager
 from controller.settings import SETTINGS, Settings
 from controller.snapshots import routes as snapshot_routes
@@ -93,6 +93,7 @@ def create_app(settings: Settings) -> web.Application:
             auth_middleware,
             body_limit_middleware,
             make_middleware(drain),
+            forwarding_middleware,  # after authentication: only the caller's sessions go on
         ],
         client_max_size=int(settings.max_body_bytes),
         # An idle connection, or one still sending its request's headers, is closed after
@@ -128,6 +129,7 @@ def create_app(settings: Settings) -> web.Application:
             *([metrics_routes.metrics_ctx] if settings.metrics else []),
             store_ctx,
             group_ctx,
+            forwarding_ctx,
             auth_ctx,
             engine_ctx,
             admin_ctx,
@@ -191,7 +193,7 @@ async def group_ctx(app: web.Application) -> AsyncIterator[None]:
     stopped by then: the task supervisor's context is left first)."""
     settings = app[SETTINGS]
     membership = Membership(
-        GroupRepo(app[DB]), socket.gethostname(), internal_url(settings), settings.lease_seconds
+        GroupRepo(app[DB]), settings.instance, internal_url(settings), settings.lease_seconds
     )
     await membership.join()
     app[MEMBERSHIP] = membership
@@ -281,7 +283,8 @@ async def sessions_ctx(app: web.Application) -> AsyncIterator[None]:
     sandboxes = app[SANDBOXES]
     pool = WarmPool(sandboxes, settings.warm_pool_size, "sessions")
     app[WARM_POOLS].append(pool)
-    manager = SessionManager(settings, SessionsRepo(app[DB]), sandboxes, pool)
+    repo = SessionsRepo(app[DB])
+    manager = SessionManager(settings, repo, sandboxes, pool)
     app[SESSIONS] = manager
     audit = app[AUDIT]
     manager.on_reaped = lambda session, why: audit.record(
@@ -289,8 +292,9 @@ async def sessions_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     membership = app[MEMBERSHIP]
     manager.purge_here = lambda: membership.holds(PURGES)
+    sandboxes.held_elsewhere = lambda: repo.held_elsewhere(settings.instance)
     owned = await sandboxes.owned()
-    kept = await manager.adopt(owned)
+    kept = await manager.adopt(owned) | await sandboxes.held_elsewhere()
     await sandboxes.reap([h for h in owned if h.key not in kept])
     manager.collect_unfinished(app[TASKS].spawn)
     await sandboxes.sweep()  # the socket directories of containers gone
@@ -304,6 +308,7 @@ async def sessions_ctx(app: web.Application) -> AsyncIterator[None]:
     app[TASKS].spawn("sandbox-sweep", sandboxes.keep_clean(SWEEP_INTERVAL))
     app[TASKS].spawn("warm-pool", pool.keep_full())
     app[TASKS].spawn("session-idle-reaper", manager.run_idle_reaper())
+    app[TASKS].spawn("session-take-over", manager.run_take_over(settings.lease_seconds / 3))
     app[TASKS].spawn("session-execution-log", manager.log.run())
     yield
     await pool.close()

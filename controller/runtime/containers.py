@@ -116,8 +116,9 @@ class ContainerRuntime(Protocol):
         """Kill and remove, and whatever the engine kept for it on this host; idempotent
         ("not found" is success)."""
 
-    async def list_owned(self) -> list[ContainerHandle]:
-        """Every container of this controller instance, running or not."""
+    async def list_owned(self, instance: str | None = None) -> list[ContainerHandle]:
+        """Every container of this controller instance, running or not; with ``instance``,
+        that other controller's (of the group, whose sessions this one takes over)."""
 
     def exits(self) -> AsyncGenerator[tuple[str, bool], None]:
         """Keys of this instance's containers as they stop, forever (reconnecting to the

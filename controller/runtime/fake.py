@@ -432,9 +432,10 @@ class FakeRuntime:
         await asyncio.to_thread(shutil.rmtree, folder, True)
         await asyncio.to_thread(shutil.rmtree, self._settings.sockets_dir / handle.key, True)
 
-    async def list_owned(self) -> list[ContainerHandle]:
+    async def list_owned(self, instance: str | None = None) -> list[ContainerHandle]:
+        """Another instance's only where it shares this one's data directory."""
         found = await asyncio.to_thread(
-            lambda: list(_owned_states(self._root, self._settings.instance))
+            lambda: list(_owned_states(self._root, instance or self._settings.instance))
         )
         return [self._handle(path.name, state) for path, state in found]
 

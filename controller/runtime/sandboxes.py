@@ -92,6 +92,9 @@ class Sandboxes:
         #: ended where a sandbox said so
         self._counted: dict[str, tuple[ContainerHandle, str]] = {}
         self._causes: dict[str, str] = {}
+        #: keys of this instance's containers that another controller of the group took
+        #: over with their sessions when this one was thought dead: never swept here
+        self.held_elsewhere: Callable[[], Awaitable[set[str]]] = _nothing
 
     async def launch(
         self,
@@ -237,13 +240,21 @@ class Sandboxes:
         engine finished after we gave up on it, say) and what the engine keeps on this
         host for containers that are gone; returns how many containers."""
         removed = 0
+        elsewhere = await self.held_elsewhere()
         for handle in await self.runtime.list_owned():
+            if handle.key in elsewhere:
+                continue
             if handle.key not in self._live and handle.key not in self._unremoved:
                 log.info("removing a container no sandbox uses", extra={"key": handle.key})
                 await self._remove(handle)
                 removed += 1
         await self.runtime.sweep(
-            lambda key: key in self._live or key in self._unremoved or key in self._listeners
+            lambda key: (
+                key in self._live
+                or key in self._unremoved
+                or key in self._listeners
+                or key in elsewhere
+            )
         )
         return removed
 
@@ -356,6 +367,10 @@ class Sandboxes:
 
 #: The app's sandboxes.
 SANDBOXES = web.AppKey("sandboxes", Sandboxes)
+
+
+async def _nothing() -> set[str]:
+    return set()
 
 
 def _retrieved(future: asyncio.Future[ContainerHandle]) -> None:

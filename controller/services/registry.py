@@ -347,9 +347,7 @@ class ServiceRegistry:
         for service in started:
             service.pool.warm()
         if started or ended:
-            log.info(
-                "catalogue refreshed", extra={"started": len(started), "ended": len(ended)}
-            )
+            log.info("catalogue refreshed", extra={"started": len(started), "ended": len(ended)})
 
     # --- internals ------------------------------------------------------------------------
 

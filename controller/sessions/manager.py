@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import secrets
 import string
@@ -34,6 +35,7 @@ from controller.errors import (
     InsufficientStorage,
     NotFoundError,
     O16nError,
+    ServiceUnavailableError,
     StoreBusy,
     TooManyRequestsError,
 )
@@ -126,6 +128,10 @@ class SessionManager:
         self._repo = repo
         self._sandboxes = sandboxes
         self._pool = pool
+        #: this controller in its group: the instance its session rows name
+        self._me = settings.instance
+        #: sessions of a dead controller being taken over (``take_over``): 503 meanwhile
+        self._arriving: set[str] = set()
         self._sessions: dict[str, Session] = {}
         self._creating: dict[int, int] = {}
         #: adopted sessions whose agent runs (or ran) an execution no history entry records,
@@ -147,6 +153,12 @@ class SessionManager:
     def get(self, caller: Identity, session_id: str) -> Session:
         """The caller's session: 404 when it is not theirs or not there, 410 when it died."""
         session = self._sessions.get(check_session_id(session_id))
+        if session is None and session_id in self._arriving:
+            raise ServiceUnavailableError(
+                f"session '{session_id}' is being taken over from a controller that stopped; "
+                "try again shortly",
+                retry_after=2.0,
+            )
         if session is None or session.owner_id != caller.user_id:
             raise NotFoundError(f"no session '{session_id}'")
         if not session.alive:
@@ -155,10 +167,50 @@ class SessionManager:
         return session
 
     def owned_by(self, caller: Identity) -> list[Session]:
+        """The caller's alive sessions this controller holds, oldest first."""
         return sorted(
             (s for s in self._sessions.values() if s.owner_id == caller.user_id and s.alive),
             key=lambda s: s.created_at,
         )
+
+    async def listed(self, caller: Identity) -> list[dict[str, Any]]:
+        """The caller's alive sessions on every controller of the group, oldest first."""
+        here = self.owned_by(caller)
+        known = {s.id for s in here}
+        others = [
+            r
+            for r in await self._repo.alive_of(caller.user_id)
+            if r.id not in known and r.controller not in (None, self._me)
+        ]
+        listed = [(s.created_at, s.to_json()) for s in here]
+        listed += [
+            (
+                r.created_at,
+                {"id": r.id, "name": r.name, "owner": r.owner_name, "runtimeType": RUNTIME},
+            )
+            for r in others
+        ]
+        return [entry for _, entry in sorted(listed, key=lambda pair: pair[0])]
+
+    async def held_elsewhere(self, caller: Identity, session_id: str) -> SessionRecord | None:
+        """The record of the caller's alive session when another controller of the group
+        holds it (its requests go there: ``sessions/forwarding.py``); ``None`` when this
+        one does, or when nobody does (the usual 404 or 410 answers then)."""
+        if session_id in self._sessions or session_id in self._closing:
+            return None
+        try:
+            check_session_id(session_id)
+        except O16nError:
+            return None
+        record = await self._repo.get(session_id)
+        if (
+            record is None
+            or record.owner_id != caller.user_id
+            or record.state != "alive"
+            or record.controller in (None, self._me)
+        ):
+            return None
+        return record
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -170,6 +222,7 @@ class SessionManager:
         session) the container starts from the snapshot's image and the agent restores the
         workspace."""
         self._reserve(caller)
+        limit = self._settings.sessions_per_user
         try:
             session_id = str(uuid.uuid4())
             source = None
@@ -189,7 +242,10 @@ class SessionManager:
                 last_used=now,
             )
             try:
-                await self._repo.insert(self._record(session))
+                if not await self._repo.insert(self._record(session), limit):
+                    raise _over_limit(
+                        caller, limit, f"{limit} open sessions on this server's controllers"
+                    )
             except BaseException:
                 await self._sandboxes.destroy(sandbox)
                 raise
@@ -246,10 +302,7 @@ class SessionManager:
         limit = self._settings.sessions_per_user
         if open_now + stopping + pending >= limit:
             held = f" and {stopping} closed ones whose code has not stopped yet" if stopping else ""
-            raise TooManyRequestsError(
-                f"'{caller.username}' already has {open_now} open sessions{held}, the limit is "
-                f"{limit}; close one (DELETE /sessions/{{id}}) first"
-            )
+            raise _over_limit(caller, limit, f"{open_now} open sessions{held}")
         self._creating[caller.user_id] = pending + 1
 
     async def close(self, caller: Identity, session_id: str, *, force: bool = False) -> None:
@@ -576,7 +629,7 @@ class SessionManager:
     async def adopt(self, owned: list[ContainerHandle]) -> set[str]:
         """Re-link the sessions an earlier controller left running; returns the keys kept."""
         by_key = {h.key: h for h in owned}
-        records = await self._repo.alive()
+        records = await self._repo.alive(self._me)
         results = await asyncio.gather(*(self._adopt_one(r, by_key) for r in records))
         for record in await self._repo.dead():
             self._sessions[record.id] = self._session(record, None, record.dead_reason)
@@ -623,6 +676,61 @@ class SessionManager:
         await self._repo.mark_dead(record.id, reason)
         self._sessions[record.id] = self._session(record, None, reason)
         return None
+
+    # --- the group: a dead controller's sessions ------------------------------------------
+
+    async def take_over(self, now: float) -> int:
+        """Take over the sessions of every controller of the group that died (its row
+        expired at ``now``) and adopt their containers as a restart would: their state,
+        history and running executions carry over. Then remove the dead one's other
+        containers (warm, service), which nobody else would: listed before its death is
+        checked again, so none it makes after coming back is among them. Returns how many
+        sessions were taken. Containers on an engine this controller cannot reach, or whose
+        agent does not dial back here, end their sessions with the reason."""
+        taken = 0
+        for dead in await self._repo.orphaned(now):
+            if dead == self._me:
+                continue
+            handles = await self._sandboxes.runtime.list_owned(instance=dead)
+            records = await self._repo.take_over(dead, self._me, now)
+            if not records:
+                continue
+            log.warning(
+                "taking over the sessions of a controller that stopped answering",
+                extra={"controller": dead, "sessions": len(records)},
+            )
+            by_key = {h.key: h for h in handles}
+            for record in records:  # its agent dials where the dead controller listened
+                handle = by_key.get(record.container_key)
+                if handle is not None and record.endpoint:
+                    by_key[record.container_key] = dataclasses.replace(
+                        handle, endpoint=record.endpoint
+                    )
+            arriving = {r.id for r in records}
+            self._arriving |= arriving
+            try:
+                kept = await asyncio.gather(*(self._adopt_one(r, by_key) for r in records))
+            finally:
+                self._arriving -= arriving
+            taken += len(records)
+            self.collect_unfinished(self._tasks.spawn)
+            if await self._repo.alive_controller(dead, time.time()):
+                continue  # it is back: what is left is its own again
+            named = await self._repo.alive_keys()
+            leftovers = [h for h in handles if h.key not in named and h.key not in kept]
+            await self._sandboxes.reap(leftovers)
+        return taken
+
+    async def run_take_over(self, interval: float) -> None:
+        """Run forever: every ``interval`` seconds, take over dead controllers' sessions."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.take_over(time.time())
+            except O16nError as exc:
+                log.warning("taking sessions over failed", extra={"error": exc.message})
+            except Exception:  # the database, say: try again at the next round
+                log.exception("taking sessions over failed")
 
     def collect_unfinished(self, spawn: Spawn) -> None:
         """After ``adopt``: one background task per execution an earlier controller started
@@ -717,6 +825,8 @@ class SessionManager:
             created_at=session.created_at,
             last_used_at=session.last_used,
             console_output="",
+            controller=self._me,
+            endpoint=handle.endpoint,
         )
 
 
@@ -730,6 +840,13 @@ def _unrecorded_execution(hello: dict[str, Any], recorded: int) -> int | None:
         return None
     seq = execution.get("seq")
     return seq if type(seq) is int and recorded < seq <= recorded + UNRECORDED_MAX else None
+
+
+def _over_limit(caller: Identity, limit: int, held: str) -> TooManyRequestsError:
+    return TooManyRequestsError(
+        f"'{caller.username}' already has {held}, the limit is {limit}; close one "
+        "(DELETE /sessions/{id}) first"
+    )
 
 
 def _busy(session: Session) -> ConflictError:

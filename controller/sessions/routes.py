@@ -59,8 +59,7 @@ async def create_session(request: web.Request) -> web.Response:
 
 @routes.get("/sessions")
 async def list_sessions(request: web.Request) -> web.Response:
-    sessions = request.app[SESSIONS].owned_by(caller(request))
-    return json_response([s.to_json() for s in sessions])
+    return json_response(await request.app[SESSIONS].listed(caller(request)))
 
 
 @routes.delete("/sessions/{id}")

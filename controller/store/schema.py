@@ -198,6 +198,14 @@ MIGRATIONS: list[str] = [
         expires_at  REAL NOT NULL
     );
     """,
+    # 10: which controller of the group holds each session (its O16N_INSTANCE; NULL: a row
+    #     from before, held by the one controller there was) and where that controller
+    #     listens for the session's agent, so that another one can take it over
+    """
+    ALTER TABLE sessions ADD COLUMN controller TEXT;
+    ALTER TABLE sessions ADD COLUMN endpoint TEXT;
+    CREATE INDEX sessions_controller ON sessions(controller, state);
+    """,
 ]
 
 #: Statements PostgreSQL runs after the migration of the same number. 8: SQLite's

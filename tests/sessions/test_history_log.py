@@ -29,7 +29,10 @@ async def add_session(db: Database, repo: SessionsRepo) -> None:
     """Session "s" of a new user, for the log to write entries of."""
     user = await UsersRepo(db).add("ada", "not-a-hash", Role.CONTRIBUTOR)
     await repo.insert(
-        SessionRecord("s", "n", user.id, user.username, "python", "k", "c", "alive", None, 0, 0, "")
+        SessionRecord(
+            "s", "n", user.id, user.username, "python", "k", "c", "alive", None, 0, 0, ""
+        ),
+        limit=10,
     )
 
 

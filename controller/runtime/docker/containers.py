@@ -223,11 +223,11 @@ class DockerContainers:
         """Let go of what ``create`` prepared for a container that is gone with its node."""
         await self._files.release(handle.key)
 
-    async def list_owned(self) -> list[ContainerHandle]:
-        return [self._handle(i.id, i.labels, i.image) for i in await self._owned()]
+    async def list_owned(self, instance: str | None = None) -> list[ContainerHandle]:
+        return [self._handle(i.id, i.labels, i.image) for i in await self._owned(instance)]
 
-    async def _owned(self) -> list[ContainerInfo]:
-        label = f"{LABEL_PREFIX}instance={self._settings.instance}"
+    async def _owned(self, instance: str | None = None) -> list[ContainerInfo]:
+        label = f"{LABEL_PREFIX}instance={instance or self._settings.instance}"
         return await self._gateway.list_containers(label)
 
     async def exits(self) -> AsyncGenerator[tuple[str, bool], None]:

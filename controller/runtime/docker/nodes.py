@@ -213,13 +213,13 @@ class DockerNodes:
             raise EngineUnavailable(f"compute node lost ({entry})")
         return node.containers
 
-    async def list_owned(self) -> list[ContainerHandle]:
+    async def list_owned(self, instance: str | None = None) -> list[ContainerHandle]:
         found: list[ContainerHandle] = []
         for node in list(self._nodes.values()):
             if node.state != "up" or node.containers is None:
                 continue
             try:
-                handles = await node.containers.list_owned()
+                handles = await node.containers.list_owned(instance)
             except O16nError as exc:  # that node is going: the others are still listed
                 log.warning(
                     "a compute node did not list its containers",

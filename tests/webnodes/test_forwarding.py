@@ -1,0 +1,148 @@
+"""Any controller of a group answers for any session: a request for one another controller
+holds is passed on to it, and a controller that stops has its sessions taken over, with
+their state, by one that goes on."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from controller.app import create_app
+from controller.sessions.manager import SESSIONS
+from controller.settings import Settings
+from tests.conftest import bearer, login, make_settings
+from tests.webnodes.conftest import free_port
+from tests.webnodes.test_shared_catalogue import eventually
+
+Client = TestClient[Any, Any]
+
+
+def member(data_dir: Path, database: str, **overrides: Any) -> Settings:
+    port = free_port()
+    return make_settings(
+        data_dir,
+        database_url=database,
+        port=port,
+        internal_url=f"http://127.0.0.1:{port}",
+        lease_seconds=3,
+        **overrides,
+    )
+
+
+async def start(aiohttp_client: Any, settings: Settings) -> Client:
+    client: Client = await aiohttp_client(
+        create_app(settings), server_kwargs={"port": settings.port}
+    )
+    return client
+
+
+async def execute(client: Client, headers: dict[str, str], sid: str, code: str) -> Any:
+    resp = await client.post(f"/sessions/{sid}/execute", json={"code": code}, headers=headers)
+    assert resp.status == 200, await resp.text()
+    return await resp.json()
+
+
+async def test_a_session_answers_through_every_controller_of_the_group(
+    group_database: str, aiohttp_client: Any, data_dir: Path
+) -> None:
+    # their own data directories (sockets, agent bundles), one database, one JWT secret
+    secret = "s" * 48
+    a = await start(aiohttp_client, member(data_dir / "a", group_database, jwt_secret=secret))
+    b = await start(aiohttp_client, member(data_dir / "b", group_database, jwt_secret=secret))
+    headers = bearer((await login(a))["access_token"])
+    resp = await a.post("/sessions", json={"name": "s"}, headers=headers)
+    assert resp.status == 201, await resp.text()
+    sid = (await resp.json())["sessionId"]
+    await execute(a, headers, sid, "x = 42")
+
+    # through the controller that does not hold it: passed on, state and all
+    body = await execute(b, headers, sid, "print(x)")
+    assert body["consoleOutput"] == "42\n"
+    assert sid not in {s.id for s in b.app[SESSIONS].everyone()}  # never held twice
+    resp = await b.get("/sessions", headers=headers)
+    assert [s["id"] for s in await resp.json()] == [sid]
+    resp = await b.get(f"/sessions/{sid}/history", headers=headers)
+    assert await resp.json() == ["x = 42", "print(x)"]
+    resp = await b.get(f"/sessions/{sid}/workspace", headers=headers)
+    assert resp.status == 200, await resp.text()
+
+    # another user's session is still a 404 there, passed on or not
+    other = await b.post(
+        "/admin/users", json={"name": "eve", "password": "password-123"}, headers=headers
+    )
+    assert other.status == 201, await other.text()
+    eve = bearer((await login(b, "eve", "password-123"))["access_token"])
+    resp = await b.post(f"/sessions/{sid}/execute", json={"code": "1"}, headers=eve)
+    assert resp.status == 404, await resp.text()
+
+    # a request another controller already passed on is never passed on again
+    resp = await b.post(
+        f"/sessions/{sid}/execute",
+        json={"code": "1"},
+        headers={**headers, "X-O16n-Forwarded-By": "someone"},
+    )
+    assert resp.status == 404, await resp.text()
+
+    resp = await b.delete(f"/sessions/{sid}", headers=headers)
+    assert resp.status == 200, await resp.text()
+    for client in (a, b):
+        resp = await client.post(f"/sessions/{sid}/execute", json={"code": "1"}, headers=headers)
+        assert resp.status == 404, await resp.text()
+
+
+async def test_the_session_limit_counts_the_sessions_on_every_controller(
+    group_database: str, aiohttp_client: Any, data_dir: Path
+) -> None:
+    secret = "s" * 48
+    a = await start(
+        aiohttp_client,
+        member(data_dir / "a", group_database, jwt_secret=secret, sessions_per_user=2),
+    )
+    b = await start(
+        aiohttp_client,
+        member(data_dir / "b", group_database, jwt_secret=secret, sessions_per_user=2),
+    )
+    headers = bearer((await login(a))["access_token"])
+    for client in (a, b):
+        resp = await client.post("/sessions", json={}, headers=headers)
+        assert resp.status == 201, await resp.text()
+    answers = await asyncio.gather(*(c.post("/sessions", json={}, headers=headers) for c in (a, b)))
+    assert [r.status for r in answers] == [429, 429]
+
+
+@pytest.mark.timeout(120)
+async def test_a_stopped_controllers_sessions_are_taken_over_with_their_state(
+    group_database: str, aiohttp_client: Any, data_dir: Path
+) -> None:
+    # one data directory: the fake engine's "containers" are processes found under it
+    secret = "s" * 48
+    a = await start(aiohttp_client, member(data_dir, group_database, jwt_secret=secret))
+    b = await start(aiohttp_client, member(data_dir, group_database, jwt_secret=secret))
+    headers = bearer((await login(a))["access_token"])
+    resp = await a.post("/sessions", json={"name": "kept"}, headers=headers)
+    sid = (await resp.json())["sessionId"]
+    await execute(a, headers, sid, "x = 42")
+
+    await a.close()  # its containers stay, as at any stop; its row goes with it
+    stopped = time.monotonic()
+
+    async def served() -> bool:
+        resp = await b.post(f"/sessions/{sid}/execute", json={"code": "print(x)"}, headers=headers)
+        if resp.status == 503:  # not taken over yet: try again, as told
+            assert resp.headers["Retry-After"]
+            return False
+        assert resp.status == 200, await resp.text()
+        return True
+
+    await eventually(served, within=3 + 5)
+    assert time.monotonic() - stopped < 3 + 5
+    body = await execute(b, headers, sid, "print(x)")
+    assert body["consoleOutput"] == "42\n"
+    assert sid in {s.id for s in b.app[SESSIONS].everyone()}
+    resp = await b.get(f"/sessions/{sid}/history", headers=headers)
+    assert (await resp.json())[0] == "x = 42"
