@@ -162,13 +162,15 @@ class BatchRunner:
         record = await self._find(caller, service, batch_id)
         if record.deleted:
             return
+        finished = record.state in ("Complete", "Failed")
+        # the row first: until it is marked, ``lead`` would take a batch missing from the
+        # jobs for one to resume, and start it again
+        await self._repo.delete(record.id, record.state if finished else "Canceled")
         job = self._jobs.pop(record.id, None)
         if job is not None:
             job.cancelled = True
             if job.task is not None:
                 job.task.cancel()
-        finished = record.state in ("Complete", "Failed")
-        await self._repo.delete(record.id, record.state if finished else "Canceled")
 
     async def lead(self, poll: float = LEAD_POLL) -> None:
         """Run while this controller holds the group's ``batches`` lease (until cancelled):

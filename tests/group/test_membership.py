@@ -283,3 +283,37 @@ async def test_a_batch_cancelled_on_another_controller_stops_on_the_holder(
     assert job.task.cancelled() and batch_id not in first.app[BATCHES]._jobs
     resp = await first.get(f"/api/Batchy/1/batch/{batch_id}", headers=headers)
     assert resp.status == 404  # cancelled: gone, and not brought back as InProgress
+
+
+async def test_a_batch_being_cancelled_is_not_resumed_meanwhile(
+    aiohttp_client: Any, data_dir: Path
+) -> None:
+    """The lease holder looks for batches to resume every second: one whose cancel is on
+    its way to the database must not be taken for one."""
+    client = await aiohttp_client(create_app(make_settings(data_dir, service_pool_initial=0)))
+    headers = bearer((await login(client))["access_token"])
+    await publish_doubler(client, headers)
+    records = [{"x": i, "pause": 0.3} for i in range(30)]
+    batch_id = (await start(client, headers, records, "?parallelCount=1"))["batchExecutionId"]
+    await first_progress(client, headers, batch_id)
+    runner = client.app[BATCHES]
+    job = runner._jobs[batch_id]
+    repo = runner._repo
+    delete, release = repo.delete, asyncio.Event()
+
+    async def slow_delete(batch: str, state: str) -> None:
+        await release.wait()  # a busy database
+        await delete(batch, state)
+
+    repo.delete = slow_delete  # type: ignore[method-assign]
+    cancel = asyncio.create_task(client.delete(f"/api/Batchy/1/batch/{batch_id}", headers=headers))
+    try:
+        await asyncio.sleep(1.5)  # the lead looks at least once meanwhile
+        assert runner._jobs.get(batch_id) in (None, job)  # never a second run of it
+    finally:
+        release.set()
+        resp = await cancel
+    assert resp.status == 200
+    assert job.task is not None
+    await _until(job.task.done, within=3.0)
+    assert batch_id not in runner._jobs
