@@ -85,6 +85,7 @@ class Membership:
         self.started_at = time.time()
         self._leases: dict[str, _Lease] = {}
         self._wake = asyncio.Event()
+        self._left = False
 
     # --- the row -------------------------------------------------------------------------
 
@@ -98,7 +99,10 @@ class Membership:
         )
 
     async def leave(self) -> None:
-        """At a clean stop (the jobs stopped first): drop the row and give every lease up."""
+        """At a clean stop (the jobs stopped first): drop the row and give every lease up.
+        A heartbeat still running (a start that failed half way stops no task) no longer
+        registers again nor takes a lease."""
+        self._left = True
         for lease in self._leases.values():
             lease.until = 0.0
         try:
@@ -121,6 +125,8 @@ class Membership:
             self._wake.clear()
 
     async def _beat(self) -> None:
+        if self._left:
+            return
         sent, now = time.monotonic(), time.time()
         if not await self._repo.heartbeat(self.id, now, self.lease_seconds):
             log.warning("this controller's row was gone; registering again")
@@ -160,6 +166,8 @@ class Membership:
     async def acquire(self, job: str) -> bool:
         """Want ``job`` and try its lease now, not at the next beat; whether it is ours."""
         self.want(job)
+        if self._left:
+            return False
         lease = self._leases[job]
         sent = time.monotonic()
         ours = await self._repo.try_lease(job, self.id, time.time(), self.lease_seconds)

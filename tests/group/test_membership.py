@@ -181,6 +181,24 @@ async def test_the_token_and_audit_purges_run_only_where_purge_here_says(
     assert purged and set(purged) == {"holder"}
 
 
+async def test_a_member_that_left_stays_gone_while_its_heartbeat_runs_on(
+    dbs: tuple[Database, Database],
+) -> None:
+    """A start that fails half way leaves the group without stopping its tasks."""
+    a = Membership(GroupRepo(dbs[0]), "a", "http://a:1", LEASE)
+    await a.join()
+    assert await a.acquire("job")
+    beat = asyncio.create_task(a.run())
+    try:
+        await a.leave()
+        await asyncio.sleep(LEASE)  # beats meanwhile
+        assert await a.members() == [] and not a.holds("job")
+        assert not await a.acquire("job")
+        assert await GroupRepo(dbs[1]).leases(time.time()) == []
+    finally:
+        await _stop(beat)
+
+
 def test_the_internal_url(data_dir: Path) -> None:
     assert internal_url(make_settings(data_dir, port=8123)) == "http://127.0.0.1:8123"
     everywhere = internal_url(make_settings(data_dir, host="0.0.0.0", port=1))
