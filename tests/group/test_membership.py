@@ -335,3 +335,22 @@ async def test_a_batch_being_cancelled_is_not_resumed_meanwhile(
     assert job.task is not None
     await _until(job.task.done, within=3.0)
     assert batch_id not in runner._jobs
+
+
+async def test_the_start_up_sweep_keeps_fresh_files_while_another_controller_lives(
+    aiohttp_client: Any, data_dir: Path
+) -> None:
+    """At start, every snapshot file no row names is a leftover only for a controller
+    alone: another live one (sharing the files) may be writing it."""
+    first = await aiohttp_client(create_app(make_settings(data_dir, lease_seconds=3)))
+    folder = data_dir / "snapshots"
+    folder.mkdir(exist_ok=True)
+    being_written = folder / "being-written.tar.tmp"
+    being_written.write_bytes(b"a snapshot on its way")
+    second = await aiohttp_client(create_app(make_settings(data_dir, lease_seconds=3)))
+    assert being_written.exists()
+    await second.close()
+    await first.close()
+    alone = await aiohttp_client(create_app(make_settings(data_dir, lease_seconds=3)))
+    assert not being_written.exists()
+    await alone.close()
