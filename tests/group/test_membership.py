@@ -23,7 +23,7 @@ from controller.batch.runner import BATCHES
 from controller.group.membership import BATCHES as BATCHES_LEASE
 from controller.group.membership import MEMBERSHIP, PURGES, Membership, internal_url
 from controller.sessions.manager import SESSIONS
-from controller.store.db import Database, open_database
+from controller.store.db import DB, Database, open_database
 from controller.store.group import GroupRepo
 from tests.batch.test_batch import first_progress, publish_doubler, start, wait_done
 from tests.conftest import bearer, login, make_settings
@@ -354,3 +354,26 @@ async def test_the_start_up_sweep_keeps_fresh_files_while_another_controller_liv
     alone = await aiohttp_client(create_app(make_settings(data_dir, lease_seconds=3)))
     assert not being_written.exists()
     await alone.close()
+
+
+async def test_old_dead_sessions_rows_are_purged_by_the_lease_holder_only(
+    aiohttp_client: Any, data_dir: Path
+) -> None:
+    first = await aiohttp_client(create_app(make_settings(data_dir, lease_seconds=3)))
+    await _until(lambda: PURGES in first.app[MEMBERSHIP].held(), within=2.0)
+    second = await aiohttp_client(create_app(make_settings(data_dir, lease_seconds=3)))
+    db = first.app[DB]
+    await db.execute(
+        "INSERT INTO sessions (id, name, owner_id, runtime, container_key, container_id,"
+        " state, dead_reason, created_at, last_used_at)"
+        " VALUES ('old', 'old', 1, 'Python', 'k', 'c', 'dead', 'idle', 0, 0)"
+    )
+
+    async def rows() -> int:
+        row = await db.fetchone("SELECT COUNT(*) FROM sessions WHERE id = 'old'")
+        return int(row[0]) if row else 0
+
+    await second.app[SESSIONS].reap_idle()  # closes its own idle sessions, purges nothing
+    assert await rows() == 1
+    await first.app[SESSIONS].reap_idle()
+    assert await rows() == 0
