@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.store.db import Database
+from controller.store.db import open_database
 from controller.store.group import ControllerRecord, GroupRepo
 from tests.conftest import make_settings
 
@@ -17,9 +17,9 @@ from tests.conftest import make_settings
 async def two(data_dir: Path) -> AsyncIterator[tuple[GroupRepo, GroupRepo]]:
     """Two connections to one database, as two controllers of a group have."""
     settings = make_settings(data_dir)
-    first = await Database.open(settings.db_path)
+    first = await open_database(settings)
     try:
-        second = await Database.open(settings.db_path)
+        second = await open_database(settings)
         try:
             yield GroupRepo(first), GroupRepo(second)
         finally:
