@@ -23,6 +23,7 @@ from controller.runtime.nodes import NodeAddress, NodeAddressError, parse_node
 from controller.settings import SETTINGS, Settings, SettingsError
 from controller.store.db import DB
 from controller.store.nodes import NodesRepo, StoredNode
+from controller.tasks import TASKS
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +179,31 @@ class ComputeNodes:
         if stored:
             log.info("compute nodes applied", extra={"entries": [n.entry for n in stored]})
 
+    async def watch(self, interval: float = 1.0) -> None:
+        """Run forever: hand the engine the stored list when another controller of the
+        group (docs/web-nodes.md) changed it, so that every controller places containers
+        on the same nodes. A list this engine refuses is logged, and tried again at the
+        next change: it was the other controller's to check."""
+        seen = await self._repo.changes()
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                now = await self._repo.changes()
+                if now == seen:
+                    continue
+                seen = now
+                async with self._lock:
+                    stored = [_stored(e) for e in await self._repo.entries()]
+                    if self._engine.nodes is not None:
+                        await self._engine.nodes.apply(stored)
+                log.info("compute nodes applied", extra={"entries": [n.entry for n in stored]})
+            except O16nError as exc:
+                log.warning(
+                    "the changed compute node list was not applied", extra={"error": exc.message}
+                )
+            except Exception:  # the database, say: try again at the next change
+                log.exception("the changed compute node list was not applied")
+
     def check_at_start(self, nodes: list[NodeAddress]) -> None:
         """``check``, as a configuration error that stops the start."""
         try:
@@ -193,6 +219,7 @@ async def compute_nodes_ctx(app: web.Application) -> AsyncIterator[None]:
     nodes = ComputeNodes(NodesRepo(app[DB]), app[ENGINE], app[SETTINGS], app[AUDIT])
     await nodes.start()
     app[COMPUTE_NODES] = nodes
+    app[TASKS].spawn("compute-node-watch", nodes.watch())
     yield
 
 

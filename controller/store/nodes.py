@@ -46,6 +46,10 @@ class NodesRepo:
         rows = await self._db.fetchall(_SELECT)
         return [StoredNode.from_row(r) for r in rows]
 
+    async def changes(self) -> int:
+        """Changes when another controller of the group (or a CLI) changed the list."""
+        return await self._db.changes("nodes")
+
     async def entries(self) -> list[str]:
         return [n.entry for n in await self.nodes()]
 

@@ -56,3 +56,35 @@ async def test_a_cancelled_change_is_put_back(tmp_path: Path) -> None:
         assert nodes.applied == [[A], [A]]  # the old list handed back
     finally:
         await db.close()
+
+
+async def test_a_list_another_controller_changed_reaches_this_engine(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """Two controllers of a group on one database: a change through one is handed to the
+    other's engine within a second or two, so both place containers on the same nodes."""
+    from controller.store.db import open_database
+    from tests.conftest import make_settings
+
+    settings = make_settings(data_dir)
+    first, second = await open_database(settings), await open_database(settings)
+    try:
+        environments = SimpleNamespace(base="o16n-runtime:stub")
+        here, there = RecordingNodes(), RecordingNodes()
+        registries = []
+        for db, nodes in ((first, here), (second, there)):
+            engine = Engine("stub", None, environments, nodes=nodes)  # type: ignore[arg-type]
+            audit = AuditLog(AuditRepo(db), 1)
+            registries.append(ComputeNodes(NodesRepo(db), engine, node_settings(tmp_path), audit))
+        watch = asyncio.create_task(registries[1].watch(interval=0.1))
+        await asyncio.sleep(0.3)  # it has read the count
+        try:
+            await registries[0].replace([parse_node(A), parse_node(C)], "admin")
+            async with asyncio.timeout(5):
+                while not there.applied or there.applied[-1] != [A, C]:
+                    await asyncio.sleep(0.05)
+        finally:
+            watch.cancel()
+    finally:
+        await first.close()
+        await second.close()
