@@ -13,6 +13,8 @@ from controller.http.responses import json_response
 from controller.runtime.engines import ENGINE
 from controller.runtime.nodes import LOCAL
 from controller.sessions.manager import SESSIONS, Session
+from controller.settings import SETTINGS
+from controller.store.sessions import SessionRecord
 
 routes = web.RouteTableDef()
 
@@ -48,6 +50,25 @@ def session_json(session: Session) -> dict[str, Any]:
     }
 
 
+def elsewhere_json(record: SessionRecord) -> dict[str, Any]:
+    """A session another controller of the group holds, as the database knows it; its
+    own ``GET /admin/sessions/{id}`` (passed on to that controller) tells the rest."""
+    return {
+        "id": record.id,
+        "name": record.name,
+        "owner": record.owner_name,
+        "created": iso(record.created_at),
+        "lastUsed": iso(record.last_used_at),
+        "state": None,
+        "deadReason": None,
+        "snapshotId": None,
+        "containerId": record.container_id[:12],
+        "computeNode": None,
+        "historyLength": None,
+        "controller": record.controller,
+    }
+
+
 @routes.get("/admin/sessions")
 async def list_sessions(request: web.Request) -> web.Response:
     """Everyone's sessions. Memory and CPU only with ``?stats=true`` (one engine call per
@@ -60,7 +81,14 @@ async def list_sessions(request: web.Request) -> web.Response:
         if (params.owner is None or s.owner_name == params.owner)
         and (params.state is None or state_of(s) == params.state)
     ]
-    items = [session_json(s) for s in sessions]
+    me = request.app[SETTINGS].instance
+    items = [{**session_json(s), "controller": me} for s in sessions]
+    if params.state is None:  # another controller's session: its state is known there
+        items += [
+            elsewhere_json(r)
+            for r in await request.app[SESSIONS].others()
+            if params.owner is None or r.owner_name == params.owner
+        ]
     stats = request.app[ENGINE].stats
     if params.stats:
         ids = {s.id: s.sandbox.handle.engine_id for s in sessions if s.sandbox is not None}
@@ -74,7 +102,8 @@ async def list_sessions(request: web.Request) -> web.Response:
 @routes.get("/admin/sessions/{id}")
 async def get_session(request: web.Request) -> web.Response:
     owner(request)
-    return json_response(session_json(request.app[SESSIONS].find(request.match_info["id"])))
+    session = request.app[SESSIONS].find(request.match_info["id"])
+    return json_response({**session_json(session), "controller": request.app[SETTINGS].instance})
 
 
 @routes.delete("/admin/sessions/{id}")
@@ -82,7 +111,7 @@ async def get_session(request: web.Request) -> web.Response:
 async def close_session(request: web.Request) -> web.Response:
     owner(request)
     session = await request.app[SESSIONS].close_by_admin(request.match_info["id"])
-    return json_response(session_json(session))
+    return json_response({**session_json(session), "controller": request.app[SETTINGS].instance})
 
 
 @routes.post("/admin/sessions/{id}/cancel")

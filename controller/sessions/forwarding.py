@@ -20,37 +20,45 @@ from controller.auth.roles import IDENTITY
 from controller.errors import ServiceUnavailableError
 from controller.group.membership import MEMBERSHIP
 from controller.http.forward import RETRY_AFTER, client_session, forward, forwarded
+from controller.roles import Role
 from controller.sessions.manager import SESSIONS
 from controller.settings import SETTINGS
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-#: Route paths whose ``{id}`` is a session's.
+#: Route paths whose ``{id}`` is a session's: the owner's, and an Owner's administration.
 _SESSION_ROUTES = ("/sessions/{id}",)
+_ADMIN_ROUTES = ("/admin/sessions/{id}",)
 
 #: The client forwards go through (``forwarding_ctx``).
 FORWARDER = web.AppKey("forwarder", aiohttp.ClientSession)
 
 
-def _session_id(request: web.Request) -> str | None:
+def _session_id(request: web.Request) -> tuple[str, bool] | None:
+    """The session a request is for, and whether it comes through the administration."""
     info = request.match_info
     resource = info.route.resource
     if resource is None or "id" not in info:
         return None
-    if not resource.canonical.startswith(_SESSION_ROUTES):
-        return None
-    return info["id"]
+    if resource.canonical.startswith(_SESSION_ROUTES):
+        return info["id"], False
+    if resource.canonical.startswith(_ADMIN_ROUTES):
+        return info["id"], True
+    return None
 
 
 @web.middleware
 async def forwarding_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Pass a request for a session held elsewhere on to its controller."""
-    session_id = _session_id(request)
+    target = _session_id(request)
     identity = request.get(IDENTITY)
-    if session_id is None or identity is None or forwarded(request):
+    if target is None or identity is None or forwarded(request):
         return await handler(request)
+    session_id, administration = target
+    if administration and identity.role is not Role.OWNER:
+        return await handler(request)  # its 403
     app = request.app
-    record = await app[SESSIONS].held_elsewhere(identity, session_id)
+    record = await app[SESSIONS].held_elsewhere(None if administration else identity, session_id)
     if record is None or record.controller is None:
         return await handler(request)
     members = await app[MEMBERSHIP].members()

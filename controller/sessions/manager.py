@@ -192,10 +192,13 @@ class SessionManager:
         ]
         return [entry for _, entry in sorted(listed, key=lambda pair: pair[0])]
 
-    async def held_elsewhere(self, caller: Identity, session_id: str) -> SessionRecord | None:
-        """The record of the caller's alive session when another controller of the group
-        holds it (its requests go there: ``sessions/forwarding.py``); ``None`` when this
-        one does, or when nobody does (the usual 404 or 410 answers then)."""
+    async def held_elsewhere(
+        self, caller: Identity | None, session_id: str
+    ) -> SessionRecord | None:
+        """The record of the caller's alive session (anyone's, for ``None``: an Owner's
+        administration) when another controller of the group holds it (its requests go
+        there: ``sessions/forwarding.py``); ``None`` when this one does, or when nobody
+        does (the usual 404 or 410 answers then)."""
         if session_id in self._sessions or session_id in self._closing:
             return None
         try:
@@ -205,12 +208,18 @@ class SessionManager:
         record = await self._repo.get(session_id)
         if (
             record is None
-            or record.owner_id != caller.user_id
+            or (caller is not None and record.owner_id != caller.user_id)
             or record.state != "alive"
             or record.controller in (None, self._me)
         ):
             return None
         return record
+
+    async def others(self) -> list[SessionRecord]:
+        """Every alive session the other controllers of the group hold."""
+        return [
+            r for r in await self._repo.everyone_alive() if r.controller not in (None, self._me)
+        ]
 
     # --- lifecycle ------------------------------------------------------------------------
 

@@ -98,6 +98,10 @@ class SessionsRepo:
         row = await self._db.fetchone(_SELECT + " WHERE s.id = ?", (session_id,))
         return SessionRecord.from_row(row) if row else None
 
+    async def everyone_alive(self) -> list[SessionRecord]:
+        rows = await self._db.fetchall(_SELECT + " WHERE s.state = 'alive' ORDER BY s.created_at")
+        return [SessionRecord.from_row(r) for r in rows]
+
     async def alive_of(self, owner_id: int) -> list[SessionRecord]:
         """An owner's alive sessions, on every controller of the group, oldest first."""
         rows = await self._db.fetchall(

@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient
 
 from controller.app import create_app
 from controller.sessions.manager import SESSIONS
-from controller.settings import Settings
+from controller.settings import SETTINGS, Settings
 from tests.conftest import bearer, login, make_settings
 from tests.webnodes.conftest import free_port
 from tests.webnodes.test_shared_catalogue import eventually
@@ -87,6 +87,13 @@ async def test_a_session_answers_through_every_controller_of_the_group(
         headers={**headers, "X-O16n-Forwarded-By": "someone"},
     )
     assert resp.status == 404, await resp.text()
+
+    # an Owner's administration reaches it through either controller
+    resp = await b.get("/admin/sessions", headers=headers)
+    listed = {s["id"]: s for s in await resp.json()}
+    assert listed[sid]["controller"] == a.app[SETTINGS].instance
+    resp = await b.get(f"/admin/sessions/{sid}", headers=headers)
+    assert (await resp.json())["historyLength"] == 2
 
     resp = await b.delete(f"/sessions/{sid}", headers=headers)
     assert resp.status == 200, await resp.text()
