@@ -21,6 +21,7 @@ from controller import __version__
 from controller.auth.service import AUTH
 from controller.drain import DRAIN
 from controller.health import PROBE, Checked, Recent, node
+from controller.http.public import public
 from controller.http.responses import dumps, json_response
 from controller.runtime.engines import ENGINE
 from controller.settings import SETTINGS
@@ -51,6 +52,24 @@ async def status(request: web.Request) -> web.Response:
     if rendered.of is not checked:  # once per set of checks, not per request
         rendered.body, rendered.of = dumps(_tree(checked, checked.value, checks.max_age)), checked
     return web.Response(body=rendered.body, content_type="application/json", charset="utf-8")
+
+
+@routes.get("/status/ready")
+@public
+async def ready(request: web.Request) -> web.Response:
+    """For a load balancer's health check, without a token: 200 while this controller
+    takes new work, 503 while it drains or a check fails (the database, the engine: the
+    same cached checks as ``/status``). It tells nothing but that, and why not."""
+    app = request.app
+    if app[DRAIN].draining:
+        return json_response({"ready": False, "reason": "draining"}, status=503)
+    checked = await app[CHECKS].get()
+    failing = sorted(name for name, c in checked.value.items() if c["statusCode"] == "fail")
+    if failing:
+        return json_response(
+            {"ready": False, "reason": "failing: " + ", ".join(failing)}, status=503
+        )
+    return json_response({"ready": True})
 
 
 def _tree(checked: Checked[Components], components: Components, max_age: float) -> dict[str, Any]:

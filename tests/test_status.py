@@ -76,3 +76,17 @@ async def test_status_answers_within_a_second_while_file_work_holds_every_thread
     assert resp.status == 200
     assert elapsed < 1.0, elapsed
     assert (await resp.json())["components"]["disk"]["statusCode"] in ("pass", "warn")
+
+
+async def test_ready_needs_no_token_and_says_no_while_draining(
+    client: Any, admin_headers: dict[str, str]
+) -> None:
+    """A load balancer's health check: 200 without a token, 503 while the node drains."""
+    resp = await client.get("/status/ready")
+    assert resp.status == 200, await resp.text()
+    assert await resp.json() == {"ready": True}
+    resp = await client.post("/admin/node/drain", json={"reason": "upgrade"}, headers=admin_headers)
+    assert resp.status == 200, await resp.text()
+    resp = await client.get("/status/ready")
+    assert resp.status == 503
+    assert await resp.json() == {"ready": False, "reason": "draining"}
