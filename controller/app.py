@@ -64,6 +64,7 @@ from controller.sessions import routes as session_routes
 from controller.sessions.forwarding import forwarding_ctx, forwarding_middleware
 from controller.sessions.manager import SESSIONS, SessionManager
 from controller.settings import SETTINGS, Settings
+from controller.snapshots import archives
 from controller.snapshots import routes as snapshot_routes
 from controller.snapshots.manager import SNAPSHOTS, SnapshotManager
 from controller.snapshots.manager import SWEEP_AGE as SNAPSHOT_SWEEP_AGE
@@ -128,6 +129,7 @@ def create_app(settings: Settings) -> web.Application:
             limits_ctx,
             *([metrics_routes.metrics_ctx] if settings.metrics else []),
             store_ctx,
+            shared_files_ctx,
             group_ctx,
             forwarding_ctx,
             auth_ctx,
@@ -200,6 +202,21 @@ async def group_ctx(app: web.Application) -> AsyncIterator[None]:
     app[TASKS].spawn("group-heartbeat", membership.run())
     yield
     await membership.leave()
+async def shared_files_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The directory of the files every controller of a group reads (0700, as the data
+    directory), with the archives an earlier start kept in the data directory moved in."""
+    settings = app[SETTINGS]
+    await asyncio.to_thread(settings.shared_dir.mkdir, mode=0o700, parents=True, exist_ok=True)
+    if settings.shared_with_others:
+        moved = await asyncio.to_thread(
+            archives.move_earlier, settings.data_dir, settings.shared_dir
+        )
+        if moved:
+            log.info(
+                "moved archives into the shared directory",
+                extra={"count": moved, "path": str(settings.shared_dir)},
+            )
+    yield
 
 
 async def auth_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -213,7 +230,8 @@ async def auth_ctx(app: web.Application) -> AsyncIterator[None]:
     directory.purge_here = lambda: membership.holds(PURGES)
     await ensure_admin(settings, directory.users_repo)
     await directory.reload()
-    codec = AccessTokenCodec(jwt_secret(settings), settings.access_token_ttl)
+    secret = await asyncio.to_thread(jwt_secret, settings)
+    codec = AccessTokenCodec(secret, settings.access_token_ttl)
     ldap = LdapAccounts(config.ldap) if config.ldap is not None else None
     named = config.roles.owner | config.roles.contributor | config.roles.reader
     verifier = OidcVerifier(config.aad, groups=named) if config.aad is not None else None
@@ -270,6 +288,7 @@ async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         settings.data_dir,
         int(settings.disk_fail_bytes),
         int(settings.disk_warn_bytes),
+        shared_dir=settings.shared_dir if settings.shared_with_others else None,
     )
     yield
     await app[PROBE].close()

@@ -129,10 +129,15 @@ def disk(path: Path, fail_below: int, warn_below: int) -> dict[str, Any]:
     return node(status, details)
 
 
+#: A status node's rank: a parent is as bad as its worst child.
+SEVERITY = {"pass": 0, "warn": 1, "fail": 2}
+
+
 class HealthProbe:
     """Checks of the engine and its runtime environment (those the engine has hooks for,
-    reused for ``ENGINE_CACHE_SECONDS``), of the data directory's disk (``fail`` below
-    ``disk_fail`` free bytes, ``warn`` below ``disk_warn``) and of the open files."""
+    reused for ``ENGINE_CACHE_SECONDS``), of the data directory's disk and the shared
+    directory's if it is another (``fail`` below ``disk_fail`` free bytes, ``warn``
+    below ``disk_warn``) and of the open files."""
 
     def __init__(
         self,
@@ -141,11 +146,13 @@ class HealthProbe:
         disk_fail: int = 256 * 1024**2,
         disk_warn: int = 2 * 1024**3,
         engine_timeout: float = ENGINE_TIMEOUT,
+        shared_dir: Path | None = None,
     ) -> None:
         self._engine = engine
         self._engine_timeout = engine_timeout
         self._image = engine.environments.base
         self._data_dir = data_dir
+        self._shared_dir = shared_dir
         self._disk_fail = disk_fail
         self._disk_warn = disk_warn
         # threads of their own: the shared default executor may be busy with long file
@@ -153,6 +160,9 @@ class HealthProbe:
         # regardless; one each, so that a disk that hangs does not hold up the fd count
         self._disk_reader = ThreadPoolExecutor(1, thread_name_prefix="disk-check")
         self._fd_reader = ThreadPoolExecutor(1, thread_name_prefix="open-files-check")
+        # and one for the shared directory: a network file system that hangs must not
+        # make the local disk look hung too
+        self._shared_reader = ThreadPoolExecutor(1, thread_name_prefix="shared-disk-check")
         self._engine_checks = Recent(self._engine_calls, ENGINE_CACHE_SECONDS)
 
     async def check(self) -> dict[str, dict[str, Any]]:
@@ -165,14 +175,28 @@ class HealthProbe:
         return {**engine.value, "disk": disk_node, "openFiles": open_files}
 
     async def _disk(self) -> dict[str, Any]:
+        """The data directory's disk; with a shared directory elsewhere, that one's too, as
+        the child ``shared``, the worse of the two being the node's status."""
+        if self._shared_dir is None:
+            return await self._free(self._disk_reader, self._data_dir)
+        own, shared = await asyncio.gather(
+            self._free(self._disk_reader, self._data_dir),
+            self._free(self._shared_reader, self._shared_dir),
+        )
+        status = max(own["statusCode"], shared["statusCode"], key=SEVERITY.__getitem__)
+        return node(status, own["details"], {"shared": shared})
+
+    async def _free(self, reader: ThreadPoolExecutor, path: Path) -> dict[str, Any]:
         check = asyncio.get_running_loop().run_in_executor(
-            self._disk_reader, disk, self._data_dir, self._disk_fail, self._disk_warn
+            reader, disk, path, self._disk_fail, self._disk_warn
         )
         try:
             return await asyncio.wait_for(check, DISK_TIMEOUT)
         except TimeoutError:
             error = f"the disk did not answer within {DISK_TIMEOUT} s"
-            return node("fail", {"path": str(self._data_dir), "error": error})
+            return node("fail", {"path": str(path), "error": error})
+        except OSError as exc:  # a network file system gone, say
+            return node("fail", {"path": str(path), "error": exc.strerror or str(exc)})
 
     async def _open_files(self) -> dict[str, Any]:
         count = asyncio.get_running_loop().run_in_executor(self._fd_reader, open_files_node)
@@ -185,6 +209,7 @@ class HealthProbe:
         await self._engine_checks.close()
         self._disk_reader.shutdown(wait=False, cancel_futures=True)
         self._fd_reader.shutdown(wait=False, cancel_futures=True)
+        self._shared_reader.shutdown(wait=False, cancel_futures=True)
 
     async def _engine_calls(self) -> dict[str, dict[str, Any]]:
         """The checks that call the engine, side by side."""

@@ -148,7 +148,18 @@ class Settings(BaseModel):
     )
 
     # --- storage ------------------------------------------------------------------------
-    data_dir: Path = Field(Path("./data"), description="Database, secrets, snapshots.")
+    data_dir: Path = Field(
+        Path("./data"),
+        description="This controller's own files: the database (SQLite), agents' sockets, "
+        "the agent bundle, upload spool.",
+    )
+    shared_dir: Path = Field(
+        None,  # filled in by ``_default_shared_dir``
+        validate_default=True,
+        description="Files every controller of a group reads (snapshot and service "
+        "workspace archives, the generated jwt-secret and admin-password); absolute; "
+        "unset: data_dir. Several controllers: the same directory (NFS, say) for all.",
+    )
     database_url: SecretStr | None = Field(
         None,
         description="`postgresql://user:password@host:port/database`: the store on PostgreSQL, "
@@ -159,11 +170,13 @@ class Settings(BaseModel):
     )
     disk_fail_bytes: ByteSize = Field(
         ByteSize(256 * 1024**2),
-        description="Free space under data_dir below which /status reports the disk `fail`.",
+        description="Free space under data_dir (and shared_dir) below which /status reports "
+        "the disk `fail`.",
     )
     disk_warn_bytes: ByteSize = Field(
         ByteSize(2 * 1024**3),
-        description="Free space under data_dir below which /status reports the disk `warn`.",
+        description="Free space under data_dir (and shared_dir) below which /status reports "
+        "the disk `warn`.",
     )
     status_cache_seconds: float = Field(
         1.0,
@@ -178,10 +191,12 @@ class Settings(BaseModel):
     admin_password: SecretStr | None = Field(
         None,
         description="Password of `admin` on first start; unset: one is generated and written "
-        "to <data_dir>/admin-password (0600).",
+        "to <shared_dir>/admin-password (0600).",
     )
     jwt_secret: SecretStr | None = Field(
-        None, description="HS256 signing key; unset: generated once into <data_dir>/jwt-secret."
+        None,
+        description="HS256 signing key; unset: generated once into <shared_dir>/jwt-secret "
+        "(by whichever controller of a group starts first).",
     )
     access_token_ttl: int = Field(3600, ge=60, description="Access-token lifetime, seconds.")
     refresh_token_idle_ttl: int = Field(
@@ -492,6 +507,22 @@ class Settings(BaseModel):
             if scheme not in ("postgresql", "postgres"):
                 raise ValueError("the database URL must be postgresql://… (unset: SQLite)")
         return value
+
+    @field_validator("shared_dir", mode="before")
+    @classmethod
+    def _default_shared_dir(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None or value == "":
+            return info.data.get("data_dir", Path("./data"))
+        if not Path(value).is_absolute():
+            raise ValueError("the shared directory must be an absolute path")
+        return value
+
+    @property
+    def shared_with_others(self) -> bool:
+        """Whether ``shared_dir`` is a directory of its own (not ``data_dir``): then other
+        controllers may be writing in it at any moment, so clean-ups there never assume
+        that nothing is half-written."""
+        return self.shared_dir.absolute() != self.data_dir.absolute()
 
     @functools.cached_property
     def compute_node_list(self) -> list[NodeAddress]:

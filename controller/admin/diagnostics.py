@@ -163,11 +163,17 @@ class Run:
         return {"expiresIn": renewed.expires_in}
 
     async def disk(self) -> dict[str, Any]:
-        path = self.app[SETTINGS].data_dir
-        usage = await asyncio.to_thread(shutil.disk_usage, path)
+        settings = self.app[SETTINGS]
+        usage = await asyncio.to_thread(shutil.disk_usage, settings.data_dir)
         if usage.free < DISK_MINIMUM:
             raise RuntimeError(f"only {usage.free} bytes free under the data directory")
-        return {"freeBytes": usage.free, "totalBytes": usage.total}
+        found = {"freeBytes": usage.free, "totalBytes": usage.total}
+        if settings.shared_with_others:
+            shared = await asyncio.to_thread(shutil.disk_usage, settings.shared_dir)
+            if shared.free < DISK_MINIMUM:
+                raise RuntimeError(f"only {shared.free} bytes free under the shared directory")
+            found["sharedFreeBytes"] = shared.free
+        return found
 
     # --- cleanup ----------------------------------------------------------------------------
 

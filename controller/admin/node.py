@@ -79,18 +79,22 @@ async def node(request: web.Request) -> web.Response:
     params = query(request, NodeQuery)
     app = request.app
 
+    settings = app[SETTINGS]
     report, data = await asyncio.gather(
         _engine_report(request, params.engineDisk),
-        asyncio.to_thread(_data_dir, app[SETTINGS].data_dir),
+        asyncio.to_thread(_data_dir, settings.data_dir),
     )
+    disk = {"dataDir": data, "engine": report["engineDisk"]}
+    if settings.shared_with_others:  # the group's archives: another file system, maybe
+        disk["sharedDir"] = await asyncio.to_thread(_data_dir, settings.shared_dir)
     sessions = [s for s in app[SESSIONS].everyone() if s.alive]
     return json_response(
         {
-            "instance": app[SETTINGS].instance,
+            "instance": settings.instance,
             "engine": report["engine"],
             "containers": report["containers"],
             "images": report["images"],
-            "disk": {"dataDir": data, "engine": report["engineDisk"]},
+            "disk": disk,
             "sessions": len(sessions),
             "services": len(app[SERVICES].all()),
             "drain": app[DRAIN].to_json(),

@@ -16,7 +16,7 @@ from controller.runtime.environments import EnvironmentStore
 from controller.services.pool import Spawn
 from controller.settings import Settings
 from controller.snapshots import archives
-from controller.snapshots.manager import SnapshotManager
+from controller.snapshots.manager import SWEEP_AGE, SnapshotManager
 from controller.store.services import ServiceRecord
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class ServiceEnvironments:
         await asyncio.to_thread(
             archives.copy,
             self._snapshots.archive_path(snapshot),
-            self._settings.data_dir / relative,
+            self._settings.shared_dir / relative,
         )
         # A snapshot whose container changed nothing of its environment runs on the base one.
         source = store.base if snapshot.pristine else snapshot.image
@@ -61,7 +61,7 @@ class ServiceEnvironments:
 
     async def drop(self, environment: str, archive: str | None) -> None:
         if archive:
-            await asyncio.to_thread(archives.remove, self._settings.data_dir / archive)
+            await asyncio.to_thread(archives.remove, self._settings.shared_dir / archive)
         if not await self._store.release(environment):  # a container still runs on it
             self._spawn(f"image-drop:{environment}", self._drop_later(environment))
 
@@ -96,9 +96,11 @@ class ServiceEnvironments:
 
     async def sweep_files(self, recorded: set[str]) -> int:
         """Remove service tarballs no service names (a publish killed half-way left its
-        hard link); returns how many."""
+        hard link); returns how many. In a directory other controllers share, only those
+        untouched for ``SWEEP_AGE`` seconds: one of them may be publishing right now."""
+        age = SWEEP_AGE if self._settings.shared_with_others else 0.0
         removed = await asyncio.to_thread(
-            archives.sweep, self._settings.data_dir / "services", recorded, 0.0
+            archives.sweep, self._settings.shared_dir / "services", recorded, age
         )
         if removed:
             log.info("removed service files left behind", extra={"count": removed})

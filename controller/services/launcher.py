@@ -69,7 +69,7 @@ class ServiceLauncher:
             async with contextlib.AsyncExitStack() as stack:
                 blob = None  # the tarball streams from its file to the agent
                 if record.archive:
-                    path = self._settings.data_dir / record.archive
+                    path = self._settings.shared_dir / record.archive
                     try:
                         blob = await stack.enter_async_context(open_source(path))
                     except FileNotFoundError:  # this version's environment was replaced

@@ -268,9 +268,12 @@ class ServiceRegistry:
 
     async def sweep(self) -> int:
         """Remove service tarballs no service names (a publish killed half-way left its
-        hard link); under the lock, so no publish is half-way meanwhile."""
+        hard link); under the lock, so no publish of this controller is half-way
+        meanwhile. The stored rows count too: another controller sharing the directory
+        publishes versions this one has not loaded."""
         async with self._lock:
             recorded = {s.record.archive for s in self.all() if s.record.archive}
+            recorded |= {r.archive for r in await self._repo.all() if r.archive}
             return await self._environments.sweep_files(recorded)
 
     async def on_exit(self, key: str, note: str = "") -> None:

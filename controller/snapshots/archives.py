@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import os
 import shutil
@@ -99,6 +100,62 @@ def copy(source: Path, target: Path) -> None:
             remove(target)
             raise
     sync_directory(target.parent)
+
+
+#: the folders of the shared directory that hold archives (a row names ``<folder>/<file>``)
+FOLDERS = ("snapshots", "services")
+
+
+def move_earlier(data_dir: Path, shared_dir: Path) -> int:
+    """Move the archives an earlier start kept under ``data_dir`` (before the shared
+    directory was set) to the same names under ``shared_dir``, where the rows' relative
+    names now point; returns how many. Each arrives whole before its old name goes, so a
+    start killed half-way loses nothing and the next one finishes the move. Only regular
+    files are moved (no link is followed); a folder left empty is removed."""
+    moved = 0
+    for folder in FOLDERS:
+        source = data_dir / folder
+        try:
+            entries = [e for e in os.scandir(source) if e.is_file(follow_symlinks=False)]
+        except FileNotFoundError:
+            continue
+        target = shared_dir / folder
+        target.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for entry in entries:
+            _move(Path(entry.path), target / entry.name)
+            moved += 1
+        with contextlib.suppress(OSError):  # not empty: something not ours is in it
+            source.rmdir()
+    return moved
+
+
+def _move(source: Path, target: Path) -> None:
+    """Rename ``source`` to ``target``, or copy it across file systems (to a name of its
+    own first, then renamed into place) and remove it once the copy is durable."""
+    try:
+        source.rename(target)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+    else:
+        sync_directory(target.parent)
+        return
+    part = target.with_name(target.name + ".moving")
+    reader = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        writer = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(reader, "rb", closefd=False) as src, os.fdopen(writer, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+            dst.flush()
+            os.fsync(dst.fileno())
+    except BaseException:
+        remove(part)
+        raise
+    finally:
+        os.close(reader)
+    part.replace(target)
+    sync_directory(target.parent)
+    source.unlink()
 
 
 def sync_directory(path: Path) -> None:

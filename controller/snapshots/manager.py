@@ -50,12 +50,12 @@ class SnapshotManager:
         self._sandboxes = sandboxes
 
     def archive_path(self, record: SnapshotRecord) -> Path:
-        return self._settings.data_dir / record.archive
+        return self._settings.shared_dir / record.archive
 
     async def create(self, caller: Identity, session_id: str, name: str | None) -> SnapshotRecord:
         snapshot_id = str(uuid.uuid4())
         relative = f"snapshots/{snapshot_id}.tar.gz"
-        writer = archives.ArchiveWriter(self._settings.data_dir / relative)
+        writer = archives.ArchiveWriter(self._settings.shared_dir / relative)
         try:
             async with self._sessions.using(caller, session_id) as sandbox:
                 # the tarball streams to disk; the agent builds it in its memory, so that
@@ -132,11 +132,13 @@ class SnapshotManager:
         """Remove snapshot files no row names: a ``.tmp`` a killed write left, a tarball
         whose row a crash never wrote. Only those untouched for ``SWEEP_AGE`` seconds, as
         a snapshot being taken right now has such files too, unless ``everything`` (at
-        start, when nothing is being written); returns how many."""
+        start, when nothing is being written) and no other controller shares the
+        directory (one of them may be taking a snapshot); returns how many."""
         recorded = {record.archive for record in await self._repo.all()}
-        folder = self._settings.data_dir / "snapshots"
+        folder = self._settings.shared_dir / "snapshots"
+        at_once = everything and not self._settings.shared_with_others
         removed = await asyncio.to_thread(
-            archives.sweep, folder, recorded, 0.0 if everything else SWEEP_AGE
+            archives.sweep, folder, recorded, 0.0 if at_once else SWEEP_AGE
         )
         if removed:
             log.info("removed snapshot files left behind", extra={"count": removed})
