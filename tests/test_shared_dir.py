@@ -312,3 +312,26 @@ async def test_two_controllers_of_a_group_accept_each_others_tokens(
     assert await second.app[SERVICES].sweep() == 0
     assert await second.app[SNAPSHOTS].sweep() == 0
     assert files(group / "services") == [published]
+
+
+async def test_a_shared_disk_that_is_gone_fails_the_disk_but_not_its_own_check(
+    tmp_path: Path,
+) -> None:
+    """The worse of the two is the disk's status; each keeps its own details."""
+    from controller.health import HealthProbe
+    from tests.test_health import _about, _engine
+
+    probe = HealthProbe(_engine(_about, _about), tmp_path, 0, 0, shared_dir=tmp_path / "gone")
+    low = HealthProbe(_engine(_about, _about), tmp_path, 0, 1 << 62, shared_dir=tmp_path)
+    try:
+        disk = (await probe.check())["disk"]
+        warned = (await low.check())["disk"]
+    finally:
+        await probe.close()
+        await low.close()
+    assert disk["statusCode"] == "fail"
+    assert disk["details"]["path"] == str(tmp_path.resolve())
+    shared = disk["components"]["shared"]
+    assert shared["statusCode"] == "fail" and shared["details"]["path"] == str(tmp_path / "gone")
+    assert "No such file" in shared["details"]["error"]
+    assert warned["statusCode"] == "warn" and warned["components"]["shared"]["statusCode"] == "warn"
