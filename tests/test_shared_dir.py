@@ -288,9 +288,11 @@ async def test_two_controllers_of_a_group_accept_each_others_tokens(
     database = data_dir / "group.sqlite3"
     monkeypatch.setattr(Settings, "db_path", property(lambda self: database))
     group = data_dir / "group"
-    one, two = (
-        make_settings(data_dir / name, engine="fake", shared_dir=group, admin_password=None)
-        for name in ("one", "two")
+    one = make_settings(data_dir / "one", engine="fake", shared_dir=group, admin_password=None)
+    # on a database server, the second uses the first one's database
+    same = {"database_url": one.database_url} if getattr(one, "database_url", None) else {}
+    two = make_settings(
+        data_dir / "two", engine="fake", shared_dir=group, admin_password=None, **same
     )
     await (await Database.open(database)).close()  # migrated: the race here is the admin's
     first, second = await asyncio.gather(

@@ -64,7 +64,7 @@ async def test_login_field_names_match_case_insensitively(client: TestClient[Any
 async def test_bad_bearer_tokens_get_401(client: TestClient[Any, Any], settings: Settings) -> None:
     good = (await login(client))["access_token"]
     header, payload, signature = good.split(".")
-    secret = (settings.data_dir / "jwt-secret").read_text().strip()
+    secret = (settings.shared_dir / "jwt-secret").read_text().strip()
     claims = jwt.get_unverified_claims(good)
     cases = {
         "missing": {},

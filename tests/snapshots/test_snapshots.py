@@ -139,7 +139,7 @@ async def test_a_snapshot_whose_content_is_missing_is_a_404(
 ) -> None:
     session_id = await new_session(client, admin_headers)
     snapshot_id = await snapshot(client, admin_headers, session_id)
-    (settings.data_dir / "snapshots" / f"{snapshot_id}.tar.gz").unlink()
+    (settings.shared_dir / "snapshots" / f"{snapshot_id}.tar.gz").unlink()
     resp = await client.get(f"/snapshots/{snapshot_id}", headers=admin_headers)
     assert resp.status == 404
     assert "is missing" in (await resp.json())["message"]
