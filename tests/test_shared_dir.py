@@ -24,7 +24,7 @@ from controller.services.registry import SERVICES
 from controller.settings import Settings, SettingsError
 from controller.snapshots import archives
 from controller.snapshots.manager import SNAPSHOTS
-from controller.store.db import Database
+from controller.store.db import open_database
 from tests.conftest import bearer, login, make_settings
 from tests.services.conftest import consume, publish
 from tests.sessions.conftest import execute, new_session
@@ -290,11 +290,11 @@ async def test_two_controllers_of_a_group_accept_each_others_tokens(
     group = data_dir / "group"
     one = make_settings(data_dir / "one", engine="fake", shared_dir=group, admin_password=None)
     # on a database server, the second uses the first one's database
-    same = {"database_url": one.database_url} if getattr(one, "database_url", None) else {}
+    same = {"database_url": one.database_url} if one.database_url is not None else {}
     two = make_settings(
         data_dir / "two", engine="fake", shared_dir=group, admin_password=None, **same
     )
-    await (await Database.open(database)).close()  # migrated: the race here is the admin's
+    await (await open_database(one)).close()  # migrated: the race here is the admin's
     first, second = await asyncio.gather(
         aiohttp_client(create_app(one)), aiohttp_client(create_app(two))
     )
