@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -316,6 +317,9 @@ async def sessions_ctx(app: web.Application) -> AsyncIterator[None]:
     kept = await manager.adopt(owned) | await sandboxes.held_elsewhere()
     await sandboxes.reap([h for h in owned if h.key not in kept])
     manager.collect_unfinished(app[TASKS].spawn)
+    # the sessions of a controller of the group that stopped (or of this data directory's
+    # controller under another O16N_INSTANCE): now, not a third of a lease later
+    await manager.take_over(time.time())
     await sandboxes.sweep()  # the socket directories of containers gone
     if not kept:  # an adopted session may run on an earlier bundle: the next start prunes
         await asyncio.to_thread(agent_bundle.prune, sandboxes.agent_dir)

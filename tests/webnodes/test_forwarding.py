@@ -153,3 +153,20 @@ async def test_a_stopped_controllers_sessions_are_taken_over_with_their_state(
     assert sid in {s.id for s in b.app[SESSIONS].everyone()}
     resp = await b.get(f"/sessions/{sid}/history", headers=headers)
     assert (await resp.json())[0] == "x = 42"
+
+
+async def test_a_controller_starting_takes_over_at_once_what_a_stopped_one_left(
+    aiohttp_client: Any, data_dir: Path
+) -> None:
+    """Its first act, not a third of a lease later: the sessions of a controller that
+    stopped (here: this data directory's, under another O16N_INSTANCE) are served at once."""
+    first = await aiohttp_client(create_app(make_settings(data_dir)))
+    headers = bearer((await login(first))["access_token"])
+    resp = await first.post("/sessions", json={"name": "kept"}, headers=headers)
+    sid = (await resp.json())["sessionId"]
+    await execute(first, headers, sid, "x = 42")
+    await first.close()
+
+    second = await aiohttp_client(create_app(make_settings(data_dir)))
+    body = await execute(second, headers, sid, "print(x)")
+    assert body["consoleOutput"] == "42\n"
