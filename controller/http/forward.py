@@ -45,6 +45,7 @@ _HOP = frozenset(
         "Upgrade",
         "Host",
         "Content-Length",
+        "Expect",  # this controller answered it already
     )
 )
 
