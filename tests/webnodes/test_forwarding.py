@@ -5,10 +5,13 @@ their state, by one that goes on."""
 from __future__ import annotations
 
 import asyncio
+import io
+import os
 import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
@@ -70,6 +73,15 @@ async def test_a_session_answers_through_every_controller_of_the_group(
     assert await resp.json() == ["x = 42", "print(x)"]
     resp = await b.get(f"/sessions/{sid}/workspace", headers=headers)
     assert resp.status == 200, await resp.text()
+
+    # a file up and down through it, streamed both ways (8 MiB: no hop holds it whole)
+    payload = os.urandom(8 * 1024 * 1024)
+    form = aiohttp.FormData()
+    form.add_field("file", io.BytesIO(payload), filename="blob.bin")
+    resp = await b.post(f"/sessions/{sid}/files", data=form, headers=headers)
+    assert resp.status == 201, await resp.text()
+    resp = await b.get(f"/sessions/{sid}/files/blob.bin", headers=headers)
+    assert resp.status == 200 and await resp.read() == payload
 
     # another user's session is still a 404 there, passed on or not
     other = await b.post(
