@@ -1,9 +1,9 @@
 """``/admin/controllers``: the controllers sharing this database, as their rows say.
 
-Read only (nothing to audit): each controller's id (new at every start), machine name,
-internal URL, start, last heartbeat, whether that heartbeat is recent enough for it to
-count as alive, and the group-wide leases it holds. A dead controller's row stays until
-the controller that takes over its work removes it (docs/web-nodes.md).
+Read only (nothing to audit): each controller's id (new at every start), name (its
+``O16N_INSTANCE``), internal URL, start, last heartbeat, whether that heartbeat is recent
+enough for it to count as alive, and the group-wide leases it holds. A killed
+controller's row stays, not alive: nothing removes it yet (docs/web-nodes.md).
 """
 
 from __future__ import annotations
