@@ -203,6 +203,8 @@ async def group_ctx(app: web.Application) -> AsyncIterator[None]:
     app[TASKS].spawn("group-heartbeat", membership.run())
     yield
     await membership.leave()
+
+
 async def shared_files_ctx(app: web.Application) -> AsyncIterator[None]:
     """The directory of the files every controller of a group reads (0700, as the data
     directory), with the archives an earlier start kept in the data directory moved in."""
@@ -272,6 +274,7 @@ async def admin_ctx(app: web.Application) -> AsyncIterator[None]:
     app[AUDIT] = audit
     app[AUTH].audit = audit
     app[AUTH].directory.purgers.append(audit.purge)
+    app[AUTH].directory.purgers.append(app[MEMBERSHIP].purge)
     app[TASKS].spawn("audit-writer", audit.run())
     yield
     await audit.close()

@@ -90,3 +90,13 @@ async def test_heartbeat_and_forget(two: tuple[GroupRepo, GroupRepo]) -> None:
     assert not await a.heartbeat("A", 63.0, 10.0)  # no row: the caller registers again
     await a.register(record)
     assert {c.id for c in await b.controllers()} == {"A", "B"}
+
+
+async def test_rows_of_controllers_dead_long_ago_are_purged(
+    two: tuple[GroupRepo, GroupRepo],
+) -> None:
+    a, b = two
+    await a.register(ControllerRecord("A", "a", "http://10.0.0.1:12800", 0.0, 0.0, 10.0))
+    await b.register(ControllerRecord("B", "b", "http://10.0.0.2:12800", 0.0, 0.0, 500.0))
+    assert await b.purge(older_than=100.0) == 1  # A died at 10; B lives until 500
+    assert [c.id for c in await b.controllers()] == ["B"]

@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 #: The share of a lease's term after its renewal during which a controller acts on it.
 HOLD_SHARE = 2 / 3
 
+#: Seconds a killed controller's row stays listed (``/admin/controllers``) after it died.
+DEAD_ROWS_KEPT = 86400.0
+
 #: The lease of the hourly purges (tokens, audit trail, dead sessions' rows).
 PURGES = "purges"
 #: The lease of running batches (every unfinished one, whichever controller took it).
@@ -217,6 +220,11 @@ class Membership:
         """Every controller's row (the dead ones' too) and the leases held now."""
         now = time.time()
         return await self._repo.controllers(), await self._repo.leases(now)
+
+    async def purge(self) -> int:
+        """Forget the rows of controllers killed more than a day ago (run with the hourly
+        purges): ``/admin/controllers`` would list them for ever."""
+        return await self._repo.purge(time.time() - DEAD_ROWS_KEPT)
 
     async def alone(self) -> bool:
         """Whether no other controller of the group is alive."""

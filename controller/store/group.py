@@ -95,6 +95,12 @@ class GroupRepo:
         rows = await self._db.fetchall("SELECT * FROM controllers ORDER BY started_at, id")
         return [ControllerRecord.from_row(r) for r in rows]
 
+    async def purge(self, older_than: float) -> int:
+        """Delete the rows of controllers dead since before ``older_than`` (killed: a clean
+        stop deletes its own); how many. A dead controller's sessions are found without
+        its row (``SessionsRepo.orphaned``)."""
+        return await self._db.execute("DELETE FROM controllers WHERE expires_at < ?", (older_than,))
+
     async def live(self, now: float) -> list[ControllerRecord]:
         """The controllers whose last heartbeat has not expired at ``now``."""
         rows = await self._db.fetchall(
