@@ -19,8 +19,10 @@ routes = web.RouteTableDef()
 BASE = "/api/{name}/{version}/batch"
 
 
-def _service(request: web.Request) -> Service:
-    return request.app[SERVICES].get(request.match_info["name"], request.match_info["version"])
+async def _service(request: web.Request) -> Service:
+    return await request.app[SERVICES].find(
+        request.match_info["name"], request.match_info["version"]
+    )
 
 
 def _flag(request: web.Request) -> bool:
@@ -39,7 +41,7 @@ def _index(request: web.Request) -> int:
 @routes.post(BASE)
 async def start_batch(request: web.Request) -> web.Response:
     runner = request.app[BATCHES]
-    service = _service(request)
+    service = await _service(request)
     parallel = runner.parallel_count(request.query.get("parallelCount"))
     record = await runner.start(caller(request), service, await read_json(request), parallel)
     return json_response({"batchExecutionId": record.id, "BatchExecutionId": record.id}, status=202)
@@ -47,13 +49,15 @@ async def start_batch(request: web.Request) -> web.Response:
 
 @routes.get(BASE)
 async def list_batches(request: web.Request) -> web.Response:
-    return json_response(await request.app[BATCHES].ids(caller(request), _service(request)))
+    return json_response(await request.app[BATCHES].ids(caller(request), await _service(request)))
 
 
 @routes.get(BASE + "/{executionId}")
 async def batch_status(request: web.Request) -> web.Response:
     runner = request.app[BATCHES]
-    record = await runner.get(caller(request), _service(request), request.match_info["executionId"])
+    record = await runner.get(
+        caller(request), await _service(request), request.match_info["executionId"]
+    )
     show = _flag(request) or record.state == "Complete"
     results = await runner.results(record) if show else None
     return json_response(status_json(record, results))
@@ -62,14 +66,16 @@ async def batch_status(request: web.Request) -> web.Response:
 @routes.delete(BASE + "/{executionId}")
 async def cancel_batch(request: web.Request) -> web.Response:
     execution_id = request.match_info["executionId"]
-    await request.app[BATCHES].cancel(caller(request), _service(request), execution_id)
+    await request.app[BATCHES].cancel(caller(request), await _service(request), execution_id)
     return json_response([execution_id])
 
 
 @routes.get(BASE + "/{executionId}/{index}/files")
 async def batch_files(request: web.Request) -> web.Response:
     runner = request.app[BATCHES]
-    record = await runner.get(caller(request), _service(request), request.match_info["executionId"])
+    record = await runner.get(
+        caller(request), await _service(request), request.match_info["executionId"]
+    )
     result = await runner.result(record, _index(request))
     files = (result or {}).get("outputFiles") or {}
     return json_response([name for name, data in files.items() if data is not None])
@@ -80,7 +86,9 @@ async def batch_file(request: web.Request) -> web.StreamResponse:
     """The file is decoded and sent piece by piece: only its base64 text is read from
     the database, never the record's whole result or a decoded copy."""
     runner = request.app[BATCHES]
-    record = await runner.get(caller(request), _service(request), request.match_info["executionId"])
+    record = await runner.get(
+        caller(request), await _service(request), request.match_info["executionId"]
+    )
     name = request.match_info["fileName"]
     data = await runner.result_file(record, _index(request), name)
     if data is None:

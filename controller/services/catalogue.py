@@ -49,6 +49,12 @@ class Catalogue:
         """Add a version, or replace it in its place."""
         self._services[(service.record.name, service.record.version)] = service
 
+    def sort(self) -> None:
+        """Back in publishing order, after versions were added in another (another
+        controller published them: ``ServiceRegistry.refresh``)."""
+        ordered = sorted(self._services.items(), key=lambda item: item[1].record.created_at)
+        self._services = dict(ordered)
+
     def remove(self, name: str, version: str) -> None:
         del self._services[(name, version)]
 

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from controller.auth.roles import Identity
 from controller.clock import dotnet_timestamp
-from controller.errors import BadRequestError, ConflictError, O16nError
+from controller.errors import BadRequestError, ConflictError, NotFoundError, O16nError
 from controller.metrics.definitions import forget_service
 from controller.runtime.agent_link import RUNTIME
 from controller.runtime.sandboxes import Sandboxes
@@ -72,6 +72,30 @@ class ServiceRegistry:
 
     def all(self) -> list[Service]:
         return self._services.all()
+
+    # The same, as the store has it now: a client may publish through one controller of
+    # the group and call through another at once, before ``watch`` (a second) catches up.
+    # A hit costs nothing; a miss, or a listing, one indexed read.
+
+    async def find(self, name: str, version: str) -> Service:
+        """``get``, the store read when the catalogue misses."""
+        try:
+            return self.get(name, version)
+        except NotFoundError:
+            if not await self._repo.exists(name, version):
+                raise
+        await self.refresh()
+        return self.get(name, version)
+
+    async def versions_now(self, name: str) -> list[Service]:
+        if await self._repo.count(name) != len(self.versions(name)):
+            await self.refresh()
+        return self.versions(name)
+
+    async def all_now(self) -> list[Service]:
+        if await self._repo.count() != len(self._services):
+            await self.refresh()
+        return self.all()
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -142,6 +166,7 @@ class ServiceRegistry:
     ) -> Service:
         """Change only the fields present; a present ``snapshotId`` replaces the environment."""
         fields = request.model_fields_set
+        await self.find(name, version)
         async with self._lock:
             old = self.get(name, version)
             access.check_manage(caller, old.record, "update")
@@ -193,6 +218,7 @@ class ServiceRegistry:
         return service
 
     async def delete(self, caller: Identity, name: str, version: str) -> Service:
+        await self.find(name, version)
         async with self._lock:
             service = self.get(name, version)
             access.check_manage(caller, service.record, "delete")
@@ -234,6 +260,7 @@ class ServiceRegistry:
     ) -> tuple[Service, int, int]:
         """Record a version's new pool sizes; under the lock, so that a concurrent patch
         neither loses them nor is overwritten by the record as it was before."""
+        await self.find(name, version)
         async with self._lock:
             service = self.get(name, version)
             access.check_manage(caller, service.record, action)
@@ -295,6 +322,7 @@ class ServiceRegistry:
         """Run forever: bring the catalogue in line with the store when another controller
         of the group (docs/web-nodes.md) published, changed or deleted a version."""
         seen = await self._repo.changes()
+        await self.refresh()  # what changed between the load and now
         while True:
             await asyncio.sleep(interval)
             try:
@@ -340,6 +368,8 @@ class ServiceRegistry:
                 service = self._make(record)
                 self._services.put(service)
                 started.append(service)
+            if stored:  # the latest version is the last, on every controller alike
+                self._services.sort()
         for service in ended:
             await service.pool.close()
         for service in resized:

@@ -31,21 +31,23 @@ COMPUTE_NODE = "local-docker"
 @routes.get("/services")
 async def list_services(request: web.Request) -> web.Response:
     registry, who = request.app[SERVICES], caller(request)
-    listed = [s for s in registry.all() if not reserved(s.record.name)]  # diagnostics' own
+    listed = [
+        s for s in await registry.all_now() if not reserved(s.record.name)
+    ]  # diagnostics' own
     return json_response([to_json(s, who) for s in listed])
 
 
 @routes.get("/services/{name}")
 async def list_service_versions(request: web.Request) -> web.Response:
     registry, who = request.app[SERVICES], caller(request)
-    versions = registry.versions(request.match_info["name"])
+    versions = await registry.versions_now(request.match_info["name"])
     return json_response([to_json(s, who) for s in versions])
 
 
 @routes.get("/services/{name}/{version}")
 async def get_service_version(request: web.Request) -> web.Response:
     registry = request.app[SERVICES]
-    service = registry.get(request.match_info["name"], request.match_info["version"])
+    service = await registry.find(request.match_info["name"], request.match_info["version"])
     return json_response([to_json(service, caller(request))])
 
 
@@ -112,7 +114,9 @@ async def get_pool_status(request: web.Request) -> web.Response:
     by the node's name (its address is the Owner's, in ``/admin/nodes``), with that node's
     ``ready`` and ``busy``; ``initialPoolSize``, ``maxPoolSize`` and ``queued`` are the
     whole pool's, in every item."""
-    service = request.app[SERVICES].get(request.match_info["name"], request.match_info["version"])
+    service = await request.app[SERVICES].find(
+        request.match_info["name"], request.match_info["version"]
+    )
     pool = service.pool
     places = pool.by_place() or {"": (0, 0)}
     return json_response(
@@ -147,7 +151,7 @@ async def delete_pool(request: web.Request) -> web.Response:
 @timed_consume
 async def consume_service(request: web.Request) -> web.Response:
     app = request.app
-    service = app[SERVICES].get(request.match_info["name"], request.match_info["version"])
+    service = await app[SERVICES].find(request.match_info["name"], request.match_info["version"])
     inputs = consume.check_inputs(service, await read_json(request))
     result = await consume.run(service, inputs, app[SETTINGS].consume_timeout)
     succeeded(request, result["success"])
@@ -159,7 +163,9 @@ async def consume_service(request: web.Request) -> web.Response:
 
 @routes.get("/api/{name}/{version}/swagger.json")
 async def service_swagger(request: web.Request) -> web.Response:
-    service = request.app[SERVICES].get(request.match_info["name"], request.match_info["version"])
+    service = await request.app[SERVICES].find(
+        request.match_info["name"], request.match_info["version"]
+    )
     return json_response(service.document)
 
 

@@ -104,6 +104,20 @@ class ServicesRepo:
             (initial, maximum, name, version),
         )
 
+    async def exists(self, name: str, version: str) -> bool:
+        row = await self._db.fetchone(
+            "SELECT 1 FROM services WHERE name = ? AND version = ?", (name, version)
+        )
+        return row is not None
+
+    async def count(self, name: str | None = None) -> int:
+        """How many versions there are (of ``name``)."""
+        if name is None:
+            row = await self._db.fetchone("SELECT COUNT(*) FROM services")
+        else:
+            row = await self._db.fetchone("SELECT COUNT(*) FROM services WHERE name = ?", (name,))
+        return int(row[0]) if row else 0
+
     async def changes(self) -> int:
         """Changes when another controller of the group (or a CLI) changed the services."""
         return await self._db.changes("services")

@@ -43,11 +43,13 @@ async def test_a_version_published_on_one_controller_is_served_by_the_other(
     }
     await publish(a, headers, "twice", "v1", code="y = x * 2", **definitions)
 
-    async def served() -> bool:
-        resp = await b.post("/api/twice/v1", json={"x": 4}, headers=headers)
-        return resp.status == 200
-
-    await eventually(served)
+    # at once, through the other controller: its catalogue reads the store on a miss
+    resp = await b.get("/services/twice/v1", headers=headers)
+    assert resp.status == 200, await resp.text()
+    resp = await b.get("/services", headers=headers)
+    assert [s["name"] for s in await resp.json()] == ["twice"]
+    resp = await b.get("/services/twice", headers=headers)
+    assert [s["version"] for s in await resp.json()] == ["v1"]
     assert (await consume(b, headers, "twice", "v1", {"x": 4}))["outputParameters"] == {"y": 8}
 
     # a change of code reaches the other controller's containers too
@@ -68,6 +70,8 @@ async def test_a_version_published_on_one_controller_is_served_by_the_other(
 
     resp = await a.delete("/services/twice/v1", headers=headers)
     assert resp.status == 200, await resp.text()
+    resp = await b.get("/services", headers=headers)  # a listing reads the store's count
+    assert await resp.json() == []
 
     async def gone() -> bool:
         resp = await b.post("/api/twice/v1", json={"x": 4}, headers=headers)
@@ -118,3 +122,15 @@ async def test_a_user_disabled_on_one_controller_is_refused_by_the_other_within_
 
     await eventually(refused, within=3.0)
     assert asyncio.get_running_loop().time() - started < 2.5
+
+
+async def test_a_version_just_published_elsewhere_can_be_changed_here_at_once(
+    aiohttp_client: Any, data_dir: Path
+) -> None:
+    a, b = await two(aiohttp_client, data_dir)
+    headers = bearer((await login(a))["access_token"])
+    await publish(a, headers, "fresh", "v1", code="y = 1")
+    resp = await b.patch("/services/fresh/v1", json={"description": "d"}, headers=headers)
+    assert resp.status == 200, await resp.text()
+    resp = await b.delete("/services/fresh/v1", headers=headers)
+    assert resp.status == 200, await resp.text()
