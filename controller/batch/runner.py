@@ -181,7 +181,12 @@ class BatchRunner:
         try:
             while True:
                 running = {batch_id for batch_id, job in self._jobs.items() if not job.cancelled}
-                unfinished = await self._repo.unfinished()
+                try:
+                    unfinished = await self._repo.unfinished()
+                except Exception:  # the database, a moment: the batches running go on
+                    log.exception("looking for batches to run failed")
+                    await asyncio.sleep(poll)
+                    continue
                 for record in unfinished:
                     if record.id not in self._jobs:
                         log.info("batch resumed", extra={"batch": record.id})
@@ -212,7 +217,8 @@ class BatchRunner:
     async def _run(self, job: Job) -> None:
         record = job.record
         try:
-            await self._repo.set_state(record.id, "InProgress")
+            if not await self._repo.start(record.id):
+                return  # it finished (or was cancelled) since it was read: nothing to run
             queue = iter(await self._repo.pending_items(record.id))
             workers = [
                 asyncio.create_task(self._worker(job, queue)) for _ in range(record.parallel_count)
@@ -244,7 +250,9 @@ class BatchRunner:
         for index, inputs in queue:
             if job.cancelled:
                 return
-            service = self._registry.get(job.record.service_name, job.record.service_version)
+            # ``find``: the version may be one another controller of the group published a
+            # moment ago, not in this catalogue yet
+            service = await self._registry.find(job.record.service_name, job.record.service_version)
             failures = lost_runs = 0
             while True:
                 try:

@@ -154,6 +154,17 @@ class BatchesRepo:
                 (cur.rowcount, batch_id),
             )
 
+    async def start(self, batch_id: str) -> bool:
+        """Mark a batch running, unless it ended meanwhile (finished, failed, cancelled:
+        read as unfinished a moment before, by the group's batch runner, say); whether it
+        is to run."""
+        count = await self._db.execute(
+            "UPDATE batches SET state = 'InProgress' WHERE id = ? AND deleted = 0"
+            " AND state IN ('Pending', 'InProgress')",
+            (batch_id,),
+        )
+        return count == 1
+
     async def set_state(self, batch_id: str, state: str, error: str | None = None) -> None:
         finished = time.time() if state in ("Complete", "Failed", "Canceled") else None
         await self._db.execute(

@@ -20,6 +20,7 @@ from controller.app import create_app
 from controller.auth.directory import Directory
 from controller.auth.service import AUTH
 from controller.batch.runner import BATCHES
+from controller.errors import StoreBusy
 from controller.group.membership import BATCHES as BATCHES_LEASE
 from controller.group.membership import MEMBERSHIP, PURGES, Membership, internal_url
 from controller.sessions.manager import SESSIONS
@@ -377,3 +378,61 @@ async def test_old_dead_sessions_rows_are_purged_by_the_lease_holder_only(
     assert await rows() == 1
     await first.app[SESSIONS].reap_idle()
     assert await rows() == 0
+
+
+async def test_a_failed_look_for_batches_leaves_the_running_ones_alone(
+    aiohttp_client: Any, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lease holder looks for batches every second: one look the database fails must
+    not cancel (and restart from scratch) every batch it runs."""
+    client = await aiohttp_client(
+        create_app(make_settings(data_dir, lease_seconds=3, service_pool_initial=0))
+    )
+    headers = bearer((await login(client))["access_token"])
+    await publish_doubler(client, headers)
+    records = [{"x": i, "pause": 0.3} for i in range(8)]
+    batch_id = (await start(client, headers, records, "?parallelCount=1"))["batchExecutionId"]
+    await first_progress(client, headers, batch_id)
+    runner = client.app[BATCHES]
+    job = runner._jobs[batch_id]
+    real = runner._repo.unfinished
+    failed = asyncio.Event()
+
+    async def once() -> Any:
+        if not failed.is_set():
+            failed.set()
+            raise StoreBusy("the database is busy; try again shortly")
+        return await real()
+
+    monkeypatch.setattr(runner._repo, "unfinished", once)
+    await asyncio.wait_for(failed.wait(), 5)
+    status = await wait_done(client, headers, batch_id)
+    assert status["state"] == "Complete" and status["completedItemCount"] == 8
+    assert job.task is not None and not job.task.cancelled()
+
+
+async def test_a_batch_that_ended_is_never_started_again(dbs: tuple[Database, Database]) -> None:
+    """The holder read a batch as unfinished just before it ended: starting it then must
+    not put a finished (or failed) batch back to work."""
+    from controller.store.batches import BatchesRepo
+
+    repo = BatchesRepo(dbs[0])
+    db = dbs[0]
+    await db.execute(
+        "INSERT INTO users (username, password_hash, role, created_at, updated_at)"
+        " VALUES ('u', 'x', 'Owner', 0, 0)"
+    )
+    await db.execute(
+        "INSERT INTO services (name, version, key, publisher_id, created_at, creation_time,"
+        " runtime, code, inputs, outputs, output_files, image)"
+        " VALUES ('s', '1', 'k', 1, 0, '', 'python', 'y=1', '[]', '[]', '[]', 'i')"
+    )
+    await db.execute(
+        "INSERT INTO batches (id, service_name, service_version, owner_id, parallel_count,"
+        " state, total, created_at) VALUES ('b', 's', '1', 1, 1, 'Pending', 0, 0)"
+    )
+    assert await repo.start("b")
+    await repo.set_state("b", "Failed", "boom")
+    assert not await repo.start("b")
+    row = await db.fetchone("SELECT state, error FROM batches WHERE id = 'b'")
+    assert row is not None and (row["state"], row["error"]) == ("Failed", "boom")
