@@ -182,27 +182,33 @@ class ComputeNodes:
     async def watch(self, interval: float = 1.0) -> None:
         """Run forever: hand the engine the stored list when another controller of the
         group (docs/web-nodes.md) changed it, so that every controller places containers
-        on the same nodes. A list this engine refuses is logged, and tried again at the
-        next change: it was the other controller's to check."""
+        on the same nodes. A list this controller cannot use (an engine without compute
+        nodes, ``ssh://`` nodes without pinned host keys here) is logged and left: the
+        group's members need the same node settings."""
         seen = await self._repo.changes()
+        await self._follow()  # what changed between the start and now
         while True:
             await asyncio.sleep(interval)
             try:
                 now = await self._repo.changes()
-                if now == seen:
-                    continue
-                seen = now
-                async with self._lock:
-                    stored = [_stored(e) for e in await self._repo.entries()]
-                    if self._engine.nodes is not None:
-                        await self._engine.nodes.apply(stored)
-                log.info("compute nodes applied", extra={"entries": [n.entry for n in stored]})
+                if now != seen:
+                    seen = now
+                    await self._follow()
             except O16nError as exc:
                 log.warning(
                     "the changed compute node list was not applied", extra={"error": exc.message}
                 )
             except Exception:  # the database, say: try again at the next change
                 log.exception("the changed compute node list was not applied")
+
+    async def _follow(self) -> None:
+        async with self._lock:
+            stored = [_stored(e) for e in await self._repo.entries()]
+            if self._engine.nodes is None:
+                return
+            self.check(stored)
+            await self._engine.nodes.apply(stored)
+        log.info("compute nodes applied", extra={"entries": [n.entry for n in stored]})
 
     def check_at_start(self, nodes: list[NodeAddress]) -> None:
         """``check``, as a configuration error that stops the start."""
