@@ -58,18 +58,21 @@ async def status(request: web.Request) -> web.Response:
 @public
 async def ready(request: web.Request) -> web.Response:
     """For a load balancer's health check, without a token: 200 while this controller
-    takes new work, 503 while it drains or a check fails (the database, the engine: the
-    same cached checks as ``/status``). It tells nothing but that, and why not."""
+    takes new work, 503 while it drains or its own container engine fails (``/status``'s
+    cached checks). What the whole group shares (the database, a sign-in directory, the
+    shared disk) does not count: failing there, it would take every controller out of
+    the balancer at once, consumes that need none of it included. It names nothing."""
     app = request.app
     if app[DRAIN].draining:
         return json_response({"ready": False, "reason": "draining"}, status=503)
     checked = await app[CHECKS].get()
-    failing = sorted(name for name, c in checked.value.items() if c["statusCode"] == "fail")
-    if failing:
-        return json_response(
-            {"ready": False, "reason": "failing: " + ", ".join(failing)}, status=503
-        )
+    if any(checked.value.get(name, {}).get("statusCode") == "fail" for name in _OWN):
+        return json_response({"ready": False, "reason": "its container engine fails"}, status=503)
     return json_response({"ready": True})
+
+
+#: The checks of this controller's own that decide ``/status/ready``.
+_OWN = ("dockerEngine", "runtimeImage")
 
 
 def _tree(checked: Checked[Components], components: Components, max_age: float) -> dict[str, Any]:

@@ -90,3 +90,19 @@ async def test_ready_needs_no_token_and_says_no_while_draining(
     resp = await client.get("/status/ready")
     assert resp.status == 503
     assert await resp.json() == {"ready": False, "reason": "draining"}
+
+
+async def test_ready_stays_200_when_what_the_group_shares_fails(
+    client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database (shared by every controller of a group) failing must not take every
+    controller out of the balancer at once: consumes need no database."""
+    from controller.errors import StoreBusy
+    from controller.store.db import DB
+
+    async def busy() -> float:
+        raise StoreBusy("the database is busy; try again shortly")
+
+    monkeypatch.setattr(client.app[DB], "ping", busy)
+    resp = await client.get("/status/ready")
+    assert resp.status == 200, await resp.text()
