@@ -6,17 +6,17 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test test-fast check lint typecheck pytest pytest-postgres image docker venv bench bench-baselines clean chromium ldap nodes postgres
+.PHONY: run test test-fast check lint typecheck pytest pytest-postgres image docker venv bench bench-baselines clean chromium ldap nodes postgres haproxy
 
 run: image                     ## serve the API on $$O16N_HOST:$$O16N_PORT (127.0.0.1:12800)
 	$(PY) -m controller serve
 
-test: image chromium nodes postgres check pytest pytest-postgres  ## lint, type-check, every test on the real engine, then on PostgreSQL
+test: image chromium nodes postgres haproxy check pytest pytest-postgres  ## lint, type-check, every test on the real engine, then on PostgreSQL
 
 test-fast: venv postgres       ## the tests that need no Docker engine, on the fake engine (~1 min)
 	$(PY) -m pytest -m "not docker" -n 2
 
-pytest: image nodes postgres
+pytest: image nodes postgres haproxy
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The same tests but Docker's and those about SQLite itself, their apps on a throw-away
@@ -48,6 +48,9 @@ nodes:                         ## sshd and ip for the compute-node tests' namesp
 postgres:                      ## Debian's PostgreSQL 15 server binaries for the tests' clusters (as root)
 	bash scripts/ensure-postgres.sh
 
+haproxy:                       ## Debian's HAProxy, in front of the web-node tests' controllers (as root)
+	bash scripts/ensure-haproxy.sh
+
 ldap:                          ## OpenLDAP's headers (python-ldap builds on them) and slapd (as root)
 	PYTHON="$(PYTHON)" bash scripts/ensure-ldap.sh
 
@@ -62,7 +65,7 @@ $(STAMP): pyproject.toml runtime_image/requirements.txt | ldap
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]' -r runtime_image/requirements.txt
 	touch $(STAMP)
 
-bench: image                   ## benchmarks (figures in bench/results/)
+bench: image postgres haproxy  ## benchmarks (figures in bench/results/)
 	$(PY) -m bench.run_all
 
 # MLflow and BentoML, bench.consume's further baselines, in a virtualenv of their own: their
