@@ -32,7 +32,7 @@ async def seed_workflow(client: TestClient[Any, Any] | ClientSession) -> None:
 
     async def execute(body: dict[str, Any]) -> dict[str, Any]:
         resp = await client.post(f"/sessions/{session_id}/execute", json=body, headers=headers)
-        assert resp.status == 200
+        assert resp.status == 200, await resp.text()
         result: dict[str, Any] = await resp.json()
         return result
 
