@@ -4,9 +4,13 @@ dead one is taken out of rotation, and the seed workflow passes through it."""
 
 from __future__ import annotations
 
+import http.client
 import itertools
+import json
 import re
 import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -15,8 +19,9 @@ from aiohttp import ClientSession
 
 from tests import conftest
 from tests.clients.seed import seed_workflow
+from tests.haproxy import HAProxy, haproxy_binary, render_config
 from tests.postgres_cluster import PostgresCluster
-from tests.webnodes.group import HAProxy, haproxy_binary, kill, render_config, running_group
+from tests.webnodes.group import kill, running_group
 
 
 def test_the_docs_configuration_is_valid_as_given_and_as_the_tests_run_it(tmp_path: Path) -> None:
@@ -51,13 +56,16 @@ def test_requests_alternate_and_a_killed_controller_leaves_the_rotation(
 ) -> None:
     with running_group(pg_cluster, data_dir, engine=conftest.ENGINE) as group:
         proxy: HAProxy = group.haproxy
-        with requests.Session() as http:  # one keep-alive connection to the proxy
+        with requests.Session() as http:
             for _ in range(6):
                 resp = http.get(f"{group.url}/status", headers=group.headers, timeout=10)
                 assert resp.status_code == 200, resp.text
                 # the proxy names the request, in its log and the controller's
                 assert re.fullmatch(r"[0-9A-F]+", resp.headers["X-Request-Id"])
-            assert proxy.served() == ["web1", "web2"] * 3  # per request, not per connection
+                # one request per client connection: a 502, never a silent close, when
+                # the controller dies under it (docs/haproxy.md)
+                assert resp.headers["Connection"] == "close"
+            assert proxy.served() == ["web1", "web2"] * 3
             own = http.get(
                 f"{group.url}/status", headers={**group.headers, "X-Request-Id": "mine-1"}
             )
@@ -86,3 +94,46 @@ async def test_the_seed_workflow_through_haproxy_alternates_between_controllers(
         assert all(a != b for a, b in itertools.pairwise(served)), served
         stats = group.haproxy.servers()
         assert {name: stats[name]["hrsp_5xx"] for name in stats} == {"web1": "0", "web2": "0"}
+
+
+@pytest.mark.timeout(180)
+def test_a_request_in_flight_on_a_killed_controller_is_a_502_not_a_silent_close(
+    pg_cluster: PostgresCluster, data_dir: Path
+) -> None:
+    """HAProxy closes a client connection that served a request before without a word
+    when the controller drops the next one (the client may retry it, which a POST must
+    not): docs/haproxy.cfg gives every request a connection of its own, so it is a 502."""
+    with running_group(pg_cluster, data_dir, engine=conftest.ENGINE) as group:
+        proxy, headers, web1 = group.haproxy, group.headers, group.controllers["web1"]
+        resp = requests.post(f"{web1.url}/sessions", json={}, headers=headers, timeout=30)
+        assert resp.status_code == 201, resp.text
+        execute = f"/sessions/{resp.json()['sessionId']}/execute"
+
+        connection = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=30)
+        try:
+            while True:  # a request on this connection first, until web1 is next in turn
+                connection.request("GET", "/status", headers=headers)
+                connection.getresponse().read()
+                if proxy.served()[-1] == "web2":
+                    break
+            body = json.dumps({"code": "import time\ntime.sleep(10)"})
+            with ThreadPoolExecutor(1) as pool:
+                answer = pool.submit(post, connection, execute, body, headers)
+                time.sleep(1.5)  # in the session's code on web1
+                kill(web1)
+                status = answer.result(timeout=30)
+        finally:
+            connection.close()
+        assert status == 502
+        assert proxy.served()[-1] == "web1"
+
+
+def post(
+    connection: http.client.HTTPConnection, path: str, body: str, headers: dict[str, str]
+) -> int:
+    connection.request(
+        "POST", path, body=body, headers={**headers, "Content-Type": "application/json"}
+    )
+    response = connection.getresponse()
+    response.read()
+    return response.status
