@@ -65,7 +65,7 @@ $(STAMP): pyproject.toml runtime_image/requirements.txt | ldap
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]' -r runtime_image/requirements.txt
 	touch $(STAMP)
 
-bench: image postgres haproxy  ## benchmarks (figures in bench/results/)
+bench: image                   ## benchmarks (figures in bench/results/)
 	$(PY) -m bench.run_all
 
 # MLflow and BentoML, bench.consume's further baselines, in a virtualenv of their own: their
