@@ -105,10 +105,10 @@ class Consumes:
 
 @pytest.mark.timeout(600)
 async def test_a_killed_controllers_session_and_work_are_served_by_the_other(
-    pg_cluster: PostgresCluster, data_dir: Path
+    group_cluster: PostgresCluster, data_dir: Path
 ) -> None:
     loop = asyncio.get_running_loop()
-    with running_group(pg_cluster, data_dir, lease_seconds=str(LEASE_SECONDS)) as group:
+    with running_group(group_cluster, data_dir, lease_seconds=str(LEASE_SECONDS)) as group:
         web1 = group.controllers["web1"]
         headers, proxy = group.headers, group.url
         async with aiohttp.ClientSession() as http:

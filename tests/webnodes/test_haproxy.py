@@ -52,9 +52,9 @@ def test_the_docs_configuration_is_valid_as_given_and_as_the_tests_run_it(tmp_pa
 
 @pytest.mark.timeout(180)
 def test_requests_alternate_and_a_killed_controller_leaves_the_rotation(
-    pg_cluster: PostgresCluster, data_dir: Path
+    group_cluster: PostgresCluster, data_dir: Path
 ) -> None:
-    with running_group(pg_cluster, data_dir, engine=conftest.ENGINE) as group:
+    with running_group(group_cluster, data_dir, engine=conftest.ENGINE) as group:
         proxy: HAProxy = group.haproxy
         with requests.Session() as http:
             for _ in range(6):
@@ -84,9 +84,9 @@ def test_requests_alternate_and_a_killed_controller_leaves_the_rotation(
 @pytest.mark.docker
 @pytest.mark.timeout(600)
 async def test_the_seed_workflow_through_haproxy_alternates_between_controllers(
-    pg_cluster: PostgresCluster, data_dir: Path
+    group_cluster: PostgresCluster, data_dir: Path
 ) -> None:
-    with running_group(pg_cluster, data_dir, lease_seconds="3") as group:
+    with running_group(group_cluster, data_dir, lease_seconds="3") as group:
         async with ClientSession(base_url=group.url) as client:
             await seed_workflow(client)
         served = group.haproxy.served()
@@ -98,12 +98,12 @@ async def test_the_seed_workflow_through_haproxy_alternates_between_controllers(
 
 @pytest.mark.timeout(180)
 def test_a_request_in_flight_on_a_killed_controller_is_a_502_not_a_silent_close(
-    pg_cluster: PostgresCluster, data_dir: Path
+    group_cluster: PostgresCluster, data_dir: Path
 ) -> None:
     """HAProxy closes a client connection that served a request before without a word
     when the controller drops the next one (the client may retry it, which a POST must
     not): docs/haproxy.cfg gives every request a connection of its own, so it is a 502."""
-    with running_group(pg_cluster, data_dir, engine=conftest.ENGINE) as group:
+    with running_group(group_cluster, data_dir, engine=conftest.ENGINE) as group:
         proxy, headers, web1 = group.haproxy, group.headers, group.controllers["web1"]
         resp = requests.post(f"{web1.url}/sessions", json={}, headers=headers, timeout=30)
         assert resp.status_code == 201, resp.text
