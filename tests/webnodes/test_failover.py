@@ -137,7 +137,7 @@ async def test_a_killed_controllers_session_and_work_are_served_by_the_other(
                 "snapshotId": snapshot["snapshotId"],
                 **definitions,
             }
-            await call(http, "POST", f"{proxy}/services/Plus/1", headers, from_snapshot, 201)
+            await call(http, "POST", f"{web1.url}/services/Plus/1", headers, from_snapshot, 201)
             for controller in group.controllers.values():  # each hears of it, in a second
                 await answered(http, f"{controller.url}/api/Twice/1", headers, {"x": 2})
             records = [{"x": i} for i in range(40)]
@@ -164,17 +164,16 @@ async def test_a_killed_controllers_session_and_work_are_served_by_the_other(
             bad = [o for o in statuses if not (o == 200 or (isinstance(o, int) and o >= 500))]
             assert not bad, bad  # no hang, no reset without a status, no 4xx
             assert statuses.count(200) > 10
-            after = [o for sent, o in consumes.outcomes if sent > killed_at + WITHIN]
-            assert after and set(after) == {200}, after  # the survivor serves every consume
             assert failover < WITHIN, f"{failover:.1f} s"
+            # once the session is back, the survivor serves every consume
+            after = [o for sent, o in consumes.outcomes if sent > killed_at + failover]
+            assert after and set(after) == {200}, after
 
             # nothing lost: the services, the snapshot, the batch (finished by the survivor)
             names = {s["name"] for s in await call(http, "GET", f"{proxy}/services", headers)}
             assert names == {"Twice", "Plus"}
             listed = await call(http, "GET", f"{proxy}/snapshots", headers)
             assert [s["id"] for s in listed] == [snapshot["snapshotId"]]
-            plus = await call(http, "POST", f"{proxy}/api/Plus/1", headers, {"x": 1})
-            assert plus["outputParameters"] == {"y": 43}, plus
             status_url = f"{proxy}/api/Twice/1/batch/{batch['batchExecutionId']}"
             while (status := await call(http, "GET", status_url, headers))["state"] != "Complete":
                 assert status["state"] != "Failed", status
@@ -183,3 +182,6 @@ async def test_a_killed_controllers_session_and_work_are_served_by_the_other(
             assert status["completedItemCount"] == status["totalItemCount"] == 40
             results = status["batchExecutionResults"]
             assert [r["outputParameters"]["y"] for r in results] == [2 * i for i in range(40)]
+            # the service of the snapshot, its workspace from the shared directory
+            plus = await call(http, "POST", f"{proxy}/api/Plus/1", headers, {"x": 1})
+            assert plus["outputParameters"] == {"y": 43}, plus
