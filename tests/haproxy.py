@@ -135,13 +135,19 @@ class HAProxy:
             return self.log.read_text(errors="replace")
         return ""
 
-    def served(self) -> list[str]:
-        """The server of each request logged so far, in order (``<NOSRV>``: none)."""
-        return [
-            match[1]
-            for line in self.log_text().splitlines()
-            if (match := _REQUEST_LINE.match(line)) is not None
-        ]
+    def served(self, at_least: int = 0, within: float = 5.0) -> list[str]:
+        """The server of each request logged so far, in order (``<NOSRV>``: none), once
+        ``at_least`` are (a request's line is written as it ends, after its answer)."""
+        deadline = time.monotonic() + within
+        while True:
+            servers = [
+                match[1]
+                for line in self.log_text().splitlines()
+                if (match := _REQUEST_LINE.match(line)) is not None
+            ]
+            if len(servers) >= at_least or time.monotonic() > deadline:
+                return servers
+            time.sleep(0.02)
 
     def command(self, text: str) -> str:
         """One command on the stats socket (``show stat``, ``disable server ...``)."""
