@@ -637,12 +637,49 @@ class SessionManager:
 
     async def adopt(self, owned: list[ContainerHandle]) -> set[str]:
         """Re-link the sessions an earlier controller left running; returns the keys kept."""
-        by_key = {h.key: h for h in owned}
         records = await self._repo.alive(self._me)
-        results = await asyncio.gather(*(self._adopt_one(r, by_key) for r in records))
+        by_key = await self._handles(records, owned, self._me)
+        results = await asyncio.gather(*(self._adopt_safely(r, by_key) for r in records))
         for record in await self._repo.dead():
             self._sessions[record.id] = self._session(record, None, record.dead_reason)
+        earlier = [
+            r.id for r, key in zip(records, results, strict=True) if key and not r.controller
+        ]
+        if earlier:  # rows from before groups: this controller's from now on
+            await self._repo.claim(earlier, self._me)
         return {key for key in results if key is not None}
+
+    async def _handles(
+        self, records: list[SessionRecord], listed: list[ContainerHandle], of: str
+    ) -> dict[str, ContainerHandle]:
+        """The containers of ``records`` by key: among ``listed`` (instance ``of``'s), and
+        among those of the instances that made them (a session taken over keeps its
+        maker's label), each with the endpoint its row names (where its agent dials)."""
+        found = {h.key: h for h in listed}
+        makers = {r.origin for r in records if r.origin and r.origin != of}
+        for maker in sorted(makers):
+            for handle in await self._sandboxes.runtime.list_owned(instance=maker):
+                found.setdefault(handle.key, handle)
+        for record in records:
+            made = found.get(record.container_key)
+            if made is not None and record.endpoint and made.endpoint != record.endpoint:
+                found[record.container_key] = dataclasses.replace(made, endpoint=record.endpoint)
+        return found
+
+    async def _adopt_safely(
+        self, record: SessionRecord, by_key: dict[str, ContainerHandle]
+    ) -> str | None:
+        """``_adopt_one``, whatever fails: a session that cannot be adopted (the database
+        failing half way, say) is ended with why, never left held by nobody."""
+        try:
+            return await self._adopt_one(record, by_key)
+        except Exception as exc:
+            reason = f"it could not be taken over ({type(exc).__name__}: {exc})"[:300]
+            log.exception("session adoption failed", extra={"session": record.id})
+            with contextlib.suppress(Exception):
+                await self._repo.mark_dead(record.id, reason)
+            self._sessions[record.id] = self._session(record, None, reason)
+            return None
 
     async def _adopt_one(
         self, record: SessionRecord, by_key: dict[str, ContainerHandle]
@@ -708,21 +745,20 @@ class SessionManager:
                 "taking over the sessions of a controller that stopped answering",
                 extra={"controller": dead, "sessions": len(records)},
             )
-            by_key = {h.key: h for h in handles}
-            for record in records:  # its agent dials where the dead controller listened
-                handle = by_key.get(record.container_key)
-                if handle is not None and record.endpoint:
-                    by_key[record.container_key] = dataclasses.replace(
-                        handle, endpoint=record.endpoint
-                    )
             arriving = {r.id for r in records}
             self._arriving |= arriving
             try:
-                kept = await asyncio.gather(*(self._adopt_one(r, by_key) for r in records))
+                by_key = await self._handles(records, handles, dead)
+                kept = await asyncio.gather(*(self._adopt_safely(r, by_key) for r in records))
+            except BaseException:
+                for record in records:  # nothing adopted: ended, never held by nobody
+                    if record.id not in self._sessions:
+                        await self._adopt_safely(record, {})
+                raise
             finally:
                 self._arriving -= arriving
+                self.collect_unfinished(self._tasks.spawn)
             taken += len(records)
-            self.collect_unfinished(self._tasks.spawn)
             if await self._repo.alive_controller(dead, time.time()):
                 continue  # it is back: what is left is its own again
             named = await self._repo.alive_keys()
@@ -836,6 +872,7 @@ class SessionManager:
             console_output="",
             controller=self._me,
             endpoint=handle.endpoint,
+            origin=self._me,
         )
 
 

@@ -199,11 +199,14 @@ MIGRATIONS: list[str] = [
     );
     """,
     # 10: which controller of the group holds each session (its O16N_INSTANCE; NULL: a row
-    #     from before, held by the one controller there was) and where that controller
-    #     listens for the session's agent, so that another one can take it over
+    #     from before, held by the one controller there was), where the session's agent
+    #     dials, and which instance's label its container carries (the one that made it:
+    #     a label never changes, however often the session is taken over), so that
+    #     another controller can find the container and take the session over
     """
     ALTER TABLE sessions ADD COLUMN controller TEXT;
     ALTER TABLE sessions ADD COLUMN endpoint TEXT;
+    ALTER TABLE sessions ADD COLUMN origin TEXT;
     CREATE INDEX sessions_controller ON sessions(controller, state);
     """,
 ]

@@ -25,8 +25,10 @@ class SessionRecord:
     #: the instance of the controller of the group that holds it (``None``: a row from
     #: before groups, held by the one controller there was)
     controller: str | None = None
-    #: where that controller listens for the session's agent
+    #: where the session's agent dials (the controller that made it listened there)
     endpoint: str | None = None
+    #: the instance whose label its container carries: the one that made it
+    origin: str | None = None
 
     @classmethod
     def from_row(cls, row: Row) -> SessionRecord:
@@ -45,6 +47,7 @@ class SessionRecord:
             console_output=row["console_output"],
             controller=row["controller"],
             endpoint=row["endpoint"],
+            origin=row["origin"],
         )
 
 
@@ -69,8 +72,8 @@ class SessionsRepo:
                 return False
             await conn.execute(
                 "INSERT INTO sessions (id, name, owner_id, runtime, container_key, container_id,"
-                " state, created_at, last_used_at, controller, endpoint)"
-                " VALUES (?, ?, ?, ?, ?, ?, 'alive', ?, ?, ?, ?)",
+                " state, created_at, last_used_at, controller, endpoint, origin)"
+                " VALUES (?, ?, ?, ?, ?, ?, 'alive', ?, ?, ?, ?, ?)",
                 (
                     record.id,
                     record.name,
@@ -82,6 +85,7 @@ class SessionsRepo:
                     record.last_used_at,
                     record.controller,
                     record.endpoint,
+                    record.origin,
                 ),
             )
         return True
@@ -93,6 +97,16 @@ class SessionsRepo:
             (controller,),
         )
         return [SessionRecord.from_row(r) for r in rows]
+
+    async def claim(self, session_ids: list[str], controller: str) -> None:
+        """Name ``controller`` as the holder (and the maker) of rows from before groups it
+        adopted, so that the group can forward to it and take them over."""
+        async with self._db.transaction("session-claim") as conn:
+            await conn.executemany(
+                "UPDATE sessions SET controller = ?, origin = COALESCE(origin, ?)"
+                " WHERE id = ? AND controller IS NULL",
+                [(controller, controller, sid) for sid in session_ids],
+            )
 
     async def get(self, session_id: str) -> SessionRecord | None:
         row = await self._db.fetchone(_SELECT + " WHERE s.id = ?", (session_id,))

@@ -182,3 +182,22 @@ async def test_a_controller_starting_takes_over_at_once_what_a_stopped_one_left(
     second = await aiohttp_client(create_app(make_settings(data_dir)))
     body = await execute(second, headers, sid, "print(x)")
     assert body["consoleOutput"] == "42\n"
+
+
+async def test_a_session_taken_over_moves_again_with_its_container(
+    aiohttp_client: Any, data_dir: Path
+) -> None:
+    """Its container keeps the label of the controller that made it, however often the
+    session moves: a rolling restart of the group (a stops, b takes over, b stops, c takes
+    over) keeps it."""
+    first = await aiohttp_client(create_app(make_settings(data_dir)))
+    headers = bearer((await login(first))["access_token"])
+    resp = await first.post("/sessions", json={"name": "kept"}, headers=headers)
+    sid = (await resp.json())["sessionId"]
+    await execute(first, headers, sid, "x = 42")
+    await first.close()
+    second = await aiohttp_client(create_app(make_settings(data_dir)))
+    assert (await execute(second, headers, sid, "print(x)"))["consoleOutput"] == "42\n"
+    await second.close()
+    third = await aiohttp_client(create_app(make_settings(data_dir)))
+    assert (await execute(third, headers, sid, "print(x)"))["consoleOutput"] == "42\n"
