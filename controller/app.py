@@ -193,16 +193,23 @@ async def store_ctx(app: web.Application) -> AsyncIterator[None]:
 async def group_ctx(app: web.Application) -> AsyncIterator[None]:
     """This controller's row among the controllers sharing the database, heartbeated, and
     the leases of group-wide jobs; the row and leases go at a clean stop (the jobs have
-    stopped by then: the task supervisor's context is left first)."""
+    stopped by then: the task supervisor's context is left first). The heartbeat is this
+    context's own, not the supervisor's: it goes on until every later context has let go
+    of its sessions (``detach``), so another controller never takes over a session this
+    one still links to."""
     settings = app[SETTINGS]
     membership = Membership(
         GroupRepo(app[DB]), settings.instance, internal_url(settings), settings.lease_seconds
     )
     await membership.join()
     app[MEMBERSHIP] = membership
-    app[TASKS].spawn("group-heartbeat", membership.run())
-    yield
-    await membership.leave()
+    heartbeat = asyncio.create_task(membership.run(), name="group-heartbeat")
+    try:
+        yield
+    finally:
+        heartbeat.cancel()
+        await asyncio.gather(heartbeat, return_exceptions=True)
+        await membership.leave()
 
 
 async def shared_files_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -549,6 +549,8 @@ class AgentListener:
         self._reply_limit = reply_limit
         self._blob_limit = blob_limit
         self._sock: socket.socket | None = None
+        #: the inode of the socket file it bound: closing removes that file only
+        self._inode = -1
         self._closed = False
         self._link: AgentLink | None = None
         self._linked = asyncio.Event()
@@ -569,6 +571,7 @@ class AgentListener:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.bind(str(self.socket_path))
+            self._inode = self.socket_path.lstat().st_ino
             # connect(2) needs write permission on the socket; the container's uid is not ours.
             os.chmod(self.socket_path, 0o666)  # noqa: PTH101, S103
             sock.listen(LISTEN_BACKLOG)
@@ -613,7 +616,10 @@ class AgentListener:
         if self._link is not None:
             await self._link.aclose()
         with contextlib.suppress(FileNotFoundError):
-            self.socket_path.unlink()
+            # only our own: another controller of the group that took the session over
+            # listens at the same path now (docs/web-nodes.md)
+            if self.socket_path.lstat().st_ino == self._inode:
+                self.socket_path.unlink()
 
     def _stop_accepting(self) -> None:
         sock, self._sock = self._sock, None

@@ -201,3 +201,37 @@ async def test_a_session_taken_over_moves_again_with_its_container(
     await second.close()
     third = await aiohttp_client(create_app(make_settings(data_dir)))
     assert (await execute(third, headers, sid, "print(x)"))["consoleOutput"] == "42\n"
+
+
+@pytest.mark.timeout(120)
+async def test_a_clean_stop_slower_than_the_lease_keeps_its_sessions(
+    group_database: str, aiohttp_client: Any, data_dir: Path
+) -> None:
+    """A controller stopping heartbeats until it has let go of its sessions: another does
+    not take one over while the stopping one still links to it (which left the session
+    busy until its execution limit)."""
+    secret = "s" * 48
+    a = await start(aiohttp_client, member(data_dir, group_database, jwt_secret=secret))
+    b = await start(aiohttp_client, member(data_dir, group_database, jwt_secret=secret))
+    headers = bearer((await login(a))["access_token"])
+    resp = await a.post("/sessions", json={"name": "kept"}, headers=headers)
+    sid = (await resp.json())["sessionId"]
+    await execute(a, headers, sid, "x = 42")
+    manager = a.app[SESSIONS]
+    detach = manager.detach
+
+    async def slow_detach() -> None:  # a teardown of many containers (pools, services)
+        await asyncio.sleep(5)  # longer than the lease (3 s)
+        await detach()
+
+    manager.detach = slow_detach  # type: ignore[method-assign]
+    await a.close()
+
+    async def served() -> bool:
+        resp = await b.post(f"/sessions/{sid}/execute", json={"code": "print(x)"}, headers=headers)
+        if resp.status in (503, 409):
+            return False
+        assert resp.status == 200, await resp.text()
+        return True
+
+    await eventually(served, within=10)
