@@ -47,3 +47,11 @@ def test_a_url_is_shown_without_its_password() -> None:
         "postgresql://o16n:***@db.example:5433/o16n"
     )
     assert masked("postgresql://o16n@db/o16n") == "postgresql://o16n@db/o16n"
+    assert masked("postgresql://o16n:p@ss@db/o16n") == "postgresql://o16n:***@db/o16n"
+    assert masked("postgresql://o16n@db/o16n?sslmode=require&password=s3cret") == (
+        "postgresql://o16n@db/o16n?sslmode=require&password=***"
+    )
+    # several hosts (libpq's failover list): no single port to parse, and no crash
+    assert masked("postgresql://o16n:s3cret@a:5432,b:5432/o16n") == (
+        "postgresql://o16n:***@a:5432,b:5432/o16n"
+    )

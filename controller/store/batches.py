@@ -120,19 +120,21 @@ class BatchesRepo:
         """One output file (base64) of an item's result, without reading the rest of the
         result (other files) out of the database; ``None`` when there is no such file."""
         if self._db.dialect == "postgres":
-            sql = (
-                "SELECT CASE WHEN jsonb_typeof(result::jsonb -> 'outputFiles' -> CAST(? AS TEXT))"
-                " = 'string' THEN result::jsonb -> 'outputFiles' ->> CAST(? AS TEXT) END"
-                " AS data FROM batch_items WHERE batch_id = ? AND idx = ?"
+            # parsed here: PostgreSQL's json operators refuse a \u0000 anywhere in the
+            # result (a NUL in an output parameter), and a result is bounded in size
+            row = await self._db.fetchone(
+                "SELECT result FROM batch_items WHERE batch_id = ? AND idx = ?", (batch_id, index)
             )
-            params: tuple[object, ...] = (name, name, batch_id, index)
-        else:
-            sql = (
-                "SELECT (SELECT value FROM json_each(result, '$.outputFiles') WHERE key = ?)"
-                " AS data FROM batch_items WHERE batch_id = ? AND idx = ?"
-            )
-            params = (name, batch_id, index)
-        row = await self._db.fetchone(sql, params)
+            if row is None:
+                raise KeyError(index)
+            files = json.loads(row["result"]).get("outputFiles") if row["result"] else None
+            data = files.get(name) if isinstance(files, dict) else None
+            return data if isinstance(data, str) else None
+        row = await self._db.fetchone(
+            "SELECT (SELECT value FROM json_each(result, '$.outputFiles') WHERE key = ?)"
+            " AS data FROM batch_items WHERE batch_id = ? AND idx = ?",
+            (name, batch_id, index),
+        )
         if row is None:
             raise KeyError(index)
         data = row["data"]

@@ -88,11 +88,21 @@ def pyformat(sql: str, named: bool) -> str:
     return _NAMED.sub(r"%(\1)s", sql) if named else sql.replace("?", "%s")
 
 
+def _value(value: Any) -> Any:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, str) and "\x00" in value:
+        return value.replace("\x00", "\ufffd")
+    return value
+
+
 def _adapt(params: Params) -> Params:
-    """Booleans as the integers their columns hold (psycopg would send ``boolean``)."""
+    """Booleans as the integers their columns hold (psycopg would send ``boolean``); a NUL
+    in a text (which PostgreSQL cannot store: code, a console, a user name someone
+    typed) as U+FFFD, so the write happens rather than failing for ever."""
     if isinstance(params, dict):
-        return {k: int(v) if isinstance(v, bool) else v for k, v in params.items()}
-    return [int(v) if isinstance(v, bool) else v for v in params]
+        return {k: _value(v) for k, v in params.items()}
+    return [_value(v) for v in params]
 
 
 _TYPES = (
@@ -113,14 +123,17 @@ def postgres_ddl(statement: str) -> str:
     return statement
 
 
+_USERINFO_PASSWORD = re.compile(r"^([^:@/]*):.*@")  # to the last @: a password may hold one
+_QUERY_PASSWORD = re.compile(r"(?i)((?:^|&)(?:password|sslpassword)=)[^&]*")
+
+
 def masked(url: str) -> str:
-    """``url`` without its password, for logs and ``/status``."""
+    """``url`` without its passwords (in the user info and in the query), for logs and
+    errors; never parsed further (a multi-host URL has no single port)."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    netloc = _USERINFO_PASSWORD.sub(r"\1:***@", parts.netloc)
+    query = _QUERY_PASSWORD.sub(r"\1***", parts.query)
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def translate(exc: BaseException) -> O16nError | None:
@@ -190,7 +203,19 @@ class PostgresDatabase(Database):
             max_size=pool_size,
             open=False,
             timeout=BUSY_TIMEOUT,
-            kwargs={"autocommit": True, "connect_timeout": int(BUSY_TIMEOUT)},
+            kwargs={
+                "autocommit": True,
+                "connect_timeout": int(BUSY_TIMEOUT),
+                # no server-side prepared statements: another controller's migration
+                # would make them fail ("cached plan must not change result type")
+                "prepare_threshold": None,
+                # a controller's host that vanishes mid-transaction frees the write lock
+                # within a minute, not the kernel's two hours
+                "keepalives": 1,
+                "keepalives_idle": 10,
+                "keepalives_interval": 5,
+                "keepalives_count": 3,
+            },
             name="o16n-store",
         )
         db = cls(pool, url)
@@ -266,6 +291,8 @@ class PostgresDatabase(Database):
         back on any exception, cancellation included."""
         async with self._connection(operation) as conn, conn.transaction():
             await conn.execute(f"SET LOCAL lock_timeout = {int(BUSY_TIMEOUT * 1000)}")
+            # a unit of work stuck between statements never holds the group's lock for long
+            await conn.execute("SET LOCAL idle_in_transaction_session_timeout = 60000")
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
             yield _Connection(conn)
 
