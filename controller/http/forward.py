@@ -76,11 +76,13 @@ async def forward(
 ) -> web.StreamResponse:
     """``request`` answered by the controller at ``base_url``; ``me`` names this one."""
     headers = CIMultiDict(
-        (name, value) for name, value in request.headers.items() if name.lower() not in _HOP
+        (name, value)
+        for name, value in request.headers.items()
+        if name.lower() not in _HOP and name.lower() != "x-forwarded-for"
     )
     headers[FORWARDED_BY] = me
     peer = request.remote or ""
-    previous = request.headers.get("X-Forwarded-For")
+    previous = ", ".join(request.headers.getall("X-Forwarded-For", []))
     headers["X-Forwarded-For"] = f"{previous}, {peer}" if previous else peer
     url = base_url.rstrip("/") + request.rel_url.raw_path_qs
     data = _body(request) if request.body_exists else None
@@ -106,7 +108,15 @@ async def forward(
         if upstream.content_length is not None:
             response.content_length = upstream.content_length
         await response.prepare(request)
-        async for chunk in upstream.content.iter_chunked(CHUNK):
-            await response.write(chunk)
+        try:
+            async for chunk in upstream.content.iter_chunked(CHUNK):
+                await response.write(chunk)
+        except (aiohttp.ClientError, TimeoutError):
+            # the holder went mid-answer: the status is sent, so the client must see a cut
+            # connection, never a complete-looking body (nor an error answer inside it)
+            log.warning("a forwarded answer was cut", extra={"url": base_url})
+            if request.transport is not None:
+                request.transport.abort()
+            raise ConnectionResetError("the controller holding the session went away") from None
         await response.write_eof()
         return response
