@@ -96,6 +96,13 @@ class Database(abc.ABC):
             cur = await conn.execute(sql, params)
             return cur.rowcount
 
+    async def write_one(self, sql: str, params: Params = ()) -> int:
+        """One statement that is atomic by itself (a heartbeat, a lease's compare-and-
+        set), where the database allows it without queueing behind the write lock: a
+        long unit of work elsewhere must not make a live controller look dead. Returns
+        the row count."""
+        return await self.execute(sql, params)
+
     @abc.abstractmethod
     async def changes(self, topic: Topic) -> int:
         """A number that changes when ``topic``'s tables were changed by another connection

@@ -58,7 +58,7 @@ class GroupRepo:
 
     async def register(self, record: ControllerRecord) -> None:
         """Add this controller's row (or put it back, if a clean-up took it meanwhile)."""
-        await self._db.execute(
+        await self._db.write_one(
             "INSERT INTO controllers"
             " (id, name, internal_url, started_at, heartbeat_at, expires_at)"
             " VALUES (?, ?, ?, ?, ?, ?)"
@@ -77,7 +77,7 @@ class GroupRepo:
 
     async def heartbeat(self, controller_id: str, now: float, seconds: float) -> bool:
         """Extend a controller's life to ``now + seconds``; False if it has no row."""
-        count = await self._db.execute(
+        count = await self._db.write_one(
             "UPDATE controllers SET heartbeat_at = ?, expires_at = ? WHERE id = ?",
             (now, now + seconds, controller_id),
         )
@@ -113,12 +113,12 @@ class GroupRepo:
     async def try_lease(self, name: str, holder: str, now: float, seconds: float) -> bool:
         """Take or renew lease ``name`` for ``holder`` until ``now + seconds``; whether
         ``holder`` holds it now. One statement: a compare-and-set."""
-        count = await self._db.execute(_TAKE, (name, holder, now + seconds, now))
+        count = await self._db.write_one(_TAKE, (name, holder, now + seconds, now))
         return count == 1
 
     async def release(self, name: str, holder: str) -> bool:
         """Give lease ``name`` up, if ``holder`` still has it; whether it had."""
-        count = await self._db.execute(
+        count = await self._db.write_one(
             "DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder)
         )
         return count == 1

@@ -296,6 +296,12 @@ class PostgresDatabase(Database):
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
             yield _Connection(conn)
 
+    async def write_one(self, sql: str, params: Params = ()) -> int:
+        """In autocommit, without the advisory lock: PostgreSQL makes one statement atomic."""
+        async with self._connection("write-one") as conn:
+            cur = await _Connection(conn).execute(sql, params)
+            return cur.rowcount
+
     async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
         async with self._connection("read") as conn:
             cur = await _Connection(conn).execute(sql, params)

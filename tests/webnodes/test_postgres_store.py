@@ -49,3 +49,39 @@ async def test_a_nul_in_a_text_or_a_result_is_written_and_read(
         assert json.dumps(await batches.result("b", 0))
     finally:
         await db.close()
+
+
+async def test_a_heartbeat_does_not_wait_behind_a_long_write(
+    group_database: str, data_dir: Path
+) -> None:
+    """Every write queues behind the group's write lock, but a heartbeat or a lease is one
+    atomic statement: a long unit of work elsewhere must not make a live controller look
+    dead to the others."""
+    import asyncio
+    import time
+
+    from controller.store.group import ControllerRecord, GroupRepo
+
+    db = await open_database(make_settings(data_dir, database_url=group_database))
+    other = await open_database(make_settings(data_dir, database_url=group_database))
+    try:
+        repo = GroupRepo(db)
+        await repo.register(ControllerRecord("A", "a", "http://a:1", 0.0, 0.0, 10.0))
+        holding = asyncio.Event()
+
+        async def long_write() -> None:
+            async with other.transaction() as conn:
+                await conn.execute("UPDATE users SET role = role")
+                holding.set()
+                await asyncio.sleep(3)
+
+        writer = asyncio.create_task(long_write())
+        await holding.wait()
+        started = time.monotonic()
+        assert await repo.heartbeat("A", 1.0, 10.0)
+        assert await repo.try_lease("purges", "A", 1.0, 10.0)
+        assert time.monotonic() - started < 1.5
+        await writer
+    finally:
+        await db.close()
+        await other.close()
