@@ -329,7 +329,10 @@ async def sessions_ctx(app: web.Application) -> AsyncIterator[None]:
     manager.collect_unfinished(app[TASKS].spawn)
     # the sessions of a controller of the group that stopped (or of this data directory's
     # controller under another O16N_INSTANCE): now, not a third of a lease later
-    await manager.take_over(time.time())
+    try:
+        await manager.take_over(time.time())
+    except Exception:  # the database, a moment: the periodic take-over tries again
+        log.exception("taking sessions over at start failed")
     await sandboxes.sweep()  # the socket directories of containers gone
     if not kept:  # an adopted session may run on an earlier bundle: the next start prunes
         await asyncio.to_thread(agent_bundle.prune, sandboxes.agent_dir)
