@@ -14,8 +14,9 @@ containers a test leaves behind are found and swept at the end of the run.
 ``O16N_TEST_DATABASE=postgres`` (default ``sqlite``) puts every test app's store in a
 throw-away PostgreSQL 15 cluster (``tests.postgres_cluster``; one per xdist worker),
 stopped at the end of the run: one database per data directory, so an app restarted on
-its directory finds its data, dropped with the ``data_dir`` fixture (the others with the
-cluster). Tests about SQLite itself are marked ``sqlite_only`` and skipped there.
+its directory finds its data, dropped at the end of the test that made it (those of a
+module's fixtures, with the cluster). Tests about SQLite itself are marked ``sqlite_only``
+and skipped there.
 """
 
 from __future__ import annotations
@@ -106,13 +107,27 @@ def database_env(data_dir: Path) -> dict[str, str]:
 
 def drop_databases(under: Path) -> None:
     """Drop the databases of ``under`` and of the directories inside it."""
+    root = under.resolve()
+    _drop([name for name, directory in _DATABASES.items() if directory.is_relative_to(root)])
+
+
+def _drop(names: list[str]) -> None:
     if _CLUSTER is None:
         return
-    root = under.resolve()
-    for name, directory in list(_DATABASES.items()):
-        if directory.is_relative_to(root):
-            _CLUSTER.drop_database(name)
-            del _DATABASES[name]
+    for name in names:
+        _CLUSTER.drop_database(name)
+        del _DATABASES[name]
+
+
+@pytest.fixture(autouse=True)
+def _drop_the_tests_databases() -> Iterator[None]:
+    """Drop the databases the test's apps made, once they are closed: an autouse fixture
+    is set up before the test's others, so it is torn down after them (``data_dir``'s end
+    comes before that of an ``aiohttp_client`` requested ahead of it). Those of wider
+    fixtures (a module's live server) were made before and stay."""
+    before = set(_DATABASES)
+    yield
+    _drop([name for name in _DATABASES if name not in before])
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -210,7 +225,6 @@ def data_dir() -> Iterator[Path]:
     # of apps a test gave a directory inside this one
     for engine_dir in [path / fake.ROOT, *path.glob(f"*/{fake.ROOT}")]:
         fake.purge(engine_dir.parent)
-    drop_databases(path)
     shutil.rmtree(path, ignore_errors=True)
 
 

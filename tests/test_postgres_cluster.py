@@ -77,26 +77,42 @@ def test_each_data_directory_has_its_database_until_its_end(
     assert cluster.databases() == set()
 
 
+#: The run ``_interrupted_run`` interrupts: an app on its database first, requested the way
+#: that has ``data_dir`` end before the app closes (the database must outlive the app and
+#: then go), then a test that waits to be interrupted.
+INTERRUPTED = """
+import os, time
+from pathlib import Path
+from controller.app import create_app
+from tests import conftest
+
+async def test_an_app(aiohttp_client, data_dir):
+    client = await aiohttp_client(create_app(conftest.make_settings(data_dir)))
+    assert conftest.database_name(data_dir) in conftest._CLUSTER.databases()
+    assert (await client.post("/login", json={"username": "admin",
+        "password": conftest.ADMIN_PASSWORD})).status == 200
+    Path(os.environ["CLUSTER_FILE"] + ".db").write_text(conftest.database_name(data_dir))
+
+def test_waits():
+    cluster = conftest._CLUSTER
+    assert cluster.databases() == set()  # test_an_app's went after its app closed
+    Path(os.environ["CLUSTER_FILE"]).write_text(f"{cluster.root} {cluster.process.pid}")
+    time.sleep(120)
+"""
+
+
 def _interrupted_run(tmp_path: Path, stop: signal.Signals) -> tuple[Path, int]:
-    """A pytest run on PostgreSQL whose one test waits, ended by ``stop`` while it waits:
-    its cluster's directory and postmaster pid."""
-    (tmp_path / "test_waits.py").write_text(
-        "import os, time\n"
-        "from pathlib import Path\n"
-        "from tests import conftest\n\n"
-        "def test_waits():\n"
-        "    cluster = conftest._CLUSTER\n"
-        "    Path(os.environ['CLUSTER_FILE']).write_text(\n"
-        "        f'{cluster.root} {cluster.process.pid}')\n"
-        "    time.sleep(120)\n"
-    )
+    """A pytest run on PostgreSQL (``INTERRUPTED``), ended by ``stop`` while its last test
+    waits: its cluster's directory and postmaster pid."""
+    (tmp_path / "test_waits.py").write_text(INTERRUPTED)
     said = tmp_path / "cluster"
     output = tmp_path / "output"
     clean = {k: v for k, v in os.environ.items() if not k.startswith("O16N_")}
     with output.open("wb") as log:
-        plugins = ["-p", "tests.conftest", "-p", "no:cacheprovider", "-p", "no:xdist"]
+        options = ["-c", str(ROOT / "pyproject.toml"), "-p", "tests.conftest"]
+        options += ["-p", "no:cacheprovider", "-p", "no:xdist"]
         run = subprocess.Popen(
-            [sys.executable, "-m", "pytest", "-q", *plugins, str(tmp_path / "test_waits.py")],
+            [sys.executable, "-m", "pytest", "-q", *options, str(tmp_path / "test_waits.py")],
             cwd=ROOT,
             env={
                 **clean,
@@ -109,7 +125,7 @@ def _interrupted_run(tmp_path: Path, stop: signal.Signals) -> tuple[Path, int]:
         )
     try:
         deadline = time.monotonic() + 60
-        while not (said.exists() and said.read_text()):
+        while not (said.exists() and said.read_text() and (tmp_path / "cluster.db").exists()):
             assert run.poll() is None, output.read_text()
             assert time.monotonic() < deadline, "the run did not start its test"
             time.sleep(0.1)
