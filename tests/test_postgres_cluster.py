@@ -87,15 +87,22 @@ from controller.app import create_app
 from tests import conftest
 
 async def test_an_app(aiohttp_client, data_dir):
-    client = await aiohttp_client(create_app(conftest.make_settings(data_dir)))
-    assert conftest.database_name(data_dir) in conftest._CLUSTER.databases()
+    app = create_app(conftest.make_settings(data_dir))
+    name = conftest.database_name(data_dir)
+
+    async def closing(app):
+        Path(os.environ["CLUSTER_FILE"] + ".db").write_text(
+            str(name in conftest._CLUSTER.databases()))
+
+    app.on_cleanup.append(closing)
+    client = await aiohttp_client(app)
     assert (await client.post("/login", json={"username": "admin",
         "password": conftest.ADMIN_PASSWORD})).status == 200
-    Path(os.environ["CLUSTER_FILE"] + ".db").write_text(conftest.database_name(data_dir))
 
 def test_waits():
     cluster = conftest._CLUSTER
-    assert cluster.databases() == set()  # test_an_app's went after its app closed
+    assert Path(os.environ["CLUSTER_FILE"] + ".db").read_text() == "True"  # when it closed
+    assert cluster.databases() == set()  # and then gone
     Path(os.environ["CLUSTER_FILE"]).write_text(f"{cluster.root} {cluster.process.pid}")
     time.sleep(120)
 """
