@@ -25,12 +25,15 @@ import contextlib
 import os
 import secrets
 import shutil
+import sqlite3
 import tempfile
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import docker
+import psycopg
 import pytest
 from aiohttp.test_utils import TestClient
 from argon2 import PasswordHasher
@@ -128,6 +131,46 @@ def _drop_the_tests_databases() -> Iterator[None]:
     before = set(_DATABASES)
     yield
     _drop([name for name in _DATABASES if name not in before])
+
+
+@contextlib.contextmanager
+def write_lock_held(settings: Settings, seconds: float = 30.0) -> Iterator[None]:
+    """Another connection (another process or controller, as far as the database can
+    tell) holds the store's write lock until the block ends or ``seconds`` pass: SQLite's
+    own, or on PostgreSQL the advisory lock every write transaction takes first."""
+    if settings.database_url is not None:
+        from controller.store.postgres import WRITE_LOCK
+
+        url = settings.database_url.get_secret_value()
+        with psycopg.connect(url) as conn:  # its transaction is open until the block ends
+            conn.execute(f"SET idle_in_transaction_session_timeout = {int(seconds * 1000)}")
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+            try:
+                yield
+            finally:
+                with contextlib.suppress(psycopg.Error):  # gone after ``seconds``
+                    conn.rollback()
+        return
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        conn = sqlite3.connect(settings.db_path, isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            held.set()
+            release.wait(seconds)
+            conn.execute("ROLLBACK")
+        finally:
+            conn.close()
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    assert held.wait(5)
+    try:
+        yield
+    finally:
+        release.set()
+        thread.join(10)
 
 
 @pytest.fixture(scope="session", autouse=True)

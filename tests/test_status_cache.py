@@ -5,9 +5,6 @@ requests that find the checks stale share one run."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +13,7 @@ from aiohttp.test_utils import TestClient
 from controller.app import create_app
 from controller.settings import SETTINGS
 from controller.status import CHECKS
-from tests.conftest import bearer, login, make_settings
+from tests.conftest import bearer, login, make_settings, write_lock_held
 
 
 async def _status_client(
@@ -32,18 +29,6 @@ async def _status(client: TestClient[Any, Any], headers: dict[str, str]) -> dict
     assert resp.status == 200, await resp.text()
     body: dict[str, Any] = await resp.json()
     return body
-
-
-@contextlib.contextmanager
-def write_lock_held(path: Path) -> Iterator[None]:
-    """The database's write lock, held by another connection (as the CLI or a backup may)."""
-    other = sqlite3.connect(path, isolation_level=None)
-    try:
-        other.execute("BEGIN IMMEDIATE")
-        yield
-        other.execute("ROLLBACK")
-    finally:
-        other.close()
 
 
 async def test_status_says_when_it_checked_and_reuses_that_within_the_lifetime(
@@ -74,7 +59,7 @@ async def test_a_locked_database_fails_the_status_within_the_lifetime(
 ) -> None:
     client, headers = await _status_client(aiohttp_client, data_dir, 0.5)
     assert (await _status(client, headers))["components"]["database"]["statusCode"] == "pass"
-    with write_lock_held(client.app[SETTINGS].db_path):
+    with write_lock_held(client.app[SETTINGS]):
         await asyncio.sleep(0.5)  # the answer given before the lock is now too old to reuse
         body = await _status(client, headers)
     assert body["statusCode"] == "fail"
@@ -85,7 +70,7 @@ async def test_concurrent_requests_share_one_check(aiohttp_client: Any, data_dir
     """Sixteen requests at once, none cached yet, and a check slowed by a locked database
     (its ping waits for the lock until it gives up): one check answers them all."""
     client, headers = await _status_client(aiohttp_client, data_dir, 60.0)
-    with write_lock_held(client.app[SETTINGS].db_path):
+    with write_lock_held(client.app[SETTINGS]):
         bodies = await asyncio.gather(*(_status(client, headers) for _ in range(16)))
     assert client.app[CHECKS].runs == 1
     assert len({body["details"]["checkedAt"] for body in bodies}) == 1

@@ -5,11 +5,7 @@ fails the database; once the lock is released everything works again."""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,36 +13,9 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from controller.app import create_app
-from controller.store import db
-from tests.conftest import bearer, login, make_settings
+from controller.store import postgres, sqlite
+from tests.conftest import bearer, login, make_settings, write_lock_held
 from tests.sessions.conftest import new_session
-
-
-@contextmanager
-def write_lock_held(db_path: Path, seconds: float) -> Iterator[None]:
-    """Another connection (another process, as far as SQLite is concerned) holds the write
-    lock until the block ends or ``seconds`` pass."""
-    held, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        conn = sqlite3.connect(db_path, isolation_level=None)
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute("UPDATE users SET role = role")
-            held.set()
-            release.wait(seconds)
-            conn.execute("ROLLBACK")
-        finally:
-            conn.close()
-
-    thread = threading.Thread(target=hold, daemon=True)
-    thread.start()
-    assert held.wait(5)
-    try:
-        yield
-    finally:
-        release.set()
-        thread.join(10)
 
 
 async def timed_status(client: TestClient[Any, Any], headers: dict[str, str]) -> Any:
@@ -65,12 +34,13 @@ BUSY_TIMEOUT = 2.0
 async def test_a_locked_database_is_503_with_retry_after_and_status_answers(
     aiohttp_client: Any, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(db, "BUSY_TIMEOUT", BUSY_TIMEOUT)
+    for backend in (sqlite, postgres):  # each reads its own copy of store.db's
+        monkeypatch.setattr(backend, "BUSY_TIMEOUT", BUSY_TIMEOUT)
     settings = make_settings(data_dir, warm_pool_size=1, service_warm_pool_size=0)
     client = await aiohttp_client(create_app(settings))
     headers = bearer((await login(client))["access_token"])
 
-    with write_lock_held(settings.db_path, 30):
+    with write_lock_held(settings, 30):
         start = time.monotonic()
         create = asyncio.ensure_future(
             client.post("/sessions", json={"runtimeType": "Python"}, headers=headers)

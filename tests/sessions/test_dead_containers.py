@@ -17,8 +17,7 @@ from aiohttp.test_utils import TestClient
 from controller.app import create_app
 from controller.settings import Settings
 from controller.store.db import BUSY_TIMEOUT
-from tests.conftest import bearer, login, make_settings
-from tests.security.test_locked_database import write_lock_held
+from tests.conftest import bearer, login, make_settings, write_lock_held
 from tests.services.conftest import consume, publish
 from tests.sessions.conftest import new_session
 from tests.sessions.engine_line import EngineLine, app_behind, engine_line
@@ -67,7 +66,7 @@ async def test_a_session_killed_while_the_database_is_locked_loses_its_container
     session still ends and its container is still removed, not left running unowned."""
     session_id = await new_session(client, admin_headers)
     [container] = _containers(settings, f"o16n.id={session_id}")
-    with write_lock_held(settings.db_path, 30):
+    with write_lock_held(settings, 30):
         container.kill()
         await _until(lambda: _gone(container), timeout=BUSY_TIMEOUT + 10)
     listed = await (await client.get("/sessions", headers=admin_headers)).json()
