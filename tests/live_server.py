@@ -17,7 +17,14 @@ from pathlib import Path
 import requests
 
 from controller.runtime import fake
-from tests.conftest import ADMIN_PASSWORD, INSTANCE_PREFIX, INSTANCES, RUN_ID
+from tests.conftest import (
+    ADMIN_PASSWORD,
+    INSTANCE_PREFIX,
+    INSTANCES,
+    RUN_ID,
+    database_env,
+    drop_databases,
+)
 
 
 @dataclass
@@ -60,6 +67,7 @@ def run_server(
         "O16N_LOG_FORMAT": "text",
         "O16N_ACCESS_LOG": "false",
         "O16N_ENGINE": engine,
+        **database_env(data_dir),
         **{f"O16N_{k.upper()}": v for k, v in settings.items()},
         **(env or {}),
     }
@@ -92,4 +100,5 @@ def run_server(
             process.kill()
         if own_dir:
             fake.purge(data_dir)  # the fake engine's agents outlive their server
+            drop_databases(data_dir)
             shutil.rmtree(data_dir, ignore_errors=True)

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.conftest import database_env
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -22,6 +24,7 @@ def test_serve_exits_when_the_engine_does_not_answer(tmp_path: Path) -> None:
             "DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock",
             "O16N_ENGINE": "docker",
             "O16N_DATA_DIR": str(tmp_path / "data"),
+            **database_env(tmp_path / "data"),
             "O16N_ADMIN_PASSWORD": "startup-test-password",
             "O16N_PORT": "0",
         },

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,11 +19,10 @@ from controller.roles import Role
 from controller.sessions.manager import SESSIONS
 from controller.settings import Settings
 from controller.store.audit import AuditQuery, AuditRepo
-from controller.store.db import DB, Database
-from controller.store.sqlite import SqliteDatabase
+from controller.store.db import DB, Database, open_database
 from controller.store.users import UsersRepo
 from tests.admin.conftest import audit_entries, create_user
-from tests.conftest import bearer, login, user_headers
+from tests.conftest import bearer, database_env, login, user_headers
 from tests.services.conftest import publish
 from tests.sessions.conftest import new_session
 
@@ -231,17 +229,24 @@ async def test_transfer(client: TestClient[Any, Any], admin_headers: dict[str, s
     assert resp.status == 400
 
 
+def _offline_cli_env(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
+    """The environment of an offline ``o16n users`` on the store of ``settings``."""
+    monkeypatch.setenv("O16N_DATA_DIR", str(settings.data_dir))
+    for name, value in database_env(settings.data_dir).items():
+        monkeypatch.setenv(name, value)
+
+
 def test_the_offline_cli_is_audited(
     settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("O16N_DATA_DIR", str(settings.data_dir))
+    _offline_cli_env(monkeypatch, settings)
     monkeypatch.setattr("sys.stdin", _Lines("cli-password-1\n"))
     assert cli.main(["users", "add", "jo", "--password-stdin"]) == 0
     assert cli.main(["users", "set-role", "jo", "Reader"]) == 0
     assert cli.main(["users", "disable", "jo"]) == 0
 
     async def read() -> list[tuple[str, str, str, str]]:
-        db = await SqliteDatabase.open(Path(settings.db_path))
+        db = await open_database(settings)
         try:
             entries = await AuditRepo(db).page(AuditQuery(actor="cli"))
         finally:
@@ -387,7 +392,7 @@ def _seed_directory_users(settings: Settings) -> None:
     """An LDAP and an Azure AD user, as their first logins record them."""
 
     async def seed() -> None:
-        db = await SqliteDatabase.open(Path(settings.db_path))
+        db = await open_database(settings)
         try:
             await _record(db, "ldap", "lars", Role.READER)
             await _record(db, "aad", "0000bbbb-oid", Role.READER)
@@ -400,7 +405,7 @@ def _seed_directory_users(settings: Settings) -> None:
 def test_the_offline_cli_lists_directory_users(
     settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("O16N_DATA_DIR", str(settings.data_dir))
+    _offline_cli_env(monkeypatch, settings)
     _seed_directory_users(settings)
     monkeypatch.setattr("sys.stdin", _Lines("cli-password-1\n"))
     assert cli.main(["users", "add", "loc", "--password-stdin"]) == 0
@@ -415,7 +420,7 @@ def test_the_offline_cli_lists_directory_users(
 def test_the_offline_cli_leaves_a_directory_users_password_and_role_to_it(
     settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("O16N_DATA_DIR", str(settings.data_dir))
+    _offline_cli_env(monkeypatch, settings)
     _seed_directory_users(settings)
     for name in ("lars", "0000bbbb-oid"):
         stdin = _Lines("cli-password-2\n")

@@ -15,11 +15,11 @@ from aiohttp.test_utils import TestClient
 from controller.app import create_app
 from controller.roles import Role
 from controller.settings import Settings
-from tests.conftest import bearer, login, make_settings
+from tests.conftest import bearer, database_env, login, make_settings
 
 
 def cli(data_dir: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "O16N_DATA_DIR": str(data_dir)}
+    env = {**os.environ, "O16N_DATA_DIR": str(data_dir), **database_env(data_dir)}
     return subprocess.run(
         [sys.executable, "-m", "controller", *args],
         input=stdin,

@@ -20,6 +20,7 @@ from controller.auth import appsettings
 from controller.auth.appsettings import RoleGroups
 from controller.roles import Role
 from controller.settings import Settings, SettingsError
+from tests.conftest import database_env
 from tests.tls_certs import make_ca
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -465,6 +466,7 @@ def serve(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
             **clean,
             "PYTHONPATH": f"{ROOT}:{ROOT / 'runtime_image'}",
             "O16N_DATA_DIR": str(tmp_path / "data"),
+            **database_env(tmp_path / "data"),
             "O16N_ENGINE": "fake",
             "O16N_HOST": "192.0.2.1",  # not ours: were the start to go on, it fails at once
             **env,

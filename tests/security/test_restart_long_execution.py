@@ -27,7 +27,7 @@ import pytest
 
 from controller.app import create_app
 from controller.settings import Settings
-from tests.conftest import ADMIN_PASSWORD, bearer, login, make_settings
+from tests.conftest import ADMIN_PASSWORD, bearer, database_env, login, make_settings
 from tests.sessions.conftest import execute
 
 pytestmark = pytest.mark.docker
@@ -55,6 +55,7 @@ def serve(settings: Settings, port: int) -> subprocess.Popen[bytes]:
         "O16N_LOG_LEVEL": "WARNING",
         "O16N_LOG_FORMAT": "text",
         "O16N_ACCESS_LOG": "false",
+        **database_env(settings.data_dir),
     }
     return subprocess.Popen([sys.executable, "-m", "controller", "serve"], env=env, cwd=ROOT)
 
