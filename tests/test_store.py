@@ -1,4 +1,5 @@
-"""The SQLite wrapper: transactions end whatever happens, the data directory is private."""
+"""The store's database: transactions end whatever happens (on either store); SQLite's own
+file is private, durable, and migrated from the schemas o16n wrote before."""
 
 from __future__ import annotations
 
@@ -6,20 +7,23 @@ import sqlite3
 import stat
 from pathlib import Path
 
+import psycopg
 import pytest
 
+from controller.store.db import open_database
 from controller.store.sqlite import SqliteDatabase
+from tests.conftest import make_settings
 
 
 async def test_a_failed_commit_rolls_back_and_the_connection_goes_on(tmp_path: Path) -> None:
-    db = await SqliteDatabase.open(tmp_path / "o16n.db")
+    db = await open_database(make_settings(tmp_path))
     try:
         await db.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
         await db.execute(
             "CREATE TABLE child (parent_id INTEGER"
             " REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)"
         )
-        with pytest.raises(sqlite3.IntegrityError):  # checked at COMMIT
+        with pytest.raises((sqlite3.IntegrityError, psycopg.IntegrityError)):  # at COMMIT
             await db.execute("INSERT INTO child VALUES (1)")
         await db.execute("INSERT INTO parent VALUES (1)")
         assert await db.fetchall("SELECT * FROM child") == []
@@ -28,12 +32,14 @@ async def test_a_failed_commit_rolls_back_and_the_connection_goes_on(tmp_path: P
         await db.close()
 
 
+@pytest.mark.sqlite_only
 async def test_the_data_directory_is_created_private(tmp_path: Path) -> None:
     db = await SqliteDatabase.open(tmp_path / "data" / "o16n.db")
     await db.close()
     assert stat.S_IMODE((tmp_path / "data").stat().st_mode) == 0o700
 
 
+@pytest.mark.sqlite_only
 async def test_an_acknowledged_commit_is_on_disk(tmp_path: Path) -> None:
     """synchronous=FULL: with WAL, NORMAL acknowledges commits a power loss can roll back."""
     db = await SqliteDatabase.open(tmp_path / "o16n.db")
@@ -46,6 +52,7 @@ async def test_an_acknowledged_commit_is_on_disk(tmp_path: Path) -> None:
         await db.close()
 
 
+@pytest.mark.sqlite_only
 async def test_a_database_from_before_directory_users_keeps_its_users_local(
     tmp_path: Path,
 ) -> None:

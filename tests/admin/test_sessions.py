@@ -18,7 +18,7 @@ from controller.auth.passwords import hash_password
 from controller.runtime.docker import stats
 from controller.runtime.docker.gateway import DockerGateway
 from controller.settings import Settings
-from controller.store.sqlite import SqliteDatabase
+from controller.store.db import open_database
 from tests.admin.conftest import audit_entries
 from tests.conftest import bearer, login, make_settings, user_headers
 from tests.sessions.conftest import execute, new_session
@@ -111,7 +111,7 @@ async def test_the_list_stays_fast_with_500_sessions(
     aiohttp_client: Any, settings: Settings
 ) -> None:
     """500 sessions in the database (dead ones, loaded at start like any), p50 of the list."""
-    db = await SqliteDatabase.open(settings.db_path)
+    db = await open_database(settings)
     now = time.time()
     async with db.transaction() as conn:
         await conn.execute(

@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from controller.roles import Role
-from controller.store.sqlite import SqliteDatabase
+from controller.store.db import open_database
 from controller.store.tokens import RotateOutcome, TokensRepo
 from controller.store.users import UsersRepo
+from tests.conftest import make_settings
 
 
 async def test_purge_forgets_what_nobody_can_use(data_dir: Path) -> None:
-    db = await SqliteDatabase.open(data_dir / "t.sqlite3")
+    db = await open_database(make_settings(data_dir))
     try:
         user = await UsersRepo(db).add("u", "hash", Role.READER)
         tokens = TokensRepo(db)

@@ -15,9 +15,10 @@ from controller.computenodes.registry import ComputeNodes
 from controller.runtime.engines import Engine
 from controller.runtime.nodes import NodeAddress, parse_node
 from controller.store.audit import AuditRepo
+from controller.store.db import open_database
 from controller.store.nodes import NodesRepo
-from controller.store.sqlite import SqliteDatabase
 from tests.computenodes.conftest import RecordingNodes, node_settings
+from tests.conftest import make_settings
 
 A, C = "ssh://o16n@node-a", "unix:///run/docker-c.sock"
 
@@ -38,7 +39,7 @@ class HangingNodes(RecordingNodes):
 
 
 async def test_a_cancelled_change_is_put_back(tmp_path: Path) -> None:
-    db = await SqliteDatabase.open(tmp_path / "o16n.db")
+    db = await open_database(make_settings(tmp_path))
     try:
         nodes = HangingNodes(hang_on=C)
         environments = SimpleNamespace(base="o16n-runtime:stub")

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from controller.store.db import open_database
 from controller.store.nodes import NodesRepo
-from controller.store.sqlite import SqliteDatabase
+from tests.conftest import make_settings
 
 A, B, C = "ssh://o16n@a", "ssh://o16n@b", "unix:///run/c.sock"
 
 
 async def test_replace_add_remove_keep_order_and_return_the_list_before(tmp_path: Path) -> None:
-    db = await SqliteDatabase.open(tmp_path / "o16n.db")
+    db = await open_database(make_settings(tmp_path))
     try:
         repo = NodesRepo(db)
         assert await repo.entries() == []
@@ -43,10 +44,10 @@ async def test_replace_add_remove_keep_order_and_return_the_list_before(tmp_path
 
 
 async def test_the_list_survives_a_restart(tmp_path: Path) -> None:
-    db = await SqliteDatabase.open(tmp_path / "o16n.db")
+    db = await open_database(make_settings(tmp_path))
     await NodesRepo(db).replace([A, C], "admin")
     await db.close()
-    db = await SqliteDatabase.open(tmp_path / "o16n.db")
+    db = await open_database(make_settings(tmp_path))
     try:
         assert await NodesRepo(db).entries() == [A, C]
     finally:

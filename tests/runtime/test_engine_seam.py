@@ -4,7 +4,6 @@ name, and the database's environment references written before the seam still la
 from __future__ import annotations
 
 import ast
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import controller
 from controller.app import create_app
 from controller.runtime import engines
 from controller.settings import Settings, SettingsError
+from controller.store.db import open_database
 from tests.conftest import make_settings
 from tests.runtime.test_image_ownership import _images, _populate, _start, _works
 
@@ -94,16 +94,26 @@ async def test_rows_holding_image_names_of_before_still_launch(
     await client.close()
 
     engine = docker.from_env()
-    db = sqlite3.connect(settings.db_path)
+    db = await open_database(settings)
     renames = {}
-    with db:
-        for (image,) in db.execute("SELECT image FROM snapshots"):
-            renames[image] = f"o16n-snapshot:{settings.instance}-{snapshot_id.replace('-', '')}"
-            db.execute("UPDATE snapshots SET image = ? WHERE image = ?", (renames[image], image))
-        for image, key in db.execute("SELECT image, key FROM services").fetchall():
-            renames[image] = f"o16n-service:{settings.instance}-{key}"
-            db.execute("UPDATE services SET image = ? WHERE image = ?", (renames[image], image))
-    db.close()
+    try:
+        async with db.transaction() as conn:
+            snapshots = await (await conn.execute("SELECT image FROM snapshots")).fetchall()
+            for row in snapshots:
+                image = row["image"]
+                renames[image] = f"o16n-snapshot:{settings.instance}-{snapshot_id.replace('-', '')}"
+                await conn.execute(
+                    "UPDATE snapshots SET image = ? WHERE image = ?", (renames[image], image)
+                )
+            services = await (await conn.execute("SELECT image, key FROM services")).fetchall()
+            for row in services:
+                image = row["image"]
+                renames[image] = f"o16n-service:{settings.instance}-{row['key']}"
+                await conn.execute(
+                    "UPDATE services SET image = ? WHERE image = ?", (renames[image], image)
+                )
+    finally:
+        await db.close()
     for new, old in renames.items():
         if new != old:
             engine.images.get(new).tag(old)

@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from controller.errors import StoreBusy
 from controller.roles import Role
 from controller.sessions import history
 from controller.sessions.history import ExecutionLog
-from controller.store.db import Database
+from controller.store.db import Database, open_database
 from controller.store.sessions import SessionRecord, SessionsRepo
-from controller.store.sqlite import SqliteDatabase
 from controller.store.users import UsersRepo
+from tests.conftest import make_settings
 
 
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    db = await SqliteDatabase.open(tmp_path / "o16n.db")
+    db = await open_database(make_settings(tmp_path))
     yield db
     await db.close()
 
@@ -67,7 +67,7 @@ async def test_a_cancelled_write_is_written_by_the_next_flush(db: Database) -> N
 
 
 class LockedOnceRepo(SessionsRepo):
-    """The first write fails as a locked database would."""
+    """The first write fails as a busy (locked) database does, on either store."""
 
     def __init__(self, db: Database) -> None:
         super().__init__(db)
@@ -76,7 +76,7 @@ class LockedOnceRepo(SessionsRepo):
     async def record_executions(self, entries: list[tuple[str, int, str, str]]) -> None:
         if not self.failed:
             self.failed = True
-            raise sqlite3.OperationalError("database is locked")
+            raise StoreBusy("the database is busy; try again shortly")
         await super().record_executions(entries)
 
 
