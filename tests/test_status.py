@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from tests.conftest import DATABASE
+
 pytestmark = pytest.mark.docker
 
 
@@ -33,7 +35,7 @@ async def test_status_reports_each_component(
     assert components["computeNodes"]["statusCode"] == "pass"
     assert components["computeNodes"]["components"]["local"]["details"]["state"] == "up"
     assert components["database"]["statusCode"] == "pass"
-    assert components["database"]["details"]["type"] == "sqlite"
+    assert components["database"]["details"]["type"] == DATABASE  # sqlite or postgres
     assert components["dockerEngine"]["statusCode"] == "pass"
     assert components["dockerEngine"]["details"]["version"]
     assert components["runtimeImage"]["statusCode"] == "pass"
