@@ -21,6 +21,7 @@ and skipped there.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import secrets
@@ -63,6 +64,8 @@ TEST_ENGINE = "fake"
 DATABASE = os.environ.get("O16N_TEST_DATABASE", "") or "sqlite"
 #: The run's PostgreSQL cluster (``_postgres_cluster``).
 _CLUSTER: PostgresCluster | None = None
+#: The database every test's is a copy of (``_migrated_template``).
+TEMPLATE = "o16n_template"
 #: The databases made in it so far, each with the data directory it belongs to.
 _DATABASES: dict[str, Path] = {}
 
@@ -173,6 +176,25 @@ def write_lock_held(settings: Settings, seconds: float = 30.0) -> Iterator[None]
         thread.join(10)
 
 
+def _migrated_template(cluster: PostgresCluster) -> None:
+    """Migrate one database the way an app does at its start, and make every test's
+    database a copy of it: a test's app then starts on a current schema instead of
+    running every migration (a quarter of a second each time). Migrating from nothing is
+    still done, here, once per run."""
+    from controller.store.db import open_database
+
+    cluster.create_database(TEMPLATE)
+    settings = Settings.from_env(
+        {}, data_dir=cluster.root, database_url=cluster.url(TEMPLATE), admin_password=None
+    )
+
+    async def migrate() -> None:
+        await (await open_database(settings)).close()
+
+    asyncio.run(migrate())
+    cluster.use_template(TEMPLATE)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _postgres_cluster() -> Iterator[None]:
     """The run's PostgreSQL cluster, in a run on PostgreSQL: started here, in the main
@@ -183,6 +205,8 @@ def _postgres_cluster() -> Iterator[None]:
     if DATABASE == "postgres":
         _CLUSTER = PostgresCluster().start()
     try:
+        if _CLUSTER is not None:
+            _migrated_template(_CLUSTER)
         yield
     finally:
         cluster, _CLUSTER = _CLUSTER, None

@@ -14,12 +14,14 @@ import contextlib
 import hashlib
 import os
 import pwd
+import queue
 import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,6 +45,8 @@ CONFIG = {
     "log_min_messages": "warning",
     "log_min_error_statement": "panic",  # a test's expected errors are not news
 }
+#: The names of the copies ``use_template`` makes ahead, until one is renamed for a test.
+SPARE_PREFIX = "spare_"
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
 
@@ -75,6 +79,12 @@ class PostgresCluster:
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
         self._admin: psycopg.Connection[tuple[object, ...]] | None = None
+        self._template: str | None = None
+        self._spares: queue.Queue[str] = queue.Queue()
+        self._spare_count = 0
+        self._wanted = threading.Event()
+        self._stopping = threading.Event()
+        self._maker: threading.Thread | None = None
 
     # --- the process ----------------------------------------------------------------------
 
@@ -197,6 +207,11 @@ class PostgresCluster:
     def stop(self) -> None:
         """Immediate shutdown of this cluster's postmaster (nothing is worth flushing),
         SIGKILL when it does not go, then the directory. Safe to call twice."""
+        self._stopping.set()
+        self._wanted.set()
+        if self._maker is not None:
+            self._maker.join(STOP_TIMEOUT)  # a copy under way ends first
+            self._maker = None
         if self._admin is not None:
             with contextlib.suppress(psycopg.Error):
                 self._admin.close()
@@ -231,7 +246,58 @@ class PostgresCluster:
         return self._admin
 
     def create_database(self, name: str) -> None:
-        self.admin().execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        """An empty database, or with ``use_template`` a copy of the template: a spare made
+        ahead renamed (milliseconds), else a copy made now."""
+        if self._template is not None:
+            with contextlib.suppress(queue.Empty):
+                spare = self._spares.get_nowait()
+                self._wanted.set()
+                self.admin().execute(
+                    sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                        sql.Identifier(spare), sql.Identifier(name)
+                    )
+                )
+                return
+        self.admin().execute(self._create(name))
+
+    def _create(self, name: str) -> sql.Composed:
+        if self._template is None:
+            return sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        return sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+            sql.Identifier(name), sql.Identifier(self._template)
+        )
+
+    def use_template(self, name: str, spares: int = 2) -> None:
+        """Make every database from now on a copy of ``name`` (a migrated schema, say: an
+        app then skips its migrations), closed to connections so it stays as it is; keep
+        ``spares`` copies made ahead by a thread, so a test does not wait for its copy
+        (0.2 to 0.5 s each)."""
+        self.admin().execute(
+            sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false").format(
+                sql.Identifier(name)
+            )
+        )
+        self._template = name
+        if spares > 0:
+            self._spare_count = spares
+            self._maker = threading.Thread(target=self._make_spares, name="pg-spares", daemon=True)
+            self._maker.start()
+
+    def _make_spares(self) -> None:
+        """Keep ``_spare_count`` copies of the template ready, on a connection of its own,
+        until ``stop``. A failure only leaves the test to make its own copy."""
+        try:
+            with psycopg.connect(self._socket_conninfo(), autocommit=True) as conn:
+                while not self._stopping.is_set():
+                    if self._spares.qsize() >= self._spare_count:
+                        self._wanted.wait(1.0)
+                        self._wanted.clear()
+                        continue
+                    name = SPARE_PREFIX + secrets.token_hex(6)
+                    conn.execute(self._create(name))
+                    self._spares.put(name)
+        except psycopg.Error:
+            return
 
     def drop_database(self, name: str) -> None:
         """Drop ``name``, ending the connections an app left open to it."""
@@ -240,8 +306,10 @@ class PostgresCluster:
         )
 
     def databases(self) -> set[str]:
+        """The databases made with ``create_database`` and not dropped."""
         rows = self.admin().execute("SELECT datname FROM pg_database WHERE NOT datistemplate")
-        return {str(row[0]) for row in rows} - {"postgres"}
+        names = {str(row[0]) for row in rows} - {"postgres"}
+        return {name for name in names if not name.startswith(SPARE_PREFIX)}
 
 
 @contextlib.contextmanager

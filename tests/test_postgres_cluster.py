@@ -108,6 +108,26 @@ def test_waits():
 """
 
 
+def test_with_a_template_databases_are_its_copies_made_ahead(cluster: PostgresCluster) -> None:
+    cluster.create_database("template_of_test")
+    with psycopg.connect(cluster.url("template_of_test")) as conn:
+        conn.execute("CREATE TABLE migrated (x INTEGER)")
+    cluster.use_template("template_of_test", spares=1)
+    deadline = time.monotonic() + 30
+    while cluster._spares.empty():
+        assert time.monotonic() < deadline, "no spare copy was made"
+        time.sleep(0.05)
+    started = time.monotonic()
+    cluster.create_database("copied")
+    assert time.monotonic() - started < 0.2  # a rename, not a copy
+    assert cluster.databases() == {"copied"}  # neither the template nor the spares
+    with psycopg.connect(cluster.url("copied")) as conn:
+        assert conn.execute("SELECT count(*) FROM migrated").fetchone() == (0,)
+    with pytest.raises(psycopg.OperationalError, match="not currently accepting connections"):
+        psycopg.connect(cluster.url("template_of_test")).close()
+    cluster.drop_database("copied")
+
+
 def _interrupted_run(tmp_path: Path, stop: signal.Signals) -> tuple[Path, int]:
     """A pytest run on PostgreSQL (``INTERRUPTED``), ended by ``stop`` while its last test
     waits: its cluster's directory and postmaster pid."""
