@@ -43,10 +43,12 @@ CONFIG = {
     "max_connections": "300",  # one pool per app, and tests run several apps at once
     "shared_buffers": "32MB",
     "log_min_messages": "warning",
-    "log_min_error_statement": "panic",  # a test's expected errors are not news
+    "log_min_error_statement": "error",  # with the statement: a store's error to look into
 }
 #: The names of the copies ``use_template`` makes ahead, until one is renamed for a test.
 SPARE_PREFIX = "spare_"
+#: An environment variable: where to copy the server's log (``<path>.<pid>``) at the end.
+KEEP_LOG = "O16N_TEST_POSTGRES_LOG"
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
 
@@ -227,6 +229,10 @@ class PostgresCluster:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
                 process.wait(STOP_TIMEOUT)
+        keep = os.environ.get(KEEP_LOG)
+        if keep:  # the server's errors, for a run that wants to read them
+            with contextlib.suppress(OSError):
+                shutil.copyfile(self.root / "postgres.log", f"{keep}.{os.getpid()}")
         shutil.rmtree(self.root, ignore_errors=True)
 
     # --- databases ------------------------------------------------------------------------
