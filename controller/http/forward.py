@@ -55,11 +55,13 @@ def forwarded(request: web.Request) -> bool:
     return FORWARDED_BY in request.headers
 
 
-def client_session() -> aiohttp.ClientSession:
+def client_session(read_timeout: float | None = None) -> aiohttp.ClientSession:
     """The session forwards go through: no total timeout (an execution takes as long as
-    its limit allows), bodies passed on as they are (no decompression), no cookies."""
+    its limit allows) but ``read_timeout`` seconds at most without a byte (a holder that
+    hangs, not dies, would hold the request for ever), bodies passed on as they are (no
+    decompression), no cookies."""
     return aiohttp.ClientSession(
-        timeout=aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT),
+        timeout=aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT, sock_read=read_timeout),
         auto_decompress=False,
         cookie_jar=aiohttp.DummyCookieJar(),
         connector=aiohttp.TCPConnector(limit=0, force_close=False),

@@ -74,6 +74,8 @@ async def forwarding_middleware(request: web.Request, handler: Handler) -> web.S
 
 async def forwarding_ctx(app: web.Application) -> AsyncIterator[None]:
     """The client session of forwards, closed at the end."""
-    app[FORWARDER] = client_session()
+    settings = app[SETTINGS]
+    # the longest a holder may rightly stay silent: waiting for the session, then running
+    app[FORWARDER] = client_session(settings.session_busy_wait + settings.execute_timeout + 60)
     yield
     await app[FORWARDER].close()
