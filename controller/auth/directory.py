@@ -22,6 +22,9 @@ from controller.store.users import UserRecord, UsersRepo
 
 log = logging.getLogger(__name__)
 
+#: Families remembered as not found between two reloads, at most.
+UNKNOWN_MAX = 10_000
+
 
 class Directory:
     def __init__(self, db: Database, access_ttl: int) -> None:
@@ -32,6 +35,11 @@ class Directory:
         self._users: dict[int, UserRecord] = {}
         self._families: dict[str, FamilyState] = {}
         self._data_version = -1
+        #: reloads so far: a store read that a reload overtook never overwrites it
+        self._loads = 0
+        #: families of tokens looked up and not found (a deleted account's, say), until
+        #: the next reload: one read each, not one per request
+        self._unknown: set[str] = set()
         #: where the accounts our tokens may belong to come from (``local`` off while a
         #: directory is enabled, unless kept as a break-glass; ``ldap`` while LDAP is on)
         self.sources: frozenset[str] = frozenset({"local"})
@@ -53,6 +61,8 @@ class Directory:
         self._users = {u.id: u for u in users}
         self._families = {f.id: f for f in families}
         self._data_version = version
+        self._loads += 1
+        self._unknown.clear()
 
     async def watch(self, interval: float = 1.0, purge_every: float = 3600.0) -> None:
         """Reload whenever another process (the CLI, another controller) committed to the
@@ -126,16 +136,26 @@ class Directory:
         if identity is not None:
             return identity
         known = self._families.get(family)
-        if known is not None and (known.revoked or known.generation >= generation):
+        if known is not None and (known.revoked or known.generation > generation):
             return None
-        fresh = await self.tokens_repo.family(family)
+        if family in self._unknown:  # read before and not there: until the next reload
+            return None
+        loads = self._loads
+        fresh = known
+        if fresh is None or fresh.generation != generation:
+            fresh = await self.tokens_repo.family(family)
+        user = self._users.get(user_id)
+        if fresh is not None and user is None:
+            user = await self.users_repo.by_id(user_id)
+        if self._loads != loads:  # a reload ran meanwhile: its view is the newer one
+            return self.identity(user_id, family, generation)
         if fresh is None:
+            if len(self._unknown) < UNKNOWN_MAX:
+                self._unknown.add(family)
             return None
         self._families[family] = fresh
-        if user_id not in self._users:
-            user = await self.users_repo.by_id(user_id)
-            if user is not None:
-                self._users[user.id] = user
+        if user is not None:
+            self._users[user.id] = user
         return self.identity(user_id, family, generation)
 
     def admits(self, user: UserRecord) -> bool:

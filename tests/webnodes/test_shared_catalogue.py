@@ -134,3 +134,34 @@ async def test_a_version_just_published_elsewhere_can_be_changed_here_at_once(
     assert resp.status == 200, await resp.text()
     resp = await b.delete("/services/fresh/v1", headers=headers)
     assert resp.status == 200, await resp.text()
+
+
+async def test_a_token_of_an_unknown_family_costs_one_read_until_the_next_reload(
+    data_dir: Path,
+) -> None:
+    """A deleted account's access tokens stay signed for an hour: each request with one
+    must not cost a database read."""
+    from controller.auth.directory import Directory
+    from controller.store.db import open_database
+
+    db = await open_database(make_settings(data_dir))
+    try:
+        directory = Directory(db, 3600)
+        await directory.reload()
+        reads = 0
+        real = directory.tokens_repo.family
+
+        async def counted(family_id: str) -> Any:
+            nonlocal reads
+            reads += 1
+            return await real(family_id)
+
+        directory.tokens_repo.family = counted  # type: ignore[method-assign]
+        for _ in range(5):
+            assert await directory.look_up(1, "gone", 1) is None
+        assert reads == 1
+        await directory.reload()
+        assert await directory.look_up(1, "gone", 1) is None
+        assert reads == 2
+    finally:
+        await db.close()
