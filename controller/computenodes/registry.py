@@ -87,6 +87,8 @@ class ComputeNodes:
         self._settings = settings
         self._audit = audit
         self._lock = asyncio.Lock()
+        #: the store's count of node-list changes when ``start`` read the list
+        self._seen: int | None = None
 
     async def entries(self) -> list[str]:
         return await self._repo.entries()
@@ -172,6 +174,7 @@ class ComputeNodes:
                     actor=SETTINGS_ACTOR,
                     detail={"before": before, "after": entries},
                 )
+        self._seen = await self._repo.changes()  # before the list is read: no change missed
         stored = [_stored(e) for e in await self._repo.entries()]
         self.check_at_start(stored)
         if self._engine.nodes is not None:
@@ -185,8 +188,7 @@ class ComputeNodes:
         on the same nodes. A list this controller cannot use (an engine without compute
         nodes, ``ssh://`` nodes without pinned host keys here) is logged and left: the
         group's members need the same node settings."""
-        seen = await self._repo.changes()
-        await self._follow()  # what changed between the start and now
+        seen = self._seen if self._seen is not None else await self._repo.changes()
         while True:
             await asyncio.sleep(interval)
             try:
