@@ -89,6 +89,8 @@ class ComputeNodes:
         self._lock = asyncio.Lock()
         #: the store's count of node-list changes when ``start`` read the list
         self._seen: int | None = None
+        #: the list the engine was last handed (the watch hands it only a different one)
+        self._applied: list[str] | None = None
 
     async def entries(self) -> list[str]:
         return await self._repo.entries()
@@ -140,6 +142,7 @@ class ComputeNodes:
             return Change(old, after)
         try:
             await control.apply([parse_node(e) for e in after])
+            self._applied = after
         except BaseException:
             await asyncio.shield(self._undo(before))
             raise
@@ -152,6 +155,7 @@ class ComputeNodes:
             return
         try:
             await control.apply([parse_node(n.entry) for n in before])
+            self._applied = [n.entry for n in before]
         except O16nError as exc:
             log.warning(
                 "the engine did not take the compute node list back",
@@ -179,6 +183,7 @@ class ComputeNodes:
         self.check_at_start(stored)
         if self._engine.nodes is not None:
             await self._engine.nodes.apply(stored)
+            self._applied = [n.entry for n in stored]
         if stored:
             log.info("compute nodes applied", extra={"entries": [n.entry for n in stored]})
 
@@ -206,10 +211,12 @@ class ComputeNodes:
     async def _follow(self) -> None:
         async with self._lock:
             stored = [_stored(e) for e in await self._repo.entries()]
-            if self._engine.nodes is None:
-                return
+            entries = [n.entry for n in stored]
+            if self._engine.nodes is None or entries == self._applied:
+                return  # nothing to do (this controller's own change, say)
             self.check(stored)
             await self._engine.nodes.apply(stored)
+            self._applied = entries
         log.info("compute nodes applied", extra={"entries": [n.entry for n in stored]})
 
     def check_at_start(self, nodes: list[NodeAddress]) -> None:
