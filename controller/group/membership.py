@@ -199,7 +199,18 @@ class Membership:
             task = asyncio.ensure_future(work())
             try:
                 while not task.done() and lease.held():
-                    await asyncio.wait([task], timeout=lease.until - time.monotonic())
+                    # woken by each beat too: a renewal that failed stops the work at once,
+                    # not when the hold it had runs out
+                    lease.beat.clear()
+                    beat = asyncio.ensure_future(lease.beat.wait())
+                    try:
+                        await asyncio.wait(
+                            [task, beat],
+                            timeout=lease.until - time.monotonic(),
+                            return_when=asyncio.FIRST_COMPLETED,
+                        )
+                    finally:
+                        beat.cancel()
             finally:
                 if not task.done():
                     task.cancel()

@@ -436,3 +436,34 @@ async def test_a_batch_that_ended_is_never_started_again(dbs: tuple[Database, Da
     assert not await repo.start("b")
     row = await db.fetchone("SELECT state, error FROM batches WHERE id = 'b'")
     assert row is not None and (row["state"], row["error"]) == ("Failed", "boom")
+
+
+async def test_a_renewal_refused_stops_the_job_at_once(
+    dbs: tuple[Database, Database], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A beat that finds the lease taken (another holder after a clock step, say) stops
+    the work then, not when the hold it had runs out."""
+    a = Membership(GroupRepo(dbs[0]), "a", "http://a:1", 30.0)  # a 20 s hold
+    await a.join()
+    stopped = asyncio.Event()
+
+    async def job() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            stopped.set()
+
+    assert await a.acquire("job")
+    lead = asyncio.create_task(a.run_as_leader("job", job))
+    try:
+        await asyncio.sleep(0.2)  # running
+        assert not stopped.is_set()
+
+        async def refused(*args: Any) -> bool:
+            return False
+
+        monkeypatch.setattr(a._repo, "try_lease", refused)
+        await a._beat()
+        await asyncio.wait_for(stopped.wait(), 2)
+    finally:
+        await _stop(lead)
