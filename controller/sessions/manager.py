@@ -751,9 +751,12 @@ class SessionManager:
                 by_key = await self._handles(records, handles, dead)
                 kept = await asyncio.gather(*(self._adopt_safely(r, by_key) for r in records))
             except BaseException:
-                for record in records:  # nothing adopted: ended, never held by nobody
-                    if record.id not in self._sessions:
-                        await self._adopt_safely(record, {})
+                # stopped half way (this controller stopping, the engine failing to list):
+                # what was not adopted goes back to the dead one, for the next round or
+                # another controller to take over, rather than ending or being stranded
+                back = [r.id for r in records if r.id not in self._sessions]
+                if back:
+                    await asyncio.shield(self._repo.hand_back(back, dead, self._me))
                 raise
             finally:
                 self._arriving -= arriving

@@ -108,6 +108,15 @@ class SessionsRepo:
                 [(controller, controller, sid) for sid in session_ids],
             )
 
+    async def hand_back(self, session_ids: list[str], dead: str, heir: str) -> None:
+        """Undo part of ``take_over``: these sessions name ``dead`` again (the heir could
+        not adopt them), for another round or another controller to take over."""
+        async with self._db.transaction("session-hand-back") as conn:
+            await conn.executemany(
+                "UPDATE sessions SET controller = ? WHERE id = ? AND controller = ?",
+                [(dead, sid, heir) for sid in session_ids],
+            )
+
     async def get(self, session_id: str) -> SessionRecord | None:
         row = await self._db.fetchone(_SELECT + " WHERE s.id = ?", (session_id,))
         return SessionRecord.from_row(row) if row else None

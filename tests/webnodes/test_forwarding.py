@@ -235,3 +235,46 @@ async def test_a_clean_stop_slower_than_the_lease_keeps_its_sessions(
         return True
 
     await eventually(served, within=10)
+
+
+async def test_a_take_over_that_fails_half_way_hands_the_sessions_back(
+    aiohttp_client: Any, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine failing to list the containers once (or this controller stopping in the
+    middle) must not end the sessions being taken over: they go back to the dead
+    controller's name, and the next round takes them over."""
+    from controller.errors import RuntimeFailure
+    from controller.sessions.manager import SessionManager
+
+    first = await aiohttp_client(create_app(make_settings(data_dir)))
+    headers = bearer((await login(first))["access_token"])
+    resp = await first.post("/sessions", json={"name": "kept"}, headers=headers)
+    sid = (await resp.json())["sessionId"]
+    await execute(first, headers, sid, "x = 42")
+    await first.close()
+
+    real = SessionManager._handles
+    failures = 0
+
+    async def flaky(self: SessionManager, records: Any, listed: Any, of: str) -> Any:
+        nonlocal failures
+        if failures == 0 and records:  # the take-over's, not the start's own adoption
+            failures += 1
+            raise RuntimeFailure("the engine did not answer")
+        return await real(self, records, listed, of)
+
+    monkeypatch.setattr(SessionManager, "_handles", flaky)
+    second = await aiohttp_client(create_app(make_settings(data_dir, lease_seconds=3)))
+    assert failures == 1  # the take-over at start failed
+
+    async def served() -> bool:
+        resp = await second.post(
+            f"/sessions/{sid}/execute", json={"code": "print(x)"}, headers=headers
+        )
+        if resp.status in (404, 503):  # handed back: the next round (1 s) takes it over
+            return False
+        assert resp.status == 200, await resp.text()
+        return True
+
+    await eventually(served, within=10)
+    assert (await execute(second, headers, sid, "print(x)"))["consoleOutput"] == "42\n"
