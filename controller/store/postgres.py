@@ -183,6 +183,30 @@ class _Connection:
         return cursor
 
 
+def _pool(url: str, size: int, name: str) -> psycopg_pool.AsyncConnectionPool[Any]:
+    return psycopg_pool.AsyncConnectionPool(
+        url,
+        min_size=1,
+        max_size=size,
+        open=False,
+        timeout=BUSY_TIMEOUT,
+        kwargs={
+            "autocommit": True,
+            "connect_timeout": int(BUSY_TIMEOUT),
+            # no server-side prepared statements: another controller's migration
+            # would make them fail ("cached plan must not change result type")
+            "prepare_threshold": None,
+            # a controller's host that vanishes mid-transaction frees the write lock
+            # within a minute, not the kernel's two hours
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
+        },
+        name=name,
+    )
+
+
 class PostgresDatabase(Database):
     """A pool of connections in autocommit mode: a read is one statement on whichever
     connection is free; a write transaction is ``BEGIN``, the write lock, its
@@ -190,57 +214,50 @@ class PostgresDatabase(Database):
 
     dialect = "postgres"
 
-    def __init__(self, pool: psycopg_pool.AsyncConnectionPool[Any], url: str) -> None:
+    def __init__(
+        self,
+        pool: psycopg_pool.AsyncConnectionPool[Any],
+        url: str,
+        beats: psycopg_pool.AsyncConnectionPool[Any] | None = None,
+    ) -> None:
         self._pool = pool
+        #: ``write_one``'s own connection: writers queued behind the lock may hold every
+        #: connection of the main pool, and a heartbeat must not wait for one
+        self._beats = beats if beats is not None else pool
         self.where = masked(url)
         self.name = urlsplit(url).path.lstrip("/") or "postgres"
 
     @classmethod
     async def open(cls, url: str, pool_size: int = 8) -> PostgresDatabase:
-        pool: psycopg_pool.AsyncConnectionPool[Any] = psycopg_pool.AsyncConnectionPool(
-            url,
-            min_size=1,
-            max_size=pool_size,
-            open=False,
-            timeout=BUSY_TIMEOUT,
-            kwargs={
-                "autocommit": True,
-                "connect_timeout": int(BUSY_TIMEOUT),
-                # no server-side prepared statements: another controller's migration
-                # would make them fail ("cached plan must not change result type")
-                "prepare_threshold": None,
-                # a controller's host that vanishes mid-transaction frees the write lock
-                # within a minute, not the kernel's two hours
-                "keepalives": 1,
-                "keepalives_idle": 10,
-                "keepalives_interval": 5,
-                "keepalives_count": 3,
-            },
-            name="o16n-store",
-        )
-        db = cls(pool, url)
+        pool = _pool(url, pool_size, "o16n-store")
+        beats = _pool(url, 2, "o16n-beats")
+        db = cls(pool, url, beats)
         try:
             await pool.open(wait=True, timeout=BUSY_TIMEOUT * 2)
+            await beats.open(wait=True, timeout=BUSY_TIMEOUT * 2)
         except psycopg_pool.PoolTimeout:
-            await pool.close()
+            await db.close()
             raise RuntimeError(f"PostgreSQL at {db.where} did not answer") from None
         try:
             await db.migrate()
         except BaseException:
-            await pool.close()
+            await db.close()
             raise
         return db
 
     async def close(self) -> None:
         await self._pool.close()
+        await self._beats.close()
 
     @asynccontextmanager
-    async def _connection(self, operation: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    async def _connection(
+        self, operation: str, pool: psycopg_pool.AsyncConnectionPool[Any] | None = None
+    ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """A pooled connection, waited for at most ``BUSY_TIMEOUT``; the driver's errors
         translated; the unit of work timed as ``operation``."""
         start = time.perf_counter()
         try:
-            async with self._pool.connection() as conn:
+            async with (pool or self._pool).connection() as conn:
                 yield conn
         except psycopg.errors.UniqueViolation as exc:
             raise DuplicateKey(str(exc)) from exc
@@ -298,7 +315,7 @@ class PostgresDatabase(Database):
 
     async def write_one(self, sql: str, params: Params = ()) -> int:
         """In autocommit, without the advisory lock: PostgreSQL makes one statement atomic."""
-        async with self._connection("write-one") as conn:
+        async with self._connection("write-one", self._beats) as conn:
             cur = await _Connection(conn).execute(sql, params)
             return cur.rowcount
 

@@ -85,3 +85,42 @@ async def test_a_heartbeat_does_not_wait_behind_a_long_write(
     finally:
         await db.close()
         await other.close()
+
+
+async def test_a_heartbeat_gets_a_connection_when_writers_hold_every_other(
+    group_database: str, data_dir: Path
+) -> None:
+    """Writers queued behind another controller's long transaction hold every connection
+    of the pool while they wait for the lock: a heartbeat has connections of its own."""
+    import asyncio
+    import time
+
+    from controller.store.group import ControllerRecord, GroupRepo
+
+    settings = make_settings(data_dir, database_url=group_database, database_pool_size=2)
+    db = await open_database(settings)
+    other = await open_database(settings)
+    try:
+        repo = GroupRepo(db)
+        await repo.register(ControllerRecord("A", "a", "http://a:1", 0.0, 0.0, 10.0))
+        holding = asyncio.Event()
+
+        async def long_write() -> None:
+            async with other.transaction() as conn:
+                await conn.execute("UPDATE users SET role = role")
+                holding.set()
+                await asyncio.sleep(3)
+
+        writer = asyncio.create_task(long_write())
+        await holding.wait()
+        queued = [  # every connection of this controller's pool, waiting for the lock
+            asyncio.create_task(db.execute("UPDATE users SET role = role")) for _ in range(2)
+        ]
+        await asyncio.sleep(0.3)
+        started = time.monotonic()
+        assert await repo.heartbeat("A", 1.0, 10.0)
+        assert time.monotonic() - started < 1.5
+        await asyncio.gather(writer, *queued)
+    finally:
+        await db.close()
+        await other.close()
