@@ -119,6 +119,6 @@ async def forward(
             log.warning("a forwarded answer was cut", extra={"url": base_url})
             if request.transport is not None:
                 request.transport.abort()
-            raise ConnectionResetError("the controller holding the session went away") from None
+            return response  # not an error to answer: there is no one left to answer
         await response.write_eof()
         return response

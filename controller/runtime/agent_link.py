@@ -518,6 +518,13 @@ def _agent_error(reply: dict[str, Any]) -> Exception:
     return RuntimeFailure(message)
 
 
+def _identity(path: Path) -> tuple[int, int, int]:
+    """What tells one socket file from another at the same path (an inode number alone
+    may be reused at once for the next file)."""
+    status = path.lstat()
+    return status.st_dev, status.st_ino, status.st_ctime_ns
+
+
 def listener(endpoint: str, reply_limit: int, blob_limit: int) -> AgentListener:
     """The listener for a container's agent endpoint (``ContainerHandle.endpoint``); the
     one kind there is: ``unix:<absolute path of the socket>``."""
@@ -549,8 +556,8 @@ class AgentListener:
         self._reply_limit = reply_limit
         self._blob_limit = blob_limit
         self._sock: socket.socket | None = None
-        #: the inode of the socket file it bound: closing removes that file only
-        self._inode = -1
+        #: the socket file it bound (device, inode, change time): closing removes it only
+        self._inode: tuple[int, int, int] | None = None
         self._closed = False
         self._link: AgentLink | None = None
         self._linked = asyncio.Event()
@@ -571,9 +578,9 @@ class AgentListener:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.bind(str(self.socket_path))
-            self._inode = self.socket_path.lstat().st_ino
             # connect(2) needs write permission on the socket; the container's uid is not ours.
             os.chmod(self.socket_path, 0o666)  # noqa: PTH101, S103
+            self._inode = _identity(self.socket_path)  # after the chmod: it sets the ctime
             sock.listen(LISTEN_BACKLOG)
             sock.setblocking(False)
         except BaseException:
@@ -618,7 +625,7 @@ class AgentListener:
         with contextlib.suppress(FileNotFoundError):
             # only our own: another controller of the group that took the session over
             # listens at the same path now (docs/web-nodes.md)
-            if self.socket_path.lstat().st_ino == self._inode:
+            if _identity(self.socket_path) == self._inode:
                 self.socket_path.unlink()
 
     def _stop_accepting(self) -> None:
