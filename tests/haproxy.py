@@ -15,6 +15,8 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from bench._server import free_port
+
 PROJECT = Path(__file__).resolve().parents[1]
 DOCS_CONFIG = PROJECT / "docs" / "haproxy.cfg"
 FRONTEND = "o16n"
@@ -22,13 +24,6 @@ BACKEND = "o16n_controllers"
 START_TIMEOUT = 20.0
 #: One request's line of the docs' log-format: ``%ci:%cp [%tr] %ft %b/%s %TR/...``.
 _REQUEST_LINE = re.compile(rf"^\S+ \[[^\]]+\] {FRONTEND}~? {BACKEND}/(\S+) -?\d+/")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def haproxy_binary() -> str:
@@ -79,7 +74,7 @@ class HAProxy:
 
     def __init__(self, directory: Path, servers: Mapping[str, str]) -> None:
         self.directory = directory
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config = directory / "haproxy.cfg"
         self.log = directory / "haproxy.log"

@@ -18,7 +18,6 @@ import queue
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -29,6 +28,8 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
+
+from bench._server import free_port
 
 BIN = Path("/usr/lib/postgresql/15/bin")
 OS_USER = "postgres"
@@ -51,13 +52,6 @@ SPARE_PREFIX = "spare_"
 KEEP_LOG = "O16N_TEST_POSTGRES_LOG"
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def database_name(data_dir: Path) -> str:
@@ -162,7 +156,7 @@ class PostgresCluster:
         )
         pwfile.unlink()
         for _ in range(5):  # another process may take the free port before the postmaster
-            self.port = _free_port()
+            self.port = free_port()
             if self._launch():
                 return
         raise RuntimeError(f"PostgreSQL did not start: {self._log_tail()}")

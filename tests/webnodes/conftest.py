@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-import socket
 from collections.abc import Iterator
 
 import pytest
@@ -35,10 +34,3 @@ def group_database(group_cluster: PostgresCluster) -> Iterator[str]:
         yield group_cluster.url(name)
     finally:
         group_cluster.drop_database(name)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port

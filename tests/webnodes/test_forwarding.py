@@ -15,11 +15,11 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
+from bench._server import free_port
 from controller.app import create_app
 from controller.sessions.manager import SESSIONS
 from controller.settings import SETTINGS, Settings
 from tests.conftest import bearer, login, make_settings
-from tests.webnodes.conftest import free_port
 from tests.webnodes.test_shared_catalogue import eventually
 
 Client = TestClient[Any, Any]
@@ -48,6 +48,15 @@ async def execute(client: Client, headers: dict[str, str], sid: str, code: str) 
     resp = await client.post(f"/sessions/{sid}/execute", json={"code": code}, headers=headers)
     assert resp.status == 200, await resp.text()
     return await resp.json()
+
+
+async def session_with_x(client: Client, headers: dict[str, str]) -> str:
+    """A new session on ``client``'s controller holding ``x = 42``: its id."""
+    resp = await client.post("/sessions", json={"name": "kept"}, headers=headers)
+    assert resp.status == 201, await resp.text()
+    sid: str = (await resp.json())["sessionId"]
+    await execute(client, headers, sid, "x = 42")
+    return sid
 
 
 async def test_a_session_answers_through_every_controller_of_the_group(
@@ -143,9 +152,7 @@ async def test_a_stopped_controllers_sessions_are_taken_over_with_their_state(
     a = await start(aiohttp_client, member(data_dir, group_database, jwt_secret=secret))
     b = await start(aiohttp_client, member(data_dir, group_database, jwt_secret=secret))
     headers = bearer((await login(a))["access_token"])
-    resp = await a.post("/sessions", json={"name": "kept"}, headers=headers)
-    sid = (await resp.json())["sessionId"]
-    await execute(a, headers, sid, "x = 42")
+    sid = await session_with_x(a, headers)
 
     await a.close()  # its containers stay, as at any stop; its row goes with it
     stopped = time.monotonic()
@@ -174,9 +181,7 @@ async def test_a_controller_starting_takes_over_at_once_what_a_stopped_one_left(
     stopped (here: this data directory's, under another O16N_INSTANCE) are served at once."""
     first = await aiohttp_client(create_app(make_settings(data_dir)))
     headers = bearer((await login(first))["access_token"])
-    resp = await first.post("/sessions", json={"name": "kept"}, headers=headers)
-    sid = (await resp.json())["sessionId"]
-    await execute(first, headers, sid, "x = 42")
+    sid = await session_with_x(first, headers)
     await first.close()
 
     second = await aiohttp_client(create_app(make_settings(data_dir)))
@@ -192,9 +197,7 @@ async def test_a_session_taken_over_moves_again_with_its_container(
     over) keeps it."""
     first = await aiohttp_client(create_app(make_settings(data_dir)))
     headers = bearer((await login(first))["access_token"])
-    resp = await first.post("/sessions", json={"name": "kept"}, headers=headers)
-    sid = (await resp.json())["sessionId"]
-    await execute(first, headers, sid, "x = 42")
+    sid = await session_with_x(first, headers)
     await first.close()
     second = await aiohttp_client(create_app(make_settings(data_dir)))
     assert (await execute(second, headers, sid, "print(x)"))["consoleOutput"] == "42\n"
@@ -214,9 +217,7 @@ async def test_a_clean_stop_slower_than_the_lease_keeps_its_sessions(
     a = await start(aiohttp_client, member(data_dir, group_database, jwt_secret=secret))
     b = await start(aiohttp_client, member(data_dir, group_database, jwt_secret=secret))
     headers = bearer((await login(a))["access_token"])
-    resp = await a.post("/sessions", json={"name": "kept"}, headers=headers)
-    sid = (await resp.json())["sessionId"]
-    await execute(a, headers, sid, "x = 42")
+    sid = await session_with_x(a, headers)
     manager = a.app[SESSIONS]
     detach = manager.detach
 
@@ -248,9 +249,7 @@ async def test_a_take_over_that_fails_half_way_hands_the_sessions_back(
 
     first = await aiohttp_client(create_app(make_settings(data_dir)))
     headers = bearer((await login(first))["access_token"])
-    resp = await first.post("/sessions", json={"name": "kept"}, headers=headers)
-    sid = (await resp.json())["sessionId"]
-    await execute(first, headers, sid, "x = 42")
+    sid = await session_with_x(first, headers)
     await first.close()
 
     real = SessionManager._handles

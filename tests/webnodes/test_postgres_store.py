@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from pathlib import Path
 
 from controller.roles import Role
 from controller.store.batches import BatchesRepo
-from controller.store.db import open_database
+from controller.store.db import Database, open_database
+from controller.store.group import ControllerRecord, GroupRepo
 from controller.store.sessions import SessionRecord, SessionsRepo
 from controller.store.users import UsersRepo
 from tests.conftest import make_settings
@@ -51,32 +54,33 @@ async def test_a_nul_in_a_text_or_a_result_is_written_and_read(
         await db.close()
 
 
+async def holding_the_lock(db: Database, seconds: float) -> asyncio.Task[None]:
+    """Another controller's long write transaction, under way when this returns."""
+    holding = asyncio.Event()
+
+    async def long_write() -> None:
+        async with db.transaction() as conn:
+            await conn.execute("UPDATE users SET role = role")
+            holding.set()
+            await asyncio.sleep(seconds)
+
+    writer = asyncio.create_task(long_write())
+    await holding.wait()
+    return writer
+
+
 async def test_a_heartbeat_does_not_wait_behind_a_long_write(
     group_database: str, data_dir: Path
 ) -> None:
     """Every write queues behind the group's write lock, but a heartbeat or a lease is one
     atomic statement: a long unit of work elsewhere must not make a live controller look
     dead to the others."""
-    import asyncio
-    import time
-
-    from controller.store.group import ControllerRecord, GroupRepo
-
     db = await open_database(make_settings(data_dir, database_url=group_database))
     other = await open_database(make_settings(data_dir, database_url=group_database))
     try:
         repo = GroupRepo(db)
         await repo.register(ControllerRecord("A", "a", "http://a:1", 0.0, 0.0, 10.0))
-        holding = asyncio.Event()
-
-        async def long_write() -> None:
-            async with other.transaction() as conn:
-                await conn.execute("UPDATE users SET role = role")
-                holding.set()
-                await asyncio.sleep(3)
-
-        writer = asyncio.create_task(long_write())
-        await holding.wait()
+        writer = await holding_the_lock(other, seconds=3)
         started = time.monotonic()
         assert await repo.heartbeat("A", 1.0, 10.0)
         assert await repo.try_lease("purges", "A", 1.0, 10.0)
@@ -92,27 +96,13 @@ async def test_a_heartbeat_gets_a_connection_when_writers_hold_every_other(
 ) -> None:
     """Writers queued behind another controller's long transaction hold every connection
     of the pool while they wait for the lock: a heartbeat has connections of its own."""
-    import asyncio
-    import time
-
-    from controller.store.group import ControllerRecord, GroupRepo
-
     settings = make_settings(data_dir, database_url=group_database, database_pool_size=2)
     db = await open_database(settings)
     other = await open_database(settings)
     try:
         repo = GroupRepo(db)
         await repo.register(ControllerRecord("A", "a", "http://a:1", 0.0, 0.0, 10.0))
-        holding = asyncio.Event()
-
-        async def long_write() -> None:
-            async with other.transaction() as conn:
-                await conn.execute("UPDATE users SET role = role")
-                holding.set()
-                await asyncio.sleep(3)
-
-        writer = asyncio.create_task(long_write())
-        await holding.wait()
+        writer = await holding_the_lock(other, seconds=3)
         queued = [  # every connection of this controller's pool, waiting for the lock
             asyncio.create_task(db.execute("UPDATE users SET role = role")) for _ in range(2)
         ]
