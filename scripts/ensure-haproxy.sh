@@ -23,21 +23,10 @@ if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
     exit 1
 fi
 
-# Deny service starts while apt runs, unless the host already has its own policy.
-policy=/usr/sbin/policy-rc.d
-ours=0
-if [ ! -e "$policy" ]; then
-    printf '#!/bin/sh\n# ensure-haproxy.sh: no service starts during its apt-get install\nexit 101\n' >"$policy"
-    chmod 755 "$policy"
-    ours=1
-fi
-cleanup() { if [ "$ours" = 1 ]; then rm -f "$policy"; fi; }
-trap cleanup EXIT
-
 log "installing haproxy with apt-get (one time)"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends haproxy >/dev/null
+# shellcheck source=scripts/apt-without-services.sh
+. "$(dirname "$0")/apt-without-services.sh"
+apt_install_without_services ensure-haproxy.sh haproxy
 
 if [ ! -x /usr/sbin/haproxy ]; then
     log "apt-get did not install /usr/sbin/haproxy: the load-balancer tests cannot run"

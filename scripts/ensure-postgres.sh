@@ -29,21 +29,10 @@ fi
 had_main=0
 [ -e /etc/postgresql/15/main ] && had_main=1
 
-# Deny service starts while apt runs, unless the host already has its own policy.
-policy=/usr/sbin/policy-rc.d
-ours=0
-if [ ! -e "$policy" ]; then
-    printf '#!/bin/sh\n# ensure-postgres.sh: no service starts during its apt-get install\nexit 101\n' >"$policy"
-    chmod 755 "$policy"
-    ours=1
-fi
-cleanup() { if [ "$ours" = 1 ]; then rm -f "$policy"; fi; }
-trap cleanup EXIT
-
 log "installing postgresql-15 with apt-get (one time)"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends postgresql-15 >/dev/null
+# shellcheck source=scripts/apt-without-services.sh
+. "$(dirname "$0")/apt-without-services.sh"
+apt_install_without_services ensure-postgres.sh postgresql-15
 
 if [ "$had_main" = 0 ] && [ -e /etc/postgresql/15/main ] && command -v pg_dropcluster >/dev/null 2>&1; then
     # the package's own cluster is not wanted (systemd may have started it: --stop)
