@@ -113,7 +113,12 @@ class Session:
         return self.dead_reason is None
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "name": self.name, "owner": self.owner_name, "runtimeType": RUNTIME}
+        return listing(self.id, self.name, self.owner_name)
+
+
+def listing(session_id: str, name: str, owner: str) -> dict[str, Any]:
+    """A session as ``GET /sessions`` lists it, wherever in the group it is held."""
+    return {"id": session_id, "name": name, "owner": owner, "runtimeType": RUNTIME}
 
 
 def execute_failure(message: str) -> dict[str, Any]:
@@ -183,13 +188,7 @@ class SessionManager:
             if r.id not in known and r.controller not in (None, self._me)
         ]
         listed = [(s.created_at, s.to_json()) for s in here]
-        listed += [
-            (
-                r.created_at,
-                {"id": r.id, "name": r.name, "owner": r.owner_name, "runtimeType": RUNTIME},
-            )
-            for r in others
-        ]
+        listed += [(r.created_at, listing(r.id, r.name, r.owner_name)) for r in others]
         return [entry for _, entry in sorted(listed, key=lambda pair: pair[0])]
 
     async def held_elsewhere(
