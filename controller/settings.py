@@ -441,6 +441,17 @@ class Settings(BaseModel):
         600, ge=1, description="Seconds a service container has to restore and run initCode."
     )
 
+    # --- realtime services (controller.services.realtime) ---------------------------------
+    realtime_model_max: ByteSize = Field(
+        ByteSize(256 * 1024**2),
+        description="Largest model a realtime service may publish (413 above).",
+    )
+    realtime_prepare_timeout: int = Field(
+        300,
+        ge=1,
+        description="Seconds the single-use container has to check (and convert) a model.",
+    )
+
     # --- batch consumption --------------------------------------------------------------
     batch_max_parallel: int = Field(
         16, ge=1, description="Largest parallelCount of a batch (MaxNumberOfThreadsPerBatch)."

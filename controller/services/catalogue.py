@@ -7,6 +7,7 @@ from typing import Any
 
 from controller.errors import NotFoundError
 from controller.services.pool import ServicePool
+from controller.services.realtime.model import ModelSchema
 from controller.store.services import ServiceRecord
 
 
@@ -16,6 +17,8 @@ class Service:
     pool: ServicePool
     inputs: list[tuple[str, str, str]] = field(default_factory=list)  # name, kind, declared
     document: dict[str, Any] = field(default_factory=dict)
+    #: a realtime service's model (``None``: a Python service)
+    model: ModelSchema | None = None
 
     @property
     def label(self) -> str:

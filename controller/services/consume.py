@@ -1,5 +1,6 @@
-"""Where a consume request goes (API.md §6.2-6.4): check the inputs, borrow a warm container
-from the service's pool, run the code there, shape the answer.
+"""Where a consume request goes (API.md §6.2-6.5): check the inputs, borrow a warm container
+from the service's pool, run the code there (or score the model: a realtime service),
+shape the answer.
 
 An error in the service's code is the caller's result (200, ``success: false``); a
 container that dies or hangs is replaced, and the request answered with why. Inputs are
@@ -13,13 +14,17 @@ from typing import Any
 from o16n_agent.codec import DecodeError, check_input
 
 from controller.errors import AgentProtocolError, BadRequestError
+from controller.services.realtime import model
 from controller.services.registry import Service
 from controller.sessions.models import changed_files, failed_result
 from controller.timing import now, record
 
 
 def check_inputs(service: Service, body: Any) -> dict[str, Any]:
-    """The declared inputs of ``body``, each checked against its type; extra keys ignored."""
+    """The declared inputs of ``body``, each checked against its type; extra keys ignored
+    (a realtime service: the model's columns of ``inputData``)."""
+    if service.model is not None:
+        return model.check_frame(service.model, body)
     if not isinstance(body, dict):
         raise BadRequestError(
             "the request body must be a JSON object mapping input names to values"
@@ -63,7 +68,8 @@ async def run(
     sandbox = await pool.acquire()
     healthy = True
     try:
-        outcome = await sandbox.run("run", {"inputs": inputs}, timeout=timeout, grace=5.0)
+        op = "run" if service.model is None else "score"
+        outcome = await sandbox.run(op, {"inputs": inputs}, timeout=timeout, grace=5.0)
         healthy = outcome.reply is not None
         if outcome.stuck:
             return failure(service, f"the request exceeded the time limit of {timeout:g} s")
@@ -76,7 +82,7 @@ async def run(
             return ended
         started = now()
         try:
-            result = shape(service, outcome.reply)
+            result = shape(service, outcome.reply, inputs)
         except AgentProtocolError:
             healthy = False  # a container that answers nonsense serves nobody else
             raise
@@ -89,8 +95,11 @@ async def run(
     return result
 
 
-def shape(service: Service, raw: dict[str, Any]) -> dict[str, Any]:
-    """The agent's reply as a ``WebServiceResult``, checked (the agent is untrusted)."""
+def shape(
+    service: Service, raw: dict[str, Any], inputs: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The agent's reply as a ``WebServiceResult``, checked (the agent is untrusted); a
+    realtime service's output columns, one value per row of ``inputs``, too."""
     success = raw.get("success")
     error = raw.get("error")
     console = raw.get("console")
@@ -111,6 +120,9 @@ def shape(service: Service, raw: dict[str, Any]) -> dict[str, Any]:
         and all(isinstance(v, str | None) for v in files.values())
     ):
         raise AgentProtocolError("the service's agent sent a malformed reply")
+    if service.model is not None:  # failed: no columns at all
+        rows = model.rows_of(inputs or {})
+        outputs = model.check_output(service.model, outputs, rows) if success else {}
     return {
         "success": success,
         "errorMessage": error,

@@ -1,9 +1,10 @@
 """Bringing up a service's containers: its pool, and each container restored from the
-service's workspace with its initCode run once."""
+service's workspace with its initCode run once (a realtime service's: its model loaded)."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 
 from controller.errors import RuntimeFailure
@@ -74,20 +75,24 @@ class ServiceLauncher:
                         blob = await stack.enter_async_context(open_source(path))
                     except FileNotFoundError:  # this version's environment was replaced
                         raise RuntimeFailure(
-                            f"the workspace of {record.name}/{record.version} was replaced"
+                            f"the files of {record.name}/{record.version} were replaced"
                         ) from None
+                if record.model_schema is not None:  # a realtime service: its ONNX graph
+                    op, args = "realtime_init", {"schema": json.loads(record.model_schema)}
+                else:
+                    op, args = (
+                        "service_init",
+                        {
+                            "code": record.code,
+                            "init_code": record.init_code,
+                            "inputs": record.inputs,
+                            "outputs": record.outputs,
+                            "output_files": record.output_files,
+                            "isolation": record.isolation,
+                        },
+                    )
                 reply, _ = await sandbox.call(
-                    "service_init",
-                    {
-                        "code": record.code,
-                        "init_code": record.init_code,
-                        "inputs": record.inputs,
-                        "outputs": record.outputs,
-                        "output_files": record.output_files,
-                        "isolation": record.isolation,
-                    },
-                    blob=blob,
-                    timeout=self._settings.service_init_timeout,
+                    op, args, blob=blob, timeout=self._settings.service_init_timeout
                 )
         except BaseException:
             await self._sandboxes.destroy(sandbox)

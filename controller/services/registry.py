@@ -14,6 +14,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -32,9 +33,19 @@ from controller.services.environments import ServiceEnvironments
 from controller.services.launcher import ServiceLauncher
 from controller.services.models import PublishWebServiceRequest, check_name, check_version
 from controller.services.pool import Spawn
+from controller.services.realtime.model import (
+    DEFINITIONS_IN,
+    DEFINITIONS_OUT,
+    REALTIME,
+    ModelSchema,
+    load_schema,
+)
+from controller.services.realtime.prepare import ModelPreparer
+from controller.services.realtime.upload import RealtimeForm
 from controller.services.shape import definitions, inputs
 from controller.services.sizing import pool_sizes, requested_sizes
 from controller.settings import Settings
+from controller.snapshots import archives
 from controller.snapshots.manager import SnapshotManager
 from controller.store.db import DuplicateKey
 from controller.store.services import ServiceRecord, ServicesRepo
@@ -57,6 +68,13 @@ class ServiceRegistry:
         self._services = Catalogue()
         self._environments = ServiceEnvironments(settings, snapshots, sandboxes.environments, spawn)
         self._launcher = ServiceLauncher(settings, sandboxes, self._environments, spawn, warm)
+        self._models = ModelPreparer(
+            sandboxes,
+            warm,
+            model_max=int(settings.realtime_model_max),
+            timeout=settings.realtime_prepare_timeout,
+            spool_dir=settings.data_dir / "spool",
+        )
         self._lock = asyncio.Lock()
         #: the batch paths and definitions of a per-service document, when batch is served
         self.batch_document: Callable[[ServiceRecord], dict[str, Any]] | None = None
@@ -170,6 +188,11 @@ class ServiceRegistry:
         async with self._lock:
             old = self.get(name, version)
             access.check_manage(caller, old.record, "update")
+            if old.model is not None and fields - {"description", "operationId", "runtimeType"}:
+                raise BadRequestError(
+                    f"'{name}' version '{version}' is a realtime service: change its model "
+                    f"with PATCH /realtime-services/{name}/{version}"
+                )
             record = dataclasses.replace(old.record)
             if "code" in fields:
                 if not request.code:
@@ -216,6 +239,156 @@ class ServiceRegistry:
         service.pool.warm()
         log.info("service updated", extra={"service": service.label, "user": caller.username})
         return service
+
+    # --- realtime services --------------------------------------------------------------
+
+    async def publish_realtime(
+        self, caller: Identity, name: str, version: str | None, form: RealtimeForm
+    ) -> Service:
+        """A version scoring the form's model (checked, and converted to ONNX, in a
+        single-use container first: the publish is refused before any of that when the
+        caller may not publish it)."""
+        check_name(name)
+        version = check_version(version) if version is not None else str(uuid.uuid4())
+        if form.model is None:
+            raise BadRequestError("the form has no file part named 'model'")
+        await self.versions_now(name)
+        self._check_new(caller, name, version)
+        async with self._models.prepare(form.model, caller.username) as (schema, onnx):
+            service = await self._add_realtime(caller, name, version, form, schema, onnx)
+        service.pool.warm()
+        log.info(
+            "realtime service published", extra={"service": service.label, "user": caller.username}
+        )
+        return service
+
+    async def patch_realtime(
+        self, caller: Identity, name: str, version: str, form: RealtimeForm
+    ) -> Service:
+        """Change what the form holds: a new model gets new containers; a description or
+        an operation name alone keeps them."""
+        old = await self.find(name, version)
+        access.check_manage(caller, old.record, "update")
+        if old.model is None:
+            raise BadRequestError(
+                f"'{name}' version '{version}' is a Python service: change it with "
+                f"PATCH /services/{name}/{version}"
+            )
+        if form.model is None:
+            async with self._lock:
+                old = self.get(name, version)
+                access.check_manage(caller, old.record, "update")
+                record = self._with_fields(old.record, form)
+                await self._repo.update(record)
+                old.record = record
+                old.document = self._document(record)
+            return old
+        async with self._models.prepare(form.model, caller.username) as (schema, onnx):
+            old, service = await self._replace_model(caller, name, version, form, schema, onnx)
+        await old.pool.close()
+        await self._environments.drop(old.record.image, old.record.archive)
+        service.pool.warm()
+        log.info(
+            "realtime service updated", extra={"service": service.label, "user": caller.username}
+        )
+        return service
+
+    async def _add_realtime(
+        self,
+        caller: Identity,
+        name: str,
+        version: str,
+        form: RealtimeForm,
+        schema: ModelSchema,
+        onnx: Path,
+    ) -> Service:
+        async with self._lock:
+            self._check_new(caller, name, version)
+            key = secrets.token_hex(8)
+            image, archive = await self._keep_model(caller, key, onnx)
+            now = time.time()
+            record = ServiceRecord(
+                name=name,
+                version=version,
+                key=key,
+                publisher_id=caller.user_id,
+                publisher_name=caller.username,
+                created_at=now,
+                creation_time=dotnet_timestamp(now),
+                runtime=REALTIME,
+                code="",
+                image=image,
+                description=form.description,
+                operation_id=form.operation_id,
+                inputs=list(DEFINITIONS_IN),
+                outputs=list(DEFINITIONS_OUT),
+                archive=archive,
+                generic=True,
+                model_schema=schema.dumps(),
+            )
+            try:
+                await self._repo.insert(record)
+            except BaseException as exc:
+                await self._environments.drop(image, archive)
+                if isinstance(exc, DuplicateKey):
+                    raise _exists(name, version) from None
+                raise
+            service = self._make(record)
+            self._services.put(service)
+        return service
+
+    async def _replace_model(
+        self,
+        caller: Identity,
+        name: str,
+        version: str,
+        form: RealtimeForm,
+        schema: ModelSchema,
+        onnx: Path,
+    ) -> tuple[Service, Service]:
+        """The version as it was, and as it is with the new model (its pool not started)."""
+        async with self._lock:
+            old = self.get(name, version)
+            access.check_manage(caller, old.record, "update")
+            record = self._with_fields(old.record, form)
+            record.key = secrets.token_hex(8)
+            record.image, record.archive = await self._keep_model(caller, record.key, onnx)
+            record.model_schema = schema.dumps()
+            try:
+                await self._repo.update(record)
+            except BaseException:
+                await self._environments.drop(record.image, record.archive)
+                raise
+            service = self._successor(old, record)
+            self._services.put(service)
+        return old, service
+
+    def _check_new(self, caller: Identity, name: str, version: str) -> None:
+        existing = self.versions(name)
+        access.check_publish(caller, name, existing[0].record if existing else None)
+        if (name, version) in self._services:
+            raise _exists(name, version)
+
+    async def _keep_model(self, caller: Identity, key: str, onnx: Path) -> tuple[str, str]:
+        """The base environment kept for a new realtime version, and its model's own copy
+        in the shared directory (where every controller of the group finds it)."""
+        image, _, _ = await self._environments.make(caller, None, key)
+        archive = f"services/{key}.onnx"
+        try:
+            await asyncio.to_thread(archives.copy, onnx, self._settings.shared_dir / archive)
+        except BaseException:
+            await self._environments.drop(image, None)
+            raise
+        return image, archive
+
+    @staticmethod
+    def _with_fields(record: ServiceRecord, form: RealtimeForm) -> ServiceRecord:
+        changed = dataclasses.replace(record)
+        if "description" in form.present:
+            changed.description = form.description
+        if "operationId" in form.present:
+            changed.operation_id = form.operation_id
+        return changed
 
     async def delete(self, caller: Identity, name: str, version: str) -> Service:
         await self.find(name, version)
@@ -389,7 +562,12 @@ class ServiceRegistry:
         return swagger.build(record, batch)
 
     def _make(self, record: ServiceRecord) -> Service:
-        return Service(record, self._launcher.pool(record), inputs(record), self._document(record))
+        model: ModelSchema | None = None
+        if record.model_schema is not None:
+            model = load_schema(record.model_schema)
+        return Service(
+            record, self._launcher.pool(record), inputs(record), self._document(record), model
+        )
 
     def _successor(self, old: Service, record: ServiceRecord) -> Service:
         """The version with a new pool in place of ``old``'s; the pool's counts carry over
@@ -411,6 +589,7 @@ _CONTAINER_FIELDS = (
     "output_files",
     "isolation",
     "generic",
+    "model_schema",
 )
 
 

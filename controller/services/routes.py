@@ -1,13 +1,14 @@
 """Handlers of ``/services`` (management), ``/api/{name}/{version}`` (consumption), service
-pools, and ``/realtime-services`` (501)."""
+pools, and ``/realtime-services`` (a model, no code)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from aiohttp import web
 
 from controller.audit.trail import audited, code_digest, service_target
 from controller.auth.middleware import caller
-from controller.errors import NotImplementedFeature
 from controller.http.bodies import read_json, read_model
 from controller.http.responses import json_response
 from controller.metrics.http import succeeded
@@ -15,6 +16,7 @@ from controller.reserved_names import refuse_reserved, reserved
 from controller.services import consume
 from controller.services.metered import timed_consume
 from controller.services.models import PoolRequest, PublishWebServiceRequest
+from controller.services.realtime.upload import read_form
 from controller.services.registry import SERVICES
 from controller.services.shape import to_json
 from controller.settings import SETTINGS
@@ -171,22 +173,47 @@ async def service_swagger(request: web.Request) -> web.Response:
 
 # --- realtime ---------------------------------------------------------------------------------
 
-_REALTIME = (
-    "realtime web services (models made by revoscalepy's rx_serialize_model) are not "
-    "supported by o16n; publish Python code and models with POST /services/{name}/{version}"
-)
+
+#: the SHA-256 of the model a realtime publish or patch received, for its audit record
+_MODEL_SHA256 = "o16n.model_sha256"
+
+
+async def model_detail(request: web.Request) -> dict[str, Any]:
+    digest = request.get(_MODEL_SHA256)
+    return {"modelSha256": digest} if digest else {}
+
+
+async def _realtime(request: web.Request, version: str | None) -> web.Response:
+    """Publish the form's model as ``name``/``version`` (a new GUID when ``None``)."""
+    name = request.match_info["name"]
+    refuse_reserved(name, "service name")
+    settings = request.app[SETTINGS]
+    limit = int(settings.realtime_model_max)
+    async with read_form(request, limit, settings.data_dir / "spool") as form:
+        request[_MODEL_SHA256] = form.sha256
+        service = await request.app[SERVICES].publish_realtime(caller(request), name, version, form)
+    return json_response(f"/api/{service.record.name}/{service.record.version}", status=201)
 
 
 @routes.post("/realtime-services/{name}")
+@audited("service.publish", target=service_target, detail=model_detail)
 async def publish_realtime(request: web.Request) -> web.Response:
-    raise NotImplementedFeature(_REALTIME)
+    return await _realtime(request, None)
 
 
 @routes.post("/realtime-services/{name}/{version}")
+@audited("service.publish", target=service_target, detail=model_detail)
 async def publish_realtime_version(request: web.Request) -> web.Response:
-    raise NotImplementedFeature(_REALTIME)
+    return await _realtime(request, request.match_info["version"])
 
 
 @routes.patch("/realtime-services/{name}/{version}")
+@audited("service.patch", target=service_target, detail=model_detail)
 async def patch_realtime_version(request: web.Request) -> web.Response:
-    raise NotImplementedFeature(_REALTIME)
+    name, version = request.match_info["name"], request.match_info["version"]
+    settings = request.app[SETTINGS]
+    limit = int(settings.realtime_model_max)
+    async with read_form(request, limit, settings.data_dir / "spool") as form:
+        request[_MODEL_SHA256] = form.sha256
+        service = await request.app[SERVICES].patch_realtime(caller(request), name, version, form)
+    return json_response(f"/api/{service.record.name}/{service.record.version}")

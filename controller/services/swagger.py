@@ -10,6 +10,13 @@ from typing import Any
 
 from o16n_agent.codec import canonical_type
 
+from controller.services.realtime.model import (
+    INPUT,
+    OUTPUT,
+    ModelSchema,
+    frame_schema,
+    load_schema,
+)
 from controller.sessions.models import CHANGED_TOTAL_DOC
 from controller.store.services import ServiceRecord
 
@@ -155,6 +162,25 @@ def _common_definitions() -> dict[str, Any]:
     }
 
 
+def _frames(schema: ModelSchema) -> dict[str, Any]:
+    """A realtime service's one input and one output, each a data frame with the model's
+    typed columns (a generated client gets a class for each)."""
+    definitions = {}
+    for name, ref, columns, outputs in (
+        (INPUT, "InputData", schema.input_columns(), False),
+        (OUTPUT, "OutputData", schema.output_columns(), True),
+    ):
+        definitions[ref] = frame_schema(columns, outputs=outputs)
+        parameters: dict[str, Any] = {
+            "type": "object",
+            "properties": {name: {"$ref": f"#/definitions/{ref}"}},
+        }
+        if not outputs:
+            parameters["required"] = [name]
+        definitions["OutputParameters" if outputs else "InputParameters"] = parameters
+    return definitions
+
+
 def build(record: ServiceRecord, batch: dict[str, Any] | None = None) -> dict[str, Any]:
     """The document for one service version; ``batch`` adds the batch paths and
     definitions when batch consumption is served."""
@@ -204,6 +230,8 @@ def build(record: ServiceRecord, batch: dict[str, Any] | None = None) -> dict[st
             "WebServiceResult": result_definition(record),
         },
     }
+    if record.model_schema is not None:
+        document["definitions"].update(_frames(load_schema(record.model_schema)))
     if batch is not None:
         document["paths"].update(batch["paths"])
         document["definitions"].update(batch["definitions"])

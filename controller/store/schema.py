@@ -209,6 +209,11 @@ MIGRATIONS: list[str] = [
     ALTER TABLE sessions ADD COLUMN origin TEXT;
     CREATE INDEX sessions_controller ON sessions(controller, state);
     """,
+    # 11: a realtime service's model: the columns and tensors of its ONNX graph (JSON; NULL
+    #     for a Python service), its ONNX file named by ``archive``
+    """
+    ALTER TABLE services ADD COLUMN model_schema TEXT;
+    """,
 ]
 
 #: Statements PostgreSQL runs after the migration of the same number. 8: SQLite's

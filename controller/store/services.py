@@ -36,6 +36,8 @@ class ServiceRecord:
     isolation: str = "shared"
     #: runs on the runtime image unchanged (no rootfs changes of its own)
     generic: bool = False
+    #: a realtime service's model schema (JSON text; ``archive`` names its ONNX file)
+    model_schema: str | None = None
 
     @classmethod
     def from_row(cls, row: Row) -> ServiceRecord:
@@ -62,6 +64,7 @@ class ServiceRecord:
             pool_max=row["pool_max"],
             isolation=row["isolation"],
             generic=bool(row["generic"]),
+            model_schema=row["model_schema"],
         )
 
     def columns(self) -> dict[str, Any]:

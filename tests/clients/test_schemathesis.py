@@ -22,8 +22,8 @@ from tests.live_server import LiveServer, run_server
 pytestmark = pytest.mark.docker
 
 CORE = Path(__file__).resolve().parents[2] / "swagger" / "o16n-swagger.json"
-# The realtime endpoints answer 501 by design (issue 4): no rx_serialize_model here. The
-# /admin endpoints are left out: fuzzed with the Owner's token they would end that token's
+# The realtime endpoints are left out: each fuzzed publish would start a container to
+# check a random model (tests/realtime checks them). The /admin endpoints are left out: fuzzed with the Owner's token they would end that token's
 # own logins (a random new password) or drain the node under the other cases; tests/admin
 # checks them. /computenodes too: a fuzzed list would have the engine connect to made-up
 # nodes (a 503 when it cannot) under the other cases; tests/computenodes checks it.

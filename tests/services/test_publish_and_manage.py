@@ -133,7 +133,7 @@ async def test_invalid_publish_requests_are_400s(
     await publish(client, admin_headers, "ok", "1", code="x", outputFileNames=["../x"], expect=400)
     await publish(client, admin_headers, "ok", "1", code="x", snapshotId="missing", expect=404)
     resp = await client.post("/realtime-services/rt/1", data=b"", headers=admin_headers)
-    assert resp.status == 501 and "realtime" in (await resp.json())["message"]
+    assert resp.status == 400 and "multipart/form-data" in (await resp.json())["message"]
 
 
 async def test_the_service_keeps_its_environment_after_the_snapshot_is_deleted(
