@@ -123,7 +123,12 @@ class RealtimeOps:
         frame = inputs.get("inputData") if isinstance(inputs, dict) else None
         if not isinstance(frame, dict):
             raise OpError("'inputs' must be an object with the object 'inputData'", "invalid")
-        feeds = self._feeds(frame)
+        try:
+            feeds = self._feeds(frame)
+        except OpError:
+            raise
+        except Exception as exc:  # memory, chiefly: the request's failure, not the agent's
+            return _result(False, f"the columns cannot be read: {_text(exc)}"), None
         try:
             self._on_state(True)  # an interrupt lands when onnxruntime returns
             try:

@@ -3,6 +3,7 @@ converted), the refusals that say why, warm-up and scoring (issue 17)."""
 
 from __future__ import annotations
 
+import gc
 import io
 import warnings
 from collections.abc import Iterator
@@ -35,10 +36,12 @@ X32 = X.astype(np.float32)
 
 @pytest.fixture(autouse=True)
 def quiet() -> Iterator[None]:
-    """Fitting and conversion warn of versions and convergence; not what is tested."""
+    """Fitting and conversion warn of versions and convergence, not what is tested; and
+    what a warm-up froze is this test process's to collect again."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         yield
+    gc.unfreeze()
 
 
 def pickled(obj: Any) -> bytes:
