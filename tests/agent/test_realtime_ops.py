@@ -158,6 +158,19 @@ def test_a_regressor_gives_one_column() -> None:
     assert np.allclose(out["variable"], model.predict(X32[:, :3]), atol=1e-4)
 
 
+def test_an_output_larger_than_a_reply_may_be_is_the_requests_failure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model = LinearRegression().fit(X[:, :3], X[:, 3])
+    schema, onnx_bytes = prepare(pickled(model))
+    ops = served(schema, onnx_bytes)
+    frame = {f"X_{j}": X32[:, j].tolist() for j in range(3)}
+    monkeypatch.setattr("o16n_agent.realtime.REPLY_MAX", 4096 + 1000)
+    reply = score(ops, frame)
+    assert reply["success"] is False and "score fewer rows" in reply["error"]
+    assert reply["outputs"] == {"outputData": None}
+
+
 # --- ONNX uploads --------------------------------------------------------------------------
 
 
