@@ -208,6 +208,14 @@ def test_a_zipmap_is_taken_off_the_probabilities() -> None:
         assert np.allclose(values[column], expected[:, c], atol=1e-5)
 
 
+def test_a_crafted_zipmap_is_a_refusal_not_a_crash() -> None:
+    model = RandomForestClassifier(n_estimators=3, random_state=0).fit(X, Y)
+    parsed = onnx.load_from_string(converted(model, zipmap=True))
+    zipmap = next(n for n in parsed.graph.node if n.op_type == "ZipMap")
+    zipmap.input.append(zipmap.input[0])  # two inputs: no ZipMap has that
+    assert "cannot be read" in refusal(parsed.SerializeToString())
+
+
 def graph_model(
     nodes: list[Any],
     inputs: list[Any],
