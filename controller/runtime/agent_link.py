@@ -50,7 +50,7 @@ AGENT_TIMEOUT = 120.0
 
 Reply = tuple[dict[str, Any], bytes | None]
 #: requests that run user code, which an ``interrupt`` message may stop (protocol v2)
-INTERRUPTIBLE = frozenset({"execute", "execution_result", "run"})
+INTERRUPTIBLE = frozenset({"execute", "execution_result", "run", "score"})
 #: what ``AgentLink.interrupt`` found: the agent acknowledged; no interruptible request was
 #: in flight (or it was answered meanwhile); or the agent did not answer in time
 Interrupted = Literal["acknowledged", "idle", "silent"]

@@ -29,6 +29,7 @@ from typing import Any
 from o16n_agent import codec, protocol
 from o16n_agent.errors import OpError
 from o16n_agent.execution import REPLY_MAX
+from o16n_agent.realtime import RealtimeOps
 from o16n_agent.redial import Redialer
 from o16n_agent.service import ServiceOps
 from o16n_agent.session import SessionOps
@@ -49,8 +50,9 @@ DIAL_TIMEOUT = 5.0
 #: operations that read their request's blob piece by piece (an ``IncomingBlob``)
 #: instead of in memory: an uploaded file goes straight to disk
 STREAMED_IN = frozenset({"file_put"})
-#: operations that run user code: the controller may send ``interrupt`` while they run
-INTERRUPTIBLE = frozenset({"execute", "execution_result", "run"})
+#: operations that run user code, or score a model: the controller may send ``interrupt``
+#: while they run
+INTERRUPTIBLE = frozenset({"execute", "execution_result", "run", "score"})
 
 
 class Agent:
@@ -64,8 +66,10 @@ class Agent:
         self.handlers: dict[str, Handler] = {"ping": self._ping, "preload": self._preload}
         self.session = SessionOps(workdir, self._set_executing)
         self.service = ServiceOps(workdir, self._set_executing)
+        self.realtime = RealtimeOps(self._set_executing)
         self.handlers.update(self.session.handlers())
         self.handlers.update(self.service.handlers())
+        self.handlers.update(self.realtime.handlers())
         self.redialer = Redialer(self._connect)
         #: a session's requests: the connection is watched while they run and dialled again
         #: if it drops, so that a long one never makes a restarted controller give up on the
