@@ -15,8 +15,9 @@ import gc
 from collections.abc import Callable
 from typing import Any
 
-from o16n_agent import onnx_model, sklearn_onnx
+from o16n_agent import codec, onnx_model, sklearn_onnx
 from o16n_agent.errors import OpError
+from o16n_agent.execution import REPLY_MAX
 from o16n_agent.onnx_model import ModelRefused
 
 Reply = tuple[dict[str, Any], bytes | None]
@@ -143,7 +144,17 @@ class RealtimeOps:
             columns = self._columns(results)
         except Exception as exc:
             return _result(False, f"the model's outputs cannot be read: {_text(exc)}"), None
-        return _result(True, "", columns), None
+        result = _result(True, "", columns)
+        del columns, results
+        size = codec.encoded_size(result)  # orjson: a fraction of what scoring took
+        if size > REPLY_MAX - 4096:  # else the agent answers an error: a 500, not a result
+            rows = len(next(iter(feeds.values())))
+            return _result(
+                False,
+                f"the output of {rows:,} rows takes {size:,} bytes, more than the "
+                f"{REPLY_MAX - 4096:,} a reply may carry: score fewer rows per request",
+            ), None
+        return result, None
 
     def _feeds(self, frame: dict[str, Any]) -> dict[str, Any]:
         """Each input tensor: its columns side by side (``[rows, k]``), or the one column
