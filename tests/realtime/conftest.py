@@ -155,3 +155,40 @@ def onnx_graph(
     model.ir_version = 8  # what onnxruntime reads, whichever onnx made it
     data: bytes = model.SerializeToString()
     return data
+
+
+def onnx_typed() -> bytes:
+    """A model of four inputs, one of each kind of column, that gives them back: ``a``
+    (int64), ``s`` (string), ``b`` (bool, negated) and ``x`` (double, two columns named
+    ``left`` and ``right`` by the model's metadata)."""
+    from onnx import TensorProto, helper
+
+    def tensor(name: str, kind: int, shape: list[Any]) -> Any:
+        return helper.make_tensor_value_info(name, kind, shape)
+
+    inputs = [
+        tensor("a", TensorProto.INT64, ["N"]),
+        tensor("s", TensorProto.STRING, ["N"]),
+        tensor("b", TensorProto.BOOL, ["N"]),
+        tensor("x", TensorProto.DOUBLE, ["N", 2]),
+    ]
+    outputs = [
+        tensor("a2", TensorProto.INT64, ["N"]),
+        tensor("s2", TensorProto.STRING, ["N"]),
+        tensor("b2", TensorProto.BOOL, ["N"]),
+        tensor("x2", TensorProto.DOUBLE, ["N", 2]),
+    ]
+    nodes = [
+        helper.make_node("Identity", ["a"], ["a2"]),
+        helper.make_node("Identity", ["s"], ["s2"]),
+        helper.make_node("Not", ["b"], ["b2"]),
+        helper.make_node("Identity", ["x"], ["x2"]),
+    ]
+    graph = helper.make_graph(nodes, "typed", inputs, outputs)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    helper.set_model_props(
+        model, {"o16n.columns.x": '["left", "right"]', "o16n.columns.x2": '["l2", "r2"]'}
+    )
+    data: bytes = model.SerializeToString()
+    return data

@@ -14,16 +14,19 @@ import pandas as pd
 import pytest
 from aiohttp.test_utils import TestClient
 
+from controller.app import create_app
 from controller.runtime.sandboxes import SANDBOXES
 from controller.settings import Settings
-from tests.conftest import make_settings
+from tests.conftest import bearer, login, make_settings
 from tests.realtime.conftest import (
     FEATURES,
     OUTPUTS,
+    array_logistic,
     frame_body,
     iris,
     logistic,
     onnx_graph,
+    onnx_typed,
     pickled_logistic,
     publish_model,
 )
@@ -227,3 +230,105 @@ async def test_what_onnxruntime_fails_on_is_a_result(
             "Y_1": [4.0, 5.0, 6.0],
         }
     assert await containers(client) == 1
+
+
+async def test_columns_of_every_kind(
+    client: TestClient[Any, Any], admin_headers: dict[str, str]
+) -> None:
+    await publish_model(client, admin_headers, "Typed", "1", onnx_typed())
+    good = {"a": [1, -2, 3], "s": ["x", "", "é"], "b": [True, False, True]}
+    good |= {"left": [0.5, None, 2], "right": [1e300, -1.0, 0.0]}
+    bad = [
+        ({"a": [1, 1.5, 3]}, "column 'a' (integers from"),
+        ({"a": [1, True, 3]}, "row 1 is true"),
+        ({"a": [1, 2, 1 << 63]}, "row 2 is"),
+        ({"s": ["x", 1, "z"]}, "column 's' (strings): row 1 is 1"),
+        ({"s": ["x", None, "z"]}, "row 1 is null"),
+        ({"b": [True, 0, False]}, "column 'b' (true or false): row 1 is 0"),
+        ({"left": [1.0, "1.0", 2.0]}, "column 'left' (numbers or null): row 1 is \"1.0\""),
+        ({"right": None}, "column 'right' must be an array"),
+    ]
+    for change, says in bad:
+        result = await consume(
+            client, admin_headers, "Typed", "1", {"inputData": good | change}, expect=400
+        )
+        assert says in result["message"], (change, result["message"])
+    assert await containers(client) == 0
+    result = await consume(client, admin_headers, "Typed", "1", {"inputData": good})
+    assert result["success"], result
+    assert result["outputParameters"]["outputData"] == {
+        "a2": [1, -2, 3],
+        "s2": ["x", "", "é"],
+        "b2": [False, True, False],
+        "l2": [0.5, None, 2.0],
+        "r2": [1e300, -1.0, 0.0],
+    }
+    document = await (await client.get("/api/Typed/1/swagger.json", headers=admin_headers)).json()
+    inputs = document["definitions"]["InputData"]["properties"]
+    assert {c: p["items"] for c, p in inputs.items()} == {
+        "a": {"type": "integer", "format": "int64"},
+        "s": {"type": "string"},
+        "b": {"type": "boolean"},
+        "left": {"type": "number", "format": "double", "x-nullable": True},
+        "right": {"type": "number", "format": "double", "x-nullable": True},
+    }
+
+
+async def test_a_zipmap_is_taken_off(
+    client: TestClient[Any, Any], admin_headers: dict[str, str]
+) -> None:
+    """skl2onnx's default output for probabilities is a ZipMap (a list of maps, no
+    columns): the check serves the tensor it was made from."""
+    from skl2onnx import to_onnx
+
+    frame, _ = iris()
+    model = array_logistic()
+    onnx = to_onnx(model, frame.to_numpy()[:1].astype(np.float32)).SerializeToString()
+    await publish_model(client, admin_headers, "Zipped", "1", onnx)
+    columns = [f"X_{j}" for j in range(4)]
+    result = await consume(client, admin_headers, "Zipped", "1", frame_body(frame, columns))
+    assert result["success"], result
+    out = result["outputParameters"]["outputData"]
+    probabilities = [f"probabilities_{c}" for c in range(3)]
+    assert list(out) == ["output_label", *probabilities]  # skl2onnx's names, ZipMap or not
+    assert out["output_label"] == model.predict(frame.to_numpy()).tolist()
+    np.testing.assert_allclose(
+        np.array([out[c] for c in probabilities]).T,
+        model.predict_proba(frame.to_numpy()),
+        atol=1e-5,
+    )
+
+
+async def test_a_service_survives_a_restart(aiohttp_client: Any, data_dir: Path) -> None:
+    settings = make_settings(data_dir, service_pool_initial=1)
+    first = await aiohttp_client(create_app(settings))
+    headers = bearer((await login(first))["access_token"])
+    await publish_model(first, headers, "Durable", "1", onnx_graph(), description="kept")
+    await first.close()
+    second = await aiohttp_client(create_app(settings))
+    headers = bearer((await login(second))["access_token"])
+    body = {"inputData": {"X_0": [1.0], "X_1": [1.0]}}
+    result = await consume(second, headers, "Durable", "1", body)
+    assert result["outputParameters"]["outputData"] == {"Y_0": [2.0], "Y_1": [3.0]}
+    [service] = await (await second.get("/services/Durable/1", headers=headers)).json()
+    assert service["runtimeType"] == "Realtime" and service["description"] == "kept"
+    document = await (await second.get("/api/Durable/1/swagger.json", headers=headers)).json()
+    assert list(document["definitions"]["OutputData"]["properties"]) == ["Y_0", "Y_1"]
+
+
+async def test_an_answer_too_large_for_the_agent_is_a_result(
+    aiohttp_client: Any, data_dir: Path
+) -> None:
+    """The agent's replies are bounded (O16N_AGENT_REPLY_MAX): scoring more rows than fit
+    is the request's failure (200, success false), as a Python service's outputs are."""
+    settings = make_settings(data_dir, service_pool_initial=0, agent_reply_max_bytes=256 * 1024)
+    client = await aiohttp_client(create_app(settings))
+    headers = bearer((await login(client))["access_token"])
+    await publish_model(client, headers, "Wide", "1", onnx_graph())
+    rows = 60_000  # some 0.8 MB each way
+    body = {"inputData": {"X_0": [0.125] * rows, "X_1": [0.25] * rows}}
+    result = await consume(client, headers, "Wide", "1", body)
+    assert result["success"] is False, result
+    assert "bytes" in result["errorMessage"], result
+    small = {"inputData": {"X_0": [1.0], "X_1": [1.0]}}
+    assert (await consume(client, headers, "Wide", "1", small))["success"]
