@@ -21,6 +21,7 @@ from tests.realtime.conftest import (
     FEATURES,
     OUTPUTS,
     array_logistic,
+    form,
     frame_body,
     iris,
     leftovers,
@@ -115,7 +116,7 @@ async def test_a_pickled_model_is_a_service_named_after_its_features(
     # a description alone: the model and its containers stay
     resp = await client.patch(
         "/realtime-services/Iris/1.0",
-        data=_fields(description="setosa, versicolor, virginica"),
+        data=form(None, description="setosa, versicolor, virginica"),
         headers=admin_headers,
     )
     assert resp.status == 200, await resp.text()
@@ -163,12 +164,6 @@ async def test_a_pickled_model_is_a_service_named_after_its_features(
     assert leftovers(settings)["spool"] == []
 
 
-def _fields(**fields: str) -> Any:
-    from tests.realtime.conftest import form
-
-    return form(None, fields.get("description"), fields.get("operationId"))
-
-
 async def test_onnx_as_it_comes_and_behind_the_sdk_prefix(
     client: TestClient[Any, Any], admin_headers: dict[str, str], settings: Settings
 ) -> None:
@@ -202,7 +197,7 @@ async def test_onnx_as_it_comes_and_behind_the_sdk_prefix(
 
 
 async def test_roles_and_ownership(
-    client: TestClient[Any, Any], admin_headers: dict[str, str]
+    client: TestClient[Any, Any], admin_headers: dict[str, str], settings: Settings
 ) -> None:
     alice = await user_headers(client, "alice", "Contributor")
     bob = await user_headers(client, "bob", "Contributor")
@@ -221,6 +216,16 @@ async def test_roles_and_ownership(
     assert result["success"], result
     assert result["outputParameters"]["outputData"] == {"Y_0": [2.0], "Y_1": [4.0]}
     await publish_model(client, alice, "Owned", "1", None, patch=True, description="d")
+    # a refused model in a patch changes nothing
+    kept = leftovers(settings)
+    answer = await publish_model(
+        client, alice, "Owned", "1", onnx_graph(shape=(1, 2)), expect=400, patch=True
+    )
+    assert "first dimension" in answer["message"]
+    assert leftovers(settings) == kept
+    result = await consume(client, alice, "Owned", "1", {"inputData": {"X_0": [1.0], "X_1": [2]}})
+    assert result["outputParameters"]["outputData"] == {"Y_0": [2.0], "Y_1": [4.0]}
+    assert (await get_service(client, alice, "Owned", "1"))["description"] == "d"
     await publish_model(client, admin_headers, "Owned", "3", model)  # an Owner may
     assert (await client.delete("/services/Owned/1", headers=alice)).status == 200
 
@@ -258,7 +263,7 @@ async def test_refusals_say_why_and_leave_nothing_behind(
     before = leftovers(settings)
     for what, model, status, says in cases:
         resp = await client.post(
-            "/realtime-services/Bad/1", data=_form(model), headers=admin_headers
+            "/realtime-services/Bad/1", data=form(model), headers=admin_headers
         )
         assert resp.status == status, (what, await resp.text())
         message = (await resp.json())["message"]
@@ -273,7 +278,7 @@ async def test_refusals_say_why_and_leave_nothing_behind(
     assert resp.status == 400 and "multipart/form-data" in (await resp.json())["message"]
     for name, version in (("bad name", "1"), ("Bad", "-1")):
         resp = await client.post(
-            f"/realtime-services/{name}/{version}", data=_form(onnx_graph()), headers=admin_headers
+            f"/realtime-services/{name}/{version}", data=form(onnx_graph()), headers=admin_headers
         )
         assert resp.status == 400, (name, version)
     assert leftovers(settings) == before
@@ -286,9 +291,3 @@ class Boom:
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return int, ("boom",)
-
-
-def _form(model: bytes | None) -> Any:
-    from tests.realtime.conftest import form
-
-    return form(model)
