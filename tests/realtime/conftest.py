@@ -110,6 +110,18 @@ async def publish_model(
     return await resp.json()
 
 
+async def running(client: TestClient[Any, Any]) -> set[str]:
+    """The keys of the service containers that run (whichever engine the app has)."""
+    from controller.runtime.sandboxes import SANDBOXES
+
+    runtime = client.app[SANDBOXES].runtime
+    keys = set()
+    for handle in await runtime.list_owned():
+        if handle.kind == "service" and await runtime.poll(handle) is None:
+            keys.add(handle.key)
+    return keys
+
+
 def leftovers(settings: Any) -> dict[str, list[str]]:
     """What a publication leaves on disk: models kept in the shared directory, and files
     still in the spool."""

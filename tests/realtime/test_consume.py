@@ -15,7 +15,6 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from controller.app import create_app
-from controller.runtime.sandboxes import SANDBOXES
 from controller.settings import Settings
 from tests.conftest import bearer, login, make_settings
 from tests.realtime.conftest import (
@@ -29,6 +28,7 @@ from tests.realtime.conftest import (
     onnx_typed,
     pickled_logistic,
     publish_model,
+    running,
 )
 from tests.services.conftest import consume
 
@@ -41,12 +41,7 @@ def settings(data_dir: Path) -> Settings:
 
 async def containers(client: TestClient[Any, Any]) -> int:
     """How many service containers run (whichever engine the app has)."""
-    runtime = client.app[SANDBOXES].runtime
-    count = 0
-    for handle in await runtime.list_owned():
-        if handle.kind == "service" and await runtime.poll(handle) is None:
-            count += 1
-    return count
+    return len(await running(client))
 
 
 def noisy_iris(rows: int, seed: int = 17) -> pd.DataFrame:

@@ -30,6 +30,7 @@ from tests.realtime.conftest import (
     onnx_logistic,
     pickled_logistic,
     publish_model,
+    running,
 )
 from tests.services.conftest import consume, publish
 
@@ -103,7 +104,7 @@ async def test_a_pickled_model_is_a_service_named_after_its_features(
     assert entry.target == "Iris/1.0" and entry.outcome == "ok"
     assert entry.detail["modelSha256"] == hashlib.sha256(model).hexdigest()
 
-    # the same version again: 409, before any container looks at the model
+    # the same version again: 409 (checked before the model is)
     await publish_model(client, admin_headers, "Iris", "1.0", model, expect=409)
     # no version: a GUID (an ONNX model: quicker, and a name may hold both kinds)
     path = await publish_model(client, admin_headers, "Iris", None, onnx_logistic())
@@ -114,6 +115,8 @@ async def test_a_pickled_model_is_a_service_named_after_its_features(
     [generated_file] = set(leftovers(settings)["models"]) - {first_file}
 
     # a description alone: the model and its containers stay
+    serving = await running(client)
+    assert len(serving) == 1
     resp = await client.patch(
         "/realtime-services/Iris/1.0",
         data=form(None, description="setosa, versicolor, virginica"),
@@ -127,7 +130,8 @@ async def test_a_pickled_model_is_a_service_named_after_its_features(
     np.testing.assert_allclose(
         await probabilities(client, admin_headers, "Iris", "1.0"), expected, atol=1e-5
     )
-    # a new model: new predictions, the old model's file gone
+    assert await running(client) == serving
+    # a new model: new predictions from new containers, the old model's file gone
     other = pickled_logistic(0.01)
     path = await publish_model(client, admin_headers, "Iris", "1.0", other, patch=True)
     assert path == "/api/Iris/1.0"
@@ -137,6 +141,7 @@ async def test_a_pickled_model_is_a_service_named_after_its_features(
         atol=1e-5,
     )
     assert not np.allclose(logistic(0.01).predict_proba(frame), expected, atol=1e-2)
+    assert len(await running(client)) == 1 and not serving & await running(client)
     assert first_file not in leftovers(settings)["models"]
     patched, described = await audit_entries(client, action="service.patch")  # newest first
     assert patched.detail["modelSha256"] == hashlib.sha256(other).hexdigest()
