@@ -94,6 +94,7 @@ async def test_a_pickled_model_is_a_service_named_after_its_features(
     document = await (await client.get("/api/Iris/1.0/swagger.json", headers=admin_headers)).json()
     assert list(document["definitions"]["InputData"]["properties"]) == FEATURES
     assert list(document["definitions"]["OutputData"]["properties"]) == OUTPUTS
+    assert document["paths"]["/api/Iris/1.0"]["post"]["operationId"] == "classify"
     frame, _ = iris()
     expected = logistic().predict_proba(frame)
     np.testing.assert_allclose(
@@ -106,7 +107,7 @@ async def test_a_pickled_model_is_a_service_named_after_its_features(
 
     # the same version again: 409 (checked before the model is)
     await publish_model(client, admin_headers, "Iris", "1.0", model, expect=409)
-    # no version: a GUID (an ONNX model: quicker, and a name may hold both kinds)
+    # no version: a GUID (an ONNX model this time: no conversion, quicker)
     path = await publish_model(client, admin_headers, "Iris", None, onnx_logistic())
     generated = path.rsplit("/", 1)[1]
     assert GUID.match(generated) and path == f"/api/Iris/{generated}"
@@ -281,6 +282,14 @@ async def test_refusals_say_why_and_leave_nothing_behind(
         "/realtime-services/Bad/1", json={"model": "AAAA"}, headers=admin_headers
     )
     assert resp.status == 400 and "multipart/form-data" in (await resp.json())["message"]
+    twice = form(onnx_graph())
+    twice.add_field("model", onnx_graph(), filename="model")
+    for data, says in (
+        (form(onnx_graph(), operation_id="not valid!"), "not a valid operation name"),
+        (twice, "two parts named 'model'"),
+    ):
+        resp = await client.post("/realtime-services/Bad/1", data=data, headers=admin_headers)
+        assert resp.status == 400 and says in (await resp.json())["message"]
     for name, version in (("bad name", "1"), ("Bad", "-1")):
         resp = await client.post(
             f"/realtime-services/{name}/{version}", data=form(onnx_graph()), headers=admin_headers
@@ -288,7 +297,7 @@ async def test_refusals_say_why_and_leave_nothing_behind(
         assert resp.status == 400, (name, version)
     assert leftovers(settings) == before
     refused = await audit_entries(client, action="service.publish")
-    assert len(refused) == len(cases) + 4 and {e.outcome for e in refused} == {"failed"}
+    assert len(refused) == len(cases) + 6 and {e.outcome for e in refused} == {"failed"}
 
 
 class Boom:
