@@ -35,8 +35,10 @@ from tests.services.conftest import consume
 
 @pytest.fixture
 def settings(data_dir: Path) -> Settings:
-    """No container until a request needs one: a refused request must start none."""
-    return make_settings(data_dir, service_pool_initial=0)
+    """No container until a request needs one: a refused request must start none.
+    Containers are counted by kind, and one taken from the services' warm pool keeps its
+    warm labels on Docker: no such pool here."""
+    return make_settings(data_dir, service_pool_initial=0, service_warm_pool_size=0)
 
 
 async def containers(client: TestClient[Any, Any]) -> int:

@@ -42,8 +42,14 @@ MODEL_MAX = 256 * 1024
 @pytest.fixture
 def settings(data_dir: Path) -> Settings:
     """Containers on demand only: each is an interpreter with onnxruntime loaded, and most
-    services here are never consumed."""
-    return make_settings(data_dir, service_pool_initial=0, realtime_model_max=MODEL_MAX)
+    services here are never consumed. Containers are counted by kind, and one taken from
+    the services' warm pool keeps its warm labels on Docker: no such pool here."""
+    return make_settings(
+        data_dir,
+        service_pool_initial=0,
+        service_warm_pool_size=0,
+        realtime_model_max=MODEL_MAX,
+    )
 
 
 async def get_service(
