@@ -175,7 +175,7 @@ async def service_swagger(request: web.Request) -> web.Response:
 
 
 #: the SHA-256 of the model a realtime publish or patch received, for its audit record
-_MODEL_SHA256 = "o16n.model_sha256"
+_MODEL_SHA256 = web.RequestKey("o16n_model_sha256", str)
 
 
 async def model_detail(request: web.Request) -> dict[str, Any]:
@@ -190,7 +190,8 @@ async def _realtime(request: web.Request, version: str | None) -> web.Response:
     settings = request.app[SETTINGS]
     limit = int(settings.realtime_model_max)
     async with read_form(request, limit, settings.data_dir / "spool") as form:
-        request[_MODEL_SHA256] = form.sha256
+        if form.sha256 is not None:
+            request[_MODEL_SHA256] = form.sha256
         service = await request.app[SERVICES].publish_realtime(caller(request), name, version, form)
     return json_response(f"/api/{service.record.name}/{service.record.version}", status=201)
 
@@ -214,6 +215,7 @@ async def patch_realtime_version(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     limit = int(settings.realtime_model_max)
     async with read_form(request, limit, settings.data_dir / "spool") as form:
-        request[_MODEL_SHA256] = form.sha256
+        if form.sha256 is not None:
+            request[_MODEL_SHA256] = form.sha256
         service = await request.app[SERVICES].patch_realtime(caller(request), name, version, form)
     return json_response(f"/api/{service.record.name}/{service.record.version}")

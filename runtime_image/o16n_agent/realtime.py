@@ -150,10 +150,15 @@ class RealtimeOps:
         except Exception as exc:
             return _result(False, f"the model's outputs cannot be read: {_text(exc)}"), None
         result = _result(True, "", columns)
-        size = codec.encoded_size(result)
-        if size > REPLY_MAX - 4096:  # the request's failure, not a reply the link refuses
-            why = f"the output takes {size:,} bytes, more than the {REPLY_MAX - 4096:,} allowed"
-            return _result(False, f"{why}: score fewer rows per request"), None
+        del columns, results
+        size = codec.encoded_size(result)  # orjson: a fraction of what scoring took
+        if size > REPLY_MAX - 4096:  # else the agent answers an error: a 500, not a result
+            rows = len(next(iter(feeds.values())))
+            return _result(
+                False,
+                f"the output of {rows:,} rows takes {size:,} bytes, more than the "
+                f"{REPLY_MAX - 4096:,} a reply may carry: score fewer rows per request",
+            ), None
         return result, None
 
     def _feeds(self, frame: dict[str, Any]) -> dict[str, Any]:
