@@ -96,6 +96,8 @@ def test_a_well_formed_frame_keeps_only_the_model_columns() -> None:
         ({k: [] for k in GOOD}, "column 'a' has no rows"),
         ({**GOOD, "a": [1.0, "2"]}, "column 'a' (numbers or null): row 1 is \"2\""),
         ({**GOOD, "a": [True, 1.0]}, "row 0 is true"),
+        ({**GOOD, "a": [1.0, 1e39]}, "row 1 is 1e+39, beyond what a float holds"),
+        ({**GOOD, "a": [1.0, 10**400]}, "column 'a' (numbers or null): row 1 is 1000"),
         ({**GOOD, "n": [1, 128]}, "column 'n' (integers from -128 to 127): row 1 is 128"),
         ({**GOOD, "n": [1, 2.0]}, "column 'n'"),
         ({**GOOD, "s": ["x", 1]}, "column 's' (strings)"),
