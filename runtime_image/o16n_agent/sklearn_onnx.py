@@ -49,19 +49,36 @@ def _convert(data: bytes) -> Any:
             f"cannot convert {name}: it does not say how many features it takes "
             "(n_features_in_: is it fitted?)"
         )
-    model = _to_onnx(estimator, width)
-    _name_columns(model, estimator)
+    names = getattr(estimator, "feature_names_in_", None)
+    try:
+        model = _to_onnx(estimator, width)
+    except ModelRefused:
+        if names is None:
+            raise
+        # A ColumnTransformer picks its columns by name: one input per column, then
+        model = _to_onnx(estimator, width, [str(n) for n in names])
+        _name_inputs(model, [str(n) for n in names])
+    else:
+        _name_columns(model, estimator)
+    _name_classes(model, estimator)
+    _bool_labels(model, estimator)
     return model
 
 
-def _to_onnx(estimator: Any, width: int) -> Any:
+def _to_onnx(estimator: Any, width: int, names: list[str] | None = None) -> Any:
+    """Converted with one float input ``X`` ``[rows, width]``, or with ``names`` one
+    float input per named column (a pandas sample, as skl2onnx takes it)."""
     import numpy
     from skl2onnx import to_onnx
     from sklearn.base import is_classifier
 
     name = type(estimator).__name__
     final = _final_step(estimator)
-    sample = numpy.zeros((1, width), dtype=numpy.float32)
+    sample: Any = numpy.zeros((1, width), dtype=numpy.float32)
+    if names is not None:
+        import pandas
+
+        sample = pandas.DataFrame(sample, columns=names)
     options = {id(final): {"zipmap": False}} if is_classifier(final) else None
     try:
         try:
@@ -82,10 +99,42 @@ def _final_step(estimator: Any) -> Any:
 
 
 def _name_columns(model: Any, estimator: Any) -> None:
-    """Column names from the estimator: its features' and, for a classifier, its classes'."""
+    """The input's columns named as the estimator's features."""
     names = getattr(estimator, "feature_names_in_", None)
     if names is not None:
         _set_columns(model, INPUT, [str(n) for n in names])
+
+
+def _name_inputs(model: Any, names: list[str]) -> None:
+    """Each one-column input (skl2onnx made its name an identifier) named as its feature."""
+    inputs = [v.name for v in model.graph.input]
+    if len(inputs) == len(names):
+        for tensor, column in zip(inputs, names, strict=True):
+            _set_columns(model, tensor, [column])
+
+
+def _bool_labels(model: Any, estimator: Any) -> None:
+    """Labels of a classifier of ``True``/``False`` as booleans: skl2onnx makes them
+    int64 (0 and 1), which the answer's columns would show."""
+    import onnx
+
+    classes = getattr(_final_step(estimator), "classes_", None)
+    if getattr(getattr(classes, "dtype", None), "kind", "") != "b":
+        return
+    graph = model.graph
+    output = next((v for v in graph.output if v.name == "label"), None)
+    if output is None:
+        return
+    inner = "label_int64"
+    for node in graph.node:
+        node.output[:] = [inner if o == "label" else o for o in node.output]
+        node.input[:] = [inner if i == "label" else i for i in node.input]
+    graph.node.append(onnx.helper.make_node("Cast", [inner], ["label"], to=onnx.TensorProto.BOOL))
+    output.type.tensor_type.elem_type = onnx.TensorProto.BOOL
+
+
+def _name_classes(model: Any, estimator: Any) -> None:
+    """A classifier's probability columns named as its classes."""
     classes = getattr(_final_step(estimator), "classes_", None)
     widths = {
         v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in model.graph.output

@@ -149,6 +149,33 @@ def test_feature_and_class_names_name_the_columns() -> None:
     assert out["label"] == model.predict(frame.astype(np.float32)).tolist()
 
 
+def test_a_column_transformer_by_name_gets_one_input_per_column() -> None:
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+
+    names = ["sepal length (cm)", "sepal width", "petal length", "petal width"]
+    frame = pd.DataFrame(X, columns=names)
+    model = make_pipeline(
+        ColumnTransformer([("s", StandardScaler(), names[:2])], remainder="passthrough"),
+        LogisticRegression(max_iter=1000),
+    ).fit(frame, Y)
+    schema, onnx_bytes = prepare(pickled(model))
+    assert [c for t in schema["inputs"] for c in t["columns"]] == names
+    out = score(served(schema, onnx_bytes), {n: X32[:, j].tolist() for j, n in enumerate(names)})
+    values = out["outputs"]["outputData"]
+    assert values["label"] == model.predict(frame).tolist()
+    probabilities = np.array([values[f"probabilities_{c}"] for c in model.classes_]).T
+    assert np.abs(probabilities - model.predict_proba(frame)).max() < 1e-5
+
+
+def test_true_and_false_classes_come_back_as_booleans() -> None:
+    model = RandomForestClassifier(n_estimators=5, random_state=0).fit(X, Y == 1)
+    schema, onnx_bytes = prepare(pickled(model))
+    assert schema["outputs"][0] == {"name": "label", "type": "bool", "columns": ["label"]}
+    out = score(served(schema, onnx_bytes), iris_frame([f"X_{j}" for j in range(4)]))
+    assert out["outputs"]["outputData"]["label"] == model.predict(X32).tolist()
+
+
 def test_a_regressor_gives_one_column() -> None:
     model = LinearRegression().fit(X[:, :3], X[:, 3])
     schema, onnx_bytes = prepare(pickled(model))
