@@ -1,7 +1,7 @@
 """Run every benchmark, one after another, stopping at the first that fails (``make bench``).
 
 Each runs as its own ``python -m bench.<name>`` subprocess with its default options:
-status, sessions, idle, consume, batch. One at a time: they share the machine's cores.
+status, sessions, idle, consume, batch, realtime. One at a time: they share the machine's cores.
 restarts and memory are left out (minutes long; memory needs about 11 GiB free).
 
     .venv/bin/python -m bench.run_all
@@ -17,7 +17,7 @@ from typing import Any
 
 from bench._server import PROJECT_ROOT
 
-BENCHMARKS = ["status", "sessions", "idle", "consume", "batch"]
+BENCHMARKS = ["status", "sessions", "idle", "consume", "batch", "realtime"]
 
 
 def main(argv: list[str] | None = None) -> int:

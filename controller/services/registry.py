@@ -242,6 +242,25 @@ class ServiceRegistry:
 
     # --- realtime services --------------------------------------------------------------
 
+    async def check_realtime(
+        self, caller: Identity, name: str, version: str | None, *, patch: bool = False
+    ) -> None:
+        """Whether ``caller`` may publish a version of ``name`` (``patch``: change that
+        ``version``), asked before the model is read: one who may not gets the 403 (or
+        404) without making the controller spool megabytes first."""
+        check_name(name)
+        if version is not None:
+            check_version(version)
+        if patch and version is not None:
+            access.check_manage(caller, (await self.find(name, version)).record, "update")
+            return
+        await self.versions_now(name)
+        if version is None:
+            existing = self.versions(name)
+            access.check_publish(caller, name, existing[0].record if existing else None)
+        else:
+            self._check_new(caller, name, version)
+
     async def publish_realtime(
         self, caller: Identity, name: str, version: str | None, form: RealtimeForm
     ) -> Service:
@@ -331,7 +350,7 @@ class ServiceRegistry:
             except BaseException as exc:
                 await self._environments.drop(image, archive)
                 if isinstance(exc, DuplicateKey):
-                    raise _exists(name, version) from None
+                    raise _exists(name, version, realtime=True) from None
                 raise
             service = self._make(record)
             self._services.put(service)
@@ -367,7 +386,7 @@ class ServiceRegistry:
         existing = self.versions(name)
         access.check_publish(caller, name, existing[0].record if existing else None)
         if (name, version) in self._services:
-            raise _exists(name, version)
+            raise _exists(name, version, realtime=True)
 
     async def _keep_model(self, caller: Identity, key: str, onnx: Path) -> tuple[str, str]:
         """The base environment kept for a new realtime version, and its model's own copy
@@ -597,10 +616,11 @@ def _containers_differ(new: ServiceRecord, old: ServiceRecord) -> bool:
     return any(getattr(new, f) != getattr(old, f) for f in _CONTAINER_FIELDS)
 
 
-def _exists(name: str, version: str) -> ConflictError:
+def _exists(name: str, version: str, realtime: bool = False) -> ConflictError:
+    where = "realtime-services" if realtime else "services"
     return ConflictError(
         f"web service '{name}' version '{version}' already exists; "
-        f"PATCH /services/{name}/{version} to change it, or publish another version"
+        f"PATCH /{where}/{name}/{version} to change it, or publish another version"
     )
 
 

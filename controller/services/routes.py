@@ -187,12 +187,13 @@ async def _realtime(request: web.Request, version: str | None) -> web.Response:
     """Publish the form's model as ``name``/``version`` (a new GUID when ``None``)."""
     name = request.match_info["name"]
     refuse_reserved(name, "service name")
-    settings = request.app[SETTINGS]
+    settings, registry, who = request.app[SETTINGS], request.app[SERVICES], caller(request)
+    await registry.check_realtime(who, name, version)
     limit = int(settings.realtime_model_max)
     async with read_form(request, limit, settings.data_dir / "spool") as form:
         if form.sha256 is not None:
             request[_MODEL_SHA256] = form.sha256
-        service = await request.app[SERVICES].publish_realtime(caller(request), name, version, form)
+        service = await registry.publish_realtime(who, name, version, form)
     return json_response(f"/api/{service.record.name}/{service.record.version}", status=201)
 
 
@@ -212,10 +213,11 @@ async def publish_realtime_version(request: web.Request) -> web.Response:
 @audited("service.patch", target=service_target, detail=model_detail)
 async def patch_realtime_version(request: web.Request) -> web.Response:
     name, version = request.match_info["name"], request.match_info["version"]
-    settings = request.app[SETTINGS]
+    settings, registry, who = request.app[SETTINGS], request.app[SERVICES], caller(request)
+    await registry.check_realtime(who, name, version, patch=True)
     limit = int(settings.realtime_model_max)
     async with read_form(request, limit, settings.data_dir / "spool") as form:
         if form.sha256 is not None:
             request[_MODEL_SHA256] = form.sha256
-        service = await request.app[SERVICES].patch_realtime(caller(request), name, version, form)
+        service = await registry.patch_realtime(who, name, version, form)
     return json_response(f"/api/{service.record.name}/{service.record.version}")

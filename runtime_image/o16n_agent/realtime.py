@@ -61,12 +61,17 @@ class RealtimeOps:
         if not blob:
             raise ModelRefused("the model is empty")
         data = bytes(blob)
-        if sklearn_onnx.is_pickle(data):
-            model, changed = sklearn_onnx.convert(data), True
-        else:
-            model, changed = onnx_model.parse(data), False
-        changed = onnx_model.remove_zipmap(model) or changed
-        schema = onnx_model.validate(model)
+        try:
+            if sklearn_onnx.is_pickle(data):
+                model, changed = sklearn_onnx.convert(data), True
+            else:
+                model, changed = onnx_model.parse(data), False
+            changed = onnx_model.remove_zipmap(model) or changed
+            schema = onnx_model.validate(model)
+        except OpError:
+            raise
+        except Exception as exc:  # a crafted graph the checks trip over: still a refusal
+            raise ModelRefused(f"the model cannot be read: {_text(exc)}") from None
         if changed:
             data = model.SerializeToString()
         del model

@@ -158,6 +158,19 @@ def test_a_regressor_gives_one_column() -> None:
     assert np.allclose(out["variable"], model.predict(X32[:, :3]), atol=1e-4)
 
 
+def test_an_output_larger_than_a_reply_may_be_is_the_requests_failure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model = LinearRegression().fit(X[:, :3], X[:, 3])
+    schema, onnx_bytes = prepare(pickled(model))
+    ops = served(schema, onnx_bytes)
+    frame = {f"X_{j}": X32[:, j].tolist() for j in range(3)}
+    monkeypatch.setattr("o16n_agent.realtime.REPLY_MAX", 4096 + 1000)
+    reply = score(ops, frame)
+    assert reply["success"] is False and "score fewer rows" in reply["error"]
+    assert reply["outputs"] == {"outputData": None}
+
+
 # --- ONNX uploads --------------------------------------------------------------------------
 
 
@@ -193,6 +206,14 @@ def test_a_zipmap_is_taken_off_the_probabilities() -> None:
     values = out["outputs"]["outputData"]
     for c, column in enumerate(probabilities["columns"]):
         assert np.allclose(values[column], expected[:, c], atol=1e-5)
+
+
+def test_a_crafted_zipmap_is_a_refusal_not_a_crash() -> None:
+    model = RandomForestClassifier(n_estimators=3, random_state=0).fit(X, Y)
+    parsed = onnx.load_from_string(converted(model, zipmap=True))
+    zipmap = next(n for n in parsed.graph.node if n.op_type == "ZipMap")
+    zipmap.input.append(zipmap.input[0])  # two inputs: no ZipMap has that
+    assert "cannot be read" in refusal(parsed.SerializeToString())
 
 
 def graph_model(

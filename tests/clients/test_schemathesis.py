@@ -23,10 +23,11 @@ pytestmark = pytest.mark.docker
 
 CORE = Path(__file__).resolve().parents[2] / "swagger" / "o16n-swagger.json"
 # The realtime endpoints are left out: each fuzzed publish would start a container to
-# check a random model (tests/realtime checks them). The /admin endpoints are left out: fuzzed with the Owner's token they would end that token's
-# own logins (a random new password) or drain the node under the other cases; tests/admin
-# checks them. /computenodes too: a fuzzed list would have the engine connect to made-up
-# nodes (a 503 when it cannot) under the other cases; tests/computenodes checks it.
+# check a random model (tests/realtime checks them). The /admin endpoints too: fuzzed with
+# the Owner's token they would end that token's own logins (a random new password) or
+# drain the node under the other cases; tests/admin checks them. /computenodes too: a
+# fuzzed list would have the engine connect to made-up nodes (a 503 when it cannot) under
+# the other cases; tests/computenodes checks it.
 schema = schemathesis.openapi.from_path(str(CORE)).exclude(
     path_regex="^/(realtime-services|admin|computenodes)"
 )

@@ -216,7 +216,13 @@ async def test_roles_and_ownership(
     reader = await user_headers(client, "rita", "Reader")
     model = onnx_graph()
     await publish_model(client, reader, "Mine", "1", model, expect=403)
+    # who may not publish hears so before the model is read: a 403, not the size's 413
+    big = b"\x08" * (MODEL_MAX + 1)
+    await publish_model(client, reader, "Mine", "1", big, expect=403)
     await publish_model(client, alice, "Owned", "1", model)
+    await publish_model(client, bob, "Owned", "1", big, expect=403, patch=True)
+    again = await publish_model(client, alice, "Owned", "1", big, expect=409)
+    assert "PATCH /realtime-services/Owned/1" in again["message"]
     await publish_model(client, bob, "Owned", "2", model, expect=403)  # alice owns the name
     await publish_model(client, bob, "Owned", "1", model, expect=403, patch=True)
     await publish_model(client, reader, "Owned", "1", None, expect=403, patch=True, description="x")
@@ -280,6 +286,8 @@ async def test_refusals_say_why_and_leave_nothing_behind(
         assert resp.status == status, (what, await resp.text())
         message = (await resp.json())["message"]
         assert says in message, (what, message)
+        if status == 400 and model:  # the container's refusal
+            assert message.startswith("the model was refused: "), (what, message)
         assert leftovers(settings) == before, what
         assert await (await client.get("/services/Bad", headers=admin_headers)).json() == []
     resp = await client.post("/realtime-services/Bad/1", data=b"\x08\x07", headers=admin_headers)

@@ -9,6 +9,7 @@ is checked against the output columns before it reaches the caller."""
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,8 @@ from controller.errors import AgentProtocolError, BadRequestError
 
 #: element types a tensor may have, and the JSON values its columns take
 FLOATS = frozenset({"float", "double"})
+#: the largest finite float32
+FLOAT32_MAX = 3.4028234663852886e38
 INTEGERS: dict[str, tuple[int, int]] = {
     "int8": (-(1 << 7), (1 << 7) - 1),
     "int16": (-(1 << 15), (1 << 15) - 1),
@@ -159,8 +162,11 @@ def check_frame(schema: ModelSchema, body: Any) -> dict[str, Any]:
             )
         bad = _first_mistyped(values, kind)
         if bad is not None:
+            value = values[bad]
+            beyond = kind in FLOATS and type(value) in (int, float)
             raise BadRequestError(
-                f"column '{column}' ({_described(kind)}): row {bad} is {_shown(values[bad])}"
+                f"column '{column}' ({_described(kind)}): row {bad} is {_shown(value)}"
+                + (f", beyond what a {kind} holds" if beyond else "")
             )
         checked[column] = values
     return {INPUT: checked}
@@ -169,9 +175,14 @@ def check_frame(schema: ModelSchema, body: Any) -> dict[str, Any]:
 def _first_mistyped(values: list[Any], kind: str) -> int | None:
     """The index of the first value that is not of ``kind`` (``None``: all are)."""
     if kind in FLOATS:
-        ok: Any = (float, int, type(None))
+        # beyond the type's range a number would become an infinity (or not convert)
+        most = FLOAT32_MAX if kind == "float" else sys.float_info.max
         for i, v in enumerate(values):
-            if type(v) not in ok:
+            t = type(v)
+            if t is float or t is int:
+                if not -most <= v <= most:
+                    return i
+            elif v is not None:
                 return i
         return None
     if kind in INTEGERS:

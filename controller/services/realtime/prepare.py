@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import IO
 
-from controller.errors import AgentGone, BadRequestError, PayloadTooLargeError
+from controller.errors import AgentGone, BadRequestError
 from controller.runtime.agent_link import AgentTimeout
 from controller.runtime.blobs import FileSource
 from controller.runtime.sandbox import Sandbox
@@ -63,7 +63,8 @@ class ModelPreparer:
         self, upload: FileSource, owner: str
     ) -> AsyncIterator[tuple[ModelSchema, Path]]:
         """The model's schema and its ONNX graph in a file that lasts until the block ends;
-        ``BadRequestError`` saying why when the model is refused."""
+        ``BadRequestError`` saying why when the model is refused (the agent refuses with
+        an ``invalid`` error), ``PayloadTooLargeError`` when its ONNX graph is too large."""
         await asyncio.to_thread(self._spool_dir.mkdir, mode=0o700, parents=True, exist_ok=True)
         fd, name = await asyncio.to_thread(tempfile.mkstemp, suffix=".onnx", dir=self._spool_dir)
         path = Path(name)
@@ -72,11 +73,6 @@ class ModelPreparer:
                 sink = FileSink(file)
                 reply = await self._ask(upload, owner, sink)
                 await asyncio.to_thread(file.flush)
-            error = reply.get("error")
-            if error is not None:
-                if not isinstance(error, str):
-                    raise BadRequestError("the model was refused")
-                raise BadRequestError(f"the model was refused: {error[:MESSAGE_MAX]}")
             schema = parse_schema(reply.get("schema"))
             if not sink.size:
                 raise BadRequestError("the model check produced no ONNX graph")
@@ -99,6 +95,8 @@ class ModelPreparer:
                 blob_limit=self._model_max,
                 sink=sink,
             )
+        except BadRequestError as exc:  # the agent's refusal, saying why
+            raise BadRequestError(f"the model was refused: {exc.message}") from None
         except AgentTimeout:
             raise BadRequestError(
                 f"the model could not be checked within {self._timeout:g} s "
@@ -111,10 +109,6 @@ class ModelPreparer:
             ) from None
         finally:
             await self._sandboxes.destroy(sandbox)
-        if reply.get("too_large"):
-            raise PayloadTooLargeError(
-                f"the converted model is larger than the limit of {self._model_max} bytes"
-            )
         return reply
 
 
