@@ -47,6 +47,9 @@ IN_MEMORY_MAX = 16 << 20
 RUNTIME = "Python"
 #: seconds for workspace, file and snapshot operations
 AGENT_TIMEOUT = 120.0
+#: the largest request message the agent reads (``o16n_agent.agent.REQUEST_LIMIT``): one
+#: over it ends the agent's connection, so callers refuse such a request first
+AGENT_REQUEST_MAX = 64 << 20
 
 Reply = tuple[dict[str, Any], bytes | None]
 #: requests that run user code, which an ``interrupt`` message may stop (protocol v2)

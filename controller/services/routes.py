@@ -9,10 +9,12 @@ from aiohttp import web
 
 from controller.audit.trail import audited, code_digest, service_target
 from controller.auth.middleware import caller
+from controller.errors import PayloadTooLargeError
 from controller.http.bodies import read_json, read_model
 from controller.http.responses import json_response
 from controller.metrics.http import succeeded
 from controller.reserved_names import refuse_reserved, reserved
+from controller.runtime.agent_link import AGENT_REQUEST_MAX
 from controller.services import consume
 from controller.services.metered import timed_consume
 from controller.services.models import PoolRequest, PublishWebServiceRequest
@@ -25,6 +27,9 @@ from controller.timing import now, record
 routes = web.RouteTableDef()
 
 COMPUTE_NODE = "local-docker"
+#: the largest consume body: its inputs go to the container in one message of at most
+#: AGENT_REQUEST_MAX bytes, and JSON written again may grow (``1e5`` is ``100000.0``)
+CONSUME_BODY_MAX = AGENT_REQUEST_MAX // 2
 
 
 # --- management -----------------------------------------------------------------------------
@@ -154,6 +159,11 @@ async def delete_pool(request: web.Request) -> web.Response:
 async def consume_service(request: web.Request) -> web.Response:
     app = request.app
     service = await app[SERVICES].find(request.match_info["name"], request.match_info["version"])
+    if len(await request.read()) > CONSUME_BODY_MAX:
+        raise PayloadTooLargeError(
+            f"a consume request's body may take at most {CONSUME_BODY_MAX} bytes "
+            "(what a container is sent at once): send fewer rows per request, or a batch"
+        )
     inputs = consume.check_inputs(service, await read_json(request))
     result = await consume.run(service, inputs, app[SETTINGS].consume_timeout)
     succeeded(request, result["success"])

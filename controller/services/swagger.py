@@ -171,10 +171,10 @@ def _frames(schema: ModelSchema) -> dict[str, Any]:
         (OUTPUT, "OutputData", schema.output_columns(), True),
     ):
         definitions[ref] = frame_schema(columns, outputs=outputs)
-        parameters: dict[str, Any] = {
-            "type": "object",
-            "properties": {name: {"$ref": f"#/definitions/{ref}"}},
-        }
+        frame: dict[str, Any] = {"$ref": f"#/definitions/{ref}"}
+        if outputs:  # null when the request failed
+            frame = {"allOf": [frame], "x-nullable": True}
+        parameters: dict[str, Any] = {"type": "object", "properties": {name: frame}}
         if not outputs:
             parameters["required"] = [name]
         definitions["OutputParameters" if outputs else "InputParameters"] = parameters

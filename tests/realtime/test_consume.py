@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,11 @@ async def test_a_frame_of_many_rows_scores_as_scikit_learn_does(
         ({c: [1.0] for c in FEATURES}, "'inputData'"),
         ([{"inputData": {}}], "'inputData'"),
         ("inputData", "'inputData'"),
+        # a value is described, never written out: it may be nested past any recursion
+        (
+            {"inputData": {**{c: [1.0] for c in FEATURES}, FEATURES[0]: [[[[[]]]] * 1000]}},
+            "row 0 is an array",
+        ),
     ]
     for body, says in bad:
         result = await consume(client, admin_headers, "Iris", "1", body, expect=400)
@@ -135,8 +141,8 @@ async def test_a_frame_of_many_rows_scores_as_scikit_learn_does(
     assert definitions["InputParameters"]["properties"] == {
         "inputData": {"$ref": "#/definitions/InputData"}
     }
-    assert definitions["OutputParameters"]["properties"] == {
-        "outputData": {"$ref": "#/definitions/OutputData"}
+    assert definitions["OutputParameters"]["properties"] == {  # null when it failed
+        "outputData": {"allOf": [{"$ref": "#/definitions/OutputData"}], "x-nullable": True}
     }
 
 
@@ -329,3 +335,24 @@ async def test_an_answer_too_large_for_the_agent_is_a_result(
     assert "bytes" in result["errorMessage"], result
     small = {"inputData": {"X_0": [1.0], "X_1": [1.0]}}
     assert (await consume(client, headers, "Wide", "1", small))["success"]
+
+
+async def test_a_body_larger_than_a_container_takes_is_a_413(
+    client: TestClient[Any, Any], admin_headers: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The inputs go to the container in one message, which the agent reads up to a
+    limit; past it the agent would hang up: refused before any container is touched."""
+    from o16n_agent.agent import REQUEST_LIMIT
+
+    from controller.runtime.agent_link import AGENT_REQUEST_MAX
+
+    assert AGENT_REQUEST_MAX == REQUEST_LIMIT
+    await publish_model(client, admin_headers, "Big", "1", pickled_logistic())
+    small = frame_body(noisy_iris(2))
+    monkeypatch.setattr("controller.services.routes.CONSUME_BODY_MAX", len(json.dumps(small)))
+    body = frame_body(noisy_iris(100))
+    result = await consume(client, admin_headers, "Big", "1", body, expect=413)
+    assert "fewer rows" in result["message"]
+    assert await containers(client) == 0
+    result = await consume(client, admin_headers, "Big", "1", small)
+    assert result["success"], result
