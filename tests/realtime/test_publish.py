@@ -319,3 +319,18 @@ class Boom:
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return int, ("boom",)
+
+
+async def test_a_model_wider_than_the_controller_keeps_is_a_400(
+    client: TestClient[Any, Any],
+    admin_headers: dict[str, str],
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The container may describe what the controller will not hold (the columns live in
+    every controller's catalogue and swagger): the publisher's model, so a 400."""
+    monkeypatch.setattr("controller.services.realtime.model.MAX_COLUMNS", 1)
+    before = leftovers(settings)
+    answer = await publish_model(client, admin_headers, "Wide", "1", onnx_graph(), expect=400)
+    assert answer["message"] == "the model was refused: the model has more than 1 input columns"
+    assert leftovers(settings) == before

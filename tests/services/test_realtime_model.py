@@ -102,6 +102,8 @@ def test_a_well_formed_frame_keeps_only_the_model_columns() -> None:
         ({**GOOD, "n": [1, 2.0]}, "column 'n'"),
         ({**GOOD, "s": ["x", 1]}, "column 's' (strings)"),
         ({**GOOD, "f": [1, 0]}, "column 'f' (true or false)"),
+        ({**GOOD, "s": ["x", ["y" * 10**6]]}, "row 1 is an array"),
+        ({**GOOD, "s": ["x", {"y": 1}]}, "row 1 is an object"),
     ],
 )
 def test_a_bad_frame_is_a_400_naming_the_column(frame: dict[str, Any], says: str) -> None:
@@ -130,6 +132,9 @@ def test_a_containers_answer_must_be_the_output_columns_row_for_row() -> None:
         {"outputData": {"label": [0], "p_0": [0.5], "p_1": [0.5]}},
         {"outputData": {"label": [0, [1]], "p_0": [0.5, 0.5], "p_1": [0.5, 0.5]}},
         {"outputData": {"label": [0, {}], "p_0": [0.5, 0.5], "p_1": [0.5, 0.5]}},
+        {"outputData": {"label": [0, 1], "p_0": ["0.5", 0.5], "p_1": [0.5, 0.5]}},
+        {"outputData": {"label": [0, None], "p_0": [0.5, 0.5], "p_1": [0.5, 0.5]}},
+        {"outputData": {"label": [0, 1.0], "p_0": [0.5, 0.5], "p_1": [0.5, 0.5]}},
     ):
         with pytest.raises(AgentProtocolError):
             check_output(SCHEMA, bad, 2)

@@ -32,7 +32,7 @@ INTEGERS: dict[str, tuple[int, int]] = {
 TYPES = FLOATS | set(INTEGERS) | {"bool", "string"}
 #: bounds on what a container may describe (the controller keeps it in memory)
 MAX_TENSORS = 256
-MAX_COLUMNS = 65_536
+MAX_COLUMNS = 10_000
 MAX_NAME = 256
 
 #: the one input and the one output of every realtime service (ML Server's)
@@ -112,8 +112,10 @@ def _tensors(raw: Any, what: str) -> tuple[Tensor, ...]:
         ):
             raise AgentProtocolError(f"the model check sent malformed {what}")
         total += len(columns)
-        if total > MAX_COLUMNS or seen.intersection(columns) or len(set(columns)) != len(columns):
-            raise AgentProtocolError(f"the model check sent too many or repeated {what} columns")
+        if total > MAX_COLUMNS:
+            raise AgentProtocolError(f"the model has more than {MAX_COLUMNS} {what[:-1]} columns")
+        if seen.intersection(columns) or len(set(columns)) != len(columns):
+            raise AgentProtocolError(f"the model check sent repeated {what} columns")
         seen.update(columns)
         tensors.append(Tensor(str(name), str(kind), tuple(columns)))
     return tuple(tensors)
@@ -208,7 +210,11 @@ def _described(kind: str) -> str:
 
 
 def _shown(value: Any) -> str:
-    text = json.dumps(value)
+    if isinstance(value, list):  # never written out: it may be huge or nested deep
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    text = json.dumps(value[:40] if isinstance(value, str) else value)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
@@ -217,25 +223,21 @@ def _shown(value: Any) -> str:
 
 def check_output(schema: ModelSchema, outputs: Any, rows: int) -> dict[str, Any]:
     """A container's ``outputs``: the output columns and nothing else, each ``rows`` long,
-    each value a JSON scalar (``AgentProtocolError`` otherwise: never trusted)."""
+    each value of the column's type (``AgentProtocolError`` otherwise: never trusted)."""
     frame = outputs.get(OUTPUT) if isinstance(outputs, dict) else None
     if not isinstance(frame, dict):
         raise AgentProtocolError("the scoring container sent no output data frame")
     checked: dict[str, list[Any]] = {}
-    for column, _ in schema.output_columns():
+    for column, kind in schema.output_columns():
         values = frame.get(column)
-        if not isinstance(values, list) or len(values) != rows:
+        if (
+            not isinstance(values, list)
+            or len(values) != rows
+            or _first_mistyped(values, kind) is not None
+        ):
             raise AgentProtocolError(f"the scoring container sent a malformed column {column!r}")
-        for v in values:
-            if type(v) not in _SCALARS:
-                raise AgentProtocolError(
-                    f"the scoring container sent a malformed column {column!r}"
-                )
         checked[column] = values
     return {OUTPUT: checked}
-
-
-_SCALARS = frozenset({float, int, str, bool, type(None)})
 
 
 def rows_of(inputs: dict[str, Any]) -> int:

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import IO
 
-from controller.errors import AgentGone, BadRequestError
+from controller.errors import AgentGone, AgentProtocolError, BadRequestError
 from controller.runtime.agent_link import AgentTimeout
 from controller.runtime.blobs import FileSource
 from controller.runtime.sandbox import Sandbox
@@ -72,8 +72,11 @@ class ModelPreparer:
             with os.fdopen(fd, "wb") as file:
                 sink = FileSink(file)
                 reply = await self._ask(upload, owner, sink)
-                await asyncio.to_thread(file.flush)
-            schema = parse_schema(reply.get("schema"))
+                await asyncio.to_thread(_sync, file)  # on disk before a row names it
+            try:
+                schema = parse_schema(reply.get("schema"))
+            except AgentProtocolError as exc:  # a model the controller cannot take
+                raise BadRequestError(f"the model was refused: {exc.message}") from None
             if not sink.size:
                 raise BadRequestError("the model check produced no ONNX graph")
             yield schema, path
@@ -110,6 +113,11 @@ class ModelPreparer:
         finally:
             await self._sandboxes.destroy(sandbox)
         return reply
+
+
+def _sync(file: IO[bytes]) -> None:
+    file.flush()
+    os.fsync(file.fileno())
 
 
 def _unlink(path: Path) -> None:
