@@ -252,7 +252,10 @@ class ServiceRegistry:
         if version is not None:
             check_version(version)
         if patch and version is not None:
-            access.check_manage(caller, (await self.find(name, version)).record, "update")
+            service = await self.find(name, version)
+            access.check_manage(caller, service.record, "update")
+            if service.model is None:
+                raise _not_realtime(name, version)
             return
         await self.versions_now(name)
         if version is None:
@@ -289,10 +292,7 @@ class ServiceRegistry:
         old = await self.find(name, version)
         access.check_manage(caller, old.record, "update")
         if old.model is None:
-            raise BadRequestError(
-                f"'{name}' version '{version}' is a Python service: change it with "
-                f"PATCH /services/{name}/{version}"
-            )
+            raise _not_realtime(name, version)
         if form.model is None:
             async with self._lock:
                 old = self.get(name, version)
@@ -369,6 +369,8 @@ class ServiceRegistry:
         async with self._lock:
             old = self.get(name, version)
             access.check_manage(caller, old.record, "update")
+            if old.model is None:  # deleted and published again as Python meanwhile
+                raise _not_realtime(name, version)
             record = self._with_fields(old.record, form)
             record.key = secrets.token_hex(8)
             record.image, record.archive = await self._keep_model(caller, record.key, onnx)
@@ -614,6 +616,13 @@ _CONTAINER_FIELDS = (
 
 def _containers_differ(new: ServiceRecord, old: ServiceRecord) -> bool:
     return any(getattr(new, f) != getattr(old, f) for f in _CONTAINER_FIELDS)
+
+
+def _not_realtime(name: str, version: str) -> BadRequestError:
+    return BadRequestError(
+        f"'{name}' version '{version}' is a Python service: change it with "
+        f"PATCH /services/{name}/{version}"
+    )
 
 
 def _exists(name: str, version: str, realtime: bool = False) -> ConflictError:
