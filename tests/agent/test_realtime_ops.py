@@ -22,7 +22,11 @@ from o16n_agent.realtime import RealtimeOps
 from onnx import TensorProto, helper
 from sklearn.base import BaseEstimator
 from sklearn.datasets import load_iris
-from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
+from sklearn.ensemble import (
+    GradientBoostingClassifier,
+    HistGradientBoostingClassifier,
+    RandomForestClassifier,
+)
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -98,6 +102,8 @@ CLASSIFIERS = {
     "logistic": lambda: LogisticRegression(max_iter=1000),
     "forest": lambda: RandomForestClassifier(n_estimators=20, random_state=0),
     "boosting": lambda: GradientBoostingClassifier(n_estimators=20, random_state=0),
+    # skl2onnx passes numpy booleans where protobuf 7 wants ints: pinned to protobuf 6
+    "histogram boosting": lambda: HistGradientBoostingClassifier(max_iter=20, random_state=0),
     "pipeline": lambda: make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)),
 }
 
