@@ -46,7 +46,7 @@ def models() -> dict[str, Any]:
         "logistic": LogisticRegression(max_iter=1000),
         "forest": RandomForestClassifier(n_estimators=50, random_state=0),
         "boosting": GradientBoostingClassifier(n_estimators=50, random_state=0),
-        "histogram boosting": HistGradientBoostingClassifier(max_iter=30, random_state=0),
+        "histogram-boosting": HistGradientBoostingClassifier(max_iter=30, random_state=0),
         "pipeline": make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)),
     }
     # SVC's probability=True is deprecated since scikit-learn 1.9; the issue names it
