@@ -143,15 +143,11 @@ class ServiceRegistry:
                 raise BadRequestError("'code' is required to publish a web service")
             key = secrets.token_hex(8)
             image, archive, generic = await self._environments.make(caller, request.snapshotId, key)
-            now = time.time()
-            record = ServiceRecord(
-                name=name,
-                version=version,
-                key=key,
-                publisher_id=caller.user_id,
-                publisher_name=caller.username,
-                created_at=now,
-                creation_time=dotnet_timestamp(now),
+            record = _new_record(
+                caller,
+                name,
+                version,
+                key,
                 runtime=RUNTIME,
                 code=request.code,
                 image=image,
@@ -325,15 +321,11 @@ class ServiceRegistry:
             self._check_new(caller, name, version)
             key = secrets.token_hex(8)
             image, archive = await self._keep_model(caller, key, onnx)
-            now = time.time()
-            record = ServiceRecord(
-                name=name,
-                version=version,
-                key=key,
-                publisher_id=caller.user_id,
-                publisher_name=caller.username,
-                created_at=now,
-                creation_time=dotnet_timestamp(now),
+            record = _new_record(
+                caller,
+                name,
+                version,
+                key,
                 runtime=REALTIME,
                 code="",
                 image=image,
@@ -616,6 +608,23 @@ _CONTAINER_FIELDS = (
 
 def _containers_differ(new: ServiceRecord, old: ServiceRecord) -> bool:
     return any(getattr(new, f) != getattr(old, f) for f in _CONTAINER_FIELDS)
+
+
+def _new_record(
+    caller: Identity, name: str, version: str, key: str, **fields: Any
+) -> ServiceRecord:
+    """A version ``caller`` publishes now."""
+    now = time.time()
+    return ServiceRecord(
+        name=name,
+        version=version,
+        key=key,
+        publisher_id=caller.user_id,
+        publisher_name=caller.username,
+        created_at=now,
+        creation_time=dotnet_timestamp(now),
+        **fields,
+    )
 
 
 def _not_realtime(name: str, version: str) -> BadRequestError:
