@@ -29,6 +29,7 @@ from controller.errors import (
     BadRequestError,
     NotFoundError,
     O16nError,
+    PayloadTooLargeError,
     RuntimeFailure,
     ServiceUnavailableError,
 )
@@ -327,9 +328,14 @@ class BatchRunner:
                     f"record {i} does not match the inputs of {service.label}: " + "; ".join(parts)
                 )
             try:
-                checked.append(consume.check_inputs(service, item))
+                inputs = consume.check_inputs(service, item)
             except BadRequestError as exc:
                 raise BadRequestError(f"record {i}: {exc.message}") from None
+            try:
+                consume.check_size(inputs)
+            except PayloadTooLargeError as exc:
+                raise PayloadTooLargeError(f"record {i}: {exc.message}") from None
+            checked.append(inputs)
         return checked
 
 

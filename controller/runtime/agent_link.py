@@ -51,6 +51,13 @@ AGENT_TIMEOUT = 120.0
 #: over it ends the agent's connection, so callers refuse such a request first
 AGENT_REQUEST_MAX = 64 << 20
 
+
+def message_size(args: dict[str, Any]) -> int:
+    """Bytes of a request's fields as the link writes them (JSON numbers written again
+    may take several times the bytes they came in: ``1e15`` is ``1000000000000000.0``)."""
+    return len(protocol.dumps(args))
+
+
 Reply = tuple[dict[str, Any], bytes | None]
 #: requests that run user code, which an ``interrupt`` message may stop (protocol v2)
 INTERRUPTIBLE = frozenset({"execute", "execution_result", "run", "score"})

@@ -13,7 +13,8 @@ from typing import Any
 
 from o16n_agent.codec import DecodeError, check_input
 
-from controller.errors import AgentProtocolError, BadRequestError
+from controller.errors import AgentProtocolError, BadRequestError, PayloadTooLargeError
+from controller.runtime.agent_link import AGENT_REQUEST_MAX, message_size
 from controller.services.realtime import model
 from controller.services.registry import Service
 from controller.sessions.models import changed_files, failed_result
@@ -40,6 +41,28 @@ def check_inputs(service: Service, body: Any) -> dict[str, Any]:
             raise BadRequestError(f"input '{name}' ({declared}): {exc}") from None
         inputs[name] = value
     return inputs
+
+
+#: how many times its bytes a JSON body may take once written again (``1e15`` becomes
+#: ``1000000000000000.0``): a body below AGENT_REQUEST_MAX / GROWTH_MAX needs no measuring
+GROWTH_MAX = 5
+#: room for the message's other fields
+_MESSAGE_ROOM = 4096
+
+
+def check_size(inputs: dict[str, Any], body_size: int | None = None) -> None:
+    """413 when ``inputs`` would not fit in the one message a container is sent (its
+    agent would hang up); measured only when the body they came in (``body_size``) may
+    be that large."""
+    room = AGENT_REQUEST_MAX - _MESSAGE_ROOM
+    if body_size is not None and body_size * GROWTH_MAX <= room:
+        return
+    size = message_size({"inputs": inputs})
+    if size > room:
+        raise PayloadTooLargeError(
+            f"the inputs take {size} bytes as a container is sent them, more than the "
+            f"{room} it takes at once: send fewer rows per request"
+        )
 
 
 def failure(service: Service, message: str) -> dict[str, Any]:

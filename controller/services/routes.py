@@ -27,8 +27,8 @@ from controller.timing import now, record
 routes = web.RouteTableDef()
 
 COMPUTE_NODE = "local-docker"
-#: the largest consume body: its inputs go to the container in one message of at most
-#: AGENT_REQUEST_MAX bytes, and JSON written again may grow (``1e5`` is ``100000.0``)
+#: the largest consume body (parsed, it takes about ten times its bytes); its inputs must
+#: also fit in one message to the container (``consume.check_size``)
 CONSUME_BODY_MAX = AGENT_REQUEST_MAX // 2
 
 
@@ -159,12 +159,14 @@ async def delete_pool(request: web.Request) -> web.Response:
 async def consume_service(request: web.Request) -> web.Response:
     app = request.app
     service = await app[SERVICES].find(request.match_info["name"], request.match_info["version"])
-    if len(await request.read()) > CONSUME_BODY_MAX:
+    size = len(await request.read())
+    if size > CONSUME_BODY_MAX:
         raise PayloadTooLargeError(
-            f"a consume request's body may take at most {CONSUME_BODY_MAX} bytes "
-            "(what a container is sent at once): send fewer rows per request, or a batch"
+            f"a consume request's body may take at most {CONSUME_BODY_MAX} bytes: "
+            "send fewer rows per request"
         )
     inputs = consume.check_inputs(service, await read_json(request))
+    consume.check_size(inputs, size)
     result = await consume.run(service, inputs, app[SETTINGS].consume_timeout)
     succeeded(request, result["success"])
     started = now()

@@ -356,3 +356,25 @@ async def test_a_body_larger_than_a_container_takes_is_a_413(
     assert await containers(client) == 0
     result = await consume(client, admin_headers, "Big", "1", small)
     assert result["success"], result
+
+
+async def test_inputs_that_grow_past_a_containers_message_are_a_413(
+    client: TestClient[Any, Any], admin_headers: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """JSON numbers written again may take several times their bytes (``1e15`` is
+    ``1000000000000000.0``): what is measured is the message the container is sent."""
+    await publish_model(client, admin_headers, "Grow", "1", pickled_logistic())
+    monkeypatch.setattr("controller.services.consume.AGENT_REQUEST_MAX", 4096 + 1500)
+    columns = ", ".join(f'"{c}": [{", ".join(["1e15"] * 30)}]' for c in FEATURES)
+    raw = '{"inputData": {' + columns + "}}"
+    assert len(raw) < 1500 < 4 * len(raw)
+    headers = {**admin_headers, "Content-Type": "application/json"}
+    resp = await client.post("/api/Grow/1", data=raw, headers=headers)
+    assert resp.status == 413, await resp.text()
+    assert "fewer rows" in (await resp.json())["message"]
+    resp = await client.post("/api/Grow/1/batch", data=f"[{raw}]", headers=headers)
+    assert resp.status == 413 and "record 0" in (await resp.json())["message"]
+    assert await containers(client) == 0
+    small = {"inputData": {c: [1.0] for c in FEATURES}}
+    result = await consume(client, admin_headers, "Grow", "1", small)
+    assert result["success"], result
