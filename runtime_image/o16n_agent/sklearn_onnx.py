@@ -52,11 +52,14 @@ def _convert(data: bytes) -> Any:
     names = getattr(estimator, "feature_names_in_", None)
     try:
         model = _to_onnx(estimator, width)
-    except ModelRefused:
+    except ModelRefused as refused:
         if names is None:
             raise
         # A ColumnTransformer picks its columns by name: one input per column, then
-        model = _to_onnx(estimator, width, [str(n) for n in names])
+        try:
+            model = _to_onnx(estimator, width, [str(n) for n in names])
+        except ModelRefused:
+            raise refused from None  # the reason of the usual conversion
         _name_inputs(model, [str(n) for n in names])
     else:
         _name_columns(model, estimator)
