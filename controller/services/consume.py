@@ -118,9 +118,7 @@ async def run(
     return result
 
 
-def shape(
-    service: Service, raw: dict[str, Any], inputs: dict[str, Any] | None = None
-) -> dict[str, Any]:
+def shape(service: Service, raw: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
     """The agent's reply as a ``WebServiceResult``, checked (the agent is untrusted); a
     realtime service's output columns, one value per row of ``inputs``, too."""
     success = raw.get("success")
@@ -144,7 +142,7 @@ def shape(
     ):
         raise AgentProtocolError("the service's agent sent a malformed reply")
     if service.model is not None:  # failed: no columns at all
-        rows = model.rows_of(inputs or {})
+        rows = model.rows_of(inputs)
         outputs = model.check_output(service.model, outputs, rows) if success else {}
     return {
         "success": success,
