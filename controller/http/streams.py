@@ -22,11 +22,17 @@ from aiohttp import web
 from controller.errors import PayloadTooLargeError
 from controller.runtime.agent_link import SinkFailed
 from controller.runtime.blobs import FileSource
+from controller.settings import Settings
 
 log = logging.getLogger(__name__)
 
 #: bytes gathered before one write to disk (fewer trips to the executor)
 WRITE_BATCH = 1 << 20
+
+
+def spool_dir(settings: Settings) -> Path:
+    """Where uploads wait on disk for their agent (the data directory, not a tmpfs)."""
+    return settings.data_dir / "spool"
 
 
 class ResponseSink:

@@ -22,6 +22,7 @@ from aiohttp import web
 from controller.auth.roles import Identity
 from controller.clock import dotnet_timestamp
 from controller.errors import BadRequestError, ConflictError, NotFoundError, O16nError
+from controller.http.streams import spool_dir
 from controller.metrics.definitions import forget_service
 from controller.runtime.agent_link import RUNTIME
 from controller.runtime.sandboxes import Sandboxes
@@ -73,7 +74,7 @@ class ServiceRegistry:
             warm,
             model_max=int(settings.realtime_model_max),
             timeout=settings.realtime_prepare_timeout,
-            spool_dir=settings.data_dir / "spool",
+            spool_dir=spool_dir(settings),
         )
         self._lock = asyncio.Lock()
         #: the batch paths and definitions of a per-service document, when batch is served

@@ -12,6 +12,7 @@ from controller.auth.middleware import caller
 from controller.errors import PayloadTooLargeError
 from controller.http.bodies import read_json, read_model
 from controller.http.responses import json_response
+from controller.http.streams import spool_dir
 from controller.metrics.http import succeeded
 from controller.reserved_names import refuse_reserved, reserved
 from controller.runtime.agent_link import AGENT_REQUEST_MAX
@@ -202,7 +203,7 @@ async def _realtime(request: web.Request, version: str | None) -> web.Response:
     settings, registry, who = request.app[SETTINGS], request.app[SERVICES], caller(request)
     await registry.check_realtime(who, name, version)
     limit = int(settings.realtime_model_max)
-    async with read_form(request, limit, settings.data_dir / "spool") as form:
+    async with read_form(request, limit, spool_dir(settings)) as form:
         if form.sha256 is not None:
             request[_MODEL_SHA256] = form.sha256
         service = await registry.publish_realtime(who, name, version, form)
@@ -228,7 +229,7 @@ async def patch_realtime_version(request: web.Request) -> web.Response:
     settings, registry, who = request.app[SETTINGS], request.app[SERVICES], caller(request)
     await registry.check_realtime(who, name, version, patch=True)
     limit = int(settings.realtime_model_max)
-    async with read_form(request, limit, settings.data_dir / "spool") as form:
+    async with read_form(request, limit, spool_dir(settings)) as form:
         if form.sha256 is not None:
             request[_MODEL_SHA256] = form.sha256
         service = await registry.patch_realtime(who, name, version, form)

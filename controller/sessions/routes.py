@@ -16,7 +16,7 @@ from controller.auth.roles import Identity
 from controller.errors import AgentProtocolError, BadRequestError
 from controller.http.bodies import read_model
 from controller.http.responses import json_response
-from controller.http.streams import ResponseSink, body_chunks, download, spool
+from controller.http.streams import ResponseSink, body_chunks, download, spool, spool_dir
 from controller.metrics.http import succeeded, timed_execute
 from controller.runtime.blobs import FileSource
 from controller.sessions.manager import SESSIONS
@@ -26,7 +26,7 @@ from controller.sessions.models import (
     check_file_name,
     check_object_name,
 )
-from controller.settings import SETTINGS, Settings
+from controller.settings import SETTINGS
 from controller.timing import now, record
 
 routes = web.RouteTableDef()
@@ -37,11 +37,6 @@ routes = web.RouteTableDef()
 SNAPSHOT_SOURCE = web.AppKey[Callable[[Identity, str], Awaitable[tuple[str, Path]]]](
     "snapshot_source"
 )
-
-
-def spool_dir(settings: Settings) -> Path:
-    """Where uploads wait on disk for their agent (the data directory, not a tmpfs)."""
-    return settings.data_dir / "spool"
 
 
 @routes.post("/sessions")
