@@ -255,24 +255,18 @@ class ServiceRegistry:
                 raise _not_realtime(name, version)
             return
         await self.versions_now(name)
-        if version is None:
-            existing = self.versions(name)
-            access.check_publish(caller, name, existing[0].record if existing else None)
-        else:
-            self._check_new(caller, name, version)
+        self._check_new(caller, name, version)
 
     async def publish_realtime(
         self, caller: Identity, name: str, version: str | None, form: RealtimeForm
     ) -> Service:
         """A version scoring the form's model (checked, and converted to ONNX, in a
-        single-use container first: the publish is refused before any of that when the
-        caller may not publish it)."""
+        single-use container first). ``check_realtime`` asked, before the form was read,
+        whether the caller may; the answer is asked again under the lock."""
         check_name(name)
         version = check_version(version) if version is not None else str(uuid.uuid4())
         if form.model is None:
             raise BadRequestError("the form has no file part named 'model'")
-        await self.versions_now(name)
-        self._check_new(caller, name, version)
         async with self._models.prepare(form.model, caller.username) as (schema, onnx):
             service = await self._add_realtime(caller, name, version, form, schema, onnx)
         service.pool.warm()
@@ -377,10 +371,11 @@ class ServiceRegistry:
             self._services.put(service)
         return old, service
 
-    def _check_new(self, caller: Identity, name: str, version: str) -> None:
+    def _check_new(self, caller: Identity, name: str, version: str | None) -> None:
+        """``caller`` may publish ``version`` of ``name`` (``None``: a new GUID one)."""
         existing = self.versions(name)
         access.check_publish(caller, name, existing[0].record if existing else None)
-        if (name, version) in self._services:
+        if version is not None and (name, version) in self._services:
             raise _exists(name, version, realtime=True)
 
     async def _keep_model(self, caller: Identity, key: str, onnx: Path) -> tuple[str, str]:
