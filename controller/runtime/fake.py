@@ -502,8 +502,11 @@ class FakeRuntime:
         restarted controller adopts their sessions; each one left is logged (``purge``
         ends them)."""
         running = [a for a in self._agents.values() if not a.ended.is_set()]
+        watchers = [a.watcher for a in self._agents.values() if a.watcher is not None]
         for agent in list(self._agents.values()):
             self._forget(agent.key)
+        if watchers:  # one cancelled while it kept an exit code ends once that is written
+            await asyncio.wait(watchers)
         for agent in running:
             log.warning(
                 "fake engine closed: its agent process keeps running",
@@ -553,11 +556,22 @@ class FakeRuntime:
         # an earlier runtime's child in this same process (a restart in a test) is ours
         # to collect too; an earlier controller process's is not (ChildProcessError)
         agent.exit_code = _reap(agent.pid)
+        if not quiet:
+            # kept before the end is told (``poll``, ``exits``): whoever sees it end, a
+            # restarted controller too, reads the file with the exit code in it
+            path = self._root / agent.key / STATE_FILE
+            record = asyncio.ensure_future(
+                asyncio.to_thread(_record_exit, path, agent.pid, agent.exit_code)
+            )
+            try:
+                await asyncio.shield(record)
+            except asyncio.CancelledError:
+                await asyncio.wait({record})  # its thread writes on: no reader before it
+                raise
+            except OSError:
+                pass
         agent.ended.set()
         if not quiet:
-            path = self._root / agent.key / STATE_FILE
-            with contextlib.suppress(OSError):
-                await asyncio.to_thread(_record_exit, path, agent.pid, agent.exit_code)
             for queue in self._subscribers:
                 queue.put_nowait(agent.key)
 

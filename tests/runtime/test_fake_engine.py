@@ -9,6 +9,7 @@ import contextlib
 import os
 import secrets
 import signal
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -329,6 +330,22 @@ async def test_a_restarted_controller_keeps_the_exit_code_of_an_agent_that_ended
     await exits.aclose()
     await second.remove(handle)
     await second.close()
+
+
+async def test_an_exit_is_told_only_once_its_code_is_kept(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keeping the exit code is slowed: a restarted controller that adopts the agent the
+    moment its end is seen must still read the code, not race the write with its own."""
+    write = fake._write_json
+
+    def slow_write(path: Path, value: dict[str, Any]) -> None:
+        if "exit_code" in value:
+            time.sleep(0.5)
+        write(path, value)
+
+    monkeypatch.setattr(fake, "_write_json", slow_write)
+    await test_a_restarted_controller_keeps_the_exit_code_of_an_agent_that_ended_before(settings)
 
 
 async def test_a_restarted_controller_takes_no_path_from_what_user_code_can_rewrite(
