@@ -588,19 +588,29 @@ def test_a_step_keeps_nothing_per_request(raw: Raw, monkeypatch: pytest.MonkeyPa
     memory a step holds does not grow with its requests once the reservoir is full."""
     monkeypatch.setattr(capacity, "RESERVOIR", 64, raising=False)
     target = raw.target()
+
+    def measured(duration: float) -> tuple[int, int]:
+        """Requests made in a step of ``duration`` and the peak bytes traced during it."""
+        gc.collect()  # the garbage of earlier tests would be noise
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        step = asyncio.run(capacity.run_step(target, 4, duration, 0.0))
+        return step.requests, tracemalloc.get_traced_memory()[1] - base
+
     tracemalloc.start()
     try:
-        seen = []
-        for duration in (0.3, 2.0):
-            gc.collect()  # the garbage of earlier tests would be noise
-            tracemalloc.reset_peak()
-            base = tracemalloc.get_traced_memory()[0]
-            step = asyncio.run(capacity.run_step(target, 4, duration, 0.0))
-            seen.append((step.requests, tracemalloc.get_traced_memory()[1] - base))
+        seen = [measured(0.3), measured(2.0)]
+        # some 250 KB of the peak is noise that does not grow with requests: enough of
+        # them make it small per request, on a loaded machine too (a longer step then)
+        for _ in range(3):
+            (few, _), (many, _) = seen
+            if many - few >= 4000:
+                break
+            seen[1] = measured(min(10.0, 2.0 * 4000 / max(many - few, 1)))
     finally:
         tracemalloc.stop()
     (few, small), (many, large) = seen
-    assert many - few > 500, seen
+    assert many - few > 2000, seen
     # bytes a request: a record was about 700; uncollected garbage makes up to ~110 of noise
     assert (large - small) / (many - few) < 250, seen
 
