@@ -378,7 +378,7 @@ def test_the_cli_reports_a_table_json_and_html(
     fake: Fake, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("O16N_TOKEN", TOKEN)
-    args = ["capacity", "Fake", "1", "--server", fake.url, "--duration", "0.4s", "--warmup", "0"]
+    args = ["capacity", "Fake", "1", "--server", fake.url, "--duration", "1s", "--warmup", "0"]
     # the input is checked against the service's parameters first
     assert main([*args, "--input", '{"y": 1}']) == USAGE
     assert "unknown ['y']" in capsys.readouterr().err and fake.requests == 0
@@ -430,7 +430,7 @@ def test_an_unwritable_report_loses_no_run(
     """A report in a directory that does not exist is refused before any request; one that
     cannot be written after the run still leaves the figures printed."""
     monkeypatch.setenv("O16N_TOKEN", TOKEN)
-    args = ["--duration", "0.2s", "--warmup", "0", "--json"]
+    args = ["--duration", "1s", "--warmup", "0", "--json"]
     assert _capacity(fake, *args, "--html", str(tmp_path / "no" / "r.html")) == USAGE
     assert fake.requests == 0 and "no such directory" in capsys.readouterr().err
     (tmp_path / "taken").mkdir()  # a directory where the file should go
@@ -501,7 +501,7 @@ def test_no_server_timing_is_said_not_charted(
     fake.mode = "bare"
     monkeypatch.setenv("O16N_TOKEN", TOKEN)
     html_path = tmp_path / "r.html"
-    code = _capacity(fake, "--duration", "0.3s", "--warmup", "0", "--html", str(html_path))
+    code = _capacity(fake, "--duration", "1s", "--warmup", "0", "--html", str(html_path))
     assert code == 0
     assert "no Server-Timing header" in capsys.readouterr().out
     page = html_path.read_text()
@@ -707,7 +707,7 @@ def test_a_stored_login_is_checked_as_its_server(
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
     login = {"access_token": TOKEN, "refresh_token": "r", "expires_on": time.time() + 3600}
-    args = ["capacity", "Fake", "1", "--input", '{"x": 1}', "--duration", "0.2s"]
+    args = ["capacity", "Fake", "1", "--input", '{"x": 1}', "--duration", "1s"]
     write_credentials(credentials_path(), stored_pair("http://192.0.2.1:9", "admin", login))
     assert main([*args, "--warmup", "0"]) == USAGE  # not loopback, not named
     assert "--target-host 192.0.2.1" in capsys.readouterr().err
@@ -751,7 +751,7 @@ def test_the_report_renders_in_chromium(
     code = _capacity(
         fake,
         *("--step", "1,2,4,8", "--p95-threshold", "50ms"),
-        *("--duration", "0.4s", "--warmup", "0.1s", "--html", str(html_path)),
+        *("--duration", "1s", "--warmup", "0.1s", "--html", str(html_path)),
     )
     assert code == 0
     errors: list[str] = []
