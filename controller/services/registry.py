@@ -8,12 +8,13 @@ the service's own environment and workspace (``environments``)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import secrets
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -182,7 +183,7 @@ class ServiceRegistry:
         """Change only the fields present; a present ``snapshotId`` replaces the environment."""
         fields = request.model_fields_set
         await self.find(name, version)
-        async with self._lock:
+        async with self._locked():
             old = self.get(name, version)
             access.check_manage(caller, old.record, "update")
             if old.model is not None and fields - {"description", "operationId", "runtimeType"}:
@@ -217,7 +218,7 @@ class ServiceRegistry:
                 )
                 record.snapshot_id = request.snapshotId
             try:
-                await self._repo.update(record)
+                await self._update(record)
             except BaseException:
                 if new_environment:
                     await self._environments.drop(record.image, record.archive)
@@ -285,11 +286,11 @@ class ServiceRegistry:
         if old.model is None:
             raise _not_realtime(name, version)
         if form.model is None:
-            async with self._lock:
+            async with self._locked():
                 old = self.get(name, version)
                 access.check_manage(caller, old.record, "update")
                 record = self._with_fields(old.record, form)
-                await self._repo.update(record)
+                await self._update(record)
                 old.record = record
                 old.document = self._document(record)
             return old
@@ -353,7 +354,7 @@ class ServiceRegistry:
         onnx: Path,
     ) -> tuple[Service, Service]:
         """The version as it was, and as it is with the new model (its pool not started)."""
-        async with self._lock:
+        async with self._locked():
             old = self.get(name, version)
             access.check_manage(caller, old.record, "update")
             if old.model is None:  # deleted and published again as Python meanwhile
@@ -363,7 +364,7 @@ class ServiceRegistry:
             record.image, record.archive = await self._keep_model(caller, record.key, onnx)
             record.model_schema = schema.dumps()
             try:
-                await self._repo.update(record)
+                await self._update(record)
             except BaseException:
                 await self._environments.drop(record.image, record.archive)
                 raise
@@ -401,10 +402,11 @@ class ServiceRegistry:
 
     async def delete(self, caller: Identity, name: str, version: str) -> Service:
         await self.find(name, version)
-        async with self._lock:
+        async with self._locked():
             service = self.get(name, version)
             access.check_manage(caller, service.record, "delete")
-            await self._repo.delete(name, version)
+            if not await self._repo.delete(service.record):
+                raise _Stale(name, version)
             self._services.remove(name, version)
             forget_service(name, version)
         await service.pool.close()
@@ -566,6 +568,27 @@ class ServiceRegistry:
 
     # --- internals ------------------------------------------------------------------------
 
+    @contextlib.asynccontextmanager
+    async def _locked(self) -> AsyncIterator[None]:
+        """The lock, for a change of a version; one that another controller of the group
+        changed or deleted meanwhile is refused (409) once the catalogue has read the
+        store again, so that the caller's next try sees the version as it is."""
+        try:
+            async with self._lock:
+                yield
+        except _Stale as stale:
+            await self.refresh()
+            raise ConflictError(
+                f"'{stale.name}' version '{stale.version}' was changed or deleted on "
+                "another controller meanwhile; nothing was changed here: read it again "
+                "and retry"
+            ) from None
+
+    async def _update(self, record: ServiceRecord) -> None:
+        """Store ``record`` over the row as this controller last read it (``_locked``)."""
+        if not await self._repo.update(record):
+            raise _Stale(record.name, record.version)
+
     def _document(self, record: ServiceRecord) -> dict[str, Any]:
         batch = self.batch_document(record) if self.batch_document is not None else None
         return swagger.build(record, batch)
@@ -621,6 +644,14 @@ def _new_record(
         creation_time=dotnet_timestamp(now),
         **fields,
     )
+
+
+class _Stale(Exception):
+    """The row of a version is gone or at another revision than this controller's."""
+
+    def __init__(self, name: str, version: str) -> None:
+        super().__init__(name, version)
+        self.name, self.version = name, version
 
 
 def _not_realtime(name: str, version: str) -> BadRequestError:

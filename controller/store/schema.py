@@ -214,6 +214,11 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE services ADD COLUMN model_schema TEXT;
     """,
+    # 12: each change of a service row counts up its revision: a controller of the group
+    #     changes or deletes the row as it knows it, never one another changed meanwhile
+    """
+    ALTER TABLE services ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 #: Statements PostgreSQL runs after the migration of the same number. 8: SQLite's

@@ -38,6 +38,8 @@ class ServiceRecord:
     generic: bool = False
     #: a realtime service's model schema (JSON text; ``archive`` names its ONNX file)
     model_schema: str | None = None
+    #: counts the row's changes: ``update`` and ``delete`` apply to this revision only
+    revision: int = 0
 
     @classmethod
     def from_row(cls, row: Row) -> ServiceRecord:
@@ -65,6 +67,7 @@ class ServiceRecord:
             isolation=row["isolation"],
             generic=bool(row["generic"]),
             model_schema=row["model_schema"],
+            revision=row["revision"],
         )
 
     def columns(self) -> dict[str, Any]:
@@ -92,14 +95,24 @@ class ServicesRepo:
             list(values.values()),
         )
 
-    async def update(self, record: ServiceRecord) -> None:
+    async def update(self, record: ServiceRecord) -> bool:
+        """Write ``record`` over the row at ``record.revision`` and count its revision up
+        (in ``record`` too); ``False``, writing nothing, when the row is gone or at another
+        revision: another controller of the group changed it meanwhile, and this one's
+        copy is stale. The pool sizes are ``set_pool``'s alone: never written back."""
         values = record.columns()
-        changed = {k: v for k, v in values.items() if k not in ("name", "version")}
+        fixed = ("name", "version", "revision", "pool_initial", "pool_max")
+        changed = {k: v for k, v in values.items() if k not in fixed}
         sets = ", ".join(f"{k} = ?" for k in changed)
-        await self._db.execute(
-            f"UPDATE services SET {sets} WHERE name = ? AND version = ?",  # noqa: S608
-            [*changed.values(), values["name"], values["version"]],
+        count = await self._db.execute(
+            f"UPDATE services SET {sets}, revision = revision + 1 "  # noqa: S608
+            "WHERE name = ? AND version = ? AND revision = ?",
+            [*changed.values(), record.name, record.version, record.revision],
         )
+        if count != 1:
+            return False
+        record.revision += 1
+        return True
 
     async def set_pool(self, name: str, version: str, initial: int, maximum: int) -> None:
         await self._db.execute(
@@ -125,10 +138,14 @@ class ServicesRepo:
         """Changes when another controller of the group (or a CLI) changed the services."""
         return await self._db.changes("services")
 
-    async def delete(self, name: str, version: str) -> None:
-        await self._db.execute(
-            "DELETE FROM services WHERE name = ? AND version = ?", (name, version)
+    async def delete(self, record: ServiceRecord) -> bool:
+        """Delete the row at ``record.revision``; ``False`` when it is gone or at another
+        revision (as ``update``)."""
+        count = await self._db.execute(
+            "DELETE FROM services WHERE name = ? AND version = ? AND revision = ?",
+            (record.name, record.version, record.revision),
         )
+        return count == 1
 
     async def all(self) -> list[ServiceRecord]:
         rows = await self._db.fetchall(_SELECT + " ORDER BY s.created_at, s.name, s.version")

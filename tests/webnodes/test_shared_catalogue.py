@@ -11,10 +11,17 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from controller.app import create_app
+from controller.services.registry import SERVICES
+from controller.settings import SETTINGS
 from tests.conftest import bearer, login, make_settings
 from tests.services.conftest import consume, publish
 
 Client = TestClient[Any, Any]
+
+DEFINITIONS = {
+    "inputParameterDefinitions": [{"name": "x", "type": "integer"}],
+    "outputParameterDefinitions": [{"name": "y", "type": "integer"}],
+}
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], within: float = 5.0) -> None:
@@ -37,11 +44,7 @@ async def test_a_version_published_on_one_controller_is_served_by_the_other(
 ) -> None:
     a, b = await two(aiohttp_client, data_dir)
     headers = bearer((await login(a))["access_token"])
-    definitions = {
-        "inputParameterDefinitions": [{"name": "x", "type": "integer"}],
-        "outputParameterDefinitions": [{"name": "y", "type": "integer"}],
-    }
-    await publish(a, headers, "twice", "v1", code="y = x * 2", **definitions)
+    await publish(a, headers, "twice", "v1", code="y = x * 2", **DEFINITIONS)
 
     # at once, through the other controller: its catalogue reads the store on a miss
     resp = await b.get("/services/twice/v1", headers=headers)
@@ -165,3 +168,74 @@ async def test_a_token_of_an_unknown_family_costs_one_read_until_the_next_reload
         assert reads == 2
     finally:
         await db.close()
+
+
+async def stale(client: Client) -> None:
+    """``client``'s catalogue stops reading what the others change, as in the second
+    before its watch looks again: its copy of each version goes stale."""
+    repo = client.app[SERVICES]._repo
+    seen = await repo.changes()
+
+    async def frozen() -> int:
+        return seen
+
+    repo.changes = frozen  # type: ignore[method-assign]
+    await asyncio.sleep(1.5)  # a look the watch had due (one interval) is over
+
+
+async def test_a_change_made_from_a_stale_copy_is_a_409_and_undoes_nothing(
+    aiohttp_client: Any, data_dir: Path
+) -> None:
+    """A patch writes the whole row: one from a copy another controller's change has
+    passed would put the old code back."""
+    a, b = await two(aiohttp_client, data_dir)
+    headers = bearer((await login(a))["access_token"])
+    await publish(a, headers, "twice", "v1", code="y = x * 2", **DEFINITIONS)
+    assert (await b.get("/services/twice/v1", headers=headers)).status == 200
+    await stale(b)
+    resp = await a.patch("/services/twice/v1", json={"code": "y = x * 3"}, headers=headers)
+    assert resp.status == 200, await resp.text()
+
+    resp = await b.patch("/services/twice/v1", json={"description": "d"}, headers=headers)
+    assert resp.status == 409, await resp.text()
+    assert "another controller" in (await resp.json())["message"]
+    for client in (a, b):  # b has read the version again: the new code, on both
+        body = await consume(client, headers, "twice", "v1", {"x": 4})
+        assert body["outputParameters"] == {"y": 12}
+    resp = await b.delete("/services/twice/v1", headers=headers)
+    assert resp.status == 200, await resp.text()
+
+    async def gone() -> bool:
+        return (await a.get("/services/twice/v1", headers=headers)).status == 404
+
+    await eventually(gone)
+
+
+async def test_a_model_replaced_elsewhere_is_not_deleted_from_a_stale_copy(
+    aiohttp_client: Any, data_dir: Path
+) -> None:
+    """The stale copy names the model file the replacement removed: deleting the version
+    from it would leave the new model behind, named by no row."""
+    from tests.realtime.conftest import FEATURES, frame_body, iris, leftovers, onnx_logistic
+    from tests.realtime.conftest import publish_model as publish_realtime
+
+    a, b = await two(aiohttp_client, data_dir)
+    headers = bearer((await login(a))["access_token"])
+    await publish_realtime(a, headers, "iris", "v1", onnx_logistic())
+    assert (await b.get("/services/iris/v1", headers=headers)).status == 200
+    await stale(b)
+    await publish_realtime(a, headers, "iris", "v1", onnx_logistic(), patch=True)
+    (kept,) = leftovers(a.app[SETTINGS])["models"]
+
+    resp = await b.delete("/services/iris/v1", headers=headers)
+    assert resp.status == 409, await resp.text()
+    assert leftovers(a.app[SETTINGS])["models"] == [kept]
+    frame, _ = iris()
+    body = frame_body(frame[:3], [f"X_{i}" for i in range(len(FEATURES))])
+    resp = await b.post("/api/iris/v1", json=body, headers=headers)
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["success"], await resp.text()
+
+    resp = await b.delete("/services/iris/v1", headers=headers)
+    assert resp.status == 200, await resp.text()
+    assert leftovers(a.app[SETTINGS])["models"] == []
