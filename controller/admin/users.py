@@ -15,7 +15,6 @@ snapshots are never deleted with them: ``DELETE`` is 409 while they own any, unl
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from aiohttp import web
@@ -211,11 +210,7 @@ async def _transfer(request: web.Request, source: str, target: str) -> dict[str,
     old = await repo.user(source)
     new = await _receiver(repo, old, target)
     services, snapshots = await repo.transfer(old.id, new.id)
-    for service in request.app[SERVICES].all():
-        if service.record.publisher_id == old.id:
-            service.record = dataclasses.replace(
-                service.record, publisher_id=new.id, publisher_name=new.username
-            )
+    await request.app[SERVICES].refresh()  # the new owner and revision of each
     return {"from": source, "to": target, "services": services, "snapshots": snapshots}
 
 

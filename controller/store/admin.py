@@ -77,8 +77,10 @@ class AdminRepo:
         """Hand every service version and snapshot of one user to another, atomically;
         returns how many of each moved."""
         async with self._db.transaction() as conn:
-            cur = await conn.execute(
-                "UPDATE services SET publisher_id = ? WHERE publisher_id = ?", (to_id, from_id)
+            cur = await conn.execute(  # a change: a copy of before is stale (services.py)
+                "UPDATE services SET publisher_id = ?, revision = revision + 1 "
+                "WHERE publisher_id = ?",
+                (to_id, from_id),
             )
             services = cur.rowcount
             cur = await conn.execute(

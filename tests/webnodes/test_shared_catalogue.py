@@ -239,3 +239,35 @@ async def test_a_model_replaced_elsewhere_is_not_deleted_from_a_stale_copy(
     resp = await b.delete("/services/iris/v1", headers=headers)
     assert resp.status == 200, await resp.text()
     assert leftovers(a.app[SETTINGS])["models"] == []
+
+
+async def test_a_version_handed_to_another_user_is_not_handed_back_from_a_stale_copy(
+    aiohttp_client: Any, data_dir: Path
+) -> None:
+    a, b = await two(aiohttp_client, data_dir)
+    admin = bearer((await login(a))["access_token"])
+    for name in ("alice", "bob"):
+        resp = await a.post(
+            "/admin/users",
+            json={"name": name, "password": "password-123", "role": "Contributor"},
+            headers=admin,
+        )
+        assert resp.status == 201, await resp.text()
+    alice = bearer((await login(a, "alice", "password-123"))["access_token"])
+    await publish(a, alice, "hers", "v1", code="y = x", **DEFINITIONS)
+    assert (await b.get("/services/hers/v1", headers=admin)).status == 200
+    await stale(b)
+
+    async def published_by(client: Client) -> str:
+        resp = await client.get("/services/hers/v1", headers=admin)
+        return str((await resp.json())[0]["versionPublishedBy"])
+
+    resp = await a.post("/admin/users/alice/transfer", json={"to": "bob"}, headers=admin)
+    assert resp.status == 200, await resp.text()
+    assert await published_by(a) == "bob"  # at once, on the controller it was done on
+
+    resp = await b.patch("/services/hers/v1", json={"description": "d"}, headers=admin)
+    assert resp.status == 409, await resp.text()
+    resp = await b.patch("/services/hers/v1", json={"description": "d"}, headers=admin)
+    assert resp.status == 200, await resp.text()
+    assert await published_by(a) == await published_by(b) == "bob"
