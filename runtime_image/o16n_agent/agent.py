@@ -70,6 +70,9 @@ class Agent:
         self.handlers.update(self.session.handlers())
         self.handlers.update(self.service.handlers())
         self.handlers.update(self.realtime.handlers())
+        #: per operation, the result that replaces an answer too large to send (else an
+        #: error: the controller's 500)
+        self.shrinkers = self.realtime.shrinkers()
         self.redialer = Redialer(self._connect)
         #: a session's requests: the connection is watched while they run and dialled again
         #: if it drops, so that a long one never makes a restarted controller give up on the
@@ -223,7 +226,7 @@ class Agent:
             self._set_executing(False)
         self.exit_if_forked()
         reap_children()
-        return checked(reply, out_blob)
+        return checked(reply, out_blob, self.shrinkers.get(op) if isinstance(op, str) else None)
 
     def exit_if_forked(self) -> None:
         """A process forked by user code must never answer on the agent's socket."""
@@ -274,9 +277,14 @@ def sendable(reply: dict[str, Any], blob: bytes | protocol.FileBlob | None) -> R
     return reply, blob
 
 
-def checked(reply: dict[str, Any], blob: bytes | protocol.FileBlob | None) -> Answer:
+def checked(
+    reply: dict[str, Any],
+    blob: bytes | protocol.FileBlob | None,
+    shrink: Callable[[int, int], dict[str, Any]] | None = None,
+) -> Answer:
     """``sendable``, and the reply's JSON when it goes without a blob: the encoding its
-    size was checked on is the one sent, not made again (an output of megabytes)."""
+    size was checked on is the one sent, not made again (an output of megabytes). An
+    answer too large becomes ``shrink(size, limit)``'s result when the operation has one."""
     try:
         data = protocol.dumps(reply)
     except Exception:
@@ -288,8 +296,11 @@ def checked(reply: dict[str, Any], blob: bytes | protocol.FileBlob | None) -> An
             _drop(blob)
             return _failed(reply, why)
     if len(data) > REPLY_MAX - 64:  # the frame also carries the blob's length, when any
-        why = f"the agent's reply takes {len(data):,} bytes, more than the {REPLY_MAX:,} allowed"
         _drop(blob)
+        if shrink is not None and reply.get("ok") is True:
+            small = {"id": reply.get("id"), "ok": True, **shrink(len(data), REPLY_MAX - 64)}
+            return small, None, protocol.dumps(small)
+        why = f"the agent's reply takes {len(data):,} bytes, more than the {REPLY_MAX:,} allowed"
         return _failed(reply, why)
     return reply, blob, data if blob is None else None
 

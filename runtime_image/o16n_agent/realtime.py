@@ -15,9 +15,8 @@ import gc
 from collections.abc import Callable
 from typing import Any
 
-from o16n_agent import codec, onnx_model, sklearn_onnx
+from o16n_agent import onnx_model, sklearn_onnx
 from o16n_agent.errors import OpError
-from o16n_agent.execution import REPLY_MAX
 from o16n_agent.onnx_model import ModelRefused
 
 Reply = tuple[dict[str, Any], bytes | None]
@@ -49,9 +48,15 @@ class RealtimeOps:
         self.outputs: list[tuple[str, str, list[str]]] = []
         #: each input's rank: ``[rows]`` (1) or ``[rows, k]`` (2)
         self.ranks: dict[str, int] = {}
+        #: the rows the last ``score`` scored (``oversized`` names them)
+        self.rows = 0
 
     def handlers(self) -> dict[str, Callable[[dict[str, Any], bytes | None], Reply]]:
         return {"model_prepare": self.prepare, "realtime_init": self.init, "score": self.score}
+
+    def shrinkers(self) -> dict[str, Callable[[int, int], dict[str, Any]]]:
+        """The operations whose answer too large to send is a result of its own."""
+        return {"score": self.oversized}
 
     # --- publication ----------------------------------------------------------------------
 
@@ -149,17 +154,18 @@ class RealtimeOps:
             columns = self._columns(results)
         except Exception as exc:
             return _result(False, f"the model's outputs cannot be read: {_text(exc)}"), None
-        result = _result(True, "", columns)
-        del columns, results
-        size = codec.encoded_size(result)  # orjson: a fraction of what scoring took
-        if size > REPLY_MAX - 4096:  # else the agent answers an error: a 500, not a result
-            rows = len(next(iter(feeds.values())))
-            return _result(
-                False,
-                f"the output of {rows:,} rows takes {size:,} bytes, more than the "
-                f"{REPLY_MAX - 4096:,} a reply may carry: score fewer rows per request",
-            ), None
-        return result, None
+        self.rows = len(next(iter(feeds.values())))
+        return _result(True, "", columns), None
+
+    def oversized(self, size: int, limit: int) -> dict[str, Any]:
+        """What ``score`` replies when its answer, encoded to be sent, takes ``size`` bytes,
+        more than the ``limit`` a reply may: the request's failure, not the agent's (the
+        agent checks the size on the encoding it sends, made once)."""
+        return _result(
+            False,
+            f"the output of {self.rows:,} rows takes {size:,} bytes, more than the "
+            f"{limit:,} a reply may carry: score fewer rows per request",
+        )
 
     def _feeds(self, frame: dict[str, Any]) -> dict[str, Any]:
         """Each input tensor: its columns side by side (``[rows, k]``), or the one column

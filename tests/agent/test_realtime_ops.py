@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import io
+import json
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -192,16 +193,31 @@ def test_a_regressor_gives_one_column() -> None:
 
 
 def test_an_output_larger_than_a_reply_may_be_is_the_requests_failure(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    """The agent measures the answer on the encoding it sends (made once): one too large
+    is the request's ``success: false``, not the agent's error (the controller's 500)."""
     model = LinearRegression().fit(X[:, :3], X[:, 3])
     schema, onnx_bytes = prepare(pickled(model))
-    ops = served(schema, onnx_bytes)
+    agent = Agent(str(tmp_path / "no.sock"), str(tmp_path))
+    reply, _ = agent.handle({"id": 1, "op": "realtime_init", "schema": schema}, onnx_bytes)
+    assert reply == {"id": 1, "ok": True}
     frame = {f"X_{j}": X32[:, j].tolist() for j in range(3)}
-    monkeypatch.setattr("o16n_agent.realtime.REPLY_MAX", 4096 + 1000)
-    reply = score(ops, frame)
-    assert reply["success"] is False and "score fewer rows" in reply["error"]
-    assert reply["outputs"] == {"outputData": None}
+    request = {"id": 2, "op": "score", "inputs": {"inputData": frame}}
+    reply, _, sent = agent.answer(request, None)
+    assert reply["success"] is True and sent is not None
+    monkeypatch.setattr(agent_module, "REPLY_MAX", len(sent))  # 64 bytes short of it
+    encodings: list[Any] = []
+    dumps = agent_module.protocol.dumps
+    monkeypatch.setattr(
+        agent_module.protocol, "dumps", lambda value: encodings.append(value) or dumps(value)
+    )
+    reply, blob, sent = agent.answer({**request, "id": 3}, None)
+    assert reply["ok"] is True and reply["success"] is False and blob is None
+    assert f"the output of {len(X):,} rows takes" in reply["error"]
+    assert "score fewer rows" in reply["error"] and reply["outputs"] == {"outputData": None}
+    assert sent is not None and json.loads(sent) == reply
+    assert len(encodings) == 2  # the answer, once; then the failure sent in its place
 
 
 # --- ONNX uploads --------------------------------------------------------------------------
