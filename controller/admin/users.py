@@ -15,6 +15,7 @@ snapshots are never deleted with them: ``DELETE`` is 409 while they own any, unl
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from aiohttp import web
@@ -35,6 +36,8 @@ from controller.sessions.manager import SESSIONS
 from controller.store.admin import AdminRepo, UserOverview
 from controller.store.db import DB
 from controller.store.users import refuse_directory_owned
+
+log = logging.getLogger(__name__)
 
 routes = web.RouteTableDef()
 
@@ -210,7 +213,10 @@ async def _transfer(request: web.Request, source: str, target: str) -> dict[str,
     old = await repo.user(source)
     new = await _receiver(repo, old, target)
     services, snapshots = await repo.transfer(old.id, new.id)
-    await request.app[SERVICES].refresh()  # the new owner and revision of each
+    try:
+        await request.app[SERVICES].refresh()  # the new owner and revision of each
+    except Exception:  # done all the same: the watch reads the store within a second
+        log.exception("catalogue refresh after a handover failed")
     return {"from": source, "to": target, "services": services, "snapshots": snapshots}
 
 

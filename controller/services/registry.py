@@ -571,13 +571,18 @@ class ServiceRegistry:
     @contextlib.asynccontextmanager
     async def _locked(self) -> AsyncIterator[None]:
         """The lock, for a change of a version; one that another controller of the group
-        changed or deleted meanwhile is refused (409) once the catalogue has read the
-        store again, so that the caller's next try sees the version as it is."""
+        changed meanwhile is refused (409), deleted meanwhile is a 404, once the catalogue
+        has read the store again: the caller's next try sees the version as it is."""
         try:
             async with self._lock:
                 yield
         except _Stale as stale:
-            await self.refresh()
+            try:
+                await self.refresh()
+            except Exception:  # the database, say: the watch reads it again within a second
+                log.exception("catalogue refresh after a stale change failed")
+            else:
+                self.get(stale.name, stale.version)  # gone: its 404
             raise ConflictError(
                 f"'{stale.name}' version '{stale.version}' was changed or deleted on "
                 "another controller meanwhile; nothing was changed here: read it again "

@@ -8,6 +8,7 @@ from typing import Any
 from controller.errors import NotFoundError
 from controller.roles import Role
 from controller.store.db import Database
+from controller.store.services import new_revision
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,9 +79,8 @@ class AdminRepo:
         returns how many of each moved."""
         async with self._db.transaction() as conn:
             cur = await conn.execute(  # a change: a copy of before is stale (services.py)
-                "UPDATE services SET publisher_id = ?, revision = revision + 1 "
-                "WHERE publisher_id = ?",
-                (to_id, from_id),
+                "UPDATE services SET publisher_id = ?, revision = ? WHERE publisher_id = ?",
+                (to_id, new_revision(), from_id),
             )
             services = cur.rowcount
             cur = await conn.execute(

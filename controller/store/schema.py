@@ -214,10 +214,11 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE services ADD COLUMN model_schema TEXT;
     """,
-    # 12: each change of a service row counts up its revision: a controller of the group
-    #     changes or deletes the row as it knows it, never one another changed meanwhile
+    # 12: a service row's revision, a random token each insert and change makes anew: a
+    #     controller of the group changes or deletes the row as it read it, never one
+    #     another changed (or deleted and published again) meanwhile
     """
-    ALTER TABLE services ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE services ADD COLUMN revision TEXT NOT NULL DEFAULT '';
     """,
 ]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -38,8 +39,9 @@ class ServiceRecord:
     generic: bool = False
     #: a realtime service's model schema (JSON text; ``archive`` names its ONNX file)
     model_schema: str | None = None
-    #: counts the row's changes: ``update`` and ``delete`` apply to this revision only
-    revision: int = 0
+    #: the row as read: ``insert`` and ``update`` make a new one (``new_revision``), and
+    #: ``update`` and ``delete`` apply to the row at this revision only
+    revision: str = ""
 
     @classmethod
     def from_row(cls, row: Row) -> ServiceRecord:
@@ -79,6 +81,11 @@ class ServiceRecord:
         return values
 
 
+def new_revision() -> str:
+    """A row's new revision: random, so that no two rows or changes share one."""
+    return secrets.token_hex(8)
+
+
 _SELECT = "SELECT s.*, u.username FROM services s JOIN users u ON u.id = s.publisher_id"
 
 
@@ -87,6 +94,9 @@ class ServicesRepo:
         self._db = db
 
     async def insert(self, record: ServiceRecord) -> None:
+        """Store a new row, at a new revision (in ``record`` too): never one a row of the
+        same name and version had before it was deleted."""
+        record.revision = new_revision()
         values = record.columns()
         names = ", ".join(values)
         marks = ", ".join("?" for _ in values)
@@ -96,22 +106,23 @@ class ServicesRepo:
         )
 
     async def update(self, record: ServiceRecord) -> bool:
-        """Write ``record`` over the row at ``record.revision`` and count its revision up
-        (in ``record`` too); ``False``, writing nothing, when the row is gone or at another
+        """Write ``record`` over the row at ``record.revision``, at a new revision (in
+        ``record`` too); ``False``, writing nothing, when the row is gone or at another
         revision: another controller of the group changed it meanwhile, and this one's
         copy is stale. The pool sizes are ``set_pool``'s alone: never written back."""
         values = record.columns()
         fixed = ("name", "version", "revision", "pool_initial", "pool_max")
         changed = {k: v for k, v in values.items() if k not in fixed}
         sets = ", ".join(f"{k} = ?" for k in changed)
+        revision = new_revision()
         count = await self._db.execute(
-            f"UPDATE services SET {sets}, revision = revision + 1 "  # noqa: S608
+            f"UPDATE services SET {sets}, revision = ? "  # noqa: S608
             "WHERE name = ? AND version = ? AND revision = ?",
-            [*changed.values(), record.name, record.version, record.revision],
+            [*changed.values(), revision, record.name, record.version, record.revision],
         )
         if count != 1:
             return False
-        record.revision += 1
+        record.revision = revision
         return True
 
     async def set_pool(self, name: str, version: str, initial: int, maximum: int) -> None:

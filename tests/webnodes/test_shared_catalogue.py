@@ -271,3 +271,28 @@ async def test_a_version_handed_to_another_user_is_not_handed_back_from_a_stale_
     resp = await b.patch("/services/hers/v1", json={"description": "d"}, headers=admin)
     assert resp.status == 200, await resp.text()
     assert await published_by(a) == await published_by(b) == "bob"
+
+
+async def test_a_copy_of_a_deleted_version_changes_nothing_of_the_one_published_again(
+    aiohttp_client: Any, data_dir: Path
+) -> None:
+    """The version deleted and published again under the same name and version is a new
+    row: a copy of the first one must not match it."""
+    a, b = await two(aiohttp_client, data_dir)
+    headers = bearer((await login(a))["access_token"])
+    await publish(a, headers, "again", "v1", code="y = x * 2", **DEFINITIONS)
+    assert (await b.get("/services/again/v1", headers=headers)).status == 200
+    await stale(b)
+    assert (await a.delete("/services/again/v1", headers=headers)).status == 200
+    await publish(a, headers, "again", "v1", code="y = x * 3", **DEFINITIONS)
+
+    resp = await b.patch("/services/again/v1", json={"description": "d"}, headers=headers)
+    assert resp.status == 409, await resp.text()
+    for client in (a, b):
+        body = await consume(client, headers, "again", "v1", {"x": 4})
+        assert body["outputParameters"] == {"y": 12}
+
+    # deleted elsewhere while this copy was stale: a 404, as it is
+    assert (await a.delete("/services/again/v1", headers=headers)).status == 200
+    resp = await b.delete("/services/again/v1", headers=headers)
+    assert resp.status == 404, await resp.text()
