@@ -566,9 +566,10 @@ class FakeRuntime:
             try:
                 await asyncio.shield(record)
             except asyncio.CancelledError:
-                await asyncio.wait({record})  # its thread writes on: no reader before it
-                if not record.cancelled():
-                    record.exception()  # read: an OSError is as unimportant here
+                # its thread writes on: no reader before it; its error (OSError) is as
+                # unimportant here, but read, so that asyncio does not log it
+                record.add_done_callback(lambda done: done.cancelled() or done.exception())
+                await asyncio.wait({record})
                 raise
             except OSError:
                 pass

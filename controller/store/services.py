@@ -82,7 +82,9 @@ class ServiceRecord:
 
 
 def new_revision() -> str:
-    """A row's new revision: random, so that no two rows or changes share one."""
+    """A row's new revision: random, so that no change of a row, and no row published
+    again under its name and version, gets one it had before (the rows of one handover
+    share theirs: a revision is only ever matched with its name and version)."""
     return secrets.token_hex(8)
 
 
