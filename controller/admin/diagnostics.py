@@ -60,6 +60,10 @@ CLEANUP_TIMEOUT = 8.0
 #: 8 s the reply goes and this goes on in the background)
 PENDING_GRACE = 30.0
 BACKGROUND = "the cleanup did not finish in time; it goes on in the background"
+#: seconds the cleanup waits for the engine to have removed the run's containers, and
+#: between its looks
+REMOVAL_WAIT = 30.0
+REMOVAL_POLL = 0.25
 #: free bytes under which the disk step fails
 DISK_MINIMUM = 256 * 1024**2
 
@@ -212,11 +216,22 @@ class Run:
                 await app[SERVICES].delete(identity, record.name, record.version)
 
     async def _containers(self) -> None:
-        """Any container still labelled with the throwaway owner (a launch cut short)."""
+        """Any container still labelled with the throwaway owner (a launch cut short), and
+        those being removed in the background (a closed session's), until the engine lists
+        none: a removal "already in progress" returns before the container is gone, and
+        the report says nothing is left."""
         runtime = self.app[ENGINE].runtime
-        for handle in await runtime.list_owned():
-            if handle.owner == self.name:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + REMOVAL_WAIT
+        while True:
+            left = [h for h in await runtime.list_owned() if h.owner == self.name]
+            if not left:
+                return
+            if loop.time() >= deadline:
+                raise RuntimeError(f"{len(left)} container(s) still there after {REMOVAL_WAIT:g} s")
+            for handle in left:
                 await runtime.remove(handle)
+            await asyncio.sleep(REMOVAL_POLL)
 
     async def _user(self) -> None:
         directory = self.app[AUTH].directory
