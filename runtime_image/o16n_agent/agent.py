@@ -280,11 +280,12 @@ def sendable(reply: dict[str, Any], blob: bytes | protocol.FileBlob | None) -> R
 def checked(
     reply: dict[str, Any],
     blob: bytes | protocol.FileBlob | None,
-    shrink: Callable[[int, int], dict[str, Any]] | None = None,
+    shrink: Callable[[dict[str, Any], int, int], dict[str, Any]] | None = None,
 ) -> Answer:
     """``sendable``, and the reply's JSON when it goes without a blob: the encoding its
     size was checked on is the one sent, not made again (an output of megabytes). An
-    answer too large becomes ``shrink(size, limit)``'s result when the operation has one."""
+    answer too large becomes ``shrink(reply, size, limit)``'s result when the operation
+    has one."""
     try:
         data = protocol.dumps(reply)
     except Exception:
@@ -298,7 +299,7 @@ def checked(
     if len(data) > REPLY_MAX - 64:  # the frame also carries the blob's length, when any
         _drop(blob)
         if shrink is not None and reply.get("ok") is True:
-            small = {"id": reply.get("id"), "ok": True, **shrink(len(data), REPLY_MAX - 64)}
+            small = {"id": reply.get("id"), "ok": True, **shrink(reply, len(data), REPLY_MAX - 64)}
             return small, None, protocol.dumps(small)
         why = f"the agent's reply takes {len(data):,} bytes, more than the {REPLY_MAX:,} allowed"
         return _failed(reply, why)

@@ -48,13 +48,11 @@ class RealtimeOps:
         self.outputs: list[tuple[str, str, list[str]]] = []
         #: each input's rank: ``[rows]`` (1) or ``[rows, k]`` (2)
         self.ranks: dict[str, int] = {}
-        #: the rows the last ``score`` scored (``oversized`` names them)
-        self.rows = 0
 
     def handlers(self) -> dict[str, Callable[[dict[str, Any], bytes | None], Reply]]:
         return {"model_prepare": self.prepare, "realtime_init": self.init, "score": self.score}
 
-    def shrinkers(self) -> dict[str, Callable[[int, int], dict[str, Any]]]:
+    def shrinkers(self) -> dict[str, Callable[[dict[str, Any], int, int], dict[str, Any]]]:
         """The operations whose answer too large to send is a result of its own."""
         return {"score": self.oversized}
 
@@ -154,16 +152,18 @@ class RealtimeOps:
             columns = self._columns(results)
         except Exception as exc:
             return _result(False, f"the model's outputs cannot be read: {_text(exc)}"), None
-        self.rows = len(next(iter(feeds.values())))
         return _result(True, "", columns), None
 
-    def oversized(self, size: int, limit: int) -> dict[str, Any]:
-        """What ``score`` replies when its answer, encoded to be sent, takes ``size`` bytes,
-        more than the ``limit`` a reply may: the request's failure, not the agent's (the
-        agent checks the size on the encoding it sends, made once)."""
+    @staticmethod
+    def oversized(reply: dict[str, Any], size: int, limit: int) -> dict[str, Any]:
+        """What ``score`` replies when its answer ``reply``, encoded to be sent, takes
+        ``size`` bytes, more than the ``limit`` a reply may: the request's failure, not the
+        agent's (the agent checks the size on the encoding it sends, made once)."""
+        columns = reply["outputs"]["outputData"]
+        rows = len(next(iter(columns.values()), []))
         return _result(
             False,
-            f"the output of {self.rows:,} rows takes {size:,} bytes, more than the "
+            f"the output of {rows:,} rows takes {size:,} bytes, more than the "
             f"{limit:,} a reply may carry: score fewer rows per request",
         )
 
